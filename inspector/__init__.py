@@ -1,0 +1,39 @@
+"""inspector: open up pretrained transformers and look at every head's attention.
+
+>>> import inspector
+>>> m = inspector.load("minilm")            # doctest: +SKIP
+>>> ins = m.inspect("The cat sat on the mat.")  # doctest: +SKIP
+>>> ins.frame().head()                       # doctest: +SKIP
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .api import Inspection, LoadedModel, list_embedded, load, read_parquet
+from .errors import (
+    AttentionUnavailableError,
+    CaptureError,
+    InputError,
+    InspectorError,
+    ModelLoadError,
+    UnsupportedModelError,
+)
+
+try:
+    __version__ = version("attention-inspector")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
+    __version__ = "0.0.0"
+
+__all__ = [
+    "AttentionUnavailableError",
+    "CaptureError",
+    "InputError",
+    "Inspection",
+    "InspectorError",
+    "LoadedModel",
+    "ModelLoadError",
+    "UnsupportedModelError",
+    "__version__",
+    "list_embedded",
+    "load",
+    "read_parquet",
+]

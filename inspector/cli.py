@@ -1,0 +1,172 @@
+"""Command line: parse arguments, call the Python API, print one line. The last consumer.
+
+``inspector --help`` must not import torch: every heavy import happens inside a command.
+Errors print one readable line (``inspector: error: ...``) and exit non-zero; no output file is
+left behind because every writer is atomic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _int_list(value: str) -> list[int]:
+    try:
+        return [int(v) for v in value.replace(" ", "").split(",") if v != ""]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers such as 0,1,5, got {value!r}"
+        ) from None
+
+
+def _add_model_text(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="'minilm', 'smollm2', a model folder, or a hub id")
+    p.add_argument("text", help="the input text")
+    p.add_argument("--pair", metavar="TEXT", help="second text of a sentence pair")
+    p.add_argument("--target", metavar="TEXT", help="decoder text (encoder-decoder models)")
+    p.add_argument(
+        "--truncate",
+        action="store_true",
+        help="cut inputs longer than the model's limit instead of failing",
+    )
+    p.add_argument("--max-length", type=int, metavar="N", help="a lower token limit")
+    p.add_argument("--device", help="torch device, e.g. cuda")
+    p.add_argument("--dtype", help="model dtype, e.g. float16")
+    p.add_argument("--gguf-file", metavar="NAME", help="GGUF file inside the model folder")
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow the model folder / hub repo to run its own code",
+    )
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from .api import load
+
+    return load(
+        args.model,
+        device=args.device,
+        dtype=args.dtype,
+        trust_remote_code=args.trust_remote_code,
+        gguf_file=args.gguf_file,
+    )
+
+
+def _inspect(args: argparse.Namespace, model: Any = None, **extra: Any) -> Any:
+    m = model or _load(args)
+    return m.inspect(
+        args.text,
+        args.pair,
+        target=args.target,
+        truncation=args.truncate,
+        max_length=args.max_length,
+        **extra,
+    )
+
+
+def cmd_inspect(args: argparse.Namespace) -> str:
+    from ._io import check_writable
+
+    suffix = os.path.splitext(args.output)[1].lower()
+    if suffix not in (".parquet", ".csv"):
+        raise _usage(f"-o {args.output}: use a .parquet or .csv file name")
+    check_writable(args.output)
+    ins = _inspect(args)
+    frame = ins.frame(args.layers, args.heads, level=args.level)
+    from .frames import write_frame
+
+    write_frame(frame, args.output)
+    meta = ins.metadata
+    n_tokens = len(ins.tokens) if not ins.is_encoder_decoder else len(ins.encoder.tokens)
+    return (
+        f"{meta['model_name']}: {n_tokens} tokens, {meta['n_layers']} layers x "
+        f"{meta['n_heads']} heads, {len(frame):,} rows -> {args.output}"
+    )
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _usage(message: str) -> _UsageError:
+    return _UsageError(message)
+
+
+Command = Callable[[argparse.Namespace], str]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="inspector",
+        description="Capture, tabulate and render the attention of Hugging Face transformers.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("inspect", help="write the attention frame to Parquet or CSV")
+    _add_model_text(p)
+    p.add_argument("--layers", type=_int_list, help="layer indexes, e.g. 0,1")
+    p.add_argument("--heads", type=_int_list, help="head indexes, e.g. 0,3")
+    p.add_argument("--level", choices=["token", "word"], default="token")
+    p.add_argument("-o", "--output", required=True, help="out.parquet or out.csv")
+    p.set_defaults(func=cmd_inspect)
+
+    for register in _EXTRA_COMMANDS:
+        register(sub)
+    return parser
+
+
+#: Functions adding further sub-commands (report, heads, compare, explain, atlas, ...).
+_EXTRA_COMMANDS: list[Callable[[Any], None]] = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        _quiet_libraries()
+        message = args.func(args)
+    except KeyboardInterrupt:
+        print("inspector: interrupted; no partial output was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # one readable line, never a traceback (unless --debug)
+        if args.debug:
+            raise
+        print(f"inspector: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_ERROR
+    if message:
+        print(message)
+    return 0
+
+
+def _one_line(exc: BaseException) -> str:
+    from .errors import InspectorError
+
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, InspectorError | _UsageError):
+        return text
+    if isinstance(exc, MemoryError):
+        return (
+            "out of memory; keep less with --layers/--heads, use --dtype float16, or a "
+            "shorter input"
+        )
+    return f"{type(exc).__name__}: {text[:500]} (run with --debug for the traceback)"
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,277 @@
+"""Tidy pandas frames built from a capture: one row per (layer, head, query, key).
+
+Pure functions of :mod:`inspector.capture` objects; nothing here runs a model. Frames use compact
+dtypes (small integers, categorical tokens, float32 weights) and copy the weights unchanged, so
+``frame.weight`` equals the model's own output attentions exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from ._io import atomic_path
+from .capture import AttentionStack, Capture, Tokens, select_indexes
+from .errors import InputError
+
+#: The columns of every attention frame, in order (``kind`` is added for encoder-decoder models).
+COLUMNS = ("layer", "head", "query_pos", "key_pos", "query_token", "key_token", "weight")
+Level = Literal["token", "word"]
+PARQUET_KEY = b"inspector"
+
+
+def _int_dtype(max_value: int) -> type[np.integer]:
+    for dt in (np.uint8, np.uint16, np.uint32):
+        if max_value <= np.iinfo(dt).max:
+            return dt
+    return np.int64
+
+
+def _token_categorical(tokens: Sequence[str], repeat: int, tile: int) -> pd.Categorical:
+    """Categorical of ``tokens`` laid out like ``np.tile(np.repeat(positions, repeat), tile)``."""
+    codes, uniques = pd.factorize(np.asarray(tokens, dtype=object))
+    small = codes.astype(np.int8 if len(uniques) < 127 else np.int16)
+    laid_out = np.tile(np.repeat(small, repeat), tile)
+    return pd.Categorical.from_codes(
+        laid_out, categories=pd.Index(uniques, dtype=object), validate=False
+    )
+
+
+def select_stack(
+    stack: AttentionStack,
+    layers: Sequence[int] | int | None = None,
+    heads: Sequence[int] | int | None = None,
+) -> AttentionStack:
+    """Keep only the given model layer / head indexes (as numbered in ``stack.layers``)."""
+    if layers is None and heads is None:
+        return stack
+
+    def positions(wanted: Any, present: tuple[int, ...], what: str) -> list[int]:
+        if wanted is None:
+            return list(range(len(present)))
+        top = max(present) + 1
+        chosen = select_indexes(wanted, top, what)
+        missing = [i for i in chosen if i not in present]
+        if missing:
+            raise InputError(
+                f"{what} {missing[0]} was not captured; captured {what}s: {list(present)}"
+            )
+        return [present.index(i) for i in chosen]
+
+    li = positions(layers, stack.layers, "layer")
+    hi = positions(heads, stack.heads, "head")
+    weights = stack.weights[np.ix_(li, hi)]
+    return AttentionStack(
+        weights,
+        stack.query,
+        stack.key,
+        stack.kind,
+        stack.causal,
+        tuple(stack.layers[i] for i in li),
+        tuple(stack.heads[i] for i in hi),
+        stack.tolerance,
+    )
+
+
+def _word_matrix(tokens: Tokens) -> tuple[np.ndarray, list[str]]:
+    """(token, unit) membership: each word is a unit, each special token its own unit."""
+    units: list[str] = []
+    index = np.empty(len(tokens), dtype=np.int64)
+    word_unit: dict[int, int] = {}
+    words = tokens.word_strings()
+    for i, w in enumerate(tokens.word_ids):
+        if w < 0:
+            index[i] = len(units)
+            units.append(tokens.tokens[i])
+        else:
+            if int(w) not in word_unit:
+                word_unit[int(w)] = len(units)
+                units.append(words[int(w)])
+            index[i] = word_unit[int(w)]
+    member = np.zeros((len(tokens), len(units)), dtype=np.float64)
+    member[np.arange(len(tokens)), index] = 1.0
+    return member, units
+
+
+def _word_tokens(tokens: Tokens, member: np.ndarray, units: list[str]) -> Tokens:
+    first = member.argmax(axis=0)  # first token of each unit
+    n = len(units)
+    word_ids = np.where(tokens.word_ids[first] >= 0, tokens.word_ids[first], -1).astype(np.int32)
+    offsets = np.full((n, 2), -1, dtype=np.int32)
+    for u in range(n):
+        idx = np.flatnonzero(member[:, u])
+        if (tokens.offsets[idx] >= 0).all():
+            offsets[u] = (tokens.offsets[idx, 0].min(), tokens.offsets[idx, 1].max())
+    return Tokens(
+        tuple(units),
+        tokens.ids[first].copy(),
+        tokens.special[first].copy(),
+        word_ids,
+        tokens.sequence_ids[first].copy(),
+        offsets,
+        tokens.texts,
+    )
+
+
+def word_level(stack: AttentionStack) -> AttentionStack:
+    """Merge sub-word tokens into words: sum over a key word's pieces, mean over a query word's.
+
+    Words come from the tokenizer's own word ids (WordPiece ``##``, byte-level BPE ``Ġ`` and
+    SentencePiece ``▁`` alike); special tokens stay single units. Rows still sum to 1.
+    """
+    qm, qunits = _word_matrix(stack.query)
+    if stack.key is stack.query:
+        km, kunits = qm, qunits
+    else:
+        km, kunits = _word_matrix(stack.key)
+    q_mean = (qm / qm.sum(axis=0, keepdims=True)).T  # (qword, qtoken)
+    w = stack.weights.astype(np.float64)
+    merged = np.einsum("wq,lhqk,kv->lhwv", q_mean, w, km, optimize=True).astype(np.float32)
+    qt = _word_tokens(stack.query, qm, qunits)
+    kt = qt if stack.key is stack.query else _word_tokens(stack.key, km, kunits)
+    return AttentionStack(
+        merged,
+        qt,
+        kt,
+        stack.kind,
+        stack.causal,
+        stack.layers,
+        stack.heads,
+        max(stack.tolerance, 1e-4),
+    )
+
+
+def stack_frame(stack: AttentionStack) -> pd.DataFrame:
+    """Long frame of one stack: columns :data:`COLUMNS`, one row per weight."""
+    n_l, n_h, n_q, n_k = stack.weights.shape
+    pos_q = _int_dtype(n_q)
+    pos_k = _int_dtype(n_k)
+    layer = np.repeat(
+        np.asarray(stack.layers, dtype=_int_dtype(max(stack.layers))), n_h * n_q * n_k
+    )
+    head = np.tile(
+        np.repeat(np.asarray(stack.heads, dtype=_int_dtype(max(stack.heads))), n_q * n_k), n_l
+    )
+    q_pos = np.tile(np.repeat(np.arange(n_q, dtype=pos_q), n_k), n_l * n_h)
+    k_pos = np.tile(np.arange(n_k, dtype=pos_k), n_l * n_h * n_q)
+    data = {
+        "layer": layer,
+        "head": head,
+        "query_pos": q_pos,
+        "key_pos": k_pos,
+        "query_token": _token_categorical(stack.query.tokens, n_k, n_l * n_h),
+        "key_token": _token_categorical(stack.key.tokens, 1, n_l * n_h * n_q),
+        # A read-only view: no copy; pandas copies on the first write (copy-on-write).
+        "weight": stack.weights.reshape(-1),
+    }
+    return pd.DataFrame(data, copy=False)
+
+
+def capture_frame(
+    capture: Capture,
+    *,
+    kinds: Sequence[str] | None = None,
+    layers: Sequence[int] | int | None = None,
+    heads: Sequence[int] | int | None = None,
+    level: Level = "token",
+) -> pd.DataFrame:
+    """Long frame of a capture; encoder-decoder captures get a ``kind`` column first."""
+    if level not in ("token", "word"):
+        raise InputError(f"level must be 'token' or 'word', not {level!r}")
+    chosen = list(kinds) if kinds is not None else list(capture.stacks)
+    for k in chosen:
+        if k not in capture.stacks:
+            raise InputError(f"no {k!r} attention in this capture; it has {list(capture.stacks)}")
+    frames = []
+    for k in chosen:
+        stack = select_stack(capture.stacks[k], layers, heads)
+        if level == "word":
+            stack = word_level(stack)
+        frames.append(stack_frame(stack))
+    if not capture.is_encoder_decoder and len(frames) == 1:
+        out = frames[0]
+    else:
+        for k, f in zip(chosen, frames, strict=True):
+            kind = pd.Categorical([k] * len(f), categories=list(capture.stacks))
+            f.insert(0, "kind", pd.Series(kind, index=f.index))
+        out = pd.concat(frames, ignore_index=True)
+        for col in ("query_token", "key_token"):
+            if out[col].dtype != "category":
+                out[col] = out[col].astype("category")
+    out.attrs["inspector"] = frame_metadata(capture, level)
+    return out
+
+
+def frame_metadata(capture: Capture, level: str = "token") -> dict[str, Any]:
+    """JSON-safe metadata stored with a frame (``frame.attrs['inspector']``) and in Parquet."""
+    meta = {k: v for k, v in capture.metadata.items()}
+    meta["level"] = level
+    meta["tokens"] = {k: list(s.query.tokens) for k, s in capture.stacks.items()}
+    if capture.is_encoder_decoder:
+        meta["tokens"]["cross_keys"] = list(capture.stacks["cross"].key.tokens)
+    return json.loads(json.dumps(meta, default=str))
+
+
+def tokens_frame(tokens: Tokens) -> pd.DataFrame:
+    """One row per token: position, token, id, word id, sequence, special flag, offsets."""
+    return pd.DataFrame(
+        {
+            "position": np.arange(len(tokens), dtype=np.int32),
+            "token": list(tokens.tokens),
+            "token_id": tokens.ids,
+            "word_id": tokens.word_ids,
+            "sequence": tokens.sequence_ids,
+            "special": tokens.special,
+            "start": tokens.offsets[:, 0],
+            "end": tokens.offsets[:, 1],
+        }
+    )
+
+
+# --------------------------------------------------------------------------------- export / import
+
+
+def _suffix(path: str | os.PathLike[str]) -> str:
+    return Path(path).suffix.lower()
+
+
+def write_frame(frame: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+    """Write a frame atomically as Parquet (with its metadata) or CSV, chosen by the suffix."""
+    suffix = _suffix(path)
+    if suffix not in (".parquet", ".csv"):
+        raise InputError(f"unsupported output {path}: use a .parquet or .csv file name")
+    with atomic_path(path) as tmp:
+        if suffix == ".csv":
+            frame.to_csv(tmp, index=False)
+        else:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            meta = dict(table.schema.metadata or {})
+            meta[PARQUET_KEY] = json.dumps(frame.attrs.get("inspector", {})).encode()
+            pq.write_table(table.replace_schema_metadata(meta), tmp)
+    return Path(path)
+
+
+def read_parquet(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read a frame written by :func:`write_frame`; metadata returns in ``attrs['inspector']``."""
+    import pyarrow.parquet as pq
+
+    if not Path(path).exists():
+        raise InputError(f"{path} does not exist")
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:
+        raise InputError(f"{path} is not a readable Parquet file: {exc}") from exc
+    frame = table.to_pandas()
+    raw: Mapping[bytes, bytes] = table.schema.metadata or {}
+    if PARQUET_KEY in raw:
+        frame.attrs["inspector"] = json.loads(raw[PARQUET_KEY])
+    return frame

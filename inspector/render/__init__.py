@@ -1,0 +1,1 @@
+"""Rendering: bertviz views and self-contained HTML reports (never imported by lower layers)."""
