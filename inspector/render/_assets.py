@@ -1,0 +1,98 @@
+"""Package data for pages: the Jinja2 environment, static JS/CSS and bertviz's own JavaScript.
+
+Everything a page needs is read from package data (``inspector/render/static``,
+``inspector/render/templates``) or from the installed bertviz package's ``.js`` files, so the
+pages never reference the network. bertviz's Python modules are *not* imported (they import
+IPython); its JavaScript is located with :func:`importlib.util.find_spec` and embedded unchanged.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import importlib.resources
+import importlib.util
+import re
+from pathlib import Path
+from typing import Any
+
+from markupsafe import Markup
+
+from ..errors import InspectorError
+
+#: Third-party scripts shipped as package data (from npm), with their licences.
+D3_FILE = "d3-5.7.0.min.js"
+JQUERY_FILE = "jquery-2.2.4.min.js"
+BERTVIZ_VIEWS = ("head", "model", "neuron")
+_SCRIPT_END = re.compile(r"</script|<!--", re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=None)
+def static_text(name: str) -> str:
+    """The text of a file under ``inspector/render/static``."""
+    return (importlib.resources.files("inspector.render") / "static" / name).read_text("utf-8")
+
+
+@functools.lru_cache(maxsize=None)
+def bertviz_js(view: str) -> str:
+    """bertviz's own ``{view}_view.js`` source, read from the installed package."""
+    if view not in BERTVIZ_VIEWS:
+        raise ValueError(f"unknown bertviz view {view!r}")
+    spec = importlib.util.find_spec("bertviz")
+    if spec is None or not spec.submodule_search_locations:
+        raise InspectorError("bertviz is not installed: pip install bertviz==1.4.1")
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    return (folder / f"{view}_view.js").read_text("utf-8")
+
+
+def inline_script(source: str) -> Markup:
+    """Mark a trusted script (package data) safe for a ``<script>`` element, after checking that
+    it cannot end the element early."""
+    if _SCRIPT_END.search(source):
+        raise InspectorError("a bundled script contains '</script' or '<!--' and cannot be inlined")
+    return Markup(source)
+
+
+def versions() -> dict[str, str]:
+    """Versions of the packages that shape a page."""
+    out = {}
+    for pkg in ("attention-inspector", "bertviz", "jinja2", "matplotlib"):
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            out[pkg] = "unknown"
+    out["d3"] = "5.7.0"
+    out["jquery"] = "2.2.4"
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def environment() -> Any:
+    """The package's Jinja2 environment: templates from package data, autoescaping on."""
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("inspector.render", "templates"),
+        autoescape=jinja2.select_autoescape(["html", "j2", "html.j2"], default=True),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    return env
+
+
+def runtime_scripts(views: set[str], extra: tuple[str, ...] = ()) -> list[Markup]:
+    """The scripts of a page, in order: d3, jQuery, the runtime, bertviz views, extra files."""
+    scripts = [
+        inline_script(static_text(D3_FILE)),
+        inline_script(static_text(JQUERY_FILE)),
+        inline_script(static_text("inspector.js")),
+    ]
+    for view in BERTVIZ_VIEWS:
+        if view in views:
+            # The runtime's require.js shim files the next requirejs() call under this name.
+            scripts.append(Markup(f'inspector.expectScript("{view}");'))
+            scripts.append(inline_script(bertviz_js(view)))
+    scripts.extend(inline_script(static_text(name)) for name in extra)
+    return scripts
