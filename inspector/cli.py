@@ -48,7 +48,13 @@ def _add_model_text(p: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace) -> Any:
+    from transformers.utils import logging as hf_logging
+
     from .api import load
+
+    # The CLI prints one line: no weight-loading progress bars or library warnings.
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
 
     return load(
         args.model,
@@ -78,8 +84,8 @@ def cmd_inspect(args: argparse.Namespace) -> str:
     if suffix not in (".parquet", ".csv"):
         raise _usage(f"-o {args.output}: use a .parquet or .csv file name")
     check_writable(args.output)
-    ins = _inspect(args)
-    frame = ins.frame(args.layers, args.heads, level=args.level)
+    ins = _inspect(args, layers=args.layers, heads=args.heads)
+    frame = ins.frame(level=args.level)
     from .frames import write_frame
 
     write_frame(frame, args.output)

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ._io import atomic_path
-from .capture import AttentionStack, Capture, Tokens, select_indexes
+from .capture import AttentionStack, Capture, Tokens
 from .errors import InputError
 
 #: The columns of every attention frame, in order (``kind`` is added for encoder-decoder models).
@@ -55,14 +55,17 @@ def select_stack(
     def positions(wanted: Any, present: tuple[int, ...], what: str) -> list[int]:
         if wanted is None:
             return list(range(len(present)))
-        top = max(present) + 1
-        chosen = select_indexes(wanted, top, what)
-        missing = [i for i in chosen if i not in present]
-        if missing:
-            raise InputError(
-                f"{what} {missing[0]} was not captured; captured {what}s: {list(present)}"
-            )
-        return [present.index(i) for i in chosen]
+        out: list[int] = []
+        for i in [wanted] if isinstance(wanted, int | np.integer) else list(wanted):
+            if not isinstance(i, int | np.integer) or isinstance(i, bool):
+                raise InputError(f"{what} indexes must be integers, got {i!r}")
+            if int(i) not in present:
+                raise InputError(f"{what} {i} was not captured; captured {what}s: {list(present)}")
+            if present.index(int(i)) not in out:
+                out.append(present.index(int(i)))
+        if not out:
+            raise InputError(f"no {what}s selected; give at least one {what} index")
+        return sorted(out)
 
     li = positions(layers, stack.layers, "layer")
     hi = positions(heads, stack.heads, "head")
@@ -167,8 +170,8 @@ def stack_frame(stack: AttentionStack) -> pd.DataFrame:
         "key_pos": k_pos,
         "query_token": _token_categorical(stack.query.tokens, n_k, n_l * n_h),
         "key_token": _token_categorical(stack.key.tokens, 1, n_l * n_h * n_q),
-        # A read-only view: no copy; pandas copies on the first write (copy-on-write).
-        "weight": stack.weights.reshape(-1),
+        # A copy: the capture's array is read-only and must stay unchanged by frame edits.
+        "weight": stack.weights.reshape(-1).copy(),
     }
     return pd.DataFrame(data, copy=False)
 

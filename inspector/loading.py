@@ -333,12 +333,20 @@ def _load_tokenizer(tokenizer: Any, default: str, trust_remote_code: bool, **kw:
 
     source = os.fspath(tokenizer) if tokenizer is not None else default
     try:
-        return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **kw)
+        tok = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **kw)
     except Exception as exc:
         raise ModelLoadError(
             f"{default}: could not load a tokenizer from {source!r} ({_first_line(exc)}); "
             f"pass one with load(model, tokenizer=...)"
         ) from exc
+    # transformers 5 silently builds an empty tokenizer (special tokens only) from a folder that
+    # has no tokenizer files; such a tokenizer maps every word to [UNK].
+    if len(tok) <= len(set(tok.all_special_ids)) + 1:
+        raise ModelLoadError(
+            f"{default}: found no tokenizer files in {source!r} (the tokenizer it built has only "
+            f"{len(tok)} tokens); pass one with load(model, tokenizer=...)"
+        )
+    return tok
 
 
 def _first_line(exc: BaseException) -> str:

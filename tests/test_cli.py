@@ -1,0 +1,127 @@
+"""The command line: one readable line on success or failure, no partial files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from inspector.cli import main
+
+TEXT = "The cat sat on the mat."
+
+
+def test_help_does_not_import_torch():
+    code = (
+        "import sys; from inspector.cli import build_parser\n"
+        "try:\n    build_parser().parse_args(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print('torch' in sys.modules, 'transformers' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False False"
+
+
+def test_console_script_help():
+    exe = os.path.join(os.path.dirname(sys.executable), "inspector")
+    out = subprocess.run([exe, "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    assert "inspect" in out.stdout
+
+
+@pytest.mark.parametrize("suffix", ["parquet", "csv"])
+def test_inspect_writes_frame_and_prints_one_line(tiny_dirs, tmp_path, capsys, suffix):
+    out = tmp_path / f"cat.{suffix}"
+    rc = main(["inspect", str(tiny_dirs["bert"]), TEXT, "--layers", "1", "-o", str(out)])
+    assert rc == 0
+    line = capsys.readouterr().out.strip()
+    assert "\n" not in line
+    assert "2 layers x 2 heads" in line and str(out) in line
+    frame = pd.read_parquet(out) if suffix == "parquet" else pd.read_csv(out)
+    assert set(frame["layer"]) == {1}
+
+
+def test_inspect_word_level_and_pair(tiny_dirs, tmp_path):
+    out = tmp_path / "w.csv"
+    rc = main(
+        [
+            "inspect",
+            str(tiny_dirs["bert"]),
+            TEXT,
+            "--pair",
+            "It slept.",
+            "--level",
+            "word",
+            "-o",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    frame = pd.read_csv(out)
+    assert "slept" in set(frame.query_token)
+
+
+def _fails(argv, capsys, match):
+    rc = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert rc != 0
+    assert err.count("\n") == 0, err
+    assert err.startswith("inspector: error:")
+    assert "Traceback" not in err
+    assert match in err, err
+    return err
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["   "], "empty"),
+        ([" ".join(["cat"] * 200)], "--truncate"),
+        ([TEXT, "--layers", "7"], "out of range"),
+        ([TEXT, "--heads", "-9"], "out of range"),
+    ],
+)
+def test_bad_input_one_line_no_file(tiny_dirs, tmp_path, capsys, args, match):
+    out = tmp_path / "x.parquet"
+    _fails(["inspect", str(tiny_dirs["bert"]), *args, "-o", str(out)], capsys, match)
+    assert not out.exists()
+    assert not list(tmp_path.iterdir())
+
+
+def test_unknown_model_and_missing_folder(tmp_path, capsys):
+    out = tmp_path / "x.csv"
+    _fails(["inspect", "no-such-model", TEXT, "-o", str(out)], capsys, "minilm")
+    _fails(["inspect", str(tmp_path / "a" / "b"), TEXT, "-o", str(out)], capsys, "does not exist")
+    assert not out.exists()
+
+
+def test_bad_output_suffix(tiny_dirs, tmp_path, capsys):
+    _fails(
+        ["inspect", str(tiny_dirs["bert"]), TEXT, "-o", str(tmp_path / "x.json")],
+        capsys,
+        ".parquet or .csv",
+    )
+
+
+def test_output_is_a_folder(tiny_dirs, tmp_path, capsys):
+    _fails(["inspect", str(tiny_dirs["bert"]), TEXT, "-o", str(tmp_path)], capsys, "folder")
+
+
+def test_bad_layers_syntax(tiny_dirs, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["inspect", str(tiny_dirs["bert"]), TEXT, "--layers", "a,b", "-o", "x.csv"])
+    assert exc.value.code == 2
+    assert "comma-separated integers" in capsys.readouterr().err
+
+
+def test_subprocess_exit_code(tiny_dirs, tmp_path):
+    exe = os.path.join(os.path.dirname(sys.executable), "inspector")
+    out = subprocess.run(
+        [exe, "inspect", str(tiny_dirs["bert"]), "", "-o", str(tmp_path / "x.csv")],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 2
+    assert out.stderr.strip() == "inspector: error: text is empty; give some text to inspect"

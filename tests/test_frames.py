@@ -1,0 +1,172 @@
+"""Tidy frames: exact columns, compact dtypes, word level, Parquet/CSV round trips."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import inspector
+from inspector.capture import AttentionStack, Capture, Tokens
+from inspector.errors import InputError
+from inspector.frames import COLUMNS, capture_frame, stack_frame, word_level
+
+TEXT = "The unbelievable cat sat on the mat."
+
+
+def test_columns_and_compact_dtypes(tiny):
+    frame = tiny["bert"].inspect(TEXT).frame()
+    assert tuple(frame.columns) == COLUMNS
+    assert frame["weight"].dtype == np.float32
+    for col in ("layer", "head", "query_pos", "key_pos"):
+        assert frame[col].dtype.kind in "iu" and frame[col].dtype.itemsize <= 2
+    for col in ("query_token", "key_token"):
+        assert isinstance(frame[col].dtype, pd.CategoricalDtype)
+    # no Python object per row: deep memory stays within a few bytes per weight
+    assert frame.memory_usage(deep=True).sum() < 16 * len(frame) + 4096
+
+
+def test_frame_rows_follow_the_array(tiny):
+    ins = tiny["gpt2"].inspect(TEXT)
+    frame = ins.frame()
+    row = frame.iloc[len(frame) // 2 + 3]
+    li, hi, qi, ki = int(row.layer), int(row["head"]), int(row.query_pos), int(row.key_pos)
+    assert row.weight == ins.attention[li, hi, qi, ki]
+    assert row.query_token == ins.tokens[qi] and row.key_token == ins.tokens[ki]
+
+
+def test_frame_layer_head_filter(tiny):
+    frame = tiny["bert"].inspect(TEXT).frame(layers=[1], heads=[0])
+    assert set(frame["layer"]) == {1} and set(frame["head"]) == {0}
+    with pytest.raises(InputError, match="layer 1 was not captured"):
+        tiny["bert"].inspect(TEXT, layers=[0]).frame(layers=[1])
+
+
+def test_frame_does_not_alias_the_capture(tiny):
+    ins = tiny["bert"].inspect(TEXT)
+    frame = ins.frame()
+    before = ins.attention.copy()
+    frame.loc[0, "weight"] = 99.0
+    frame["weight"] *= 2
+    np.testing.assert_array_equal(ins.attention, before)
+
+
+@pytest.mark.parametrize("family, marker", [("bert", "##"), ("gpt2", "Ġ"), ("t5", "▁")])
+def test_word_level_merges_pieces_and_rows_sum_to_one(tiny, family, marker):
+    kw = {"target": "A dog barked."} if family == "t5" else {}
+    ins = tiny[family].inspect(TEXT, **kw)
+    part = ins.encoder if ins.is_encoder_decoder else ins
+    stack = part.stack
+    assert any(marker in t for t in stack.query.tokens) or family == "bert"
+    words = word_level(stack)
+    n_specials = int(stack.query.special.sum())
+    assert len(words.query) == stack.query.n_words + n_specials
+    np.testing.assert_allclose(words.weights.sum(-1), 1.0, atol=1e-5)
+    # the tiny vocabulary splits "unbelievable" into pieces; the word level reads it whole
+    assert "unbelievable" not in stack.query.tokens
+    assert "unbelievable" in words.query.tokens
+    frame = part.frame(level="word")
+    sums = frame.groupby(["layer", "head", "query_pos"], observed=True)["weight"].sum()
+    np.testing.assert_allclose(sums.to_numpy(), 1.0, atol=1e-5)
+
+
+def test_word_level_by_hand():
+    # tokens: [CLS] un ##believ ##able cat [SEP] -> words: [CLS] unbelievable cat [SEP]
+    toks = Tokens(
+        ("[CLS]", "un", "##believ", "##able", "cat", "[SEP]"),
+        np.arange(6),
+        np.array([1, 0, 0, 0, 0, 1], bool),
+        np.array([-1, 0, 0, 0, 1, -1], np.int32),
+        np.array([-1, 0, 0, 0, 0, -1], np.int8),
+        np.array([[-1, -1], [0, 2], [2, 8], [8, 12], [13, 16], [-1, -1]], np.int32),
+        ("unbelievable cat",),
+    )
+    rng = np.random.default_rng(0)
+    w = rng.random((1, 1, 6, 6)).astype(np.float32)
+    w /= w.sum(-1, keepdims=True)
+    merged = word_level(AttentionStack(w, toks, toks))
+    assert merged.query.tokens == ("[CLS]", "unbelievable", "cat", "[SEP]")
+    a = w[0, 0].astype(np.float64)
+    # query word "unbelievable" = mean of rows 1..3; key word = sum of columns 1..3
+    want = a[1:4].mean(axis=0)
+    want = np.array([want[0], want[1:4].sum(), want[4], want[5]])
+    np.testing.assert_allclose(merged.weights[0, 0, 1], want, rtol=1e-6)
+
+
+def test_word_level_keeps_causality(tiny):
+    words = word_level(tiny["gpt2"].inspect(TEXT).stack)
+    n = words.weights.shape[-1]
+    assert np.all(words.weights[..., np.triu(np.ones((n, n), bool), 1)] == 0)
+
+
+def test_tokens_frame(tiny):
+    ins = tiny["bert"].inspect("The cat sat.", "It slept.")
+    tf = ins.tokens_frame()
+    assert list(tf.columns) == [
+        "position",
+        "token",
+        "token_id",
+        "word_id",
+        "sequence",
+        "special",
+        "start",
+        "end",
+    ]
+    assert tf.token.tolist() == ins.tokens
+    row = tf[tf.token == "cat"].iloc[0]
+    assert "The cat sat."[row.start : row.end].lower() == "cat"
+    assert tf.special.sum() == 3
+
+
+def test_parquet_round_trip_is_lossless(tiny, tmp_path):
+    ins = tiny["bart"].inspect(TEXT, target="A dog.")
+    path = ins.to_parquet(tmp_path / "a.parquet")
+    back = inspector.read_parquet(path)
+    frame = ins.frame()
+    pd.testing.assert_frame_equal(back, frame, check_categorical=False)
+    assert back["weight"].dtype == np.float32
+    meta = back.attrs["inspector"]
+    assert meta["model_type"] == "bart"
+    assert meta["tokens"]["encoder"] == ins.encoder.tokens
+    assert meta["text"] == TEXT
+
+
+def test_csv_export(tiny, tmp_path):
+    ins = tiny["bert"].inspect(TEXT)
+    path = ins.to_csv(tmp_path / "a.csv", layers=[0])
+    back = pd.read_csv(path)
+    assert list(back.columns) == list(COLUMNS)
+    assert len(back) == ins.attention[0].size
+    np.testing.assert_allclose(back.weight, ins.attention[0].reshape(-1), rtol=1e-6)
+
+
+def test_wrong_suffix(tiny, tmp_path):
+    with pytest.raises(InputError, match=r"\.parquet"):
+        tiny["bert"].inspect(TEXT).to_parquet(tmp_path / "a.csv")
+
+
+def test_read_parquet_errors(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        inspector.read_parquet(tmp_path / "missing.parquet")
+    bad = tmp_path / "bad.parquet"
+    bad.write_text("not parquet")
+    with pytest.raises(InputError, match="not a readable Parquet"):
+        inspector.read_parquet(bad)
+
+
+def test_pure_frames_need_no_model():
+    import torch
+
+    w = torch.softmax(torch.randn(2, 3, 5, 5), -1).numpy()
+    toks = Tokens(
+        tuple("abcde"),
+        np.arange(5),
+        np.zeros(5, bool),
+        np.arange(5, dtype=np.int32),
+        np.zeros(5, np.int8),
+        np.full((5, 2), -1, np.int32),
+    )
+    frame = stack_frame(AttentionStack(w, toks, toks))
+    assert len(frame) == w.size
+    cap = Capture({"self": AttentionStack(w, toks, toks)}, {"model_name": "random"})
+    assert capture_frame(cap, level="word")["weight"].sum() == pytest.approx(2 * 3 * 5, rel=1e-5)
