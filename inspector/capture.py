@@ -26,6 +26,11 @@ KINDS: tuple[str, ...] = ("self", "encoder", "decoder", "cross")
 
 #: Largest |row sum - 1| accepted, by the dtype the model ran in.
 ROW_SUM_TOLERANCE = {"float32": 1e-4, "float64": 1e-6, "float16": 2e-2, "bfloat16": 5e-2}
+#: Added to the tolerance when weights are stored as float16: each stored weight is off by at most
+#: 2**-11 of itself, so a row of weights summing to 1 is off by at most about 5e-4.
+FLOAT16_STORAGE_TOLERANCE = 1e-3
+#: Storage dtypes accepted by ``capture(dtype=...)``.
+STORAGE_DTYPES = ("float32", "float16")
 
 
 def _ro(array: np.ndarray) -> np.ndarray:
@@ -46,6 +51,8 @@ class Tokens:
         sequence_ids: ``0`` for the first text, ``1`` for the pair text, ``-1`` for special tokens.
         offsets: ``(n, 2)`` character offsets into the token's own text, ``-1`` where unknown.
         texts: the source texts (one, or two for a pair).
+        generated: True for tokens the model generated (see :mod:`inspector.generation`), False
+            for prompt tokens; all False (the default) for an ordinary capture.
     """
 
     tokens: tuple[str, ...]
@@ -55,11 +62,17 @@ class Tokens:
     sequence_ids: np.ndarray
     offsets: np.ndarray
     texts: tuple[str, ...] = ()
+    generated: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.tokens)
         if n == 0:
             raise CaptureError("a token sequence is empty")
+        flags = np.zeros(n, dtype=bool) if self.generated is None else self.generated
+        flags = np.asarray(flags, dtype=bool)
+        if flags.shape != (n,):
+            raise CaptureError(f"Tokens.generated has shape {flags.shape}, expected ({n},)")
+        object.__setattr__(self, "generated", flags)
         for name in ("ids", "special", "word_ids", "sequence_ids"):
             if np.shape(getattr(self, name)) != (n,):
                 raise CaptureError(
@@ -69,11 +82,17 @@ class Tokens:
             raise CaptureError(
                 f"Tokens.offsets has shape {np.shape(self.offsets)}, expected ({n}, 2)"
             )
-        for name in ("ids", "special", "word_ids", "sequence_ids", "offsets"):
+        for name in ("ids", "special", "word_ids", "sequence_ids", "offsets", "generated"):
             _ro(getattr(self, name))
 
     def __len__(self) -> int:
         return len(self.tokens)
+
+    @property
+    def prompt_length(self) -> int:
+        """Number of tokens before the first generated one (all of them when none was)."""
+        hits = np.flatnonzero(np.asarray(self.generated))
+        return int(hits[0]) if hits.size else len(self.tokens)
 
     @property
     def sentence_b_start(self) -> int | None:
@@ -108,7 +127,9 @@ class AttentionStack:
     """Verified attention weights of one kind (self, encoder, decoder or cross).
 
     Attributes:
-        weights: float32 array ``(layer, head, query, key)``; rows sum to 1.
+        weights: float32 array ``(layer, head, query, key)``; rows sum to 1. A float16 array is
+            kept as float16 (a storage option, see ``capture(dtype=...)``); its rows are then
+            checked to within ``tolerance`` + :data:`FLOAT16_STORAGE_TOLERANCE`.
         query: tokens along the query axis.
         key: tokens along the key axis (the same object as ``query`` for self-attention).
         kind: ``self``, ``encoder``, ``decoder`` or ``cross``.
@@ -136,7 +157,10 @@ class AttentionStack:
                 f"{self.kind} attention must be a 4-d array (layer, head, query, key), got "
                 f"{getattr(w, 'shape', type(w).__name__)}"
             )
-        if w.dtype != np.float32:
+        if w.dtype == np.float16:
+            if self.tolerance < FLOAT16_STORAGE_TOLERANCE:
+                object.__setattr__(self, "tolerance", self.tolerance + FLOAT16_STORAGE_TOLERANCE)
+        elif w.dtype != np.float32:
             object.__setattr__(self, "weights", w := w.astype(np.float32))
         n_layers, n_heads, n_q, n_k = w.shape
         if not self.layers:
@@ -269,11 +293,19 @@ def select_indexes(indexes: Sequence[int] | int | None, count: int, what: str) -
 
 
 def _encode(
-    bundle: ModelBundle, text: str, pair: str | None, *, truncation: bool, max_length: int | None
+    bundle: ModelBundle,
+    text: str,
+    pair: str | None,
+    *,
+    truncation: bool,
+    max_length: int | None,
+    add_special_tokens: bool = True,
 ) -> Any:
     tok = bundle.tokenizer
     limit = max_length or bundle.max_positions
     kw: dict[str, Any] = {"return_special_tokens_mask": True}
+    if not add_special_tokens:  # chat templates write their own special tokens
+        kw["add_special_tokens"] = False
     if getattr(tok, "is_fast", False):
         kw["return_offsets_mapping"] = True
     if truncation:
@@ -366,6 +398,241 @@ def _stack_attentions(
     return stacked.float().cpu().numpy()
 
 
+# --------------------------------------------------------------------------- hooked recording
+#
+# Attention is read with forward hooks on the model's own attention modules (the ones its
+# ``_can_record_outputs`` names, exactly those transformers itself hooks for output_attentions=True)
+# instead of output_attentions=True, which keeps every layer's full matrix alive until the end of
+# the forward. Each hook copies only the kept heads of a kept layer into a preallocated buffer, so
+# memory follows what is kept. The same recorder serves cached generation: each call of a layer
+# appends its query rows after the ones it has already written.
+
+
+@dataclass(frozen=True)
+class AttentionSite:
+    """One attention module to hook: its qualified name, the module, and the output index."""
+
+    name: str
+    module: Any
+    index: int
+
+
+def _record_specs(model: Any) -> list[tuple[str, Any, int, str | None, str | None]]:
+    """``(key, class, index, layer_name, class_name)`` for a model's attention outputs."""
+    specs = getattr(type(model), "_can_record_outputs", None) or {}
+    out: list[tuple[str, Any, int, str | None, str | None]] = []
+    for key in ("attentions", "cross_attentions"):
+        entries = specs.get(key)
+        if entries is None:
+            continue
+        for spec in entries if isinstance(entries, list | tuple) else [entries]:
+            if isinstance(spec, type):
+                out.append((key, spec, 1, None, None))
+            elif isinstance(spec, str):
+                out.append((key, None, 1, None, spec))
+            else:
+                out.append(
+                    (
+                        key,
+                        getattr(spec, "target_class", None),
+                        int(getattr(spec, "index", 1)),
+                        getattr(spec, "layer_name", None),
+                        getattr(spec, "class_name", None),
+                    )
+                )
+    return out
+
+
+def attention_sites(model: Any) -> dict[str, list[AttentionSite]]:
+    """The attention modules of ``model`` by kind (``self`` or ``encoder``/``decoder``/``cross``).
+
+    Follows transformers' own rule: a sub-model (a ``PreTrainedModel`` inside the model, e.g. an
+    encoder stack) uses its own ``_can_record_outputs``. Modules come in layer order. Returns an
+    empty dict for models that declare nothing (then :func:`capture` falls back to
+    ``output_attentions=True``).
+    """
+    from transformers import PreTrainedModel
+
+    found: dict[str, list[AttentionSite]] = {"attentions": [], "cross_attentions": []}
+
+    def visit(module: Any, name: str, tasks: list[Any]) -> None:
+        for child_name, child in module.named_children():
+            full = f"{name}.{child_name}"
+            visit(
+                child, full, _record_specs(child) if isinstance(child, PreTrainedModel) else tasks
+            )
+        for key, cls, index, layer_name, class_name in tasks:
+            by_class = cls is not None and isinstance(module, cls)
+            if not (by_class or (class_name is not None and name.endswith(class_name))):
+                continue
+            if layer_name is not None and f".{layer_name.strip('.')}." not in f"{name}.":
+                continue
+            found[key].append(AttentionSite(name.lstrip("."), module, index))
+
+    visit(model, "", _record_specs(model))
+    if not found["attentions"]:
+        return {}
+    if not getattr(model.config, "is_encoder_decoder", False):
+        return {"self": found["attentions"]}
+    encoder = model.get_encoder() if hasattr(model, "get_encoder") else None
+    in_encoder = {id(m) for m in encoder.modules()} if encoder is not None else set()
+    return {
+        "encoder": [s for s in found["attentions"] if id(s.module) in in_encoder],
+        "decoder": [s for s in found["attentions"] if id(s.module) not in in_encoder],
+        "cross": found["cross_attentions"],
+    }
+
+
+def storage_dtype(dtype: Any) -> str:
+    """Validate a storage dtype (``None``, ``"float32"``, ``"float16"``, numpy or torch dtypes)."""
+    if dtype is None:
+        return "float32"
+    name = str(getattr(dtype, "__name__", dtype)).replace("torch.", "").replace("numpy.", "")
+    if name not in STORAGE_DTYPES:
+        raise InputError(
+            f"dtype={dtype!r} is not a storage option for attention weights; use 'float32' "
+            f"(default) or 'float16' (half the memory, rows checked to 1e-3)"
+        )
+    return name
+
+
+class AttentionRecorder:
+    """Context manager: forward hooks that copy kept attention slices into buffers.
+
+    Args:
+        sites: attention modules by kind, from :func:`attention_sites`.
+        layers / heads: model indexes to keep (sorted, validated).
+        shapes: ``kind -> (rows, cols)``: the most query rows and key columns to hold.
+        dtype: ``"float32"`` or ``"float16"`` storage.
+        causal_kinds: kinds whose key count must equal the rows written so far plus the new ones
+            (a consistency check on cached generation).
+
+    Each call of a kept layer writes its ``(head, q, k)`` weights at rows ``filled .. filled+q``
+    and columns ``0 .. k``. Hooks are removed on exit, also when the forward raised.
+    """
+
+    def __init__(
+        self,
+        sites: Mapping[str, Sequence[AttentionSite]],
+        layers: tuple[int, ...],
+        heads: tuple[int, ...],
+        shapes: Mapping[str, tuple[int, int]],
+        *,
+        dtype: str = "float32",
+        causal_kinds: Sequence[str] = ("self", "decoder"),
+        model_name: str = "model",
+    ) -> None:
+        import torch
+
+        self.sites = {k: list(sites[k]) for k in shapes}
+        self.layers = layers
+        self.heads = heads
+        self.model_name = model_name
+        self.causal_kinds = tuple(causal_kinds)
+        torch_dtype = getattr(torch, dtype)
+        self.buffers = {
+            k: torch.zeros((len(layers), len(heads), rows, cols), dtype=torch_dtype)
+            for k, (rows, cols) in shapes.items()
+        }
+        self.filled = {k: [0] * len(layers) for k in shapes}
+        self.width = {k: 0 for k in shapes}
+        self.calls = {k: 0 for k in shapes}
+        self._head_index: Any = None
+        self._handles: list[Any] = []
+
+    def __enter__(self) -> AttentionRecorder:
+        import torch
+
+        for kind, sites in self.sites.items():
+            if len(sites) <= max(self.layers):
+                raise CaptureError(
+                    f"{self.model_name}: found {len(sites)} {kind} attention modules, but layer "
+                    f"{max(self.layers)} was asked for"
+                )
+        try:
+            for kind, sites in self.sites.items():
+                for li, layer in enumerate(self.layers):
+                    hook = self._hook(kind, li, sites[layer].index)
+                    self._handles.append(sites[layer].module.register_forward_hook(hook))
+        except BaseException:
+            self.remove()
+            raise
+        self._head_index = torch.tensor(self.heads)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+    def remove(self) -> None:
+        """Remove every hook (idempotent)."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _hook(self, kind: str, li: int, index: int) -> Any:
+        def hook(module: Any, args: Any, output: Any) -> None:
+            w = output[index] if isinstance(output, tuple | list) else None
+            if w is None:
+                raise AttentionUnavailableError(
+                    f"{self.model_name}: the {kind} attention module of layer {self.layers[li]} "
+                    f"returned no weights; load the model with attn_implementation='eager' — "
+                    f"inspector.load does this for you"
+                )
+            if w.dim() != 4 or w.shape[0] != 1:
+                raise CaptureError(
+                    f"{self.model_name}: {kind} attention of layer {self.layers[li]} has shape "
+                    f"{tuple(w.shape)}; expected (1, head, query, key): one input at a time"
+                )
+            buf = self.buffers[kind]
+            start = self.filled[kind][li]
+            q, k = int(w.shape[2]), int(w.shape[3])
+            if kind in self.causal_kinds and k != start + q:
+                raise CaptureError(
+                    f"{self.model_name}: {kind} attention of layer {self.layers[li]} sees {k} "
+                    f"keys after {start} earlier rows and {q} new ones; caches that drop or "
+                    f"reorder tokens (beam search, sliding windows) are not supported"
+                )
+            if start + q > buf.shape[2] or k > buf.shape[3]:
+                raise CaptureError(
+                    f"{self.model_name}: {kind} attention grew to {start + q} x {k} positions, "
+                    f"more than the {buf.shape[2]} x {buf.shape[3]} expected"
+                )
+            part = (
+                w[0]
+                if len(self.heads) == w.shape[1]
+                else w[0].index_select(0, self._head_index.to(w.device))
+            )
+            buf[li, :, start : start + q, :k].copy_(part)
+            self.filled[kind][li] = start + q
+            self.width[kind] = max(self.width[kind], k)
+            self.calls[kind] += 1
+
+        return hook
+
+    def rows(self, kind: str) -> int:
+        """Query rows written so far (the same for every kept layer after a full forward)."""
+        counts = set(self.filled[kind])
+        if len(counts) != 1:
+            raise CaptureError(
+                f"{self.model_name}: the kept {kind} layers ran a different number of times "
+                f"({sorted(counts)} rows); did the forward stop early?"
+            )
+        return counts.pop()
+
+    def weights(self, kind: str, rows: int | None = None, cols: int | None = None) -> np.ndarray:
+        """The recorded ``(layer, head, query, key)`` array, cut to ``rows`` x ``cols``."""
+        rows = self.rows(kind) if rows is None else rows
+        cols = self.width[kind] if cols is None else cols
+        if self.calls[kind] == 0:
+            raise AttentionUnavailableError(
+                f"{self.model_name}: no {kind} attention module ran during the forward pass"
+            )
+        buf = self.buffers[kind]
+        if rows == buf.shape[2] and cols == buf.shape[3]:
+            return buf.numpy()
+        return buf[:, :, :rows, :cols].contiguous().numpy()
+
+
 def _package_versions() -> dict[str, str]:
     out = {}
     for pkg in ("attention-inspector", "transformers", "torch", "tokenizers"):
@@ -387,6 +654,7 @@ def bundle_metadata(bundle: ModelBundle) -> dict[str, Any]:
         "n_layers": bundle.n_layers,
         "n_heads": bundle.n_heads,
         "n_kv_heads": bundle.n_kv_heads,
+        "kv_heads": list(kv_head_map(bundle.n_heads, bundle.n_kv_heads)),
         "n_parameters": bundle.n_parameters,
         "max_positions": bundle.max_positions,
         "attn_implementation": bundle.attn_implementation,
@@ -396,9 +664,61 @@ def bundle_metadata(bundle: ModelBundle) -> dict[str, Any]:
     }
 
 
+def kv_head_map(n_heads: int, n_kv_heads: int) -> tuple[int, ...]:
+    """The key/value head each query head reads under grouped-query attention.
+
+    transformers repeats each key/value head ``n_heads // n_kv_heads`` times in a row
+    (``repeat_kv``), so query head ``h`` shares key/value head ``h // (n_heads // n_kv_heads)``.
+
+    Example:
+        >>> kv_head_map(9, 3)
+        (0, 0, 0, 1, 1, 1, 2, 2, 2)
+    """
+    if n_kv_heads < 1 or n_heads % n_kv_heads:
+        raise CaptureError(
+            f"{n_heads} query heads cannot share {n_kv_heads} key/value heads evenly; check the "
+            f"config's num_key_value_heads"
+        )
+    group = n_heads // n_kv_heads
+    return tuple(h // group for h in range(n_heads))
+
+
+def chat_text(bundle: ModelBundle, messages: Any, *, add_generation_prompt: bool = False) -> str:
+    """Apply the tokenizer's chat template to ``messages`` and return the templated text.
+
+    Args:
+        messages: a list of ``{"role": ..., "content": ...}`` dicts with string values.
+        add_generation_prompt: end with the assistant's turn header (for generation).
+    """
+    if isinstance(messages, str | bytes) or not isinstance(messages, Sequence) or not messages:
+        raise InputError(
+            'messages must be a non-empty list of {"role": ..., "content": ...} dicts, e.g. '
+            '[{"role": "user", "content": "Hi"}]'
+        )
+    for i, msg in enumerate(messages):
+        if (
+            not isinstance(msg, Mapping)
+            or not isinstance(msg.get("role"), str)
+            or not isinstance(msg.get("content"), str)
+        ):
+            raise InputError(
+                f"messages[{i}] must be a dict with string 'role' and 'content', got {msg!r}"
+            )
+    tok = bundle.tokenizer
+    if not getattr(tok, "chat_template", None):
+        raise InputError(
+            f"{bundle.name}: its tokenizer has no chat template; pass the text itself instead "
+            f"of messages="
+        )
+    text = tok.apply_chat_template(
+        [dict(m) for m in messages], tokenize=False, add_generation_prompt=add_generation_prompt
+    )
+    return _check_text(text, "the chat template's output")
+
+
 def capture(
     bundle: ModelBundle,
-    text: str,
+    text: str | None = None,
     text_pair: str | None = None,
     *,
     target: str | None = None,
@@ -406,8 +726,15 @@ def capture(
     max_length: int | None = None,
     layers: Sequence[int] | int | None = None,
     heads: Sequence[int] | int | None = None,
+    messages: Sequence[Mapping[str, str]] | None = None,
+    add_generation_prompt: bool = False,
+    dtype: Any = None,
 ) -> Capture:
     """Run ``bundle``'s model on one input and return its verified attention.
+
+    Only the kept layers and heads are copied out of the model while it runs (forward hooks on
+    its attention modules), so memory follows what is kept: 3 of SmolLM2's 30 layers hold a
+    tenth of the full capture.
 
     Args:
         bundle: a loaded model.
@@ -417,12 +744,25 @@ def capture(
         truncation: cut inputs longer than the model's limit instead of raising.
         max_length: a lower limit than the model's own.
         layers, heads: keep only these layer / head indexes.
+        messages: instead of ``text``, a chat (``[{"role": "user", "content": ...}]``) rendered
+            with the tokenizer's chat template (its special tokens come from the template).
+        add_generation_prompt: with ``messages``, end with the assistant's turn header.
+        dtype: storage of the weights: ``"float32"`` (default) or ``"float16"`` (half the memory;
+            rows then sum to 1 within 1e-3).
 
     Returns:
         A :class:`Capture` with ``weights`` of shape ``(layer, head, query, key)``.
     """
     import torch
 
+    add_special = True
+    if messages is not None:
+        if text is not None or text_pair is not None:
+            raise InputError("give either text (and text_pair) or messages=, not both")
+        text = chat_text(bundle, messages, add_generation_prompt=add_generation_prompt)
+        add_special = False
+    elif text is None:
+        raise InputError("give the text to inspect, or a chat as messages=[...]")
     text = _check_text(text, "text")
     if text_pair is not None:
         text_pair = _check_text(text_pair, "text_pair")
@@ -436,8 +776,16 @@ def capture(
         raise InputError(f"max_length must be a positive integer, got {max_length!r}")
     layer_idx = select_indexes(layers, bundle.n_layers, "layer")
     head_idx = select_indexes(heads, bundle.n_heads, "head")
+    store = storage_dtype(dtype)
 
-    enc = _encode(bundle, text, text_pair, truncation=truncation, max_length=max_length)
+    enc = _encode(
+        bundle,
+        text,
+        text_pair,
+        truncation=truncation,
+        max_length=max_length,
+        add_special_tokens=add_special,
+    )
     texts = (text,) if text_pair is None else (text, text_pair)
     tokens = _tokens_from_encoding(bundle, enc, texts)
     model = bundle.model
@@ -453,57 +801,35 @@ def capture(
         text_pair=text_pair,
         target=target,
         truncated=bool(truncation and len(tokens) >= (max_length or bundle.max_positions or 0)),
+        storage_dtype=store,
     )
+    if messages is not None:
+        meta["messages"] = [dict(m) for m in messages]
 
+    n = len(tokens)
     if bundle.architecture == "encoder-decoder":
         dec_tokens = _decoder_tokens(bundle, target)
         inputs["decoder_input_ids"] = torch.tensor(dec_tokens.ids.tolist(), device=device)[None]
-        with torch.inference_mode():
-            out = model(**inputs, output_attentions=True, return_dict=True)
+        d = len(dec_tokens)
+        shapes = {"encoder": (n, n), "decoder": (d, d), "cross": (d, n)}
+        arrays = _run_recorded(bundle, inputs, {}, shapes, layer_idx, head_idx, store)
+        spec = {
+            "encoder": (tokens, tokens, False),
+            "decoder": (dec_tokens, dec_tokens, True),
+            "cross": (dec_tokens, tokens, False),
+        }
         stacks = {
-            "encoder": AttentionStack(
-                _stack_attentions(out.encoder_attentions, bundle, "encoder", layer_idx, head_idx),
-                tokens,
-                tokens,
-                "encoder",
-                False,
-                layer_idx,
-                head_idx,
-                tolerance,
-            ),
-            "decoder": AttentionStack(
-                _stack_attentions(out.decoder_attentions, bundle, "decoder", layer_idx, head_idx),
-                dec_tokens,
-                dec_tokens,
-                "decoder",
-                True,
-                layer_idx,
-                head_idx,
-                tolerance,
-            ),
-            "cross": AttentionStack(
-                _stack_attentions(out.cross_attentions, bundle, "cross", layer_idx, head_idx),
-                dec_tokens,
-                tokens,
-                "cross",
-                False,
-                layer_idx,
-                head_idx,
-                tolerance,
-            ),
+            kind: AttentionStack(arrays[kind], q, k, kind, causal, layer_idx, head_idx, tolerance)
+            for kind, (q, k, causal) in spec.items()
         }
         return Capture(stacks, meta)
 
     call_kw: dict[str, Any] = {}
     if bundle.architecture == "decoder" and _accepts(model, "logits_to_keep"):
         call_kw["logits_to_keep"] = 1
-    with torch.inference_mode():
-        out = model(**inputs, output_attentions=True, return_dict=True, **call_kw)
-    weights = _stack_attentions(
-        getattr(out, "attentions", None), bundle, "self", layer_idx, head_idx
-    )
+    arrays = _run_recorded(bundle, inputs, call_kw, {"self": (n, n)}, layer_idx, head_idx, store)
     stack = AttentionStack(
-        weights,
+        arrays["self"],
         tokens,
         tokens,
         "self",
@@ -513,6 +839,40 @@ def capture(
         tolerance,
     )
     return Capture({"self": stack}, meta)
+
+
+def _run_recorded(
+    bundle: ModelBundle,
+    inputs: Mapping[str, Any],
+    call_kw: Mapping[str, Any],
+    shapes: Mapping[str, tuple[int, int]],
+    layers: tuple[int, ...],
+    heads: tuple[int, ...],
+    store: str,
+) -> dict[str, np.ndarray]:
+    """One forward pass; the kept ``(layer, head, query, key)`` arrays by kind."""
+    import torch
+
+    model = bundle.model
+    sites = attention_sites(model)
+    if sites and all(len(sites.get(kind, ())) == bundle.n_layers for kind in shapes):
+        recorder = AttentionRecorder(
+            sites, layers, heads, shapes, dtype=store, model_name=bundle.name
+        )
+        with recorder, torch.inference_mode():
+            model(**inputs, return_dict=True, **call_kw)
+        return {kind: recorder.weights(kind, *shape) for kind, shape in shapes.items()}
+    # No hookable attention modules (e.g. remote code): ask the model for every layer's weights.
+    with torch.inference_mode():
+        out = model(**inputs, output_attentions=True, return_dict=True, **call_kw)
+    names = {"self": "attentions", "encoder": "encoder_attentions"}
+    names.update(decoder="decoder_attentions", cross="cross_attentions")
+    return {
+        kind: _stack_attentions(
+            getattr(out, names[kind], None), bundle, kind, layers, heads
+        ).astype(store, copy=False)
+        for kind in shapes
+    }
 
 
 def _accepts(model: Any, name: str) -> bool:
