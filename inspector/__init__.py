@@ -8,7 +8,17 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .api import Inspection, LoadedModel, list_embedded, load, read_parquet
+from .api import (
+    Inspection,
+    LoadedModel,
+    compare,
+    detect_heads,
+    head_metrics,
+    head_similarity,
+    list_embedded,
+    load,
+    read_parquet,
+)
 from .errors import (
     AttentionUnavailableError,
     CaptureError,
@@ -33,6 +43,10 @@ __all__ = [
     "ModelLoadError",
     "UnsupportedModelError",
     "__version__",
+    "compare",
+    "detect_heads",
+    "head_metrics",
+    "head_similarity",
     "list_embedded",
     "load",
     "read_parquet",

@@ -14,7 +14,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from . import compare as _compare
 from . import frames as _frames
+from . import metrics as _metrics
 from .capture import AttentionStack, Capture, Tokens, capture
 from .errors import InputError
 from .loading import ModelBundle, list_embedded, load_model
@@ -121,6 +123,10 @@ class LoadedModel:
             heads=heads,
         )
         return Inspection(cap)
+
+    def detect_heads(self, **kw: Any) -> pd.DataFrame:
+        """Previous-token, duplicate-token and induction scores; see :func:`detect_heads`."""
+        return detect_heads(self, **kw)
 
 
 class Inspection:
@@ -265,10 +271,152 @@ class Inspection:
             raise InputError(f"{path}: expected a file name ending in {suffix}")
         return _frames.write_frame(self.frame(**frame_kw), path)
 
+    # ------------------------------------------------------------------ head analysis
+    def head_metrics(self, names: Sequence[str] | str | None = None) -> pd.DataFrame:
+        """Per-head metrics indexed by ``(layer, head)``; see :mod:`inspector.metrics`."""
+        return _metrics.head_metrics(self.stack, names)
+
+    def head_roles(
+        self, thresholds: _metrics.RoleThresholds | None = None, **overrides: float
+    ) -> pd.DataFrame:
+        """Each head's role (previous, next, self, sink, broad, punctuation or other)."""
+        return _metrics.head_roles(self.head_metrics(), thresholds, **overrides)
+
+    def layer_summary(self) -> pd.DataFrame:
+        """Per-layer mean entropy / distance and the share of each head role."""
+        return _metrics.layer_summary(self.head_metrics())
+
+    def detector_scores(self) -> pd.DataFrame:
+        """Previous-token, duplicate-token and induction scores of every head on this input."""
+        return _metrics.detector_scores(self.stack)
+
+    def head_similarity(self, method: str = "js") -> pd.DataFrame:
+        """Distance between every pair of heads, square on ``(layer, head)`` (``js``/``cosine``)."""
+        return _metrics.head_distance_frame(self.stack, method)
+
+    def head_clusters(self, method: str = "js", **kw: Any) -> pd.DataFrame:
+        """Hierarchical clusters and dendrogram order of the heads (see ``cluster_heads``)."""
+        return _metrics.cluster_heads(self.head_similarity(method), **kw)
+
+    def head_embedding(self, method: str = "js") -> pd.DataFrame:
+        """2-D classical MDS coordinates ``x, y`` of the heads, for plotting."""
+        return _metrics.head_embedding(self.head_similarity(method))
+
+    def nearest_heads(
+        self, layer: int, head: int, k: int = 5, *, method: str = "js"
+    ) -> pd.DataFrame:
+        """The ``k`` heads whose attention is closest to head ``(layer, head)``."""
+        return _metrics.nearest_heads(self.head_similarity(method), layer, head, k)
+
+    def compare(self, other: Inspection) -> _compare.Comparison:
+        """Head-by-head comparison with another inspection; see :func:`inspector.compare`."""
+        return _compare.compare(self, other)
+
+
+# --------------------------------------------------------------------------- many inputs
+
+
+def _stacks(
+    model: LoadedModel,
+    texts: Sequence[str] | str,
+    kind: str | None,
+    truncation: bool,
+    max_length: int | None,
+) -> Any:
+    """Lazily inspect each text and yield its stack of ``kind`` (default: self or encoder)."""
+    if not isinstance(model, LoadedModel):
+        raise InputError(f"model must be a LoadedModel from inspector.load, not {type(model)}")
+    if isinstance(texts, str):
+        texts = [texts]
+    if not texts:
+        raise InputError("no texts given; pass a list of strings")
+    for text in texts:
+        ins = model.inspect(text, truncation=truncation, max_length=max_length)
+        part = kind or ("encoder" if ins.is_encoder_decoder else "self")
+        if part not in ins.capture.stacks:
+            raise InputError(f"no {part!r} attention; available: {list(ins.capture.stacks)}")
+        yield ins.capture.stacks[part]
+
+
+def head_metrics(
+    model: LoadedModel,
+    texts: Sequence[str] | str,
+    names: Sequence[str] | str | None = None,
+    *,
+    kind: str | None = None,
+    truncation: bool = False,
+    max_length: int | None = None,
+) -> pd.DataFrame:
+    """Per-head metrics averaged over many texts: means, ``<metric>_std`` and ``n``.
+
+    Example:
+        >>> inspector.head_metrics(m, ["The cat sat.", "A dog barked."])  # doctest: +SKIP
+    """
+    stacks = _stacks(model, texts, kind, truncation, max_length)
+    return _metrics.aggregate_head_metrics(stacks, names)
+
+
+def head_similarity(
+    model: LoadedModel,
+    texts: Sequence[str] | str,
+    method: str = "js",
+    *,
+    kind: str | None = None,
+    truncation: bool = False,
+    max_length: int | None = None,
+) -> pd.DataFrame:
+    """Head-to-head distances averaged over many texts, square on ``(layer, head)``."""
+    stacks = _stacks(model, texts, kind, truncation, max_length)
+    return _metrics.mean_head_distances(stacks, method)
+
+
+def detect_heads(
+    model: LoadedModel,
+    *,
+    n_tokens: int = 24,
+    n_samples: int = 4,
+    seed: int = 0,
+    kind: str | None = None,
+) -> pd.DataFrame:
+    """Score every head as previous-token, duplicate-token and induction head.
+
+    Runs the model on ``n_samples`` random word sequences repeated twice (words drawn from the
+    tokenizer's vocabulary) and averages :func:`inspector.metrics.detector_scores`. Works for
+    causal and bidirectional models (for the latter, "earlier" means "any other" occurrence).
+    """
+    if n_samples < 1:
+        raise InputError(f"n_samples must be at least 1, got {n_samples}")
+    tok = model.tokenizer
+    words = _metrics.vocabulary_words(tok.get_vocab(), tok.all_special_tokens)
+    texts = [
+        _metrics.repeated_random_text(words, n_tokens, seed=seed + i) for i in range(n_samples)
+    ]
+    limit = model.bundle.max_positions
+    frames = [
+        _metrics.detector_scores(stack)
+        for stack in _stacks(model, texts, kind, limit is not None, None)
+    ]
+    return pd.concat(frames).groupby(level=["layer", "head"]).mean()
+
+
+def compare(a: Any, b: Any, *, labels: tuple[str, str] | None = None) -> _compare.Comparison:
+    """Compare two inspections head by head (see :mod:`inspector.compare`)."""
+    return _compare.compare(a, b, labels=labels)
+
 
 def read_parquet(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read a frame written by :meth:`Inspection.to_parquet` (metadata: ``attrs['inspector']``)."""
     return _frames.read_parquet(path)
 
 
-__all__ = ["Inspection", "LoadedModel", "list_embedded", "load", "read_parquet"]
+__all__ = [
+    "Inspection",
+    "LoadedModel",
+    "compare",
+    "detect_heads",
+    "head_metrics",
+    "head_similarity",
+    "list_embedded",
+    "load",
+    "read_parquet",
+]
