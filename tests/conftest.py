@@ -29,6 +29,28 @@ CORPUS = [
 VOCAB_SIZE = 200
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _no_network() -> object:
+    """Block every connection that leaves the machine: tests must work offline.
+
+    Loopback stays open (the browser tests talk to Chromium, Ray to its local workers).
+    """
+    import socket
+
+    real_connect = socket.socket.connect
+
+    def guarded(self: socket.socket, address: object) -> object:
+        host = address[0] if isinstance(address, tuple) else address
+        if self.family in (socket.AF_INET, socket.AF_INET6) and isinstance(host, str):
+            if not (host.startswith("127.") or host in ("::1", "localhost")):
+                raise OSError(f"tests may not use the network (tried to reach {host})")
+        return real_connect(self, address)
+
+    socket.socket.connect = guarded  # type: ignore[method-assign]
+    yield
+    socket.socket.connect = real_connect  # type: ignore[method-assign]
+
+
 def _wordpiece_tokenizer() -> object:
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from tokenizers.trainers import WordPieceTrainer
