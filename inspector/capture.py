@@ -683,6 +683,21 @@ def kv_head_map(n_heads: int, n_kv_heads: int) -> tuple[int, ...]:
     return tuple(h // group for h in range(n_heads))
 
 
+def kv_groups(capture: Capture, kind: str | None = None) -> dict[int, tuple[int, ...]]:
+    """Kept query heads by the key/value head they share (grouped-query attention).
+
+    Example: SmolLM2 (9 query heads, 3 key/value heads) gives
+    ``{0: (0, 1, 2), 1: (3, 4, 5), 2: (6, 7, 8)}``.
+    """
+    kind = kind or ("decoder" if capture.is_encoder_decoder else "self")
+    heads = capture.stacks[kind].heads
+    kv = capture.metadata.get("kv_heads") or list(range(max(heads) + 1))
+    groups: dict[int, list[int]] = {}
+    for h in heads:
+        groups.setdefault(int(kv[h]), []).append(h)
+    return {g: tuple(hs) for g, hs in sorted(groups.items())}
+
+
 def chat_text(bundle: ModelBundle, messages: Any, *, add_generation_prompt: bool = False) -> str:
     """Apply the tokenizer's chat template to ``messages`` and return the templated text.
 
