@@ -7,7 +7,7 @@ modules below; the data classes of :mod:`inspector.capture` never render or meas
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +16,9 @@ import pandas as pd
 
 from . import compare as _compare
 from . import frames as _frames
+from . import generation as _generation
 from . import metrics as _metrics
-from .capture import AttentionStack, Capture, Tokens, capture
+from .capture import AttentionStack, Capture, Tokens, capture, kv_groups
 from .errors import InputError
 from .loading import ModelBundle, list_embedded, load_model
 
@@ -89,7 +90,7 @@ class LoadedModel:
 
     def inspect(
         self,
-        text: str,
+        text: str | None = None,
         text_pair: str | None = None,
         *,
         target: str | None = None,
@@ -97,6 +98,9 @@ class LoadedModel:
         max_length: int | None = None,
         layers: Sequence[int] | int | None = None,
         heads: Sequence[int] | int | None = None,
+        messages: Sequence[Mapping[str, str]] | None = None,
+        add_generation_prompt: bool = False,
+        dtype: Any = None,
     ) -> Inspection:
         """Run the model on ``text`` (and ``text_pair``) and capture every head's attention.
 
@@ -107,7 +111,12 @@ class LoadedModel:
             truncation: keep the first ``max_length`` (default: the model's limit) tokens
                 instead of raising on longer inputs.
             max_length: a lower token limit than the model's.
-            layers, heads: keep only these indexes (negative counts from the end).
+            layers, heads: keep only these indexes (negative counts from the end); the others are
+                never copied out of the model, so memory follows what is kept.
+            messages: instead of ``text``, a chat ``[{"role": "user", "content": ...}, ...]``
+                rendered with the tokenizer's chat template.
+            add_generation_prompt: with ``messages``, end with the assistant's turn header.
+            dtype: storage of the weights: ``"float32"`` (default) or ``"float16"``.
 
         Returns:
             An :class:`Inspection`; ``attention`` has shape ``(layer, head, query, key)``.
@@ -121,8 +130,47 @@ class LoadedModel:
             max_length=max_length,
             layers=layers,
             heads=heads,
+            messages=messages,
+            add_generation_prompt=add_generation_prompt,
+            dtype=dtype,
         )
-        return Inspection(cap)
+        return Inspection(cap, model=self)
+
+    def generate(
+        self,
+        prompt: str | None = None,
+        *,
+        messages: Sequence[Mapping[str, str]] | None = None,
+        max_new_tokens: int = 20,
+        layers: Sequence[int] | int | None = None,
+        heads: Sequence[int] | int | None = None,
+        dtype: Any = None,
+        **generation_kwargs: Any,
+    ) -> Inspection:
+        """Generate from ``prompt`` (or a chat) and capture the attention of every step.
+
+        Greedy unless you pass sampling options (``do_sample=True, temperature=0.7``), which go
+        to ``model.generate``. The inspection's tokens are prompt + generated tokens
+        (``prompt_length`` tells them apart) and its attention is the full causal
+        ``(layer, head, query, key)`` matrix; encoder-decoder models give ``.encoder``,
+        ``.decoder`` and ``.cross``. See :func:`inspector.generation.generate`.
+
+        Example:
+            >>> ins = m.generate("The capital of France is", max_new_tokens=5)  # doctest: +SKIP
+            >>> ins.prompt_length, len(ins.tokens)  # doctest: +SKIP
+            (5, 10)
+        """
+        cap = _generation.generate(
+            self.bundle,
+            prompt,
+            messages=messages,
+            max_new_tokens=max_new_tokens,
+            layers=layers,
+            heads=heads,
+            dtype=dtype,
+            **generation_kwargs,
+        )
+        return Inspection(cap, model=self)
 
     def detect_heads(self, **kw: Any) -> pd.DataFrame:
         """Previous-token, duplicate-token and induction scores; see :func:`detect_heads`."""
@@ -137,7 +185,9 @@ class Inspection:
     one stack each (cross attention is ``(layer, head, decoder_query, encoder_key)``).
     """
 
-    def __init__(self, capture: Capture, kind: str | None = None) -> None:
+    def __init__(
+        self, capture: Capture, kind: str | None = None, *, model: LoadedModel | None = None
+    ) -> None:
         if not isinstance(capture, Capture):
             raise InputError("Inspection wraps a Capture; use LoadedModel.inspect(...)")
         if kind is None and not capture.is_encoder_decoder:
@@ -146,6 +196,8 @@ class Inspection:
             raise InputError(f"no {kind!r} attention here; available: {list(capture.stacks)}")
         self.capture = capture
         self.kind = kind
+        #: the model that made the capture (needed by :meth:`neuron_view` only)
+        self.model = model
 
     # ------------------------------------------------------------------ structure
     def _part(self, kind: str) -> Inspection:
@@ -154,7 +206,7 @@ class Inspection:
                 f".{kind} is for encoder-decoder models; this model has self-attention "
                 f"only: use .attention and .tokens"
             )
-        return Inspection(self.capture, kind)
+        return Inspection(self.capture, kind, model=self.model)
 
     @property
     def encoder(self) -> Inspection:
@@ -222,6 +274,40 @@ class Inspection:
     @property
     def heads(self) -> tuple[int, ...]:
         return self.capture.stacks[self.kind or "encoder"].heads
+
+    # ------------------------------------------------------------------ generation / GQA
+    @property
+    def prompt_length(self) -> int:
+        """Query positions before the first generated token (all of them for ``inspect``)."""
+        return _generation.prompt_length(self.capture)
+
+    @property
+    def generated_mask(self) -> np.ndarray:
+        """True for query tokens the model generated (decoder side for encoder-decoder)."""
+        kind = self.kind or "decoder"
+        return np.asarray(self.capture.stacks[kind].query.generated)
+
+    @property
+    def kv_groups(self) -> dict[int, tuple[int, ...]]:
+        """Kept query heads by the key/value head they share (grouped-query attention)."""
+        return kv_groups(self.capture, None if self.kind in (None, "encoder") else self.kind)
+
+    def with_kv_head(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """``frame`` (any frame with a ``head`` column) plus a ``kv_head`` column after it."""
+        if "head" not in frame.columns:
+            raise InputError("with_kv_head() needs a frame with a 'head' column")
+        kv = self.capture.metadata.get("kv_heads") or list(range(int(frame["head"].max()) + 1))
+        out = frame.copy()
+        out.insert(
+            int(out.columns.get_loc("head")) + 1,  # type: ignore[arg-type]
+            "kv_head",
+            np.asarray(kv, dtype=np.int16)[out["head"].to_numpy(dtype=np.int64)],
+        )
+        return out
+
+    def generation_steps(self, **kw: Any) -> pd.DataFrame:
+        """What each generation step attended to most; see :func:`generation_steps`."""
+        return _generation.generation_steps(self.capture, **kw)
 
     def __repr__(self) -> str:
         m = self.capture.metadata
@@ -307,6 +393,52 @@ class Inspection:
     ) -> pd.DataFrame:
         """The ``k`` heads whose attention is closest to head ``(layer, head)``."""
         return _metrics.nearest_heads(self.head_similarity(method), layer, head, k)
+
+    # ------------------------------------------------------------------ views and reports
+    def head_view(self, **options: Any) -> Any:
+        """bertviz's head view as a self-contained page (``_repr_html_``, ``save(path)``).
+
+        Options: ``layer``, ``heads``, ``include_layers``, ``sentence_b_start`` (default: from
+        ``text_pair``), ``kind`` (encoder-decoder: ``encoder``/``decoder``/``cross``, default
+        all), ``prettify_tokens``, ``precision``; see :func:`inspector.render.head_view`.
+        """
+        from .render import head_view
+
+        options.setdefault("kind", self.kind)
+        return head_view(self.capture, **options)
+
+    def model_view(self, **options: Any) -> Any:
+        """bertviz's model view (every layer x head); options as :meth:`head_view` plus
+        ``include_heads`` and ``display_mode`` (``"light"``/``"dark"``)."""
+        from .render import model_view
+
+        options.setdefault("kind", self.kind)
+        return model_view(self.capture, **options)
+
+    def neuron_view(self, **options: Any) -> Any:
+        """bertviz's neuron view (query/key vectors), BERT, RoBERTa and GPT-2 families only;
+        raises :class:`~inspector.errors.UnsupportedModelError` for others."""
+        from .errors import UnsupportedModelError
+        from .render import neuron_view
+
+        if self.model is None:
+            raise UnsupportedModelError(
+                "the neuron view needs the model: use LoadedModel.inspect(...).neuron_view()"
+            )
+        return neuron_view(self.model.bundle, self.capture, **options)
+
+    def report(self, path: str | os.PathLike[str] | None = None, **options: Any) -> Any:
+        """Build the self-contained HTML report; write it to ``path`` when given.
+
+        Example:
+            >>> ins.report("reports/cat.html")  # doctest: +SKIP
+        """
+        from .render import build_report
+
+        rendered = build_report(self.capture, **options)
+        if path is not None:
+            rendered.save(path)
+        return rendered
 
     def compare(self, other: Inspection) -> _compare.Comparison:
         """Head-by-head comparison with another inspection; see :func:`inspector.compare`."""

@@ -97,6 +97,37 @@ def cmd_inspect(args: argparse.Namespace) -> str:
     )
 
 
+def cmd_report(args: argparse.Namespace) -> str:
+    from ._io import check_writable
+
+    if os.path.splitext(args.output)[1].lower() not in (".html", ".htm"):
+        raise _usage(f"-o {args.output}: use an .html file name")
+    check_writable(args.output)
+    ins = _inspect(args, layers=args.layers, heads=args.heads)
+    report = ins.report(args.output, precision=args.precision)
+    meta = ins.metadata
+    size = os.path.getsize(args.output)
+    return (
+        f"{meta['model_name']}: {meta['n_layers']} layers x {meta['n_heads']} heads, "
+        f"{len(report.sections)} sections, {size / 1e6:.2f} MB -> {args.output}"
+    )
+
+
+def _register_report(sub: Any) -> None:
+    p = sub.add_parser("report", help="write one self-contained HTML report (no network needed)")
+    _add_model_text(p)
+    p.add_argument("--layers", type=_int_list, help="layer indexes, e.g. 0,1")
+    p.add_argument("--heads", type=_int_list, help="head indexes, e.g. 0,3")
+    p.add_argument(
+        "--precision",
+        choices=["uint8", "uint16"],
+        default="uint8",
+        help="how attention is stored in the page (uint8: error <= 0.002; uint16: <= 7.6e-6)",
+    )
+    p.add_argument("-o", "--output", required=True, help="out.html")
+    p.set_defaults(func=cmd_report)
+
+
 class _UsageError(Exception):
     pass
 
@@ -131,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: Functions adding further sub-commands (report, heads, compare, explain, atlas, ...).
-_EXTRA_COMMANDS: list[Callable[[Any], None]] = []
+_EXTRA_COMMANDS: list[Callable[[Any], None]] = [_register_report]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

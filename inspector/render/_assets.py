@@ -27,13 +27,13 @@ BERTVIZ_VIEWS = ("head", "model", "neuron")
 _SCRIPT_END = re.compile(r"</script|<!--", re.IGNORECASE)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def static_text(name: str) -> str:
     """The text of a file under ``inspector/render/static``."""
     return (importlib.resources.files("inspector.render") / "static" / name).read_text("utf-8")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def bertviz_js(view: str) -> str:
     """bertviz's own ``{view}_view.js`` source, read from the installed package."""
     if view not in BERTVIZ_VIEWS:

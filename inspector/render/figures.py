@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 #: rcParams applied while saving, for byte-identical output.
-DETERMINISTIC_RC = {"svg.hashsalt": "attention-inspector", "svg.fonttype": "path"}
+DETERMINISTIC_RC: Any = {"svg.hashsalt": "attention-inspector", "svg.fonttype": "path"}
 
 
 @dataclass(frozen=True)
@@ -90,11 +90,20 @@ def metric_heatmaps(
             mid = (lo + hi) / 2
             for (i, j), v in _cells(values):
                 ax.text(
-                    j, i, f"{v:.2f}", ha="center", va="center", fontsize=6,
+                    j,
+                    i,
+                    f"{v:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=6,
                     color="black" if v > mid else "white",
                 )
     return fig
 
 
 def _cells(values: Any) -> list[tuple[tuple[int, int], float]]:
-    return [((i, j), float(values[i, j])) for i in range(values.shape[0]) for j in range(values.shape[1])]
+    return [
+        ((i, j), float(values[i, j]))
+        for i in range(values.shape[0])
+        for j in range(values.shape[1])
+    ]

@@ -21,13 +21,12 @@ Put the section's template under ``templates/sections/`` (autoescaped; pass data
 attention through ``inspector.onReady(function (api) { api.stacks[kind].get(l, h, q, k) })``.
 Builders may add bertviz views with ``ctx.page`` (see :mod:`inspector.render.views`).
 
-Head metrics come from :func:`head_metrics_frame`, the seam to ``inspector.metrics``.
+Head metrics come from :func:`head_metrics_frame`, which reads ``inspector.metrics``' registry.
 The page is deterministic: the same capture gives the same bytes.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,18 +35,26 @@ import numpy as np
 import pandas as pd
 from markupsafe import Markup
 
+from .. import metrics as _metrics
 from ..capture import Capture
 from ..errors import InputError
 from . import _assets
 from .figures import StaticFigure, metric_heatmaps, save_figure
-from .views import PageData, RenderedHTML, add_head_view, add_model_view, render_view_container
+from .views import (
+    PageData,
+    RenderedHTML,
+    add_head_view,
+    add_model_view,
+    render_page,
+    render_view_container,
+)
 
 #: The head metrics of the report: ``(column, label)``; the columns of :func:`head_metrics_frame`.
 HEAD_METRICS: tuple[tuple[str, str], ...] = (
-    ("entropy", "entropy (bits)"),
+    ("entropy", "entropy (nats)"),
     ("max_weight", "max weight"),
-    ("first_token", "attention to first token"),
-    ("special_tokens", "attention to special tokens"),
+    ("to_first", "attention to first token"),
+    ("to_special", "attention to special tokens"),
 )
 
 
@@ -105,71 +112,20 @@ class ReportContext:
 SectionBuilder = Callable[[ReportContext], "Section | None"]
 
 
-# --------------------------------------------------------------------------- head metrics seam
+# --------------------------------------------------------------------------- head metrics
 
 
-def head_metrics_frame(capture: Capture) -> pd.DataFrame:
-    """One row per (kind, layer, head) with the :data:`HEAD_METRICS` columns.
-
-    This is the seam to ``inspector.metrics``: when that module provides ``head_metrics`` it can
-    be used here; until then the four report metrics are computed by :func:`basic_head_metrics`.
+def head_metrics_frame(capture: Capture, names: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per (kind, layer, head) with the metrics ``names`` (default :data:`HEAD_METRICS`),
+    computed by :func:`inspector.metrics.head_metrics` (its registry: any registered name works).
     """
-    if importlib.util.find_spec("inspector.metrics") is not None:
-        frame = _from_metrics_module(capture)
-        if frame is not None:
-            return frame
-    return basic_head_metrics(capture)
-
-
-def _from_metrics_module(capture: Capture) -> pd.DataFrame | None:
-    """Use ``inspector.metrics.head_metrics`` if it gives the report's columns, else None."""
-    try:
-        from .. import metrics as _metrics  # another stage's module; optional here
-
-        fn = getattr(_metrics, "head_metrics", None)
-        if fn is None:
-            return None
-        frames = []
-        for kind, stack in capture.stacks.items():
-            out = fn(stack, metrics=[m for m, _ in HEAD_METRICS])
-            if not isinstance(out, pd.DataFrame):
-                return None
-            out = out.reset_index() if "layer" not in out.columns else out
-            out.insert(0, "kind", kind)
-            frames.append(out)
-        frame = pd.concat(frames, ignore_index=True)
-    except Exception:  # an incompatible or unfinished metrics module: fall back
-        return None
-    needed = {"kind", "layer", "head", *(m for m, _ in HEAD_METRICS)}
-    return frame[list(needed & set(frame.columns))] if needed <= set(frame.columns) else None
-
-
-def basic_head_metrics(capture: Capture) -> pd.DataFrame:
-    """Entropy (bits, mean over queries), max weight (mean row maximum), attention to the first
-    key token and to special key tokens (mean over queries), per head."""
-    rows = []
+    names = list(names) if names is not None else [m for m, _ in HEAD_METRICS]
+    frames = []
     for kind, stack in capture.stacks.items():
-        w = stack.weights.astype(np.float64)
-        logs = np.log2(np.where(w > 0, w, 1.0))
-        entropy = -(w * logs).sum(-1).mean(-1)
-        max_weight = w.max(-1).mean(-1)
-        first = w[..., 0].mean(-1)
-        special_mask = np.asarray(stack.key.special, dtype=bool)
-        special = w[..., special_mask].sum(-1).mean(-1) if special_mask.any() else 0 * first
-        for li, layer in enumerate(stack.layers):
-            for hi, head in enumerate(stack.heads):
-                rows.append(
-                    {
-                        "kind": kind,
-                        "layer": int(layer),
-                        "head": int(head),
-                        "entropy": float(entropy[li, hi]),
-                        "max_weight": float(max_weight[li, hi]),
-                        "first_token": float(first[li, hi]),
-                        "special_tokens": float(special[li, hi]),
-                    }
-                )
-    return pd.DataFrame(rows)
+        frame = _metrics.head_metrics(stack, names)[names].reset_index()
+        frame.insert(0, "kind", kind)
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
 
 
 # --------------------------------------------------------------------------- standard sections
@@ -407,8 +363,6 @@ def build_report(
     )
     scripts = _unique(name for s in built for name in s.scripts)
     css = _unique(name for s in built for name in s.css)
-    from .views import render_page
-
     html = render_page(
         page,
         body,

@@ -150,7 +150,9 @@ def _kinds(capture: Capture, kind: str | Sequence[str] | None) -> list[str]:
     kinds = [kind] if isinstance(kind, str) else list(kind)
     for k in kinds:
         if k not in capture.stacks:
-            raise InputError(f"no {k!r} attention in this capture; available: {list(capture.stacks)}")
+            raise InputError(
+                f"no {k!r} attention in this capture; available: {list(capture.stacks)}"
+            )
     if not kinds:
         raise InputError("choose at least one attention kind")
     return kinds
@@ -160,7 +162,7 @@ def view_parts(
     capture: Capture,
     kinds: Sequence[str],
     *,
-    sentence_b_start: int | None | bool = True,
+    sentence_b_start: int | bool | None = True,
     prettify_tokens: bool = True,
 ) -> list[ViewPart]:
     """The dropdown entries bertviz would build: sentence-pair blocks or encoder/decoder/cross.
@@ -232,7 +234,7 @@ def add_head_view(
     layer: int | None = None,
     heads: Sequence[int] | None = None,
     include_layers: Sequence[int] | None = None,
-    sentence_b_start: int | None | bool = True,
+    sentence_b_start: int | bool | None = True,
     prettify_tokens: bool = True,
     lazy: bool | None = None,
 ) -> dict[str, Any]:
@@ -286,7 +288,7 @@ def add_model_view(
     kind: str | Sequence[str] | None = None,
     include_layers: Sequence[int] | None = None,
     include_heads: Sequence[int] | None = None,
-    sentence_b_start: int | None | bool = True,
+    sentence_b_start: int | bool | None = True,
     display_mode: str = "light",
     prettify_tokens: bool = True,
     lazy: bool | None = None,
@@ -383,7 +385,7 @@ def head_view(
     layer: int | None = None,
     heads: Sequence[int] | None = None,
     include_layers: Sequence[int] | None = None,
-    sentence_b_start: int | None | bool = True,
+    sentence_b_start: int | bool | None = True,
     prettify_tokens: bool = True,
     precision: str = "uint8",
 ) -> RenderedHTML:
@@ -425,7 +427,7 @@ def model_view(
     kind: str | Sequence[str] | None = None,
     include_layers: Sequence[int] | None = None,
     include_heads: Sequence[int] | None = None,
-    sentence_b_start: int | None | bool = True,
+    sentence_b_start: int | bool | None = True,
     display_mode: str = "light",
     prettify_tokens: bool = True,
     precision: str = "uint8",
@@ -451,4 +453,3 @@ def model_view(
 
 def _title(capture: Capture, what: str) -> str:
     return f"{capture.metadata.get('model_name', 'model')} — {what}"
-
