@@ -231,7 +231,9 @@ def forward_batch(
 
 def _meta(base: dict[str, Any], e: Encoded) -> dict[str, Any]:
     meta = dict(base)
-    meta.update(text=e.text, text_pair=None, target=None, truncated=e.truncated)
+    meta.update(
+        text=e.text, text_pair=None, target=None, truncated=e.truncated, storage_dtype="float32"
+    )
     return meta
 
 
