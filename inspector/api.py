@@ -14,10 +14,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from . import atlas as _atlas
 from . import compare as _compare
 from . import frames as _frames
 from . import generation as _generation
 from . import metrics as _metrics
+from . import probe as _probe
 from .capture import AttentionStack, Capture, Tokens, capture, kv_groups
 from .errors import InputError
 from .loading import ModelBundle, list_embedded, load_model
@@ -536,6 +538,74 @@ def compare(a: Any, b: Any, *, labels: tuple[str, str] | None = None) -> _compar
     return _compare.compare(a, b, labels=labels)
 
 
+def _bundle(model: Any) -> ModelBundle:
+    if isinstance(model, LoadedModel):
+        return model.bundle
+    if isinstance(model, ModelBundle):
+        return model
+    return load(model).bundle
+
+
+def atlas(
+    model: Any,
+    texts: Any,
+    *,
+    engine: str = "local",
+    address: str | None = None,
+    num_workers: int = 2,
+    **options: Any,
+) -> _atlas.Atlas:
+    """Per-head attention statistics over a corpus, streamed in padded batches.
+
+    Args:
+        model: a :class:`LoadedModel`, or anything :func:`load` accepts.
+        texts: a list or iterable of texts, a text file (one per line), ``"file.csv:column"``,
+            a Parquet file (``column=``), a ``.conllu`` treebank or a ``datasets`` dataset.
+        engine: ``"local"`` (checkpoints, ``resume=True``) or ``"ray"`` (Ray Data; workers
+            load ``model`` by name, so pass a name or folder every worker can reach).
+        address / num_workers: the Ray cluster and number of model replicas (``engine="ray"``).
+        **options: ``batch_size``, ``max_length``, ``metrics``, ``column``, ``kind``,
+            ``distances``, ``checkpoint``, ``resume``, ``progress``, ``limit`` — see
+            :func:`inspector.atlas.run_atlas`.
+
+    Returns:
+        An :class:`inspector.atlas.Atlas`: ``.summary`` (layer, head, metric, n, mean, std,
+        95% intervals, quantiles), ``.distances`` (mean head-distance matrix), ``.metadata``.
+
+    Example:
+        >>> a = inspector.atlas("minilm", "corpus.txt", batch_size=32)  # doctest: +SKIP
+        >>> a.metric("to_prev")  # doctest: +SKIP
+    """
+    if engine == "local":
+        return _atlas.run_atlas(_bundle(model), texts, **options)
+    if engine == "ray":
+        for key in ("checkpoint", "resume", "checkpoint_every"):
+            if options.pop(key, None):
+                raise InputError(f"{key}= is for the local engine; Ray re-runs failed tasks itself")
+        target = model.bundle if isinstance(model, LoadedModel) else model
+        return _atlas.run_atlas_ray(
+            target, texts, address=address, num_workers=num_workers, **options
+        )
+    raise InputError(f"engine must be 'local' or 'ray', not {engine!r}")
+
+
+def syntax_probe(
+    model: Any, conllu_path: str | os.PathLike[str], **options: Any
+) -> _probe.ProbeResult:
+    """Clark et al. (2019) syntactic head probe on a CoNLL-U treebank.
+
+    For every dependency relation: the head whose most-attended other word is most often the
+    syntactic head (or, transposed, the dependent), next to the best fixed-offset baseline.
+    ``options``: ``batch_size``, ``limit``, ``subtypes``, ``exclude``, ``progress`` — see
+    :func:`inspector.probe.syntax_probe`.
+
+    Example:
+        >>> r = inspector.syntax_probe("minilm", "en_ewt-ud-dev.conllu")  # doctest: +SKIP
+        >>> r.table  # doctest: +SKIP
+    """
+    return _probe.syntax_probe(_bundle(model), conllu_path, **options)
+
+
 def read_parquet(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read a frame written by :meth:`Inspection.to_parquet` (metadata: ``attrs['inspector']``)."""
     return _frames.read_parquet(path)
@@ -544,6 +614,7 @@ def read_parquet(path: str | os.PathLike[str]) -> pd.DataFrame:
 __all__ = [
     "Inspection",
     "LoadedModel",
+    "atlas",
     "compare",
     "detect_heads",
     "head_metrics",
@@ -551,4 +622,5 @@ __all__ = [
     "list_embedded",
     "load",
     "read_parquet",
+    "syntax_probe",
 ]

@@ -301,14 +301,39 @@ def load_model(
         entry = EMBEDDED[name]
         source = str(entry.locate())
         gguf_file = gguf_file or entry.gguf_file
+    elif os.path.isfile(name) and name.lower().endswith(".gguf"):
+        # A GGUF file path: load(".../model.gguf") is load(".../", gguf_file="model.gguf").
+        if gguf_file is not None and gguf_file != os.path.basename(name):
+            raise InputError(
+                f"load({name!r}, gguf_file={gguf_file!r}) names two GGUF files; pass the folder "
+                f"with gguf_file=, or the file path alone"
+            )
+        source, gguf_file = os.path.dirname(os.path.abspath(name)), os.path.basename(name)
     elif not os.path.exists(name) and _looks_like_path(name):
         raise ModelLoadError(
             f"{name!r} does not exist; give a model folder, a hub id, or one of the embedded "
             f"names: {', '.join(list_embedded())}"
         )
+    if gguf_file and os.path.isdir(source):
+        _check_gguf(name, source, gguf_file)
     return _load_from_source(
         name, source, tokenizer, torch_dtype, device, trust_remote_code, gguf_file
     )
+
+
+def _check_gguf(name: str, folder: str, gguf_file: str) -> None:
+    if not os.path.isfile(os.path.join(folder, gguf_file)):
+        found = sorted(f for f in os.listdir(folder) if f.lower().endswith(".gguf"))
+        raise ModelLoadError(
+            f"{name}: no GGUF file {gguf_file!r} in {folder!r}; GGUF files there: "
+            f"{', '.join(found) or 'none'}"
+        )
+    missing = [pkg for pkg in ("gguf", "accelerate") if importlib.util.find_spec(pkg) is None]
+    if missing:
+        raise ModelLoadError(
+            f"{name}: loading a GGUF checkpoint needs the package(s) {', '.join(missing)}: run "
+            f"`pip install 'attention-inspector[gguf]'` (make install does this)"
+        )
 
 
 def _looks_like_path(name: str) -> bool:
