@@ -11,6 +11,7 @@ from importlib.metadata import PackageNotFoundError, version
 from .api import (
     Inspection,
     LoadedModel,
+    atlas,
     compare,
     detect_heads,
     head_metrics,
@@ -18,6 +19,7 @@ from .api import (
     list_embedded,
     load,
     read_parquet,
+    syntax_probe,
 )
 from .errors import (
     AttentionUnavailableError,
@@ -43,6 +45,7 @@ __all__ = [
     "ModelLoadError",
     "UnsupportedModelError",
     "__version__",
+    "atlas",
     "compare",
     "detect_heads",
     "head_metrics",
@@ -50,4 +53,5 @@ __all__ = [
     "list_embedded",
     "load",
     "read_parquet",
+    "syntax_probe",
 ]

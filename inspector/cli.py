@@ -128,6 +128,147 @@ def _register_report(sub: Any) -> None:
     p.set_defaults(func=cmd_report)
 
 
+def cmd_atlas(args: argparse.Namespace) -> str:
+    from ._io import check_writable
+
+    if os.path.splitext(args.output)[1].lower() != ".parquet":
+        raise _usage(f"-o {args.output}: the atlas is written as Parquet; use a .parquet name")
+    if args.report and os.path.splitext(args.report)[1].lower() not in (".html", ".htm"):
+        raise _usage(f"--report {args.report}: use an .html file name")
+    check_writable(args.output)
+    from .api import atlas
+    from .atlas import default_checkpoint_path, write_atlas
+
+    options: dict[str, Any] = {
+        "batch_size": args.batch_size,
+        "max_length": args.max_length,
+        "metrics": args.metrics,
+        "column": args.column,
+        "distances": not args.no_distances,
+        "progress": not args.no_progress,
+        "limit": args.limit,
+    }
+    checkpoint = args.checkpoint or default_checkpoint_path(args.output)
+    if args.engine == "local":
+        if os.path.exists(checkpoint) and not args.resume:
+            raise _usage(
+                f"{checkpoint} holds an unfinished atlas: add --resume to continue it, or delete "
+                f"it to start over"
+            )
+        options.update(checkpoint=checkpoint, resume=args.resume)
+        model: Any = _load_plain(args)
+    else:
+        model = args.model
+    try:
+        result = atlas(
+            model, args.texts, engine=args.engine, address=args.address,
+            num_workers=args.workers, **options,
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        if args.engine == "local" and os.path.exists(checkpoint):
+            print(
+                f"inspector: interrupted; progress saved in {checkpoint}: rerun with --resume",
+                file=sys.stderr,
+            )
+            raise SystemExit(EXIT_INTERRUPTED) from None
+        raise
+    paths = write_atlas(result, args.output)
+    if args.engine == "local" and os.path.exists(checkpoint):
+        os.remove(checkpoint)
+    extra = ""
+    if args.report:
+        from .render.atlas import atlas_report
+
+        atlas_report(result).save(args.report)
+        extra = f", report -> {args.report}"
+    meta = result.metadata
+    rate = meta.get("texts_per_second")
+    return (
+        f"{meta['model_name']}: {meta['n_texts']:,} texts ({meta['n_tokens']:,} tokens, "
+        f"{meta['n_skipped']} skipped, {meta['n_truncated']} truncated), "
+        f"{meta['n_layers']} layers x {meta['n_heads']} heads x {len(meta['metrics'])} metrics, "
+        f"{rate} texts/s -> {', '.join(str(p) for p in paths)}{extra}"
+    )
+
+
+def _load_plain(args: argparse.Namespace) -> Any:
+    from .api import load
+
+    return load(args.model, device=args.device)
+
+
+def _register_atlas(sub: Any) -> None:
+    p = sub.add_parser(
+        "atlas", help="per-head statistics over a corpus, streamed in batches, to Parquet"
+    )
+    p.add_argument("model", help="'minilm', a model folder, or a hub id")
+    p.add_argument(
+        "texts",
+        help="a text file (one text per line), FILE.csv:COLUMN, FILE.parquet:COLUMN or .conllu",
+    )
+    p.add_argument("-o", "--output", required=True, help="atlas.parquet (distances go beside it)")
+    p.add_argument("--column", help="text column of a CSV/Parquet file")
+    p.add_argument("--batch-size", type=int, default=32, metavar="N")
+    p.add_argument("--max-length", type=int, metavar="N", help="token limit (longer: truncated)")
+    p.add_argument(
+        "--metrics", type=lambda v: [m for m in v.split(",") if m], help="e.g. entropy,to_prev"
+    )
+    p.add_argument("--limit", type=int, metavar="N", help="only the first N texts")
+    p.add_argument("--no-distances", action="store_true", help="skip the head-distance matrix")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--resume", action="store_true", help="continue an interrupted run from its checkpoint"
+    )
+    p.add_argument("--checkpoint", metavar="PATH", help="default: OUTPUT.ckpt.npz")
+    p.add_argument("--engine", choices=["local", "ray"], default="local")
+    p.add_argument("--address", help="Ray cluster address (ray://host:10001 or auto)")
+    p.add_argument("--workers", type=int, default=2, help="Ray model replicas (default 2)")
+    p.add_argument("--device", help="torch device for the local engine, e.g. cuda")
+    p.add_argument("--report", metavar="HTML", help="also write an atlas report")
+    p.set_defaults(func=cmd_atlas)
+
+
+def cmd_probe(args: argparse.Namespace) -> str:
+    from ._io import check_writable
+
+    if args.output and os.path.splitext(args.output)[1].lower() not in (".csv", ".parquet"):
+        raise _usage(f"-o {args.output}: use a .csv or .parquet file name")
+    if args.output:
+        check_writable(args.output)
+    from .api import syntax_probe
+
+    result = syntax_probe(
+        _load_plain(args), args.treebank, batch_size=args.batch_size, limit=args.limit,
+        subtypes=args.subtypes, progress=not args.no_progress,
+    )  # fmt: skip
+    if args.output:
+        from .frames import write_frame
+
+        write_frame(result.table, args.output)
+    meta = result.metadata
+    return (
+        f"{result.markdown(min_count=args.min_count)}\n\n{meta['model_name']}: "
+        f"{meta['n_scored_sentences']} sentences scored ({meta['skipped_too_long']} too long, "
+        f"{meta['skipped_unaligned']} unaligned)" + (f" -> {args.output}" if args.output else "")
+    )
+
+
+def _register_probe(sub: Any) -> None:
+    p = sub.add_parser(
+        "probe", help="syntactic head probe (Clark et al. 2019) on a CoNLL-U treebank"
+    )
+    p.add_argument("model", help="'minilm', a model folder, or a hub id")
+    p.add_argument("treebank", help="a .conllu file")
+    p.add_argument("-o", "--output", help="also write the table to .csv or .parquet")
+    p.add_argument("--batch-size", type=int, default=32, metavar="N")
+    p.add_argument("--limit", type=int, metavar="N", help="only the first N sentences")
+    p.add_argument("--min-count", type=int, default=1, help="print relations with >= N cases")
+    p.add_argument("--subtypes", action="store_true", help="keep nmod:poss apart from nmod")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--device", help="torch device, e.g. cuda")
+    p.set_defaults(func=cmd_probe)
+
+
 class _UsageError(Exception):
     pass
 
@@ -162,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: Functions adding further sub-commands (report, heads, compare, explain, atlas, ...).
-_EXTRA_COMMANDS: list[Callable[[Any], None]] = [_register_report]
+_EXTRA_COMMANDS: list[Callable[[Any], None]] = [_register_report, _register_atlas, _register_probe]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
