@@ -1,0 +1,229 @@
+"""Reports and views in real headless Chromium, with every network request blocked.
+
+Needs Debian's chromium (``make browser``) and the Python ``playwright`` package; skipped when
+either is missing. ``playwright install`` is never needed.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_render import HOSTILE, make_capture
+
+from inspector.render import build_report, head_view, model_view
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.skip("chromium is not installed: run `make browser`")
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+class Opened:
+    """A page opened from file:// with the network cut off; records what went wrong."""
+
+    def __init__(self, browser: Any, path: Path, *, wait: bool = True) -> None:
+        self.context = browser.new_context(
+            accept_downloads=True, viewport={"width": 1280, "height": 900}
+        )
+        self.page = self.context.new_page()
+        self.blocked: list[str] = []
+        self.errors: list[str] = []
+        self.dialogs: list[str] = []
+        self.page.route("**/*", self._route)
+        self.page.on("console", self._console)
+        self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        self.page.on("dialog", self._dialog)
+        self.page.goto(path.resolve().as_uri())
+        if wait:
+            self.page.wait_for_selector("html[data-inspector-drawn]", timeout=60_000)
+
+    def _route(self, route: Any) -> None:
+        url = route.request.url
+        if url.startswith(("file:", "data:", "blob:")):
+            route.continue_()
+        else:
+            self.blocked.append(url)
+            route.abort()
+
+    def _console(self, msg: Any) -> None:
+        if msg.type == "error":
+            self.errors.append(msg.text)
+
+    def _dialog(self, dialog: Any) -> None:
+        self.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    def check_clean(self) -> None:
+        assert self.blocked == [], f"requests left the page: {self.blocked}"
+        assert self.errors == [], f"console errors: {self.errors}"
+        assert self.dialogs == [], f"a dialog opened: {self.dialogs}"
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture
+def opened(browser: Any) -> Iterator[Any]:
+    pages: list[Opened] = []
+
+    def open_(path: Path, *, wait: bool = True) -> Opened:
+        page = Opened(browser, path, wait=wait)
+        pages.append(page)
+        return page
+
+    yield open_
+    for p in pages:
+        p.close()
+
+
+def _visible_text(page: Any, selector: str) -> str:
+    return str(page.locator(selector).inner_text())
+
+
+def test_minilm_report_draws_offline(minilm: Any, opened: Any, tmp_path: Path) -> None:
+    ins = minilm.inspect("The cat sat on the mat because it was tired.", "It did not move.")
+    path = ins.report(tmp_path / "cat.html").save(tmp_path / "cat.html")
+    o = opened(path)
+    page = o.page
+    # bertviz views drew their SVG lines
+    assert page.locator("#head-view svg line").count() > 0
+    assert page.locator("#model-view svg line").count() > 0
+    # every token of the input is visible
+    strip = page.locator("#overview .ins-tokens").first
+    assert strip.is_visible()
+    shown = strip.inner_text()
+    for tok in ins.tokens:
+        assert tok in shown
+    # the head grid drew every head
+    canvas = page.locator("canvas.ins-grid-canvas")
+    assert canvas.get_attribute("data-drawn-cells") == str(6 * 12)
+    # hover shows a value with token labels; a click zooms
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    page.mouse.move(box["x"] + 40, box["y"] + 24)
+    tip = page.locator(".ins-tooltip")
+    assert tip.is_visible() and "layer 0, head 0" in tip.inner_text()
+    page.mouse.click(box["x"] + 40, box["y"] + 24)
+    assert page.locator(".ins-zoom").is_visible()
+    # downloads produce files
+    for selector, suffix in [
+        ('button[data-download="frame"]', ".csv"),
+        ('button[data-download="metrics"]', ".csv"),
+        ('a[download$=".png"]', ".png"),
+        ('a[download$=".svg"]', ".svg"),
+        ("button.ins-grid-png", ".png"),
+    ]:
+        with page.expect_download() as info:
+            page.locator(selector).first.click()
+        target = tmp_path / ("dl" + suffix)
+        info.value.save_as(target)
+        assert target.stat().st_size > 100, selector
+    csv = (tmp_path / "dl.csv").read_text(encoding="utf-8")  # the metrics CSV, saved last
+    assert csv.startswith("kind,layer,head,")
+    # sorting the metrics table
+    header = page.locator("table.ins-metrics th").nth(3)
+    header.click()
+    assert header.get_attribute("aria-sort") == "ascending"
+    page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+    o.check_clean()
+
+
+def test_frame_csv_matches_embedded_data(opened: Any, tmp_path: Path) -> None:
+    cap = make_capture(["[CLS]", "a", "b,c", '"q"', "[SEP]"])
+    path = build_report(cap).save(tmp_path / "r.html")
+    o = opened(path)
+    with o.page.expect_download() as info:
+        o.page.locator('button[data-download="frame"]').click()
+    info.value.save_as(tmp_path / "frame.csv")
+    import pandas as pd
+
+    frame = pd.read_csv(tmp_path / "frame.csv", keep_default_na=False)
+    assert len(frame) == 2 * 3 * 5 * 5
+    assert set(frame["key_token"]) == {"[CLS]", "a", "b,c", '"q"', "[SEP]"}
+    w = cap.stacks["self"].weights
+    got = frame.sort_values(["layer", "head", "query_pos", "key_pos"])["weight"].to_numpy()
+    assert abs(got - w.ravel()).max() <= 0.5 / 255 + 1e-4
+    o.check_clean()
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "t5", "bart"])
+def test_tiny_family_reports_draw(
+    tiny: dict[str, Any], kind: str, opened: Any, tmp_path: Path
+) -> None:
+    ins = tiny[kind].inspect("The cat sat on the mat.")
+    path = ins.report(tmp_path / f"{kind}.html").save(tmp_path / f"{kind}.html")
+    o = opened(path)
+    assert o.page.locator("#head-view svg line").count() > 0
+    for canvas in o.page.locator("canvas.ins-grid-canvas").all():
+        assert canvas.get_attribute("data-drawn-cells") == "4"
+    if kind != "gpt2":  # encoder-decoder: the filter switches between encoder/decoder/cross
+        o.page.select_option("#head-view select#filter", "2")
+        assert o.page.locator("#head-view svg line").count() > 0
+    o.check_clean()
+
+
+def test_hostile_text_never_runs(opened: Any, tmp_path: Path) -> None:
+    text = " ".join(HOSTILE) + " ' \\ \" <b>bold</b>"
+    cap = make_capture(text=text)
+    paths = [
+        build_report(cap).save(tmp_path / "r.html"),
+        head_view(cap).save(tmp_path / "h.html"),
+        model_view(cap).save(tmp_path / "m.html"),
+    ]
+    o = opened(paths[0])
+    page = o.page
+    shown = _visible_text(page, "#overview")
+    assert text in shown
+    for tok in HOSTILE:
+        assert tok in shown
+    head_svg = page.locator("#head-view svg").first.text_content()
+    assert "</script><script>alert(1)</script>" in head_svg
+    assert page.locator("img[src='x']").count() == 0
+    assert page.locator("#overview b").count() == 0
+    # hover every token of the head view and the grid: nothing executes
+    page.locator("#head-view svg text").nth(1).hover()
+    page.wait_for_timeout(200)
+    o.check_clean()
+    for p in paths[1:]:
+        other = opened(p)
+        assert other.page.locator("svg line").count() > 0
+        other.page.wait_for_timeout(200)
+        other.check_clean()
+
+
+def test_view_in_an_iframe_like_jupyter(opened: Any, tmp_path: Path) -> None:
+    view = head_view(make_capture())
+    host = tmp_path / "host.html"
+    host.write_text(
+        "<!DOCTYPE html><html><head><meta charset='utf-8'></head><body>"
+        + view._repr_html_()
+        + "</body></html>",
+        encoding="utf-8",
+    )
+    o = opened(host, wait=False)
+    frame = o.page.frames[1]
+    frame.wait_for_selector("html[data-inspector-drawn]", timeout=30_000)
+    assert frame.locator("svg line").count() > 0
+    o.check_clean()
