@@ -306,6 +306,143 @@ def build_parser() -> argparse.ArgumentParser:
 _EXTRA_COMMANDS: list[Callable[[Any], None]] = [_register_report, _register_atlas, _register_probe]
 
 
+# --------------------------------------------------------------------------- heads, compare
+
+
+def _read_texts(args: argparse.Namespace) -> list[str]:
+    texts = list(args.texts or [])
+    if args.file:
+        with open(args.file, encoding="utf-8") as fh:
+            texts += [line.strip() for line in fh if line.strip()]
+    if not texts:
+        raise _usage("give at least one TEXT or --file texts.txt (one text per line)")
+    return texts
+
+
+def _write_table(frame: Any, path: str) -> None:
+    from .frames import write_frame
+
+    write_frame(frame.reset_index(), path)
+
+
+def cmd_heads(args: argparse.Namespace) -> str:
+    from ._io import check_writable
+
+    if args.output:
+        if os.path.splitext(args.output)[1].lower() not in (".csv", ".parquet"):
+            raise _usage(f"-o {args.output}: use a .csv or .parquet file name")
+        check_writable(args.output)
+    texts = _read_texts(args)
+    from . import metrics
+    from .api import head_metrics
+
+    model = _load(args)
+    frame = head_metrics(model, texts, truncation=args.truncate, max_length=args.max_length)
+    roles = metrics.head_roles(frame)
+    frame = frame.join(roles[["role", "label"]])
+    if args.output:
+        _write_table(frame, args.output)
+    lines = [f"{model.name}: {len(texts)} text(s); top {args.top} heads per role"]
+    for role, rows in metrics.top_heads(frame, k=args.top).groupby("role", sort=False):
+        best = ", ".join(f"{r.layer}.{r.head}: {r.score:.2f}" for r in rows.itertuples())
+        count = int((roles["role"] == role).sum())
+        lines.append(f"  {role:<12} {count:>3} head(s) with this role; top: {best}")
+    sinks = frame.loc[roles["role"] == "sink", "sink_token"].value_counts()
+    if len(sinks):
+        lines.append(f"  sink tokens: {', '.join(f'{t} ({n})' for t, n in sinks.items())}")
+    if args.output:
+        lines.append(f"-> {args.output}")
+    return "\n".join(lines)
+
+
+def _register_heads(sub: Any) -> None:
+    p = sub.add_parser("heads", help="per-head metrics and roles over one or more texts")
+    p.add_argument("model", help="'minilm', 'smollm2', a model folder, or a hub id")
+    p.add_argument("texts", nargs="*", metavar="TEXT", help="input texts")
+    p.add_argument("--file", metavar="PATH", help="a text file with one input per line")
+    p.add_argument("--top", type=int, default=3, metavar="K", help="heads to list per role")
+    p.add_argument("--truncate", action="store_true", help="cut inputs longer than the limit")
+    p.add_argument("--max-length", type=int, metavar="N", help="a lower token limit")
+    p.add_argument("--device", help="torch device, e.g. cuda")
+    p.add_argument("--dtype", help="model dtype, e.g. float16")
+    p.add_argument("--gguf-file", metavar="NAME", help="GGUF file inside the model folder")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code")
+    p.add_argument("-o", "--output", help="heads.csv or heads.parquet (one row per head)")
+    p.set_defaults(func=cmd_heads)
+
+
+def cmd_compare(args: argparse.Namespace) -> str:
+    from typing import cast
+
+    from ._io import check_writable
+
+    if args.model_b is None and args.text_b is None:
+        raise _usage("give --text-b TEXT (a second input) and/or --model-b MODEL (a second model)")
+    suffix = os.path.splitext(args.output)[1].lower() if args.output else ""
+    if args.output:
+        if suffix not in (".html", ".htm", ".csv", ".parquet"):
+            raise _usage(f"-o {args.output}: use an .html, .csv or .parquet file name")
+        check_writable(args.output)
+    from .api import compare
+
+    model_a = _load(args)
+    model_b = model_a
+    if args.model_b is not None:
+        ns = argparse.Namespace(**{**vars(args), "model": args.model_b})
+        model_b = _load(ns)
+    kw = {"truncation": args.truncate, "max_length": args.max_length}
+    ins_a = model_a.inspect(args.text, **kw)
+    ins_b = model_b.inspect(args.text if args.text_b is None else args.text_b, **kw)
+    if ins_a.is_encoder_decoder:
+        ins_a, ins_b = ins_a.encoder, ins_b.encoder
+    result = compare(ins_a, ins_b)
+    if suffix in (".csv", ".parquet"):
+        _write_table(result.frame, args.output)
+    elif args.output:
+        from .render.heads import comparison_report
+
+        comparison_report(ins_a.capture, result, k=args.top).save(args.output)
+    lines = [
+        f"{result.labels[0]!r} vs {result.labels[1]!r}: {len(result.key_pairs)} aligned tokens "
+        f"({result.method}); heads that changed most (js, d_entropy, d_sink_share):"
+    ]
+    for key, row in result.ranked(args.top).iterrows():
+        layer, head = cast(tuple[int, int], key)
+        lines.append(
+            f"  {layer}.{head}  js {row['js']:.4f}  d_entropy {row['d_entropy']:+.3f}  "
+            f"d_sink_share {row['d_sink_share']:+.3f}"
+        )
+    if args.output:
+        lines.append(f"-> {args.output}")
+    return "\n".join(lines)
+
+
+def _register_compare(sub: Any) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="head-by-head attention differences between two texts and/or two models",
+        description="Compare MODEL on TEXT with --text-b (same model) and/or --model-b (same "
+        "tokenizer and head layout). Example: inspector compare minilm 'The keys to the cabinet "
+        "are' --text-b 'The key to the cabinet is' -o reports/diff.html",
+    )
+    p.add_argument("model", help="model A: 'minilm', a model folder, or a hub id")
+    p.add_argument("text", help="text A (also used for model B unless --text-b is given)")
+    p.add_argument("--text-b", metavar="TEXT", help="text B (default: text A)")
+    p.add_argument("--model-b", metavar="MODEL", help="model B (default: model A)")
+    p.add_argument("--top", type=int, default=5, metavar="K", help="heads to list and draw")
+    p.add_argument("--truncate", action="store_true", help="cut inputs longer than the limit")
+    p.add_argument("--max-length", type=int, metavar="N", help="a lower token limit")
+    p.add_argument("--device", help="torch device, e.g. cuda")
+    p.add_argument("--dtype", help="model dtype, e.g. float16")
+    p.add_argument("--gguf-file", metavar="NAME", help="GGUF file inside the model folder")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code")
+    p.add_argument("-o", "--output", help="diff.html (report), diff.csv or diff.parquet")
+    p.set_defaults(func=cmd_compare)
+
+
+_EXTRA_COMMANDS.extend([_register_heads, _register_compare])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
