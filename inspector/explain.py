@@ -136,7 +136,7 @@ def rollout(
         >>> import numpy as np
         >>> w = np.full((2, 1, 3, 3), 1 / 3)
         >>> rollout(w).round(3)[0].tolist()
-        [0.444, 0.278, 0.278]
+        [0.5, 0.25, 0.25]
     """
     a = residual_attention(attention, head_reduce=head_reduce, residual=residual)
     s = _start(start_layer, a.shape[0])
@@ -606,29 +606,38 @@ class NormAttention:
 
 def attention_norms(
     bundle: ModelBundle,
-    tokens: Tokens,
+    stack: AttentionStack,
     *,
     layers: Sequence[int] | None = None,
     heads: Sequence[int] | None = None,
 ) -> NormAttention:
-    """Norm-based attention ``‖α_ij · f_h(x_j)‖`` for the tokens of one capture.
+    """Norm-based attention ``‖α_ij · f_h(x_j)‖`` for one captured self-attention stack.
 
     ``f_h(x) = (x W_V + b_V) W_O^h`` is the vector head ``h`` adds to the residual stream per unit
-    of attention (the output bias is shared by all tokens and left out, as in the paper). Values
-    are read with a forward hook on the value projection during one forward pass; under
-    grouped-query attention query head ``h`` reads value head ``h // (n_heads / n_kv_heads)``.
+    of attention (the output bias is shared by all tokens and left out, as in the paper). The
+    model runs once more on exactly the stack's token ids, with a forward hook on each layer's
+    value projection; ``α`` is the stack's own weights. Under grouped-query attention query head
+    ``h`` reads value head ``h // (n_heads / n_kv_heads)``.
 
     Args:
         bundle: a loaded BERT-family, GPT-2 or LLaMA-style model.
-        tokens: the input (``Inspection.token_info``); the model runs on exactly these ids.
-        layers, heads: keep only these model indexes (default all).
+        stack: its self-attention capture (``Inspection.stack``).
+        layers, heads: keep only these model indexes (default: all the stack holds).
 
     Returns:
-        A :class:`NormAttention`; ``norms`` has the shape of the capture's weights.
+        A :class:`NormAttention`; ``norms`` has the shape of the (selected) weights.
     """
     import torch
 
+    from .frames import select_stack
+
     structure = _structure(bundle, "norm-based attention")
+    if stack.kind != "self" or stack.key is not stack.query:
+        raise UnsupportedModelError(
+            f"norm-based attention needs a self-attention stack, got {stack.kind!r}; it supports "
+            f"{SUPPORTED_FAMILIES}"
+        )
+    stack = select_stack(stack, layers, heads)
     values: dict[int, Any] = {}
 
     def keep_values(index: int, piece: slice | None) -> Callable[..., None]:
@@ -638,42 +647,32 @@ def attention_norms(
         return hook
 
     regs = [
-        (layer.value, "post", keep_values(i, layer.value_slice))
-        for i, layer in enumerate(structure.layers)
+        (structure.layers[li].value, "post", keep_values(li, structure.layers[li].value_slice))
+        for li in stack.layers
     ]
-    inputs = inputs_from_tokens(bundle, tokens)
+    inputs = inputs_from_tokens(bundle, stack.query)
     with _hooks(regs), torch.inference_mode():
-        out = bundle.model(**inputs, output_attentions=True, return_dict=True)
-    attentions = getattr(out, "attentions", None)
-    if not attentions or any(a is None for a in attentions) or len(values) != bundle.n_layers:
-        raise UnsupportedModelError(
-            f"{bundle.name}: the forward pass returned no attention weights or values (attention "
-            f"implementation {bundle.attn_implementation!r}); load it with inspector.load, which "
-            f"selects attn_implementation='eager'"
-        )
-    layer_idx = list(layers) if layers is not None else list(range(bundle.n_layers))
-    head_idx = list(heads) if heads is not None else list(range(bundle.n_heads))
+        _forward(bundle, inputs)
     group = structure.n_heads // structure.n_kv_heads
     kv_of_head = torch.arange(structure.n_heads) // group
-    norms, weights, vnorms = [], [], []
+    head_idx = list(stack.heads)
+    vnorms = []
     with torch.inference_mode():
-        for li in layer_idx:
+        for li in stack.layers:
             v = values[li][0].float()  # (seq, kv_heads * head_dim)
             v = v.view(v.shape[0], structure.n_kv_heads, structure.head_dim)[:, kv_of_head]
             w_o = structure.layers[li].out_weight.float().to(v.device)  # (heads, d, hidden)
             f = torch.einsum("shd,hde->hse", v, w_o)  # (heads, seq, hidden)
-            fnorm = f.norm(dim=-1)  # (heads, seq)
-            alpha = attentions[li][0].float()  # (heads, query, key)
-            norms.append((alpha * fnorm[:, None, :])[head_idx])
-            weights.append(alpha[head_idx])
-            vnorms.append(fnorm[head_idx])
+            vnorms.append(f.norm(dim=-1)[head_idx])  # (heads, seq)
+    value_norms = torch.stack(vnorms).cpu().numpy()
+    weights = stack.weights
     return NormAttention(
-        torch.stack(norms).cpu().numpy(),
-        torch.stack(weights).cpu().numpy(),
-        torch.stack(vnorms).cpu().numpy(),
-        tokens,
-        tuple(layer_idx),
-        tuple(head_idx),
+        (weights * value_norms[:, :, None, :]).astype(np.float32),
+        weights,
+        value_norms,
+        stack.query,
+        stack.layers,
+        stack.heads,
     )
 
 
@@ -890,7 +889,8 @@ def _label_id(bundle: ModelBundle, value: str | int | None) -> int:
         if not 0 <= value < n:
             raise InputError(f"label {value} is out of range: the classifier has {n} classes")
         return value
-    label2id = getattr(cfg, "label2id", {}) or {}
+    label2id = dict(getattr(cfg, "label2id", {}) or {})
+    label2id.update({v: k for k, v in (getattr(cfg, "id2label", {}) or {}).items()})
     if value in label2id:
         return int(label2id[value])
     raise InputError(f"unknown label {value!r}; the classifier's labels: {list(label2id)}")
@@ -912,7 +912,7 @@ def _embedding_target(
         mask = inputs["attention_mask"][:1].to(hidden.dtype)[..., None]
         return (hidden * mask).sum(1) / mask.sum(1)
 
-    ref = pooled(clean)[0].float()
+    ref = pooled(clean)[0].float().detach()
     unit = ref / ref.norm()
     how = target.embedding
     if how == "norm":
@@ -1013,16 +1013,14 @@ def _gate_gradients(
         )
     n_h = structure.n_heads
     device = inputs["input_ids"].device
-    with torch.inference_mode():
-        clean = _forward(bundle, inputs)
-    resolved = _resolve(target, bundle, inputs, clean)
     gates = [torch.ones(1, n_h, device=device, requires_grad=True) for _ in structure.layers]
     regs = [
         (layer.out, "pre", _gate_hook(gates[li], n_h, mode))
         for li, layer in enumerate(structure.layers)
     ]
     with _hooks(regs), torch.enable_grad():
-        out = _forward(bundle, inputs)
+        out = _forward(bundle, inputs)  # at ξ = 1 this is the clean output: resolve on it
+        resolved = _resolve(target, bundle, inputs, out)
         value = _values(resolved, out, 1)
         grads = torch.autograd.grad(value.sum(), gates, allow_unused=True)
     g = np.stack(
@@ -1240,7 +1238,7 @@ def explain(
         raise InputError("explain needs a capture of every layer and head (no layers=/heads=)")
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    norms = attention_norms(bundle, stack.query)
+    norms = attention_norms(bundle, stack)
     timings["norms"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     roll = rollout(stack)

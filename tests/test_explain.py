@@ -1,0 +1,473 @@
+"""Explain: rollout, attention flow, norm-based attention and head importance.
+
+Pure functions run on ``softmax(randn)`` arrays; hooks run on the tiny BERT / GPT-2 models and a
+tiny LLaMA with grouped-query attention; the real MiniLM checks the [CLS] sink and stability.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import inspector
+from inspector import explain as ex
+from inspector.errors import InputError, UnsupportedModelError
+from inspector.frames import COLUMNS
+
+TEXT = "The cat sat on the mat because it was tired."
+
+
+def _softmax(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    g = torch.Generator().manual_seed(seed)
+    return torch.softmax(3 * torch.randn(*shape, generator=g), -1).numpy()
+
+
+def _hooks(model: torch.nn.Module) -> dict:
+    """Every forward (pre-)hook on the model (transformers registers some of its own)."""
+    return {
+        name: (tuple(m._forward_hooks), tuple(m._forward_pre_hooks))
+        for name, m in model.named_modules()
+    }
+
+
+def _state(model: torch.nn.Module) -> tuple:
+    return (
+        model.training,
+        any(m.training for m in model.modules()),
+        tuple(p.requires_grad for p in model.parameters()),
+        all(p.grad is None for p in model.parameters()),
+        model.config._attn_implementation,
+    )
+
+
+# ------------------------------------------------------------------------------ pure: rollout
+
+
+def test_rollout_rows_sum_to_one_and_known_value():
+    w = _softmax((3, 2, 6, 6))
+    r = ex.rollout(w)
+    assert r.shape == (6, 6)
+    np.testing.assert_allclose(r.sum(-1), 1, atol=1e-12)
+    uniform = np.full((2, 1, 3, 3), 1 / 3)
+    np.testing.assert_allclose(ex.rollout(uniform)[0], [0.5, 0.25, 0.25])
+
+
+def test_rollout_is_the_product_of_residual_matrices():
+    w = _softmax((3, 4, 5, 5), seed=1)
+    a = ex.residual_attention(w)
+    np.testing.assert_allclose(a, 0.5 * w.mean(1) + 0.5 * np.eye(5), atol=1e-6)
+    np.testing.assert_allclose(ex.rollout(w), a[2] @ a[1] @ a[0], atol=1e-12)
+    np.testing.assert_allclose(ex.rollout(w, start_layer=1), a[2] @ a[1], atol=1e-12)
+    np.testing.assert_allclose(ex.rollout(w, start_layer=-1), a[2], atol=1e-12)
+    assert not np.allclose(ex.rollout(w, head_reduce="max"), ex.rollout(w))
+
+
+def test_rollout_identity_attention_is_identity():
+    w = np.broadcast_to(np.eye(4), (2, 3, 4, 4)).copy()
+    np.testing.assert_allclose(ex.rollout(w), np.eye(4))
+
+
+def test_rollout_exclude_special_drops_and_renormalises():
+    w = _softmax((2, 2, 5, 5))
+    special = np.array([True, False, False, False, True])
+    r = ex.rollout(w, special=special, exclude_special=True)
+    assert r.shape == (3, 3)
+    np.testing.assert_allclose(r.sum(-1), 1)
+    full = ex.rollout(w)[1:4, 1:4]
+    np.testing.assert_allclose(r, full / full.sum(-1, keepdims=True))
+
+
+def test_rollout_errors_say_what_to_do():
+    w = _softmax((2, 2, 4, 4))
+    with pytest.raises(InputError, match="head_reduce"):
+        ex.rollout(w, head_reduce="median")  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="start_layer"):
+        ex.rollout(w, start_layer=5)
+    with pytest.raises(InputError, match="special="):
+        ex.rollout(w, exclude_special=True)
+    with pytest.raises(InputError, match="cross attention"):
+        ex.rollout(_softmax((2, 2, 3, 4)))
+
+
+# ------------------------------------------------------------------------------ pure: flow
+
+
+def test_flow_of_one_layer_is_the_residual_attention():
+    w = _softmax((1, 2, 4, 4), seed=3)
+    np.testing.assert_allclose(ex.attention_flow(w), ex.residual_attention(w)[0], atol=1e-9)
+
+
+def test_flow_rows_sum_to_one_and_track_rollout():
+    w = _softmax((3, 2, 5, 5), seed=4)
+    f = ex.attention_flow(w)
+    np.testing.assert_allclose(f.sum(-1), 1, atol=1e-9)
+    assert (f >= 0).all()
+    assert np.corrcoef(f.ravel(), ex.rollout(w).ravel())[0, 1] > 0.3
+    special = np.array([True, False, False, False, False])
+    assert ex.attention_flow(w, special=special, exclude_special=True).shape == (4, 4)
+
+
+def test_flow_refuses_long_inputs_naming_limit_and_time():
+    w = np.full((1, 1, 40, 40), 1 / 40)
+    with pytest.raises(InputError) as err:
+        ex.attention_flow(w)
+    msg = str(err.value)
+    assert str(ex.FLOW_MAX_TOKENS) in msg and " s at " in msg and "rollout" in msg
+
+
+def test_sink_heads_flags_sink_with_small_norm():
+    from inspector.capture import Tokens
+
+    n = 4
+    tokens = Tokens(
+        ("[CLS]", "a", "b", "[SEP]"),
+        np.arange(n),
+        np.array([True, False, False, True]),
+        np.array([-1, 0, 1, -1]),
+        np.array([-1, 0, 0, -1]),
+        np.full((n, 2), -1),
+    )
+    w = np.full((1, 2, n, n), 0.1)
+    w[..., 0] = 0.7
+    norms = w.copy()
+    norms[0, 0, :, 0] = 0.01  # head 0 attends to [CLS] but passes on nothing
+    frame = ex.sink_heads(w, norms, tokens)
+    assert frame[["layer", "head", "key_token"]].values.tolist() == [[0, 0, "[CLS]"]]
+    assert frame.raw_share.iloc[0] == pytest.approx(0.7)
+    assert frame.norm_share.iloc[0] < 0.05
+
+
+# ------------------------------------------------------------------------------ targets
+
+
+def test_target_parse():
+    assert ex.Target.parse(None) == ex.Target("auto")
+    assert ex.Target.parse("predicted").kind == "predicted"
+    assert ex.Target.parse("token:Paris") == ex.Target.token("Paris")
+    assert ex.Target.parse("label:2") == ex.Target.label(2)
+    assert ex.Target.parse("loss:1").score == "loss"
+    assert ex.Target.parse("embedding:cosine").embedding == "cosine"
+    fn = ex.Target.parse(lambda out: out.logits[:, 0, 0])
+    assert fn.kind == "custom" and fn.fn is not None
+    with pytest.raises(InputError, match="unknown target"):
+        ex.Target.parse("bogus")
+
+
+# ------------------------------------------------------------------------------ tiny models
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tiny):
+    """A 2-layer LLaMA with 4 query heads sharing 2 value heads (GQA), GPT-2's tokenizer."""
+    import transformers as tf
+
+    torch.manual_seed(0)
+    cfg = tf.LlamaConfig(
+        vocab_size=300,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
+    model = tf.LlamaForCausalLM(cfg)
+    return inspector.load((model, tiny["gpt2"].tokenizer))
+
+
+@pytest.fixture(scope="module")
+def tiny_classifier(tiny_dirs):
+    import transformers as tf
+
+    model = tf.BertForSequenceClassification.from_pretrained(
+        tiny_dirs["bert"], num_labels=3, id2label={0: "neg", 1: "neu", 2: "pos"}
+    )
+    tok = tf.AutoTokenizer.from_pretrained(tiny_dirs["bert"])
+    return inspector.load((model, tok))
+
+
+@pytest.fixture(scope="module")
+def tiny_bare(tiny_dirs):
+    import transformers as tf
+
+    model = tf.BertModel.from_pretrained(tiny_dirs["bert"])
+    tok = tf.AutoTokenizer.from_pretrained(tiny_dirs["bert"])
+    return inspector.load((model, tok))
+
+
+def _manual_value_norms(m, ins, layer: int) -> np.ndarray:
+    """‖(x W_V + b_V) W_O^h‖ computed from the hidden states, without hooks."""
+    model, b = m.model, m.bundle
+    ids = torch.tensor([ins.token_ids.tolist()])
+    with torch.no_grad():
+        hidden = model(input_ids=ids, output_hidden_states=True).hidden_states[layer]
+        if b.model_type == "bert":
+            att = model.bert.encoder.layer[layer].attention
+            v = att.self.value(hidden)[0]
+            w_o = att.output.dense.weight.T
+        elif b.model_type == "gpt2":
+            blk = model.transformer.h[layer]
+            v = blk.attn.c_attn(blk.ln_1(hidden))[0, :, 64:]
+            w_o = blk.attn.c_proj.weight
+        else:
+            blk = model.model.layers[layer]
+            v = blk.self_attn.v_proj(blk.input_layernorm(hidden))[0]
+            w_o = blk.self_attn.o_proj.weight.T
+        d = w_o.shape[0] // b.n_heads
+        v = v.view(v.shape[0], b.n_kv_heads, d)
+        group = b.n_heads // b.n_kv_heads
+        out = []
+        for h in range(b.n_heads):
+            f = v[:, h // group] @ w_o[h * d : (h + 1) * d]
+            out.append(f.norm(dim=-1))
+    return torch.stack(out).numpy()
+
+
+@pytest.mark.parametrize("kind", ["bert", "gpt2", "llama"])
+def test_attention_norms_match_manual_computation(kind, tiny, tiny_llama):
+    m = tiny_llama if kind == "llama" else tiny[kind]
+    ins = m.inspect(TEXT)
+    hooks = _hooks(m.model)
+    na = ex.attention_norms(m.bundle, ins.stack)
+    assert _hooks(m.model) == hooks
+    assert na.norms.shape == ins.attention.shape
+    np.testing.assert_allclose(na.weights, ins.attention, atol=1e-6)
+    for layer in range(m.bundle.n_layers):
+        np.testing.assert_allclose(
+            na.value_norms[layer], _manual_value_norms(m, ins, layer), rtol=1e-4, atol=1e-6
+        )
+    np.testing.assert_allclose(na.norms, na.weights * na.value_norms[:, :, None, :], rtol=1e-5)
+    np.testing.assert_allclose(na.shares().sum(-1), 1, atol=1e-6)
+
+
+def test_norms_frame_and_selection(tiny):
+    m = tiny["bert"]
+    ins = m.inspect(TEXT)
+    na = ex.attention_norms(m.bundle, ins.stack, layers=[1], heads=[0])
+    assert na.norms.shape == (1, 1, *ins.attention.shape[2:])
+    frame = na.frame()
+    assert list(frame.columns) == [*COLUMNS, "norm"]
+    assert set(frame["layer"]) == {1} and set(frame["head"]) == {0}
+    full = ins.frame(layers=[1], heads=[0])
+    np.testing.assert_allclose(frame.weight, full.weight, atol=1e-6)
+    ex_frame = na.frame(exclude_special=True, normalise=True)
+    n = int((~ins.special_mask).sum())
+    assert len(ex_frame) == n * n
+    sums = ex_frame.groupby("query_pos").norm.sum()
+    np.testing.assert_allclose(sums, 1, atol=1e-5)
+    np.testing.assert_allclose(ex_frame.groupby("query_pos").weight.sum(), 1, atol=1e-5)
+
+
+def test_unsupported_models_name_their_type(tiny):
+    m = tiny["t5"]
+    ins = m.inspect(TEXT, target="A dog.")
+    with pytest.raises(UnsupportedModelError, match="t5"):
+        ex.attention_norms(m.bundle, ins.encoder.stack)
+    with pytest.raises(UnsupportedModelError, match="t5"):
+        ex.head_importance(m.bundle, TEXT)
+
+
+@pytest.mark.parametrize("kind", ["bert", "gpt2", "llama"])
+def test_ablating_no_head_is_bitwise_identical(kind, tiny, tiny_llama):
+    m = tiny_llama if kind == "llama" else tiny[kind]
+    inputs = ex.inputs_from_text(m.bundle, TEXT)
+    hooks = _hooks(m.model)
+    with torch.no_grad():
+        ref = m.model(**inputs).logits
+        with ex.ablated_heads(m.bundle, []):
+            same = m.model(**inputs).logits
+        with ex.ablated_heads(m.bundle, [(1, h) for h in range(m.bundle.n_heads)]):
+            changed = m.model(**inputs).logits
+        with ex.ablated_heads(m.bundle, [(0, 0)], mode="mean"):
+            mean_changed = m.model(**inputs).logits
+    assert torch.equal(ref, same)
+    assert not torch.allclose(ref, changed)
+    assert not torch.allclose(ref, mean_changed)
+    assert _hooks(m.model) == hooks
+
+
+def test_batched_ablation_matches_one_at_a_time(tiny):
+    m = tiny["bert"]
+    text = "the cat [MASK] on the mat."
+    frame = ex.head_importance(m.bundle, text, target="predicted", batch_size=3)
+    inputs = ex.inputs_from_text(m.bundle, text)
+    mask_pos = int((inputs["input_ids"][0] == m.tokenizer.mask_token_id).nonzero()[0, 0])
+    with torch.no_grad():
+        clean = torch.softmax(m.model(**inputs).logits[0, mask_pos], -1)
+        tok = int(clean.argmax())
+        for row in frame.itertuples():
+            with ex.ablated_heads(m.bundle, [(row.layer, row.head)]):
+                p = torch.softmax(m.model(**inputs).logits[0, mask_pos], -1)[tok]
+            assert row.delta == pytest.approx(float(p - clean[tok]), abs=1e-5)
+    assert frame.target_clean.iloc[0] == pytest.approx(float(clean[tok]), abs=1e-5)
+    assert "prob of token" in frame.attrs["inspector"]["target"]
+
+
+@pytest.mark.parametrize("kind", ["bert", "gpt2", "llama"])
+def test_gradient_agrees_with_ablation_in_sign_and_rank(kind, tiny, tiny_llama):
+    from scipy.stats import spearmanr
+
+    m = tiny_llama if kind == "llama" else tiny[kind]
+    text = "the cat [MASK] on the mat." if kind == "bert" else TEXT
+    target = "predicted"
+    abl = ex.head_importance(m.bundle, text, target=target, method="ablation")
+    grad = ex.head_importance(m.bundle, text, target=target, method="gradient")
+    assert (np.sign(abl.delta) == np.sign(grad.delta)).all()
+    # importance is normalised per layer for gradients: compare the raw first-order deltas
+    assert spearmanr(abl.delta.abs(), grad.delta.abs()).statistic > 0.7
+    layer_norms = grad.groupby("layer").importance.apply(lambda s: np.sqrt((s**2).sum()))
+    np.testing.assert_allclose(layer_norms, 1, atol=1e-9)
+
+
+def test_model_left_exactly_as_loaded(tiny):
+    m = tiny["gpt2"]
+    before, hooks = _state(m.model), _hooks(m.model)
+    params = [p.detach().clone() for p in m.model.parameters()]
+    ex.head_importance(m.bundle, TEXT, method="ablation", mode="mean")
+    ex.head_importance(m.bundle, TEXT, method="gradient")
+    ex.attention_norms(m.bundle, m.inspect(TEXT).stack)
+    assert _state(m.model) == before
+    assert all(torch.equal(a, b) for a, b in zip(params, m.model.parameters(), strict=True))
+    assert _hooks(m.model) == hooks
+
+
+def test_hooks_removed_when_forward_raises(tiny):
+    m = tiny["gpt2"]
+    hooks = _hooks(m.model)
+
+    def broken(out):
+        raise RuntimeError("boom")
+
+    for method in ("ablation", "gradient"):
+        with pytest.raises(RuntimeError, match="boom"):
+            ex.head_importance(m.bundle, TEXT, target=broken, method=method)
+        assert _hooks(m.model) == hooks
+    with pytest.raises(RuntimeError, match="inside"), ex.ablated_heads(m.bundle, [(0, 1)]):
+        raise RuntimeError("inside")
+    assert _hooks(m.model) == hooks
+
+
+def test_causal_targets(tiny):
+    m = tiny["gpt2"]
+    inputs = ex.inputs_from_text(m.bundle, TEXT)
+    with torch.no_grad():
+        logp = torch.log_softmax(m.model(**inputs).logits[0, -1], -1)
+    tok = m.tokenizer.convert_ids_to_tokens([int(logp.argmax())])[0]
+    pred = ex.head_importance(m.bundle, TEXT, target="predicted")
+    assert pred.target_clean.iloc[0] == pytest.approx(float(logp.max()), abs=1e-5)
+    given = ex.head_importance(m.bundle, TEXT, target=ex.Target.token(int(logp.argmax())))
+    np.testing.assert_allclose(given.delta, pred.delta, atol=1e-6)
+    loss = ex.head_importance(m.bundle, TEXT, target=ex.Target.loss(int(logp.argmax())))
+    np.testing.assert_allclose(loss.delta, -pred.delta, atol=1e-6)
+    custom = ex.head_importance(
+        m.bundle, TEXT, target=lambda out: torch.log_softmax(out.logits[:, -1], -1).max(-1).values
+    )
+    assert custom.target_clean.iloc[0] == pytest.approx(float(logp.max()), abs=1e-5)
+    assert repr(tok) in pred.attrs["inspector"]["target"]
+    with pytest.raises(InputError, match="one value per batch row"):
+        ex.head_importance(m.bundle, TEXT, target=lambda out: out.logits.sum())
+
+
+def test_masked_lm_needs_a_mask(tiny):
+    with pytest.raises(InputError, match="MASK"):
+        ex.head_importance(tiny["bert"].bundle, TEXT)
+
+
+def test_classifier_targets(tiny_classifier):
+    b = tiny_classifier.bundle
+    inputs = ex.inputs_from_text(b, TEXT)
+    with torch.no_grad():
+        probs = torch.softmax(b.model(**inputs).logits[0], -1)
+    pred = ex.head_importance(b, TEXT)
+    assert pred.target_clean.iloc[0] == pytest.approx(float(probs.max()), abs=1e-6)
+    pos = ex.head_importance(b, TEXT, target="label:pos")
+    assert pos.target_clean.iloc[0] == pytest.approx(float(probs[2]), abs=1e-6)
+    logit = ex.head_importance(b, TEXT, target=ex.Target.label(0, "logit"), method="gradient")
+    assert "logit of class 'neg'" in logit.attrs["inspector"]["target"]
+    with pytest.raises(InputError, match="labels"):
+        ex.head_importance(b, TEXT, target="label:nope")
+
+
+def test_bare_encoder_embedding_targets(tiny_bare):
+    b = tiny_bare.bundle
+    proj = ex.head_importance(b, TEXT)
+    assert "projected" in proj.attrs["inspector"]["target"]
+    cos = ex.head_importance(b, TEXT, target="embedding:cosine")
+    assert (cos.delta <= 1e-6).all() and cos.target_clean.iloc[0] == pytest.approx(1, abs=1e-6)
+    with pytest.raises(InputError, match="zero gradient"):
+        ex.head_importance(b, TEXT, target="embedding:cosine", method="gradient")
+    norm = ex.head_importance(b, TEXT, target="embedding:norm", method="gradient")
+    assert np.isfinite(norm.importance).all()
+
+
+def test_head_importance_many(tiny):
+    m = tiny["gpt2"]
+    texts = [TEXT, "A dog barked at the mailman.", "The keys are on the table."]
+    mean = ex.head_importance_many(m.bundle, texts, method="gradient")
+    per = ex.head_importance_many(m.bundle, texts, method="gradient", per_text=True)
+    assert len(mean) == 4 and len(per) == 12 and mean.attrs["inspector"]["n_texts"] == 3
+    np.testing.assert_allclose(
+        mean.delta, per.groupby(["layer", "head"]).delta.mean().to_numpy(), atol=1e-12
+    )
+    with pytest.raises(InputError, match="non-empty list"):
+        ex.head_importance_many(m.bundle, [])
+
+
+def test_explain_summary(tiny):
+    m = tiny["gpt2"]
+    e = ex.explain(m.bundle, m.inspect(TEXT).capture, top=2)
+    n = len(e.tokens)
+    assert e.raw.shape == e.norm.shape == e.rollout.shape == (n, n)
+    assert len(e.top_heads) == len(e.top_maps) == 2
+    imp = e.importance.set_index(["layer", "head"]).importance
+    assert imp[e.top_heads[0]] == imp.max()
+    assert imp[e.top_heads[1]] == imp.drop(e.top_heads[0]).max()
+
+
+# ------------------------------------------------------------------------------ real model
+
+
+def _ewt(n: int) -> list[str]:
+    path = Path(__file__).resolve().parents[2] / "shared/data/ud-english-ewt/en_ewt-ud-dev.conllu"
+    if not path.exists():
+        pytest.skip(f"treebank not found at {path}")
+    texts: list[str] = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("# text = "):
+            text = line[len("# text = ") :].strip()
+            if 5 <= len(text.split()) <= 30:
+                texts.append(text)
+        if len(texts) >= n:
+            break
+    return texts
+
+
+@pytest.mark.slow
+def test_minilm_cls_sink_passes_on_little(minilm, ewt_sentences):
+    raw, norm = [], []
+    for text in ewt_sentences[:12]:
+        ins = minilm.inspect(text)
+        na = ex.attention_norms(minilm.bundle, ins.stack)
+        raw.append(na.weights[2:6, :, :, 0].mean())
+        norm.append(na.shares()[2:6, :, :, 0].mean())
+    assert np.mean(raw) > 0.3
+    assert np.mean(norm) < 0.15
+
+
+@pytest.mark.slow
+def test_minilm_head_importance_is_stable(minilm):
+    from scipy.stats import spearmanr
+
+    texts = _ewt(50)
+    assert len(texts) == 50
+    per = ex.head_importance_many(minilm.bundle, texts, method="gradient", per_text=True)
+    halves = [
+        per[per.text < 25].groupby(["layer", "head"]).importance.mean(),
+        per[per.text >= 25].groupby(["layer", "head"]).importance.mean(),
+    ]
+    assert spearmanr(*halves).statistic > 0.5
