@@ -14,6 +14,7 @@ from .api import (
     atlas,
     compare,
     detect_heads,
+    head_importance,
     head_metrics,
     head_similarity,
     list_embedded,
@@ -29,6 +30,7 @@ from .errors import (
     ModelLoadError,
     UnsupportedModelError,
 )
+from .explain import Target
 
 try:
     __version__ = version("attention-inspector")
@@ -43,11 +45,13 @@ __all__ = [
     "InspectorError",
     "LoadedModel",
     "ModelLoadError",
+    "Target",
     "UnsupportedModelError",
     "__version__",
     "atlas",
     "compare",
     "detect_heads",
+    "head_importance",
     "head_metrics",
     "head_similarity",
     "list_embedded",

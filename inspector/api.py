@@ -16,6 +16,7 @@ import pandas as pd
 
 from . import atlas as _atlas
 from . import compare as _compare
+from . import explain as _explain
 from . import frames as _frames
 from . import generation as _generation
 from . import metrics as _metrics
@@ -446,6 +447,101 @@ class Inspection:
         """Head-by-head comparison with another inspection; see :func:`inspector.compare`."""
         return _compare.compare(self, other)
 
+    # ------------------------------------------------------------------ debugging decisions
+    def _bundle_for(self, what: str) -> ModelBundle:
+        if self.model is None:
+            from .errors import UnsupportedModelError
+
+            raise UnsupportedModelError(
+                f"{what} runs the model again: use LoadedModel.inspect(...).{what}()"
+            )
+        return self.model.bundle
+
+    def rollout(
+        self,
+        start_layer: int = 0,
+        head_reduce: _explain.HeadReduce = "mean",
+        *,
+        exclude_special: bool = False,
+    ) -> pd.DataFrame:
+        """Attention rollout as a ``query_pos, key_pos, query_token, key_token, weight`` frame.
+
+        See :func:`inspector.explain.rollout`; ``exclude_special`` drops special tokens and
+        renormalises the rows.
+        """
+        matrix = _explain.rollout(
+            self.stack,
+            start_layer=start_layer,
+            head_reduce=head_reduce,
+            exclude_special=exclude_special,
+        )
+        return _explain.matrix_frame(matrix, self.stack.query)
+
+    def attention_flow(
+        self,
+        start_layer: int = 0,
+        head_reduce: _explain.HeadReduce = "mean",
+        *,
+        exclude_special: bool = False,
+        max_tokens: int = _explain.FLOW_MAX_TOKENS,
+    ) -> pd.DataFrame:
+        """Attention flow (max-flow) as a frame like :meth:`rollout`; short inputs only."""
+        matrix = _explain.attention_flow(
+            self.stack,
+            start_layer=start_layer,
+            head_reduce=head_reduce,
+            exclude_special=exclude_special,
+            max_tokens=max_tokens,
+        )
+        return _explain.matrix_frame(matrix, self.stack.query)
+
+    def attention_norms(
+        self,
+        layers: Sequence[int] | int | None = None,
+        heads: Sequence[int] | int | None = None,
+        *,
+        exclude_special: bool = False,
+        normalise: bool = False,
+    ) -> pd.DataFrame:
+        """Norm-based attention ``‖α·f(x)‖``: the :meth:`frame` columns plus ``norm``.
+
+        ``normalise`` turns ``norm`` into a per-row share (sums to 1, comparable with
+        ``weight``). Arrays: ``inspector.explain.attention_norms(model.bundle, ins.stack)``.
+        """
+        result = _explain.attention_norms(
+            self._bundle_for("attention_norms"),
+            self.stack,
+            layers=[layers] if isinstance(layers, int) else layers,
+            heads=[heads] if isinstance(heads, int) else heads,
+        )
+        return result.frame(exclude_special=exclude_special, normalise=normalise)
+
+    def head_importance(
+        self,
+        target: Any = None,
+        method: _explain.Method = "ablation",
+        **options: Any,
+    ) -> pd.DataFrame:
+        """``(layer, head)`` importance for ``target`` on this input (ablation or gradient).
+
+        ``target``: ``"predicted"``, ``"token:Paris"``, ``"label:POSITIVE"``, ``"loss:1"``,
+        ``"embedding"``, an :class:`inspector.explain.Target` or a callable; ``options``:
+        ``mode`` (``zero``/``mean``), ``batch_size``. See :func:`inspector.explain.head_importance`.
+        """
+        return _explain.head_importance(
+            self._bundle_for("head_importance"),
+            self.stack.query,
+            target=target,
+            method=method,
+            **options,
+        )
+
+    def explain(self, target: Any = None, method: _explain.Method = "ablation", **kw: Any) -> Any:
+        """The "what mattered" summary (:class:`inspector.explain.Explanation`)."""
+        return _explain.explain(
+            self._bundle_for("explain"), self.capture, target=target, method=method, **kw
+        )
+
 
 # --------------------------------------------------------------------------- many inputs
 
@@ -606,6 +702,29 @@ def syntax_probe(
     return _probe.syntax_probe(_bundle(model), conllu_path, **options)
 
 
+def head_importance(
+    model: Any,
+    texts: Sequence[str] | str,
+    *,
+    target: Any = None,
+    method: _explain.Method = "ablation",
+    **options: Any,
+) -> pd.DataFrame:
+    """Head importance ``(layer, head)`` averaged over ``texts`` (ablation or gradient).
+
+    ``options``: ``mode``, ``batch_size``, ``per_text``, ``progress``; see
+    :func:`inspector.explain.head_importance_many` and :class:`inspector.explain.Target`.
+
+    Example:
+        >>> inspector.head_importance(m, sentences, method="gradient")  # doctest: +SKIP
+    """
+    if isinstance(texts, str):
+        texts = [texts]
+    return _explain.head_importance_many(
+        _bundle(model), list(texts), target=target, method=method, **options
+    )
+
+
 def read_parquet(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read a frame written by :meth:`Inspection.to_parquet` (metadata: ``attrs['inspector']``)."""
     return _frames.read_parquet(path)
@@ -617,6 +736,7 @@ __all__ = [
     "atlas",
     "compare",
     "detect_heads",
+    "head_importance",
     "head_metrics",
     "head_similarity",
     "list_embedded",

@@ -471,3 +471,37 @@ def test_minilm_head_importance_is_stable(minilm):
         per[per.text >= 25].groupby(["layer", "head"]).importance.mean(),
     ]
     assert spearmanr(*halves).statistic > 0.5
+
+
+# ------------------------------------------------------------------------------ facade
+
+
+def test_inspection_methods(tiny):
+    m = tiny["gpt2"]
+    ins = m.inspect(TEXT)
+    n = len(ins.tokens)
+    roll = ins.rollout()
+    assert len(roll) == n * n and list(roll.columns[:4]) == [
+        "query_pos",
+        "key_pos",
+        "query_token",
+        "key_token",
+    ]
+    np.testing.assert_allclose(roll.groupby("query_pos").weight.sum(), 1, atol=1e-5)
+    assert len(ins.attention_flow(start_layer=1)) == n * n
+    norms = ins.attention_norms(normalise=True)
+    assert len(norms) == ins.attention.size
+    np.testing.assert_allclose(norms.weight, ins.frame().weight, atol=1e-6)
+    imp = ins.head_importance(method="gradient")
+    assert imp.shape[0] == 4
+    many = inspector.head_importance(m, [TEXT, "A dog barked."], method="gradient")
+    assert many.attrs["inspector"]["n_texts"] == 2
+    assert inspector.Target is ex.Target
+
+
+def test_inspection_without_model_says_how_to_fix(tiny):
+    ins = tiny["gpt2"].inspect(TEXT)
+    bare = inspector.Inspection(ins.capture)
+    assert len(bare.rollout()) > 0  # pure: needs no model
+    with pytest.raises(UnsupportedModelError, match=r"LoadedModel.inspect\(...\)"):
+        bare.head_importance()
