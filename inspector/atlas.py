@@ -41,8 +41,10 @@ CHECKPOINT_VERSION = 1
 MetricFn = Callable[[AttentionStack], Mapping[str, np.ndarray]]
 DistanceFn = Callable[[AttentionStack], np.ndarray]
 
+#: Besides the registry's numeric metrics the atlas keeps ``sink_share`` (``metrics.sink_arrays``).
+SINK_SHARE = "sink_share"
 #: Metrics known to lie in [0, 1]: binned linearly there. Others are squashed into (0, 1).
-_UNIT_METRICS = frozenset({"entropy_norm", "max_weight"})
+_UNIT_METRICS = frozenset({"entropy_norm", "max_weight", SINK_SHARE})
 
 
 def is_unit_metric(name: str) -> bool:
@@ -548,15 +550,19 @@ def registry_metric_fn(names: Sequence[str] | None) -> tuple[tuple[str, ...], Me
     """The metric names and a per-stack function from the metrics registry."""
     from . import metrics as registry
 
-    available = list(registry.list_metrics())
+    available = [*registry.list_metrics(), SINK_SHARE]
     chosen = list(names) if names is not None else available
     unknown = [n for n in chosen if n not in available]
     if unknown:
         raise InputError(f"unknown metric(s) {unknown}; available: {available}")
     frozen = tuple(chosen)
+    numeric = [n for n in frozen if n != SINK_SHARE]
 
     def fn(stack: AttentionStack) -> Mapping[str, np.ndarray]:
-        return registry.compute_metric_arrays(stack, list(frozen))
+        out = registry.compute_metric_arrays(stack, numeric) if numeric else {}
+        if SINK_SHARE in frozen:  # share of the head's attention on its top key (roles: sink)
+            out[SINK_SHARE] = registry.sink_arrays(stack.weights)[1]
+        return out
 
     return frozen, fn
 

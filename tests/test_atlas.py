@@ -282,8 +282,11 @@ def test_cli_atlas(tiny_dirs: dict[str, Path], tmp_path: Path) -> None:
         "--metrics",
         "entropy,to_prev",
         "--no-progress",
+        "--report",
+        str(tmp_path / "a.html"),
     ]
     assert main(args) == 0
+    assert (tmp_path / "a.html").exists()
     frame = pd.read_parquet(out)
     assert set(frame["metric"].astype(str)) == {"entropy", "to_prev"}
     assert (out.parent / "a.distances.parquet").exists()
@@ -329,3 +332,28 @@ def test_ray_engine_equals_local(tiny_dirs: dict[str, Path], tiny: dict[str, obj
     np.testing.assert_allclose(
         distributed.distances.to_numpy(), local.distances.to_numpy(), atol=1e-5
     )
+
+
+def test_atlas_report(tiny: dict[str, object], tmp_path: Path) -> None:
+    from html.parser import HTMLParser
+
+    from inspector.render.atlas import atlas_report
+
+    atlas = _atlas(tiny["bert"], CORPUS, batch_size=4, metrics=None)
+    report = atlas_report(atlas)
+    assert [s.id for s in report.sections] == [
+        "overview", "heatmaps", "roles", "distances", "summary",
+    ]  # fmt: skip
+
+    class Images(HTMLParser):
+        count = 0
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            if tag == "img":
+                self.count += 1
+
+    parser = Images()
+    parser.feed(report.html)
+    assert parser.count == 5 and "http" not in report.html.split("<body>")[1].split("<img")[0]
+    report.save(tmp_path / "atlas.html")
+    assert (tmp_path / "atlas.html").stat().st_size > 10_000

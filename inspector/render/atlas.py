@@ -1,0 +1,241 @@
+"""The corpus atlas report: the head-analysis figures at corpus scale, one self-contained page.
+
+Built from :class:`inspector.render.report.Section` objects like the single-input report, but
+from an :class:`inspector.atlas.Atlas` (no capture, so no bertviz views): corpus overview,
+per-metric layer x head heatmaps of the corpus means (and of the spread), head roles from the
+mean metrics, the mean head-distance matrix in cluster order, the MDS map of the heads, the
+summary table, and optionally the syntactic-probe table. Figures reuse
+:mod:`inspector.render.heads`; the page uses its own template ``atlas.html.j2``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from markupsafe import Markup
+
+from .. import metrics as _metrics
+from ..atlas import SUMMARY_COLUMNS, Atlas
+from ..errors import InputError
+from ..probe import ProbeResult
+from . import _assets
+from .figures import save_figure
+from .heads import HEATMAP_METRICS, distance_figure, embedding_figure, metric_heatmap_figure
+from .heads import roles_figure as _roles_figure
+from .report import Report, Section
+
+AtlasSectionBuilder = Callable[[Atlas], "Section | None"]
+
+#: Corpus heatmaps: the single-input report's choice plus entropy and max weight.
+ATLAS_HEATMAPS: tuple[tuple[str, str], ...] = (
+    ("entropy", "entropy (nats)"),
+    ("max_weight", "max weight"),
+    *HEATMAP_METRICS,
+    ("to_special", "to special tokens"),
+)
+
+
+def _context(**kw: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {"intro": "", "facts": [], "figures": [], "columns": [], "rows": []}
+    base.update(kw)
+    return base
+
+
+def head_frame(atlas: Atlas, stat: str = "mean") -> pd.DataFrame:
+    """One row per head on ``(layer, head)``, one column per metric, holding ``stat``."""
+    if stat not in atlas.summary.columns:
+        raise InputError(f"unknown statistic {stat!r}; one of {list(SUMMARY_COLUMNS[3:])}")
+    frame = atlas.summary.assign(metric=atlas.summary["metric"].astype(str))
+    wide = frame.pivot_table(index=["layer", "head"], columns="metric", values=stat, dropna=False)
+    wide.columns.name = None
+    return wide
+
+
+def distance_matrix(atlas: Atlas) -> pd.DataFrame | None:
+    """The atlas' mean distances on a ``(layer, head)`` index (for the metrics helpers)."""
+    if atlas.distances is None:
+        return None
+    pairs = [tuple(int(x) for x in str(label).split(".")) for label in atlas.distances.columns]
+    layers = sorted({p[0] for p in pairs})
+    heads = sorted({p[1] for p in pairs})
+    return _metrics.distance_frame(atlas.distances.to_numpy(dtype=float), layers, heads)
+
+
+def atlas_roles(atlas: Atlas) -> pd.DataFrame | None:
+    """Head roles (:func:`inspector.metrics.head_roles`) from the corpus-mean metrics."""
+    wide = head_frame(atlas)
+    if any(col not in wide.columns for col in _metrics.ROLE_SCORES.values()):
+        return None
+    return _metrics.head_roles(wide)
+
+
+def overview_section(atlas: Atlas) -> Section:
+    m = atlas.metadata
+    keys = (
+        ("model", "model_name"),
+        ("attention", "kind"),
+        ("source", "source"),
+        ("texts", "n_texts"),
+        ("tokens", "n_tokens"),
+        ("skipped (blank)", "n_skipped"),
+        ("truncated", "n_truncated"),
+        ("layers x heads", None),
+        ("engine", "engine"),
+        ("batch size", "batch_size"),
+        ("texts / s", "texts_per_second"),
+    )
+    facts = []
+    for label, key in keys:
+        if key is None:
+            facts.append((label, f"{m.get('n_layers')} x {m.get('n_heads')}"))
+        elif m.get(key) is not None:
+            value = m[key]
+            facts.append((label, f"{value:,}" if isinstance(value, int) else str(value)))
+    facts.append(("metrics", ", ".join(m.get("metrics", []))))
+    return Section("overview", "Corpus", "sections/atlas.html.j2", _context(facts=facts))
+
+
+def heatmap_section(atlas: Atlas) -> Section:
+    means = head_frame(atlas)
+    stds = head_frame(atlas, "std")
+    shown = [(c, label) for c, label in ATLAS_HEATMAPS if c in means.columns]
+    figures = [
+        save_figure(
+            metric_heatmap_figure(means, shown, title="corpus mean per head"),
+            "atlas-means",
+            "mean of each metric over the corpus (layer x head)",
+        ),
+        save_figure(
+            metric_heatmap_figure(stds, shown, title="standard deviation across inputs"),
+            "atlas-stds",
+            "how much each head varies from input to input",
+        ),
+    ]
+    return Section("heatmaps", "Head metrics", "sections/atlas.html.j2", _context(figures=figures))
+
+
+def roles_section(atlas: Atlas) -> Section | None:
+    roles = atlas_roles(atlas)
+    if roles is None:
+        return None
+    counts = roles["role"].value_counts().reindex(_metrics.ROLES, fill_value=0)
+    intro = "Roles from the corpus means (thresholds of inspector.metrics.RoleThresholds): " + (
+        ", ".join(f"{role} {int(n)}" for role, n in counts.items() if n)
+    )
+    fig = save_figure(
+        _roles_figure(roles, title="head roles (corpus means)"), "atlas-roles", "head roles"
+    )
+    return Section("roles", "Head roles", "sections/atlas.html.j2", _context(intro=intro,
+                   figures=[fig]))  # fmt: skip
+
+
+def distances_section(atlas: Atlas) -> Section | None:
+    dist = distance_matrix(atlas)
+    if dist is None or not np.isfinite(dist.to_numpy()).all():
+        return None
+    roles = atlas_roles(atlas)
+    figures = [
+        save_figure(
+            distance_figure(dist, title="mean head distances"),
+            "atlas-distances",
+            "Jensen–Shannon distance between heads, averaged over the corpus",
+        ),
+        save_figure(
+            embedding_figure(_metrics.head_embedding(dist), roles, title="heads (MDS, corpus)"),
+            "atlas-mds",
+            "heads placed by their mean distances (classical MDS), coloured by role",
+        ),
+    ]
+    return Section(
+        "distances", "Head distances", "sections/atlas.html.j2", _context(figures=figures)
+    )
+
+
+def summary_section(atlas: Atlas) -> Section:
+    columns = list(SUMMARY_COLUMNS)
+    frame = atlas.summary[columns]
+    rows = [
+        [v.item() if isinstance(v, np.generic) else v for v in row]
+        for row in frame.astype({"metric": str}).itertuples(index=False)
+    ]
+    return Section(
+        "summary",
+        "Per-head statistics",
+        "sections/atlas.html.j2",
+        _context(
+            intro="ci95: 95% interval of the mean; p2_5 / p97_5: central 95% of the inputs.",
+            columns=columns,
+            rows=rows,
+        ),
+    )
+
+
+def probe_section(probe: ProbeResult) -> Section:
+    table = probe.table
+    columns = ["relation", "n", "best_head", "accuracy", "direction", "baseline_offset",
+               "baseline_accuracy"]  # fmt: skip
+    rows = [list(r) for r in table[columns].itertuples(index=False)]
+    meta = probe.metadata
+    intro = (
+        f"Syntactic head probe (Clark et al. 2019) on {meta.get('treebank')}: "
+        f"{meta.get('n_scored_sentences')} sentences; punct and root not scored."
+    )
+    return Section(
+        "probe",
+        "Syntactic heads",
+        "sections/atlas.html.j2",
+        _context(intro=intro, columns=columns, rows=rows),
+    )
+
+
+#: The atlas report's sections, in page order.
+DEFAULT_ATLAS_SECTIONS: tuple[AtlasSectionBuilder, ...] = (
+    overview_section,
+    heatmap_section,
+    roles_section,
+    distances_section,
+    summary_section,
+)
+
+
+def atlas_report(
+    atlas: Atlas,
+    *,
+    probe: ProbeResult | None = None,
+    title: str | None = None,
+    sections: Sequence[AtlasSectionBuilder] = DEFAULT_ATLAS_SECTIONS,
+) -> Report:
+    """A self-contained HTML page of the atlas (``report.save(path)`` writes it).
+
+    Args:
+        atlas: from :func:`inspector.atlas` or :func:`inspector.atlas.read_atlas`.
+        probe: an optional :class:`~inspector.probe.ProbeResult` shown as a last section.
+        title: page title.
+        sections: section builders ``(Atlas) -> Section | None``, in order.
+    """
+    if not isinstance(atlas, Atlas):
+        raise InputError("atlas_report needs an Atlas (inspector.atlas(...))")
+    built: list[Section] = []
+    for builder in sections:
+        section = builder(atlas)
+        if section is not None:
+            built.append(section)
+    if probe is not None:
+        built.append(probe_section(probe))
+    title = title or f"{atlas.metadata.get('model_name', 'model')} — corpus head atlas"
+    env = _assets.environment()
+    css = [Markup(_assets.static_text(name)) for name in ("inspector.css", "report.css")]
+    html = env.get_template("atlas.html.j2").render(
+        title=title,
+        sections=[(s, s.render()) for s in built],
+        css=css,
+        version=_assets.versions().get("attention-inspector", ""),
+        bins=atlas.metadata.get("bins", ""),
+    )
+    return Report(html, title=title, sections=built)
+
+
+__all__ = ["DEFAULT_ATLAS_SECTIONS", "atlas_report", "atlas_roles", "head_frame"]
