@@ -2,7 +2,7 @@
 
 Weights are quantised to unsigned integers (``uint8`` by default: ``round(w * 255)``, absolute
 error at most ``1 / 510 ≈ 0.00196``; ``uint16``: at most ``1 / 131070 ≈ 7.6e-6``), laid out
-C-contiguous as ``(layer, head, query, key)``, zlib-compressed (level 9, deterministic) and
+C-contiguous as ``(layer, head, query, key)``, zlib-compressed (level 6, deterministic) and
 base64-encoded. The page decodes them once with ``DecompressionStream('deflate')`` before any view
 draws. :func:`decode_weights` is the Python mirror, used by the tests.
 
@@ -57,7 +57,7 @@ def encode_weights(weights: np.ndarray, precision: str = "uint8") -> dict[str, A
         "dtype": precision,
         "scale": scale,
         "encoding": "zlib+base64",
-        "data": base64.b64encode(zlib.compress(raw, 9)).decode("ascii"),
+        "data": base64.b64encode(zlib.compress(raw, 6)).decode("ascii"),
     }
 
 
@@ -76,7 +76,7 @@ def encode_float16(values: np.ndarray) -> dict[str, Any]:
         "shape": [int(s) for s in v.shape],
         "dtype": "float16",
         "encoding": "zlib+base64",
-        "data": base64.b64encode(zlib.compress(np.ascontiguousarray(v).tobytes(), 9)).decode(
+        "data": base64.b64encode(zlib.compress(np.ascontiguousarray(v).tobytes(), 6)).decode(
             "ascii"
         ),
     }

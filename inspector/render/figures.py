@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 #: rcParams applied while saving, for byte-identical output.
-DETERMINISTIC_RC: Any = {"svg.hashsalt": "attention-inspector", "svg.fonttype": "path"}
+DETERMINISTIC_RC: Any = {"svg.hashsalt": "attention-inspector", "svg.fonttype": "none"}
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,11 @@ def metric_heatmaps(
     n = len(metrics)
     n_l, n_h = len(layers), len(heads)
     width = max(2.6, 0.32 * n_h + 1.4)
-    fig = Figure(figsize=(width * n, max(2.2, 0.3 * n_l + 1.2)), layout="constrained")
+    height = max(2.2, 0.3 * n_l + 1.2)
+    fig = Figure(figsize=(width * n, height))
+    fig.subplots_adjust(
+        left=0.04, right=0.97, bottom=0.55 / height, top=1 - 0.6 / height, wspace=0.35
+    )
     fig.suptitle(title, fontsize=11)
     axes = fig.subplots(1, n, squeeze=False)[0]
     annotate = n_l * n_h <= 48

@@ -40,6 +40,7 @@ from ..capture import Capture
 from ..errors import InputError
 from . import _assets
 from .figures import StaticFigure, metric_heatmaps, save_figure
+from .generation_section import generation_section
 from .views import (
     PageData,
     RenderedHTML,
@@ -300,6 +301,7 @@ def _file_stem(name: str) -> str:
 #: The standard sections, in page order.
 DEFAULT_SECTIONS: tuple[SectionBuilder, ...] = (
     overview_section,
+    generation_section,  # only when the capture generated tokens
     head_view_section,
     model_view_section,
     head_grid_section,

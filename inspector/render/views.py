@@ -27,8 +27,9 @@ from . import _assets
 from .encode import encode_weights, max_abs_error
 
 #: bertviz draws one SVG line per (head, query, key) of a layer (head view) or of every head
-#: (model view); above this many the view waits for a click instead of drawing on load.
-LAZY_LINES = 400_000
+#: (model view); above this many the view draws when scrolled into sight (or on a click),
+#: not on load, so long inputs open quickly.
+LAZY_LINES = 150_000
 
 #: Display labels of the stacks of encoder-decoder models, as bertviz names them.
 KIND_LABELS = {"self": "Self", "encoder": "Encoder", "decoder": "Decoder", "cross": "Cross"}

@@ -215,11 +215,24 @@
             draw(spec);
             return;
           }
+          var once = function () {
+            if (!spec.drawn) {
+              spec.drawn = true;
+              draw(spec);
+            }
+          };
           var button = document.querySelector('.ins-draw[data-view="' + spec.id + '"]');
           if (button) {
-            button.addEventListener("click", function () {
-              draw(spec);
-            });
+            button.addEventListener("click", once);
+          }
+          if (window.IntersectionObserver) {
+            var watch = new IntersectionObserver(function (entries) {
+              if (entries.some(function (e) { return e.isIntersecting; })) {
+                watch.disconnect();
+                setTimeout(once, 0);
+              }
+            }, { rootMargin: "100px" });
+            watch.observe(document.getElementById(spec.id));
           }
         });
         readyHooks.forEach(function (hook) {
