@@ -364,6 +364,7 @@ def generation_steps(
     layers: Sequence[int] | int | None = None,
     heads: Sequence[int] | int | None = None,
     kind: str | None = None,
+    skip_special: bool = False,
 ) -> pd.DataFrame:
     """Step through a generation: what each generated token's step attended to most.
 
@@ -377,6 +378,8 @@ def generation_steps(
         layers, heads: average over these model indexes only (default: all kept).
         kind: ``"self"`` (decoders), ``"cross"`` (encoder-decoder default: the input tokens)
             or ``"decoder"``.
+        skip_special: rank only non-special keys (attention sinks such as ``<|im_start|>`` or
+            ``</s>`` often take most of the weight); weights stay as they are, not renormalised.
 
     Returns:
         One row per (step, rank): ``step, position, token, query_pos, rank, key_pos, key_token,
@@ -399,7 +402,9 @@ def generation_steps(
             continue
         qpos = int(p) - 1
         w = stack.weights[np.ix_(li, hi)][:, :, qpos, :].astype(np.float64).mean(axis=(0, 1))
-        order = np.argsort(-w, kind="stable")[:top_k]
+        if skip_special:
+            w = np.where(np.asarray(key.special), -np.inf, w)
+        order = [k for k in np.argsort(-w, kind="stable")[:top_k] if np.isfinite(w[k])]
         for rank, kpos in enumerate(order):
             rows.append(
                 {

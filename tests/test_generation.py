@@ -163,3 +163,19 @@ def test_smollm2_generation_equals_one_forward(smollm2):
     _assert_equals_forward(smollm2, ins, atol=1e-4)
     steps = ins.generation_steps(top_k=1)
     assert len(steps) == 3
+
+
+def test_report_has_a_generation_section_only_after_generate(tiny):
+    from inspector.render.generation_section import generation_context
+
+    m = tiny["gpt2"]
+    ins = m.generate(PROMPT, max_new_tokens=3)
+    ctx = generation_context(ins.capture, top_k=2)
+    assert ctx is not None and ctx["n_generated"] == 3 and len(ctx["steps"]) == 3
+    assert [t["generated"] for t in ctx["tokens"]].count(True) == 3
+    html = ins.report().html
+    assert 'id="generation"' in html and html.count("ins-gen-steps") >= 1
+    assert generation_context(m.inspect(PROMPT).capture) is None
+    assert 'id="generation"' not in m.inspect(PROMPT).report().html
+    steps = ins.generation_steps(top_k=2, skip_special=True)
+    assert not steps["key_token"].isin(["<|endoftext|>"]).any()
