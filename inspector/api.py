@@ -542,6 +542,30 @@ class Inspection:
             self._bundle_for("explain"), self.capture, target=target, method=method, **kw
         )
 
+    def explain_report(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        target: Any = None,
+        method: _explain.Method = "ablation",
+        layer: int | None = None,
+        top: int = 4,
+        **options: Any,
+    ) -> Any:
+        """The HTML report with a "what mattered" section (see :meth:`explain`).
+
+        Example:
+            >>> ins.explain_report("reports/explain.html", target="predicted")  # doctest: +SKIP
+        """
+        from .render import build_report
+        from .render.explain_section import explain_section
+
+        expl = self.explain(target, method, layer=layer, top=top)
+        rendered = build_report(self.capture, extra_sections=[explain_section(expl)], **options)
+        if path is not None:
+            rendered.save(path)
+        return rendered
+
 
 # --------------------------------------------------------------------------- many inputs
 

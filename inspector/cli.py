@@ -443,6 +443,56 @@ def _register_compare(sub: Any) -> None:
 _EXTRA_COMMANDS.extend([_register_heads, _register_compare])
 
 
+def cmd_explain(args: argparse.Namespace) -> str:
+    from ._io import check_writable
+
+    if os.path.splitext(args.output)[1].lower() not in (".html", ".htm"):
+        raise _usage(f"-o {args.output}: use an .html file name")
+    check_writable(args.output)
+    model = _load(args)
+    ins = model.inspect(args.text, args.pair, truncation=args.truncate, max_length=args.max_length)
+    report = ins.explain_report(
+        args.output, target=args.target, method=args.method, layer=args.layer, top=args.top
+    )
+    section = next(s for s in report.sections if s.id == "what-mattered")
+    top = ", ".join(f"L{r['layer']}H{r['head']}" for r in section.context["top"])
+    n_sinks = len(section.context["sinks"])
+    return (
+        f"{ins.metadata['model_name']}: target {section.context['target']}; top heads {top}; "
+        f"{n_sinks} sink-dominated head(s) -> {args.output}"
+    )
+
+
+def _register_explain(sub: Any) -> None:
+    p = sub.add_parser(
+        "explain",
+        help="what mattered: rollout and norm-based maps, head importance, sink warnings (HTML)",
+    )
+    p.add_argument("model", help="'minilm', 'smollm2', a model folder, or a hub id")
+    p.add_argument("text", help="the input text")
+    p.add_argument("--pair", metavar="TEXT", help="second text of a sentence pair")
+    p.add_argument(
+        "--target",
+        default="auto",
+        help="what head importance measures: auto (default), predicted, token:TOKEN, "
+        "label:LABEL, loss:LABEL, embedding, embedding:cosine, embedding:norm",
+    )
+    p.add_argument("--method", choices=["ablation", "gradient"], default="ablation")
+    p.add_argument("--layer", type=int, help="layer of the raw / norm-based maps (default: middle)")
+    p.add_argument("--top", type=int, default=4, help="how many top heads to show")
+    p.add_argument("--truncate", action="store_true", help="cut inputs longer than the limit")
+    p.add_argument("--max-length", type=int, metavar="N", help="a lower token limit")
+    p.add_argument("--device", help="torch device, e.g. cuda")
+    p.add_argument("--dtype", help="model dtype, e.g. float16")
+    p.add_argument("--gguf-file", metavar="NAME", help="GGUF file inside the model folder")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code")
+    p.add_argument("-o", "--output", required=True, help="out.html")
+    p.set_defaults(func=cmd_explain)
+
+
+_EXTRA_COMMANDS.append(_register_explain)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
