@@ -505,3 +505,37 @@ def test_inspection_without_model_says_how_to_fix(tiny):
     assert len(bare.rollout()) > 0  # pure: needs no model
     with pytest.raises(UnsupportedModelError, match=r"LoadedModel.inspect\(...\)"):
         bare.head_importance()
+
+
+# ------------------------------------------------------------------------------ report and CLI
+
+
+def test_explain_report_section(tiny, tmp_path):
+    from html.parser import HTMLParser
+
+    m = tiny["gpt2"]
+    out = tmp_path / "explain.html"
+    report = m.inspect(TEXT).explain_report(out, method="gradient", top=2)
+    section = next(s for s in report.sections if s.id == "what-mattered")
+    assert len(section.context["figures"]) == 2 and len(section.context["top"]) == 2
+
+    class Ids(HTMLParser):
+        ids: set = set()  # noqa: RUF012
+
+        def handle_starttag(self, tag, attrs):
+            self.ids.update(v for k, v in attrs if k == "id")
+
+    parser = Ids()
+    parser.feed(out.read_text(encoding="utf-8"))
+    assert "what-mattered" in parser.ids
+
+
+def test_cli_explain(tiny_dirs, tmp_path, capsys):
+    from inspector.cli import main
+
+    out = tmp_path / "e.html"
+    code = main(["explain", str(tiny_dirs["gpt2"]), TEXT, "--target", "predicted", "-o", str(out)])
+    assert code == 0 and out.exists()
+    assert "top heads L" in capsys.readouterr().out
+    assert main(["explain", str(tiny_dirs["gpt2"]), TEXT, "--target", "nope", "-o", str(out)])
+    assert "unknown target" in capsys.readouterr().err
