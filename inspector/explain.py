@@ -51,9 +51,9 @@ Score = Literal["prob", "logprob", "logit", "loss"]
 
 #: Longest input :func:`attention_flow` accepts (one max-flow problem per query/key pair).
 FLOW_MAX_TOKENS = 32
-#: Measured wall time of :func:`attention_flow` at :data:`FLOW_MAX_TOKENS` tokens and 6 layers,
-#: on one core of a 2-core CPU (bench/bench_explain.py re-measures it).
-FLOW_SECONDS_AT_LIMIT = 30.0
+#: Measured wall time of :func:`attention_flow` at :data:`FLOW_MAX_TOKENS` tokens and 6 layers:
+#: 29 s on an idle 2-core CPU, 66 s on a loaded one (bench/bench_explain.py re-measures it).
+FLOW_SECONDS_AT_LIMIT = 60.0
 
 # ============================================================================ pure: token level
 
@@ -208,8 +208,8 @@ def attention_flow(
     ``j``; each row is then normalised to sum to 1.
 
     It solves ``n²`` max-flow problems on a graph of ``layers·n²`` edges, so it refuses inputs
-    longer than ``max_tokens`` (default :data:`FLOW_MAX_TOKENS`; about
-    :data:`FLOW_SECONDS_AT_LIMIT` seconds at that limit with 6 layers). Use :func:`rollout` for
+    longer than ``max_tokens`` (default :data:`FLOW_MAX_TOKENS` = 32; 30 to 60 s at that
+    limit with 6 layers on a 2-core CPU, see :data:`FLOW_SECONDS_AT_LIMIT`). Use :func:`rollout` for
     long inputs: it is the fast approximation.
 
     Returns:
@@ -223,7 +223,7 @@ def attention_flow(
     if n > max_tokens:
         raise InputError(
             f"attention flow on {n} tokens is too slow: it solves {n}² max-flow problems; the "
-            f"limit is {max_tokens} tokens (about {FLOW_SECONDS_AT_LIMIT:.0f} s at "
+            f"limit is {max_tokens} tokens (up to about {FLOW_SECONDS_AT_LIMIT:.0f} s at "
             f"{FLOW_MAX_TOKENS} tokens and 6 layers). Shorten the input, or use rollout(), the "
             f"fast approximation"
         )
