@@ -910,7 +910,8 @@ def run_atlas(
         column: the text column of a table source.
         batch_size: inputs per forward pass.
         max_length: token limit per input (longer inputs are truncated and counted).
-        metrics: metric names from the registry (default: all of ``metrics.list_metrics()``).
+        metrics: metric names from the registry (default: all of ``metrics.list_metrics()``)
+            plus ``sink_share`` (share of a head's attention on its top key, for the sink role).
         kind: the attention stack to measure (default ``self``; ``encoder`` for T5/BART).
         distances: also average the head-distance matrix (Jensen–Shannon) over the corpus.
         bins: histogram bins per metric and head (quantile resolution).
@@ -1139,7 +1140,7 @@ def run_atlas_ray(
         },
         batch_size=batch_size,
         batch_format="numpy",
-        concurrency=num_workers,
+        compute=ray_data.ActorPoolStrategy(size=num_workers),
         num_cpus=1,
         num_gpus=gpus,
     )

@@ -1,0 +1,180 @@
+"""Corpus atlas on MiniLM with the UD English EWT dev sentences (CC BY-SA 4.0).
+
+Ratios against baselines measured in the same run:
+
+- atlas throughput / bare batched forward (tokenize with padding + model forward with
+  ``output_attentions``, same batch size, no statistics); goal >= 0.8;
+- peak RSS of whole atlas runs over 500 vs 2,000 sentences, each in a fresh subprocess (goal:
+  within 10%: the aggregates have a fixed size);
+- batch size 1 vs 32;
+- the Ray engine with 2 local workers vs the local engine (wall time including Ray's start-up and
+  each worker loading the model).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+TREEBANK = (
+    Path(__file__).resolve().parents[1].parent / "shared/data/ud-english-ewt/en_ewt-ud-dev.conllu"
+)
+N_THROUGHPUT = 160
+N_BATCH = 64
+N_RAY = 128
+RSS_SIZES = (500, 2000)
+RSS_MAX_LENGTH = 24  # the RSS runs truncate inputs to keep the bench within ~5 minutes
+
+
+def _sentences(n: int) -> list[str]:
+    out: list[str] = []
+    for line in TREEBANK.read_text(encoding="utf-8").splitlines():
+        if line.startswith("# text = "):
+            out.append(line[len("# text = ") :].strip())
+    while len(out) < n:  # the dev set has 2,001 sentences
+        out += out[: n - len(out)]
+    return out[:n]
+
+
+def _bare_forward(bundle: object, texts: list[str], batch_size: int) -> float:
+    import torch
+
+    tok, model = bundle.tokenizer, bundle.model  # type: ignore[attr-defined]
+    start = time.perf_counter()
+    for i in range(0, len(texts), batch_size):
+        enc = tok(texts[i : i + batch_size], padding=True, return_tensors="pt")
+        with torch.inference_mode():
+            out = model(**enc, output_attentions=True, return_dict=True)
+        torch.stack(out.attentions, dim=1).float().cpu().numpy()  # the same copy-out
+    return len(texts) / (time.perf_counter() - start)
+
+
+def _atlas_rate(bundle: object, texts: list[str], batch_size: int, **kw: object) -> float:
+    from inspector.atlas import run_atlas
+
+    start = time.perf_counter()
+    run_atlas(bundle, texts, batch_size=batch_size, progress=False, **kw)  # type: ignore[arg-type]
+    return len(texts) / (time.perf_counter() - start)
+
+
+_RSS_CHILD = """
+import json, os, resource, sys
+os.environ["HF_HUB_OFFLINE"] = "1"
+from bench.bench_atlas import _sentences, RSS_MAX_LENGTH
+from inspector.loading import load_model
+from inspector.atlas import run_atlas
+n = int(sys.argv[1])
+bundle = load_model("minilm")
+texts = _sentences(n)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+atlas = run_atlas(bundle, iter(texts), batch_size=32, max_length=RSS_MAX_LENGTH, progress=False)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"n": atlas.metadata["n_texts"], "before": before, "peak": peak}))
+"""
+
+
+def _rss(n: int) -> dict[str, float]:
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, "-c", _RSS_CHILD, str(n)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _ray_rate(texts: list[str], batch_size: int) -> tuple[float | None, str]:
+    try:
+        import ray
+    except ImportError:
+        return None, "ray not installed (pip install 'attention-inspector[ray]')"
+    from inspector.atlas import run_atlas_ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        start = time.perf_counter()
+        run_atlas_ray("minilm", texts, batch_size=batch_size, num_workers=2, progress=False)
+        return len(texts) / (time.perf_counter() - start), ""
+    finally:
+        ray.shutdown()
+
+
+def main() -> str:
+    import torch
+
+    from inspector.loading import load_model
+
+    if not TREEBANK.exists():
+        return f"treebank not found at {TREEBANK}; skipped"
+    bundle = load_model("minilm")
+    texts = _sentences(max(N_THROUGHPUT, N_RAY))
+    _bare_forward(bundle, texts[:32], 32)  # warm-up
+    rows: list[tuple[str, str, str]] = []
+
+    bare = _bare_forward(bundle, texts[:N_THROUGHPUT], 32)
+    full = _atlas_rate(bundle, texts[:N_THROUGHPUT], 32)
+    no_dist = _atlas_rate(bundle, texts[:N_THROUGHPUT], 32, distances=False)
+    rows.append(("bare batched forward, batch 32", f"{bare:.1f} sent/s", "1.00 (baseline)"))
+    rows.append(
+        ("atlas, all metrics + JS head distances", f"{full:.1f} sent/s", f"{full / bare:.2f}")
+    )
+    rows.append(
+        ("atlas, all metrics, no distances", f"{no_dist:.1f} sent/s", f"{no_dist / bare:.2f}")
+    )
+
+    one = _atlas_rate(bundle, texts[:N_BATCH], 1)
+    many = _atlas_rate(bundle, texts[:N_BATCH], 32)
+    rows.append(("atlas batch 1", f"{one:.1f} sent/s", "1.00 (baseline)"))
+    rows.append(("atlas batch 32", f"{many:.1f} sent/s", f"{many / one:.2f}"))
+
+    small, large = (_rss(n) for n in RSS_SIZES)
+    rows.append(
+        (
+            f"peak RSS, {RSS_SIZES[0]} sentences",
+            f"{small['peak'] / 1024:.0f} MiB",
+            "1.00 (baseline)",
+        )
+    )
+    rows.append(
+        (
+            f"peak RSS, {RSS_SIZES[1]} sentences",
+            f"{large['peak'] / 1024:.0f} MiB",
+            f"{large['peak'] / small['peak']:.3f}",
+        )
+    )
+
+    local = _atlas_rate(bundle, texts[:N_RAY], 32)
+    ray_rate, why = _ray_rate(texts[:N_RAY], 32)
+    rows.append((f"local engine, {N_RAY} sentences", f"{local:.1f} sent/s", "1.00 (baseline)"))
+    if ray_rate is None:
+        rows.append(("Ray engine, 2 local workers", "n/a", why))
+    else:
+        rows.append(
+            (
+                "Ray engine, 2 local workers (incl. start-up)",
+                f"{ray_rate:.1f} sent/s",
+                f"{ray_rate / local:.2f}",
+            )
+        )
+
+    lines = [
+        f"MiniLM (6 x 12 heads), UD EWT dev sentences, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs. RSS runs: max_length "
+        f"{RSS_MAX_LENGTH}, subprocess each.",
+        "",
+        "| measurement | value | ratio |",
+        "|---|---:|---:|",
+    ]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(main())
