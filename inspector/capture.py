@@ -205,7 +205,8 @@ def verify_weights(
     """Raise :class:`CaptureError` unless ``w`` is finite, rows sum to 1 and causality holds."""
     layers = list(layers) if layers is not None else list(range(w.shape[0]))
     heads = list(heads) if heads is not None else list(range(w.shape[1]))
-    finite = np.isfinite(w).all(axis=(2, 3))
+    # Per layer, so the temporaries stay one layer's size (a full capture can be hundreds of MiB).
+    finite = np.stack([np.isfinite(layer).all(axis=(1, 2)) for layer in w])
     if not finite.all():
         li, hi = np.argwhere(~finite)[0]
         raise CaptureError(
@@ -223,7 +224,7 @@ def verify_weights(
         )
     if causal and w.shape[2] == w.shape[3]:
         upper = np.triu(np.ones(w.shape[2:], dtype=bool), k=1)
-        leak = np.abs(w[..., upper]).max() if upper.any() else 0.0
+        leak = max(float(np.abs(layer[:, upper]).max()) for layer in w) if upper.any() else 0.0
         if leak > tolerance:
             raise CaptureError(
                 f"{kind} attention is causal but puts weight {leak:.3g} on later tokens"
