@@ -41,9 +41,11 @@ def _no_network() -> object:
 
     def guarded(self: socket.socket, address: object) -> object:
         host = address[0] if isinstance(address, tuple) else address
-        if self.family in (socket.AF_INET, socket.AF_INET6) and isinstance(host, str):
-            if not (host.startswith("127.") or host in ("::1", "localhost")):
-                raise OSError(f"tests may not use the network (tried to reach {host})")
+        remote = isinstance(host, str) and not (
+            host.startswith("127.") or host in ("::1", "localhost")
+        )
+        if self.family in (socket.AF_INET, socket.AF_INET6) and remote:
+            raise OSError(f"tests may not use the network (tried to reach {host})")
         return real_connect(self, address)
 
     socket.socket.connect = guarded  # type: ignore[method-assign]
