@@ -28,6 +28,7 @@ from .errors import (
     InputError,
     InspectorError,
     ModelLoadError,
+    ResourceError,
     UnsupportedModelError,
 )
 from .explain import Target
@@ -45,6 +46,7 @@ __all__ = [
     "InspectorError",
     "LoadedModel",
     "ModelLoadError",
+    "ResourceError",
     "Target",
     "UnsupportedModelError",
     "__version__",

@@ -34,6 +34,7 @@ def load(
     dtype: Any = None,
     trust_remote_code: bool = False,
     gguf_file: str | None = None,
+    allow_pickle: bool = False,
 ) -> LoadedModel:
     """Load a model for attention inspection.
 
@@ -45,6 +46,8 @@ def load(
         dtype: e.g. ``"float16"``; attention is always returned as float32.
         trust_remote_code: let a model folder run its own code (off unless you ask).
         gguf_file: name of a GGUF file inside the folder ``model``.
+        allow_pickle: accept pickle weights (``pytorch_model.bin``) when no safetensors file
+            exists; off by default because unpickling can run code.
 
     Example:
         >>> m = inspector.load("minilm")  # doctest: +SKIP
@@ -60,6 +63,7 @@ def load(
             dtype=dtype,
             trust_remote_code=trust_remote_code,
             gguf_file=gguf_file,
+            allow_pickle=allow_pickle,
         )
     )
 

@@ -27,6 +27,7 @@ from .capture import (
     _encode,
     _tokens_from_encoding,
     bundle_metadata,
+    out_of_memory_hint,
 )
 from .errors import AttentionUnavailableError, CaptureError, InputError
 from .loading import ModelBundle
@@ -148,6 +149,7 @@ def _batched(attentions: Any, bundle: ModelBundle, kind: str) -> np.ndarray:
     return torch.stack(list(attentions), dim=1).float().cpu().numpy()
 
 
+@out_of_memory_hint
 def forward_batch(
     bundle: ModelBundle, encoded: Sequence[Encoded], *, verify: bool = True
 ) -> list[Capture]:
@@ -200,7 +202,7 @@ def forward_batch(
         inputs["decoder_input_ids"] = torch.tensor(
             np.tile(dec.ids, (len(encoded), 1)), device=device
         )
-        with torch.inference_mode():
+        with bundle.lock, torch.inference_mode():
             out = model(**inputs, output_attentions=True, return_dict=True)
         enc_w = _batched(out.encoder_attentions, bundle, "encoder")
         dec_w = _batched(out.decoder_attentions, bundle, "decoder")
@@ -218,7 +220,7 @@ def forward_batch(
     call_kw: dict[str, Any] = {}
     if bundle.architecture == "decoder" and _accepts(model, "logits_to_keep"):
         call_kw["logits_to_keep"] = 1
-    with torch.inference_mode():
+    with bundle.lock, torch.inference_mode():
         out = model(**inputs, output_attentions=True, return_dict=True, **call_kw)
     weights = _batched(getattr(out, "attentions", None), bundle, "self")
     causal = bundle.architecture == "decoder"

@@ -10,16 +10,19 @@ Glossary, used for array axes, docstrings and frame columns alike:
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
-from .errors import AttentionUnavailableError, CaptureError, InputError
+from .errors import AttentionUnavailableError, CaptureError, InputError, ResourceError
 from .loading import ModelBundle
+
+T = TypeVar("T")
 
 Kind = Literal["self", "encoder", "decoder", "cross"]
 KINDS: tuple[str, ...] = ("self", "encoder", "decoder", "cross")
@@ -732,6 +735,37 @@ def chat_text(bundle: ModelBundle, messages: Any, *, add_generation_prompt: bool
     return _check_text(text, "the chat template's output")
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for numpy's and torch's ways of saying an allocation failed."""
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and (
+        "out of memory" in text.lower() or "can't allocate memory" in text
+    )
+
+
+def out_of_memory_hint(func: Callable[..., T]) -> Callable[..., T]:
+    """Turn an allocation failure inside ``func`` into a :class:`ResourceError` with a fix."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return func(*args, **kwargs)
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            raise ResourceError(
+                "ran out of memory while capturing attention; keep less with layers=[...] / "
+                "heads=[...] (CLI --layers/--heads), store dtype='float16', or use a shorter "
+                f"input (truncation=True, max_length=...) [{type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:200] if str(exc) else 'no details'}]"
+            ) from exc
+
+    return wrapper
+
+
+@out_of_memory_hint
 def capture(
     bundle: ModelBundle,
     text: str | None = None,
@@ -875,11 +909,12 @@ def _run_recorded(
         recorder = AttentionRecorder(
             sites, layers, heads, shapes, dtype=store, model_name=bundle.name
         )
-        with recorder, torch.inference_mode():
+        # The lock keeps other threads' passes out of this pass's hooks (and ours out of theirs).
+        with bundle.lock, recorder, torch.inference_mode():
             model(**inputs, return_dict=True, **call_kw)
         return {kind: recorder.weights(kind, *shape) for kind, shape in shapes.items()}
     # No hookable attention modules (e.g. remote code): ask the model for every layer's weights.
-    with torch.inference_mode():
+    with bundle.lock, torch.inference_mode():
         out = model(**inputs, output_attentions=True, return_dict=True, **call_kw)
     names = {"self": "attentions", "encoder": "encoder_attentions"}
     names.update(decoder="decoder_attentions", cross="cross_attentions")

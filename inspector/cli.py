@@ -26,17 +26,11 @@ def _int_list(value: str) -> list[int]:
         ) from None
 
 
-def _add_model_text(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="'minilm', 'smollm2', a model folder, or a hub id")
-    p.add_argument("text", help="the input text")
-    p.add_argument("--pair", metavar="TEXT", help="second text of a sentence pair")
-    p.add_argument("--target", metavar="TEXT", help="decoder text (encoder-decoder models)")
-    p.add_argument(
-        "--truncate",
-        action="store_true",
-        help="cut inputs longer than the model's limit instead of failing",
-    )
-    p.add_argument("--max-length", type=int, metavar="N", help="a lower token limit")
+def _add_model(
+    p: argparse.ArgumentParser, help: str = "'minilm', 'smollm2', a model folder, or a hub id"
+) -> None:
+    """The model argument and the loading options every command shares."""
+    p.add_argument("model", help=help)
     p.add_argument("--device", help="torch device, e.g. cuda")
     p.add_argument("--dtype", help="model dtype, e.g. float16")
     p.add_argument("--gguf-file", metavar="NAME", help="GGUF file inside the model folder")
@@ -45,6 +39,28 @@ def _add_model_text(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="allow the model folder / hub repo to run its own code",
     )
+    p.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="accept pickle weights (pytorch_model.bin) when no safetensors exist",
+    )
+
+
+def _add_length(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--truncate",
+        action="store_true",
+        help="cut inputs longer than the model's limit instead of failing",
+    )
+    p.add_argument("--max-length", type=int, metavar="N", help="a lower token limit")
+
+
+def _add_model_text(p: argparse.ArgumentParser) -> None:
+    _add_model(p)
+    p.add_argument("text", help="the input text")
+    p.add_argument("--pair", metavar="TEXT", help="second text of a sentence pair")
+    p.add_argument("--target", metavar="TEXT", help="decoder text (encoder-decoder models)")
+    _add_length(p)
 
 
 def _load(args: argparse.Namespace) -> Any:
@@ -62,6 +78,7 @@ def _load(args: argparse.Namespace) -> Any:
         dtype=args.dtype,
         trust_remote_code=args.trust_remote_code,
         gguf_file=args.gguf_file,
+        allow_pickle=args.allow_pickle,
     )
 
 
@@ -156,7 +173,7 @@ def cmd_atlas(args: argparse.Namespace) -> str:
                 f"it to start over"
             )
         options.update(checkpoint=checkpoint, resume=args.resume)
-        model: Any = _load_plain(args)
+        model: Any = _load(args)
     else:
         model = args.model
     try:
@@ -191,17 +208,11 @@ def cmd_atlas(args: argparse.Namespace) -> str:
     )
 
 
-def _load_plain(args: argparse.Namespace) -> Any:
-    from .api import load
-
-    return load(args.model, device=args.device)
-
-
 def _register_atlas(sub: Any) -> None:
     p = sub.add_parser(
         "atlas", help="per-head statistics over a corpus, streamed in batches, to Parquet"
     )
-    p.add_argument("model", help="'minilm', a model folder, or a hub id")
+    _add_model(p)
     p.add_argument(
         "texts",
         help="a text file (one text per line), FILE.csv:COLUMN, FILE.parquet:COLUMN or .conllu",
@@ -223,7 +234,6 @@ def _register_atlas(sub: Any) -> None:
     p.add_argument("--engine", choices=["local", "ray"], default="local")
     p.add_argument("--address", help="Ray cluster address (ray://host:10001 or auto)")
     p.add_argument("--workers", type=int, default=2, help="Ray model replicas (default 2)")
-    p.add_argument("--device", help="torch device for the local engine, e.g. cuda")
     p.add_argument("--report", metavar="HTML", help="also write an atlas report")
     p.set_defaults(func=cmd_atlas)
 
@@ -238,7 +248,7 @@ def cmd_probe(args: argparse.Namespace) -> str:
     from .api import syntax_probe
 
     result = syntax_probe(
-        _load_plain(args), args.treebank, batch_size=args.batch_size, limit=args.limit,
+        _load(args), args.treebank, batch_size=args.batch_size, limit=args.limit,
         subtypes=args.subtypes, progress=not args.no_progress,
     )  # fmt: skip
     if args.output:
@@ -257,7 +267,7 @@ def _register_probe(sub: Any) -> None:
     p = sub.add_parser(
         "probe", help="syntactic head probe (Clark et al. 2019) on a CoNLL-U treebank"
     )
-    p.add_argument("model", help="'minilm', a model folder, or a hub id")
+    _add_model(p)
     p.add_argument("treebank", help="a .conllu file")
     p.add_argument("-o", "--output", help="also write the table to .csv or .parquet")
     p.add_argument("--batch-size", type=int, default=32, metavar="N")
@@ -265,7 +275,6 @@ def _register_probe(sub: Any) -> None:
     p.add_argument("--min-count", type=int, default=1, help="print relations with >= N cases")
     p.add_argument("--subtypes", action="store_true", help="keep nmod:poss apart from nmod")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--device", help="torch device, e.g. cuda")
     p.set_defaults(func=cmd_probe)
 
 
@@ -357,16 +366,11 @@ def cmd_heads(args: argparse.Namespace) -> str:
 
 def _register_heads(sub: Any) -> None:
     p = sub.add_parser("heads", help="per-head metrics and roles over one or more texts")
-    p.add_argument("model", help="'minilm', 'smollm2', a model folder, or a hub id")
+    _add_model(p)
     p.add_argument("texts", nargs="*", metavar="TEXT", help="input texts")
     p.add_argument("--file", metavar="PATH", help="a text file with one input per line")
     p.add_argument("--top", type=int, default=3, metavar="K", help="heads to list per role")
-    p.add_argument("--truncate", action="store_true", help="cut inputs longer than the limit")
-    p.add_argument("--max-length", type=int, metavar="N", help="a lower token limit")
-    p.add_argument("--device", help="torch device, e.g. cuda")
-    p.add_argument("--dtype", help="model dtype, e.g. float16")
-    p.add_argument("--gguf-file", metavar="NAME", help="GGUF file inside the model folder")
-    p.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code")
+    _add_length(p)
     p.add_argument("-o", "--output", help="heads.csv or heads.parquet (one row per head)")
     p.set_defaults(func=cmd_heads)
 
@@ -425,17 +429,12 @@ def _register_compare(sub: Any) -> None:
         "tokenizer and head layout). Example: inspector compare minilm 'The keys to the cabinet "
         "are' --text-b 'The key to the cabinet is' -o reports/diff.html",
     )
-    p.add_argument("model", help="model A: 'minilm', a model folder, or a hub id")
+    _add_model(p, help="model A: 'minilm', a model folder, or a hub id")
     p.add_argument("text", help="text A (also used for model B unless --text-b is given)")
     p.add_argument("--text-b", metavar="TEXT", help="text B (default: text A)")
     p.add_argument("--model-b", metavar="MODEL", help="model B (default: model A)")
     p.add_argument("--top", type=int, default=5, metavar="K", help="heads to list and draw")
-    p.add_argument("--truncate", action="store_true", help="cut inputs longer than the limit")
-    p.add_argument("--max-length", type=int, metavar="N", help="a lower token limit")
-    p.add_argument("--device", help="torch device, e.g. cuda")
-    p.add_argument("--dtype", help="model dtype, e.g. float16")
-    p.add_argument("--gguf-file", metavar="NAME", help="GGUF file inside the model folder")
-    p.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code")
+    _add_length(p)
     p.add_argument("-o", "--output", help="diff.html (report), diff.csv or diff.parquet")
     p.set_defaults(func=cmd_compare)
 
@@ -468,7 +467,7 @@ def _register_explain(sub: Any) -> None:
         "explain",
         help="what mattered: rollout and norm-based maps, head importance, sink warnings (HTML)",
     )
-    p.add_argument("model", help="'minilm', 'smollm2', a model folder, or a hub id")
+    _add_model(p)
     p.add_argument("text", help="the input text")
     p.add_argument("--pair", metavar="TEXT", help="second text of a sentence pair")
     p.add_argument(
@@ -480,12 +479,7 @@ def _register_explain(sub: Any) -> None:
     p.add_argument("--method", choices=["ablation", "gradient"], default="ablation")
     p.add_argument("--layer", type=int, help="layer of the raw / norm-based maps (default: middle)")
     p.add_argument("--top", type=int, default=4, help="how many top heads to show")
-    p.add_argument("--truncate", action="store_true", help="cut inputs longer than the limit")
-    p.add_argument("--max-length", type=int, metavar="N", help="a lower token limit")
-    p.add_argument("--device", help="torch device, e.g. cuda")
-    p.add_argument("--dtype", help="model dtype, e.g. float16")
-    p.add_argument("--gguf-file", metavar="NAME", help="GGUF file inside the model folder")
-    p.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code")
+    _add_length(p)
     p.add_argument("-o", "--output", required=True, help="out.html")
     p.set_defaults(func=cmd_explain)
 

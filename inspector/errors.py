@@ -29,3 +29,7 @@ class CaptureError(InspectorError):
 
 class UnsupportedModelError(InspectorError):
     """The model's architecture is not supported by the requested feature."""
+
+
+class ResourceError(InspectorError):
+    """The machine ran out of memory; the message says what to keep less of."""

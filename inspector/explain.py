@@ -455,19 +455,26 @@ def _repeat(inputs: Mapping[str, Any], rows: int) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _hooks(registrations: Iterable[tuple[Any, str, Callable[..., Any]]]) -> Iterator[None]:
-    """Register ``(module, "pre" | "post", fn)`` hooks; always remove them on exit."""
+def _hooks(
+    registrations: Iterable[tuple[Any, str, Callable[..., Any]]], lock: Any
+) -> Iterator[None]:
+    """Register ``(module, "pre" | "post", fn)`` hooks; always remove them on exit.
+
+    ``lock`` (the model's :attr:`~inspector.loading.ModelBundle.lock`) is held from registration
+    to removal, so another thread's forward pass never runs through these hooks.
+    """
     handles = []
-    try:
-        for module, when, fn in registrations:
-            if when == "pre":
-                handles.append(module.register_forward_pre_hook(fn))
-            else:
-                handles.append(module.register_forward_hook(fn))
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
+    with lock:
+        try:
+            for module, when, fn in registrations:
+                if when == "pre":
+                    handles.append(module.register_forward_pre_hook(fn))
+                else:
+                    handles.append(module.register_forward_hook(fn))
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
 
 
 def _gate_hook(gate: Any, n_heads: int, mode: str) -> Callable[..., Any]:
@@ -524,7 +531,7 @@ def ablated_heads(
         gate = torch.ones(1, structure.n_heads, device=device)
         gate[0, hs] = 0.0
         regs.append((structure.layers[layer].out, "pre", _gate_hook(gate, structure.n_heads, mode)))
-    with _hooks(regs):
+    with _hooks(regs, bundle.lock):
         yield
 
 
@@ -651,7 +658,7 @@ def attention_norms(
         for li in stack.layers
     ]
     inputs = inputs_from_tokens(bundle, stack.query)
-    with _hooks(regs), torch.inference_mode():
+    with _hooks(regs, bundle.lock), torch.inference_mode():
         _forward(bundle, inputs)
     group = structure.n_heads // structure.n_kv_heads
     kv_of_head = torch.arange(structure.n_heads) // group
@@ -937,7 +944,8 @@ def _forward(bundle: ModelBundle, inputs: Mapping[str, Any]) -> Any:
     kw: dict[str, Any] = {"return_dict": True}
     if bundle.architecture == "decoder" and _accepts(bundle.model, "use_cache"):
         kw["use_cache"] = False
-    return bundle.model(**inputs, **kw)
+    with bundle.lock:
+        return bundle.model(**inputs, **kw)
 
 
 def _values(resolved: _Resolved, out: Any, rows: int) -> Any:
@@ -987,7 +995,7 @@ def _ablation_deltas(
                 (structure.layers[li].out, "pre", _gate_hook(gates[li], n_h, mode))
                 for li in {li for li, _ in chunk}
             ]
-            with _hooks(regs):
+            with _hooks(regs, bundle.lock):
                 out = _forward(bundle, _repeat(inputs, rows))
             vals = _values(resolved, out, rows).double().cpu().numpy()
             clean_value = float(vals[0])
@@ -1018,7 +1026,7 @@ def _gate_gradients(
         (layer.out, "pre", _gate_hook(gates[li], n_h, mode))
         for li, layer in enumerate(structure.layers)
     ]
-    with _hooks(regs), torch.enable_grad():
+    with _hooks(regs, bundle.lock), torch.enable_grad():
         out = _forward(bundle, inputs)  # at ξ = 1 this is the clean output: resolve on it
         resolved = _resolve(target, bundle, inputs, out)
         value = _values(resolved, out, 1)

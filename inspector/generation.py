@@ -36,6 +36,7 @@ from .capture import (
     attention_sites,
     bundle_metadata,
     chat_text,
+    out_of_memory_hint,
     select_indexes,
     storage_dtype,
 )
@@ -120,6 +121,7 @@ def _join(prompt: Tokens, new: Tokens, texts: tuple[str, ...]) -> Tokens:
     )
 
 
+@out_of_memory_hint
 def generate(
     bundle: ModelBundle,
     prompt: str | None = None,
@@ -230,6 +232,7 @@ def generate(
     )
     encoder_out: list[Any] = []
     enc_hook = None
+    bundle.lock.acquire()  # other threads' passes stay out of this generation's hooks
     try:
         if encoder_decoder:
             enc_hook = model.get_encoder().register_forward_hook(
@@ -270,6 +273,7 @@ def generate(
     finally:
         if enc_hook is not None:
             enc_hook.remove()
+        bundle.lock.release()
 
     ids = sequence.tolist()
     new_ids = ids[1:] if encoder_decoder else ids[n_prompt:]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,6 +99,9 @@ class ModelBundle:
     n_parameters: int
     source: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Held while the model runs (capture hooks, ablation hooks, generation): one model object
+    #: runs one inspection at a time, so parallel threads get the same results as sequential ones.
+    lock: Any = field(default_factory=threading.RLock, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.n_layers < 1 or self.n_heads < 1:
@@ -250,6 +254,7 @@ def load_model(
     dtype: Any = None,
     trust_remote_code: bool = False,
     gguf_file: str | None = None,
+    allow_pickle: bool = False,
 ) -> ModelBundle:
     """Load ``model`` for attention capture.
 
@@ -261,6 +266,9 @@ def load_model(
         dtype: a ``torch.dtype`` or its name (``"float16"``); default: the checkpoint's.
         trust_remote_code: allow code from the model folder or hub repo to run. Off by default.
         gguf_file: file name of a GGUF checkpoint inside the folder ``model``.
+        allow_pickle: allow weights stored as pickle (``pytorch_model.bin``, ``.pt``, ``.ckpt``)
+            when no safetensors file exists. Off by default: unpickling a file from an
+            untrusted source can run arbitrary code, safetensors cannot.
 
     Returns:
         A validated :class:`ModelBundle` in eval mode with eager attention.
@@ -317,8 +325,31 @@ def load_model(
     if gguf_file and os.path.isdir(source):
         _check_gguf(name, source, gguf_file)
     return _load_from_source(
-        name, source, tokenizer, torch_dtype, device, trust_remote_code, gguf_file
+        name, source, tokenizer, torch_dtype, device, trust_remote_code, gguf_file, allow_pickle
     )
+
+
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+
+def _check_weights_format(name: str, folder: str, allow_pickle: bool) -> None:
+    """Refuse pickle-only checkpoints unless the caller opted in (unpickling can run code)."""
+    files = os.listdir(folder)
+    if any(f.endswith(".safetensors") or f.endswith(".safetensors.index.json") for f in files):
+        return
+    pickles = sorted(f for f in files if f.endswith(_PICKLE_SUFFIXES))
+    if pickles and not allow_pickle:
+        raise ModelLoadError(
+            f"{name}: its weights are pickle files ({', '.join(pickles[:3])}) and no safetensors "
+            f"file exists; unpickling a file from an untrusted source can run arbitrary code. "
+            f"Convert it to safetensors, or pass allow_pickle=True (CLI: --allow-pickle) if you "
+            f"trust its source"
+        )
+    if not pickles:
+        raise ModelLoadError(
+            f"{name}: {folder!r} has a config but no weights (*.safetensors); is this a "
+            f"transformer checkpoint folder?"
+        )
 
 
 def _check_gguf(name: str, folder: str, gguf_file: str) -> None:
@@ -387,10 +418,15 @@ def _load_from_source(
     device: str | None,
     trust_remote_code: bool,
     gguf_file: str | None,
+    allow_pickle: bool = False,
 ) -> ModelBundle:
     from transformers import AutoConfig
 
     kw: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if os.path.exists(source):
+        kw["local_files_only"] = True  # a local folder never reaches for the network
+    elif not allow_pickle:
+        kw["use_safetensors"] = True
     if gguf_file:
         kw["gguf_file"] = gguf_file
     if (
@@ -403,7 +439,8 @@ def _load_from_source(
             f"folder; point at the folder that holds config.json and the weights"
         )
     try:
-        config = AutoConfig.from_pretrained(source, **kw)
+        config_kw = {k: v for k, v in kw.items() if k != "use_safetensors"}
+        config = AutoConfig.from_pretrained(source, **config_kw)
     except Exception as exc:
         if not os.path.exists(source):
             raise ModelLoadError(
@@ -413,6 +450,8 @@ def _load_from_source(
         raise ModelLoadError(
             f"{name}: could not read a model config from {source!r} ({_first_line(exc)})"
         ) from exc
+    if os.path.isdir(source) and not gguf_file:
+        _check_weights_format(name, source, allow_pickle)
     architecture = _architecture(config)
     cls = _auto_class(config, architecture)
     load_kw = dict(kw, attn_implementation="eager")

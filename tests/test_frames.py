@@ -54,7 +54,7 @@ def test_frame_does_not_alias_the_capture(tiny):
 @pytest.mark.parametrize("family, marker", [("bert", "##"), ("gpt2", "Ġ"), ("t5", "▁")])
 def test_word_level_merges_pieces_and_rows_sum_to_one(tiny, family, marker):
     kw = {"target": "A dog barked."} if family == "t5" else {}
-    ins = tiny[family].inspect(TEXT, **kw)
+    ins = tiny[family].inspect("The mailmanship cat sat on the mat.", **kw)
     part = ins.encoder if ins.is_encoder_decoder else ins
     stack = part.stack
     assert any(marker in t for t in stack.query.tokens) or family == "bert"
@@ -62,9 +62,9 @@ def test_word_level_merges_pieces_and_rows_sum_to_one(tiny, family, marker):
     n_specials = int(stack.query.special.sum())
     assert len(words.query) == stack.query.n_words + n_specials
     np.testing.assert_allclose(words.weights.sum(-1), 1.0, atol=1e-5)
-    # the tiny vocabulary splits "unbelievable" into pieces; the word level reads it whole
-    assert "unbelievable" not in stack.query.tokens
-    assert "unbelievable" in words.query.tokens
+    # the tiny vocabulary splits "mailmanship" into pieces; the word level reads it whole
+    assert "mailmanship" not in stack.query.tokens
+    assert "mailmanship" in words.query.tokens
     frame = part.frame(level="word")
     sums = frame.groupby(["layer", "head", "query_pos"], observed=True)["weight"].sum()
     np.testing.assert_allclose(sums.to_numpy(), 1.0, atol=1e-5)

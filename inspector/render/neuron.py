@@ -64,12 +64,12 @@ def query_key_vectors(bundle: ModelBundle, capture: Capture) -> tuple[np.ndarray
     family, modules = _modules(bundle)
     n_heads = bundle.n_heads
     found: dict[int, tuple[Any, Any]] = {}
-    handles = []
+    handles: list[Any] = []
 
     def split(t: Any) -> Any:  # (1, seq, heads*dim) -> (heads, seq, dim)
         return t[0].reshape(t.shape[1], n_heads, -1).transpose(0, 1).float().cpu()
 
-    for i, module in enumerate(modules):
+    def register(i: int, module: Any) -> None:
         if family == "bert":
             q_out: dict[str, Any] = {}
 
@@ -90,6 +90,7 @@ def query_key_vectors(bundle: ModelBundle, capture: Capture) -> tuple[np.ndarray
                 found[i] = (split(q), split(k))
 
             handles.append(module.c_attn.register_forward_hook(hook_qkv))
+
     toks = stack.query
     device = next(bundle.model.parameters()).device
     ids = torch.tensor(toks.ids.tolist(), device=device)[None]
@@ -100,12 +101,16 @@ def query_key_vectors(bundle: ModelBundle, capture: Capture) -> tuple[np.ndarray
         if b is not None:
             types[b:] = 1
         inputs["token_type_ids"] = torch.tensor(types.tolist(), device=device)[None]
-    try:
-        with torch.inference_mode():
-            bundle.model(**inputs)
-    finally:
-        for h in handles:
-            h.remove()
+    # Hooks live only inside the model's lock and are removed even if the pass raises.
+    with bundle.lock:
+        try:
+            for i, module in enumerate(modules):
+                register(i, module)
+            with torch.inference_mode():
+                bundle.model(**inputs)
+        finally:
+            for h in handles:
+                h.remove()
     queries = np.stack([found[i][0].numpy() for i in stack.layers])[:, list(stack.heads)]
     keys = np.stack([found[i][1].numpy() for i in stack.layers])[:, list(stack.heads)]
     _check(queries, keys, stack.weights, causal=stack.causal)
