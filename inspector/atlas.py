@@ -991,7 +991,14 @@ def run_atlas(
         seconds=round(seconds, 3), texts_per_second=round(new / seconds, 2) if seconds else None
     )
     meta["resumed_from"] = n_done
+    _require_texts(state[0], source.description)
     return Atlas.from_aggregate(state[0], meta)
+
+
+def _require_texts(agg: HeadAggregate, description: str) -> None:
+    if agg.n_texts == 0:
+        skipped = f" ({agg.n_skipped} skipped as empty or too long)" if agg.n_skipped else ""
+        raise InputError(f"no text to measure in {description}{skipped}; give non-empty texts")
 
 
 def _metadata(
@@ -1159,6 +1166,7 @@ def run_atlas_ray(
         num_gpus_per_worker=gpus,
         ray_address=address or "local",
     )
+    _require_texts(agg, source.description)
     return Atlas.from_aggregate(agg, meta)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -20,7 +21,7 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 
 from .errors import AttentionUnavailableError, CaptureError, InputError, ResourceError
-from .loading import ModelBundle
+from .loading import ModelBundle, tokenizer_fingerprint
 
 T = TypeVar("T")
 
@@ -263,10 +264,15 @@ class Capture:
 
 
 def _check_text(value: Any, name: str) -> str:
+    """A non-empty string with at least one visible character, or an :class:`InputError`."""
     if not isinstance(value, str):
         raise InputError(f"{name} must be a string, not {type(value).__name__}")
     if not value.strip():
         raise InputError(f"{name} is empty; give some text to inspect")
+    if all(unicodedata.category(c).startswith(("C", "Z")) for c in value):
+        raise InputError(
+            f"{name} has only control characters and spaces; give some visible text to inspect"
+        )
     return value
 
 
@@ -662,6 +668,7 @@ def bundle_metadata(bundle: ModelBundle) -> dict[str, Any]:
         "n_parameters": bundle.n_parameters,
         "max_positions": bundle.max_positions,
         "attn_implementation": bundle.attn_implementation,
+        "tokenizer_fingerprint": tokenizer_fingerprint(bundle),
         "dtype": bundle.dtype,
         "device": bundle.device,
         "versions": _package_versions(),

@@ -321,6 +321,8 @@ _EXTRA_COMMANDS: list[Callable[[Any], None]] = [_register_report, _register_atla
 def _read_texts(args: argparse.Namespace) -> list[str]:
     texts = list(args.texts or [])
     if args.file:
+        if not os.path.isfile(args.file):
+            raise _usage(f"--file {args.file} does not exist; give a text file, one text a line")
         with open(args.file, encoding="utf-8") as fh:
             texts += [line.strip() for line in fh if line.strip()]
     if not texts:

@@ -19,6 +19,7 @@ share come from each input's full :func:`~inspector.metrics.head_metrics`; ``d_*
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -159,6 +160,11 @@ def _renormalise(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (w / safe).astype(np.float32), total[..., 0]
 
 
+def _metadata(x: Any) -> Mapping[str, Any]:
+    capture = getattr(x, "capture", x)
+    return getattr(capture, "metadata", None) or {}
+
+
 def compare(a: Any, b: Any, *, labels: tuple[str, str] | None = None) -> Comparison:
     """Compare two inspections (or stacks) head by head.
 
@@ -171,6 +177,13 @@ def compare(a: Any, b: Any, *, labels: tuple[str, str] | None = None) -> Compari
         >>> c.ranked(5)  # doctest: +SKIP
     """
     sa, sb = _as_stack(a, "a"), _as_stack(b, "b")
+    vocab_a, vocab_b = (_metadata(x).get("tokenizer_fingerprint") for x in (a, b))
+    if vocab_a and vocab_b and vocab_a != vocab_b:
+        raise InputError(
+            f"{_metadata(a).get('model_name')} and {_metadata(b).get('model_name')} do not share "
+            f"a tokenizer, so their tokens cannot be aligned; compare models with the same "
+            f"vocabulary (e.g. a base model and its fine-tuned checkpoint)"
+        )
     if sa.kind != sb.kind:
         raise InputError(f"cannot compare {sa.kind} attention with {sb.kind} attention")
     if sa.weights.shape[:2] != sb.weights.shape[:2] or (sa.layers, sa.heads) != (

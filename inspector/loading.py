@@ -123,6 +123,19 @@ class ModelBundle:
         return str(next(self.model.parameters()).device)
 
 
+def tokenizer_fingerprint(bundle: ModelBundle) -> str:
+    """A short hash of the tokenizer's vocabulary: equal for models that share a tokenizer."""
+    cached = bundle.extra.get("tokenizer_fingerprint")
+    if cached is None:
+        import hashlib
+        import json
+
+        vocab = sorted(bundle.tokenizer.get_vocab().items())
+        cached = hashlib.sha1(json.dumps(vocab).encode(), usedforsecurity=False).hexdigest()[:16]
+        bundle.extra["tokenizer_fingerprint"] = cached
+    return str(cached)
+
+
 def _config_int(config: Any, *names: str) -> int | None:
     for name in names:
         value = getattr(config, name, None)

@@ -68,6 +68,13 @@ class GoldSentence:
             raise InputError(f"sentence {self.sent_id}: a head index is outside 0..{n}")
 
 
+def _parse_checked(sentences: Iterator[Any], error: type[Exception], path: Path) -> Iterator[Any]:
+    try:
+        yield from sentences
+    except error as exc:
+        raise InputError(f"{path} is not a CoNLL-U treebank ({exc}); give a .conllu file") from exc
+
+
 def read_treebank(
     path: str | os.PathLike[str], *, limit: int | None = None
 ) -> Iterator[GoldSentence]:
@@ -77,9 +84,15 @@ def read_treebank(
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p} does not exist; give a CoNLL-U treebank (.conllu)")
+    from conllu.exceptions import ParseException
+
     count = 0
     with p.open(encoding="utf-8") as f:
-        for sent in parse_incr(f):
+        try:
+            sentences = list(_parse_checked(parse_incr(f), ParseException, p))
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{p} is not UTF-8 text, so not a CoNLL-U treebank") from exc
+        for sent in sentences:
             if limit is not None and count >= limit:
                 return
             rows = [t for t in sent if isinstance(t["id"], int)]  # no ranges, no empty nodes

@@ -20,7 +20,7 @@ from typing import Any
 
 from markupsafe import Markup
 
-from .._io import write_text_atomic
+from .._io import check_writable, write_text_atomic
 from ..capture import AttentionStack, Capture
 from ..errors import InputError
 from . import _assets
@@ -69,6 +69,9 @@ class RenderedHTML:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the standalone page (UTF-8) atomically and return its path."""
+        check_writable(path)  # a folder, or a place that cannot be written: say so first
+        if Path(path).suffix.lower() not in (".html", ".htm"):
+            raise InputError(f"{path}: a page is saved as .html; give a file name ending in .html")
         return write_text_atomic(path, self.html)
 
 
