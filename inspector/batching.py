@@ -12,7 +12,7 @@ It never computes statistics; :mod:`inspector.atlas` and :mod:`inspector.probe` 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +26,7 @@ from .capture import (
     _decoder_tokens,
     _encode,
     _tokens_from_encoding,
+    attention_sites,
     bundle_metadata,
     out_of_memory_hint,
 )
@@ -149,6 +150,48 @@ def _batched(attentions: Any, bundle: ModelBundle, kind: str) -> np.ndarray:
     return torch.stack(list(attentions), dim=1).float().cpu().numpy()
 
 
+def _forward_weights(
+    bundle: ModelBundle, inputs: Mapping[str, Any], kinds: Sequence[str], call_kw: Mapping[str, Any]
+) -> dict[str, list[Any]]:
+    """One batched pass; each kind's per-layer ``(batch, head, query, key)`` weights.
+
+    Forward hooks on the model's attention modules collect the weights and are removed after
+    the pass, so the model is left as it was (``output_attentions=True`` would make transformers
+    install recorder hooks of its own that stay on the model). Models with no hookable attention
+    modules fall back to ``output_attentions=True``.
+    """
+    import torch
+
+    sites = attention_sites(bundle.model)
+    if not (sites and all(len(sites.get(k, ())) == bundle.n_layers for k in kinds)):
+        with bundle.lock, torch.inference_mode():
+            out = bundle.model(**inputs, output_attentions=True, return_dict=True, **call_kw)
+        names = {"self": "attentions", "encoder": "encoder_attentions"}
+        names.update(decoder="decoder_attentions", cross="cross_attentions")
+        return {k: list(getattr(out, names[k], None) or []) for k in kinds}
+    found: dict[str, list[Any]] = {k: [None] * bundle.n_layers for k in kinds}
+
+    def keep(kind: str, layer: int, index: int) -> Any:
+        def hook(_module: Any, _args: Any, output: Any) -> None:
+            if isinstance(output, tuple | list) and len(output) > index:
+                found[kind][layer] = output[index]
+
+        return hook
+
+    handles = []
+    with bundle.lock:
+        try:
+            for kind in kinds:
+                for layer, site in enumerate(sites[kind]):
+                    handles.append(site.module.register_forward_hook(keep(kind, layer, site.index)))
+            with torch.inference_mode():
+                bundle.model(**inputs, return_dict=True, **call_kw)
+        finally:
+            for handle in handles:
+                handle.remove()
+    return found
+
+
 @out_of_memory_hint
 def forward_batch(
     bundle: ModelBundle, encoded: Sequence[Encoded], *, verify: bool = True
@@ -202,11 +245,10 @@ def forward_batch(
         inputs["decoder_input_ids"] = torch.tensor(
             np.tile(dec.ids, (len(encoded), 1)), device=device
         )
-        with bundle.lock, torch.inference_mode():
-            out = model(**inputs, output_attentions=True, return_dict=True)
-        enc_w = _batched(out.encoder_attentions, bundle, "encoder")
-        dec_w = _batched(out.decoder_attentions, bundle, "decoder")
-        cross_w = _batched(out.cross_attentions, bundle, "cross")
+        found = _forward_weights(bundle, inputs, ("encoder", "decoder", "cross"), {})
+        enc_w = _batched(found["encoder"], bundle, "encoder")
+        dec_w = _batched(found["decoder"], bundle, "decoder")
+        cross_w = _batched(found["cross"], bundle, "cross")
         for i, e in enumerate(encoded):
             n = lengths[i]
             stacks = {
@@ -220,9 +262,7 @@ def forward_batch(
     call_kw: dict[str, Any] = {}
     if bundle.architecture == "decoder" and _accepts(model, "logits_to_keep"):
         call_kw["logits_to_keep"] = 1
-    with bundle.lock, torch.inference_mode():
-        out = model(**inputs, output_attentions=True, return_dict=True, **call_kw)
-    weights = _batched(getattr(out, "attentions", None), bundle, "self")
+    weights = _batched(_forward_weights(bundle, inputs, ("self",), call_kw)["self"], bundle, "self")
     causal = bundle.architecture == "decoder"
     for i, e in enumerate(encoded):
         n = lengths[i]

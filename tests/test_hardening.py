@@ -329,3 +329,16 @@ def test_full_disk(tmp_path, monkeypatch):
     with pytest.raises(InputError, match="No space left"):
         write_text_atomic(target, "data")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_corpus_runs_leave_the_model_as_loaded(tiny, tmp_path):
+    import inspector
+
+    m = tiny["bart"]
+    before = _state(m.model)
+    inspector.atlas(m, [TEXT, "A dog barked.", "Short."], batch_size=2, progress=False)
+    assert _state(m.model) == before
+    g = tiny["gpt2"]
+    before = _state(g.model)
+    inspector.atlas(g, [TEXT, "A dog barked."], batch_size=2, progress=False)
+    assert _state(g.model) == before
