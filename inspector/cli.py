@@ -489,6 +489,55 @@ def _register_explain(sub: Any) -> None:
 _EXTRA_COMMANDS.append(_register_explain)
 
 
+def cmd_generate(args: argparse.Namespace) -> str:
+    from ._io import check_writable
+
+    suffix = os.path.splitext(args.output)[1].lower()
+    if suffix not in (".html", ".htm", ".parquet", ".csv"):
+        raise _usage(f"-o {args.output}: use an .html, .parquet or .csv file name")
+    check_writable(args.output)
+    kw: dict[str, Any] = {}
+    if args.temperature is not None:
+        kw.update(do_sample=True, temperature=args.temperature)
+    ins = _load(args).generate(
+        args.prompt,
+        max_new_tokens=args.max_new_tokens,
+        layers=args.layers,
+        heads=args.heads,
+        **kw,
+    )
+    if suffix in (".html", ".htm"):
+        ins.report(args.output)
+    else:
+        from .frames import write_frame
+
+        write_frame(ins.frame(), args.output)
+    part = ins.decoder if ins.is_encoder_decoder else ins
+    n_new = int(part.generated_mask.sum())
+    text = "".join(t for t, g in zip(part.tokens, part.generated_mask, strict=True) if g)
+    return (
+        f"{ins.metadata['model_name']}: {part.prompt_length} prompt + {n_new} generated tokens "
+        f"{text!r} -> {args.output}"
+    )
+
+
+def _register_generate(sub: Any) -> None:
+    p = sub.add_parser(
+        "generate", help="generate from a prompt and capture the attention of every step"
+    )
+    _add_model(p)
+    p.add_argument("prompt", help="the prompt")
+    p.add_argument("--max-new-tokens", type=int, default=20, metavar="N")
+    p.add_argument("--temperature", type=float, help="sample at this temperature (default: greedy)")
+    p.add_argument("--layers", type=_int_list, help="layer indexes, e.g. 0,15,29")
+    p.add_argument("--heads", type=_int_list, help="head indexes, e.g. 0,3")
+    p.add_argument("-o", "--output", required=True, help="out.html (report), .parquet or .csv")
+    p.set_defaults(func=cmd_generate)
+
+
+_EXTRA_COMMANDS.append(_register_generate)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

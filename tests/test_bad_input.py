@@ -280,6 +280,13 @@ CLI_CASES: list[tuple[str, list[str], str]] = [
     ),
     ("atlas-suffix", ["atlas", "{bert}", "{tmp}/none.txt", "-o", "{tmp}/a.csv"], ".parquet"),
     ("probe-file", ["probe", "{bert}", "{tmp}/none.conllu"], "does not exist"),
+    (
+        "generate-zero",
+        ["generate", "{gpt2}", TEXT, "--max-new-tokens", "0", "-o", "{tmp}/g.html"],
+        "max_new_tokens",
+    ),
+    ("generate-suffix", ["generate", "{gpt2}", TEXT, "-o", "{tmp}/g.txt"], ".html"),
+    ("generate-empty", ["generate", "{gpt2}", " ", "-o", "{tmp}/g.html"], "empty"),
 ]
 
 

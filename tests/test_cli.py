@@ -125,3 +125,20 @@ def test_subprocess_exit_code(tiny_dirs, tmp_path):
     )
     assert out.returncode == 2
     assert out.stderr.strip() == "inspector: error: text is empty; give some text to inspect"
+
+
+@pytest.mark.parametrize("suffix", ["html", "parquet"])
+def test_generate_command(tiny_dirs, tmp_path, capsys, suffix):
+    out = tmp_path / f"gen.{suffix}"
+    rc = main(
+        ["generate", str(tiny_dirs["gpt2"]), "The cat sat", "--max-new-tokens", "3", "-o", str(out)]
+    )
+    assert rc == 0
+    line = capsys.readouterr().out.strip()
+    assert "+ 3 generated tokens" in line and str(out) in line
+    if suffix == "parquet":
+        frame = pd.read_parquet(out)
+        n = frame["query_pos"].max() + 1
+        assert len(frame) == 2 * 2 * n * n
+    else:
+        assert "generat" in out.read_text(encoding="utf-8").lower()
