@@ -27,7 +27,12 @@ PARQUET_KEY = b"inspector"
 
 
 def _int_dtype(max_value: int) -> type[np.integer]:
-    for dt in (np.uint8, np.uint16, np.uint32):
+    """The smallest *signed* integer type holding ``max_value``.
+
+    Signed on purpose: ``frame.query_pos - frame.key_pos`` must give negative distances, not
+    wrap around as unsigned types would.
+    """
+    for dt in (np.int8, np.int16, np.int32):
         if max_value <= np.iinfo(dt).max:
             return dt
     return np.int64
@@ -153,8 +158,8 @@ def word_level(stack: AttentionStack) -> AttentionStack:
 def stack_frame(stack: AttentionStack) -> pd.DataFrame:
     """Long frame of one stack: columns :data:`COLUMNS`, one row per weight."""
     n_l, n_h, n_q, n_k = stack.weights.shape
-    pos_q = _int_dtype(n_q)
-    pos_k = _int_dtype(n_k)
+    pos_q = _int_dtype(n_q - 1)
+    pos_k = _int_dtype(n_k - 1)
     layer = np.repeat(
         np.asarray(stack.layers, dtype=_int_dtype(max(stack.layers))), n_h * n_q * n_k
     )

@@ -138,7 +138,7 @@ def test_generate_command(tiny_dirs, tmp_path, capsys, suffix):
     assert "+ 3 generated tokens" in line and str(out) in line
     if suffix == "parquet":
         frame = pd.read_parquet(out)
-        n = frame["query_pos"].max() + 1
+        n = int(frame["query_pos"].max()) + 1
         assert len(frame) == 2 * 2 * n * n
     else:
         assert "generat" in out.read_text(encoding="utf-8").lower()

@@ -19,7 +19,7 @@ def test_columns_and_compact_dtypes(tiny):
     assert tuple(frame.columns) == COLUMNS
     assert frame["weight"].dtype == np.float32
     for col in ("layer", "head", "query_pos", "key_pos"):
-        assert frame[col].dtype.kind in "iu" and frame[col].dtype.itemsize <= 2
+        assert frame[col].dtype.kind == "i" and frame[col].dtype.itemsize <= 2
     for col in ("query_token", "key_token"):
         assert isinstance(frame[col].dtype, pd.CategoricalDtype)
     # no Python object per row: deep memory stays within a few bytes per weight
@@ -170,3 +170,11 @@ def test_pure_frames_need_no_model():
     assert len(frame) == w.size
     cap = Capture({"self": AttentionStack(w, toks, toks)}, {"model_name": "random"})
     assert capture_frame(cap, level="word")["weight"].sum() == pytest.approx(2 * 3 * 5, rel=1e-5)
+
+
+def test_position_arithmetic_does_not_wrap(tiny):
+    frame = tiny["bert"].inspect(TEXT).frame()
+    distance = frame["query_pos"] - frame["key_pos"]
+    assert distance.min() < 0  # signed: a key after the query gives a negative distance
+    assert (distance.abs() < len(frame["query_pos"].unique())).all()
+    assert frame["layer"].dtype.kind == "i" and frame["query_pos"].dtype.kind == "i"
