@@ -28,7 +28,7 @@ browser:
 
 report: install
 	$(BIN)/inspector report $(REPORT_MODEL) "The cat sat on the mat because it was tired." \
-	    --pair "It did not move all afternoon." -o reports/example.html
+	    --pair "It did not move all afternoon." --explain -o reports/example.html
 
 test: install browser
 	$(BIN)/python -m pytest -q

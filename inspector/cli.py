@@ -121,7 +121,10 @@ def cmd_report(args: argparse.Namespace) -> str:
         raise _usage(f"-o {args.output}: use an .html file name")
     check_writable(args.output)
     ins = _inspect(args, layers=args.layers, heads=args.heads)
-    report = ins.report(args.output, precision=args.precision)
+    if args.explain:
+        report = ins.explain_report(args.output, precision=args.precision)
+    else:
+        report = ins.report(args.output, precision=args.precision)
     meta = ins.metadata
     size = os.path.getsize(args.output)
     return (
@@ -140,6 +143,11 @@ def _register_report(sub: Any) -> None:
         choices=["uint8", "uint16"],
         default="uint8",
         help="how attention is stored in the page (uint8: error <= 0.002; uint16: <= 7.6e-6)",
+    )
+    p.add_argument(
+        "--explain",
+        action="store_true",
+        help="add the 'what mattered' section (rollout, norm-based maps, head importance)",
     )
     p.add_argument("-o", "--output", required=True, help="out.html")
     p.set_defaults(func=cmd_report)

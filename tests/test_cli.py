@@ -142,3 +142,12 @@ def test_generate_command(tiny_dirs, tmp_path, capsys, suffix):
         assert len(frame) == 2 * 2 * n * n
     else:
         assert "generat" in out.read_text(encoding="utf-8").lower()
+
+
+def test_report_with_explain(tiny_dirs, tmp_path, capsys):
+    out = tmp_path / "r.html"
+    rc = main(["report", str(tiny_dirs["gpt2"]), TEXT, "--explain", "-o", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    html = out.read_text(encoding="utf-8")
+    assert 'id="what-mattered"' in html
+    assert "sections" in capsys.readouterr().out
