@@ -26,8 +26,8 @@ from .capture import (
     _decoder_tokens,
     _encode,
     _tokens_from_encoding,
-    attention_sites,
     bundle_metadata,
+    bundle_sites,
     out_of_memory_hint,
 )
 from .errors import AttentionUnavailableError, CaptureError, InputError
@@ -162,7 +162,7 @@ def _forward_weights(
     """
     import torch
 
-    sites = attention_sites(bundle.model)
+    sites = bundle_sites(bundle)
     if not (sites and all(len(sites.get(k, ())) == bundle.n_layers for k in kinds)):
         with bundle.lock, torch.inference_mode():
             out = bundle.model(**inputs, output_attentions=True, return_dict=True, **call_kw)

@@ -493,6 +493,14 @@ def attention_sites(model: Any) -> dict[str, list[AttentionSite]]:
     }
 
 
+def bundle_sites(bundle: ModelBundle) -> dict[str, list[AttentionSite]]:
+    """:func:`attention_sites` of a loaded model, found once and kept with the bundle."""
+    sites = bundle.extra.get("attention_sites")
+    if sites is None:
+        sites = bundle.extra["attention_sites"] = attention_sites(bundle.model)
+    return dict(sites)
+
+
 def storage_dtype(dtype: Any) -> str:
     """Validate a storage dtype (``None``, ``"float32"``, ``"float16"``, numpy or torch dtypes)."""
     if dtype is None:
@@ -643,6 +651,12 @@ class AttentionRecorder:
         return buf[:, :, :rows, :cols].contiguous().numpy()
 
 
+@functools.lru_cache(maxsize=1)
+def _installed_versions() -> tuple[tuple[str, str], ...]:
+    """Read once per process: parsing package metadata costs ~10 ms, more than a short forward."""
+    return tuple(_package_versions().items())
+
+
 def _package_versions() -> dict[str, str]:
     out = {}
     for pkg in ("attention-inspector", "transformers", "torch", "tokenizers"):
@@ -671,7 +685,7 @@ def bundle_metadata(bundle: ModelBundle) -> dict[str, Any]:
         "tokenizer_fingerprint": tokenizer_fingerprint(bundle),
         "dtype": bundle.dtype,
         "device": bundle.device,
-        "versions": _package_versions(),
+        "versions": dict(_installed_versions()),
     }
 
 
@@ -911,7 +925,7 @@ def _run_recorded(
     import torch
 
     model = bundle.model
-    sites = attention_sites(model)
+    sites = bundle_sites(bundle)
     if sites and all(len(sites.get(kind, ())) == bundle.n_layers for kind in shapes):
         recorder = AttentionRecorder(
             sites, layers, heads, shapes, dtype=store, model_name=bundle.name

@@ -33,8 +33,8 @@ from .capture import (
     _check_text,
     _encode,
     _tokens_from_encoding,
-    attention_sites,
     bundle_metadata,
+    bundle_sites,
     chat_text,
     out_of_memory_hint,
     select_indexes,
@@ -203,7 +203,7 @@ def generate(
             f"pass the model's limit of {bundle.max_positions}: lower max_new_tokens"
         )
     kinds = ("encoder", "decoder", "cross") if encoder_decoder else ("self",)
-    sites = attention_sites(model)
+    sites = bundle_sites(bundle)
     if not sites or any(len(sites.get(k, ())) != bundle.n_layers for k in kinds):
         raise UnsupportedModelError(
             f"{bundle.name}: found no hookable attention modules (its class declares no "
