@@ -209,15 +209,16 @@ def verify_weights(
     """Raise :class:`CaptureError` unless ``w`` is finite, rows sum to 1 and causality holds."""
     layers = list(layers) if layers is not None else list(range(w.shape[0]))
     heads = list(heads) if heads is not None else list(range(w.shape[1]))
-    # Per layer, so the temporaries stay one layer's size (a full capture can be hundreds of MiB).
-    finite = np.stack([np.isfinite(layer).all(axis=(1, 2)) for layer in w])
-    if not finite.all():
-        li, hi = np.argwhere(~finite)[0]
+    # One pass over the weights: a NaN or inf anywhere makes its row sum non-finite, so the
+    # row sums check finiteness too (the element-wise scan runs only to name the culprit).
+    sums = w.sum(axis=3, dtype=np.float32)
+    finite_rows = np.isfinite(sums)
+    if not finite_rows.all():
+        li, hi = np.argwhere(~finite_rows.all(axis=2))[0]
         raise CaptureError(
             f"{kind} attention has non-finite values (NaN or inf) in layer {layers[li]} head "
             f"{heads[hi]}; the model overflowed, try dtype='float32'"
         )
-    sums = w.sum(axis=3, dtype=np.float64)
     bad = np.abs(sums - 1.0) > tolerance
     if bad.any():
         li, hi, qi = np.argwhere(bad)[0]
@@ -226,9 +227,17 @@ def verify_weights(
             f"query {qi} sums to {sums[li, hi, qi]:.6f}; the model's attention implementation "
             f"does not return softmax weights"
         )
-    if causal and w.shape[2] == w.shape[3]:
-        upper = np.triu(np.ones(w.shape[2:], dtype=bool), k=1)
-        leak = max(float(np.abs(layer[:, upper]).max()) for layer in w) if upper.any() else 0.0
+    lowest = float(w.min()) if w.size else 0.0
+    if lowest < -tolerance:
+        li, hi = np.argwhere(w.min(axis=(2, 3)) < -tolerance)[0]
+        raise CaptureError(
+            f"{kind} attention has a negative weight ({lowest:.3g}) in layer {layers[li]} head "
+            f"{heads[hi]}; attention weights are probabilities"
+        )
+    if causal and w.shape[2] == w.shape[3] and w.shape[2] > 1:
+        # Weights are >= 0 (checked above), so the mass above the diagonal is a masked row sum.
+        upper = np.triu(np.ones(w.shape[2:], dtype=w.dtype), k=1)
+        leak = max(float(np.einsum("hqk,qk->hq", layer, upper).max()) for layer in w)
         if leak > tolerance:
             raise CaptureError(
                 f"{kind} attention is causal but puts weight {leak:.3g} on later tokens"

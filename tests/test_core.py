@@ -328,3 +328,10 @@ def test_minilm_frame_at_128_tokens(minilm):
     assert len(frame) == 6 * 12 * 128 * 128
     sums = frame.groupby(["layer", "head", "query_pos"], observed=True)["weight"].sum()
     np.testing.assert_allclose(sums.to_numpy(), 1.0, atol=1e-4)
+
+
+def test_verification_catches_negative_weights():
+    w = np.full((1, 1, 3, 3), 1 / 3, dtype=np.float32)
+    w[0, 0, 1] = [0.8, 0.4, -0.2]
+    with pytest.raises(CaptureError, match="negative weight"):
+        verify_weights(w)
