@@ -345,15 +345,19 @@ def test_atlas_report(tiny: dict[str, object], tmp_path: Path) -> None:
         "overview", "heatmaps", "roles", "distances", "summary",
     ]  # fmt: skip
 
-    class Images(HTMLParser):
+    class Figures(HTMLParser):
         count = 0
+        images = 0
 
         def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-            if tag == "img":
+            if tag == "figure" and "ins-fig" in str(dict(attrs).get("class")):
                 self.count += 1
+            self.images += tag == "img"
 
-    parser = Images()
+    parser = Figures()
     parser.feed(report.html)
-    assert parser.count == 5 and "http" not in report.html.split("<body>")[1].split("<img")[0]
+    assert parser.count == 5 and parser.images == 0
+    assert report.html.count("inspectorFigures") == 1  # figures.js inlined once
+    assert "http" not in report.html.split("<body>")[1].split("<figure")[0]
     report.save(tmp_path / "atlas.html")
     assert (tmp_path / "atlas.html").stat().st_size > 10_000

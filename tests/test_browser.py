@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from test_render import HOSTILE, make_capture
 
@@ -127,12 +128,19 @@ def test_minilm_report_draws_offline(minilm: Any, opened: Any, tmp_path: Path) -
     assert tip.is_visible() and "layer 0, head 0" in tip.inner_text()
     page.mouse.click(box["x"] + 40, box["y"] + 24)
     assert page.locator(".ins-zoom").is_visible()
+    # the head metrics & roles figures drew as SVG: a heatmap per metric, roles, distances, MDS
+    assert page.get_attribute("html", "data-figures-drawn") == "4"
+    heatmaps = page.locator('#head-metrics figure[data-figure="head-metrics-self"] svg')
+    assert heatmaps.locator("rect").count() > 72
+    mds_svg = page.locator('#head-metrics figure[data-figure="head-mds-self"] svg')
+    assert mds_svg.locator("circle").count() == 72
+    mds = mds_svg.locator("text").all_text_contents()
+    assert "0.0" in mds and "5.11" in mds  # points labelled L.H
+    _check_figure_downloads(page, "#head-metrics", tmp_path)
     # downloads produce files
     for selector, suffix in [
         ('button[data-download="frame"]', ".csv"),
         ('button[data-download="metrics"]', ".csv"),
-        ('a[download$=".png"]', ".png"),
-        ('a[download$=".svg"]', ".svg"),
         ("button.ins-grid-png", ".png"),
     ]:
         with page.expect_download() as info:
@@ -147,6 +155,72 @@ def test_minilm_report_draws_offline(minilm: Any, opened: Any, tmp_path: Path) -
     header.click()
     assert header.get_attribute("aria-sort") == "ascending"
     page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+    o.check_clean()
+
+
+def _check_figure_downloads(page: Any, scope: str, tmp_path: Path) -> None:
+    """Every figure in ``scope`` offers SVG (a standalone <svg> document) and PNG (real PNG)."""
+    figures = page.locator(f"{scope} figure.ins-fig")
+    assert figures.count() > 0
+    for i in range(figures.count()):
+        fig = figures.nth(i)
+        name = fig.get_attribute("data-figure")
+        assert fig.locator("svg.ins-fig-svg").count() == 1, name
+        for fmt in ("svg", "png"):
+            with page.expect_download() as info:
+                fig.locator(f'button.ins-fig-save[data-format="{fmt}"]').click()
+            assert info.value.suggested_filename == f"{name}.{fmt}"
+            target = tmp_path / f"{name}.{fmt}"
+            info.value.save_as(target)
+            data = target.read_bytes()
+            if fmt == "png":
+                assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 1000, name
+            else:
+                text = data.decode("utf-8")
+                root = text.split("?>", 1)[-1].lstrip()
+                assert root.startswith('<svg xmlns="http://www.w3.org/2000/svg"'), text[:200]
+                assert "<rect" in text and text.rstrip().endswith("</svg>")
+
+
+def test_figures_draw_hover_and_download(opened: Any, tmp_path: Path) -> None:
+    from markupsafe import Markup
+
+    from inspector.render import Section
+    from inspector.render.figures import FIGURE_SCRIPTS, FigureSpec, heatmap
+
+    big = np.random.default_rng(0).random((90, 90))
+    spec = FigureSpec(
+        "big-map",
+        "a 90 x 90 map, painted on a canvas",
+        (heatmap(big, rows=[f"q{i}" for i in range(90)], cols=[f"k{i}" for i in range(90)]),),
+    )
+
+    def big_section(ctx: Any) -> Section:
+        from inspector.render._assets import environment
+
+        html = environment().get_template("sections/_figures.html.j2").render(figures=[spec])
+        return Section("big", "Big", html=Markup(html), scripts=FIGURE_SCRIPTS)
+
+    cap = make_capture(["[CLS]", "a", "b", "c", "[SEP]"])
+    path = build_report(cap, extra_sections=[big_section]).save(tmp_path / "f.html")
+    o = opened(path)
+    page = o.page
+    assert page.get_attribute("html", "data-figures-drawn") == "5"
+    # small heatmaps: one rect per cell, values written in the cells, a colour scale
+    heatmaps = page.locator('figure[data-figure="head-metrics-self"] svg')
+    assert heatmaps.locator("rect").count() >= 12 * 6
+    assert heatmaps.locator("text", has_text="0.").count() > 0
+    # the big map is one bitmap inside the SVG, with thinned labels
+    big_svg = page.locator('figure[data-figure="big-map"] svg')
+    assert big_svg.locator("image").count() == 1
+    assert 0 < big_svg.locator("text", has_text="q").count() < 90
+    # hovering a cell shows its labels and value
+    big_svg.locator("image").scroll_into_view_if_needed()
+    box = big_svg.locator("image").bounding_box()
+    page.mouse.move(box["x"] + 2, box["y"] + 2)
+    tip = page.locator(".ins-fig-tip")
+    assert tip.is_visible() and "q0" in tip.inner_text() and "k0" in tip.inner_text()
+    _check_figure_downloads(page, "main", tmp_path)
     o.check_clean()
 
 

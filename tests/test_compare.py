@@ -146,4 +146,21 @@ def test_head_analysis_section(tiny) -> None:
 
     ins = tiny["gpt2"].inspect("the cat sat on the mat.")
     report = build_report(ins.capture, sections=(head_analysis_section,))
-    assert [s.id for s in report.sections] == ["head-analysis"]
+    assert [s.id for s in report.sections] == ["head-metrics"]
+    names = [f.name for part in report.sections[0].context["parts"] for f in part["figures"]]
+    assert names == ["head-roles-self", "head-metrics-self", "head-distances-self", "head-mds-self"]
+    assert report.html.count('<figure class="ins-figure ins-fig"') == 4
+
+
+def test_comparison_figures_are_diverging_maps(tiny) -> None:
+    import inspector
+    from inspector.render.heads import comparison_figure
+
+    bert = tiny["bert"]
+    c = inspector.compare(bert.inspect("the cat sat."), bert.inspect("the dog sat."))
+    spec = comparison_figure(c, 1, 0).data()
+    a, b, diff = spec["panels"]
+    assert spec["name"] == "compare-1-0" and spec["title"].startswith("head 1.0: JS divergence")
+    assert (a["cmap"], b["cmap"], diff["cmap"]) == ("blues", "blues", "rdbu")
+    assert (diff["vmin"], diff["vmax"]) == (-1.0, 1.0)
+    assert len(a["rows"]) == len(a["values"]) and "cat" in a["cols"] and "dog" in b["cols"]

@@ -205,15 +205,70 @@ def test_report_is_small() -> None:
     assert len(html.encode()) < 700_000  # ~330 kB of d3 + jQuery + bertviz; data is tiny
 
 
-def test_figures_offer_png_and_svg() -> None:
-    page = parse(build_report(make_capture()).html)
-    links = [a for t, a in page.tags if t == "a" and a.get("download")]
-    names = sorted(str(a["download"]) for a in links)
-    assert names == ["head-metrics-self.png", "head-metrics-self.svg"]
-    for a in links:
-        assert str(a["href"]).startswith(("data:image/png;base64,", "data:image/svg+xml;base64,"))
+def figure_specs(html: str) -> dict[str, dict[str, Any]]:
+    """The figure data of a page (``figure.ins-fig`` > ``script.ins-fig-data``), by name."""
+    page = parse(html)
+    specs = [
+        json.loads(body) for attrs, body in page.scripts if attrs.get("class") == "ins-fig-data"
+    ]
+    return {spec["name"]: spec for spec in specs}
+
+
+def test_figures_are_data_with_png_and_svg_buttons() -> None:
+    html = build_report(make_capture()).html
+    page = parse(html)
+    specs = figure_specs(html)
+    assert list(specs) == [
+        "head-roles-self", "head-metrics-self", "head-distances-self", "head-mds-self",
+    ]  # fmt: skip
+    assert sum(1 for t, a in page.tags if t == "figure" and "ins-fig" in str(a.get("class"))) == 4
+    saves = [a for t, a in page.tags if t == "button" and a.get("class") == "ins-fig-save"]
+    assert sorted(str(a["data-filename"]) for a in saves) == sorted(
+        f"{name}.{ext}" for name in specs for ext in ("png", "svg")
+    )
+    assert not any(t == "img" for t, _ in page.tags)  # no pre-rendered images any more
+    assert "data:image/png;base64" not in html
+    # one heatmap per metric, labelled by layer and head, values rounded to 4 digits
+    panels = specs["head-metrics-self"]["panels"]
+    titles = [p["title"] for p in panels]
+    assert {"entropy (nats)", "max weight", "to previous", "sink share"} <= set(titles)
+    for p in panels:
+        assert p["kind"] == "heatmap" and p["rows"] == ["0", "1"] and p["cols"] == ["0", "1", "2"]
+        for v in (x for row in p["values"] for x in row if x is not None):
+            assert len(f"{abs(v):.10g}".replace(".", "").lstrip("0")) <= 4
+    mds = specs["head-mds-self"]["panels"][0]
+    assert mds["labels"] == ["0.0", "0.1", "0.2", "1.0", "1.1", "1.2"]
+    dist = specs["head-distances-self"]["panels"][0]
+    assert dist["cmap"] == "magma_r" and sorted(dist["rows"]) == sorted(dist["cols"])
+    roles = specs["head-roles-self"]["panels"][0]
+    assert roles["colors"] and roles["legend"]
+    # the sortable table of every head, with its CSV download
     buttons = [a.get("data-download") for t, a in page.tags if t == "button"]
     assert "frame" in buttons and "metrics" in buttons
+    tables = [a for t, a in page.tags if t == "table" and "ins-metrics" in str(a.get("class"))]
+    assert len(tables) == 1
+
+
+def test_figure_helpers_round_and_validate() -> None:
+    from inspector.render.figures import FigureSpec, heatmap, rounded, scatter
+
+    got = rounded([[0.123456, float("nan")], [-0.0, 12345.678]])
+    assert got == [[0.1235, None], [0.0, 12350.0]]
+    assert rounded(np.float32(1 / 3)) == 0.3333
+    p = heatmap(np.array([[-2.0, 1.0]]), rows=["r"], cols=["a", "b" * 40], cmap="rdbu")
+    assert (p["vmin"], p["vmax"]) == (-2.0, 2.0) and p["cols"][1].endswith("…")
+    assert p["annotate"] and not p["canvas"]
+    assert heatmap(np.zeros((80, 80)), rows=range(80), cols=range(80))["canvas"]
+    with pytest.raises(InputError, match="does not match"):
+        heatmap([[1.0, 2.0]], rows=["a", "b"], cols=["x", "y"])
+    with pytest.raises(InputError, match="colour map"):
+        heatmap([[1.0]], rows=["a"], cols=["x"], cmap="jet")
+    with pytest.raises(InputError, match="same length"):
+        scatter([0.0], [1.0, 2.0], labels=["a"])
+    with pytest.raises(InputError, match="figure name"):
+        FigureSpec("bad name", "t", (p,))
+    with pytest.raises(InputError, match="no panels"):
+        FigureSpec("x", "t", ())
 
 
 def test_sentence_pair_gives_bertviz_filters() -> None:

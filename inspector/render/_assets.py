@@ -56,7 +56,7 @@ def inline_script(source: str) -> Markup:
 def versions() -> dict[str, str]:
     """Versions of the packages that shape a page."""
     out = {}
-    for pkg in ("attention-inspector", "bertviz", "jinja2", "matplotlib"):
+    for pkg in ("attention-inspector", "bertviz", "jinja2"):
         try:
             out[pkg] = importlib.metadata.version(pkg)
         except importlib.metadata.PackageNotFoundError:

@@ -5,7 +5,8 @@ from an :class:`inspector.atlas.Atlas` (no capture, so no bertviz views): corpus
 per-metric layer x head heatmaps of the corpus means (and of the spread), head roles from the
 mean metrics, the mean head-distance matrix in cluster order, the MDS map of the heads, the
 summary table, and optionally the syntactic-probe table. Figures reuse
-:mod:`inspector.render.heads`; the page uses its own template ``atlas.html.j2``.
+:mod:`inspector.render.heads` (figure data drawn in the page by ``figures.js``, the only script
+of the page); the page uses its own template ``atlas.html.j2``.
 """
 
 from __future__ import annotations
@@ -22,20 +23,21 @@ from ..atlas import SUMMARY_COLUMNS, Atlas
 from ..errors import InputError
 from ..probe import ProbeResult
 from . import _assets
-from .figures import save_figure
-from .heads import HEATMAP_METRICS, distance_figure, embedding_figure, metric_heatmap_figure
+from .figures import FIGURE_SCRIPTS
+from .heads import (
+    HEATMAP_METRICS,
+    distance_figure,
+    embedding_figure,
+    heatmap_columns,
+    metric_heatmap_figure,
+)
 from .heads import roles_figure as _roles_figure
 from .report import Report, Section
 
 AtlasSectionBuilder = Callable[[Atlas], "Section | None"]
 
-#: Corpus heatmaps: the single-input report's choice plus entropy and max weight.
-ATLAS_HEATMAPS: tuple[tuple[str, str], ...] = (
-    ("entropy", "entropy (nats)"),
-    ("max_weight", "max weight"),
-    *HEATMAP_METRICS,
-    ("to_special", "to special tokens"),
-)
+#: Corpus heatmaps: the single-input report's (every metric the atlas kept is drawn).
+ATLAS_HEATMAPS: tuple[tuple[str, str], ...] = HEATMAP_METRICS
 
 
 def _context(**kw: Any) -> dict[str, Any]:
@@ -101,20 +103,25 @@ def overview_section(atlas: Atlas) -> Section:
 def heatmap_section(atlas: Atlas) -> Section:
     means = head_frame(atlas)
     stds = head_frame(atlas, "std")
-    shown = [(c, label) for c, label in ATLAS_HEATMAPS if c in means.columns]
+    shown = heatmap_columns(means)
     figures = [
-        save_figure(
-            metric_heatmap_figure(means, shown, title="corpus mean per head"),
-            "atlas-means",
-            "mean of each metric over the corpus (layer x head)",
+        metric_heatmap_figure(
+            means, shown, name="atlas-means", title="corpus mean of each metric per head"
         ),
-        save_figure(
-            metric_heatmap_figure(stds, shown, title="standard deviation across inputs"),
-            "atlas-stds",
-            "how much each head varies from input to input",
+        metric_heatmap_figure(
+            stds,
+            shown,
+            name="atlas-stds",
+            title="standard deviation across inputs: how much each head varies",
         ),
     ]
-    return Section("heatmaps", "Head metrics", "sections/atlas.html.j2", _context(figures=figures))
+    return Section(
+        "heatmaps",
+        "Head metrics",
+        "sections/atlas.html.j2",
+        _context(figures=figures),
+        scripts=FIGURE_SCRIPTS,
+    )
 
 
 def roles_section(atlas: Atlas) -> Section | None:
@@ -125,11 +132,14 @@ def roles_section(atlas: Atlas) -> Section | None:
     intro = "Roles from the corpus means (thresholds of inspector.metrics.RoleThresholds): " + (
         ", ".join(f"{role} {int(n)}" for role, n in counts.items() if n)
     )
-    fig = save_figure(
-        _roles_figure(roles, title="head roles (corpus means)"), "atlas-roles", "head roles"
+    fig = _roles_figure(roles, name="atlas-roles", title="head roles (corpus means)")
+    return Section(
+        "roles",
+        "Head roles",
+        "sections/atlas.html.j2",
+        _context(intro=intro, figures=[fig]),
+        scripts=FIGURE_SCRIPTS,
     )
-    return Section("roles", "Head roles", "sections/atlas.html.j2", _context(intro=intro,
-                   figures=[fig]))  # fmt: skip
 
 
 def distances_section(atlas: Atlas) -> Section | None:
@@ -138,19 +148,24 @@ def distances_section(atlas: Atlas) -> Section | None:
         return None
     roles = atlas_roles(atlas)
     figures = [
-        save_figure(
-            distance_figure(dist, title="mean head distances"),
-            "atlas-distances",
-            "Jensen–Shannon distance between heads, averaged over the corpus",
+        distance_figure(
+            dist,
+            name="atlas-distances",
+            title="Jensen–Shannon distance between heads, averaged over the corpus",
         ),
-        save_figure(
-            embedding_figure(_metrics.head_embedding(dist), roles, title="heads (MDS, corpus)"),
-            "atlas-mds",
-            "heads placed by their mean distances (classical MDS), coloured by role",
+        embedding_figure(
+            _metrics.head_embedding(dist),
+            roles,
+            name="atlas-mds",
+            title="heads placed by their mean distances (classical MDS), coloured by role",
         ),
     ]
     return Section(
-        "distances", "Head distances", "sections/atlas.html.j2", _context(figures=figures)
+        "distances",
+        "Head distances",
+        "sections/atlas.html.j2",
+        _context(figures=figures),
+        scripts=FIGURE_SCRIPTS,
     )
 
 
@@ -228,10 +243,15 @@ def atlas_report(
     title = title or f"{atlas.metadata.get('model_name', 'model')} — corpus head atlas"
     env = _assets.environment()
     css = [Markup(_assets.static_text(name)) for name in ("inspector.css", "report.css")]
+    scripts = [
+        _assets.inline_script(_assets.static_text(name))
+        for name in dict.fromkeys(n for s in built for n in s.scripts)
+    ]
     html = env.get_template("atlas.html.j2").render(
         title=title,
         sections=[(s, s.render()) for s in built],
         css=css,
+        scripts=scripts,
         version=_assets.versions().get("attention-inspector", ""),
         bins=atlas.metadata.get("bins", ""),
     )

@@ -1,19 +1,20 @@
-"""Head-analysis figures (matplotlib, imported lazily) and report sections.
+"""Head-analysis figures and report sections.
 
 Figures take the frames of :mod:`inspector.metrics` / :mod:`inspector.compare` and return
-:class:`matplotlib.figure.Figure` objects (no pyplot state); save them with
-``fig.savefig("x.svg")`` or :func:`inspector.render.figures.save_figure` for PNG + SVG bytes.
+:class:`inspector.render.figures.FigureSpec` data, drawn in the page by ``static/figures.js``
+(SVG with PNG / SVG downloads); nothing here draws in Python or runs a model.
 
-Report sections: :func:`head_analysis_section` (metrics table, per-metric heatmaps, roles at a
-glance, per-layer summary, head-distance matrix in cluster order, MDS scatter labelled ``L.H``) and
+Report sections: :func:`head_analysis_section` ("Head metrics & roles", in the default report:
+roles at a glance, a layer x head heatmap per metric, head-distance matrix in cluster order, MDS
+scatter labelled ``L.H``, per-layer summary and the sortable metrics table) and
 :func:`comparison_section` (ranked changes, both maps of the top heads side by side);
 :func:`comparison_report` builds a whole comparison page.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -21,18 +22,26 @@ import pandas as pd
 from .. import metrics as _metrics
 from ..capture import AttentionStack, Capture
 from ..compare import Comparison
-from .figures import StaticFigure, metric_heatmaps, save_figure
-from .report import Report, ReportContext, Section, build_report, overview_section
+from ..errors import InputError
+from .figures import FIGURE_SCRIPTS, FigureSpec, heatmap, scatter
 
-#: Metrics shown as layer x head heatmaps: ``(column, label)``.
+if TYPE_CHECKING:
+    from .report import Report, ReportContext, Section
+
+#: Metrics shown as layer x head heatmaps, in order: ``(column, label)``.
 HEATMAP_METRICS: tuple[tuple[str, str], ...] = (
+    ("entropy", "entropy (nats)"),
     ("entropy_norm", "normalised entropy"),
+    ("max_weight", "max weight"),
     ("mean_distance", "mean distance (tokens)"),
     ("to_prev", "to previous"),
     ("to_next", "to next"),
     ("to_self", "to self"),
-    ("sink_share", "sink share"),
+    ("to_first", "to first token"),
+    ("to_special", "to special tokens"),
+    ("to_sep", "to separators"),
     ("to_punct", "to punctuation"),
+    ("sink_share", "sink share"),
 )
 ROLE_COLORS = {
     "previous": "#1f77b4",
@@ -43,144 +52,150 @@ ROLE_COLORS = {
     "punctuation": "#ff7f0e",
     "other": "#d9d9d9",
 }
+#: Cells of the roles grid that get a written label (bigger grids rely on colour and hover).
+_ROLE_TEXT_CELLS = 400
 
 
-def _grid(frame: pd.DataFrame, column: str) -> pd.DataFrame:
-    return frame[column].unstack("head")
+def heatmap_columns(metrics: pd.DataFrame) -> list[tuple[str, str]]:
+    """The metric columns of ``metrics`` to draw: :data:`HEATMAP_METRICS` first, then any other
+    registered metric, leaving out columns that are all NaN."""
+    known = dict(HEATMAP_METRICS)
+    names = [c for c, _ in HEATMAP_METRICS] + [m for m in _metrics.list_metrics() if m not in known]
+    return [
+        (c, known.get(c, c)) for c in names if c in metrics.columns and metrics[c].notna().any()
+    ]
 
 
 def metric_heatmap_figure(
-    metrics: pd.DataFrame, columns: Sequence[tuple[str, str]] = HEATMAP_METRICS, *, title: str = ""
-) -> Any:
-    """One layer x head heatmap per metric column (columns that are all NaN are left out)."""
-    shown = [(c, label) for c, label in columns if c in metrics and metrics[c].notna().any()]
-    flat = metrics.reset_index()
-    return metric_heatmaps(
-        flat.fillna({c: 0.0 for c, _ in shown}),
-        shown,
-        title=title or "head metrics",
-        layers=list(pd.unique(flat["layer"])),
-        heads=list(pd.unique(flat["head"])),
-    )
+    metrics: pd.DataFrame,
+    columns: Sequence[tuple[str, str]] | None = None,
+    *,
+    name: str = "head-metrics",
+    title: str = "head metrics",
+) -> FigureSpec:
+    """One layer x head heatmap per metric column of ``metrics`` (indexed by ``layer, head``)."""
+    shown = heatmap_columns(metrics) if columns is None else list(columns)
+    shown = [(c, lab) for c, lab in shown if c in metrics and metrics[c].notna().any()]
+    if not shown:
+        raise InputError("metric_heatmap_figure: none of the metric columns has values")
+    panels = []
+    for column, lab in shown:
+        grid = metrics[column].astype(float).unstack("head")
+        panels.append(
+            heatmap(
+                grid.to_numpy(),
+                rows=[str(i) for i in grid.index],
+                cols=[str(h) for h in grid.columns],
+                title=lab,
+                xlabel="head",
+                ylabel="layer",
+                size=200,
+            )
+        )
+    return FigureSpec(name, title, tuple(panels))
 
 
-def roles_figure(roles: pd.DataFrame, *, title: str = "head roles") -> Any:
+def _role_short(label: str) -> str:
+    short = label.replace("previous", "prev").replace("punctuation", "punct")
+    return short.replace("sink ", "sink\n", 1)
+
+
+def roles_figure(
+    roles: pd.DataFrame, *, name: str = "head-roles", title: str = "head roles"
+) -> FigureSpec:
     """Layer x head grid coloured by each head's main role, labelled (sinks name their token)."""
-    from matplotlib.colors import ListedColormap
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
-
-    codes = pd.Series(pd.Categorical(roles["role"], categories=_metrics.ROLES).codes, roles.index)
-    grid = codes.unstack("head")
+    role = roles["role"].astype(str).unstack("head")
     labels = roles["label"].astype(str).unstack("head")
-    n_l, n_h = grid.shape
-    fig = Figure(
-        figsize=(max(4.0, 0.55 * n_h + 2.5), max(2.5, 0.45 * n_l + 1.2)), layout="constrained"
-    )
-    ax = fig.subplots()
-    cmap = ListedColormap([ROLE_COLORS[r] for r in _metrics.ROLES])
-    ax.imshow(grid.to_numpy(), cmap=cmap, vmin=-0.5, vmax=len(_metrics.ROLES) - 0.5, aspect="auto")
-    ax.set_xticks(range(n_h), [str(h) for h in grid.columns], fontsize=7)
-    ax.set_yticks(range(n_l), [str(layer) for layer in grid.index], fontsize=7)
-    ax.set_xlabel("head", fontsize=8)
-    ax.set_ylabel("layer", fontsize=8)
-    if n_l * n_h <= 160:
-        for i in range(n_l):
-            for j in range(n_h):
-                text = str(labels.iat[i, j])
-                if text != "other":
-                    short = text.replace("previous", "prev").replace("punctuation", "punct")
-                    ax.text(
-                        j, i, short.replace("sink ", "sink\n"), ha="center", va="center", fontsize=5
-                    )
+    n_l, n_h = role.shape
+    codes = np.vectorize(_metrics.ROLES.index)(role.to_numpy())
+    text = {}
+    if n_l * n_h <= _ROLE_TEXT_CELLS:
+        text = {
+            (i, j): _role_short(str(labels.iat[i, j]))
+            for i in range(n_l)
+            for j in range(n_h)
+            if labels.iat[i, j] != "other"
+        }
     used = [r for r in _metrics.ROLES if (roles["role"] == r).any()]
-    ax.legend(
-        handles=[Patch(color=ROLE_COLORS[r], label=r) for r in used],
-        loc="upper left",
-        bbox_to_anchor=(1.01, 1.0),
-        fontsize=7,
-        frameon=False,
+    panel = heatmap(
+        codes,
+        rows=[str(i) for i in role.index],
+        cols=[str(h) for h in role.columns],
+        xlabel="head",
+        ylabel="layer",
+        colors=[[ROLE_COLORS[r] for r in row] for row in role.to_numpy()],
+        legend=[(r, ROLE_COLORS[r]) for r in used],
+        text=text,
+        hover=labels.to_numpy().tolist(),
+        size=40 * max(n_l, n_h),
     )
-    ax.set_title(title, fontsize=10)
-    return fig
+    return FigureSpec(name, title, (panel,))
 
 
-def distance_figure(distances: pd.DataFrame, *, title: str = "head distances") -> Any:
+def distance_figure(
+    distances: pd.DataFrame, *, name: str = "head-distances", title: str = "head distances"
+) -> FigureSpec:
     """The head-distance matrix with rows and columns in hierarchical-cluster order."""
-    from matplotlib.figure import Figure
-
     ordered = _metrics.cluster_order(distances)
     names = [f"{layer}.{head}" for layer, head in ordered.index]
-    n = len(names)
-    size = max(4.0, min(12.0, 0.09 * n + 3.0))
-    fig = Figure(figsize=(size + 1.0, size), layout="constrained")
-    ax = fig.subplots()
-    image = ax.imshow(ordered.to_numpy(), cmap="magma_r", interpolation="nearest")
-    step = max(1, n // 48)
-    ticks = list(range(0, n, step))
-    ax.set_xticks(ticks, [names[i] for i in ticks], rotation=90, fontsize=5)
-    ax.set_yticks(ticks, [names[i] for i in ticks], fontsize=5)
-    fig.colorbar(image, ax=ax, shrink=0.8).ax.tick_params(labelsize=7)
-    ax.set_title(title + " (cluster order, labels L.H)", fontsize=10)
-    return fig
+    panel = heatmap(
+        ordered.to_numpy(),
+        rows=names,
+        cols=names,
+        title="cluster order, labels L.H",
+        cmap="magma_r",
+        vmin=0.0,
+        size=max(240, min(560, 7 * len(names))),
+    )
+    return FigureSpec(name, title, (panel,))
 
 
 def embedding_figure(
-    embedding: pd.DataFrame, roles: pd.DataFrame | None = None, *, title: str = "heads (MDS)"
-) -> Any:
-    """2-D MDS scatter of the heads labelled ``L.H``, coloured by layer (or by role)."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6.5, 5.0), layout="constrained")
-    ax = fig.subplots()
-    layers = np.asarray(embedding.index.get_level_values("layer"))
+    embedding: pd.DataFrame,
+    roles: pd.DataFrame | None = None,
+    *,
+    name: str = "head-mds",
+    title: str = "heads (MDS)",
+) -> FigureSpec:
+    """2-D MDS scatter of the heads labelled ``L.H``, coloured by role when ``roles`` is given."""
+    colors = None
+    legend: list[tuple[str, str]] = []
     if roles is not None:
-        colors = [ROLE_COLORS[str(r)] for r in roles.loc[embedding.index, "role"]]
-        ax.scatter(
-            embedding["x"], embedding["y"], c=colors, s=22, edgecolors="black", linewidths=0.3
-        )
-    else:
-        points = ax.scatter(embedding["x"], embedding["y"], c=layers, cmap="viridis", s=22)
-        fig.colorbar(points, ax=ax, shrink=0.8, label="layer")
-    for (layer, head), (x, y) in zip(
-        embedding.index, embedding[["x", "y"]].to_numpy(), strict=True
-    ):
-        ax.annotate(
-            f"{layer}.{head}", (x, y), fontsize=5, xytext=(2, 2), textcoords="offset points"
-        )
-    ax.set_xlabel("MDS 1", fontsize=8)
-    ax.set_ylabel("MDS 2", fontsize=8)
-    ax.set_title(title, fontsize=10)
-    return fig
+        role = roles.loc[embedding.index, "role"].astype(str)
+        colors = [ROLE_COLORS[r] for r in role]
+        legend = [(r, ROLE_COLORS[r]) for r in _metrics.ROLES if (role == r).any()]
+    panel = scatter(
+        embedding["x"].to_numpy(),
+        embedding["y"].to_numpy(),
+        labels=[f"{layer}.{head}" for layer, head in embedding.index],
+        xlabel="MDS 1",
+        ylabel="MDS 2",
+        colors=colors,
+        legend=legend,
+    )
+    return FigureSpec(name, title, (panel,))
 
 
-def comparison_figure(comparison: Comparison, layer: int, head: int) -> Any:
+def comparison_figure(comparison: Comparison, layer: int, head: int) -> FigureSpec:
     """The two aligned attention maps of one head side by side, with their difference."""
-    from matplotlib.figure import Figure
-
     wa, wb = comparison.aligned_maps(layer, head)
     qa = [comparison.a.query.tokens[i] for i in comparison.query_pairs[:, 0]]
     qb = [comparison.b.query.tokens[i] for i in comparison.query_pairs[:, 1]]
     ka = [comparison.a.key.tokens[i] for i in comparison.key_pairs[:, 0]]
     kb = [comparison.b.key.tokens[i] for i in comparison.key_pairs[:, 1]]
-    n = max(len(qa), len(ka))
-    size = max(2.6, min(6.0, 0.22 * n + 1.6))
-    fig = Figure(figsize=(3 * size + 1.0, size + 0.4), layout="constrained")
-    axes = fig.subplots(1, 3)
+    size = max(160, min(360, 14 * max(len(qa), len(ka))))
     panels = (
-        (wa, "a", qa, ka, "Blues", 0.0, 1.0),
-        (wb, "b", qb, kb, "Blues", 0.0, 1.0),
-        (wb - wa, "b - a", qb, kb, "RdBu_r", -1.0, 1.0),
-    )
-    for ax, (w, name, rows, cols, cmap, lo, hi) in zip(axes, panels, strict=True):
-        image = ax.imshow(w, cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
-        ax.set_xticks(range(len(cols)), cols, rotation=90, fontsize=6)
-        ax.set_yticks(range(len(rows)), rows, fontsize=6)
-        ax.set_title(name, fontsize=9)
-        fig.colorbar(image, ax=ax, shrink=0.7).ax.tick_params(labelsize=6)
+        heatmap(wa, rows=qa, cols=ka, title="a", cmap="blues", vmin=0, vmax=1, size=size,
+                xlabel="key", ylabel="query", annotate=False),
+        heatmap(wb, rows=qb, cols=kb, title="b", cmap="blues", vmin=0, vmax=1, size=size,
+                xlabel="key", ylabel="query", annotate=False),
+        heatmap(wb - wa, rows=qb, cols=kb, title="b − a", cmap="rdbu", vmin=-1, vmax=1,
+                size=size, xlabel="key", ylabel="query", annotate=False),
+    )  # fmt: skip
     js = float(comparison.frame["js"].to_numpy()[comparison.frame.index.get_loc((layer, head))])
-    fig.suptitle(f"head {layer}.{head}: JS divergence {js:.3f}", fontsize=10)
-    return fig
+    return FigureSpec(
+        f"compare-{layer}-{head}", f"head {layer}.{head}: JS divergence {js:.3f}", panels
+    )
 
 
 # --------------------------------------------------------------------------- report sections
@@ -199,37 +214,37 @@ def _stack_analysis(kind: str, stack: AttentionStack, model: str) -> dict[str, A
     roles = _metrics.head_roles(metrics)
     table = metrics.join(roles[["label"]]).rename(columns={"label": "role"})
     columns = [*_metrics.list_metrics(), "sink_token", "sink_share", "role"]
-    distances = _metrics.head_distance_frame(stack, "js")
-    embedding = _metrics.head_embedding(distances)
     label = "self-attention" if kind == "self" else f"{kind} attention"
-    figures: list[StaticFigure] = [
-        save_figure(
-            metric_heatmap_figure(metrics, title=f"{model} — {label}"),
-            f"head-analysis-{kind}-heatmaps",
-            f"metric heatmaps, {label}",
-        ),
-        save_figure(
-            roles_figure(roles, title=f"head roles — {label}"),
-            f"head-roles-{kind}",
-            f"head roles, {label}",
-        ),
-        save_figure(
-            distance_figure(distances, title=f"JS distance — {label}"),
-            f"head-distances-{kind}",
-            f"head distances, {label}",
-        ),
-        save_figure(
-            embedding_figure(embedding, roles, title=f"heads by MDS — {label}"),
-            f"head-mds-{kind}",
-            f"MDS of heads, {label}",
+    figures = [
+        roles_figure(roles, name=f"head-roles-{kind}", title=f"head roles — {label}"),
+        metric_heatmap_figure(
+            metrics, name=f"head-metrics-{kind}", title=f"{model} — {label}, per head"
         ),
     ]
+    if len(metrics) > 1:
+        distances = _metrics.head_distance_frame(stack, "js")
+        figures.append(
+            distance_figure(
+                distances,
+                name=f"head-distances-{kind}",
+                title=f"JS distance between heads — {label}",
+            )
+        )
+        if len(metrics) > 2:
+            figures.append(
+                embedding_figure(
+                    _metrics.head_embedding(distances),
+                    roles,
+                    name=f"head-mds-{kind}",
+                    title=f"heads placed by MDS of their distances — {label}",
+                )
+            )
     summary = _metrics.layer_summary(metrics, roles)
     return {
         "kind": kind,
         "label": label,
-        "columns": ["layer", "head", *columns],
-        "rows": _records(table, columns),
+        "columns": columns,
+        "rows": [[kind, *row] for row in _records(table, columns)],
         "summary_columns": ["layer", *summary.columns],
         "summary_rows": [
             [int(i), *map(float, r)] for i, r in zip(summary.index, summary.to_numpy(), strict=True)
@@ -240,25 +255,35 @@ def _stack_analysis(kind: str, stack: AttentionStack, model: str) -> dict[str, A
 
 
 def head_analysis_section(ctx: ReportContext) -> Section:
-    """Section builder: full head metrics, roles, per-layer summary, distances and MDS."""
+    """Section builder "Head metrics & roles": roles, a heatmap per metric, distances, MDS,
+    per-layer summary and one sortable table of every head's metrics (CSV download)."""
+    from .report import Section
+
     model = str(ctx.capture.metadata.get("model_name", "model"))
     parts = [_stack_analysis(kind, stack, model) for kind, stack in ctx.capture.stacks.items()]
-    return Section("head-analysis", "Head analysis", "sections/heads.html.j2", {"parts": parts})
+    return Section(
+        "head-metrics",
+        "Head metrics & roles",
+        "sections/heads.html.j2",
+        {
+            "parts": parts,
+            "columns": ["kind", "layer", "head", *parts[0]["columns"]],
+            "rows": [row for part in parts for row in part["rows"]],
+        },
+        scripts=FIGURE_SCRIPTS,
+    )
 
 
-def comparison_section(comparison: Comparison, *, k: int = 5) -> Any:
+def comparison_section(comparison: Comparison, *, k: int = 5) -> Callable[[Any], Section]:
     """A section builder showing ``comparison``: ranked changes and the top ``k`` heads' maps."""
 
     def build(ctx: ReportContext) -> Section:
+        from .report import Section
+
         ranked = comparison.ranked()
-        columns = [c for c in ranked.columns]
+        columns = list(ranked.columns)
         figures = [
-            save_figure(
-                comparison_figure(comparison, int(layer), int(head)),
-                f"compare-{layer}-{head}",
-                f"head {layer}.{head}",
-            )
-            for layer, head in ranked.index[:k]
+            comparison_figure(comparison, int(layer), int(head)) for layer, head in ranked.index[:k]
         ]
         return Section(
             "comparison",
@@ -273,6 +298,7 @@ def comparison_section(comparison: Comparison, *, k: int = 5) -> Any:
                 "rows": _records(ranked, columns),
                 "figures": figures,
             },
+            scripts=FIGURE_SCRIPTS,
         )
 
     return build
@@ -282,6 +308,8 @@ def comparison_report(
     capture: Capture, comparison: Comparison, *, k: int = 5, title: str | None = None
 ) -> Report:
     """A report page for ``comparison`` (``capture`` is side a's, for the overview)."""
+    from .report import build_report, overview_section
+
     if not isinstance(capture, Capture):
         raise TypeError("comparison_report needs side a's Capture (Inspection.capture)")
     return build_report(
@@ -293,12 +321,14 @@ def comparison_report(
 
 __all__ = [
     "HEATMAP_METRICS",
+    "ROLE_COLORS",
     "comparison_figure",
     "comparison_report",
     "comparison_section",
     "distance_figure",
     "embedding_figure",
     "head_analysis_section",
+    "heatmap_columns",
     "metric_heatmap_figure",
     "roles_figure",
 ]

@@ -6,7 +6,13 @@ Each section is built by a *section builder*, a function ``(ReportContext) -> Se
 
 ``overview`` (model facts, input, tokens) · ``head-view`` and ``model-view`` (bertviz) ·
 ``head-grid`` (every head's map, small multiples with hover and zoom) · ``head-metrics``
-(sortable table + layer x head heatmaps, PNG/SVG) · ``data`` (CSV downloads).
+("Head metrics & roles" from :mod:`inspector.render.heads`: roles at a glance, a layer x head
+heatmap per metric, head distances in cluster order, MDS scatter, sortable table) · ``data``
+(CSV downloads).
+
+Figures are data: a section passes :class:`inspector.render.figures.FigureSpec` objects to
+``sections/_figures.html.j2`` and lists ``figures.js`` in its ``scripts``; the page draws them as
+SVG (with SVG and PNG downloads), so building a report draws nothing in Python.
 
 Adding a section (head analysis, "what mattered", generation, ...) needs no change here::
 
@@ -39,8 +45,8 @@ from .. import metrics as _metrics
 from ..capture import Capture
 from ..errors import InputError
 from . import _assets
-from .figures import StaticFigure, metric_heatmaps, save_figure
 from .generation_section import generation_section
+from .heads import head_analysis_section
 from .views import (
     PageData,
     RenderedHTML,
@@ -247,37 +253,6 @@ def head_grid_section(ctx: ReportContext) -> Section:
     return Section("head-grid", "Every head", "sections/head_grid.html.j2", {"grids": grids})
 
 
-def metrics_section(ctx: ReportContext) -> Section:
-    frame = ctx.metrics
-    figures: list[StaticFigure] = []
-    for kind, stack in ctx.capture.stacks.items():
-        sub = frame[frame["kind"] == kind]
-        fig = metric_heatmaps(
-            sub,
-            HEAD_METRICS,
-            title=f"{ctx.capture.metadata.get('model_name', 'model')} — {kind} attention",
-            layers=stack.layers,
-            heads=stack.heads,
-        )
-        figures.append(save_figure(fig, f"head-metrics-{kind}", f"{kind} attention"))
-    columns = ["kind", "layer", "head", *(m for m, _ in HEAD_METRICS)]
-    rows = [
-        [r["kind"], int(r["layer"]), int(r["head"]), *(float(r[m]) for m, _ in HEAD_METRICS)]
-        for r in frame.to_dict("records")
-    ]
-    return Section(
-        "head-metrics",
-        "Head metrics",
-        "sections/head_metrics.html.j2",
-        {
-            "columns": columns,
-            "labels": ["kind", "layer", "head", *(label for _, label in HEAD_METRICS)],
-            "rows": rows,
-            "figures": figures,
-        },
-    )
-
-
 def data_section(ctx: ReportContext) -> Section:
     n_rows = sum(int(np.prod(s.shape)) for s in ctx.capture.stacks.values())
     return Section(
@@ -305,7 +280,7 @@ DEFAULT_SECTIONS: tuple[SectionBuilder, ...] = (
     head_view_section,
     model_view_section,
     head_grid_section,
-    metrics_section,
+    head_analysis_section,  # "Head metrics & roles" (inspector.render.heads)
     data_section,
 )
 
