@@ -840,7 +840,9 @@ def head_embedding(distances: pd.DataFrame, n_components: int = 2) -> pd.DataFra
     n = d.shape[0]
     j = np.eye(n) - 1.0 / n
     b = -0.5 * j @ (d**2) @ j
-    values, vectors = np.linalg.eigh(b)
+    from scipy.linalg import eigh  # numpy's eigh can stall on threads for small matrices
+
+    values, vectors = eigh(b)
     top = np.argsort(values)[::-1][:n_components]
     coords = vectors[:, top] * np.sqrt(np.maximum(values[top], 0.0))
     if coords.shape[1] < n_components:
