@@ -14,6 +14,7 @@ scatter labelled ``L.H``, per-layer summary and the sortable metrics table) and
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -209,7 +210,9 @@ def _records(frame: pd.DataFrame, columns: Sequence[str]) -> list[list[Any]]:
     return rows
 
 
-def _stack_analysis(kind: str, stack: AttentionStack, model: str) -> dict[str, Any]:
+def _stack_analysis(
+    kind: str, stack: AttentionStack, model: str, distances: Future[pd.DataFrame] | None
+) -> dict[str, Any]:
     metrics = _metrics.head_metrics(stack)
     roles = _metrics.head_roles(metrics)
     table = metrics.join(roles[["label"]]).rename(columns={"label": "role"})
@@ -221,30 +224,29 @@ def _stack_analysis(kind: str, stack: AttentionStack, model: str) -> dict[str, A
             metrics, name=f"head-metrics-{kind}", title=f"{model} — {label}, per head"
         ),
     ]
-    if len(metrics) > 1:
-        distances = _metrics.head_distance_frame(stack, "js")
+    summary = _metrics.layer_summary(metrics, roles)
+    rows = [[kind, *row] for row in _records(table, columns)]
+    if distances is not None:
+        dist = distances.result()
         figures.append(
             distance_figure(
-                distances,
-                name=f"head-distances-{kind}",
-                title=f"JS distance between heads — {label}",
+                dist, name=f"head-distances-{kind}", title=f"JS distance between heads — {label}"
             )
         )
-        if len(metrics) > 2:
+        if len(dist) > 2:
             figures.append(
                 embedding_figure(
-                    _metrics.head_embedding(distances),
+                    _metrics.head_embedding(dist),
                     roles,
                     name=f"head-mds-{kind}",
                     title=f"heads placed by MDS of their distances — {label}",
                 )
             )
-    summary = _metrics.layer_summary(metrics, roles)
     return {
         "kind": kind,
         "label": label,
         "columns": columns,
-        "rows": [[kind, *row] for row in _records(table, columns)],
+        "rows": rows,
         "summary_columns": ["layer", *summary.columns],
         "summary_rows": [
             [int(i), *map(float, r)] for i, r in zip(summary.index, summary.to_numpy(), strict=True)
@@ -256,11 +258,24 @@ def _stack_analysis(kind: str, stack: AttentionStack, model: str) -> dict[str, A
 
 def head_analysis_section(ctx: ReportContext) -> Section:
     """Section builder "Head metrics & roles": roles, a heatmap per metric, distances, MDS,
-    per-layer summary and one sortable table of every head's metrics (CSV download)."""
+    per-layer summary and one sortable table of every head's metrics (CSV download).
+
+    The head distances (numpy, the costly part) are computed on a worker thread while the
+    metrics, roles and tables are built; the result does not depend on the timing.
+    """
     from .report import Section
 
     model = str(ctx.capture.metadata.get("model_name", "model"))
-    parts = [_stack_analysis(kind, stack, model) for kind, stack in ctx.capture.stacks.items()]
+    stacks = ctx.capture.stacks
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = {
+            kind: pool.submit(_metrics.head_distance_frame, stack, "js")
+            for kind, stack in stacks.items()
+            if len(stack.layers) * len(stack.heads) > 1
+        }
+        parts = [
+            _stack_analysis(kind, stack, model, pending.get(kind)) for kind, stack in stacks.items()
+        ]
     return Section(
         "head-metrics",
         "Head metrics & roles",
