@@ -141,7 +141,9 @@
       el(bar, "rect", { x: x, y: (i * height) / steps, width: 10, height: height / steps + 0.5, fill: css(rgb(p, v)) });
     }
     el(g, "rect", { x: x, y: 0, width: 10, height: height, fill: "none", stroke: "#888", "stroke-width": 0.5 });
+    var tiny = 1e-6 * Math.max(Math.abs(p.vmin), Math.abs(p.vmax));
     [[p.vmax, 0], [(p.vmin + p.vmax) / 2, height / 2], [p.vmin, height]].forEach(function (t) {
+      t[0] = Math.abs(t[0]) < tiny ? 0 : t[0];
       el(g, "line", { x1: x + 10, x2: x + 13, y1: t[1], y2: t[1], stroke: "#888", "stroke-width": 0.5 });
       el(g, "text", { x: x + 15, y: t[1], dy: "0.35em", "font-size": 9, fill: "#333" }, fmt(t[0]));
     });
@@ -307,7 +309,8 @@
 
   function scatterLayout(p) {
     var leg = legendBox({ legend: p.legend, colors: true });
-    var L = { p: p, pw: 380, ph: 300, top: p.title ? 22 : 6, left: 40 + (p.ylabel ? 14 : 0) };
+    var big = p.x.length > 40;
+    var L = { p: p, pw: big ? 560 : 380, ph: big ? 420 : 300, top: p.title ? 22 : 6, left: 40 + (p.ylabel ? 14 : 0) };
     var pad = function (v) {
       var lo = Math.min.apply(null, v);
       var hi = Math.max.apply(null, v);
