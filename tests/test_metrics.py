@@ -209,6 +209,28 @@ def test_head_distances_js_and_cosine() -> None:
         M.head_distances(st, "euclid")
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_head_distances_js_match_pairwise_rows(causal: bool) -> None:
+    """The mixture-only formulation equals JS distances computed pair by pair."""
+    rng = np.random.default_rng(2)
+    logits = 3 * rng.normal(size=(3, 4, 17, 17))
+    if causal:  # zeros above the diagonal, as in decoders
+        logits = np.where(np.tril(np.ones((17, 17), dtype=bool)), logits, -np.inf)
+    w = np.exp(logits - logits.max(-1, keepdims=True))
+    w = (w / w.sum(-1, keepdims=True)).astype(np.float32)
+    w[1, 2] = w[0, 1]  # an identical pair: exactly 0
+    x = w.reshape(12, 17, 17)
+    ref = np.array(
+        [[np.sqrt(M.js_divergence_rows(x[a], x[b])).mean() for b in range(12)] for a in range(12)]
+    )
+    np.fill_diagonal(ref, 0.0)
+    for workers in (1, 2, 3):
+        for block in (1, 17 * 17 * 5, 1 << 22):
+            d = M.head_distances(w, "js", block=block, workers=workers)
+            np.testing.assert_allclose(d, ref, atol=1e-5, rtol=0)
+            assert d[1, 6] == 0.0 and d[6, 1] == 0.0
+
+
 def test_js_rows_match_scipy() -> None:
     from scipy.spatial.distance import jensenshannon
 
