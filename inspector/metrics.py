@@ -741,7 +741,7 @@ def head_distances(
     stack: AttentionStack | np.ndarray,
     method: str = "js",
     *,
-    block: int = 1 << 22,
+    block: int = 1 << 18,
     workers: int | None = None,
 ) -> np.ndarray:
     """Distance between every pair of heads of one input: ``(layer*head, layer*head)``.
@@ -758,8 +758,8 @@ def head_distances(
 
     ``js`` needs one logarithm per pair, query and key (``JS = H(M) - (H(P) + H(Q)) / 2``: the
     heads' own entropies are computed once); ``block`` bounds the float32 elements of each
-    work buffer, and ``workers`` threads (default: up to 2) share the pairs (numpy releases the
-    GIL).
+    work buffer (the default, 1 MiB, stays in cache), and ``workers`` threads (default: up to 2)
+    share the pairs (numpy releases the GIL).
     """
     w = _weights_of(stack)
     n_l, n_h, n_q, n_k = w.shape
