@@ -67,6 +67,8 @@ ROLE_SCORES = {
 DETECTORS = ("previous_token", "duplicate_token", "induction")
 _TINY = np.float32(1e-30)
 _LN2 = float(np.log(2.0))
+#: Pair elements (pairs x query x key) from which head_distances("js") uses 2 threads by default.
+_JS_THREADED_ELEMENTS = 1 << 24
 
 
 # --------------------------------------------------------------------------- context
@@ -758,8 +760,8 @@ def head_distances(
 
     ``js`` needs one logarithm per pair, query and key (``JS = H(M) - (H(P) + H(Q)) / 2``: the
     heads' own entropies are computed once); ``block`` bounds the float32 elements of each
-    work buffer (the default, 1 MiB, stays in cache), and ``workers`` threads (default: up to 2)
-    share the pairs (numpy releases the GIL).
+    work buffer (the default, 1 MiB, stays in cache), and ``workers`` threads share the pairs
+    (numpy releases the GIL; default: 2 for long inputs, 1 for short ones).
     """
     w = _weights_of(stack)
     n_l, n_h, n_q, n_k = w.shape
@@ -784,7 +786,9 @@ def head_distances(
         stop = min(n, start + chunk)
         s = x_tiny[start:stop] + x[start:stop]
         self_sums[start:stop] = _doubled_mixture(s, np.empty_like(s), 2 * row_sums[start:stop])
-    n_workers = max(1, min(workers or 2, n - 1))
+    # threads pay off on long inputs only (short ones are dominated by per-call overhead)
+    big = n * (n - 1) // 2 * n_q * n_k >= _JS_THREADED_ELEMENTS
+    n_workers = max(1, min(workers or (2 if big else 1), n - 1))
     buf_rows = min(chunk, max(1, n - 1))
 
     def run(first: int) -> list[tuple[int, np.ndarray]]:
