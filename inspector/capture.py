@@ -557,8 +557,11 @@ class AttentionRecorder:
         self.model_name = model_name
         self.causal_kinds = tuple(causal_kinds)
         torch_dtype = getattr(torch, dtype)
+        # empty, not zeros: every row a hook writes is written in full (its columns past the
+        # keys it saw are zeroed there), and weights() cuts away rows no hook wrote; zeroing
+        # the whole buffer first would cost a second pass over hundreds of MiB.
         self.buffers = {
-            k: torch.zeros((len(layers), len(heads), rows, cols), dtype=torch_dtype)
+            k: torch.empty((len(layers), len(heads), rows, cols), dtype=torch_dtype)
             for k, (rows, cols) in shapes.items()
         }
         self.filled = {k: [0] * len(layers) for k in shapes}
@@ -630,6 +633,8 @@ class AttentionRecorder:
                 else w[0].index_select(0, self._head_index.to(w.device))
             )
             buf[li, :, start : start + q, :k].copy_(part)
+            if k < buf.shape[3]:
+                buf[li, :, start : start + q, k:].zero_()
             self.filled[kind][li] = start + q
             self.width[kind] = max(self.width[kind], k)
             self.calls[kind] += 1
@@ -653,6 +658,12 @@ class AttentionRecorder:
         if self.calls[kind] == 0:
             raise AttentionUnavailableError(
                 f"{self.model_name}: no {kind} attention module ran during the forward pass"
+            )
+        written = self.rows(kind)
+        if rows > written:
+            raise CaptureError(
+                f"{self.model_name}: the {kind} attention modules wrote {written} query rows, "
+                f"{rows} were expected; the forward pass did not see the whole input"
             )
         buf = self.buffers[kind]
         if rows == buf.shape[2] and cols == buf.shape[3]:
