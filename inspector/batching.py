@@ -28,9 +28,10 @@ from .capture import (
     _tokens_from_encoding,
     bundle_metadata,
     bundle_sites,
+    check_layer_attentions,
     out_of_memory_hint,
 )
-from .errors import AttentionUnavailableError, CaptureError, InputError
+from .errors import InputError
 from .loading import ModelBundle
 
 
@@ -136,17 +137,7 @@ def _batched(attentions: Any, bundle: ModelBundle, kind: str) -> np.ndarray:
     """``(batch, layer, head, query, key)`` float32 from the model's per-layer tuple."""
     import torch
 
-    if attentions is None or len(attentions) == 0 or any(a is None for a in attentions):
-        raise AttentionUnavailableError(
-            f"{bundle.name}: the model returned no {kind} attention weights (attention "
-            f"implementation {bundle.attn_implementation!r}); load it with "
-            f"attn_implementation='eager' — inspector.load does this for you"
-        )
-    if len(attentions) != bundle.n_layers:
-        raise CaptureError(
-            f"{bundle.name}: got {len(attentions)} {kind} attention layers, the config says "
-            f"{bundle.n_layers}"
-        )
+    check_layer_attentions(attentions, bundle, kind)
     return torch.stack(list(attentions), dim=1).float().cpu().numpy()
 
 

@@ -394,11 +394,8 @@ def _heuristic_words(tokens: list[str], special: np.ndarray) -> tuple[list[Any],
     return words, [None if s else 0 for s in special]
 
 
-def _stack_attentions(
-    attentions: Any, bundle: ModelBundle, kind: str, layers: tuple[int, ...], heads: tuple[int, ...]
-) -> np.ndarray:
-    import torch
-
+def check_layer_attentions(attentions: Any, bundle: ModelBundle, kind: str) -> None:
+    """Raise unless ``attentions`` holds one weight tensor per layer of the model."""
     if attentions is None or len(attentions) == 0 or any(a is None for a in attentions):
         raise AttentionUnavailableError(
             f"{bundle.name}: the model returned no {kind} attention weights (attention "
@@ -410,6 +407,14 @@ def _stack_attentions(
             f"{bundle.name}: got {len(attentions)} {kind} attention layers, the config says "
             f"{bundle.n_layers}; encoder and decoder stacks of different depth are not supported"
         )
+
+
+def _stack_attentions(
+    attentions: Any, bundle: ModelBundle, kind: str, layers: tuple[int, ...], heads: tuple[int, ...]
+) -> np.ndarray:
+    import torch
+
+    check_layer_attentions(attentions, bundle, kind)
     picked = [attentions[i] for i in layers]
     stacked = torch.stack([a[0] for a in picked])
     if len(heads) != stacked.shape[1]:
