@@ -9,8 +9,7 @@ Timings take the minimum over interleaved repeats, which is robust to a busy mac
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
+from bench._timing import best_time as _best
 
 SENTENCE = (
     "The quick brown fox jumps over the lazy dog while researchers inspect attention heads, "
@@ -28,15 +27,6 @@ def _text_of(tokenizer, n_tokens: int) -> str:
         else:
             hi = mid - 1
     return " ".join(words[:lo])
-
-
-def _best(fn: Callable[[], object], repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def main() -> str:

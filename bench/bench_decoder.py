@@ -20,9 +20,10 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
+
+from bench._timing import best_time as _best
 
 SENTENCE = (
     "The quick brown fox jumps over the lazy dog while researchers inspect attention heads, "
@@ -75,15 +76,6 @@ def _text_of(tokenizer, n_tokens: int) -> str:
     while len(tokenizer(text)["input_ids"]) < n_tokens:
         text += SENTENCE
     return text
-
-
-def _best(fn: Callable[[], object], repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def _interleaved(

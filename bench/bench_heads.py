@@ -11,8 +11,9 @@ One input at 128 tokens (minimum over repeats, robust to a busy machine), and 20
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
+
+from bench._timing import best_time as _best
 
 SENTENCE = (
     "The quick brown fox jumps over the lazy dog while researchers inspect attention heads, "
@@ -25,15 +26,6 @@ TREEBANK = (
     / "ud-english-ewt"
     / "en_ewt-ud-dev.conllu"
 )
-
-
-def _best(fn: Callable[[], object], repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def _sentences(n: int) -> list[str]:
