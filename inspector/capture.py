@@ -311,6 +311,27 @@ def select_indexes(indexes: Sequence[int] | int | None, count: int, what: str) -
     return _select(indexes, count, what)  # type: ignore[arg-type]
 
 
+def captured_positions(wanted: Any, present: tuple[int, ...], what: str) -> list[int]:
+    """Positions in ``present`` (a stack's model layer or head indexes) of the ``wanted`` ones.
+
+    ``None`` keeps all; an index that was not captured is an :class:`InputError` naming those
+    that were.
+    """
+    if wanted is None:
+        return list(range(len(present)))
+    out: list[int] = []
+    for i in [wanted] if isinstance(wanted, int | np.integer) else list(wanted):
+        if not isinstance(i, int | np.integer) or isinstance(i, bool):
+            raise InputError(f"{what} indexes must be integers, got {i!r}")
+        if int(i) not in present:
+            raise InputError(f"{what} {i} was not captured; captured {what}s: {list(present)}")
+        if present.index(int(i)) not in out:
+            out.append(present.index(int(i)))
+    if not out:
+        raise InputError(f"no {what}s selected; give at least one {what} index")
+    return sorted(out)
+
+
 def _encode(
     bundle: ModelBundle,
     text: str,

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ._io import atomic_path
-from .capture import AttentionStack, Capture, Tokens
+from .capture import AttentionStack, Capture, Tokens, captured_positions
 from .errors import InputError
 
 #: The columns of every attention frame, in order (``kind`` is added for encoder-decoder models).
@@ -57,23 +57,8 @@ def select_stack(
     if layers is None and heads is None:
         return stack
 
-    def positions(wanted: Any, present: tuple[int, ...], what: str) -> list[int]:
-        if wanted is None:
-            return list(range(len(present)))
-        out: list[int] = []
-        for i in [wanted] if isinstance(wanted, int | np.integer) else list(wanted):
-            if not isinstance(i, int | np.integer) or isinstance(i, bool):
-                raise InputError(f"{what} indexes must be integers, got {i!r}")
-            if int(i) not in present:
-                raise InputError(f"{what} {i} was not captured; captured {what}s: {list(present)}")
-            if present.index(int(i)) not in out:
-                out.append(present.index(int(i)))
-        if not out:
-            raise InputError(f"no {what}s selected; give at least one {what} index")
-        return sorted(out)
-
-    li = positions(layers, stack.layers, "layer")
-    hi = positions(heads, stack.heads, "head")
+    li = captured_positions(layers, stack.layers, "layer")
+    hi = captured_positions(heads, stack.heads, "head")
     weights = stack.weights[np.ix_(li, hi)]
     return AttentionStack(
         weights,

@@ -35,6 +35,7 @@ from .capture import (
     _tokens_from_encoding,
     bundle_metadata,
     bundle_sites,
+    captured_positions,
     chat_text,
     out_of_memory_hint,
     select_indexes,
@@ -395,8 +396,8 @@ def generation_steps(
     if kind not in capture.stacks:
         raise InputError(f"no {kind!r} attention in this capture; it has {list(capture.stacks)}")
     stack = capture.stacks[kind]
-    li = _positions(layers, stack.layers, "layer")
-    hi = _positions(heads, stack.heads, "head")
+    li = captured_positions(layers, stack.layers, "layer")
+    hi = captured_positions(heads, stack.heads, "head")
     query, key = stack.query, stack.key
     positions = np.flatnonzero(np.asarray(query.generated))
     rows: list[dict[str, Any]] = []
@@ -435,13 +436,3 @@ def generation_steps(
         "weight",
     ]
     return pd.DataFrame(rows, columns=columns)
-
-
-def _positions(wanted: Any, present: tuple[int, ...], what: str) -> list[int]:
-    if wanted is None:
-        return list(range(len(present)))
-    chosen = select_indexes(wanted, max(present) + 1, what)
-    missing = [i for i in chosen if i not in present]
-    if missing:
-        raise InputError(f"{what} {missing[0]} was not captured; captured {what}s: {list(present)}")
-    return [present.index(i) for i in chosen]

@@ -179,3 +179,9 @@ def test_report_has_a_generation_section_only_after_generate(tiny):
     assert 'id="generation"' not in m.inspect(PROMPT).report().html
     steps = ins.generation_steps(top_k=2, skip_special=True)
     assert not steps["key_token"].isin(["<|endoftext|>"]).any()
+
+
+def test_generation_steps_name_an_uncaptured_layer(tiny):
+    ins = tiny["gpt2"].generate(PROMPT, max_new_tokens=2, layers=[0])
+    with pytest.raises(InputError, match=r"layer 1 was not captured; captured layers: \[0\]"):
+        generation_steps(ins.capture, layers=[1])
