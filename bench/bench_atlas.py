@@ -54,7 +54,7 @@ def _bare_forward(bundle: object, texts: list[str], batch_size: int) -> float:
 
 
 def _atlas_rate(bundle: object, texts: list[str], batch_size: int, **kw: object) -> float:
-    from inspector.atlas import run_atlas
+    from inspector.corpus.engine import run_atlas
 
     start = time.perf_counter()
     run_atlas(bundle, texts, batch_size=batch_size, progress=False, **kw)  # type: ignore[arg-type]
@@ -65,8 +65,8 @@ _RSS_CHILD = """
 import json, os, resource, sys
 os.environ["HF_HUB_OFFLINE"] = "1"
 from bench.bench_atlas import _sentences, RSS_MAX_LENGTH
-from inspector.loading import load_model
-from inspector.atlas import run_atlas
+from inspector.models.loading import load_model
+from inspector.corpus.engine import run_atlas
 n = int(sys.argv[1])
 bundle = load_model("minilm")
 texts = _sentences(n)
@@ -95,7 +95,7 @@ def _ray_rate(texts: list[str], batch_size: int) -> tuple[float | None, str]:
         import ray
     except ImportError:
         return None, "ray not installed (pip install 'attention-inspector[ray]')"
-    from inspector.atlas import run_atlas_ray
+    from inspector.corpus.ray_engine import run_atlas_ray
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
@@ -109,7 +109,7 @@ def _ray_rate(texts: list[str], batch_size: int) -> tuple[float | None, str]:
 def main() -> str:
     import torch
 
-    from inspector.loading import load_model
+    from inspector.models.loading import load_model
 
     if not TREEBANK.exists():
         return f"treebank not found at {TREEBANK}; skipped"

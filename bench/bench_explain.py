@@ -37,6 +37,8 @@ def main() -> str:
 
     import inspector
     from inspector import explain as ex
+    from inspector.explain.flow import FLOW_SECONDS_AT_LIMIT
+    from inspector.explain.model import inputs_for
 
     m = inspector.load("minilm")
     bundle = m.bundle
@@ -44,7 +46,7 @@ def main() -> str:
     text = bundle.tokenizer.decode(ids[1:-1])
     ins = m.inspect(text, truncation=True, max_length=N_TOKENS)
     n = len(ins.tokens)
-    inputs = ex.inputs_from_tokens(bundle, ins.stack.query)
+    inputs = inputs_for(bundle, ins.stack.query)
 
     def forward() -> None:
         with torch.inference_mode():
@@ -82,7 +84,7 @@ def main() -> str:
         lines.append(f"| {name} | {seconds:.3f} | {seconds / t_forward:.2f} | {goal} |")
     lines.append(
         f"| attention flow at the limit ({k} tokens, 6 layers) | {t_flow:.1f} | - | "
-        f"documented: up to about {ex.FLOW_SECONDS_AT_LIMIT:.0f} s |"
+        f"documented: up to about {FLOW_SECONDS_AT_LIMIT:.0f} s |"
     )
     return "\n".join(lines)
 

@@ -1,8 +1,8 @@
 """Head analysis: per-head metrics and the full head-distance matrix against the forward pass.
 
 Ratios, each measured in this run on MiniLM (6 layers x 12 heads): the time of
-:func:`inspector.metrics.head_metrics` (all registered metrics + sink) and of
-:func:`inspector.metrics.head_distances` (JS, all 72 x 72 pairs) over the time of the
+:func:`inspector.analysis.metrics.head_metrics` (all registered metrics + sink) and of
+:func:`inspector.analysis.distances.head_distances` (JS, all 72 x 72 pairs) over the time of the
 ``inspect()`` forward passes that produced the attention. Goals: metrics <= 0.2x, distances <= 1x.
 One input at 128 tokens (minimum over repeats, robust to a busy machine), and 200 UD-EWT sentences
 (totals over the run).
@@ -43,7 +43,7 @@ def _sentences(n: int) -> list[str]:
 
 def main() -> str:
     import inspector
-    from inspector import metrics
+    from inspector.analysis import distances, metrics
 
     m = inspector.load("minilm")
     text = (SENTENCE * 20).strip()
@@ -55,8 +55,8 @@ def main() -> str:
 
     t_fwd = _best(fwd, 5)
     t_met = _best(lambda: metrics.head_metrics(stack), 5)
-    t_js = _best(lambda: metrics.head_distances(stack, "js"), 3)
-    t_cos = _best(lambda: metrics.head_distances(stack, "cosine"), 3)
+    t_js = _best(lambda: distances.head_distances(stack, "js"), 3)
+    t_cos = _best(lambda: distances.head_distances(stack, "cosine"), 3)
 
     texts = _sentences(200)
     fwd_total = met_total = js_total = 0.0
@@ -70,7 +70,7 @@ def main() -> str:
         metrics.head_metrics(s)
         met_total += time.perf_counter() - t
         t = time.perf_counter()
-        metrics.head_distances(s, "js")
+        distances.head_distances(s, "js")
         js_total += time.perf_counter() - t
 
     rows = [

@@ -9,8 +9,12 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from .api import (
+    Atlas,
+    Comparison,
     Inspection,
     LoadedModel,
+    ModelLike,
+    Target,
     atlas,
     compare,
     detect_heads,
@@ -18,20 +22,23 @@ from .api import (
     head_metrics,
     head_similarity,
     list_embedded,
+    list_metrics,
     load,
+    read_atlas,
     read_parquet,
+    register_metric,
     syntax_probe,
 )
 from .errors import (
     AttentionUnavailableError,
     CaptureError,
     InputError,
+    InputTooLongError,
     InspectorError,
     ModelLoadError,
     ResourceError,
     UnsupportedModelError,
 )
-from .explain import Target
 
 try:
     __version__ = version("attention-inspector")
@@ -39,12 +46,16 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
     __version__ = "0.0.0"
 
 __all__ = [
+    "Atlas",
     "AttentionUnavailableError",
     "CaptureError",
+    "Comparison",
     "InputError",
+    "InputTooLongError",
     "Inspection",
     "InspectorError",
     "LoadedModel",
+    "ModelLike",
     "ModelLoadError",
     "ResourceError",
     "Target",
@@ -57,7 +68,10 @@ __all__ = [
     "head_metrics",
     "head_similarity",
     "list_embedded",
+    "list_metrics",
     "load",
+    "read_atlas",
     "read_parquet",
+    "register_metric",
     "syntax_probe",
 ]

@@ -33,3 +33,7 @@ class UnsupportedModelError(InspectorError):
 
 class ResourceError(InspectorError):
     """The machine ran out of memory; the message says what to keep less of."""
+
+
+class InputTooLongError(InputError):
+    """The input has more tokens than the model (or ``max_length``) accepts."""

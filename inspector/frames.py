@@ -1,8 +1,8 @@
 """Tidy pandas frames built from a capture: one row per (layer, head, query, key).
 
-Pure functions of :mod:`inspector.capture` objects; nothing here runs a model. Frames use compact
-dtypes (small integers, categorical tokens, float32 weights) and copy the weights unchanged, so
-``frame.weight`` equals the model's own output attentions exactly.
+Pure functions of :mod:`inspector.capture.types` objects; nothing here runs a model. Frames use
+compact dtypes (small integers, categorical tokens, float32 weights) and copy the weights
+unchanged, so ``frame.weight`` equals the model's own output attentions exactly.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ._io import atomic_path
-from .capture import AttentionStack, Capture, Tokens, captured_positions
+from .capture.types import AttentionStack, Capture, Tokens, captured_positions
 from .errors import InputError
 
 #: The columns of every attention frame, in order (``kind`` is added for encoder-decoder models).

@@ -11,22 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from factories import EWT_DEV, build_tiny
+
 # Tests never touch the network: any hub access fails fast instead of retrying.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-
-CORPUS = [
-    "The cat sat on the mat because it was tired.",
-    "A dog barked at the mailman, who ran away quickly!",
-    "Attention heads look at previous tokens, separators and punctuation.",
-    "Unbelievable results were reported in the paper's appendix.",
-    'She said: "hello world" and then left the room.',
-    "The keys to the cabinet are on the table.",
-]
-
-VOCAB_SIZE = 200
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -53,166 +44,6 @@ def _no_network() -> object:
     socket.socket.connect = real_connect  # type: ignore[method-assign]
 
 
-def _wordpiece_tokenizer() -> object:
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-    from tokenizers.trainers import WordPieceTrainer
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok.train_from_iterator(
-        CORPUS, WordPieceTrainer(vocab_size=VOCAB_SIZE, special_tokens=specials)
-    )
-    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
-    )
-    tok.decoder = decoders.WordPiece()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        unk_token="[UNK]",
-        pad_token="[PAD]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        mask_token="[MASK]",
-        model_max_length=64,
-    )
-
-
-def _bytelevel_tokenizer(template: bool) -> object:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-    from tokenizers.trainers import BpeTrainer
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    specials = ["<s>", "<pad>", "</s>", "<unk>"] if template else ["<|endoftext|>"]
-    tok.train_from_iterator(
-        CORPUS,
-        BpeTrainer(
-            vocab_size=VOCAB_SIZE + 100,
-            special_tokens=specials,
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        ),
-    )
-    if template:
-        tok.post_processor = processors.TemplateProcessing(
-            single="<s> $A </s>",
-            pair="<s> $A </s> </s> $B </s>",
-            special_tokens=[("<s>", 0), ("</s>", 2)],
-        )
-        return PreTrainedTokenizerFast(
-            tokenizer_object=tok,
-            bos_token="<s>",
-            eos_token="</s>",
-            pad_token="<pad>",
-            unk_token="<unk>",
-            model_max_length=64,
-        )
-    tok.post_processor = processors.ByteLevel(trim_offsets=False)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<|endoftext|>",
-        eos_token="<|endoftext|>",
-        unk_token="<|endoftext|>",
-        model_max_length=64,
-    )
-
-
-def _sentencepiece_tokenizer() -> object:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-    from tokenizers.trainers import UnigramTrainer
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.Unigram())
-    tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    tok.decoder = decoders.Metaspace()
-    tok.train_from_iterator(
-        CORPUS,
-        UnigramTrainer(
-            vocab_size=VOCAB_SIZE, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>"
-        ),
-    )
-    tok.post_processor = processors.TemplateProcessing(
-        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        eos_token="</s>",
-        pad_token="<pad>",
-        unk_token="<unk>",
-        model_max_length=64,
-    )
-
-
-def _build(kind: str) -> tuple[object, object]:
-    import torch
-    import transformers as tf
-
-    torch.manual_seed(0)
-    common = {"vocab_size": VOCAB_SIZE + 100}
-    if kind == "bert":
-        tok = _wordpiece_tokenizer()
-        cfg = tf.BertConfig(
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=64,
-            max_position_embeddings=64,
-            **common,
-        )
-        model = tf.BertForMaskedLM(cfg)
-    elif kind == "gpt2":
-        tok = _bytelevel_tokenizer(template=False)
-        cfg = tf.GPT2Config(
-            n_embd=32, n_layer=2, n_head=2, n_positions=64, bos_token_id=0, eos_token_id=0, **common
-        )
-        model = tf.GPT2LMHeadModel(cfg)
-    elif kind == "t5":
-        tok = _sentencepiece_tokenizer()
-        cfg = tf.T5Config(
-            d_model=32,
-            d_kv=16,
-            d_ff=64,
-            num_layers=2,
-            num_decoder_layers=2,
-            num_heads=2,
-            decoder_start_token_id=0,
-            pad_token_id=0,
-            eos_token_id=1,
-            **common,
-        )
-        model = tf.T5ForConditionalGeneration(cfg)
-    elif kind == "bart":
-        tok = _bytelevel_tokenizer(template=True)
-        cfg = tf.BartConfig(
-            d_model=32,
-            encoder_layers=2,
-            decoder_layers=2,
-            encoder_attention_heads=2,
-            decoder_attention_heads=2,
-            encoder_ffn_dim=64,
-            decoder_ffn_dim=64,
-            max_position_embeddings=64,
-            bos_token_id=0,
-            pad_token_id=1,
-            eos_token_id=2,
-            decoder_start_token_id=2,
-            forced_eos_token_id=2,
-            **common,
-        )
-        model = tf.BartForConditionalGeneration(cfg)
-    else:  # pragma: no cover
-        raise ValueError(kind)
-    model.eval()
-    return model, tok
-
-
 TINY_KINDS = ("bert", "gpt2", "t5", "bart")
 
 
@@ -221,7 +52,7 @@ def tiny_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Folders with a saved tiny model + tokenizer for each family."""
     out = {}
     for kind in TINY_KINDS:
-        model, tok = _build(kind)
+        model, tok = build_tiny(kind)
         folder = tmp_path_factory.mktemp(f"tiny-{kind}")
         model.save_pretrained(folder)
         tok.save_pretrained(folder)
@@ -265,13 +96,7 @@ def smollm2() -> object:
 @pytest.fixture(scope="session")
 def ewt_sentences() -> list[str]:
     """The first 40 sentences of the UD English EWT dev set (CC BY-SA 4.0, see its README)."""
-    path = (
-        Path(__file__).resolve().parents[1].parent
-        / "shared"
-        / "data"
-        / "ud-english-ewt"
-        / ("en_ewt-ud-dev.conllu")
-    )
+    path = EWT_DEV
     if not path.exists():
         pytest.skip(f"treebank not found at {path}")
     texts = []
@@ -283,3 +108,14 @@ def ewt_sentences() -> list[str]:
         if len(texts) >= 40:
             break
     return texts
+
+
+@pytest.fixture(scope="session")
+def ewt_slice(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first 30 sentences of the UD English EWT dev set, written to a temp file."""
+    if not EWT_DEV.exists():
+        pytest.skip(f"treebank not found at {EWT_DEV}")
+    blocks = EWT_DEV.read_text(encoding="utf-8").split("\n\n")[:30]
+    path = tmp_path_factory.mktemp("ewt") / "ewt-30.conllu"
+    path.write_text("\n\n".join(blocks) + "\n\n", encoding="utf-8")
+    return path

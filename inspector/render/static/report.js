@@ -260,9 +260,24 @@
     return parts;
   }
 
+  /** Hide the rows of the input's target table that do not contain its text (case-insensitive). */
+  function filterable(input) {
+    var table = document.getElementById(input.getAttribute("data-target"));
+    input.addEventListener("input", function () {
+      var needle = input.value.trim().toLowerCase();
+      Array.prototype.forEach.call(table.tBodies[0].rows, function (row) {
+        row.hidden = needle !== "" && row.textContent.toLowerCase().indexOf(needle) < 0;
+      });
+    });
+  }
+
+  /** The table as CSV lines: the rows shown (a filter hides rows from the download too). */
   function tableCsv(table) {
     var lines = [];
     Array.prototype.forEach.call(table.rows, function (row) {
+      if (row.hidden) {
+        return;
+      }
       lines.push(Array.prototype.map.call(row.cells, function (td) {
         return csvField(td.hasAttribute("data-value") ? td.getAttribute("data-value") : td.textContent);
       }).join(",") + "\n");
@@ -283,14 +298,16 @@
       });
     });
     document.querySelectorAll("table.ins-sortable").forEach(sortable);
+    document.querySelectorAll("input.ins-filter").forEach(filterable);
     document.querySelectorAll(".ins-download").forEach(function (button) {
       button.addEventListener("click", function () {
         var what = button.getAttribute("data-download");
         var name = button.getAttribute("data-filename");
         if (what === "frame") {
           api.download(name, frameCsv(api), "text/csv");
-        } else if (what === "metrics") {
-          api.download(name, tableCsv(document.querySelector("table.ins-metrics")), "text/csv");
+        } else if (what === "table") {
+          var table = document.getElementById(button.getAttribute("data-target"));
+          api.download(name, tableCsv(table), "text/csv");
         }
       });
     });

@@ -1,0 +1,109 @@
+"""Previous-token, duplicate-token and induction head detectors: pure functions of a stack.
+
+Each score is the share of a head's attention on the positions a detector expects; the texts that
+make induction visible (a random token sequence repeated) are built here too, from a vocabulary.
+Nothing here runs a model: ``inspector.detect_heads(model)`` does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..capture.types import AttentionStack
+from ..errors import InputError
+from .metrics import MetricContext, head_index, nan_heads
+
+DETECTORS = ("previous_token", "duplicate_token", "induction")
+
+
+def _expected_mean(weights: np.ndarray, expected: np.ndarray) -> np.ndarray:
+    """Mean over rows with an expected key of the attention mass on the expected keys."""
+    rows = expected.any(axis=1)
+    if not rows.any():
+        return nan_heads(weights)
+    mass = np.einsum("lhqk,qk->lhq", weights[..., rows, :], expected[rows].astype(np.float32))
+    return mass.mean(axis=-1, dtype=np.float64)
+
+
+def detector_masks(ctx: MetricContext) -> dict[str, np.ndarray]:
+    """The expected key positions ``(query, key)`` of each detector.
+
+    - ``previous_token``: key ``i - 1``.
+    - ``duplicate_token``: earlier keys with the same id as query ``i`` (any other occurrence for
+      bidirectional attention).
+    - ``induction``: the key right after an earlier occurrence of query ``i``'s token (after any
+      other occurrence for bidirectional attention), excluding ``i`` itself.
+
+    Special tokens are never expected positions, nor queries of the duplicate/induction detectors.
+    Cross attention has no positional expectation: all masks are empty there.
+    """
+    nq, nk = ctx.n_query, ctx.n_key
+    empty = np.zeros((nq, nk), dtype=bool)
+    if not ctx.aligned:
+        return {name: empty for name in DETECTORS}
+    q = np.arange(nq)[:, None]
+    k = np.arange(nk)[None, :]
+    visible = k <= q if ctx.causal else np.ones((nq, nk), dtype=bool)
+    plain_q = ~ctx.query_special[:, None]
+    same = (ctx.query_ids[:, None] == ctx.key_ids[None, :]) & plain_q & ~ctx.key_special[None, :]
+    same &= k != q
+    duplicate = same & visible
+    # induction: expected key j + 1 for every other occurrence j of the query's token
+    after = np.zeros_like(same)
+    after[:, 1:] = same[:, :-1]
+    induction = after & (k != q) & visible & ~ctx.key_special[None, :]
+    return {"previous_token": (k == q - 1), "duplicate_token": duplicate, "induction": induction}
+
+
+def detector_scores(stack: AttentionStack) -> pd.DataFrame:
+    """Previous-token, duplicate-token and induction scores of every head.
+
+    Each score is the fraction of attention on the expected positions (see
+    :func:`detector_masks`), averaged over the query rows that have one; NaN where no row has an
+    expected position. Works for causal and bidirectional attention. Induction is meaningful on a
+    random token sequence repeated twice: :func:`repeated_random_text` builds one and
+    ``inspector.detect_heads(model)`` runs it.
+    """
+    ctx = MetricContext.from_stack(stack)
+    masks = detector_masks(ctx)
+    return pd.DataFrame(
+        {name: _expected_mean(stack.weights, masks[name]).ravel() for name in DETECTORS},
+        index=head_index(stack),
+    )
+
+
+def vocabulary_words(vocab: Iterable[str], special: Iterable[str] = ()) -> list[str]:
+    """Whole-word alphabetic entries of a tokenizer vocabulary, sorted, markers stripped.
+
+    Byte-level (``Ġword``) and SentencePiece (``▁word``) vocabularies keep only word-initial
+    entries; WordPiece drops ``##`` continuations.
+    """
+    vocab = [v for v in vocab if v not in set(special)]
+    marked = [v for v in vocab if v[:1] in ("Ġ", "▁")]
+    pool = marked if marked else [v for v in vocab if not v.startswith("##")]
+    words = {v.lstrip("Ġ▁") for v in pool}
+    return sorted(w for w in words if len(w) >= 2 and w.isascii() and w.isalpha())
+
+
+def repeated_random_text(words: Sequence[str], n_tokens: int, *, seed: int = 0) -> str:
+    """``n_tokens`` random words from ``words``, then the same words again, joined by spaces."""
+    if n_tokens < 2:
+        raise InputError(f"n_tokens must be at least 2, got {n_tokens}")
+    if not words:
+        raise InputError("no vocabulary words to sample from")
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(words), size=n_tokens, replace=len(words) < n_tokens)
+    half = [words[i] for i in pick]
+    return " ".join(half + half)
+
+
+__all__ = [
+    "DETECTORS",
+    "detector_masks",
+    "detector_scores",
+    "repeated_random_text",
+    "vocabulary_words",
+]

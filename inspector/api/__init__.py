@@ -1,0 +1,72 @@
+"""The facade: ``load`` → :class:`LoadedModel` → ``inspect`` → :class:`Inspection`, plus the
+functions over many inputs. The CLI imports nothing but this package.
+
+Every function that needs a model takes a :data:`ModelLike` (a loaded model, a name, a folder, a
+``.gguf`` file, a hub id or a ``(model, tokenizer)`` pair).
+"""
+
+from ..analysis.metrics import list_metrics, register_metric
+from ..analysis.roles import head_roles, top_heads
+from ..errors import (
+    AttentionUnavailableError,
+    CaptureError,
+    InputError,
+    InputTooLongError,
+    InspectorError,
+    ModelLoadError,
+    ResourceError,
+    UnsupportedModelError,
+)
+from ..explain.target import Target
+from ..models.loading import list_embedded
+from .corpus import (
+    atlas,
+    check_output,
+    default_checkpoint,
+    head_importance,
+    head_metrics,
+    head_similarity,
+    read_atlas,
+    read_parquet,
+    save_table,
+    syntax_probe,
+)
+from .inspection import Inspection
+from .model import LoadedModel, ModelLike, as_model, detect_heads, load
+from .results import Atlas, Comparison, compare
+
+__all__ = [
+    "Atlas",
+    "AttentionUnavailableError",
+    "CaptureError",
+    "Comparison",
+    "InputError",
+    "InputTooLongError",
+    "Inspection",
+    "InspectorError",
+    "LoadedModel",
+    "ModelLike",
+    "ModelLoadError",
+    "ResourceError",
+    "Target",
+    "UnsupportedModelError",
+    "as_model",
+    "atlas",
+    "check_output",
+    "compare",
+    "default_checkpoint",
+    "detect_heads",
+    "head_importance",
+    "head_metrics",
+    "head_roles",
+    "head_similarity",
+    "list_embedded",
+    "list_metrics",
+    "load",
+    "read_atlas",
+    "read_parquet",
+    "register_metric",
+    "save_table",
+    "syntax_probe",
+    "top_heads",
+]

@@ -1,0 +1,247 @@
+"""The facade over many inputs: metrics over texts, comparisons, the corpus atlas, the probe.
+
+Every function takes a :data:`~inspector.api.model.ModelLike`. Results that can be shown get the
+facade's convenience methods here (:class:`Atlas` and :class:`Comparison` add ``report()``), so
+the lower layers' data classes never render themselves.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .. import frames as _frames
+from .._io import check_writable
+from ..analysis import distances as _distances
+from ..analysis import metrics as _metrics
+from ..corpus import atlas as _atlas
+from ..corpus import engine as _engine
+from ..corpus import probe as _probe
+from ..corpus.aggregate import DEFAULT_BINS
+from ..errors import InputError
+from ..explain import importance as _importance
+from .model import LoadedModel, ModelLike, as_model, stacks_of
+from .results import Atlas, facade_atlas
+
+
+def head_metrics(
+    model: ModelLike,
+    texts: Sequence[str] | str,
+    names: Sequence[str] | str | None = None,
+    *,
+    kind: str | None = None,
+    truncation: bool = False,
+    max_length: int | None = None,
+) -> pd.DataFrame:
+    """Per-head metrics averaged over many texts: means, ``<metric>_std`` and ``n``.
+
+    Example:
+        >>> inspector.head_metrics(m, ["The cat sat.", "A dog barked."])  # doctest: +SKIP
+    """
+    stacks = stacks_of(model, texts, kind, truncation, max_length)
+    return _metrics.aggregate_head_metrics(stacks, names)
+
+
+def head_similarity(
+    model: ModelLike,
+    texts: Sequence[str] | str,
+    method: str = "js",
+    *,
+    kind: str | None = None,
+    truncation: bool = False,
+    max_length: int | None = None,
+) -> pd.DataFrame:
+    """Head-to-head distances averaged over many texts, square on ``(layer, head)``."""
+    stacks = stacks_of(model, texts, kind, truncation, max_length)
+    return _distances.mean_head_distances(stacks, method)
+
+
+def head_importance(
+    model: ModelLike,
+    texts: Sequence[str] | str,
+    *,
+    target: Any = None,
+    method: _importance.Method = "ablation",
+    mode: _importance.AblationMode = "zero",
+    batch_size: int = 73,
+    per_text: bool = False,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Head importance on ``(layer, head)`` averaged over ``texts`` (ablation or gradient).
+
+    Texts are tokenized as ``inspect`` does: one longer than the model accepts is refused.
+    See :func:`inspector.explain.importance.head_importance_many` and :class:`inspector.Target`.
+
+    Example:
+        >>> inspector.head_importance(m, sentences, method="gradient")  # doctest: +SKIP
+    """
+    if isinstance(texts, str):
+        texts = [texts]
+    return _importance.head_importance_many(
+        as_model(model).bundle,
+        list(texts),
+        target=target,
+        method=method,
+        mode=mode,
+        batch_size=batch_size,
+        per_text=per_text,
+        progress=progress,
+    )
+
+
+def atlas(
+    model: ModelLike,
+    texts: Any,
+    *,
+    engine: str = "local",
+    column: str | None = None,
+    batch_size: int = 32,
+    max_length: int | None = None,
+    metrics: Sequence[str] | None = None,
+    kind: str | None = None,
+    distances: bool = True,
+    bins: int = DEFAULT_BINS,
+    checkpoint: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    checkpoint_every: float = 30.0,
+    progress: bool = True,
+    limit: int | None = None,
+    address: str | None = None,
+    num_workers: int = 2,
+) -> Atlas:
+    """Per-head attention statistics over a corpus, streamed in padded batches.
+
+    Args:
+        model: anything :func:`load` accepts. The Ray engine's workers load it by name, so pass
+            a name or folder every worker can reach.
+        texts: a list or iterable of texts, a text file (one per line), ``"file.csv:column"``,
+            a Parquet file (``column=``), a ``.conllu`` treebank or a ``datasets`` dataset.
+        engine: ``"local"`` (checkpoints, ``resume=True``) or ``"ray"`` (Ray Data).
+        column, batch_size, max_length, metrics, kind, distances, bins, checkpoint, resume,
+            checkpoint_every, progress, limit: see :func:`inspector.corpus.engine.run_atlas`.
+        address / num_workers: the Ray cluster and number of model replicas (``engine="ray"``).
+
+    Returns:
+        An :class:`Atlas`: ``.summary`` (on ``(layer, head)``: metric, n, mean, std, 95%
+        intervals, quantiles), ``.distances`` (mean head-distance matrix), ``.metadata``;
+        ``.save(path)`` and ``.report(path)``.
+
+    Example:
+        >>> a = inspector.atlas("minilm", "corpus.txt", batch_size=32)  # doctest: +SKIP
+        >>> a.metric("to_prev")  # doctest: +SKIP
+    """
+    common: dict[str, Any] = {
+        "column": column,
+        "batch_size": batch_size,
+        "max_length": max_length,
+        "metrics": metrics,
+        "kind": kind,
+        "distances": distances,
+        "bins": bins,
+        "progress": progress,
+        "limit": limit,
+    }
+    if engine == "local":
+        result = _engine.run_atlas(
+            as_model(model).bundle,
+            texts,
+            checkpoint=checkpoint,
+            resume=resume,
+            checkpoint_every=checkpoint_every,
+            **common,
+        )
+        return facade_atlas(result)
+    if engine == "ray":
+        if checkpoint is not None or resume:
+            raise InputError("checkpoint= and resume= are for the local engine")
+        from ..corpus.ray_engine import run_atlas_ray
+
+        target: Any = model.bundle if isinstance(model, LoadedModel) else model
+        return facade_atlas(
+            run_atlas_ray(target, texts, address=address, num_workers=num_workers, **common)
+        )
+    raise InputError(f"engine must be 'local' or 'ray', not {engine!r}")
+
+
+def read_atlas(path: str | os.PathLike[str]) -> Atlas:
+    """Read an atlas written by :meth:`Atlas.save` / ``inspector atlas``."""
+    return facade_atlas(_atlas.read_atlas(path))
+
+
+def default_checkpoint(output: str | os.PathLike[str]) -> Path:
+    """Where an atlas written to ``output`` keeps its checkpoint by default."""
+    return _engine.default_checkpoint_path(output)
+
+
+def syntax_probe(
+    model: ModelLike,
+    conllu_path: str | os.PathLike[str],
+    *,
+    batch_size: int = 32,
+    limit: int | None = None,
+    subtypes: bool = False,
+    exclude: Sequence[str] = ("punct", "root"),
+    max_length: int | None = None,
+    progress: bool = False,
+) -> _probe.ProbeResult:
+    """Clark et al. (2019) syntactic head probe on a CoNLL-U treebank.
+
+    For every dependency relation: the head whose most-attended other word is most often the
+    syntactic head (or, transposed, the dependent), next to the best fixed-offset baseline. See
+    :func:`inspector.corpus.engine.syntax_probe`.
+
+    Example:
+        >>> r = inspector.syntax_probe("minilm", "en_ewt-ud-dev.conllu")  # doctest: +SKIP
+        >>> r.table  # doctest: +SKIP
+    """
+    return _engine.syntax_probe(
+        as_model(model).bundle,
+        conllu_path,
+        batch_size=batch_size,
+        limit=limit,
+        subtypes=subtypes,
+        exclude=exclude,
+        max_length=max_length,
+        progress=progress,
+    )
+
+
+# ------------------------------------------------------------------------------------- files
+
+
+def read_parquet(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read a frame written by :meth:`Inspection.to_parquet` (metadata: ``attrs['inspector']``)."""
+    return _frames.read_parquet(path)
+
+
+def save_table(frame: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+    """Write a per-head (or any) frame to ``.csv`` or ``.parquet`` atomically, index as columns."""
+    if frame.index.names != [None]:
+        frame = frame.reset_index()
+    return _frames.write_frame(frame, path)
+
+
+def check_output(path: str | os.PathLike[str], suffixes: Iterable[str]) -> Path:
+    """Refuse, before any work, an output path with another suffix or that cannot be written."""
+    wanted = tuple(suffixes)
+    if Path(path).suffix.lower() not in wanted:
+        raise InputError(f"{path}: use a {' or '.join(wanted)} file name")
+    return check_writable(path)
+
+
+__all__ = [
+    "atlas",
+    "check_output",
+    "default_checkpoint",
+    "head_importance",
+    "head_metrics",
+    "head_similarity",
+    "read_atlas",
+    "read_parquet",
+    "save_table",
+    "syntax_probe",
+]

@@ -1,0 +1,281 @@
+"""The facade's entry: :func:`load` → :class:`LoadedModel` (inspect, generate, detect heads).
+
+Every facade function that needs a model takes a :data:`ModelLike`: a :class:`LoadedModel`, a
+short name (``"minilm"``), a folder, a ``.gguf`` file, a hub id, or a ``(model, tokenizer)``
+pair; :func:`as_model` turns any of them into a :class:`LoadedModel`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
+
+import pandas as pd
+
+from ..analysis import detectors as _detectors
+from ..capture.generation import generate as _generate
+from ..capture.run import capture as _capture
+from ..capture.types import AttentionStack
+from ..errors import InputError
+from ..models.loading import ModelBundle, load_model
+from .inspection import Inspection
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+#: What every facade function accepts as a model.
+ModelLike: TypeAlias = "LoadedModel | ModelBundle | str | os.PathLike[str] | tuple[Any, Any]"
+
+
+def load(
+    model: ModelLike,
+    tokenizer: Any = None,
+    *,
+    device: str | None = None,
+    dtype: Any = None,
+    trust_remote_code: bool = False,
+    gguf_file: str | None = None,
+    allow_pickle: bool = False,
+) -> LoadedModel:
+    """Load a model for attention inspection.
+
+    Args:
+        model: ``"minilm"`` (embedded all-MiniLM-L6-v2), ``"smollm2"``, a local folder, a
+            ``.gguf`` file, a hub id, or an already-built ``(model, tokenizer)`` pair (a
+            :class:`LoadedModel` is returned as it is).
+        tokenizer: optional tokenizer (object, folder or hub id).
+        device: torch device, e.g. ``"cuda"``.
+        dtype: e.g. ``"float16"``; attention is always returned as float32.
+        trust_remote_code: let a model folder run its own code (off unless you ask).
+        gguf_file: name of a GGUF file inside the folder ``model``.
+        allow_pickle: accept pickle weights (``pytorch_model.bin``) when no safetensors file
+            exists; off by default because unpickling can run code.
+
+    Example:
+        >>> m = inspector.load("minilm")  # doctest: +SKIP
+        >>> ins = m.inspect("The cat sat on the mat.")  # doctest: +SKIP
+        >>> ins.attention.shape  # doctest: +SKIP
+        (6, 12, 9, 9)
+    """
+    if isinstance(model, LoadedModel):
+        return model
+    if isinstance(model, ModelBundle):
+        return LoadedModel(model)
+    return LoadedModel(
+        load_model(
+            model,
+            tokenizer,
+            device=device,
+            dtype=dtype,
+            trust_remote_code=trust_remote_code,
+            gguf_file=gguf_file,
+            allow_pickle=allow_pickle,
+        )
+    )
+
+
+def as_model(model: ModelLike) -> LoadedModel:
+    """Any :data:`ModelLike` as a :class:`LoadedModel` (loading it when it is a name or path)."""
+    return load(model)
+
+
+class LoadedModel:
+    """A model loaded with eager attention, in eval mode. Create it with :func:`load`."""
+
+    def __init__(self, bundle: ModelBundle) -> None:
+        if not isinstance(bundle, ModelBundle):
+            raise InputError("LoadedModel wraps a ModelBundle; use inspector.load(...)")
+        self.bundle = bundle
+
+    @property
+    def model(self) -> PreTrainedModel:
+        """The ``transformers`` model."""
+        return cast("PreTrainedModel", self.bundle.model)
+
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        """Its tokenizer."""
+        return cast("PreTrainedTokenizerBase", self.bundle.tokenizer)
+
+    @property
+    def name(self) -> str:
+        """What it was loaded as (short name, path or hub id)."""
+        return self.bundle.name
+
+    def __repr__(self) -> str:
+        b = self.bundle
+        return (
+            f"LoadedModel({b.name!r}, {b.model_type}, {b.architecture}, "
+            f"{b.n_layers} layers x {b.n_heads} heads, {b.n_parameters / 1e6:.1f}M params)"
+        )
+
+    def inspect(
+        self,
+        text: str | None = None,
+        text_pair: str | None = None,
+        *,
+        target: str | None = None,
+        truncation: bool = False,
+        max_length: int | None = None,
+        layers: Sequence[int] | int | None = None,
+        heads: Sequence[int] | int | None = None,
+        messages: Sequence[Mapping[str, str]] | None = None,
+        add_generation_prompt: bool = False,
+        dtype: Any = None,
+    ) -> Inspection:
+        """Run the model on ``text`` (and ``text_pair``) and capture every head's attention.
+
+        Args:
+            text: the input.
+            text_pair: optional second text of a sentence pair.
+            target: decoder input for encoder-decoder models.
+            truncation: keep the first ``max_length`` (default: the model's limit) tokens
+                instead of raising on longer inputs.
+            max_length: a lower token limit than the model's.
+            layers, heads: keep only these indexes (negative counts from the end); the others are
+                never copied out of the model, so memory follows what is kept.
+            messages: instead of ``text``, a chat ``[{"role": "user", "content": ...}, ...]``
+                rendered with the tokenizer's chat template.
+            add_generation_prompt: with ``messages``, end with the assistant's turn header.
+            dtype: storage of the weights: ``"float32"`` (default) or ``"float16"``.
+
+        Returns:
+            An :class:`Inspection`; ``attention`` has shape ``(layer, head, query, key)``.
+        """
+        cap = _capture(
+            self.bundle,
+            text,
+            text_pair,
+            target=target,
+            truncation=truncation,
+            max_length=max_length,
+            layers=layers,
+            heads=heads,
+            messages=messages,
+            add_generation_prompt=add_generation_prompt,
+            dtype=dtype,
+        )
+        return Inspection(cap, model=self)
+
+    def generate(
+        self,
+        prompt: str | None = None,
+        *,
+        messages: Sequence[Mapping[str, str]] | None = None,
+        max_new_tokens: int = 20,
+        layers: Sequence[int] | int | None = None,
+        heads: Sequence[int] | int | None = None,
+        dtype: Any = None,
+        do_sample: bool | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        repetition_penalty: float | None = None,
+        generation_options: Mapping[str, Any] | None = None,
+    ) -> Inspection:
+        """Generate from ``prompt`` (or a chat) and capture the attention of every step.
+
+        Greedy unless you sample (``do_sample=True, temperature=0.7``). The inspection's tokens
+        are prompt + generated tokens (``prompt_length`` tells them apart) and its attention is
+        the full causal ``(layer, head, query, key)`` matrix; encoder-decoder models give
+        ``.encoder``, ``.decoder`` and ``.cross``. See
+        :func:`inspector.capture.generation.generate`.
+
+        Args:
+            prompt: the prompt (the encoder input for encoder-decoder models).
+            messages: instead of ``prompt``, a chat rendered with the tokenizer's chat template.
+            max_new_tokens: how many tokens to generate at most.
+            layers, heads: keep only these indexes.
+            dtype: storage of the weights, ``"float32"`` (default) or ``"float16"``.
+            do_sample, temperature, top_k, top_p, repetition_penalty: sampling options passed to
+                ``model.generate`` (left out when ``None``).
+            generation_options: any other ``model.generate`` options (beam search is refused).
+
+        Example:
+            >>> ins = m.generate("The capital of France is", max_new_tokens=5)  # doctest: +SKIP
+            >>> ins.prompt_length, len(ins.tokens)  # doctest: +SKIP
+            (5, 10)
+        """
+        options = dict(generation_options or {})
+        named = {
+            "do_sample": do_sample,
+            "temperature": temperature,
+            "top_k": top_k,
+            "top_p": top_p,
+            "repetition_penalty": repetition_penalty,
+        }
+        options.update({k: v for k, v in named.items() if v is not None})
+        cap = _generate(
+            self.bundle,
+            prompt,
+            messages=messages,
+            max_new_tokens=max_new_tokens,
+            layers=layers,
+            heads=heads,
+            dtype=dtype,
+            **options,
+        )
+        return Inspection(cap, model=self)
+
+    def detect_heads(
+        self, *, n_tokens: int = 24, n_samples: int = 4, seed: int = 0, kind: str | None = None
+    ) -> pd.DataFrame:
+        """Previous-token, duplicate-token and induction scores; see :func:`detect_heads`."""
+        return detect_heads(self, n_tokens=n_tokens, n_samples=n_samples, seed=seed, kind=kind)
+
+
+def stacks_of(
+    model: ModelLike,
+    texts: Sequence[str] | str,
+    kind: str | None,
+    truncation: bool,
+    max_length: int | None,
+) -> Iterator[AttentionStack]:
+    """Lazily inspect each text and yield its stack of ``kind`` (default: self or encoder)."""
+    m = as_model(model)
+    if isinstance(texts, str):
+        texts = [texts]
+    if not texts:
+        raise InputError("no texts given; pass a list of strings")
+    for text in texts:
+        ins = m.inspect(text, truncation=truncation, max_length=max_length)
+        part = kind or ("encoder" if ins.is_encoder_decoder else "self")
+        if part not in ins.capture.stacks:
+            raise InputError(f"no {part!r} attention; available: {list(ins.capture.stacks)}")
+        stack: AttentionStack = ins.capture.stacks[part]
+        yield stack
+
+
+def detect_heads(
+    model: ModelLike,
+    *,
+    n_tokens: int = 24,
+    n_samples: int = 4,
+    seed: int = 0,
+    kind: str | None = None,
+) -> pd.DataFrame:
+    """Score every head as previous-token, duplicate-token and induction head.
+
+    Runs the model on ``n_samples`` random word sequences repeated twice (words drawn from the
+    tokenizer's vocabulary) and averages :func:`inspector.analysis.detectors.detector_scores`.
+    Works for causal and bidirectional models (for the latter, "earlier" means "any other"
+    occurrence). Returns a frame on ``(layer, head)``.
+    """
+    if n_samples < 1:
+        raise InputError(f"n_samples must be at least 1, got {n_samples}")
+    m = as_model(model)
+    tok = m.tokenizer
+    words = _detectors.vocabulary_words(tok.get_vocab(), tok.all_special_tokens)
+    texts = [
+        _detectors.repeated_random_text(words, n_tokens, seed=seed + i) for i in range(n_samples)
+    ]
+    limit = m.bundle.max_positions
+    frames = [
+        _detectors.detector_scores(stack)
+        for stack in stacks_of(m, texts, kind, limit is not None, None)
+    ]
+    return pd.concat(frames).groupby(level=["layer", "head"]).mean()
+
+
+__all__ = ["LoadedModel", "ModelLike", "as_model", "detect_heads", "load"]

@@ -1,0 +1,74 @@
+"""The facade's result objects: :class:`Comparison` and :class:`Atlas` with a ``report()``.
+
+The lower layers' data classes never render themselves; these subclasses add the convenience
+methods (``report(path)``) that call :mod:`inspector.render`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from typing import Any
+
+from ..analysis import compare as _compare
+from ..capture.types import Capture
+from ..corpus import atlas as _atlas
+from ..corpus import probe as _probe
+from ..errors import InputError
+from ..render import report as _report
+from ..render.page import Report
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Comparison(_compare.Comparison):
+    """:class:`inspector.analysis.compare.Comparison` plus :meth:`report`.
+
+    Attributes:
+        capture: side a's capture (shown in the report's overview), when known.
+    """
+
+    capture: Capture | None = None
+
+    def report(
+        self, path: str | os.PathLike[str] | None = None, *, k: int = 5, title: str | None = None
+    ) -> Report:
+        """The comparison page: ranked changes and the top ``k`` heads' maps side by side."""
+        if self.capture is None:
+            raise InputError("this comparison has no capture of side a; use inspector.compare()")
+        rendered = _report.comparison_report(self.capture, self, k=k, title=title)
+        if path is not None:
+            rendered.save(path)
+        return rendered
+
+
+def compare(a: Any, b: Any, *, labels: tuple[str, str] | None = None) -> Comparison:
+    """Compare two inspections (or stacks) head by head (see :mod:`inspector.analysis.compare`)."""
+    base = _compare.compare(a, b, labels=labels)
+    capture = getattr(a, "capture", None)
+    values = {f.name: getattr(base, f.name) for f in fields(base)}
+    return Comparison(**values, capture=capture if isinstance(capture, Capture) else None)
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Atlas(_atlas.Atlas):
+    """:class:`inspector.corpus.atlas.Atlas` plus :meth:`report`."""
+
+    def report(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        probe: _probe.ProbeResult | None = None,
+        title: str | None = None,
+    ) -> Report:
+        """The atlas page (heatmaps, roles, distances, MDS, sortable statistics)."""
+        rendered = _report.atlas_report(self, probe=probe, title=title)
+        if path is not None:
+            rendered.save(path)
+        return rendered
+
+
+def facade_atlas(result: _atlas.Atlas) -> Atlas:
+    return Atlas(**{f.name: getattr(result, f.name) for f in fields(result)})
+
+
+__all__ = ["Atlas", "Comparison", "compare", "facade_atlas"]

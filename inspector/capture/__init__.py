@@ -1,0 +1,34 @@
+"""Running models and capturing their attention: the only layer that runs a model.
+
+* :mod:`.types` - the validated data (:class:`Tokens`, :class:`AttentionStack`,
+  :class:`Capture`) everything right of this layer works on; pure numpy.
+* :mod:`.tokenize` - the one tokenization path (:func:`encode`, :func:`model_inputs`).
+* :mod:`.hooks` - the one place hooks are registered (:func:`hooked`) and the recorder.
+* :mod:`.run` - one input (:func:`capture`), plain passes (:func:`forward`).
+* :mod:`.batch` - padded batches; :mod:`.generate` - generation, step by step.
+
+Modules of other layers import the submodule they need (``inspector.capture.types``), so that
+using a data type never pulls in the code that runs models.
+"""
+
+from .batch import capture_batch, forward_batch
+from .generation import generate
+from .run import capture, forward
+from .tokenize import Encoded, encode
+from .types import AttentionStack, Capture, Tokens, kv_groups, kv_head_map, verify_weights
+
+__all__ = [
+    "AttentionStack",
+    "Capture",
+    "Encoded",
+    "Tokens",
+    "capture",
+    "capture_batch",
+    "encode",
+    "forward",
+    "forward_batch",
+    "generate",
+    "kv_groups",
+    "kv_head_map",
+    "verify_weights",
+]

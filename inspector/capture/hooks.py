@@ -1,0 +1,350 @@
+"""The one place that registers hooks on a model, and the attention recorder built on it.
+
+Every pass that runs a model (inspect, batches, generation, ablation, gradients, norms, the
+neuron view) enters :func:`hooked`: it takes the model's lock (one pass at a time per model, so
+threads get the results of sequential runs), registers the pass's :class:`Hook` objects, and
+always removes them, also when the forward raises or is interrupted. No other module calls
+``register_forward_hook``.
+
+Attention is read with forward hooks on the model's own attention modules (the ones its
+``_can_record_outputs`` names, exactly those transformers itself hooks for output_attentions=True)
+instead of output_attentions=True, which keeps every layer's full matrix alive until the end of
+the forward. :class:`AttentionRecorder` copies only the kept heads of a kept layer into a
+preallocated ``(batch, layer, head, query, key)`` buffer, so memory follows what is kept; the
+same recorder serves cached generation: each call of a layer appends its query rows after the
+ones it has already written. :func:`attention_hooks` hands each layer's weights to any other
+consumer instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from ..errors import AttentionUnavailableError, CaptureError
+from ..models.loading import ModelBundle
+
+When = Literal["post", "pre", "pre_kw"]
+
+
+@dataclass(frozen=True)
+class Hook:
+    """One hook for :func:`hooked`.
+
+    Attributes:
+        module: the ``torch.nn.Module`` to hook.
+        fn: ``post``: ``fn(module, args, output)`` (may return a new output); ``pre``:
+            ``fn(module, args)`` (may return new args); ``pre_kw``: ``fn(module, args, kwargs)``
+            returning ``(args, kwargs)``.
+        when: ``"post"`` (forward hook), ``"pre"`` or ``"pre_kw"`` (forward pre-hook).
+    """
+
+    module: Any
+    fn: Callable[..., Any]
+    when: When = "post"
+
+
+@contextlib.contextmanager
+def hooked(bundle: ModelBundle, hooks: Iterable[Hook] = ()) -> Iterator[None]:
+    """Hold ``bundle``'s lock and keep ``hooks`` registered inside the block.
+
+    The hooks are removed on exit, in reverse order, whatever happens inside (an exception, a
+    ``KeyboardInterrupt``); a module hooked twice (modules shared across layers) gets both
+    hooks and loses both. The lock is re-entrant, so a pass may nest another ``hooked`` block.
+
+    Example:
+        >>> with hooked(bundle, [Hook(module, fn)]):  # doctest: +SKIP
+        ...     bundle.model(**inputs)
+    """
+    handles: list[Any] = []
+    with bundle.lock:
+        try:
+            for hook in hooks:
+                if hook.when == "post":
+                    handles.append(hook.module.register_forward_hook(hook.fn))
+                elif hook.when == "pre":
+                    handles.append(hook.module.register_forward_pre_hook(hook.fn))
+                elif hook.when == "pre_kw":
+                    handles.append(hook.module.register_forward_pre_hook(hook.fn, with_kwargs=True))
+                else:
+                    raise CaptureError(f"unknown hook kind {hook.when!r}")
+            yield
+        finally:
+            for handle in reversed(handles):
+                handle.remove()
+
+
+# --------------------------------------------------------------------------- attention modules
+
+
+@dataclass(frozen=True)
+class AttentionSite:
+    """One attention module to hook: its qualified name, the module, and the output index."""
+
+    name: str
+    module: Any
+    index: int
+
+
+def _record_specs(model: Any) -> list[tuple[str, Any, int, str | None, str | None]]:
+    """``(key, class, index, layer_name, class_name)`` for a model's attention outputs."""
+    specs = getattr(type(model), "_can_record_outputs", None) or {}
+    out: list[tuple[str, Any, int, str | None, str | None]] = []
+    for key in ("attentions", "cross_attentions"):
+        entries = specs.get(key)
+        if entries is None:
+            continue
+        for spec in entries if isinstance(entries, list | tuple) else [entries]:
+            if isinstance(spec, type):
+                out.append((key, spec, 1, None, None))
+            elif isinstance(spec, str):
+                out.append((key, None, 1, None, spec))
+            else:
+                out.append(
+                    (
+                        key,
+                        getattr(spec, "target_class", None),
+                        int(getattr(spec, "index", 1)),
+                        getattr(spec, "layer_name", None),
+                        getattr(spec, "class_name", None),
+                    )
+                )
+    return out
+
+
+def attention_sites(model: Any) -> dict[str, list[AttentionSite]]:
+    """The attention modules of ``model`` by kind (``self`` or ``encoder``/``decoder``/``cross``).
+
+    Follows transformers' own rule: a sub-model (a ``PreTrainedModel`` inside the model, e.g. an
+    encoder stack) uses its own ``_can_record_outputs``. Modules come in layer order. Returns an
+    empty dict for models that declare nothing (then :func:`capture` falls back to
+    ``output_attentions=True``).
+    """
+    from transformers import PreTrainedModel
+
+    found: dict[str, list[AttentionSite]] = {"attentions": [], "cross_attentions": []}
+
+    def visit(module: Any, name: str, tasks: list[Any]) -> None:
+        for child_name, child in module.named_children():
+            full = f"{name}.{child_name}"
+            visit(
+                child, full, _record_specs(child) if isinstance(child, PreTrainedModel) else tasks
+            )
+        for key, cls, index, layer_name, class_name in tasks:
+            by_class = cls is not None and isinstance(module, cls)
+            if not (by_class or (class_name is not None and name.endswith(class_name))):
+                continue
+            if layer_name is not None and f".{layer_name.strip('.')}." not in f"{name}.":
+                continue
+            found[key].append(AttentionSite(name.lstrip("."), module, index))
+
+    visit(model, "", _record_specs(model))
+    if not found["attentions"]:
+        return {}
+    if not getattr(model.config, "is_encoder_decoder", False):
+        return {"self": found["attentions"]}
+    encoder = model.get_encoder() if hasattr(model, "get_encoder") else None
+    in_encoder = {id(m) for m in encoder.modules()} if encoder is not None else set()
+    return {
+        "encoder": [s for s in found["attentions"] if id(s.module) in in_encoder],
+        "decoder": [s for s in found["attentions"] if id(s.module) not in in_encoder],
+        "cross": found["cross_attentions"],
+    }
+
+
+def bundle_sites(bundle: ModelBundle) -> dict[str, list[AttentionSite]]:
+    """:func:`attention_sites` of a loaded model, found once and kept with the bundle."""
+    sites = bundle.extra.get("attention_sites")
+    if sites is None:
+        sites = bundle.extra["attention_sites"] = attention_sites(bundle.model)
+    return dict(sites)
+
+
+def attention_hooks(
+    sites: Mapping[str, Sequence[AttentionSite]],
+    layers: Sequence[int],
+    on_weights: Callable[[str, int, Any], None],
+    *,
+    model_name: str = "model",
+) -> list[Hook]:
+    """Hooks that hand each kept layer's attention weights to ``on_weights``.
+
+    ``on_weights(kind, layer_position, weights)`` gets the module's ``(batch, head, query, key)``
+    tensor (``layer_position`` indexes ``layers``); the tensor is freed after the call unless
+    kept, so a consumer that reduces it holds one layer at a time.
+    """
+    hooks = []
+    for kind, kind_sites in sites.items():
+        if len(kind_sites) <= max(layers):
+            raise CaptureError(
+                f"{model_name}: found {len(kind_sites)} {kind} attention modules, but layer "
+                f"{max(layers)} was asked for"
+            )
+        for li, layer in enumerate(layers):
+            site = kind_sites[layer]
+            hooks.append(
+                Hook(site.module, _weights_hook(kind, li, layer, site, on_weights, model_name))
+            )
+    return hooks
+
+
+def _weights_hook(
+    kind: str,
+    li: int,
+    layer: int,
+    site: AttentionSite,
+    on_weights: Callable[[str, int, Any], None],
+    model_name: str,
+) -> Callable[..., None]:
+    def hook(module: Any, args: Any, output: Any) -> None:
+        w = (
+            output[site.index]
+            if isinstance(output, tuple | list) and len(output) > site.index
+            else None
+        )
+        if w is None:
+            raise AttentionUnavailableError(
+                f"{model_name}: the {kind} attention module of layer {layer} returned no "
+                f"weights; load the model with attn_implementation='eager' — inspector.load does "
+                f"this for you"
+            )
+        on_weights(kind, li, w)
+
+    return hook
+
+
+class AttentionRecorder:
+    """Copies kept attention slices into ``(batch, layer, head, query, key)`` buffers.
+
+    Args:
+        sites: attention modules by kind, from :func:`attention_sites`.
+        layers / heads: model indexes to keep (sorted, validated).
+        shapes: ``kind -> (rows, cols)``: the most query rows and key columns to hold.
+        batch: inputs per forward pass.
+        dtype: ``"float32"`` or ``"float16"`` storage.
+        causal_kinds: kinds whose key count must equal the rows written so far plus the new ones
+            (a consistency check on cached generation).
+
+    Each call of a kept layer writes its ``(batch, head, q, k)`` weights at rows
+    ``filled .. filled+q`` and columns ``0 .. k``. Register :meth:`hooks` with :func:`hooked`.
+    """
+
+    def __init__(
+        self,
+        sites: Mapping[str, Sequence[AttentionSite]],
+        layers: tuple[int, ...],
+        heads: tuple[int, ...],
+        shapes: Mapping[str, tuple[int, int]],
+        *,
+        batch: int = 1,
+        dtype: str = "float32",
+        causal_kinds: Sequence[str] = ("self", "decoder"),
+        model_name: str = "model",
+    ) -> None:
+        import torch
+
+        self.sites = {k: list(sites[k]) for k in shapes}
+        self.layers = layers
+        self.heads = heads
+        self.batch = batch
+        self.model_name = model_name
+        self.causal_kinds = tuple(causal_kinds)
+        torch_dtype = getattr(torch, dtype)
+        # empty, not zeros: every row a hook writes is written in full (its columns past the
+        # keys it saw are zeroed there), and weights() cuts away rows no hook wrote; zeroing
+        # the whole buffer first would cost a second pass over hundreds of MiB.
+        self.buffers = {
+            k: torch.empty((batch, len(layers), len(heads), rows, cols), dtype=torch_dtype)
+            for k, (rows, cols) in shapes.items()
+        }
+        self.filled = {k: [0] * len(layers) for k in shapes}
+        self.width = {k: 0 for k in shapes}
+        self.calls = {k: 0 for k in shapes}
+        self._head_index = torch.tensor(self.heads)
+
+    def hooks(self) -> list[Hook]:
+        """The hooks that fill the buffers (pass them to :func:`hooked`)."""
+        return attention_hooks(self.sites, self.layers, self._write, model_name=self.model_name)
+
+    def _write(self, kind: str, li: int, w: Any) -> None:
+        layer = self.layers[li]
+        if w.dim() != 4 or w.shape[0] != self.batch:
+            raise CaptureError(
+                f"{self.model_name}: {kind} attention of layer {layer} has shape "
+                f"{tuple(w.shape)}; expected ({self.batch}, head, query, key)"
+            )
+        buf = self.buffers[kind]
+        start = self.filled[kind][li]
+        q, k = int(w.shape[2]), int(w.shape[3])
+        if kind in self.causal_kinds and k != start + q:
+            raise CaptureError(
+                f"{self.model_name}: {kind} attention of layer {layer} sees {k} keys after "
+                f"{start} earlier rows and {q} new ones; caches that drop or reorder tokens "
+                f"(beam search, sliding windows) are not supported"
+            )
+        if start + q > buf.shape[3] or k > buf.shape[4]:
+            raise CaptureError(
+                f"{self.model_name}: {kind} attention grew to {start + q} x {k} positions, more "
+                f"than the {buf.shape[3]} x {buf.shape[4]} expected"
+            )
+        part = (
+            w if len(self.heads) == w.shape[1] else w.index_select(1, self._head_index.to(w.device))
+        )
+        buf[:, li, :, start : start + q, :k].copy_(part)
+        if k < buf.shape[4]:
+            buf[:, li, :, start : start + q, k:].zero_()
+        self.filled[kind][li] = start + q
+        self.width[kind] = max(self.width[kind], k)
+        self.calls[kind] += 1
+
+    def rows(self, kind: str) -> int:
+        """Query rows written so far (the same for every kept layer after a full forward)."""
+        counts = set(self.filled[kind])
+        if len(counts) != 1:
+            raise CaptureError(
+                f"{self.model_name}: the kept {kind} layers ran a different number of times "
+                f"({sorted(counts)} rows); did the forward stop early?"
+            )
+        return counts.pop()
+
+    def batch_weights(
+        self, kind: str, rows: int | None = None, cols: int | None = None
+    ) -> np.ndarray:
+        """The recorded ``(batch, layer, head, query, key)`` array, cut to ``rows`` x ``cols``."""
+        rows = self.rows(kind) if rows is None else rows
+        cols = self.width[kind] if cols is None else cols
+        if self.calls[kind] == 0:
+            raise AttentionUnavailableError(
+                f"{self.model_name}: no {kind} attention module ran during the forward pass"
+            )
+        written = self.rows(kind)
+        if rows > written:
+            raise CaptureError(
+                f"{self.model_name}: the {kind} attention modules wrote {written} query rows, "
+                f"{rows} were expected; the forward pass did not see the whole input"
+            )
+        buf = self.buffers[kind]
+        if rows == buf.shape[3] and cols == buf.shape[4]:
+            return buf.numpy()
+        return buf[:, :, :, :rows, :cols].contiguous().numpy()
+
+    def weights(self, kind: str, rows: int | None = None, cols: int | None = None) -> np.ndarray:
+        """The ``(layer, head, query, key)`` array of a batch of one."""
+        if self.batch != 1:
+            raise CaptureError("weights() is for a batch of one; use batch_weights()")
+        return self.batch_weights(kind, rows, cols)[0]
+
+
+__all__ = [
+    "AttentionRecorder",
+    "AttentionSite",
+    "Hook",
+    "attention_hooks",
+    "attention_sites",
+    "bundle_sites",
+    "hooked",
+]

@@ -1,0 +1,391 @@
+"""The one tokenization path: texts (or pre-split words) to verified tokens and model inputs.
+
+Every way inspector runs a model (inspect, batches, generation, head importance, norms, the
+neuron view) tokenizes with :func:`encode` and builds its tensors with :func:`model_inputs`, so
+they agree on special tokens, word ids, truncation (off unless asked for: a too-long input is an
+:class:`~inspector.errors.InputTooLongError`) and on one ``token_type_ids`` rule: the tokenizer's
+own segment ids, passed only to models whose tokenizer returns them and whose ``forward`` takes
+them.
+
+Tokenizers only; nothing here runs the model.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import CaptureError, InputError, InputTooLongError
+from ..models.families import forward_accepts, needs_prefix_space
+from ..models.loading import ModelBundle
+from .types import Tokens
+
+
+def check_text(value: Any, name: str = "text") -> str:
+    """A non-empty string with at least one visible character, or an :class:`InputError`."""
+    if not isinstance(value, str):
+        raise InputError(f"{name} must be a string, not {type(value).__name__}")
+    if not value.strip():
+        raise InputError(f"{name} is empty; give some text to inspect")
+    if all(unicodedata.category(c).startswith(("C", "Z")) for c in value):
+        raise InputError(
+            f"{name} has only control characters and spaces; give some visible text to inspect"
+        )
+    return value
+
+
+@dataclass(frozen=True, eq=False)
+class Encoded:
+    """One tokenized input.
+
+    Attributes:
+        tokens: the verified token sequence.
+        text: the source text (pre-split words joined by spaces).
+        truncated: True when the input was cut at the token limit.
+    """
+
+    tokens: Tokens
+    text: str
+    truncated: bool = False
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+
+def token_limit(bundle: ModelBundle, max_length: int | None) -> int | None:
+    """The effective token limit: ``max_length`` capped by the model's own (``None``: none)."""
+    if max_length is not None and (
+        not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1
+    ):
+        raise InputError(f"max_length must be a positive integer, got {max_length!r}")
+    if max_length is not None and bundle.max_positions is not None:
+        return min(max_length, bundle.max_positions)
+    return max_length or bundle.max_positions
+
+
+def encode(
+    bundle: ModelBundle,
+    text: str | Sequence[str],
+    pair: str | None = None,
+    *,
+    truncation: bool = False,
+    max_length: int | None = None,
+    add_special_tokens: bool = True,
+) -> Encoded:
+    """Tokenize ``text`` (and ``pair``) exactly as every capture does.
+
+    Args:
+        bundle: a loaded model.
+        text: the input, or a list of pre-split words (``is_split_into_words``; word ids then
+            follow the list, which needs a fast tokenizer).
+        pair: an optional second text (sentence pairs).
+        truncation: keep the first tokens up to the limit instead of raising.
+        max_length: a lower limit than the model's own.
+        add_special_tokens: False for text that writes its own (chat templates).
+
+    Raises:
+        InputTooLongError: the input is longer than the limit and ``truncation`` is off.
+    """
+    tok = bundle.tokenizer
+    limit = token_limit(bundle, max_length)
+    kw: dict[str, Any] = {"return_special_tokens_mask": True}
+    if not add_special_tokens:
+        kw["add_special_tokens"] = False
+    fast = bool(getattr(tok, "is_fast", False))
+    if fast:
+        kw["return_offsets_mapping"] = True
+    if isinstance(text, str):
+        text = check_text(text, "text")
+        source = text
+    else:
+        text = _check_words(bundle, text)
+        source = " ".join(text)
+        kw["is_split_into_words"] = True
+        if getattr(tok, "add_prefix_space", None) is False and needs_prefix_space(
+            bundle.model_type
+        ):
+            kw["add_prefix_space"] = True
+    if pair is not None:
+        pair = check_text(pair, "text_pair")
+    if truncation:
+        if limit is None:
+            raise InputError("truncation=True needs max_length=: this model has no position limit")
+        kw.update(truncation=True, max_length=limit)
+    enc = tok(text, pair, **kw) if pair is not None else tok(text, **kw)
+    n = len(enc["input_ids"])
+    if limit is not None and n > limit:
+        raise InputTooLongError(
+            f"the input is {n} tokens but the model accepts at most {limit}; shorten it or pass "
+            f"truncation=True (CLI: --truncate) to keep the first {limit} tokens"
+        )
+    if n == 0:
+        raise InputError("the tokenizer produced no tokens for this text")
+    texts = (source,) if pair is None else (source, pair)
+    tokens = tokens_from_encoding(bundle, enc, texts)
+    return Encoded(tokens, source, bool(truncation and limit is not None and n >= limit))
+
+
+def _check_words(bundle: ModelBundle, words: Sequence[str]) -> list[str]:
+    if not getattr(bundle.tokenizer, "is_fast", False):
+        raise InputError(
+            f"{bundle.name}: aligning pre-split words needs a fast tokenizer (with word_ids()); "
+            f"load the model with its tokenizer.json"
+        )
+    if isinstance(words, bytes) or not isinstance(words, Sequence):
+        raise InputError(f"text must be a string or a list of words, not {type(words).__name__}")
+    out = [str(w) for w in words]
+    if not out:
+        raise InputError("no words to encode")
+    return out
+
+
+def tokens_from_encoding(bundle: ModelBundle, enc: Any, texts: tuple[str, ...]) -> Tokens:
+    """:class:`Tokens` from a tokenizer's output (word ids, specials, offsets, segment ids)."""
+    tok = bundle.tokenizer
+    ids = np.asarray(enc["input_ids"], dtype=np.int64)
+    n = ids.shape[0]
+    special = np.asarray(enc.get("special_tokens_mask", [0] * n), dtype=bool)
+    # A tokenizer's special_tokens_mask only covers added [CLS]/[SEP]; also flag e.g. <s> typed in.
+    special |= np.isin(ids, np.asarray(list(tok.all_special_ids), dtype=np.int64))
+    if getattr(tok, "is_fast", False) and hasattr(enc, "word_ids"):
+        raw_words = enc.word_ids()
+        raw_seqs = enc.sequence_ids()
+        offsets = np.asarray(enc["offset_mapping"], dtype=np.int32).reshape(n, 2)
+    else:
+        raw_words, raw_seqs = _heuristic_words(tok.convert_ids_to_tokens(ids.tolist()), special)
+        offsets = np.full((n, 2), -1, dtype=np.int32)
+    seqs = np.array([-1 if s is None else s for s in raw_seqs], dtype=np.int8)
+    words = np.full(n, -1, dtype=np.int32)
+    seen: dict[tuple[int, int], int] = {}
+    for i, (s, w) in enumerate(zip(raw_seqs, raw_words, strict=True)):
+        if w is None or special[i]:
+            continue
+        words[i] = seen.setdefault((s or 0, w), len(seen))
+    seqs[special] = -1
+    offsets[special] = -1
+    types = enc.get("token_type_ids")
+    return Tokens(
+        tokens=tuple(_token_strings(tok, ids.tolist())),
+        ids=ids,
+        special=special,
+        word_ids=words,
+        sequence_ids=seqs,
+        offsets=offsets,
+        texts=texts,
+        type_ids=None if types is None else np.asarray(types, dtype=np.int64),
+    )
+
+
+def _token_strings(tok: Any, ids: Sequence[int]) -> list[str]:
+    # An id outside the tokenizer's vocabulary (a model with a padded embedding) has no string.
+    return [
+        t if isinstance(t, str) else f"<id {i}>"
+        for i, t in zip(ids, tok.convert_ids_to_tokens(list(ids)), strict=True)
+    ]
+
+
+def _heuristic_words(tokens: list[str], special: np.ndarray) -> tuple[list[Any], list[Any]]:
+    """Word ids for slow tokenizers, which have no word_ids(): read the sub-word markers."""
+    words: list[Any] = []
+    w = -1
+    for i, t in enumerate(tokens):
+        if special[i]:
+            words.append(None)
+            continue
+        if w < 0 or (
+            not t.startswith("##")
+            and not (i > 0 and not t.startswith(("Ġ", "▁")) and tokens[i - 1].endswith("@@"))
+        ):
+            w += 1
+        words.append(w)
+    return words, [None if s else 0 for s in special]
+
+
+def chat_text(bundle: ModelBundle, messages: Any, *, add_generation_prompt: bool = False) -> str:
+    """Apply the tokenizer's chat template to ``messages`` and return the templated text.
+
+    Args:
+        messages: a list of ``{"role": ..., "content": ...}`` dicts with string values.
+        add_generation_prompt: end with the assistant's turn header (for generation).
+    """
+    if isinstance(messages, str | bytes) or not isinstance(messages, Sequence) or not messages:
+        raise InputError(
+            'messages must be a non-empty list of {"role": ..., "content": ...} dicts, e.g. '
+            '[{"role": "user", "content": "Hi"}]'
+        )
+    for i, msg in enumerate(messages):
+        if (
+            not isinstance(msg, Mapping)
+            or not isinstance(msg.get("role"), str)
+            or not isinstance(msg.get("content"), str)
+        ):
+            raise InputError(
+                f"messages[{i}] must be a dict with string 'role' and 'content', got {msg!r}"
+            )
+    tok = bundle.tokenizer
+    if not getattr(tok, "chat_template", None):
+        raise InputError(
+            f"{bundle.name}: its tokenizer has no chat template; pass the text itself instead "
+            f"of messages="
+        )
+    text = tok.apply_chat_template(
+        [dict(m) for m in messages], tokenize=False, add_generation_prompt=add_generation_prompt
+    )
+    return check_text(text, "the chat template's output")
+
+
+def decoder_start_id(bundle: ModelBundle) -> int:
+    """The token an encoder-decoder model's decoder starts from."""
+    tok = bundle.tokenizer
+    cfg = bundle.model.config
+    gen = getattr(bundle.model, "generation_config", None)
+    start = getattr(cfg, "decoder_start_token_id", None)
+    if start is None and gen is not None:
+        start = getattr(gen, "decoder_start_token_id", None)
+    if start is None:
+        start = tok.pad_token_id if tok.pad_token_id is not None else tok.bos_token_id
+    if start is None:
+        raise CaptureError(f"{bundle.name}: the config names no decoder start token")
+    return int(start)
+
+
+def decoder_tokens(bundle: ModelBundle, target: str | None) -> Tokens:
+    """The decoder input of an encoder-decoder model: its start token, then ``target``'s."""
+    tok = bundle.tokenizer
+    start = decoder_start_id(bundle)
+    if target is None:
+        return special_tokens(bundle, [start])
+    enc = tok(
+        text_target=check_text(target, "target"),
+        return_special_tokens_mask=True,
+        **({"return_offsets_mapping": True} if getattr(tok, "is_fast", False) else {}),
+    )
+    inner = tokens_from_encoding(bundle, enc, (target,))
+    return join_tokens(special_tokens(bundle, [start]), inner, (target,), generated=False)
+
+
+def special_tokens(bundle: ModelBundle, ids: Sequence[int]) -> Tokens:
+    """Tokens for ``ids`` that are all special (a decoder start token, say)."""
+    n = len(ids)
+    return Tokens(
+        tokens=tuple(_token_strings(bundle.tokenizer, ids)),
+        ids=np.asarray(ids, dtype=np.int64),
+        special=np.ones(n, dtype=bool),
+        word_ids=np.full(n, -1, dtype=np.int32),
+        sequence_ids=np.full(n, -1, dtype=np.int8),
+        offsets=np.full((n, 2), -1, dtype=np.int32),
+    )
+
+
+def generated_tokens(bundle: ModelBundle, ids: Sequence[int], first_word: int) -> Tokens:
+    """Tokens the model generated: words numbered from ``first_word`` by their leading marks."""
+    tok = bundle.tokenizer
+    strings = _token_strings(tok, ids)
+    special_ids = set(tok.all_special_ids)
+    special = np.array([i in special_ids for i in ids], dtype=bool)
+    words = np.full(len(ids), -1, dtype=np.int32)
+    w = first_word - 1
+    previous_special = True
+    for i, t in enumerate(strings):
+        if special[i]:
+            previous_special = True
+            continue
+        if previous_special or t.startswith(("Ġ", "▁", " ", "Ċ")) or not t[:1].isalnum():
+            w += 1
+        words[i] = w
+        previous_special = False
+    return Tokens(
+        tokens=tuple(strings),
+        ids=np.asarray(ids, dtype=np.int64),
+        special=special,
+        word_ids=words,
+        sequence_ids=np.where(special, -1, 0).astype(np.int8),
+        offsets=np.full((len(ids), 2), -1, dtype=np.int32),
+        generated=np.ones(len(ids), dtype=bool),
+    )
+
+
+def join_tokens(
+    first: Tokens, second: Tokens, texts: tuple[str, ...], *, generated: bool = True
+) -> Tokens:
+    """``first`` followed by ``second`` (flagged as generated when ``generated``)."""
+    flags = np.asarray(second.generated) if generated else np.zeros(len(second), dtype=bool)
+    return Tokens(
+        tokens=first.tokens + second.tokens,
+        ids=np.concatenate([first.ids, second.ids]),
+        special=np.concatenate([first.special, second.special]),
+        word_ids=np.concatenate([first.word_ids, second.word_ids]),
+        sequence_ids=np.concatenate([first.sequence_ids, second.sequence_ids]),
+        offsets=np.concatenate([first.offsets, second.offsets]),
+        texts=texts,
+        generated=np.concatenate([np.asarray(first.generated), flags]),
+        type_ids=np.concatenate([np.asarray(first.type_ids), np.asarray(second.type_ids)]),
+    )
+
+
+# ---------------------------------------------------------------------------------- model inputs
+
+
+def pad_id(bundle: ModelBundle) -> int:
+    """The id used to pad a batch (the pad token, else end-of-sequence, else unknown, else 0)."""
+    tok = bundle.tokenizer
+    for value in (tok.pad_token_id, tok.eos_token_id, tok.unk_token_id, 0):
+        if value is not None:
+            return int(value)
+    return 0  # pragma: no cover
+
+
+def takes_token_types(bundle: ModelBundle) -> bool:
+    """The ``token_type_ids`` rule: the tokenizer returns them and ``forward`` takes them."""
+    names = getattr(bundle.tokenizer, "model_input_names", None) or ()
+    return "token_type_ids" in names and forward_accepts(bundle.model, "token_type_ids")
+
+
+def model_inputs(bundle: ModelBundle, sequences: Sequence[Tokens]) -> dict[str, Any]:
+    """Right-padded ``input_ids`` / ``attention_mask`` (/ ``token_type_ids``) on the model's device.
+
+    Right padding is correct for decoders too: a causal query never sees the padding after it,
+    and the positions of the real tokens stay ``0 .. n-1``.
+    """
+    import torch
+
+    if not sequences:
+        raise InputError("no inputs to run")
+    lengths = [len(t) for t in sequences]
+    width = max(lengths)
+    ids = np.full((len(sequences), width), pad_id(bundle), dtype=np.int64)
+    mask = np.zeros((len(sequences), width), dtype=np.int64)
+    types = np.zeros((len(sequences), width), dtype=np.int64)
+    for i, t in enumerate(sequences):
+        ids[i, : lengths[i]] = t.ids
+        mask[i, : lengths[i]] = 1
+        types[i, : lengths[i]] = np.asarray(t.type_ids)
+    device = next(bundle.model.parameters()).device
+    inputs: dict[str, Any] = {
+        "input_ids": torch.from_numpy(ids).to(device),
+        "attention_mask": torch.from_numpy(mask).to(device),
+    }
+    if takes_token_types(bundle):
+        inputs["token_type_ids"] = torch.from_numpy(types).to(device)
+    return inputs
+
+
+__all__ = [
+    "Encoded",
+    "chat_text",
+    "check_text",
+    "decoder_tokens",
+    "encode",
+    "generated_tokens",
+    "join_tokens",
+    "model_inputs",
+    "pad_id",
+    "special_tokens",
+    "takes_token_types",
+    "token_limit",
+    "tokens_from_encoding",
+]

@@ -1,0 +1,49 @@
+"""Debugging decisions: which tokens and which heads actually matter for a model's output.
+
+Raw attention weights mislead: a head can put most of its weight on a "sink" token such as
+``[CLS]`` while passing on almost nothing from it. This package offers four corrections:
+
+* :mod:`.flow` - attention rollout and attention flow (Abnar & Zuidema 2020); pure.
+* :mod:`.norms` - norm-based attention ``‖α·f(x)‖`` (Kobayashi et al. 2020); runs the model.
+* :mod:`.importance` - head importance by ablation or gate gradient (Michel et al. 2019) for a
+  :class:`~.target.Target`; runs the model.
+* :mod:`.summary` - the report's "what mattered" :class:`~.result.Explanation`.
+
+Methods that run the model ask :mod:`inspector.capture` to do it (its one hook context manager
+and tokenization path) and find projections in :mod:`inspector.models.families`. Adding a method
+is one module here plus one facade method in :mod:`inspector.api`.
+"""
+
+from .flow import (
+    FLOW_MAX_TOKENS,
+    attention_flow,
+    exclude_special_tokens,
+    matrix_frame,
+    renormalise,
+    residual_attention,
+    rollout,
+)
+from .importance import ablated_heads, head_importance, head_importance_many
+from .norms import attention_norms
+from .result import Explanation, NormAttention, sink_heads
+from .summary import explain
+from .target import Target
+
+__all__ = [
+    "FLOW_MAX_TOKENS",
+    "Explanation",
+    "NormAttention",
+    "Target",
+    "ablated_heads",
+    "attention_flow",
+    "attention_norms",
+    "exclude_special_tokens",
+    "explain",
+    "head_importance",
+    "head_importance_many",
+    "matrix_frame",
+    "renormalise",
+    "residual_attention",
+    "rollout",
+    "sink_heads",
+]

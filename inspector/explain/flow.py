@@ -1,0 +1,252 @@
+"""Token-level corrections of raw attention: rollout and flow (Abnar & Zuidema 2020).
+
+* :func:`rollout` - attention rollout: per layer ``Â = normalise(0.5·mean_heads(A) + 0.5·I)``,
+  multiplied through the layers.
+* :func:`attention_flow` - attention flow: max-flow through the layered attention graph with
+  ``Â`` as capacities (networkx). Slow: limited to :data:`FLOW_MAX_TOKENS`.
+
+Pure functions of ``(layer, head, query, key)`` arrays or stacks; nothing here runs a model.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from ..capture.types import AttentionStack, Tokens
+from ..errors import InputError
+
+HeadReduce = Literal["mean", "max", "min"]
+
+#: Longest input :func:`attention_flow` accepts (one max-flow problem per query/key pair).
+FLOW_MAX_TOKENS = 32
+#: Measured wall time of :func:`attention_flow` at :data:`FLOW_MAX_TOKENS` tokens and 6 layers:
+#: 29 s on an idle 2-core CPU, 66 s on a loaded one (bench/bench_explain.py re-measures it).
+FLOW_SECONDS_AT_LIMIT = 60.0
+
+
+def _as_weights(attention: AttentionStack | np.ndarray) -> np.ndarray:
+    w = attention.weights if isinstance(attention, AttentionStack) else np.asarray(attention)
+    if w.ndim != 4 or w.shape[2] != w.shape[3]:
+        raise InputError(
+            f"expected self-attention weights (layer, head, query, key) with query == key, got "
+            f"shape {w.shape}; cross attention has no rollout, use the encoder or decoder stack"
+        )
+    return w
+
+
+def _reduce_heads(w: np.ndarray, head_reduce: str) -> np.ndarray:
+    if head_reduce == "mean":
+        return np.asarray(w.mean(axis=1))
+    if head_reduce == "max":
+        return np.asarray(w.max(axis=1))
+    if head_reduce == "min":
+        return np.asarray(w.min(axis=1))
+    raise InputError(f"head_reduce must be 'mean', 'max' or 'min', not {head_reduce!r}")
+
+
+def _start(start_layer: int, n_layers: int) -> int:
+    s = start_layer + n_layers if start_layer < 0 else start_layer
+    if not 0 <= s < n_layers:
+        raise InputError(f"start_layer {start_layer} is out of range for {n_layers} layers")
+    return s
+
+
+def residual_attention(
+    attention: AttentionStack | np.ndarray,
+    *,
+    head_reduce: HeadReduce = "mean",
+    residual: float = 0.5,
+) -> np.ndarray:
+    """Per-layer ``Â = normalise((1 - residual)·reduce_heads(A) + residual·I)``.
+
+    Args:
+        attention: weights ``(layer, head, query, key)`` or an :class:`AttentionStack`.
+        head_reduce: how heads are combined: ``mean`` (the paper), ``max`` or ``min``.
+        residual: weight of the identity standing for the residual connection (0.5 in the paper).
+
+    Returns:
+        float64 ``(layer, query, key)`` with rows summing to 1.
+    """
+    w = _as_weights(attention).astype(np.float64)
+    if not 0.0 <= residual <= 1.0:
+        raise InputError(f"residual must lie in [0, 1], got {residual}")
+    a = (1.0 - residual) * _reduce_heads(w, head_reduce) + residual * np.eye(w.shape[-1])
+    return np.asarray(a / a.sum(axis=-1, keepdims=True))
+
+
+def rollout(
+    attention: AttentionStack | np.ndarray,
+    *,
+    start_layer: int = 0,
+    head_reduce: HeadReduce = "mean",
+    residual: float = 0.5,
+    special: np.ndarray | None = None,
+    exclude_special: bool = False,
+) -> np.ndarray:
+    """Attention rollout (Abnar & Zuidema 2020): ``Â_{L-1} ··· Â_{start}``.
+
+    Args:
+        attention: weights ``(layer, head, query, key)`` or an :class:`AttentionStack` (whose
+            axis 0 must be consecutive layers).
+        start_layer: first layer multiplied in (negative counts from the end).
+        head_reduce, residual: see :func:`residual_attention`.
+        special: boolean ``(n,)`` mask of special tokens (taken from the stack when omitted).
+        exclude_special: drop special tokens' rows and columns from the result and renormalise
+            the rows (the rollout itself runs over all tokens).
+
+    Returns:
+        float64 ``(query, key)``: how much of each output position's representation flows from
+        each input position. Rows sum to 1.
+
+    Example:
+        >>> import numpy as np
+        >>> w = np.full((2, 1, 3, 3), 1 / 3)
+        >>> rollout(w).round(3)[0].tolist()
+        [0.5, 0.25, 0.25]
+    """
+    a = residual_attention(attention, head_reduce=head_reduce, residual=residual)
+    s = _start(start_layer, a.shape[0])
+    out = np.eye(a.shape[-1])
+    for layer in range(s, a.shape[0]):
+        out = a[layer] @ out
+    return _finish(out, attention, special, exclude_special)
+
+
+def _special_of(attention: Any, special: np.ndarray | None, n: int) -> np.ndarray:
+    if special is not None:
+        mask = np.asarray(special, dtype=bool)
+    elif isinstance(attention, AttentionStack):
+        mask = np.asarray(attention.query.special, dtype=bool)
+    else:
+        raise InputError("exclude_special=True needs special= (a boolean mask of special tokens)")
+    if mask.shape != (n,):
+        raise InputError(f"special has shape {mask.shape}, expected ({n},)")
+    if mask.all():
+        raise InputError("every token is special; nothing is left after exclude_special=True")
+    return mask
+
+
+def _finish(
+    matrix: np.ndarray, attention: Any, special: np.ndarray | None, exclude_special: bool
+) -> np.ndarray:
+    if not exclude_special:
+        return matrix
+    keep = ~_special_of(attention, special, matrix.shape[-1])
+    return renormalise(matrix[..., keep, :][..., keep])
+
+
+def renormalise(matrix: np.ndarray) -> np.ndarray:
+    """Divide each row (last axis) by its sum; all-zero rows stay zero."""
+    m = np.asarray(matrix, dtype=np.float64)
+    sums = m.sum(axis=-1, keepdims=True)
+    return np.divide(m, sums, out=np.zeros_like(m), where=sums > 0)
+
+
+def exclude_special_tokens(
+    values: np.ndarray, special: np.ndarray, *, normalise: bool = True
+) -> np.ndarray:
+    """Drop special tokens from the last two axes ``(..., query, key)`` and renormalise rows."""
+    keep = ~np.asarray(special, dtype=bool)
+    if keep.shape != values.shape[-1:] or not keep.any():
+        raise InputError(
+            f"special mask of shape {keep.shape} does not fit values {values.shape} or "
+            f"leaves no token"
+        )
+    out = values[..., keep, :][..., keep]
+    return renormalise(out) if normalise else out
+
+
+def attention_flow(
+    attention: AttentionStack | np.ndarray,
+    *,
+    start_layer: int = 0,
+    head_reduce: HeadReduce = "mean",
+    residual: float = 0.5,
+    special: np.ndarray | None = None,
+    exclude_special: bool = False,
+    max_tokens: int = FLOW_MAX_TOKENS,
+) -> np.ndarray:
+    """Attention flow (Abnar & Zuidema 2020): max-flow through the layered attention graph.
+
+    Nodes are ``(level, position)`` for levels ``start_layer .. L``; an edge from position ``i``
+    at level ``l + 1`` to position ``j`` at level ``l`` has capacity ``Â_l[i, j]``
+    (:func:`residual_attention`). Entry ``[i, j]`` is the maximum flow from output ``i`` to input
+    ``j``; each row is then normalised to sum to 1.
+
+    It solves ``n²`` max-flow problems on a graph of ``layers·n²`` edges, so it refuses inputs
+    longer than ``max_tokens`` (default :data:`FLOW_MAX_TOKENS` = 32; 30 to 60 s at that
+    limit with 6 layers on a 2-core CPU, see :data:`FLOW_SECONDS_AT_LIMIT`). Use :func:`rollout` for
+    long inputs: it is the fast approximation.
+
+    Returns:
+        float64 ``(query, key)``, rows summing to 1.
+    """
+    import networkx as nx
+    from networkx.algorithms.flow import build_residual_network, preflow_push
+
+    a = residual_attention(attention, head_reduce=head_reduce, residual=residual)
+    n = a.shape[-1]
+    if n > max_tokens:
+        raise InputError(
+            f"attention flow on {n} tokens is too slow: it solves {n}² max-flow problems; the "
+            f"limit is {max_tokens} tokens (up to about {FLOW_SECONDS_AT_LIMIT:.0f} s at "
+            f"{FLOW_MAX_TOKENS} tokens and 6 layers). Shorten the input, or use rollout(), the "
+            f"fast approximation"
+        )
+    s = _start(start_layer, a.shape[0])
+    layers = a.shape[0] - s
+    graph = nx.DiGraph()
+    for depth in range(layers):
+        mat = a[s + depth]
+        for i in range(n):
+            for j in range(n):
+                if mat[i, j] > 0:
+                    graph.add_edge((depth + 1, i), (depth, j), capacity=float(mat[i, j]))
+    flow = np.eye(n)
+    if layers > 0:
+        # One residual network reused by every problem: ~6x faster than maximum_flow_value.
+        residual_net = build_residual_network(graph, "capacity")
+        for i in range(n):
+            for j in range(n):
+                solved = preflow_push(graph, (layers, i), (0, j), residual=residual_net)
+                flow[i, j] = solved.graph["flow_value"]
+    return _finish(renormalise(flow), attention, special, exclude_special)
+
+
+def matrix_frame(matrix: np.ndarray, tokens: Tokens, *, value: str = "weight") -> pd.DataFrame:
+    """Long frame of a ``(query, key)`` matrix: ``query_pos, key_pos, query_token, key_token``."""
+    n_q, n_k = matrix.shape
+    names = list(tokens.tokens)
+    if n_q != len(names) or n_k != len(names):
+        keep = np.flatnonzero(~tokens.special)
+        if n_q != keep.size:
+            raise InputError(f"matrix {matrix.shape} does not match {len(names)} tokens")
+        positions = keep
+    else:
+        positions = np.arange(n_q)
+    q = np.repeat(positions, n_k)
+    k = np.tile(positions, n_q)
+    return pd.DataFrame(
+        {
+            "query_pos": q.astype(np.int32),
+            "key_pos": k.astype(np.int32),
+            "query_token": pd.Categorical([names[i] for i in q]),
+            "key_token": pd.Categorical([names[i] for i in k]),
+            value: matrix.reshape(-1).astype(np.float32),
+        }
+    )
+
+
+__all__ = [
+    "FLOW_MAX_TOKENS",
+    "HeadReduce",
+    "attention_flow",
+    "exclude_special_tokens",
+    "matrix_frame",
+    "renormalise",
+    "residual_attention",
+    "rollout",
+]

@@ -1,0 +1,74 @@
+"""The "what mattered" summary of one input: raw vs norm-based vs rollout, head importance, sinks.
+
+Runs the model (norms and importance) through the explain methods; the result, an
+:class:`~.result.Explanation`, is pure data the report renders.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, cast
+
+from ..capture.types import Capture
+from ..errors import InputError, UnsupportedModelError
+from ..models.families import supported_families
+from ..models.loading import ModelBundle
+from .flow import renormalise, rollout
+from .importance import Method, head_importance
+from .norms import attention_norms
+from .result import Explanation, sink_heads
+from .target import Target
+
+
+def explain(
+    bundle: ModelBundle,
+    capture: Capture,
+    *,
+    target: Target | str | Callable[[Any], Any] | None = None,
+    method: Method = "ablation",
+    layer: int | None = None,
+    top: int = 4,
+) -> Explanation:
+    """Compute the "what mattered" summary of one self-attention capture."""
+    if capture.is_encoder_decoder:
+        raise UnsupportedModelError(
+            f"explain does not support encoder-decoder models "
+            f"({capture.metadata.get('model_type')}); it supports self-attention models of the "
+            f"families {supported_families()}"
+        )
+    stack = capture.stacks["self"]
+    if stack.layers != tuple(range(bundle.n_layers)) or stack.heads != tuple(range(bundle.n_heads)):
+        raise InputError("explain needs a capture of every layer and head (no layers=/heads=)")
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    norms = attention_norms(bundle, stack)
+    timings["norms"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    roll = rollout(stack)
+    timings["rollout"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    imp = head_importance(bundle, stack.query, target=target, method=method)
+    timings["importance"] = time.perf_counter() - t0
+    n_l = bundle.n_layers
+    chosen = n_l // 2 if layer is None else (layer + n_l if layer < 0 else layer)
+    if not 0 <= chosen < n_l:
+        raise InputError(f"layer {layer} is out of range for {n_l} layers")
+    ranked = imp.sort_values("importance", ascending=False, kind="stable").head(top)
+    top_heads = [(int(li), int(hi)) for li, hi in cast(Any, ranked.index)]
+    return Explanation(
+        tokens=stack.query,
+        layer=chosen,
+        raw=stack.weights[chosen].mean(axis=0),
+        norm=renormalise(norms.norms[chosen]).mean(axis=0),
+        rollout=roll,
+        importance=imp,
+        top_heads=top_heads,
+        top_maps=[stack.weights[li, hi] for li, hi in top_heads],
+        sinks=sink_heads(stack.weights, norms.norms, stack.query),
+        target=str(imp.attrs["inspector"]["target"]),
+        timings=timings,
+    )
+
+
+__all__ = ["explain"]

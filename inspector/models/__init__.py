@@ -1,0 +1,31 @@
+"""Loading models and the facts inspector knows about model families.
+
+:mod:`.loading` is the only module that calls ``from_pretrained``; :mod:`.families` holds the one
+table of per-family facts. Nothing here runs a model.
+"""
+
+from .families import (
+    FAMILIES,
+    AttentionLayer,
+    Family,
+    Structure,
+    find_structure,
+    forward_accepts,
+    register_family,
+)
+from .loading import EMBEDDED, ModelBundle, list_embedded, load_model, tokenizer_fingerprint
+
+__all__ = [
+    "EMBEDDED",
+    "FAMILIES",
+    "AttentionLayer",
+    "Family",
+    "ModelBundle",
+    "Structure",
+    "find_structure",
+    "forward_accepts",
+    "list_embedded",
+    "load_model",
+    "register_family",
+    "tokenizer_fingerprint",
+]

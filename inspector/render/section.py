@@ -1,0 +1,75 @@
+"""The section protocol every page is built from.
+
+A section builder is a function ``(context) -> Section | None``: the single-input report passes
+a :class:`ReportContext` (the capture, the page data, options, cached metrics), the atlas page an
+:class:`~inspector.corpus.atlas.Atlas`. A :class:`Section` names its anchor, title, template
+(under ``templates/``, autoescaped; data goes to scripts with ``|tojson``) and the static scripts
+and stylesheets it needs, which the page inlines once (:func:`inspector.render.page.assemble`).
+Adding a report section is one module under ``render/sections/`` plus one line in that
+package's registry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from markupsafe import Markup
+
+from ..capture.types import Capture
+from ..errors import InputError
+from . import _assets
+from .data import PageData
+
+C = TypeVar("C")
+
+
+@dataclass(frozen=True)
+class Section:
+    """One part of a page.
+
+    Attributes:
+        id: HTML id (anchor) of the section, unique in the page.
+        title: heading shown and listed in the navigation.
+        template: template under ``templates/`` rendered with ``context`` (autoescaped).
+        context: values for the template.
+        html: ready HTML instead of a template (must already be safe ``Markup``).
+        scripts: static files (``static/``) the section needs, inlined once per page.
+        css: static stylesheets the section needs.
+    """
+
+    id: str
+    title: str
+    template: str | None = None
+    context: Mapping[str, Any] = field(default_factory=dict)
+    html: Markup | None = None
+    scripts: tuple[str, ...] = ()
+    css: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if (self.template is None) == (self.html is None):
+            raise InputError(f"section {self.id!r}: give either template= or html=")
+        if self.html is not None and not isinstance(self.html, Markup):
+            raise InputError(f"section {self.id!r}: html= must be markupsafe.Markup (escaped)")
+
+    def render(self) -> Markup:
+        if self.html is not None:
+            return self.html
+        env = _assets.environment()
+        return Markup(env.get_template(self.template).render(**self.context))
+
+
+SectionBuilder = Callable[[C], "Section | None"]
+
+
+@dataclass
+class ReportContext:
+    """What the single-input report's section builders get: the capture, the page data, options."""
+
+    capture: Capture
+    page: PageData
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+__all__ = ["ReportContext", "Section", "SectionBuilder"]

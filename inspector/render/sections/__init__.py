@@ -1,0 +1,60 @@
+"""Report sections, one module each, and the registries that put them in page order.
+
+A section builder is ``(context) -> Section | None`` (see :mod:`inspector.render.section`).
+Adding a section to the default report is one module here and one line in
+:data:`REPORT_SECTIONS` (or ``register_section`` at run time).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..section import ReportContext, Section
+from .atlas import DEFAULT_ATLAS_SECTIONS
+from .data import data_section
+from .generation import generation_section
+from .grid import head_grid_section
+from .heads import comparison_section, head_analysis_section
+from .overview import overview_section
+from .views import head_view_section, model_view_section
+
+ReportSection = Callable[[ReportContext], "Section | None"]
+
+#: The single-input report's sections by name, in page order.
+REPORT_SECTIONS: dict[str, ReportSection] = {
+    "overview": overview_section,
+    "generation": generation_section,  # only when the capture generated tokens
+    "head-view": head_view_section,
+    "model-view": model_view_section,
+    "head-grid": head_grid_section,
+    "head-metrics": head_analysis_section,
+    "data": data_section,
+}
+
+
+def register_section(name: str, builder: ReportSection, *, before: str | None = None) -> None:
+    """Add ``builder`` to the default report (at the end, or before the section ``before``)."""
+    from ...errors import InputError
+
+    if not callable(builder):
+        raise InputError(f"section {name!r}: the builder must be callable")
+    if name in REPORT_SECTIONS:
+        raise InputError(f"a report section named {name!r} is registered already")
+    if before is None:
+        REPORT_SECTIONS[name] = builder
+        return
+    if before not in REPORT_SECTIONS:
+        raise InputError(f"no report section {before!r}; sections: {list(REPORT_SECTIONS)}")
+    items = list(REPORT_SECTIONS.items())
+    at = [k for k, _ in items].index(before)
+    items.insert(at, (name, builder))
+    REPORT_SECTIONS.clear()
+    REPORT_SECTIONS.update(items)
+
+
+__all__ = [
+    "DEFAULT_ATLAS_SECTIONS",
+    "REPORT_SECTIONS",
+    "comparison_section",
+    "register_section",
+]

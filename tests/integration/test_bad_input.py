@@ -1,0 +1,310 @@
+"""Table-driven bad input for every public entry point: a specific error that says what to do.
+
+Each row is (id, call, expected exception type, a phrase the message must contain). The calls
+run on the tiny models of ``conftest``; nothing here may fail with a library's own exception."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import inspector
+from inspector.errors import InputError, InspectorError, ModelLoadError, UnsupportedModelError
+
+TEXT = "The cat sat on the mat because it was tired."
+
+
+LONG = "cat " * 25_000  # 100k characters
+
+
+def _ins(t: dict[str, Any], family: str = "bert", text: str = TEXT) -> Any:
+    kw = {"target": "A dog."} if family in ("t5", "bart") else {}
+    return t[family].inspect(text, **kw)
+
+
+CASES: list[tuple[str, Callable[[dict[str, Any], Any], Any], type[BaseException], str]] = [
+    # ---- inspect: text
+    ("inspect-empty", lambda t, p: t["bert"].inspect(""), InputError, "empty"),
+    ("inspect-whitespace", lambda t, p: t["bert"].inspect(" \n\t "), InputError, "empty"),
+    (
+        "inspect-control-only",
+        lambda t, p: t["bert"].inspect("\x00\x01\x1b\x7f"),
+        InputError,
+        "control characters",
+    ),
+    ("inspect-100k", lambda t, p: t["bert"].inspect(LONG), InputError, "truncation=True"),
+    ("inspect-100k-decoder", lambda t, p: t["gpt2"].inspect(LONG), InputError, "at most 64"),
+    ("inspect-long-pair", lambda t, p: t["bert"].inspect(TEXT, LONG), InputError, "truncation"),
+    ("inspect-wrong-type", lambda t, p: t["bert"].inspect(42), InputError, "string"),
+    ("inspect-bytes", lambda t, p: t["bert"].inspect(b"cat"), InputError, "string"),
+    ("inspect-pair-type", lambda t, p: t["bert"].inspect(TEXT, 3.5), InputError, "string"),
+    ("inspect-pair-empty", lambda t, p: t["bert"].inspect(TEXT, "  "), InputError, "empty"),
+    (
+        "inspect-text-and-messages",
+        lambda t, p: t["gpt2"].inspect(TEXT, messages=[{"role": "user", "content": "hi"}]),
+        InputError,
+        "not both",
+    ),
+    ("inspect-no-text", lambda t, p: t["bert"].inspect(), InputError, "give the text"),
+    (
+        "inspect-target-on-encoder",
+        lambda t, p: t["bert"].inspect(TEXT, target="x"),
+        InputError,
+        "encoder-decoder",
+    ),
+    (
+        "inspect-layer-range",
+        lambda t, p: t["bert"].inspect(TEXT, layers=[2]),
+        InputError,
+        "out of range",
+    ),
+    (
+        "inspect-head-range",
+        lambda t, p: t["bert"].inspect(TEXT, heads=[-3]),
+        InputError,
+        "out of range",
+    ),
+    (
+        "inspect-layer-type",
+        lambda t, p: t["bert"].inspect(TEXT, layers=["0"]),
+        InputError,
+        "integers",
+    ),
+    (
+        "inspect-layer-float",
+        lambda t, p: t["bert"].inspect(TEXT, layers=[0.5]),
+        InputError,
+        "integers",
+    ),
+    (
+        "inspect-no-layers",
+        lambda t, p: t["bert"].inspect(TEXT, layers=[]),
+        InputError,
+        "at least one",
+    ),
+    (
+        "inspect-max-length",
+        lambda t, p: t["bert"].inspect(TEXT, max_length=0),
+        InputError,
+        "positive integer",
+    ),
+    ("inspect-dtype", lambda t, p: t["bert"].inspect(TEXT, dtype="int8"), InputError, "float16"),
+    # ---- frames and exports
+    ("frame-level", lambda t, p: _ins(t).frame(level="sentence"), InputError, "'token' or"),
+    ("frame-layer", lambda t, p: _ins(t).frame(layers=[7]), InputError, "not captured"),
+    ("to-parquet-suffix", lambda t, p: _ins(t).to_parquet(p / "x.csv"), InputError, ".parquet"),
+    ("to-csv-into-folder", lambda t, p: _ins(t).to_csv(p), InputError, ".csv"),
+    (
+        "read-parquet-missing",
+        lambda t, p: inspector.read_parquet(p / "no.parquet"),
+        InputError,
+        "does not exist",
+    ),
+    # ---- head analysis
+    (
+        "metrics-unknown",
+        lambda t, p: _ins(t).head_metrics(["entropy", "nope"]),
+        InputError,
+        "entropy",
+    ),
+    (
+        "similarity-method",
+        lambda t, p: _ins(t).head_similarity(method="manhattan"),
+        InputError,
+        "js",
+    ),
+    ("nearest-out-of-range", lambda t, p: _ins(t).nearest_heads(9, 0), InputError, "9"),
+    ("metrics-many-empty", lambda t, p: inspector.head_metrics(t["bert"], []), InputError, "text"),
+    (
+        "metrics-many-blank",
+        lambda t, p: inspector.head_metrics(t["bert"], ["ok", " "]),
+        InputError,
+        "empty",
+    ),
+    ("compare-type", lambda t, p: inspector.compare(_ins(t), 42), InputError, "Inspection"),
+    (
+        "compare-other-model",
+        lambda t, p: inspector.compare(_ins(t), _ins(t, "gpt2")),
+        InputError,
+        "tokenizer",
+    ),
+    # ---- views and report
+    ("head-view-layer", lambda t, p: _ins(t).head_view(layer=9), InputError, "layer"),
+    ("report-suffix", lambda t, p: _ins(t).report(p / "r.txt"), InputError, ".html"),
+    ("report-into-folder", lambda t, p: _ins(t).report(p), InputError, "folder"),
+    ("neuron-view-t5", lambda t, p: _ins(t, "t5").neuron_view(), UnsupportedModelError, "t5"),
+    ("enc-dec-attention", lambda t, p: _ins(t, "t5").attention, InputError, ".encoder"),
+    # ---- what mattered
+    ("rollout-layer", lambda t, p: _ins(t).rollout(start_layer=5), InputError, "layer"),
+    ("rollout-reduce", lambda t, p: _ins(t).rollout(head_reduce="median"), InputError, "mean"),
+    ("flow-too-long", lambda t, p: _ins(t, "bert", "cat " * 40).attention_flow(), InputError, "32"),
+    ("norms-t5", lambda t, p: _ins(t, "t5").encoder.attention_norms(), UnsupportedModelError, "t5"),
+    (
+        "importance-method",
+        lambda t, p: _ins(t, "gpt2").head_importance(method="magic"),
+        InputError,
+        "ablation",
+    ),
+    (
+        "importance-target",
+        lambda t, p: _ins(t, "gpt2").head_importance(target="nonsense:x"),
+        InputError,
+        "target",
+    ),
+    (
+        "importance-token",
+        lambda t, p: _ins(t, "gpt2").head_importance(target="token:zzzqqq"),
+        InputError,
+        "token",
+    ),
+    (
+        "importance-many-empty",
+        lambda t, p: inspector.head_importance(t["gpt2"], []),
+        InputError,
+        "text",
+    ),
+    # ---- generation
+    ("generate-empty", lambda t, p: t["gpt2"].generate(""), InputError, "empty"),
+    (
+        "generate-zero",
+        lambda t, p: t["gpt2"].generate(TEXT, max_new_tokens=0),
+        InputError,
+        "max_new_tokens",
+    ),
+    (
+        "generate-beam",
+        lambda t, p: t["gpt2"].generate(TEXT, generation_options={"num_beams": 3}),
+        InputError,
+        "beam",
+    ),
+    ("generate-encoder", lambda t, p: t["bert"].generate(TEXT), InspectorError, "generat"),
+    # ---- corpus
+    (
+        "atlas-missing-file",
+        lambda t, p: inspector.atlas(t["bert"], str(p / "none.txt")),
+        InputError,
+        "does not exist",
+    ),
+    ("atlas-empty", lambda t, p: inspector.atlas(t["bert"], []), InputError, "no text"),
+    (
+        "atlas-metric",
+        lambda t, p: inspector.atlas(t["bert"], [TEXT], metrics=["nope"]),
+        InputError,
+        "entropy",
+    ),
+    (
+        "atlas-engine",
+        lambda t, p: inspector.atlas(t["bert"], [TEXT], engine="spark"),
+        InputError,
+        "local",
+    ),
+    (
+        "probe-missing",
+        lambda t, p: inspector.syntax_probe(t["bert"], p / "none.conllu"),
+        InputError,
+        "does not exist",
+    ),
+    (
+        "probe-not-conllu",
+        lambda t, p: inspector.syntax_probe(
+            t["bert"], _write(p, "x.conllu", "just some text\nwithout columns\n")
+        ),
+        InputError,
+        "CoNLL-U",
+    ),
+    # ---- loading
+    ("load-unknown", lambda t, p: inspector.load("no-such-short-name"), ModelLoadError, "minilm"),
+    ("load-number", lambda t, p: inspector.load(3), InputError, "name"),
+    ("load-triple", lambda t, p: inspector.load((1, 2, 3)), InputError, "pair"),
+    (
+        "load-broken-config",
+        lambda t, p: inspector.load(str(_write(p, "config.json", "{oops").parent)),
+        ModelLoadError,
+        "config",
+    ),
+]
+
+
+def _write(folder: Any, name: str, text: str) -> Any:
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bad_input(tiny, tmp_path, case):
+    _, call, expected, phrase = case
+    with pytest.raises(expected) as info:
+        call(tiny, tmp_path)
+    message = str(info.value)
+    assert phrase.lower() in message.lower(), message
+    assert "\n" not in message.strip() or len(message) < 600
+
+
+def test_control_characters_inside_text_are_fine(tiny):
+    ins = tiny["bert"].inspect("The cat\x00 sat\x1b on the mat.")
+    assert "cat" in ins.tokens and "sat" in ins.tokens
+
+
+def test_truncation_handles_100k_characters(tiny):
+    ins = tiny["bert"].inspect(LONG, truncation=True)
+    assert len(ins.tokens) == 64
+
+
+CLI_CASES: list[tuple[str, list[str], str]] = [
+    ("inspect-empty", ["inspect", "{bert}", "", "-o", "{tmp}/x.csv"], "empty"),
+    ("inspect-long", ["inspect", "{bert}", LONG[:2000], "-o", "{tmp}/x.csv"], "--truncate"),
+    (
+        "inspect-layers",
+        ["inspect", "{bert}", TEXT, "--layers", "9", "-o", "{tmp}/x.csv"],
+        "out of range",
+    ),
+    ("inspect-suffix", ["inspect", "{bert}", TEXT, "-o", "{tmp}/x.xlsx"], ".parquet or .csv"),
+    ("inspect-model", ["inspect", "nope-model", TEXT, "-o", "{tmp}/x.csv"], "minilm"),
+    ("inspect-folder", ["inspect", "{tmp}", TEXT, "-o", "{tmp}/x.csv"], "config.json"),
+    ("inspect-out-dir", ["inspect", "{bert}", TEXT, "-o", "/proc/nope/x.csv"], "cannot"),
+    ("report-empty", ["report", "{bert}", " ", "-o", "{tmp}/r.html"], "empty"),
+    ("report-suffix", ["report", "{bert}", TEXT, "-o", "{tmp}/r.pdf"], ".html"),
+    ("heads-none", ["heads", "{bert}"], "text"),
+    ("heads-file", ["heads", "{bert}", "--file", "{tmp}/none.txt"], "does not exist"),
+    ("compare-nothing", ["compare", "{bert}", TEXT], "--text-b"),
+    ("compare-models", ["compare", "{bert}", TEXT, "--model-b", "{gpt2}"], "tokenizer"),
+    ("explain-suffix", ["explain", "{bert}", TEXT, "-o", "{tmp}/e.csv"], ".html"),
+    (
+        "explain-target",
+        ["explain", "{gpt2}", TEXT, "--target", "bogus:1", "-o", "{tmp}/e.html"],
+        "target",
+    ),
+    (
+        "atlas-file",
+        ["atlas", "{bert}", "{tmp}/none.txt", "-o", "{tmp}/a.parquet"],
+        "does not exist",
+    ),
+    ("atlas-suffix", ["atlas", "{bert}", "{tmp}/none.txt", "-o", "{tmp}/a.csv"], ".parquet"),
+    ("probe-file", ["probe", "{bert}", "{tmp}/none.conllu"], "does not exist"),
+    (
+        "generate-zero",
+        ["generate", "{gpt2}", TEXT, "--max-new-tokens", "0", "-o", "{tmp}/g.html"],
+        "max_new_tokens",
+    ),
+    ("generate-suffix", ["generate", "{gpt2}", TEXT, "-o", "{tmp}/g.txt"], ".html"),
+    ("generate-empty", ["generate", "{gpt2}", " ", "-o", "{tmp}/g.html"], "empty"),
+]
+
+
+@pytest.mark.parametrize("case", CLI_CASES, ids=[c[0] for c in CLI_CASES])
+def test_cli_bad_input(tiny_dirs, tmp_path, capsys, case):
+    from inspector.cli import main
+
+    _, argv, phrase = case
+    fill = {"bert": str(tiny_dirs["bert"]), "gpt2": str(tiny_dirs["gpt2"]), "tmp": str(tmp_path)}
+    before = set(tmp_path.iterdir())
+    rc = main([a.format(**fill) for a in argv])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert err.count("\n") == 0 and err.startswith("inspector: error: "), err
+    assert "Traceback" not in err
+    assert phrase.lower() in err.lower(), err
+    assert set(tmp_path.iterdir()) == before  # nothing written, not even half a file
