@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import CaptureError, InputError, InputTooLongError
 from ..models.families import forward_accepts, needs_prefix_space
 from ..models.loading import ModelBundle
-from .types import Tokens
+from .types import Tokens, readable_token, visible_whitespace
 
 
 def check_text(value: Any, name: str = "text") -> str:
@@ -168,8 +168,9 @@ def tokens_from_encoding(bundle: ModelBundle, enc: Any, texts: tuple[str, ...]) 
     seqs[special] = -1
     offsets[special] = -1
     types = enc.get("token_type_ids")
+    strings = tuple(_token_strings(tok, ids.tolist()))
     return Tokens(
-        tokens=tuple(_token_strings(tok, ids.tolist())),
+        tokens=strings,
         ids=ids,
         special=special,
         word_ids=words,
@@ -177,7 +178,32 @@ def tokens_from_encoding(bundle: ModelBundle, enc: Any, texts: tuple[str, ...]) 
         offsets=offsets,
         texts=texts,
         type_ids=None if types is None else np.asarray(types, dtype=np.int64),
+        readable=readable_tokens(tok, strings, special.tolist()),
     )
+
+
+def readable_tokens(tok: Any, tokens: Sequence[str], special: Sequence[bool]) -> tuple[str, ...]:
+    """Each token as the tokenizer itself decodes it alone, whitespace made visible.
+
+    Byte-level pieces are decoded (``Ã©`` → ``é``; a piece of a multi-byte character shows
+    ``�``); a word-initial mark keeps its space (``␣``); WordPiece continuations (``##ing``) and
+    special tokens stay as they are.
+    """
+    decode = getattr(tok, "convert_tokens_to_string", None)
+    out = []
+    for raw, is_special in zip(tokens, special, strict=True):
+        if is_special or decode is None or raw.startswith("##"):
+            out.append(raw if is_special else readable_token(raw))
+            continue
+        try:
+            text = decode([raw])
+        except Exception:  # a tokenizer that cannot decode a lone piece: read the markers
+            out.append(readable_token(raw))
+            continue
+        if raw[:1] in ("Ġ", "▁") and not text.startswith(" "):
+            text = " " + text
+        out.append(visible_whitespace(text))
+    return tuple(out)
 
 
 def _token_strings(tok: Any, ids: Sequence[int]) -> list[str]:
@@ -271,13 +297,15 @@ def decoder_tokens(bundle: ModelBundle, target: str | None) -> Tokens:
 def special_tokens(bundle: ModelBundle, ids: Sequence[int]) -> Tokens:
     """Tokens for ``ids`` that are all special (a decoder start token, say)."""
     n = len(ids)
+    strings = tuple(_token_strings(bundle.tokenizer, ids))
     return Tokens(
-        tokens=tuple(_token_strings(bundle.tokenizer, ids)),
+        tokens=strings,
         ids=np.asarray(ids, dtype=np.int64),
         special=np.ones(n, dtype=bool),
         word_ids=np.full(n, -1, dtype=np.int32),
         sequence_ids=np.full(n, -1, dtype=np.int8),
         offsets=np.full((n, 2), -1, dtype=np.int32),
+        readable=strings,
     )
 
 
@@ -306,6 +334,7 @@ def generated_tokens(bundle: ModelBundle, ids: Sequence[int], first_word: int) -
         sequence_ids=np.where(special, -1, 0).astype(np.int8),
         offsets=np.full((len(ids), 2), -1, dtype=np.int32),
         generated=np.ones(len(ids), dtype=bool),
+        readable=readable_tokens(tok, strings, special.tolist()),
     )
 
 
@@ -324,6 +353,7 @@ def join_tokens(
         texts=texts,
         generated=np.concatenate([np.asarray(first.generated), flags]),
         type_ids=np.concatenate([np.asarray(first.type_ids), np.asarray(second.type_ids)]),
+        readable=(first.readable or ()) + (second.readable or ()),
     )
 
 

@@ -53,6 +53,9 @@ class Tokens:
         generated: True for tokens the model generated (see :mod:`inspector.capture.generate`),
             False for prompt tokens; all False (the default) for an ordinary capture.
         type_ids: the tokenizer's own ``token_type_ids`` (segment ids), all 0 by default.
+        readable: each token as a person reads it (``Ġcapital`` → ``␣capital``, ``Ċ`` → ``⏎``,
+            bytes decoded); made by the tokenizer when it captures, else from the markers
+            (:func:`readable_token`). Frames and tooltips keep the raw ``tokens``.
     """
 
     tokens: tuple[str, ...]
@@ -64,11 +67,16 @@ class Tokens:
     texts: tuple[str, ...] = ()
     generated: np.ndarray | None = None
     type_ids: np.ndarray | None = None
+    readable: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.tokens)
         if n == 0:
             raise CaptureError("a token sequence is empty")
+        if self.readable is None:
+            object.__setattr__(self, "readable", tuple(readable_token(t) for t in self.tokens))
+        elif len(self.readable) != n:
+            raise CaptureError(f"Tokens.readable has {len(self.readable)} entries, expected {n}")
         flags = np.zeros(n, dtype=bool) if self.generated is None else self.generated
         object.__setattr__(self, "generated", np.asarray(flags, dtype=bool))
         types = np.zeros(n, dtype=np.int64) if self.type_ids is None else self.type_ids
@@ -124,6 +132,36 @@ class Tokens:
             else:
                 words.append("".join(strip_marker(self.tokens[i]) for i in idx))
         return words
+
+
+#: Whitespace shown visibly in readable tokens.
+_VISIBLE = {" ": "␣", "\n": "⏎", "\r": "↵", "\t": "⇥"}
+#: Byte-level BPE (GPT-2) stand-ins for whitespace bytes, and SentencePiece's word mark.
+_MARKS = {"Ġ": " ", "Ċ": "\n", "ĉ": "\t", "č": "\r", "▁": " "}
+
+
+def visible_whitespace(text: str) -> str:
+    """``text`` with spaces, newlines and tabs shown (``␣``, ``⏎``, ``⇥``) and other control
+    characters escaped, so that every character of a token can be seen."""
+    out = []
+    for ch in text:
+        if ch in _VISIBLE:
+            out.append(_VISIBLE[ch])
+        elif ch.isprintable():
+            out.append(ch)
+        else:
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+    return "".join(out) or "∅"
+
+
+def readable_token(token: str) -> str:
+    """A raw token as a person reads it, from its markers alone (no tokenizer at hand).
+
+    Example:
+        >>> readable_token("Ġcapital"), readable_token("Ċ"), readable_token("▁the")
+        ('␣capital', '⏎', '␣the')
+    """
+    return visible_whitespace("".join(_MARKS.get(ch, ch) for ch in token))
 
 
 def strip_marker(token: str) -> str:

@@ -226,3 +226,11 @@ def test_capture_is_read_only(tiny):
     ins = tiny["bert"].inspect(TEXT)
     with pytest.raises(ValueError):
         ins.attention[0, 0, 0, 0] = 1.0
+
+
+def test_readable_tokens_come_from_the_tokenizer(tiny):
+    ins = tiny["gpt2"].inspect("The cat sat\non the mat.")
+    raw, readable = ins.token_info.tokens, ins.token_info.readable
+    assert len(raw) == len(readable)
+    assert any(t.startswith("Ġ") for t in raw) and not any("Ġ" in t for t in readable)
+    assert any(t.startswith("␣") for t in readable) and "⏎" in "".join(readable)

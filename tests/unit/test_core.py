@@ -79,3 +79,16 @@ def test_verification_catches_negative_weights():
     w[0, 0, 1] = [0.8, 0.4, -0.2]
     with pytest.raises(CaptureError, match="negative weight"):
         verify_weights(w)
+
+
+def test_readable_tokens_show_spaces_newlines_and_controls() -> None:
+    from inspector.capture.types import readable_token, visible_whitespace
+
+    assert readable_token("Ġcapital") == "␣capital"
+    assert readable_token("▁the") == "␣the"
+    assert readable_token("Ċ") == "⏎"
+    assert readable_token("##ing") == "##ing"
+    assert visible_whitespace("a\tb\x00") == "a⇥b\\x00"
+    assert visible_whitespace("") == "∅"
+    toks = make_tokens(["[CLS]", "Ġthe", "[SEP]"])
+    assert toks.readable == ("[CLS]", "␣the", "[SEP]")
