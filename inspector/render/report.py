@@ -18,6 +18,7 @@ from ..capture.types import Capture
 from ..corpus.atlas import Atlas
 from ..corpus.probe import ProbeResult
 from ..errors import InputError
+from .budget import warn_budgets
 from .data import PageData
 from .page import Report, build_page
 from .section import ReportContext, Section
@@ -51,6 +52,10 @@ def build_report(
 
     Returns:
         A :class:`~inspector.render.page.Report`; ``report.save(path)`` writes the file.
+
+    Warns:
+        :class:`~inspector.render.budget.PageBudgetWarning` when a view shows part of the
+        attention to stay within its drawing budget (a token window, pooled thumbnails).
     """
     if not isinstance(capture, Capture):
         raise InputError("build_report needs a Capture (Inspection.capture)")
@@ -58,7 +63,9 @@ def build_report(
     options = {"head_view": dict(head_view or {}), "model_view": dict(model_view or {})}
     builders = [*(REPORT_SECTIONS.values() if sections is None else sections), *extra_sections]
     title = title or f"{capture.metadata.get('model_name', 'model')} — attention report"
-    return build_page(builders, ReportContext(capture, page, options), title=title, data=page)
+    report = build_page(builders, ReportContext(capture, page, options), title=title, data=page)
+    warn_budgets(page.notes)  # before anyone writes the page
+    return report
 
 
 def atlas_report(
