@@ -25,6 +25,7 @@ from . import _assets
 from .budget import VIEW_LINES, view_window, warn_budgets
 from .data import PageData
 from .encode import encode_float16
+from .names import model_label
 from .page import RenderedHTML, assemble
 
 #: bertviz draws one SVG line per (head, query, key) of a layer (head view) or of every head
@@ -377,7 +378,7 @@ def model_view(
 
 
 def _title(capture: Capture, what: str) -> str:
-    return f"{capture.metadata.get('model_name', 'model')} — {what}"
+    return f"{model_label(capture.metadata)} — {what}"
 
 
 def neuron_view(

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 VIEW_LINES = 100_000
 #: Smallest token window a view shows when it is windowed.
 MIN_WINDOW = 8
+#: A view whose window would cover this share of the tokens draws whole (at most ~1.6 x budget).
+WHOLE_SHARE = 0.8
 #: Decoded bytes of one stack the page decodes on load; bigger stacks decode layer by layer.
 EAGER_BYTES = 64_000_000
 #: Side of the max-pooled per-head thumbnails embedded for big stacks (the head grid).
@@ -62,7 +64,8 @@ def view_window(rows: int, cols: int, panels: int, budget: int = VIEW_LINES) -> 
     if full <= budget:
         return None
     size = max(MIN_WINDOW, math.isqrt(max(1, budget // max(1, panels))))
-    size = min(size, max(rows, cols))
+    if size >= WHOLE_SHARE * max(rows, cols):
+        return None  # a window this close to the whole input helps no one: draw it all
     return Window(size, max(rows, cols), panels * min(size, rows) * min(size, cols), full)
 
 
