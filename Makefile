@@ -26,9 +26,13 @@ $(RUNTIME): pyproject.toml Makefile
 # Playwright, Ray.
 install-dev: $(DEV)
 
-$(DEV): $(RUNTIME)
+$(DEV): $(RUNTIME) node_modules/.package-lock.json
 	$(PIP) install -q -e ".[dev,gguf]"
 	touch $(DEV)
+
+# The JS type checker for the page scripts (typescript + @types/d3 from package-lock.json).
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
 
 # Debian's chromium for the browser tests (Playwright's own download does not work offline).
 browser:
@@ -56,6 +60,7 @@ lint: install-dev
 	$(BIN)/ruff format --check inspector tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	npx --no-install tsc -p tsconfig.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

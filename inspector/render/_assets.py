@@ -93,6 +93,11 @@ def runtime_scripts(views: set[str], extra: tuple[str, ...] = ()) -> list[Markup
         if view in views:
             # The runtime's require.js shim files the next requirejs() call under this name.
             scripts.append(Markup(f'inspector.expectScript("{view}");'))
-            scripts.append(inline_script(bertviz_js(view)))
+            # bertviz's source, unchanged, inside a function whose `console` drops its log lines
+            scripts.append(
+                Markup("(function (console) {\n")
+                + inline_script(bertviz_js(view))
+                + Markup("\n})(inspector.quietConsole);")
+            )
     scripts.extend(inline_script(static_text(name)) for name in extra)
     return scripts

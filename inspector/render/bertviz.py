@@ -22,14 +22,17 @@ from markupsafe import Markup
 from ..capture.types import AttentionStack, Capture
 from ..errors import InputError
 from . import _assets
+from .budget import VIEW_LINES, view_window, warn_budgets
 from .data import PageData
 from .encode import encode_float16
+from .names import model_label
 from .page import RenderedHTML, assemble
 
 #: bertviz draws one SVG line per (head, query, key) of a layer (head view) or of every head
-#: (model view); above this many the view draws when scrolled into sight (or on a click),
-#: not on load, so long inputs open quickly.
-LAZY_LINES = 150_000
+#: (model view); beyond :data:`~inspector.render.budget.VIEW_LINES` lines a view shows a window
+#: of tokens that the reader moves (``spec["window"]``), so every page draws in seconds.
+#: ``lazy=True`` still defers a view until it is scrolled into sight (or clicked).
+LAZY_LINES = VIEW_LINES
 
 #: Display labels of the stacks of encoder-decoder models, as bertviz names them.
 KIND_LABELS = {"self": "Self", "encoder": "Encoder", "decoder": "Decoder", "cross": "Cross"}
@@ -78,6 +81,10 @@ def _kinds(capture: Capture, kind: str | Sequence[str] | None) -> list[str]:
     return kinds
 
 
+def _shown(tokens: Any, readable: bool) -> list[str]:
+    return list(tokens.readable or tokens.tokens) if readable else list(tokens.tokens)
+
+
 def view_parts(
     capture: Capture,
     kinds: Sequence[str],
@@ -88,13 +95,13 @@ def view_parts(
     """The dropdown entries bertviz would build: sentence-pair blocks or encoder/decoder/cross.
 
     ``sentence_b_start=True`` reads the pair boundary from the tokens (``text_pair``); an int
-    overrides it; ``None`` / ``False`` shows the whole sequence only.
+    overrides it; ``None`` / ``False`` shows the whole sequence only. ``prettify_tokens`` shows
+    the readable tokens (``Tokens.readable``: ``␣capital``, ``⏎``) instead of the raw ones.
     """
-    fix = prettify if prettify_tokens else list
     parts: list[ViewPart] = []
     if len(kinds) == 1 and kinds[0] == "self":
         s = capture.stacks["self"]
-        toks = fix(s.query.tokens)
+        toks = _shown(s.query, prettify_tokens)
         n = len(toks)
         b: int | None
         if sentence_b_start is True:
@@ -120,7 +127,7 @@ def view_parts(
         return parts
     for kind in kinds:
         s = capture.stacks[kind]
-        q, k = fix(s.query.tokens), fix(s.key.tokens)
+        q, k = _shown(s.query, prettify_tokens), _shown(s.key, prettify_tokens)
         parts.append(
             ViewPart(KIND_LABELS[kind], kind, (0, len(q)), (0, len(k)), q, k, kind.lower())
         )
@@ -151,6 +158,19 @@ def _n_lines(parts: list[ViewPart], n_layers: int, n_heads: int) -> int:
     rows = max(p.rows[1] - p.rows[0] for p in parts)
     cols = max(p.cols[1] - p.cols[0] for p in parts)
     return n_layers * n_heads * rows * cols
+
+
+def _window(page: PageData, spec: dict[str, Any], parts: list[ViewPart], panels: int) -> None:
+    """Give the view a token window when drawing it whole would pass the line budget."""
+    rows = max(p.rows[1] - p.rows[0] for p in parts)
+    cols = max(p.cols[1] - p.cols[0] for p in parts)
+    window = view_window(rows, cols, panels)
+    if window is not None:
+        spec["window"] = window.spec()
+        page.notes.append(
+            f"the {spec['label']} shows {window.size} of {window.n} tokens at a time "
+            f"({window.full_lines:,} lines in full)"
+        )
 
 
 def add_head_view(
@@ -186,7 +206,7 @@ def add_head_view(
         "label": "head view",
         "layer_positions": positions,
         "head_positions": None,
-        "lazy": _n_lines(parts, 1, len(first.heads)) > LAZY_LINES if lazy is None else lazy,
+        "lazy": bool(lazy),
         "parts": [p.spec() for p in parts],
         "params": {
             "default_filter": "0",
@@ -195,6 +215,7 @@ def add_head_view(
             "include_layers": shown_layers,
         },
     }
+    _window(page, spec, parts, len(first.heads))
     page.views.append(spec)
     return spec
 
@@ -234,14 +255,13 @@ def add_model_view(
     )
     for k in kinds:
         page.stack(k)
-    n_lines = _n_lines(parts, len(positions), len(head_positions))
     spec = {
         "id": page.next_id("model"),
         "kind": "model",
         "label": "model view",
         "layer_positions": positions,
         "head_positions": head_positions,
-        "lazy": n_lines > LAZY_LINES if lazy is None else lazy,
+        "lazy": bool(lazy),
         "parts": [p.spec() for p in parts],
         "params": {
             "default_filter": "0",
@@ -251,6 +271,7 @@ def add_model_view(
             "total_heads": len(first.heads),
         },
     }
+    _window(page, spec, parts, len(positions) * len(head_positions))
     page.views.append(spec)
     return spec
 
@@ -263,6 +284,8 @@ def render_view_container(spec: dict[str, Any]) -> Markup:
 
 def _estimate_height(page: PageData, spec: dict[str, Any]) -> int:
     n = max(max(len(p["left_text"]), len(p["right_text"])) for p in spec["parts"])
+    if "window" in spec:
+        n = min(n, spec["window"]["size"])
     if spec["kind"] == "head":
         return int(n * 22.5 + 30 + 120)
     if spec["kind"] == "model":
@@ -275,6 +298,7 @@ def _estimate_height(page: PageData, spec: dict[str, Any]) -> int:
 
 def _single_view(page: PageData, spec: dict[str, Any], title: str) -> RenderedHTML:
     body = Markup('<main class="ins-view">') + render_view_container(spec) + Markup("</main>")
+    warn_budgets(page.notes)
     html = assemble(title=title, body=body, data=page)
     return RenderedHTML(html, title=title, height=_estimate_height(page, spec))
 
@@ -301,7 +325,8 @@ def head_view(
         include_layers: model layers to include (fewer layers make long inputs responsive).
         sentence_b_start: True reads the pair boundary from ``text_pair``; an int overrides it;
             None shows the whole sequence only.
-        prettify_tokens: replace ``Ġ`` / ``▁`` markers by spaces, as bertviz does.
+        prettify_tokens: show readable tokens (``Tokens.readable``: ``␣capital``, ``⏎``)
+            instead of the raw ones (``Ġcapital``).
         precision: ``"uint8"`` (error <= 0.002) or ``"uint16"`` (error <= 7.6e-6).
 
     Example:
@@ -353,7 +378,7 @@ def model_view(
 
 
 def _title(capture: Capture, what: str) -> str:
-    return f"{capture.metadata.get('model_name', 'model')} — {what}"
+    return f"{model_label(capture.metadata)} — {what}"
 
 
 def neuron_view(

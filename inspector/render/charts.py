@@ -9,6 +9,7 @@ or runs a model.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -51,12 +52,40 @@ def metric_heatmap_figure(
     *,
     name: str = "head-metrics",
     title: str = "head metrics",
+    causal: bool = False,
 ) -> FigureSpec:
-    """One layer x head heatmap per metric column of ``metrics`` (indexed by ``layer, head``)."""
+    """One layer x head heatmap per metric column of ``metrics`` (indexed by ``layer, head``).
+
+    Columns with no value (``to_next`` of a causal model) or 0 for every head are not drawn;
+    the figure's caption names them (with the reason when ``causal``)."""
     shown = heatmap_columns(metrics) if columns is None else list(columns)
     shown = [(c, lab) for c, lab in shown if c in metrics and metrics[c].notna().any()]
+    zero = [(c, lab) for c, lab in shown if not (metrics[c].fillna(0.0) != 0).any()]
+    shown = [item for item in shown if item not in zero]
     if not shown:
         raise InputError("metric_heatmap_figure: none of the metric columns has values")
+    if columns is None:
+        absent = [
+            _metrics.describe_metric(n)
+            for n in [*_metrics.list_metrics(), _metrics.SINK_SHARE.name]
+            if n in metrics.columns and not metrics[n].notna().any()
+        ]
+        notes = []
+        if absent:
+            notes.append(
+                "not drawn, no value for this input: "
+                + ", ".join(d.label for d in absent if d is not None)
+                + (" (a causal model never attends to later tokens)" if causal else "")
+            )
+        if zero:
+            notes.append(
+                "not drawn, 0 for every head: "
+                + ", ".join(lab for _, lab in zero)
+                + (" (the input has no such tokens)" if causal else "")
+            )
+        caption = "; ".join(notes)
+    else:
+        caption = ""
     panels = []
     for column, lab in shown:
         grid = metrics[column].astype(float).unstack("head")
@@ -71,7 +100,7 @@ def metric_heatmap_figure(
                 size=200,
             )
         )
-    return FigureSpec(name, title, tuple(panels))
+    return FigureSpec(name, title, tuple(panels), caption=caption)
 
 
 def _role_short(label: str) -> str:
@@ -158,18 +187,27 @@ def embedding_figure(
 def comparison_figure(comparison: Comparison, layer: int, head: int) -> FigureSpec:
     """The two aligned attention maps of one head side by side, with their difference."""
     wa, wb = comparison.aligned_maps(layer, head)
-    qa = [comparison.a.query.tokens[i] for i in comparison.query_pairs[:, 0]]
-    qb = [comparison.b.query.tokens[i] for i in comparison.query_pairs[:, 1]]
-    ka = [comparison.a.key.tokens[i] for i in comparison.key_pairs[:, 0]]
-    kb = [comparison.b.key.tokens[i] for i in comparison.key_pairs[:, 1]]
+
+    def shown(tokens: Any, positions: np.ndarray) -> list[str]:
+        readable = tokens.readable or tokens.tokens
+        return [readable[i] for i in positions]
+
+    qa = shown(comparison.a.query, comparison.query_pairs[:, 0])
+    qb = shown(comparison.b.query, comparison.query_pairs[:, 1])
+    ka = shown(comparison.a.key, comparison.key_pairs[:, 0])
+    kb = shown(comparison.b.key, comparison.key_pairs[:, 1])
     size = max(160, min(360, 14 * max(len(qa), len(ka))))
+    diff = wb - wa
+    finite = diff[np.isfinite(diff)]
+    bound = max(float(np.abs(finite).max()) if finite.size else 0.0, 1e-3)
     panels = (
         heatmap(wa, rows=qa, cols=ka, title="a", cmap="blues", vmin=0, vmax=1, size=size,
-                xlabel="key", ylabel="query", annotate=False),
+                xlabel="key", ylabel="query", annotate=False, fmt=".3f"),
         heatmap(wb, rows=qb, cols=kb, title="b", cmap="blues", vmin=0, vmax=1, size=size,
-                xlabel="key", ylabel="query", annotate=False),
-        heatmap(wb - wa, rows=qb, cols=kb, title="b − a", cmap="rdbu", vmin=-1, vmax=1,
-                size=size, xlabel="key", ylabel="query", annotate=False),
+                xlabel="key", ylabel="query", annotate=False, fmt=".3f"),
+        heatmap(diff, rows=qb, cols=kb, title=f"b − a (scale ±{bound:.3f})", cmap="rdbu",
+                vmin=-bound, vmax=bound, size=size, xlabel="key", ylabel="query",
+                annotate=False, fmt="+.3f"),
     )  # fmt: skip
     js = float(comparison.frame["js"].to_numpy()[comparison.frame.index.get_loc((layer, head))])
     return FigureSpec(

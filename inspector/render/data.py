@@ -1,6 +1,9 @@
 """What a page embeds: the attention of a capture (once, quantised) and the specs of its views.
 
 Pure data for :mod:`inspector.render.page`; the browser decodes it (``static/inspector.js``).
+Each stack is stored one zlib stream per layer; a stack bigger than
+:data:`~inspector.render.budget.EAGER_BYTES` is decoded layer by layer when a view needs it, and
+carries max-pooled thumbnails (``thumbs``) for the "Every head" grid.
 """
 
 from __future__ import annotations
@@ -10,7 +13,8 @@ from typing import Any
 
 from ..capture.types import Capture
 from ..errors import InputError
-from .encode import encode_weights, max_abs_error
+from .budget import THUMB_SIZE, eager
+from .encode import encode_layers, encode_weights, max_abs_error, max_pool
 
 
 @dataclass
@@ -22,6 +26,8 @@ class PageData:
     stacks: dict[str, dict[str, Any]] = field(default_factory=dict)
     vectors: dict[str, dict[str, Any]] = field(default_factory=dict)
     views: list[dict[str, Any]] = field(default_factory=list)
+    #: What the page shows in part to stay within its drawing budgets (warned before writing).
+    notes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         max_abs_error(self.precision)  # validates the precision early
@@ -32,17 +38,30 @@ class PageData:
             raise InputError("this page embeds no attention")
         if kind not in self.stacks:
             s = self.capture.stacks[kind]
-            entry = encode_weights(s.weights, self.precision)
+            entry = encode_layers(s.weights, self.precision)
+            itemsize = 1 if self.precision == "uint8" else 2
             entry.update(
                 kind=kind,
                 layers=list(s.layers),
                 heads=list(s.heads),
                 causal=bool(s.causal),
+                eager=eager(s.weights.shape, itemsize),
                 query_tokens=list(s.query.tokens),
                 key_tokens=list(s.key.tokens),
+                query_readable=list(s.query.readable or s.query.tokens),
+                key_readable=list(s.key.readable or s.key.tokens),
                 query_special=[bool(x) for x in s.query.special],
                 key_special=[bool(x) for x in s.key.special],
             )
+            if not entry["eager"]:
+                pooled, block = max_pool(s.weights, THUMB_SIZE)
+                self.notes.append(
+                    f"the {kind} attention ({s.weights.size:,} weights) "
+                    "decodes layer by layer when a view needs it, and the head grid draws "
+                    f"{block} x {block} max-pooled thumbnails"
+                )
+                entry["thumbs"] = encode_weights(pooled, "uint8")
+                entry["thumbs"]["block"] = block
             self.stacks[kind] = entry
         return self.stacks[kind]
 

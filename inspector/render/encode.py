@@ -65,10 +65,42 @@ def encode_weights(weights: np.ndarray, precision: str = "uint8") -> dict[str, A
     }
 
 
+def encode_layers(weights: np.ndarray, precision: str = "uint8") -> dict[str, Any]:
+    """Like :func:`encode_weights`, one zlib stream per layer (``chunks``), so that a page can
+    decode one layer when a view needs it instead of the whole stack."""
+    w = np.asarray(weights)
+    if w.ndim != 4:
+        raise InputError(f"weights must be 4-d (layer, head, query, key), got shape {w.shape}")
+    chunks = [encode_weights(w[i : i + 1], precision)["data"] for i in range(w.shape[0])]
+    out = encode_weights(w[:0], precision)
+    out.update(shape=[int(s) for s in w.shape], encoding="zlib+base64 per layer", chunks=chunks)
+    del out["data"]
+    return out
+
+
+def max_pool(weights: np.ndarray, size: int) -> tuple[np.ndarray, int]:
+    """``(layer, head, query, key)`` weights max-pooled in square blocks so that each map is at
+    most ``size`` x ``size``; returns the pooled array and the block side (1: unchanged)."""
+    w = np.asarray(weights)
+    n = max(w.shape[2], w.shape[3])
+    block = max(1, -(-n // size))
+    if block == 1:
+        return w, 1
+    rows, cols = -(-w.shape[2] // block), -(-w.shape[3] // block)
+    out = np.zeros((*w.shape[:2], rows, cols), dtype=w.dtype)
+    for i in range(w.shape[0]):  # one layer at a time: no padded copy of the whole stack
+        padded = np.zeros((w.shape[1], rows * block, cols * block), dtype=w.dtype)
+        padded[:, : w.shape[2], : w.shape[3]] = w[i]
+        out[i] = padded.reshape(w.shape[1], rows, block, cols, block).max(axis=(2, 4))
+    return out, block
+
+
 def decode_weights(encoded: dict[str, Any]) -> np.ndarray:
-    """Inverse of :func:`encode_weights`: float32 ``(layer, head, query, key)``."""
+    """Inverse of :func:`encode_weights` and :func:`encode_layers`: float32
+    ``(layer, head, query, key)``."""
     dtype = "<u1" if encoded["dtype"] == "uint8" else "<u2"
-    raw = zlib.decompress(base64.b64decode(encoded["data"]))
+    blobs = encoded["chunks"] if "chunks" in encoded else [encoded["data"]]
+    raw = b"".join(zlib.decompress(base64.b64decode(b)) for b in blobs)
     q = np.frombuffer(raw, dtype=dtype).reshape(encoded["shape"])
     return (q.astype(np.float64) / encoded["scale"]).astype(np.float32)
 

@@ -1,16 +1,34 @@
 """Figure specs: the data of every report figure, drawn in the browser by ``static/figures.js``.
 
 Python only builds data here; nothing is drawn in Python (no matplotlib). A :class:`FigureSpec`
-holds one or more *panels*, each a plain dict made by :func:`heatmap` or :func:`scatter`; a
-template embeds ``spec.data()`` with ``|tojson`` (see ``templates/sections/_figures.html.j2``)
-and ``figures.js`` draws real SVG elements from it, with a colour scale, hover values and
-"SVG" / "PNG" download buttons (both made in the page, without network). Matrices with more than
-:data:`CANVAS_CELLS` cells are painted as one bitmap inside the SVG instead of one ``<rect>`` per
-cell.
+holds one or more *panels*, each a plain dict; a template embeds ``spec.data()`` with ``|tojson``
+(see ``templates/sections/_figures.html.j2``) and ``figures.js`` -- the page's one renderer, built
+on the d3 5.7.0 embedded in every page (its sequential / diverging scales, colour interpolators,
+axes and ticks) -- draws real SVG elements from it, with a colour bar, one tooltip system and
+"SVG" / "PNG" download buttons (both made in the page, without network).
 
-Numbers are rounded to 4 significant digits (:func:`rounded`) so pages stay small and the same
-input always gives the same bytes. Sections that show figures add :data:`FIGURE_SCRIPTS` to
-their ``scripts``.
+Panel kinds (``panel["kind"]``):
+
+``heatmap`` (:func:`heatmap`)
+    a matrix given inline. Matrices with more than :data:`CANVAS_CELLS` cells are painted as one
+    bitmap inside the SVG; more than :data:`~inspector.render.budget.INLINE_CELLS` cells are
+    block-averaged in Python first (the title says so).
+``scatter`` (:func:`scatter`)
+    labelled points; labels are placed without overlap (the rest show on hover).
+``stack`` (:func:`stack_heatmap`)
+    one head's map read from the attention the page embeds (``PageData.stack(kind)``), so no
+    values are repeated inline; axes are the stack's readable tokens (raw tokens on hover).
+``grid`` (:func:`head_grid`)
+    every head of an embedded stack as small multiples on a canvas (per-head or shared colour
+    scale, stated); clicking a head opens its ``stack`` panel in a zoom box kept in view.
+
+Colour maps (:data:`CMAPS`) are d3 interpolators: ``viridis``, ``blues``, ``magma_r``
+(reversed magma) and the diverging ``rdbu`` (negative red, positive blue, centred on 0). Numbers
+are rounded to 4 significant digits (:func:`rounded`) so pages stay small and the same input
+always gives the same bytes; ``fmt`` is the d3-format specifier of the numbers a panel shows (its
+colour bar and hover). A figure with ``shared_scale=True`` offers a toggle between each panel's
+own colour range and one range for all. Sections that show figures add :data:`FIGURE_SCRIPTS`
+to their ``scripts``.
 
 Example:
     >>> spec = FigureSpec("demo", "a demo", (heatmap([[0.1, 0.9]], rows=["q"], cols=["a", "b"]),))
@@ -28,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from .budget import INLINE_CELLS
 
 #: The static script that draws figures; add it to a section's ``scripts``.
 FIGURE_SCRIPTS: tuple[str, ...] = ("figures.js",)
@@ -39,6 +58,8 @@ CANVAS_CELLS = 4096
 LABEL_CHARS = 14
 #: Matrices up to this many cells show their values in the cells (``annotate=None``).
 ANNOTATE_CELLS = 48
+#: Normalisations of the head grid: each head scaled to its own maximum, or one 0-1 scale.
+GRID_NORMS = ("head", "fixed")
 
 
 def rounded(values: Any, digits: int = 4) -> Any:
@@ -69,6 +90,26 @@ def _range(matrix: np.ndarray) -> tuple[float, float]:
     return (lo, hi) if hi > lo else (lo, lo + 1.0)
 
 
+def _block_mean(m: np.ndarray, block: int) -> np.ndarray:
+    rows, cols = -(-m.shape[0] // block), -(-m.shape[1] // block)
+    out = np.full((rows, cols), np.nan)
+    for i in range(rows):
+        for j in range(cols):
+            cell = m[i * block : (i + 1) * block, j * block : (j + 1) * block]
+            finite = cell[np.isfinite(cell)]
+            if finite.size:
+                out[i, j] = finite.mean()
+    return out
+
+
+def _block_labels(labels: Sequence[Any], block: int) -> list[str]:
+    out = []
+    for i in range(0, len(labels), block):
+        last = min(len(labels), i + block) - 1
+        out.append(f"{i}–{last} {label(labels[i], 8)}")
+    return out
+
+
 def heatmap(
     matrix: Any,
     *,
@@ -86,6 +127,9 @@ def heatmap(
     legend: Sequence[tuple[str, str]] = (),
     hover: Sequence[Sequence[str]] | None = None,
     size: int = 320,
+    fmt: str = "",
+    raw_rows: Sequence[Any] | None = None,
+    raw_cols: Sequence[Any] | None = None,
 ) -> dict[str, Any]:
     """A heatmap panel: ``matrix[i][j]`` drawn at row ``rows[i]``, column ``cols[j]``.
 
@@ -102,6 +146,13 @@ def heatmap(
             ``legend`` as ``(label, colour)`` pairs.
         hover: text shown when hovering each cell (default: its value).
         size: about the longer side of the cell area, in pixels.
+        fmt: d3-format specifier of the numbers shown (colour bar, hover), e.g. ``".3f"``;
+            default: 3 significant digits.
+        raw_rows, raw_cols: the raw strings behind ``rows`` / ``cols`` (e.g. raw tokens when the
+            labels are readable tokens), shown on hover.
+
+    A matrix with more than :data:`~inspector.render.budget.INLINE_CELLS` cells is averaged in
+    square blocks (rows and columns labelled by their first position) and its title says so.
     """
     m = np.asarray(matrix, dtype=np.float64)
     if m.ndim != 2 or m.shape != (len(rows), len(cols)):
@@ -111,6 +162,14 @@ def heatmap(
         )
     if cmap not in CMAPS:
         raise InputError(f"heatmap: unknown colour map {cmap!r}; one of {list(CMAPS)}")
+    if m.size > INLINE_CELLS and colors is None and not text and hover is None:
+        block = 2
+        while -(-m.shape[0] // block) * -(-m.shape[1] // block) > INLINE_CELLS:
+            block += 1
+        m = _block_mean(m, block)
+        rows, cols = _block_labels(rows, block), _block_labels(cols, block)
+        raw_rows = raw_cols = None
+        title = f"{title} (mean of {block} x {block} token blocks)".strip()
     lo, hi = _range(m)
     if cmap == "rdbu" and vmin is None and vmax is None:
         bound = max(abs(lo), abs(hi), 1e-9)
@@ -132,6 +191,12 @@ def heatmap(
         "size": int(size),
         "canvas": bool(m.size > CANVAS_CELLS),
     }
+    if fmt:
+        panel["fmt"] = str(fmt)
+    if raw_rows is not None:
+        panel["raw_rows"] = [str(r) for r in raw_rows]
+    if raw_cols is not None:
+        panel["raw_cols"] = [str(c) for c in raw_cols]
     if text:
         panel["text"] = [[int(i), int(j), str(t)] for (i, j), t in sorted(text.items())]
     if colors is not None:
@@ -176,6 +241,59 @@ def scatter(
     }
 
 
+def stack_heatmap(
+    stack: str,
+    layer: int,
+    head: int,
+    *,
+    title: str = "",
+    cmap: str = "blues",
+    norm: str = "fixed",
+    size: int = 420,
+) -> dict[str, Any]:
+    """A panel drawing one head's map from the attention embedded in the page.
+
+    Args:
+        stack: the stack's kind in the page data (``"self"``, ``"encoder"``, ...); the section
+            must call ``ctx.page.stack(kind)`` so the page embeds it.
+        layer, head: *positions* along the stack's layer and head axes (not model indexes).
+        title: panel title (default: "layer L, head H" with the model's indexes).
+        cmap: a colour map of :data:`CMAPS`.
+        norm: ``"fixed"`` (0 to 1) or ``"head"`` (0 to this head's largest weight).
+        size: about the longer side of the map, in pixels.
+    """
+    if cmap not in CMAPS:
+        raise InputError(f"stack_heatmap: unknown colour map {cmap!r}; one of {list(CMAPS)}")
+    if norm not in GRID_NORMS:
+        raise InputError(f"stack_heatmap: norm must be one of {list(GRID_NORMS)}, got {norm!r}")
+    return {
+        "kind": "stack",
+        "stack": str(stack),
+        "layer": int(layer),
+        "head": int(head),
+        "title": title,
+        "xlabel": "key",
+        "ylabel": "query",
+        "cmap": cmap,
+        "norm": norm,
+        "size": int(size),
+    }
+
+
+def head_grid(stack: str, *, norm: str = "head", cmap: str = "blues") -> dict[str, Any]:
+    """A panel drawing every head of an embedded stack as small multiples (one canvas).
+
+    ``norm="head"`` scales each head to its own largest weight (structure shows at any length);
+    ``"fixed"`` uses one 0-1 scale for all. The page offers a toggle and states the one in use.
+    Clicking a head opens its :func:`stack_heatmap` in a zoom box.
+    """
+    if norm not in GRID_NORMS:
+        raise InputError(f"head_grid: norm must be one of {list(GRID_NORMS)}, got {norm!r}")
+    if cmap not in CMAPS:
+        raise InputError(f"head_grid: unknown colour map {cmap!r}; one of {list(CMAPS)}")
+    return {"kind": "grid", "stack": str(stack), "norm": norm, "cmap": cmap}
+
+
 @dataclass(frozen=True)
 class FigureSpec:
     """One downloadable figure: ``panels`` side by side (wrapping), drawn by ``figures.js``.
@@ -185,12 +303,15 @@ class FigureSpec:
         title: the figure's heading (drawn in the SVG and used as its accessible name).
         panels: dicts from :func:`heatmap` / :func:`scatter`.
         caption: optional text under the figure.
+        shared_scale: offer a toggle between each panel's own colour range and one range for
+            all panels (the union of their ranges).
     """
 
     name: str
     title: str
     panels: tuple[Mapping[str, Any], ...]
     caption: str = ""
+    shared_scale: bool = False
 
     def __post_init__(self) -> None:
         if not self.panels:
@@ -200,15 +321,21 @@ class FigureSpec:
 
     def data(self) -> dict[str, Any]:
         """What ``figures.js`` reads (embed with ``|tojson``)."""
-        return {"name": self.name, "title": self.title, "panels": list(self.panels)}
+        out: dict[str, Any] = {"name": self.name, "title": self.title, "panels": list(self.panels)}
+        if self.shared_scale:
+            out["shared_scale"] = True
+        return out
 
 
 __all__ = [
     "CMAPS",
     "FIGURE_SCRIPTS",
+    "GRID_NORMS",
     "FigureSpec",
+    "head_grid",
     "heatmap",
     "label",
     "rounded",
     "scatter",
+    "stack_heatmap",
 ]

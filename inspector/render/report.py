@@ -18,7 +18,9 @@ from ..capture.types import Capture
 from ..corpus.atlas import Atlas
 from ..corpus.probe import ProbeResult
 from ..errors import InputError
+from .budget import warn_budgets
 from .data import PageData
+from .names import model_label
 from .page import Report, build_page
 from .section import ReportContext, Section
 from .sections import REPORT_SECTIONS, comparison_section
@@ -51,14 +53,20 @@ def build_report(
 
     Returns:
         A :class:`~inspector.render.page.Report`; ``report.save(path)`` writes the file.
+
+    Warns:
+        :class:`~inspector.render.budget.PageBudgetWarning` when a view shows part of the
+        attention to stay within its drawing budget (a token window, pooled thumbnails).
     """
     if not isinstance(capture, Capture):
         raise InputError("build_report needs a Capture (Inspection.capture)")
     page = PageData(capture, precision)
     options = {"head_view": dict(head_view or {}), "model_view": dict(model_view or {})}
     builders = [*(REPORT_SECTIONS.values() if sections is None else sections), *extra_sections]
-    title = title or f"{capture.metadata.get('model_name', 'model')} — attention report"
-    return build_page(builders, ReportContext(capture, page, options), title=title, data=page)
+    title = title or f"{model_label(capture.metadata)} — attention report"
+    report = build_page(builders, ReportContext(capture, page, options), title=title, data=page)
+    warn_budgets(page.notes)  # before anyone writes the page
+    return report
 
 
 def atlas_report(
@@ -86,7 +94,7 @@ def atlas_report(
         "Per-input metrics are averaged with every input counted once; quantiles come from "
         f"fixed-bin histograms (1/{bins} of the range per bin)."
     )
-    title = title or f"{atlas.metadata.get('model_name', 'model')} — corpus head atlas"
+    title = title or f"{model_label(atlas.metadata)} — corpus head atlas"
     return build_page(builders, atlas, title=title, footer=footer)
 
 

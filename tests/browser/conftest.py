@@ -40,21 +40,24 @@ def browser() -> Iterator[Any]:
 class Opened:
     """A page opened from file:// with the network cut off; records what went wrong."""
 
-    def __init__(self, browser: Any, path: Path, *, wait: bool = True) -> None:
+    def __init__(
+        self, browser: Any, path: Path, *, wait: bool = True, width: int = 1280, timeout: int = 60
+    ) -> None:
         self.context = browser.new_context(
-            accept_downloads=True, viewport={"width": 1280, "height": 900}
+            accept_downloads=True, viewport={"width": width, "height": 900}
         )
         self.page = self.context.new_page()
         self.blocked: list[str] = []
         self.errors: list[str] = []
         self.dialogs: list[str] = []
+        self.logs: list[str] = []
         self.page.route("**/*", self._route)
         self.page.on("console", self._console)
         self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
         self.page.on("dialog", self._dialog)
         self.page.goto(path.resolve().as_uri())
         if wait:
-            self.page.wait_for_selector("html[data-inspector-drawn]", timeout=60_000)
+            self.page.wait_for_selector("html[data-inspector-drawn]", timeout=timeout * 1000)
 
     def _route(self, route: Any) -> None:
         url = route.request.url
@@ -67,6 +70,8 @@ class Opened:
     def _console(self, msg: Any) -> None:
         if msg.type == "error":
             self.errors.append(msg.text)
+        else:
+            self.logs.append(msg.text)
 
     def _dialog(self, dialog: Any) -> None:
         self.dialogs.append(dialog.message)
@@ -85,8 +90,8 @@ class Opened:
 def opened(browser: Any) -> Iterator[Any]:
     pages: list[Opened] = []
 
-    def open_(path: Path, *, wait: bool = True) -> Opened:
-        page = Opened(browser, path, wait=wait)
+    def open_(path: Path, *, wait: bool = True, width: int = 1280, timeout: int = 60) -> Opened:
+        page = Opened(browser, path, wait=wait, width=width, timeout=timeout)
         pages.append(page)
         return page
 

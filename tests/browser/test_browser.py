@@ -36,31 +36,43 @@ def test_minilm_report_draws_offline(minilm: Any, opened: Any, tmp_path: Path) -
     shown = strip.inner_text()
     for tok in ins.tokens:
         assert tok in shown
-    # the head grid drew every head
-    canvas = page.locator("canvas.ins-grid-canvas")
-    assert canvas.get_attribute("data-drawn-cells") == str(6 * 12)
-    # hover shows a value with token labels; a click zooms
-    canvas.scroll_into_view_if_needed()
-    box = canvas.bounding_box()
-    page.mouse.move(box["x"] + 40, box["y"] + 24)
-    tip = page.locator(".ins-tooltip")
+    # the head grid drew every head (one figure, one bitmap); hover reads a weight with the
+    # readable and raw tokens; a click opens the head enlarged, in view, with a colour bar
+    grid = page.locator('figure[data-figure="head-grid-self"]')
+    assert grid.get_attribute("data-drawn") == "1" and grid.get_attribute("data-norm") == "head"
+    svg = grid.locator("svg")
+    svg.scroll_into_view_if_needed()
+    box = svg.bounding_box()
+    scale = box["width"] / float(svg.get_attribute("width"))
+    at = (box["x"] + 44 * scale, box["y"] + 64 * scale)  # inside head 0.0 (title 24, top 30)
+    page.mouse.move(*at)
+    tip = page.locator(".ins-tip")
     assert tip.is_visible() and "layer 0, head 0" in tip.inner_text()
-    page.mouse.click(box["x"] + 40, box["y"] + 24)
-    assert page.locator(".ins-zoom").is_visible()
+    page.mouse.click(*at)
+    zoom = page.locator(".ins-zoom-box")
+    zoom.locator("svg").wait_for()
+    zb = zoom.bounding_box()
+    assert zb["y"] >= 0 and zb["y"] + 40 < 900 and zb["x"] + zb["width"] <= 1280  # in view
+    assert zoom.locator("svg .tick").count() > 5  # the colour bar's axis and the token axes
+    page.locator(".ins-zoom-close").click()
+    # switching the grid to one shared scale redraws it and says so
+    grid.locator("select.ins-fig-scale").select_option("fixed")
+    assert grid.get_attribute("data-norm") == "fixed"
     # the head metrics & roles figures drew as SVG: a heatmap per metric, roles, distances, MDS
-    assert page.get_attribute("html", "data-figures-drawn") == "4"
+    assert page.get_attribute("html", "data-figures-drawn") == "5"  # with the head grid
     heatmaps = page.locator('#head-metrics figure[data-figure="head-metrics-self"] svg')
     assert heatmaps.locator("rect").count() > 72
     mds_svg = page.locator('#head-metrics figure[data-figure="head-mds-self"] svg')
     assert mds_svg.locator("circle").count() == 72
-    mds = mds_svg.locator("text").all_text_contents()
-    assert "0.0" in mds and "5.11" in mds  # points labelled L.H
+    labels = mds_svg.locator("text").all_text_contents()
+    assert sum(t.count(".") == 1 and t.replace(".", "").isdigit() for t in labels) >= 30
+    _check_labels_do_not_overlap(page, mds_svg)
     _check_figure_downloads(page, "#head-metrics", tmp_path)
     # downloads produce files
     for selector, suffix in [
         ('button[data-download="frame"]', ".csv"),
         ('button[data-target="head-metrics-table"]', ".csv"),
-        ("button.ins-grid-png", ".png"),
+        ('figure[data-figure="head-grid-self"] button[data-format="png"]', ".png"),
     ]:
         with page.expect_download() as info:
             page.locator(selector).first.click()
@@ -75,6 +87,21 @@ def test_minilm_report_draws_offline(minilm: Any, opened: Any, tmp_path: Path) -
     assert header.get_attribute("aria-sort") == "ascending"
     page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
     o.check_clean()
+    assert o.logs == [], f"the page logged to the console: {o.logs}"
+
+
+def _check_labels_do_not_overlap(page: Any, svg: Any) -> None:
+    boxes = page.evaluate(
+        """(svg) => [...svg.querySelectorAll('text')]
+            .filter(t => !t.closest('.tick') && /^\\d+\\.\\d+$/.test(t.textContent))
+            .map(t => { const b = t.getBBox(); return [b.x, b.y, b.x + b.width, b.y + b.height]; })
+        """,
+        svg.element_handle(),
+    )
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1 :]:
+            overlap = min(a[2], b[2]) - max(a[0], b[0]), min(a[3], b[3]) - max(a[1], b[1])
+            assert not (overlap[0] > 0.5 and overlap[1] > 0.5), (a, b)
 
 
 def _check_figure_downloads(page: Any, scope: str, tmp_path: Path) -> None:
@@ -124,7 +151,7 @@ def test_figures_draw_hover_and_download(opened: Any, tmp_path: Path) -> None:
     path = build_report(cap, extra_sections=[big_section]).save(tmp_path / "f.html")
     o = opened(path)
     page = o.page
-    assert page.get_attribute("html", "data-figures-drawn") == "5"
+    assert page.get_attribute("html", "data-figures-drawn") == "6"
     # small heatmaps: one rect per cell, values written in the cells, a colour scale
     heatmaps = page.locator('figure[data-figure="head-metrics-self"] svg')
     assert heatmaps.locator("rect").count() >= 12 * 6
@@ -137,7 +164,7 @@ def test_figures_draw_hover_and_download(opened: Any, tmp_path: Path) -> None:
     big_svg.locator("image").scroll_into_view_if_needed()
     box = big_svg.locator("image").bounding_box()
     page.mouse.move(box["x"] + 2, box["y"] + 2)
-    tip = page.locator(".ins-fig-tip")
+    tip = page.locator(".ins-tip")
     assert tip.is_visible() and "q0" in tip.inner_text() and "k0" in tip.inner_text()
     _check_figure_downloads(page, "main", tmp_path)
     o.check_clean()
@@ -169,10 +196,13 @@ def test_tiny_family_reports_draw(
     path = ins.report(tmp_path / f"{kind}.html").save(tmp_path / f"{kind}.html")
     o = opened(path)
     assert o.page.locator("#head-view svg line").count() > 0
-    for canvas in o.page.locator("canvas.ins-grid-canvas").all():
-        assert canvas.get_attribute("data-drawn-cells") == "4"
+    for grid in o.page.locator('figure[data-figure^="head-grid-"]').all():
+        assert grid.get_attribute("data-drawn") == "1"
+    if kind == "gpt2":  # byte-level BPE: the views show readable tokens, not Ġ markers
+        words = o.page.locator("#head-view svg text").all_text_contents()
+        assert any(w.startswith("␣") for w in words) and not any("Ġ" in w for w in words)
     if kind != "gpt2":  # encoder-decoder: the filter switches between encoder/decoder/cross
-        o.page.select_option("#head-view select#filter", "2")
+        o.page.select_option('#head-view select[data-bv="filter"]', "2")
         assert o.page.locator("#head-view svg line").count() > 0
     o.check_clean()
 

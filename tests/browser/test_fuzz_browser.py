@@ -67,7 +67,7 @@ def test_hostile_tokens_never_run(opened: Any, tmp_path: Path, tokens: list[str]
     page = o.page
     page.wait_for_timeout(300)
     # hover the head view and the grid, where tooltips render tokens
-    for locator in ("#head-view svg text", "canvas.ins-grid-canvas"):
+    for locator in ("#head-view svg text", "figure[data-figure=head-grid-self] svg"):
         items = page.locator(locator)
         if items.count():
             items.nth(min(1, items.count() - 1)).hover()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from inspector.analysis.compare import compare
@@ -72,5 +73,9 @@ def test_comparison_figures_are_diverging_maps(tiny) -> None:
     a, b, diff = spec["panels"]
     assert spec["name"] == "compare-1-0" and spec["title"].startswith("head 1.0: JS divergence")
     assert (a["cmap"], b["cmap"], diff["cmap"]) == ("blues", "blues", "rdbu")
-    assert (diff["vmin"], diff["vmax"]) == (-1.0, 1.0)
+    # the difference is scaled to the data, symmetric around 0, and its title states the scale
+    wa, wb = c.aligned_maps(1, 0)
+    bound = float(np.abs(wb - wa).max())
+    assert diff["vmin"] == -diff["vmax"] and abs(diff["vmax"] - bound) <= 1e-3 * bound + 1e-9
+    assert f"±{bound:.3f}" in diff["title"]
     assert len(a["rows"]) == len(a["values"]) and "cat" in a["cols"] and "dog" in b["cols"]

@@ -16,7 +16,7 @@ from inspector.render import (
 )
 from inspector.render.encode import decode_float16
 
-from factories import page_data, parse
+from factories import figure_specs, page_data
 
 
 @pytest.mark.parametrize("kind", ["bert", "gpt2", "t5", "bart"])
@@ -29,9 +29,8 @@ def test_every_tiny_family_reports(tiny: dict[str, Any], kind: str, tmp_path: Pa
     for name, stack in ins.capture.stacks.items():
         back = decode_weights(data["stacks"][name])
         assert np.abs(back - stack.weights).max() <= max_abs_error("uint8") + 1e-7
-    page = parse(report.html)
-    grids = [a for t, a in page.tags if t == "canvas" and "ins-grid-canvas" in str(a.get("class"))]
-    assert len(grids) == len(expected)
+    grids = [name for name in figure_specs(report.html) if name.startswith("head-grid-")]
+    assert sorted(grids) == sorted(f"head-grid-{kind}" for kind in expected)
 
 
 def test_encoder_decoder_views(tiny: dict[str, Any]) -> None:

@@ -58,10 +58,14 @@ def test_report_is_self_contained_and_sectioned() -> None:
             assert "src" not in attrs
         if tag == "link":
             pytest.fail("stylesheets must be inlined")
-    # bertviz's JS is embedded unchanged, once per view kind, next to the bundled libraries
+    # bertviz's JS is embedded unchanged, once per view kind, next to the bundled libraries,
+    # inside a function whose `console` drops its log lines
     bodies = [body.strip() for _, body in page.scripts]
-    assert bodies.count(bertviz_js("head").strip()) == 1
-    assert bodies.count(bertviz_js("model").strip()) == 1
+    for view in ("head", "model"):
+        holding = [b for b in bodies if bertviz_js(view).strip() in b]
+        assert len(holding) == 1
+        assert holding[0].startswith("(function (console) {")
+        assert holding[0].endswith("})(inspector.quietConsole);")
     assert bodies.count(static_text(D3_FILE).strip()) == 1
     assert bodies.count(static_text(JQUERY_FILE).strip()) == 1
 
@@ -73,8 +77,10 @@ def test_page_states_precision_and_embeds_data_once() -> None:
     assert data["precision"]["dtype"] == "uint8"
     assert "uint8" in html and "0.002" in html
     assert list(data["stacks"]) == ["self"]
-    blob = data["stacks"]["self"]["data"]
-    assert html.count(blob) == 1
+    chunks = data["stacks"]["self"]["chunks"]  # one zlib stream per layer
+    assert len(chunks) == len(cap.stacks["self"].layers)
+    assert all(html.count(blob) == 1 for blob in chunks)
+    assert data["stacks"]["self"]["eager"] is True and "thumbs" not in data["stacks"]["self"]
     back = decode_weights(data["stacks"]["self"])
     assert np.abs(back - cap.stacks["self"].weights).max() <= max_abs_error("uint8") + 1e-7
     assert [v["kind"] for v in data["views"]] == ["head", "model"]
@@ -115,9 +121,14 @@ def test_figures_are_data_with_png_and_svg_buttons() -> None:
     page = parse(html)
     specs = figure_specs(html)
     assert list(specs) == [
-        "head-roles-self", "head-metrics-self", "head-distances-self", "head-mds-self",
+        "head-grid-self", "head-roles-self", "head-metrics-self", "head-distances-self",
+        "head-mds-self",
     ]  # fmt: skip
-    assert sum(1 for t, a in page.tags if t == "figure" and "ins-fig" in str(a.get("class"))) == 4
+    assert sum(1 for t, a in page.tags if t == "figure" and "ins-fig" in str(a.get("class"))) == 5
+    # the head grid reads the embedded attention: no values inline
+    assert specs["head-grid-self"]["panels"] == [
+        {"kind": "grid", "stack": "self", "norm": "head", "cmap": "blues"}
+    ]
     saves = [a for t, a in page.tags if t == "button" and a.get("class") == "ins-fig-save"]
     assert sorted(str(a["data-filename"]) for a in saves) == sorted(
         f"{name}.{ext}" for name in specs for ext in ("png", "svg")

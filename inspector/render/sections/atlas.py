@@ -29,6 +29,7 @@ from ..charts import (
     roles_figure,
 )
 from ..figures import FIGURE_SCRIPTS
+from ..names import model_label, source_label
 from ..section import Section
 
 AtlasSectionBuilder = Callable[[Atlas], "Section | None"]
@@ -64,13 +65,36 @@ def atlas_roles(atlas: Atlas) -> pd.DataFrame | None:
     wide = head_frame(atlas)
     if any(col not in wide.columns for col in _roles.ROLE_SCORES.values()):
         return None
+    if "sink_token" not in wide.columns:
+        wide = wide.assign(sink_token=sink_targets(wide))
     return _roles.head_roles(wide)
+
+
+#: Where a corpus sink's attention goes, by the metric measuring it (first match wins ties).
+SINK_TARGETS = (
+    ("to_first", "first token"),
+    ("to_sep", "separator"),
+    ("to_special", "special token"),
+    ("to_punct", "punctuation"),
+)
+
+
+def sink_targets(wide: pd.DataFrame) -> pd.Series:
+    """Per head, what its attention sink is across the corpus: the target (first token,
+    separator, special token, punctuation) with the largest mean share. A corpus has no single
+    sink token (it is a position or a kind of token), so roles name the kind."""
+    present = [(col, name) for col, name in SINK_TARGETS if col in wide.columns]
+    if not present:
+        return pd.Series("token", index=wide.index)
+    shares = wide[[col for col, _ in present]].fillna(-1.0).to_numpy()
+    names = np.array([name for _, name in present], dtype=object)
+    return pd.Series(names[shares.argmax(axis=1)], index=wide.index)
 
 
 def overview_section(atlas: Atlas) -> Section:
     m = atlas.metadata
     keys = (
-        ("model", "model_name"),
+        ("model", None),
         ("attention", "kind"),
         ("source", "source"),
         ("texts", "n_texts"),
@@ -84,8 +108,12 @@ def overview_section(atlas: Atlas) -> Section:
     )
     facts = []
     for label, key in keys:
-        if key is None:
+        if label == "model":
+            facts.append((label, model_label(m)))
+        elif key is None:
             facts.append((label, f"{m.get('n_layers')} x {m.get('n_heads')}"))
+        elif key == "source" and m.get(key):
+            facts.append((label, source_label(str(m[key]))))
         elif m.get(key) is not None:
             value = m[key]
             facts.append((label, f"{value:,}" if isinstance(value, int) else str(value)))
@@ -125,6 +153,8 @@ def roles_section(atlas: Atlas) -> Section | None:
     intro = (
         "Roles from the corpus means (thresholds of inspector.analysis.roles.RoleThresholds): "
         + (", ".join(f"{role} {int(n)}" for role, n in counts.items() if n))
+        + ". A sink is named by where its attention goes on average (the first token, a "
+        "separator, a special token or punctuation), which the texts' own tokens vary."
     )
     fig = roles_figure(roles, name="atlas-roles", title="head roles (corpus means)")
     return Section(

@@ -8,7 +8,7 @@ and tables. Nothing here runs a model.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, cast
 
 import numpy as np
@@ -17,12 +17,19 @@ from ...explain.result import Explanation
 from ..figures import FIGURE_SCRIPTS, FigureSpec, heatmap
 from ..section import ReportContext, Section
 
+#: The one number format of the section (maps' colour bars, hover and tables).
+FMT = ".3f"
+#: Sink-dominated heads listed (most overstated first).
+SINK_ROWS = 10
 
-def _map(matrix: np.ndarray, tokens: Sequence[str], title: str) -> dict[str, Any]:
+
+def _map(matrix: np.ndarray, tokens: Any, title: str) -> dict[str, Any]:
     return heatmap(
         matrix,
-        rows=tokens,
-        cols=tokens,
+        rows=list(tokens.readable or tokens.tokens),
+        cols=list(tokens.readable or tokens.tokens),
+        raw_rows=list(tokens.tokens),
+        raw_cols=list(tokens.tokens),
         title=title,
         xlabel="key",
         ylabel="query",
@@ -30,12 +37,13 @@ def _map(matrix: np.ndarray, tokens: Sequence[str], title: str) -> dict[str, Any
         vmin=0.0,
         vmax=max(float(np.nanmax(matrix)), 1e-9),
         annotate=False,
+        fmt=FMT,
     )
 
 
 def token_maps_figure(expl: Explanation) -> FigureSpec:
     """Raw attention, norm-based attention (layer ``expl.layer``, mean over heads) and rollout."""
-    tokens = list(expl.tokens.tokens)
+    tokens = expl.tokens
     return FigureSpec(
         "what-mattered-maps",
         "raw vs norm-based vs rollout",
@@ -44,6 +52,8 @@ def token_maps_figure(expl: Explanation) -> FigureSpec:
             _map(expl.norm, tokens, f"norm-based ‖αf(x)‖, layer {expl.layer} (share)"),
             _map(expl.rollout, tokens, "attention rollout, all layers"),
         ),
+        caption="each map has its own colour range unless you choose one range for all",
+        shared_scale=True,
     )
 
 
@@ -65,9 +75,10 @@ def importance_figure(expl: Explanation) -> FigureSpec:
             ylabel="layer",
             text=ranks,
             size=240,
+            fmt=FMT,
         )
     ]
-    tokens = list(expl.tokens.tokens)
+    tokens = expl.tokens
     for rank, ((li, hi), matrix) in enumerate(
         zip(expl.top_heads, expl.top_maps, strict=True), start=1
     ):
@@ -82,7 +93,12 @@ def explain_context(expl: Explanation) -> dict[str, Any]:
         (int(li), int(hi)): (float(v), float(d))
         for (li, hi), v, d in zip(cast(Any, f.index), f["importance"], f["delta"], strict=True)
     }
-    sinks = expl.sinks.reset_index().to_dict("records")
+    sinks = expl.sinks.reset_index()
+    sinks["overstated"] = sinks["raw_share"] - sinks["norm_share"]
+    ranked = sinks.sort_values(["overstated", "layer", "head"], ascending=[False, True, True])
+    flagged = set(zip(sinks["layer"].astype(int), sinks["head"].astype(int), strict=True))
+    top_sinks = [(rank, lh) for rank, lh in enumerate(expl.top_heads, start=1) if lh in flagged]
+    n_heads = len(f)
     return {
         "target": expl.target,
         "method": str(expl.importance.attrs.get("inspector", {}).get("method", "")),
@@ -107,9 +123,16 @@ def explain_context(expl: Explanation) -> dict[str, Any]:
                 "raw": float(r["raw_share"]),
                 "norm": float(r["norm_share"]),
                 "importance": scores[(int(r["layer"]), int(r["head"]))][0],
+                "rank": 1
+                + sorted(scores, key=lambda k: -scores[k][0]).index(
+                    (int(r["layer"]), int(r["head"]))
+                ),
             }
-            for r in sinks
+            for r in ranked.head(SINK_ROWS).to_dict("records")
         ],
+        "n_sinks": len(sinks),
+        "n_heads": n_heads,
+        "top_sinks": [{"rank": rank, "layer": lh[0], "head": lh[1]} for rank, lh in top_sinks],
     }
 
 

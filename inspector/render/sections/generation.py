@@ -16,6 +16,8 @@ from ..section import ReportContext, Section
 
 #: Inputs listed per generation step.
 TOP_K = 5
+#: The first token is called an attention sink when it takes at least this share of every step.
+SINK_SHARE = 0.3
 
 
 def generation_context(capture: Any, top_k: int = TOP_K) -> dict[str, Any] | None:
@@ -27,34 +29,54 @@ def generation_context(capture: Any, top_k: int = TOP_K) -> dict[str, Any] | Non
         return None
     attend = "cross" if capture.is_encoder_decoder else "self"
     stack = capture.stacks[attend]
-    steps = generation_steps(capture, top_k=top_k, kind=attend, skip_special=True)
+    keys = stack.key
+    readable = list(keys.readable or keys.tokens)
+    # one extra input per step, so the list stays top_k long when the sink is left out
+    steps = generation_steps(capture, top_k=top_k + 1, kind=attend, skip_special=True)
+    # the first key's share of each step's attention (mean over layers and heads)
+    first = stack.weights[:, :, :, 0].mean(axis=(0, 1))
     rows = []
     for step in sorted(set(steps["step"].tolist())):
         records = steps[steps["step"] == step].to_dict("records")
-        first = records[0]
+        head = records[0]
+        inputs = [
+            {
+                "pos": int(r["key_pos"]),
+                "token": readable[int(r["key_pos"])],
+                "raw": str(r["key_token"]),
+                "weight": float(r["weight"]),
+                "generated": bool(r["key_generated"]),
+            }
+            for r in records
+        ]
         rows.append(
             {
                 "step": int(step),
-                "position": int(first["position"]),
-                "token": str(first["token"]),
-                "query_pos": int(first["query_pos"]),
-                "inputs": [
-                    {
-                        "pos": int(r["key_pos"]),
-                        "token": str(r["key_token"]),
-                        "weight": float(r["weight"]),
-                        "generated": bool(r["key_generated"]),
-                    }
-                    for r in records
-                ],
+                "position": int(head["position"]),
+                "token": list(query.readable or query.tokens)[int(head["position"])],
+                "raw": str(head["token"]),
+                "query_pos": int(head["query_pos"]),
+                "first_share": float(first[int(head["query_pos"])]),
+                "with_sink": inputs[:top_k],
+                "without_sink": [i for i in inputs if i["pos"] != 0][:top_k],
             }
         )
+    shares = [r["first_share"] for r in rows]
+    sink = {
+        "token": readable[0],
+        "raw": keys.tokens[0],
+        "special": bool(keys.special[0]),
+        "low": min(shares) if shares else 0.0,
+        "high": max(shares) if shares else 0.0,
+        "is_sink": bool(shares) and min(shares) >= SINK_SHARE,
+    }
     meta = capture.metadata
     return {
         "tokens": [
             {
                 "pos": i,
-                "token": t,
+                "token": (query.readable or query.tokens)[i],
+                "raw": t,
                 "generated": bool(generated[i]),
                 "special": bool(query.special[i]),
             }
@@ -70,6 +92,7 @@ def generation_context(capture: Any, top_k: int = TOP_K) -> dict[str, Any] | Non
         "n_heads": len(stack.heads),
         "top_k": top_k,
         "steps": rows,
+        "sink": sink,
     }
 
 

@@ -29,6 +29,7 @@ from ..charts import (
     roles_figure,
 )
 from ..figures import FIGURE_SCRIPTS
+from ..names import model_label
 from ..section import ReportContext, Section
 
 
@@ -51,7 +52,10 @@ def _stack_analysis(
     figures = [
         roles_figure(roles, name=f"head-roles-{kind}", title=f"head roles — {label}"),
         metric_heatmap_figure(
-            metrics, name=f"head-metrics-{kind}", title=f"{model} — {label}, per head"
+            metrics,
+            name=f"head-metrics-{kind}",
+            title=f"{model} — {label}, per head",
+            causal=bool(stack.causal),
         ),
     ]
     summary = _roles.layer_summary(metrics, roles)
@@ -93,7 +97,7 @@ def head_analysis_section(ctx: ReportContext) -> Section:
     The head distances (numpy, the costly part) are computed on a worker thread while the
     metrics, roles and tables are built; the result does not depend on the timing.
     """
-    model = str(ctx.capture.metadata.get("model_name", "model"))
+    model = model_label(ctx.capture.metadata)
     stacks = ctx.capture.stacks
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = {

@@ -8,6 +8,7 @@ import numpy as np
 
 from ...capture.types import Capture
 from .. import _assets
+from ..names import model_label, source_label
 from ..section import ReportContext, Section
 
 
@@ -36,7 +37,8 @@ def _token_rows(capture: Capture) -> list[dict[str, Any]]:
                 "tokens": [
                     {
                         "pos": i,
-                        "token": t,
+                        "token": (toks.readable or toks.tokens)[i],
+                        "raw": t,
                         "id": int(toks.ids[i]),
                         "word": int(toks.word_ids[i]),
                         "seq": int(toks.sequence_ids[i]),
@@ -55,8 +57,8 @@ def overview_section(ctx: ReportContext) -> Section:
     versions = dict(m.get("versions") or {})
     versions.update(_assets.versions())
     facts = [
-        ("model", m.get("model_name", "unknown")),
-        ("source", m.get("model_source", "")),
+        ("model", model_label(m)),
+        ("source", source_label(str(m.get("model_source") or ""))),
         ("type", f"{m.get('model_type', 'unknown')} ({m.get('architecture', '')})"),
         ("class", m.get("model_class", "")),
         ("size", _size(m.get("n_parameters"))),
