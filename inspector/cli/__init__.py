@@ -97,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # one readable line, never a traceback (unless --debug)
         if args.debug:
             raise
-        _say(f"inspector: error: {_one_line(exc)}")
+        _say(f"inspector: error: {_one_line(exc, args)}")
         return EXIT_ERROR
     if message:
         print(_printable(message, sys.stdout))
@@ -133,7 +133,7 @@ def _say(line: str) -> None:
     print(_printable(line, sys.stderr), file=sys.stderr)
 
 
-def _one_line(exc: BaseException) -> str:
+def _one_line(exc: BaseException, args: argparse.Namespace | None = None) -> str:
     from ..api import InspectorError
 
     text = " ".join(str(exc).split()) or type(exc).__name__
@@ -144,7 +144,25 @@ def _one_line(exc: BaseException) -> str:
             "out of memory; keep less with --layers/--heads, use --dtype float16, or a "
             "shorter input"
         )
-    return f"{type(exc).__name__}: {text[:500]} (run with --debug for the traceback)"
+    # Not one of ours: say which command on which input failed, and what to do about it.
+    return (
+        f"{_context(args)} failed with {type(exc).__name__}: {text[:400]}; this is not an "
+        f"error inspector knows: rerun with --debug for the traceback and report it"
+    )
+
+
+def _context(args: argparse.Namespace | None) -> str:
+    """``inspect on minilm, 'The cat sat…'``: the command and its main inputs, shortened."""
+    if args is None:
+        return "the command"
+    parts = [str(getattr(args, "model", "") or "")]
+    for name in ("text", "prompt", "texts", "treebank", "file"):
+        value = getattr(args, name, None)
+        if isinstance(value, str) and value:
+            parts.append(repr(value if len(value) <= 40 else value[:40] + "…"))
+            break
+    inputs = ", ".join(p for p in parts if p)
+    return f"{args.command} on {inputs}" if inputs else str(args.command)
 
 
 def _quiet_libraries() -> None:

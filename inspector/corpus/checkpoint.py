@@ -186,7 +186,10 @@ def open_run(
             or the items themselves), or that ``limit`` is below what was already counted.
     """
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
-        raise InputError(f"limit must be a non-negative integer, got {limit!r}")
+        raise InputError(
+            f"limit (--limit) must be a non-negative integer, got {limit!r}; leave it out to "
+            f"read the whole corpus"
+        )
     if checkpoint is not None and source.path is not None and same_file(checkpoint, source.path):
         raise InputError(
             f"the checkpoint {checkpoint} is the corpus file itself; give another checkpoint path"

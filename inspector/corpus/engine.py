@@ -256,7 +256,9 @@ def run_atlas(
         An :class:`Atlas`.
     """
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        raise InputError(
+            f"batch_size (--batch-size) must be a positive integer, got {batch_size!r}; e.g. 32"
+        )
     source = text_source(texts, column=column, skip_bad_lines=skip_bad_lines)
     spec, metric_fn, distance_fn = resolve_spec(
         bundle, metrics, kind, max_length, distances, bins, metric_fn, distance_fn, metric_names

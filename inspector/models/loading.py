@@ -363,11 +363,20 @@ def _looks_like_path(name: str) -> bool:
 def _parse_dtype(dtype: Any) -> Any:
     import torch
 
-    if dtype is None or isinstance(dtype, torch.dtype):
+    if dtype is None:
         return dtype
-    value = getattr(torch, str(dtype).replace("torch.", ""), None)
+    value = (
+        dtype
+        if isinstance(dtype, torch.dtype)
+        else getattr(torch, str(dtype).replace("torch.", ""), None)
+    )
     if not isinstance(value, torch.dtype):
         raise InputError(f"unknown dtype {dtype!r}; use e.g. 'float32', 'float16' or 'bfloat16'")
+    if not value.is_floating_point:
+        raise InputError(
+            f"dtype {dtype!r} is not a floating-point type, and model weights must be; use "
+            f"'float32', 'float16' or 'bfloat16'"
+        )
     return value
 
 

@@ -439,3 +439,28 @@ def test_full_disk_on_the_command_line(tiny_dirs, small_disk, tmp_path, capsys):
         "No space left on device",
     )  # fmt: skip
     assert sorted(p.name for p in small_disk.iterdir()) == ["filler"]
+
+
+def test_an_unknown_failure_still_names_command_input_and_what_to_do(
+    tiny_dirs, tmp_path, capsys, monkeypatch
+):
+    import inspector.api as api
+
+    def broken(*_a, **_k):  # type: ignore[no-untyped-def]
+        raise RuntimeError("something deep\nin a library")
+
+    monkeypatch.setattr(api, "load", broken)
+    err = cli_fails(
+        ["inspect", str(tiny_dirs["bert"]), TEXT, "-o", str(tmp_path / "x.csv")], capsys, ""
+    )
+    assert err.startswith(f"inspector: error: inspect on {tiny_dirs['bert']}, 'The cat sat")
+    assert "failed with RuntimeError: something deep in a library" in err
+    assert "--debug" in err and "report it" in err
+
+
+def test_a_dtype_that_is_not_floating_point(tiny_dirs, tmp_path, capsys):
+    cli_fails(
+        ["inspect", str(tiny_dirs["bert"]), TEXT, "--dtype", "int8", "-o", str(tmp_path / "x.csv")],
+        capsys,
+        "not a floating-point type",
+    )
