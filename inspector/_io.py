@@ -147,8 +147,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise write_error(target, exc) from exc
     tmp_path = Path(tmp)
     try:
-        if fcntl is not None:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held until the rename: "alive"
+        if fcntl is not None:  # held until the rename: "a live writer"; best effort (NFS)
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         yield tmp_path
         os.chmod(tmp_path, output_mode(target))
         os.replace(tmp_path, target)

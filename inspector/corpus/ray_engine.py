@@ -4,11 +4,12 @@ Texts become a Ray dataset; ``map_batches`` runs a pool of actors, each loading 
 and returning one serialized :class:`~.aggregate.HeadAggregate` per batch
 (:func:`~.engine.measure_batch`); the driver merges them as they stream in.
 
-With a checkpoint the driver reads the source itself, numbers every item and merges the
-batches strictly in source order (a batch that arrives early waits), so the merged aggregate
-always covers exactly the first ``n`` items. It checkpoints that aggregate in the local
-engine's format, with the same source guard (:mod:`.checkpoint`): a killed driver resumes with
-``resume=True`` (CLI ``--engine ray --resume``), from a local or a Ray checkpoint alike.
+The driver reads the source itself (as the local engine does: line numbers, bad lines, the
+same skipped counts), numbers every item and merges the batches strictly in source order (a
+batch that arrives early waits), so the merged aggregate always covers exactly the first ``n``
+items. With a checkpoint it saves that aggregate in the local engine's format, with the same
+source guard (:mod:`.checkpoint`): a killed driver resumes with ``resume=True`` (CLI
+``--engine ray --resume``), from a local or a Ray checkpoint alike.
 """
 
 from __future__ import annotations
@@ -77,27 +78,13 @@ class _RayAtlasWorker:
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, list[Any]]:
         texts = [t if isinstance(t, str) else None for t in list(batch["text"])]
         agg = measure_batch(self.bundle, texts, self.spec, self.metric_fn, self.distance_fn)
-        out: dict[str, list[Any]] = {"aggregate": [agg.to_bytes()]}
-        if "i" in batch:  # numbered items (checkpointed runs): say which ones these were
-            index = np.asarray(batch["i"], dtype=np.int64)
-            out.update(first=[int(index.min())], last=[int(index.max())], n=[len(index)])
-        return out
-
-
-def _ray_dataset(ray_data: Any, source: TextSource, limit: int | None) -> Any:
-    """Texts as a Ray dataset with one ``text`` column (files are read by Ray itself)."""
-    path = source.path
-    if limit is None and path is not None:
-        suffix = path.suffix.lower()
-        if suffix == ".parquet" and source.column:
-            ds = ray_data.read_parquet(str(path), columns=[source.column])
-            return ds.rename_columns({source.column: "text"}) if source.column != "text" else ds
-        if suffix not in (".csv", ".conllu", ".parquet"):
-            return ray_data.read_text(str(path))
-    it = source.open()
-    if limit is not None:
-        it = itertools.islice(it, limit)
-    return ray_data.from_items([{"text": t if isinstance(t, str) else ""} for t in it])
+        index = np.asarray(batch["i"], dtype=np.int64)  # which numbered items these were
+        return {
+            "aggregate": [agg.to_bytes()],
+            "first": [int(index.min())],
+            "last": [int(index.max())],
+            "n": [len(index)],
+        }
 
 
 def run_atlas_ray(
@@ -176,20 +163,14 @@ def run_atlas_ray(
     gpus = num_gpus_per_worker
     if gpus is None:
         gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
-    ordered = checkpoint is not None or n_start > 0
-    items: list[Any] = []
-    if ordered:  # the driver numbers the items so batches merge in source order
-        if limit is not None:
-            it = itertools.islice(it, max(limit - n_start, 0))
-        items = list(it)
-        ds = ray_data.from_items(
-            [
-                {"i": n_start + j, "text": t if isinstance(t, str) else ""}
-                for j, t in enumerate(items)
-            ]
-        )
-    else:
-        ds = _ray_dataset(ray_data, source, limit)
+    # The driver reads the source (line numbers, bad lines, the source hash) and numbers the
+    # items, so the workers' batches merge in source order and the merged prefix can be saved.
+    if limit is not None:
+        it = itertools.islice(it, max(limit - n_start, 0))
+    items = list(it)
+    ds = ray_data.from_items(
+        [{"i": n_start + j, "text": t if isinstance(t, str) else ""} for j, t in enumerate(items)]
+    )
     start = time.perf_counter()
     workers = {
         "model": model,
@@ -200,9 +181,9 @@ def run_atlas_ray(
         "threads": 1 if not gpus else None,
     }
     was_ordered = ctx.execution_options.preserve_order
-    ctx.execution_options.preserve_order = was_ordered or ordered
+    ctx.execution_options.preserve_order = True
     try:
-        if items or not ordered:
+        if items:
             out = ds.map_batches(
                 _RayAtlasWorker,
                 fn_constructor_kwargs=workers,
@@ -215,18 +196,9 @@ def run_atlas_ray(
             rows: Iterator[Mapping[str, Any]] = iter(out.iter_rows())
         else:
             rows = iter(())
-        if ordered:
-            state = _merge_in_order(
-                rows, state, items, checkpoint, checkpoint_every, fingerprint, source
-            )
-        else:
-            for row in rows:
-                delta = HeadAggregate.from_bytes(row["aggregate"])
-                state = RunState(
-                    state.aggregate.merge(delta),
-                    state.n_done + delta.n_texts + delta.n_skipped,
-                    state.digest,
-                )
+        state = _merge_in_order(
+            rows, state, items, checkpoint, checkpoint_every, fingerprint, source
+        )
     finally:
         ctx.execution_options.preserve_order = was_ordered
     seconds = time.perf_counter() - start
