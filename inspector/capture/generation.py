@@ -173,7 +173,10 @@ def generate(
     layer_idx, head_idx = stack_indexes(bundle, kinds, layers, heads)
     store = storage_dtype(dtype)
 
-    prompt_tokens = encode(bundle, text, add_special_tokens=messages is None).tokens
+    # a prompt of special tokens only ("<|endoftext|>") is how unconditional generation starts
+    prompt_tokens = encode(
+        bundle, text, add_special_tokens=messages is None, require_words=False
+    ).tokens
     n_prompt = len(prompt_tokens)
     model = bundle.model
     encoder_decoder = bundle.architecture == "encoder-decoder"

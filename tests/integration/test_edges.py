@@ -178,6 +178,10 @@ def test_unknown_token_is_a_word_not_a_special_token(tiny):
     assert "🐈" in query_words and "☃" in query_words
     gpt2 = tiny["gpt2"].inspect("<|endoftext|> hello")  # its unknown token is also its eos
     assert gpt2.special_mask[0]
+    with pytest.raises(InputError, match="no token but special ones"):
+        tiny["gpt2"].inspect("<|endoftext|>")
+    # ... but generation may start from it (unconditional generation)
+    assert tiny["gpt2"].generate("<|endoftext|>", max_new_tokens=2).prompt_length == 1
 
 
 def test_the_probe_aligns_sentences_with_unknown_words(tiny, tmp_path):
