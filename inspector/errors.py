@@ -37,3 +37,8 @@ class ResourceError(InspectorError):
 
 class InputTooLongError(InputError):
     """The input has more tokens than the model (or ``max_length``) accepts."""
+
+
+class InspectorWarning(UserWarning):
+    """Something worked but is worth knowing (a task head initialised at random, a comparison
+    on few aligned tokens). The CLI prints it as one ``inspector: warning: ...`` line."""

@@ -258,11 +258,16 @@ def read_parquet(path: str | os.PathLike[str]) -> pd.DataFrame:
     import pyarrow.parquet as pq
 
     if not Path(path).exists():
-        raise InputError(f"{path} does not exist")
+        raise InputError(f"{path} does not exist; give a file written by Inspection.to_parquet()")
+    if not Path(path).is_file():
+        raise InputError(f"{path} is a folder; give a file written by Inspection.to_parquet()")
     try:
         table = pq.read_table(path)
     except Exception as exc:
-        raise InputError(f"{path} is not a readable Parquet file: {exc}") from exc
+        raise InputError(
+            f"{path} is not a readable Parquet file ({type(exc).__name__}: {str(exc)[:200]}); "
+            f"give a file written by Inspection.to_parquet()"
+        ) from exc
     frame = table.to_pandas()
     raw: Mapping[bytes, bytes] = table.schema.metadata or {}
     if PARQUET_KEY in raw:

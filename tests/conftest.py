@@ -7,6 +7,7 @@ folder so tests also exercise the folder-loading path. The real embedded MiniLM 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -119,3 +120,28 @@ def ewt_slice(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("ewt") / "ewt-30.conllu"
     path.write_text("\n\n".join(blocks) + "\n\n", encoding="utf-8")
     return path
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 256 KiB tmpfs mounted for one test, so writes fail with ENOSPC as on a full disk.
+
+    Needs root (mount); elsewhere the test is skipped (tests/unit/test_hardening.py keeps a
+    monkeypatched full-disk case that runs everywhere).
+    """
+    import subprocess
+
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k,mode=0777", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.strip()[:100]}); needs root")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True, timeout=30)

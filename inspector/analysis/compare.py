@@ -16,10 +16,16 @@ each pair of rows is averaged over the aligned query rows (``js``). ``aligned_ma
 ``aligned_mass_b`` report how much of the original attention fell on aligned keys. Entropy and
 sink share come from each input's full :func:`~inspector.analysis.metrics.head_metrics`;
 ``d_*`` is ``b - a``.
+
+How much the two inputs have in common is reported as ``aligned_share`` (aligned key positions
+over the longer input's tokens) and ``matched_share`` (aligned positions holding the same token
+on both sides); below :data:`MIN_MATCHED_SHARE` the ranking rests on few tokens and the
+comparison warns (:class:`~inspector.errors.InspectorWarning`, and ``warning``).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from ..capture.types import AttentionStack, Tokens
-from ..errors import InputError
+from ..errors import InputError, InspectorWarning
 from .distances import js_divergence_rows
 from .metrics import head_metrics
 
@@ -47,6 +53,10 @@ COLUMNS = (
     "aligned_mass_a",
     "aligned_mass_b",
 )
+
+
+#: Below this share of tokens that are the same in both inputs, a comparison warns.
+MIN_MATCHED_SHARE = 0.5
 
 
 def _lcs_pairs(a: tuple[str, ...], b: tuple[str, ...]) -> list[tuple[int, int]]:
@@ -118,6 +128,10 @@ class Comparison:
         query_pairs, key_pairs: aligned ``(position in a, position in b)`` pairs.
         method: ``"identical"`` or ``"lcs"`` (how the key tokens were aligned).
         labels: names of the two sides (texts or model names).
+        aligned_share: aligned key positions over the longer input's token count.
+        matched_share: aligned key positions with the same token on both sides, over the
+            longer input's token count.
+        warning: why the ranking may say little (few tokens in common), else ``None``.
     """
 
     a: AttentionStack
@@ -127,6 +141,9 @@ class Comparison:
     key_pairs: np.ndarray
     method: str
     labels: tuple[str, str] = ("a", "b")
+    aligned_share: float = 1.0
+    matched_share: float = 1.0
+    warning: str | None = None
 
     def ranked(self, k: int | None = None, by: str = "js") -> pd.DataFrame:
         """Heads sorted by the largest change (``js``, or ``|d_entropy|`` / ``|d_sink_share|``)."""
@@ -152,7 +169,8 @@ class Comparison:
         (layer, head), js = top.index[0], float(top["js"].iloc[0])
         return (
             f"Comparison({self.labels[0]!r} vs {self.labels[1]!r}, {len(self.key_pairs)} aligned "
-            f"keys ({self.method}), most changed head {layer}.{head} js={js:.3f})"
+            f"keys ({self.method}, {self.aligned_share:.0%}), most changed head {layer}.{head} "
+            f"js={js:.3f})"
         )
 
 
@@ -233,7 +251,20 @@ def compare(a: Any, b: Any, *, labels: tuple[str, str] | None = None) -> Compari
     frame = frame[list(COLUMNS)]
     if labels is None:
         labels = (_label(a, sa), _label(b, sb))
-    return Comparison(sa, sb, frame, query_pairs, key_pairs, method, labels)
+    longer = max(len(sa.key), len(sb.key))
+    matched = sum(sa.key.tokens[i] == sb.key.tokens[j] for i, j in key_pairs)
+    aligned_share, matched_share = len(key_pairs) / longer, matched / longer
+    warning = None
+    if matched_share < MIN_MATCHED_SHARE:
+        warning = (
+            f"only {matched} of {longer} tokens ({matched_share:.0%}) are the same in both "
+            f"inputs ({len(key_pairs)} aligned, {aligned_share:.0%}); the ranking rests on few "
+            f"tokens and says little. Compare minimal pairs: texts that differ in a few words"
+        )
+        warnings.warn(warning, InspectorWarning, stacklevel=2)
+    return Comparison(
+        sa, sb, frame, query_pairs, key_pairs, method, labels, aligned_share, matched_share, warning
+    )
 
 
 def _label(obj: Any, stack: AttentionStack) -> str:
@@ -243,4 +274,4 @@ def _label(obj: Any, stack: AttentionStack) -> str:
     return f"{model}: {text}" if model else text
 
 
-__all__ = ["COLUMNS", "Comparison", "align_tokens", "compare"]
+__all__ = ["COLUMNS", "MIN_MATCHED_SHARE", "Comparison", "align_tokens", "compare"]

@@ -15,13 +15,14 @@ from typing import Any
 import pandas as pd
 
 from .. import frames as _frames
-from .._io import check_writable
+from .._io import check_writable, same_file
 from ..analysis import distances as _distances
 from ..analysis import metrics as _metrics
 from ..corpus import atlas as _atlas
 from ..corpus import engine as _engine
 from ..corpus import probe as _probe
 from ..corpus.aggregate import DEFAULT_BINS
+from ..corpus.sources import split_column
 from ..errors import InputError
 from ..explain import importance as _importance
 from .model import LoadedModel, ModelLike, as_model, stacks_of
@@ -110,6 +111,7 @@ def atlas(
     checkpoint_every: float = 30.0,
     progress: bool = True,
     limit: int | None = None,
+    skip_bad_lines: bool = False,
     address: str | None = None,
     num_workers: int = 2,
 ) -> Atlas:
@@ -120,9 +122,12 @@ def atlas(
             a name or folder every worker can reach.
         texts: a list or iterable of texts, a text file (one per line), ``"file.csv:column"``,
             a Parquet file (``column=``), a ``.conllu`` treebank or a ``datasets`` dataset.
-        engine: ``"local"`` (checkpoints, ``resume=True``) or ``"ray"`` (Ray Data).
+        engine: ``"local"`` or ``"ray"`` (Ray Data); both checkpoint and resume the same way.
         column, batch_size, max_length, metrics, kind, distances, bins, checkpoint, resume,
-            checkpoint_every, progress, limit: see :func:`inspector.corpus.engine.run_atlas`.
+            checkpoint_every, progress, limit, skip_bad_lines: see
+            :func:`inspector.corpus.engine.run_atlas`. A checkpoint records its corpus (file
+            path, size, modification time and a hash of the texts counted); ``resume=True``
+            refuses another or an edited corpus.
         address / num_workers: the Ray cluster and number of model replicas (``engine="ray"``).
 
     Returns:
@@ -144,20 +149,14 @@ def atlas(
         "bins": bins,
         "progress": progress,
         "limit": limit,
+        "skip_bad_lines": skip_bad_lines,
+        "checkpoint": checkpoint,
+        "resume": resume,
+        "checkpoint_every": checkpoint_every,
     }
     if engine == "local":
-        result = _engine.run_atlas(
-            as_model(model).bundle,
-            texts,
-            checkpoint=checkpoint,
-            resume=resume,
-            checkpoint_every=checkpoint_every,
-            **common,
-        )
-        return facade_atlas(result)
+        return facade_atlas(_engine.run_atlas(as_model(model).bundle, texts, **common))
     if engine == "ray":
-        if checkpoint is not None or resume:
-            raise InputError("checkpoint= and resume= are for the local engine")
         from ..corpus.ray_engine import run_atlas_ray
 
         target: Any = model.bundle if isinstance(model, LoadedModel) else model
@@ -170,6 +169,11 @@ def atlas(
 def read_atlas(path: str | os.PathLike[str]) -> Atlas:
     """Read an atlas written by :meth:`Atlas.save` / ``inspector atlas``."""
     return facade_atlas(_atlas.read_atlas(path))
+
+
+def distances_path(path: str | os.PathLike[str]) -> Path:
+    """Where an atlas written to ``path`` puts its head-distance matrix."""
+    return _atlas.distances_path(path)
 
 
 def default_checkpoint(output: str | os.PathLike[str]) -> Path:
@@ -187,12 +191,14 @@ def syntax_probe(
     exclude: Sequence[str] = ("punct", "root"),
     max_length: int | None = None,
     progress: bool = False,
+    skip_bad_lines: bool = False,
 ) -> _probe.ProbeResult:
     """Clark et al. (2019) syntactic head probe on a CoNLL-U treebank.
 
     For every dependency relation: the head whose most-attended other word is most often the
-    syntactic head (or, transposed, the dependent), next to the best fixed-offset baseline. See
-    :func:`inspector.corpus.engine.syntax_probe`.
+    syntactic head (or, transposed, the dependent), next to the best fixed-offset baseline.
+    Sentences without heads (HEAD ``_``) or with a cycle are skipped and counted in
+    ``metadata``. See :func:`inspector.corpus.engine.syntax_probe`.
 
     Example:
         >>> r = inspector.syntax_probe("minilm", "en_ewt-ud-dev.conllu")  # doctest: +SKIP
@@ -207,6 +213,7 @@ def syntax_probe(
         exclude=exclude,
         max_length=max_length,
         progress=progress,
+        skip_bad_lines=skip_bad_lines,
     )
 
 
@@ -233,10 +240,32 @@ def check_output(path: str | os.PathLike[str], suffixes: Iterable[str]) -> Path:
     return check_writable(path)
 
 
+def check_not_input(
+    output: str | os.PathLike[str] | None, inputs: Iterable[str | os.PathLike[str] | None]
+) -> None:
+    """Refuse an output that is one of the inputs (``corpus.parquet:text -o corpus.parquet``).
+
+    Inputs may name a column (``FILE:COLUMN``); links to the same file count as the same file.
+    """
+    if output is None:
+        return
+    for given in inputs:
+        if given is None:
+            continue
+        path, _ = split_column(os.fspath(given))
+        if os.path.exists(path) and same_file(output, path):
+            raise InputError(
+                f"the output {output} is the input {given} itself; writing it would destroy "
+                f"the input: choose another output path"
+            )
+
+
 __all__ = [
     "atlas",
+    "check_not_input",
     "check_output",
     "default_checkpoint",
+    "distances_path",
     "head_importance",
     "head_metrics",
     "head_similarity",

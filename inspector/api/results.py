@@ -43,7 +43,7 @@ class Comparison(_compare.Comparison):
 
 def compare(a: Any, b: Any, *, labels: tuple[str, str] | None = None) -> Comparison:
     """Compare two inspections (or stacks) head by head (see :mod:`inspector.analysis.compare`)."""
-    base = _compare.compare(a, b, labels=labels)
+    base = _compare.compare(a, b, labels=labels)  # warns (InspectorWarning) on few shared tokens
     capture = getattr(a, "capture", None)
     values = {f.name: getattr(base, f.name) for f in fields(base)}
     return Comparison(**values, capture=capture if isinstance(capture, Capture) else None)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..models.loading import ModelBundle
-from .run import bundle_metadata, out_of_memory_hint, record
+from .run import bundle_metadata, out_of_memory_hint, record, stack_indexes
 from .tokenize import Encoded, decoder_tokens, encode, model_inputs
 from .types import ROW_SUM_TOLERANCE, AttentionStack, Capture, Tokens
 
@@ -45,12 +45,15 @@ def forward_batch(
     width = max(lengths)
     tolerance = ROW_SUM_TOLERANCE.get(bundle.dtype, 1e-3) if verify else float("inf")
     meta = bundle_metadata(bundle)
-    layers = tuple(range(bundle.n_layers))
-    heads = tuple(range(bundle.n_heads))
+    kinds = (
+        ("encoder", "decoder", "cross") if bundle.architecture == "encoder-decoder" else ("self",)
+    )
+    layers, heads = stack_indexes(bundle, kinds, None, None)
     batch = len(encoded)
 
     def stack(w: np.ndarray, q: Tokens, k: Tokens, kind: str, causal: bool) -> AttentionStack:
-        return AttentionStack(np.ascontiguousarray(w), q, k, kind, causal, layers, heads, tolerance)
+        w = np.ascontiguousarray(w)
+        return AttentionStack(w, q, k, kind, causal, layers[kind], heads[kind], tolerance)
 
     captures: list[Capture] = []
     if bundle.architecture == "encoder-decoder":

@@ -18,13 +18,14 @@ tokens, ``Tokens.generated`` flags the generated ones.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import CaptureError, InputError, UnsupportedModelError
 from ..models.loading import ModelBundle
 from .hooks import AttentionRecorder, Hook, bundle_sites, hooked
-from .run import bundle_metadata, out_of_memory_hint
+from .run import bundle_metadata, out_of_memory_hint, stack_indexes
 from .tokenize import (
     chat_text,
     check_text,
@@ -34,7 +35,7 @@ from .tokenize import (
     model_inputs,
     special_tokens,
 )
-from .types import ROW_SUM_TOLERANCE, AttentionStack, Capture, select_indexes, storage_dtype
+from .types import ROW_SUM_TOLERANCE, AttentionStack, Capture, storage_dtype
 
 #: generate() options that would break the one-sequence, append-only cache the assembly needs.
 _REFUSED = {
@@ -62,7 +63,43 @@ def _check_generation_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
             )
     out = dict(kwargs)
     out.setdefault("do_sample", False)
+    _check_sampling(out)
     return out
+
+
+def _number(out: Mapping[str, Any], key: str) -> float | None:
+    value = out.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InputError(f"{key} must be a number, not {type(value).__name__} ({value!r})")
+    return float(value)
+
+
+def _check_sampling(out: dict[str, Any]) -> None:
+    """Refuse sampling options transformers would reject or turn into noise; 0 is greedy."""
+    temperature = _number(out, "temperature")
+    if temperature is not None:
+        if not math.isfinite(temperature) or temperature < 0:
+            raise InputError(
+                f"temperature={out['temperature']!r} is not a finite number >= 0; use 0 for "
+                f"greedy decoding, or e.g. 0.7 to sample (1.0 samples as trained)"
+            )
+        if temperature == 0:  # the limit of sampling as temperature -> 0 is greedy decoding
+            del out["temperature"]
+            out["do_sample"] = False
+    top_p = _number(out, "top_p")
+    if top_p is not None and not (0 < top_p <= 1):
+        raise InputError(f"top_p={out['top_p']!r} must be in (0, 1], e.g. 0.9")
+    top_k = out.get("top_k")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0):
+        raise InputError(f"top_k={top_k!r} must be a non-negative integer, e.g. 50")
+    penalty = _number(out, "repetition_penalty")
+    if penalty is not None and not (math.isfinite(penalty) and penalty > 0):
+        raise InputError(
+            f"repetition_penalty={out['repetition_penalty']!r} must be a finite number > 0 "
+            f"(1.0: no penalty)"
+        )
 
 
 def _json_safe(value: Any) -> Any:
@@ -130,11 +167,16 @@ def generate(
         raise InputError("give a prompt to generate from, or a chat as messages=[...]")
     else:
         text = check_text(prompt, "prompt")
-    layer_idx = select_indexes(layers, bundle.n_layers, "layer")
-    head_idx = select_indexes(heads, bundle.n_heads, "head")
+    kinds = (
+        ("encoder", "decoder", "cross") if bundle.architecture == "encoder-decoder" else ("self",)
+    )
+    layer_idx, head_idx = stack_indexes(bundle, kinds, layers, heads)
     store = storage_dtype(dtype)
 
-    prompt_tokens = encode(bundle, text, add_special_tokens=messages is None).tokens
+    # a prompt of special tokens only ("<|endoftext|>") is how unconditional generation starts
+    prompt_tokens = encode(
+        bundle, text, add_special_tokens=messages is None, require_words=False
+    ).tokens
     n_prompt = len(prompt_tokens)
     model = bundle.model
     encoder_decoder = bundle.architecture == "encoder-decoder"
@@ -147,14 +189,21 @@ def generate(
             f"the prompt is {n_prompt} tokens; with max_new_tokens={max_new_tokens} it would "
             f"pass the model's limit of {bundle.max_positions}: lower max_new_tokens"
         )
-    kinds = ("encoder", "decoder", "cross") if encoder_decoder else ("self",)
     sites = bundle_sites(bundle)
-    if not sites or any(len(sites.get(k, ())) != bundle.n_layers for k in kinds):
+    if not sites:
         raise UnsupportedModelError(
             f"{bundle.name}: found no hookable attention modules (its class declares no "
             f"_can_record_outputs), so generation cannot be recorded step by step; inspect() "
             f"the final text instead"
         )
+    for kind in kinds:
+        found, wanted = len(sites.get(kind, ())), bundle.stack_shape(kind)[0]
+        if found != wanted:
+            raise UnsupportedModelError(
+                f"{bundle.name}: found {found} {kind} attention modules but its config says "
+                f"{wanted} layers, so generation cannot be recorded layer by layer; check "
+                f"config.json, or inspect() the final text instead"
+            )
     inputs = model_inputs(bundle, [prompt_tokens])
     input_ids, attention_mask = inputs["input_ids"], inputs["attention_mask"]
     if encoder_decoder:
@@ -179,13 +228,20 @@ def generate(
     if encoder_decoder:
         hooks.append(Hook(model.get_encoder(), lambda m, args, output: encoder_out.append(output)))
     with hooked(bundle, hooks), torch.inference_mode():
-        out = model.generate(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            max_new_tokens=max_new_tokens,
-            return_dict_in_generate=True,
-            **gen_kw,
-        )
+        try:
+            out = model.generate(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                max_new_tokens=max_new_tokens,
+                return_dict_in_generate=True,
+                **gen_kw,
+            )
+        except ValueError as exc:  # transformers' check of the generation options
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else "invalid"
+            raise InputError(
+                f"{bundle.name}: generate() refused the options {_json_safe(generation_kwargs)}"
+                f" ({first}); fix or leave out the option it names"
+            ) from exc
         sequence = out.sequences[0]
         cache = getattr(out, "cache", None)
         if cache is None:
@@ -252,8 +308,8 @@ def generate(
                 k,
                 kind,
                 causal,
-                layer_idx,
-                head_idx,
+                layer_idx[kind],
+                head_idx[kind],
                 tolerance,
             )
             for kind, (q, k, causal, rows, cols) in spec.items()
@@ -265,7 +321,14 @@ def generate(
     _check_rows(recorder, ("self",), len(tokens), bundle.name)
     n = len(tokens)
     stack = AttentionStack(
-        recorder.weights("self", n, n), tokens, tokens, "self", True, layer_idx, head_idx, tolerance
+        recorder.weights("self", n, n),
+        tokens,
+        tokens,
+        "self",
+        True,
+        layer_idx["self"],
+        head_idx["self"],
+        tolerance,
     )
     return Capture({"self": stack}, meta)
 

@@ -222,7 +222,9 @@ class AttentionRecorder:
 
     Args:
         sites: attention modules by kind, from :func:`attention_sites`.
-        layers / heads: model indexes to keep (sorted, validated).
+        layers / heads: model indexes to keep (sorted, validated), the same for every kind or
+            by kind (an encoder-decoder's encoder may have more layers or other heads than its
+            decoder).
         shapes: ``kind -> (rows, cols)``: the most query rows and key columns to hold.
         batch: inputs per forward pass.
         dtype: ``"float32"`` or ``"float16"`` storage.
@@ -236,8 +238,8 @@ class AttentionRecorder:
     def __init__(
         self,
         sites: Mapping[str, Sequence[AttentionSite]],
-        layers: tuple[int, ...],
-        heads: tuple[int, ...],
+        layers: tuple[int, ...] | Mapping[str, tuple[int, ...]],
+        heads: tuple[int, ...] | Mapping[str, tuple[int, ...]],
         shapes: Mapping[str, tuple[int, int]],
         *,
         batch: int = 1,
@@ -248,8 +250,8 @@ class AttentionRecorder:
         import torch
 
         self.sites = {k: list(sites[k]) for k in shapes}
-        self.layers = layers
-        self.heads = heads
+        self.layers = {k: layers[k] if isinstance(layers, Mapping) else layers for k in shapes}
+        self.heads = {k: heads[k] if isinstance(heads, Mapping) else heads for k in shapes}
         self.batch = batch
         self.model_name = model_name
         self.causal_kinds = tuple(causal_kinds)
@@ -258,20 +260,28 @@ class AttentionRecorder:
         # keys it saw are zeroed there), and weights() cuts away rows no hook wrote; zeroing
         # the whole buffer first would cost a second pass over hundreds of MiB.
         self.buffers = {
-            k: torch.empty((batch, len(layers), len(heads), rows, cols), dtype=torch_dtype)
+            k: torch.empty(
+                (batch, len(self.layers[k]), len(self.heads[k]), rows, cols), dtype=torch_dtype
+            )
             for k, (rows, cols) in shapes.items()
         }
-        self.filled = {k: [0] * len(layers) for k in shapes}
+        self.filled = {k: [0] * len(self.layers[k]) for k in shapes}
         self.width = {k: 0 for k in shapes}
         self.calls = {k: 0 for k in shapes}
-        self._head_index = torch.tensor(self.heads)
+        self._head_index = {k: torch.tensor(self.heads[k]) for k in shapes}
 
     def hooks(self) -> list[Hook]:
         """The hooks that fill the buffers (pass them to :func:`hooked`)."""
-        return attention_hooks(self.sites, self.layers, self._write, model_name=self.model_name)
+        hooks: list[Hook] = []
+        for kind, kind_sites in self.sites.items():
+            hooks += attention_hooks(
+                {kind: kind_sites}, self.layers[kind], self._write, model_name=self.model_name
+            )
+        return hooks
 
     def _write(self, kind: str, li: int, w: Any) -> None:
-        layer = self.layers[li]
+        layer = self.layers[kind][li]
+        heads = self.heads[kind]
         if w.dim() != 4 or w.shape[0] != self.batch:
             raise CaptureError(
                 f"{self.model_name}: {kind} attention of layer {layer} has shape "
@@ -291,8 +301,15 @@ class AttentionRecorder:
                 f"{self.model_name}: {kind} attention grew to {start + q} x {k} positions, more "
                 f"than the {buf.shape[3]} x {buf.shape[4]} expected"
             )
+        if w.shape[1] <= max(heads):
+            raise CaptureError(
+                f"{self.model_name}: {kind} attention of layer {layer} has {w.shape[1]} heads, "
+                f"head {max(heads)} was asked for"
+            )
         part = (
-            w if len(self.heads) == w.shape[1] else w.index_select(1, self._head_index.to(w.device))
+            w
+            if len(heads) == w.shape[1]
+            else w.index_select(1, self._head_index[kind].to(w.device))
         )
         buf[:, li, :, start : start + q, :k].copy_(part)
         if k < buf.shape[4]:

@@ -134,12 +134,35 @@ def forward(
         return bundle.model(**inputs, **kw)
 
 
+def stack_indexes(
+    bundle: ModelBundle,
+    kinds: Sequence[str],
+    layers: Sequence[int] | int | None,
+    heads: Sequence[int] | int | None,
+) -> tuple[dict[str, tuple[int, ...]], dict[str, tuple[int, ...]]]:
+    """The validated layer and head indexes to keep, by attention stack.
+
+    Every stack keeps the same ``layers`` / ``heads`` selection, validated against its own
+    depth and head count (an encoder-decoder's decoder may be shallower than its encoder, or
+    have other heads: an index it lacks is an :class:`InputError` naming that stack).
+    """
+    shapes = {kind: bundle.stack_shape(kind) for kind in kinds}
+    same = len(set(shapes.values())) == 1
+    out_l: dict[str, tuple[int, ...]] = {}
+    out_h: dict[str, tuple[int, ...]] = {}
+    for kind, (n_layers, n_heads) in shapes.items():
+        prefix = "" if same else f"{kind} "
+        out_l[kind] = select_indexes(layers, n_layers, f"{prefix}layer")
+        out_h[kind] = select_indexes(heads, n_heads, f"{prefix}head")
+    return out_l, out_h
+
+
 def record(
     bundle: ModelBundle,
     inputs: Mapping[str, Any],
     shapes: Mapping[str, tuple[int, int]],
-    layers: tuple[int, ...],
-    heads: tuple[int, ...],
+    layers: tuple[int, ...] | Mapping[str, tuple[int, ...]],
+    heads: tuple[int, ...] | Mapping[str, tuple[int, ...]],
     *,
     batch: int = 1,
     dtype: str = "float32",
@@ -157,7 +180,7 @@ def record(
     if bundle.architecture == "decoder" and forward_accepts(bundle.model, "logits_to_keep"):
         call_kw.setdefault("logits_to_keep", 1)
     sites = bundle_sites(bundle)
-    if sites and all(len(sites.get(kind, ())) == bundle.n_layers for kind in shapes):
+    if sites and all(len(sites.get(k, ())) == bundle.stack_shape(k)[0] for k in shapes):
         recorder = AttentionRecorder(
             sites, layers, heads, shapes, batch=batch, dtype=dtype, model_name=bundle.name
         )
@@ -169,7 +192,11 @@ def record(
     names.update(decoder="decoder_attentions", cross="cross_attentions")
     return {
         kind: _stack_attentions(
-            getattr(out, names[kind], None), bundle, kind, layers, heads
+            getattr(out, names[kind], None),
+            bundle,
+            kind,
+            layers[kind] if isinstance(layers, Mapping) else layers,
+            heads[kind] if isinstance(heads, Mapping) else heads,
         ).astype(dtype, copy=False)
         for kind in shapes
     }
@@ -183,10 +210,16 @@ def check_layer_attentions(attentions: Any, bundle: ModelBundle, kind: str) -> N
             f"implementation {bundle.attn_implementation!r}); load it with "
             f"attn_implementation='eager' — inspector.load does this for you"
         )
-    if len(attentions) != bundle.n_layers:
+    n_layers, n_heads = bundle.stack_shape(kind)
+    if len(attentions) != n_layers:
         raise CaptureError(
-            f"{bundle.name}: got {len(attentions)} {kind} attention layers, the config says "
-            f"{bundle.n_layers}; encoder and decoder stacks of different depth are not supported"
+            f"{bundle.name}: got {len(attentions)} {kind} attention layers, its config says "
+            f"{n_layers}; the config does not describe this model (check config.json)"
+        )
+    if attentions[0].shape[1] != n_heads:
+        raise CaptureError(
+            f"{bundle.name}: {kind} attention has {attentions[0].shape[1]} heads, its config "
+            f"says {n_heads}; the config does not describe this model (check config.json)"
         )
 
 
@@ -256,8 +289,10 @@ def capture(
             raise InputError(
                 "target= is for encoder-decoder models (T5, BART); use text_pair= for a second text"
             )
-    layer_idx = select_indexes(layers, bundle.n_layers, "layer")
-    head_idx = select_indexes(heads, bundle.n_heads, "head")
+    kinds = (
+        ("encoder", "decoder", "cross") if bundle.architecture == "encoder-decoder" else ("self",)
+    )
+    layer_idx, head_idx = stack_indexes(bundle, kinds, layers, heads)
     store = storage_dtype(dtype)
     encoded = encode(
         bundle,
@@ -295,7 +330,7 @@ def capture(
         }
         stacks = {
             kind: AttentionStack(
-                arrays[kind][0], q, k, kind, causal, layer_idx, head_idx, tolerance
+                arrays[kind][0], q, k, kind, causal, layer_idx[kind], head_idx[kind], tolerance
             )
             for kind, (q, k, causal) in spec.items()
         }
@@ -308,8 +343,8 @@ def capture(
         tokens,
         "self",
         bundle.architecture == "decoder",
-        layer_idx,
-        head_idx,
+        layer_idx["self"],
+        head_idx["self"],
         tolerance,
     )
     return Capture({"self": stack}, meta)
@@ -421,4 +456,5 @@ __all__ = [
     "out_of_memory_hint",
     "query_key_vectors",
     "record",
+    "stack_indexes",
 ]

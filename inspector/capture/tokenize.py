@@ -12,6 +12,7 @@ Tokenizers only; nothing here runs the model.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,18 +25,63 @@ from ..models.families import forward_accepts, needs_prefix_space
 from ..models.loading import ModelBundle
 from .types import Tokens, readable_token, visible_whitespace
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def text_problem(value: Any, name: str = "text") -> str | None:
+    """Why ``value`` is not a text to run (the message :func:`check_text` raises), or ``None``."""
+    if not isinstance(value, str):
+        return f"{name} must be a string, not {type(value).__name__}"
+    if not value.strip():
+        return f"{name} is empty; give some text to inspect"
+    bad = _SURROGATE.search(value)
+    if bad is not None:
+        return (
+            f"{name} holds a lone surrogate (U+{ord(bad.group()):04X} at character "
+            f"{bad.start() + 1}), which is not Unicode text: on the command line, a byte that "
+            f"is not UTF-8; pass the text as valid UTF-8"
+        )
+    if all(unicodedata.category(c).startswith(("C", "Z")) for c in value):
+        return f"{name} has only control characters and spaces; give some visible text to inspect"
+    return None
+
 
 def check_text(value: Any, name: str = "text") -> str:
     """A non-empty string with at least one visible character, or an :class:`InputError`."""
-    if not isinstance(value, str):
-        raise InputError(f"{name} must be a string, not {type(value).__name__}")
-    if not value.strip():
-        raise InputError(f"{name} is empty; give some text to inspect")
-    if all(unicodedata.category(c).startswith(("C", "Z")) for c in value):
-        raise InputError(
-            f"{name} has only control characters and spaces; give some visible text to inspect"
-        )
-    return value
+    problem = text_problem(value, name)
+    if problem is not None:
+        raise InputError(problem)
+    return str(value)
+
+
+def special_ids(bundle: ModelBundle) -> frozenset[int]:
+    """The ids of the tokenizer's special tokens other than the unknown token.
+
+    ``[UNK]`` stands for a word the vocabulary lacks (an emoji, say): it is a word of the text,
+    not structure, so it keeps its word id and counts as text. Where the unknown token is also
+    another special token (GPT-2's ``<|endoftext|>``), it stays special.
+    """
+    cached = bundle.extra.get("special_ids")
+    if cached is not None:
+        return frozenset(cached)
+    tok = bundle.tokenizer
+    ids = {int(i) for i in tok.all_special_ids}
+    unk, unk_id = getattr(tok, "unk_token", None), getattr(tok, "unk_token_id", None)
+    if unk is not None and unk_id is not None:
+        others: set[str] = set()
+        for role, value in (getattr(tok, "special_tokens_map", None) or {}).items():
+            if role != "unk_token":
+                others.update(str(v) for v in (value if isinstance(value, list) else [value]))
+        if str(unk) not in others:
+            ids.discard(int(unk_id))
+    bundle.extra["special_ids"] = frozenset(ids)
+    return frozenset(ids)
+
+
+def _unknown_id(bundle: ModelBundle) -> int | None:
+    """The unknown token's id when it is not also another special token, else ``None``."""
+    unk_id = getattr(bundle.tokenizer, "unk_token_id", None)
+    return None if unk_id is None or int(unk_id) in special_ids(bundle) else int(unk_id)
 
 
 @dataclass(frozen=True, eq=False)
@@ -75,6 +121,7 @@ def encode(
     truncation: bool = False,
     max_length: int | None = None,
     add_special_tokens: bool = True,
+    require_words: bool = True,
 ) -> Encoded:
     """Tokenize ``text`` (and ``pair``) exactly as every capture does.
 
@@ -86,9 +133,13 @@ def encode(
         truncation: keep the first tokens up to the limit instead of raising.
         max_length: a lower limit than the model's own.
         add_special_tokens: False for text that writes its own (chat templates).
+        require_words: refuse a text (or pair) that tokenizes to special tokens only (the
+            tokenizer dropped every character: combining marks, variation selectors); the
+            corpus engines pass False and skip such inputs themselves.
 
     Raises:
         InputTooLongError: the input is longer than the limit and ``truncation`` is off.
+        InputError: with ``require_words``, a text with no token but special ones.
     """
     tok = bundle.tokenizer
     limit = token_limit(bundle, max_length)
@@ -126,7 +177,23 @@ def encode(
         raise InputError("the tokenizer produced no tokens for this text")
     texts = (source,) if pair is None else (source, pair)
     tokens = tokens_from_encoding(bundle, enc, texts)
+    if require_words:
+        _require_words(tokens, pair is not None)
     return Encoded(tokens, source, bool(truncation and limit is not None and n >= limit))
+
+
+def _require_words(tokens: Tokens, has_pair: bool) -> None:
+    parts = [("text", 0), ("text_pair", 1)] if has_pair else [("text", 0)]
+    seqs = np.asarray(tokens.sequence_ids)
+    for name, seq in parts:
+        kept = ~np.asarray(tokens.special) & ((seqs == seq) if has_pair else True)
+        if not kept.any():
+            shown = sorted({t for t, sp in zip(tokens.tokens, tokens.special, strict=True) if sp})
+            raise InputError(
+                f"{name} has no token but special ones ({', '.join(shown) or 'none'}): the "
+                f"tokenizer drops all of its characters (combining marks, variation selectors, "
+                f"control characters); give some visible text"
+            )
 
 
 def _check_words(bundle: ModelBundle, words: Sequence[str]) -> list[str]:
@@ -140,6 +207,13 @@ def _check_words(bundle: ModelBundle, words: Sequence[str]) -> list[str]:
     out = [str(w) for w in words]
     if not out:
         raise InputError("no words to encode")
+    for i, word in enumerate(out):
+        bad = _SURROGATE.search(word)
+        if bad is not None:
+            raise InputError(
+                f"word {i + 1} ({word!r}) holds a lone surrogate, which is not Unicode text; "
+                f"give valid UTF-8 words"
+            )
     return out
 
 
@@ -150,7 +224,10 @@ def tokens_from_encoding(bundle: ModelBundle, enc: Any, texts: tuple[str, ...]) 
     n = ids.shape[0]
     special = np.asarray(enc.get("special_tokens_mask", [0] * n), dtype=bool)
     # A tokenizer's special_tokens_mask only covers added [CLS]/[SEP]; also flag e.g. <s> typed in.
-    special |= np.isin(ids, np.asarray(list(tok.all_special_ids), dtype=np.int64))
+    special |= np.isin(ids, np.asarray(sorted(special_ids(bundle)), dtype=np.int64))
+    unknown = _unknown_id(bundle)
+    if unknown is not None:  # [UNK] is a word of the text, never structure
+        special &= ids != unknown
     if getattr(tok, "is_fast", False) and hasattr(enc, "word_ids"):
         raw_words = enc.word_ids()
         raw_seqs = enc.sequence_ids()
@@ -313,8 +390,8 @@ def generated_tokens(bundle: ModelBundle, ids: Sequence[int], first_word: int) -
     """Tokens the model generated: words numbered from ``first_word`` by their leading marks."""
     tok = bundle.tokenizer
     strings = _token_strings(tok, ids)
-    special_ids = set(tok.all_special_ids)
-    special = np.array([i in special_ids for i in ids], dtype=bool)
+    specials = special_ids(bundle)
+    special = np.array([i in specials for i in ids], dtype=bool)
     words = np.full(len(ids), -1, dtype=np.int32)
     w = first_word - 1
     previous_special = True
@@ -414,8 +491,10 @@ __all__ = [
     "join_tokens",
     "model_inputs",
     "pad_id",
+    "special_ids",
     "special_tokens",
     "takes_token_types",
+    "text_problem",
     "token_limit",
     "tokens_from_encoding",
 ]

@@ -23,6 +23,23 @@ class UsageError(Exception):
     """A command-line argument is unusable; the message says how to fix it."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where the program is, so it stops as Ctrl-C stops it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def interrupted(exc: BaseException) -> tuple[int, str]:
+    """The exit code (128 + signal) and what happened, for Ctrl-C, SIGTERM and SIGHUP."""
+    if isinstance(exc, Terminated):
+        import signal
+
+        return 128 + exc.signum, f"stopped by {signal.Signals(exc.signum).name}"
+    return EXIT_INTERRUPTED, "interrupted"
+
+
 def int_list(value: str) -> list[int]:
     try:
         return [int(v) for v in value.replace(" ", "").split(",") if v != ""]
@@ -111,6 +128,13 @@ def check_output(path: str | None, *suffixes: str) -> None:
     api_check_output(path, suffixes)
 
 
+def check_not_input(output: str | None, inputs: list[str | None]) -> None:
+    """Refuse an output path that is one of the command's input files."""
+    from ..api import check_not_input as api_check_not_input
+
+    api_check_not_input(output, inputs)
+
+
 def read_texts(args: argparse.Namespace) -> list[str]:
     texts = list(args.texts or [])
     if args.file:
@@ -118,8 +142,17 @@ def read_texts(args: argparse.Namespace) -> list[str]:
             raise UsageError(
                 f"--file {args.file} does not exist; give a text file, one text a line"
             )
-        with open(args.file, encoding="utf-8") as fh:
-            texts += [line.strip() for line in fh if line.strip()]
+        with open(args.file, "rb") as fh:
+            for number, raw in enumerate(fh, 1):
+                try:
+                    line = raw.decode("utf-8-sig" if number == 1 else "utf-8").strip()
+                except UnicodeDecodeError:
+                    raise UsageError(
+                        f"--file {args.file}, line {number}: not valid UTF-8; save the file "
+                        f"as UTF-8"
+                    ) from None
+                if line:
+                    texts.append(line)
     if not texts:
         raise UsageError("give at least one TEXT or --file texts.txt (one text per line)")
     return texts

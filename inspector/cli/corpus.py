@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 from .common import (
-    EXIT_INTERRUPTED,
     Command,
     UsageError,
     add_model,
+    check_not_input,
     check_output,
     load_model,
     names,
+)
+
+SKIP_BAD_LINES_HELP = (
+    "count a line that is not UTF-8 (or not valid CSV/CoNLL-U) as skipped instead of stopping at it"
 )
 
 
@@ -29,10 +32,13 @@ def _args_atlas(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-length", type=int, metavar="N", help="token limit (longer: truncated)")
     p.add_argument("--metrics", type=names, help="e.g. entropy,to_prev (all registered)")
     p.add_argument("--limit", type=int, metavar="N", help="only the first N texts")
+    p.add_argument("--skip-bad-lines", action="store_true", help=SKIP_BAD_LINES_HELP)
     p.add_argument("--no-distances", action="store_true", help="skip the head-distance matrix")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
-        "--resume", action="store_true", help="continue an interrupted run from its checkpoint"
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run from its checkpoint (the same corpus, unchanged)",
     )
     p.add_argument("--checkpoint", metavar="PATH", help="checkpoint file (OUTPUT.ckpt.npz)")
     p.add_argument("--engine", choices=["local", "ray"], default="local", help="where batches run")
@@ -44,11 +50,14 @@ def _args_atlas(p: argparse.ArgumentParser) -> None:
 def cmd_atlas(args: argparse.Namespace) -> str:
     check_output(args.output, ".parquet")
     check_output(args.report, ".html", ".htm")
-    from ..api import atlas, default_checkpoint
+    from ..api import atlas, default_checkpoint, distances_path
 
     checkpoint = args.checkpoint or str(default_checkpoint(args.output))
+    outputs = [args.output, str(distances_path(args.output)), args.report, checkpoint]
+    for output in outputs:
+        check_not_input(output, [args.texts])
     local = args.engine == "local"
-    if local and os.path.exists(checkpoint) and not args.resume:
+    if os.path.exists(checkpoint) and not args.resume:
         raise UsageError(
             f"{checkpoint} holds an unfinished atlas: add --resume to continue it, or delete it "
             f"to start over"
@@ -65,30 +74,28 @@ def cmd_atlas(args: argparse.Namespace) -> str:
             distances=not args.no_distances,
             progress=not args.no_progress,
             limit=args.limit,
-            checkpoint=checkpoint if local else None,
-            resume=args.resume if local else False,
+            skip_bad_lines=args.skip_bad_lines,
+            checkpoint=checkpoint,
+            resume=args.resume,
             address=args.address,
             num_workers=args.workers,
         )
-    except KeyboardInterrupt:
-        if local and os.path.exists(checkpoint):
-            print(
-                f"inspector: interrupted; progress saved in {checkpoint}: rerun with --resume",
-                file=sys.stderr,
-            )
-            raise SystemExit(EXIT_INTERRUPTED) from None
+    except KeyboardInterrupt as exc:
+        if os.path.exists(checkpoint):
+            exc.inspector_note = f"progress saved in {checkpoint}: rerun with --resume"  # type: ignore[attr-defined]
         raise
     paths = result.save(args.output)
-    if local and os.path.exists(checkpoint):
+    if os.path.exists(checkpoint):
         os.remove(checkpoint)
     extra = ""
     if args.report:
         result.report(args.report)
         extra = f", report -> {args.report}"
     meta = result.metadata
+    bad = f" ({meta['n_bad_lines']} unreadable)" if meta.get("n_bad_lines") else ""
     return (
         f"{meta['model_name']}: {meta['n_texts']:,} texts ({meta['n_tokens']:,} tokens, "
-        f"{meta['n_skipped']} skipped, {meta['n_truncated']} truncated), "
+        f"{meta['n_skipped']} skipped{bad}, {meta['n_truncated']} truncated), "
         f"{meta['n_layers']} layers x {meta['n_heads']} heads x {len(meta['metrics'])} metrics, "
         f"{meta.get('texts_per_second')} texts/s -> {', '.join(str(p) for p in paths)}{extra}"
     )
@@ -102,24 +109,34 @@ def _args_probe(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, metavar="N", help="only the first N sentences")
     p.add_argument("--min-count", type=int, default=1, help="print relations with >= N cases")
     p.add_argument("--subtypes", action="store_true", help="keep nmod:poss apart from nmod")
+    p.add_argument("--skip-bad-lines", action="store_true", help=SKIP_BAD_LINES_HELP)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def cmd_probe(args: argparse.Namespace) -> str:
     check_output(args.output, ".csv", ".parquet")
+    check_not_input(args.output, [args.treebank])
     from ..api import save_table, syntax_probe
 
     result = syntax_probe(
         load_model(args), args.treebank, batch_size=args.batch_size, limit=args.limit,
         subtypes=args.subtypes, progress=not args.no_progress,
+        skip_bad_lines=args.skip_bad_lines,
     )  # fmt: skip
     if args.output:
         save_table(result.table, args.output)
     meta = result.metadata
+    skipped = [
+        (meta["skipped_too_long"], "too long"),
+        (meta["skipped_unaligned"], "unaligned"),
+        (meta.get("skipped_no_heads", 0), "without heads"),
+        (meta.get("skipped_not_a_tree", 0), "not trees"),
+    ]
+    shown = ", ".join(f"{n} {why}" for n, why in skipped if n) or "none skipped"
     return (
         f"{result.markdown(min_count=args.min_count)}\n\n{meta['model_name']}: "
-        f"{meta['n_scored_sentences']} sentences scored ({meta['skipped_too_long']} too long, "
-        f"{meta['skipped_unaligned']} unaligned)" + (f" -> {args.output}" if args.output else "")
+        f"{meta['n_scored_sentences']} sentences scored ({shown})"
+        + (f" -> {args.output}" if args.output else "")
     )
 
 

@@ -14,6 +14,7 @@ from .common import (
     add_model,
     add_selection,
     add_text,
+    check_not_input,
     check_output,
     inspect_text,
     label,
@@ -91,6 +92,7 @@ def _args_heads(p: argparse.ArgumentParser) -> None:
 
 def cmd_heads(args: argparse.Namespace) -> str:
     check_output(args.output, ".csv", ".parquet")
+    check_not_input(args.output, [args.file])
     texts = read_texts(args)
     from ..api import head_metrics, head_roles, save_table, top_heads
 
@@ -148,7 +150,9 @@ def cmd_compare(args: argparse.Namespace) -> str:
         result.report(args.output, k=args.top)
     lines = [
         f"{result.labels[0]!r} vs {result.labels[1]!r}: {len(result.key_pairs)} aligned tokens "
-        f"({result.method}); heads that changed most (js, d_entropy, d_sink_share):"
+        f"({result.method}, {result.aligned_share:.0%} of the longer input, "
+        f"{result.matched_share:.0%} the same token); heads that changed most "
+        f"(js, d_entropy, d_sink_share):"
     ]
     for key, row in result.ranked(args.top).iterrows():
         layer, head = cast(tuple[int, int], key)
@@ -203,7 +207,11 @@ def _args_generate(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-new-tokens", type=int, default=20, metavar="N", help="tokens to generate at most"
     )
-    p.add_argument("--temperature", type=float, help="sample at this temperature (greedy)")
+    p.add_argument(
+        "--temperature",
+        type=float,
+        help="sample at this temperature, e.g. 0.7 (default and 0: greedy decoding)",
+    )
     add_selection(p)
     p.add_argument("-o", "--output", required=True, help="out.html (report), .parquet or .csv")
 

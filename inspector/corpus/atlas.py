@@ -106,20 +106,34 @@ def read_atlas(path: str | os.PathLike[str]) -> Atlas:
     import pyarrow.parquet as pq
 
     p = Path(path)
+    advice = "give the .parquet file that `inspector atlas ... -o FILE` or Atlas.save() wrote"
     if not p.exists():
-        raise InputError(f"{p} does not exist")
+        raise InputError(f"{p} does not exist; {advice}")
+    if not p.is_file():
+        raise InputError(f"{p} is a folder, not an atlas file; {advice}")
     try:
         table = pq.read_table(p)
+        raw = table.schema.metadata or {}
+        meta = json.loads(raw[b"inspector"]) if b"inspector" in raw else {}
+        summary = table.to_pandas()
     except Exception as exc:
-        raise InputError(f"{p} is not a readable atlas (Parquet) file: {exc}") from exc
-    raw = table.schema.metadata or {}
-    meta = json.loads(raw[b"inspector"]) if b"inspector" in raw else {}
-    summary = table.to_pandas()
+        raise InputError(
+            f"{p} is not a readable atlas (Parquet) file ({type(exc).__name__}: "
+            f"{str(exc)[:200]}); {advice}"
+        ) from exc
     if list(summary.index.names) != ["layer", "head"] or "metric" not in summary.columns:
-        raise InputError(f"{p} is a Parquet file but not an atlas written by inspector")
+        raise InputError(f"{p} is a Parquet file but not an atlas written by inspector; {advice}")
     dist = None
-    if distances_path(p).exists():
-        square = pq.read_table(distances_path(p)).to_pandas()
+    dpath = distances_path(p)
+    if dpath.exists():
+        try:
+            square = pq.read_table(dpath).to_pandas()
+        except Exception as exc:
+            raise InputError(
+                f"{dpath}, the atlas' distance matrix, is not a readable Parquet file "
+                f"({type(exc).__name__}: {str(exc)[:200]}); write the atlas again, or move "
+                f"{dpath.name} away to read the summary alone"
+            ) from exc
         dist = square.set_axis(square.index.copy(), axis=1)
     return Atlas(summary, dist, meta, None)
 

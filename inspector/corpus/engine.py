@@ -5,32 +5,39 @@ Texts from a :class:`~.sources.TextSource` run in right-padded batches
 the metrics registry (:mod:`inspector.analysis.metrics`) and folded into a
 :class:`~.aggregate.HeadAggregate`. The local engine checkpoints its aggregate atomically, so an
 interrupted run resumes where it stopped without counting a text twice; :mod:`.ray_engine` runs
-the same :func:`measure_batch` on Ray Data.
+the same :func:`measure_batch` on Ray Data. Checkpoints (:mod:`.checkpoint`) record the source
+they read, so ``resume`` refuses an edited, reordered or different corpus.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-import json
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .._io import atomic_path
 from ..analysis import distances as _distances
 from ..analysis import metrics as _metrics
 from ..capture.batch import forward_batch
-from ..capture.tokenize import Encoded, encode
+from ..capture.tokenize import Encoded, encode, text_problem, token_limit
 from ..capture.types import AttentionStack
 from ..errors import InputError, InputTooLongError
 from ..models.loading import ModelBundle
 from .aggregate import DEFAULT_BINS, HeadAggregate, aggregate_values
 from .atlas import Atlas
+from .checkpoint import (
+    RunState,
+    default_checkpoint_path,
+    discard_checkpoint,
+    load_checkpoint,
+    open_run,
+    save_checkpoint,
+)
 from .probe import (
     ProbeCounts,
     ProbeResult,
@@ -39,10 +46,9 @@ from .probe import (
     score_sentence,
     word_predictions,
 )
-from .sources import text_source
-from .treebank import GoldSentence, read_treebank
+from .sources import TextSource, text_source
+from .treebank import NO_HEADS, NOT_A_TREE, GoldSentence, read_treebank
 
-CHECKPOINT_VERSION = 1
 MetricFn = Callable[[AttentionStack], Mapping[str, np.ndarray]]
 DistanceFn = Callable[[AttentionStack], np.ndarray]
 
@@ -89,11 +95,12 @@ class AtlasSpec:
     distance_method: str = "js"
 
     def fingerprint(self, bundle: ModelBundle) -> dict[str, Any]:
+        n_layers, n_heads = bundle.stack_shape(self.kind)
         return {
             "model": bundle.name,
             "source": bundle.source,
-            "n_layers": bundle.n_layers,
-            "n_heads": bundle.n_heads,
+            "n_layers": n_layers,
+            "n_heads": n_heads,
             "metrics": list(self.metrics),
             "kind": self.kind,
             "max_length": self.max_length,
@@ -114,18 +121,29 @@ def measure_batch(
     metric_fn: MetricFn,
     distance_fn: DistanceFn | None,
 ) -> HeadAggregate:
-    """Run one batch of raw items (texts; blanks and non-strings are skipped) and aggregate it."""
+    """Run one batch of raw items and aggregate it.
+
+    Skipped and counted: non-strings (unreadable lines among them), blank texts, texts of
+    control characters or lone surrogates, and texts that tokenize to special tokens only
+    (combining marks, variation selectors, NUL lines). Longer texts are truncated at the limit.
+    """
     encoded: list[Encoded] = []
     skipped = 0
+    truncation = token_limit(bundle, spec.max_length) is not None
     for item in items:
-        if not isinstance(item, str) or not item.strip():
+        if not isinstance(item, str) or text_problem(item) is not None:
             skipped += 1
             continue
-        encoded.append(encode(bundle, item, max_length=spec.max_length, truncation=True))
+        e = encode(
+            bundle, item, max_length=spec.max_length, truncation=truncation, require_words=False
+        )
+        if bool(np.all(e.tokens.special)):
+            skipped += 1
+            continue
+        encoded.append(e)
     captures = forward_batch(bundle, encoded)
-    values = np.full(
-        (len(captures), len(spec.metrics), bundle.n_layers, bundle.n_heads), np.nan, np.float64
-    )
+    n_layers, n_heads = bundle.stack_shape(spec.kind)
+    values = np.full((len(captures), len(spec.metrics), n_layers, n_heads), np.nan, np.float64)
     dists: list[np.ndarray] = []
     for i, cap in enumerate(captures):
         stack = cap.stacks[spec.kind]
@@ -144,39 +162,6 @@ def measure_batch(
         n_truncated=sum(e.truncated for e in encoded),
         n_skipped=skipped,
     )
-
-
-# ------------------------------------------------------------------------------------ checkpoints
-
-
-def save_checkpoint(
-    path: str | os.PathLike[str], agg: HeadAggregate, n_done: int, fingerprint: Mapping[str, Any]
-) -> Path:
-    """Atomically write the aggregate and the number of source items consumed."""
-    arrays = agg.to_arrays()
-    info = {"version": CHECKPOINT_VERSION, "n_done": n_done, "fingerprint": dict(fingerprint)}
-    arrays["checkpoint"] = np.frombuffer(json.dumps(info).encode(), dtype=np.uint8)
-    with atomic_path(path) as tmp, tmp.open("wb") as f:
-        np.savez(f, **arrays)  # type: ignore[arg-type]
-    return Path(path)
-
-
-def load_checkpoint(path: str | os.PathLike[str]) -> tuple[HeadAggregate, int, dict[str, Any]]:
-    """The aggregate, items consumed and fingerprint saved by :func:`save_checkpoint`."""
-    try:
-        with np.load(path) as z:
-            arrays = {k: z[k] for k in z.files}
-        info = json.loads(bytes(arrays.pop("checkpoint")).decode())
-    except Exception as exc:
-        raise InputError(f"{path} is not a readable atlas checkpoint: {exc}") from exc
-    if info.get("version") != CHECKPOINT_VERSION:
-        raise InputError(f"{path}: checkpoint version {info.get('version')} is not supported")
-    return HeadAggregate.from_arrays(arrays), int(info["n_done"]), info["fingerprint"]
-
-
-def default_checkpoint_path(output: str | os.PathLike[str]) -> Path:
-    p = Path(output)
-    return p.with_name(p.name + ".ckpt.npz")
 
 
 # ----------------------------------------------------------------------------------- local engine
@@ -237,6 +222,7 @@ def run_atlas(
     checkpoint_every: float = 30.0,
     progress: bool = True,
     limit: int | None = None,
+    skip_bad_lines: bool = False,
     metric_fn: MetricFn | None = None,
     metric_names: Sequence[str] | None = None,
     distance_fn: DistanceFn | None = None,
@@ -256,53 +242,49 @@ def run_atlas(
         distances: also average the head-distance matrix (Jensen–Shannon) over the corpus.
         bins: histogram bins per metric and head (quantile resolution).
         checkpoint: file for the aggregate; written atomically every ``checkpoint_every``
-            seconds, at the end, and when interrupted (Ctrl-C) or crashing.
-        resume: continue from ``checkpoint`` when it exists (its settings must match).
+            seconds, at the end, and when interrupted (Ctrl-C) or crashing, once the run has
+            consumed something (a run that fails before that leaves none).
+        resume: continue from ``checkpoint`` when it exists: its settings and its source (file
+            path, size and modification time; a hash of the texts it counted) must match.
         progress: show a tqdm bar with sentences/s.
         limit: stop after this many source items.
+        skip_bad_lines: count a line that is not UTF-8 (or not valid CSV/CoNLL-U) as skipped
+            instead of stopping with its line number.
         metric_fn / metric_names / distance_fn: replace the registry (advanced; tests).
 
     Returns:
         An :class:`Atlas`.
     """
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
-    source = text_source(texts, column=column)
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise InputError(
+            f"batch_size (--batch-size) must be a positive integer, got {batch_size!r}; e.g. 32"
+        )
+    source = text_source(texts, column=column, skip_bad_lines=skip_bad_lines)
     spec, metric_fn, distance_fn = resolve_spec(
         bundle, metrics, kind, max_length, distances, bins, metric_fn, distance_fn, metric_names
     )
     fingerprint = spec.fingerprint(bundle)
-    agg = HeadAggregate.empty(
-        spec.metrics, bundle.n_layers, bundle.n_heads, bins=spec.bins, distances=spec.distances
+    state, it = open_run(
+        source,
+        empty_aggregate(bundle, spec),
+        fingerprint,
+        checkpoint=checkpoint,
+        resume=resume,
+        limit=limit,
     )
-    n_done = 0
-    if resume and checkpoint is not None and Path(checkpoint).exists():
-        agg, n_done, saved = load_checkpoint(checkpoint)
-        if saved != json.loads(json.dumps(fingerprint)):
-            diff = sorted(k for k in fingerprint if saved.get(k) != fingerprint[k])
-            raise InputError(
-                f"{checkpoint} was written with other settings ({', '.join(diff)} differ); "
-                f"rerun with the same settings, or delete it to start over"
-            )
+    n_start = state.n_done
     total = source.total if limit is None else min(limit, source.total or limit)
-    it = source.open()
-    if n_done:
-        skipped = sum(1 for _ in itertools.islice(it, n_done))
-        if skipped < n_done:
-            raise InputError(
-                f"the checkpoint has {n_done} texts done but the source has only {skipped}"
-            )
     if limit is not None:
-        it = itertools.islice(it, max(limit - n_done, 0))
+        it = itertools.islice(it, max(limit - n_start, 0))
 
     from tqdm.auto import tqdm
 
-    state = (agg, n_done)
     start = time.perf_counter()
     last_save = start
+    saved_here = False
     bar = tqdm(
         total=total,
-        initial=n_done,
+        initial=n_start,
         unit=" sentences",
         disable=not progress,
         desc=f"atlas {bundle.name}",
@@ -311,45 +293,69 @@ def run_atlas(
     try:
         for chunk in _chunks(it, batch_size):
             delta = measure_batch(bundle, chunk, spec, metric_fn, distance_fn)
-            state = (state[0].merge(delta), state[1] + len(chunk))  # one atomic assignment
+            state = state.advanced(delta, chunk)  # one atomic assignment
             bar.update(len(chunk))
             if checkpoint is not None and time.perf_counter() - last_save >= checkpoint_every:
-                save_checkpoint(checkpoint, state[0], state[1], fingerprint)
-                last_save = time.perf_counter()
+                save_checkpoint(checkpoint, state, fingerprint, source)
+                saved_here, last_save = True, time.perf_counter()
     except BaseException:
-        if checkpoint is not None and state[1] > n_done:
-            save_checkpoint(checkpoint, state[0], state[1], fingerprint)
+        if checkpoint is not None and state.n_done > n_start:
+            with contextlib.suppress(Exception):  # the first error is the one to report
+                save_checkpoint(checkpoint, state, fingerprint, source)
         raise
     finally:
         bar.close()
-    if checkpoint is not None:
-        save_checkpoint(checkpoint, state[0], state[1], fingerprint)
+    if state.aggregate.n_texts == 0 and saved_here and n_start == 0:
+        discard_checkpoint(checkpoint)  # nothing measured: leave no checkpoint to resume
+    require_texts(state, source.description)
+    if checkpoint is not None and state.n_done > n_start:
+        save_checkpoint(checkpoint, state, fingerprint, source)
     seconds = time.perf_counter() - start
-    new = state[1] - n_done
-    meta = atlas_metadata(bundle, spec, source.description, "local", batch_size)
+    new = state.n_done - n_start
+    meta = atlas_metadata(bundle, spec, source, "local", batch_size, state)
     meta.update(
         seconds=round(seconds, 3), texts_per_second=round(new / seconds, 2) if seconds else None
     )
-    meta["resumed_from"] = n_done
-    require_texts(state[0], source.description)
-    return Atlas.from_aggregate(state[0], meta)
+    meta["resumed_from"] = n_start
+    return Atlas.from_aggregate(state.aggregate, meta)
 
 
-def require_texts(agg: HeadAggregate, description: str) -> None:
+def empty_aggregate(bundle: ModelBundle, spec: AtlasSpec) -> HeadAggregate:
+    n_layers, n_heads = bundle.stack_shape(spec.kind)
+    return HeadAggregate.empty(
+        spec.metrics, n_layers, n_heads, bins=spec.bins, distances=spec.distances
+    )
+
+
+def require_texts(state: RunState, description: str) -> None:
+    """Refuse a run that measured no text (nothing is written for it)."""
+    agg = state.aggregate
     if agg.n_texts == 0:
-        skipped = f" ({agg.n_skipped} skipped as empty or too long)" if agg.n_skipped else ""
-        raise InputError(f"no text to measure in {description}{skipped}; give non-empty texts")
+        why = ""
+        if agg.n_skipped:
+            bad = f", {state.bad_lines} of them unreadable lines" if state.bad_lines else ""
+            why = (
+                f" ({agg.n_skipped} item(s) skipped as blank, control characters or special "
+                f"tokens only{bad})"
+            )
+        raise InputError(f"no text to measure in {description}{why}; give non-empty texts")
 
 
 def atlas_metadata(
-    bundle: ModelBundle, spec: AtlasSpec, source: str, engine: str, batch_size: int
+    bundle: ModelBundle,
+    spec: AtlasSpec,
+    source: TextSource,
+    engine: str,
+    batch_size: int,
+    state: RunState,
 ) -> dict[str, Any]:
     return {
         "model_name": bundle.name,
         "model_type": bundle.model_type,
         "architecture": bundle.architecture,
         "kind": spec.kind,
-        "source": source,
+        "source": source.description,
+        "n_bad_lines": state.bad_lines,
         "engine": engine,
         "batch_size": batch_size,
         "max_length": spec.max_length,
@@ -371,6 +377,7 @@ def syntax_probe(
     exclude: Sequence[str] = ("punct", "root"),
     max_length: int | None = None,
     progress: bool = False,
+    skip_bad_lines: bool = False,
 ) -> ProbeResult:
     """Run the Clark et al. (2019) syntactic head probe on a CoNLL-U treebank.
 
@@ -383,6 +390,11 @@ def syntax_probe(
         exclude: relations not scored (default ``punct`` and ``root``, as Clark et al.).
         max_length: token limit; longer sentences are skipped and counted.
         progress: show a tqdm bar.
+        skip_bad_lines: leave out sentences with an unreadable line instead of stopping.
+
+    Sentences whose HEAD column is ``_`` or whose heads hold a cycle are skipped and counted
+    (``metadata["skipped_no_heads"]`` / ``["skipped_not_a_tree"]``); a treebank with no
+    scorable sentence is an :class:`InputError`.
 
     Returns:
         A :class:`~.probe.ProbeResult`; ``result.table`` has one row per relation.
@@ -394,24 +406,33 @@ def syntax_probe(
     if not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
     if isinstance(treebank, str | os.PathLike):
-        sentences = list(read_treebank(treebank, limit=limit))
+        sentences = list(read_treebank(treebank, limit=limit, skip_bad_lines=skip_bad_lines))
         source = str(treebank)
     else:
         sentences = list(treebank)[:limit]
         source = f"{len(sentences)} sentences"
     if not sentences:
-        raise InputError(f"no sentences in {source}")
+        raise InputError(f"no sentences in {source}; give a CoNLL-U treebank with sentences")
     excluded = set(exclude)
     kind = default_kind(bundle)
-    n_l, n_h = bundle.n_layers, bundle.n_heads
+    n_l, n_h = bundle.stack_shape(kind)
     counts: dict[str, ProbeCounts] = {}
-    skipped = {"too_long": 0, "unaligned": 0}
+    skipped = {"too_long": 0, "unaligned": 0, NO_HEADS: 0, NOT_A_TREE: 0}
     encoded: list[tuple[GoldSentence, Encoded]] = []
     for sent in sentences:
+        problem = sent.problem
+        if problem is not None:
+            skipped[problem] += 1
+            continue
         try:
-            encoded.append((sent, encode(bundle, list(sent.words), max_length=max_length)))
+            words = list(sent.words)
+            encoded.append(
+                (sent, encode(bundle, words, max_length=max_length, require_words=False))
+            )
         except InputTooLongError:
             skipped["too_long"] += 1
+    if not encoded:
+        raise InputError(_nothing_to_score(source, len(sentences), skipped))
     encoded.sort(key=lambda pair: len(pair[1]))
 
     from tqdm.auto import tqdm
@@ -437,14 +458,31 @@ def syntax_probe(
         "n_scored_sentences": len(encoded) - skipped["unaligned"],
         "skipped_too_long": skipped["too_long"],
         "skipped_unaligned": skipped["unaligned"],
+        "skipped_no_heads": skipped[NO_HEADS],
+        "skipped_not_a_tree": skipped[NOT_A_TREE],
         "excluded_relations": sorted(excluded),
         "subtypes": subtypes,
     }
     return probe_result(counts, n_l, n_h, meta)
 
 
+def _nothing_to_score(source: str, n: int, skipped: Mapping[str, int]) -> str:
+    reasons = {
+        NO_HEADS: "have no HEAD (the column is '_')",
+        NOT_A_TREE: "are not trees (their heads form a cycle)",
+        "too_long": "are longer than the model accepts",
+    }
+    parts = [f"{skipped[k]} {why}" for k, why in reasons.items() if skipped.get(k)]
+    return (
+        f"no sentence of {source} can be scored: of {n} sentence(s), {'; '.join(parts)}; give a "
+        f"treebank with basic dependency trees (HEAD and DEPREL columns)"
+    )
+
+
 __all__ = [
     "AtlasSpec",
+    "default_checkpoint_path",
+    "empty_aggregate",
     "load_checkpoint",
     "measure_batch",
     "run_atlas",

@@ -3,24 +3,37 @@
 Texts become a Ray dataset; ``map_batches`` runs a pool of actors, each loading the model once
 and returning one serialized :class:`~.aggregate.HeadAggregate` per batch
 (:func:`~.engine.measure_batch`); the driver merges them as they stream in.
+
+The driver reads the source itself (as the local engine does: line numbers, bad lines, the
+same skipped counts), numbers every item and merges the batches strictly in source order (a
+batch that arrives early waits), so the merged aggregate always covers exactly the first ``n``
+items. With a checkpoint it saves that aggregate in the local engine's format, with the same
+source guard (:mod:`.checkpoint`): a killed driver resumes with ``resume=True`` (CLI
+``--engine ray --resume``), from a local or a Ray checkpoint alike.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from ..errors import InputError
+import numpy as np
+
+from ..errors import CaptureError, InputError
 from ..models.loading import ModelBundle
 from .aggregate import DEFAULT_BINS, HeadAggregate
 from .atlas import Atlas
+from .checkpoint import RunState, discard_checkpoint, open_run, save_checkpoint
 from .engine import (
     AtlasSpec,
     DistanceFn,
     MetricFn,
     atlas_metadata,
+    empty_aggregate,
     measure_batch,
     registry_distance_fn,
     registry_metric_fn,
@@ -65,23 +78,13 @@ class _RayAtlasWorker:
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, list[Any]]:
         texts = [t if isinstance(t, str) else None for t in list(batch["text"])]
         agg = measure_batch(self.bundle, texts, self.spec, self.metric_fn, self.distance_fn)
-        return {"aggregate": [agg.to_bytes()]}
-
-
-def _ray_dataset(ray_data: Any, source: TextSource, limit: int | None) -> Any:
-    """Texts as a Ray dataset with one ``text`` column (files are read by Ray itself)."""
-    path = source.path
-    if limit is None and path is not None:
-        suffix = path.suffix.lower()
-        if suffix == ".parquet" and source.column:
-            ds = ray_data.read_parquet(str(path), columns=[source.column])
-            return ds.rename_columns({source.column: "text"}) if source.column != "text" else ds
-        if suffix not in (".csv", ".conllu", ".parquet"):
-            return ray_data.read_text(str(path))
-    it = source.open()
-    if limit is not None:
-        it = itertools.islice(it, limit)
-    return ray_data.from_items([{"text": t if isinstance(t, str) else ""} for t in it])
+        index = np.asarray(batch["i"], dtype=np.int64)  # which numbered items these were
+        return {
+            "aggregate": [agg.to_bytes()],
+            "first": [int(index.min())],
+            "last": [int(index.max())],
+            "n": [len(index)],
+        }
 
 
 def run_atlas_ray(
@@ -103,6 +106,10 @@ def run_atlas_ray(
     metric_names: Sequence[str] | None = None,
     distance_fn: DistanceFn | None = None,
     progress: bool = True,
+    checkpoint: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    checkpoint_every: float = 30.0,
+    skip_bad_lines: bool = False,
 ) -> Atlas:
     """The atlas on Ray Data: same batches, same aggregates, merged on the driver.
 
@@ -117,7 +124,10 @@ def run_atlas_ray(
             instance, or a new one.
         num_workers: model replicas (actors).
         num_gpus_per_worker: GPUs per actor (default: 1 when the cluster has GPUs, else 0).
-        Other arguments: as :func:`run_atlas` (no checkpoints: Ray re-runs failed tasks).
+        checkpoint / resume / checkpoint_every: as :func:`~.engine.run_atlas`: the driver
+            checkpoints the merged aggregate (same file, same source guard), so a run killed
+            with its driver continues with ``resume=True``.
+        Other arguments: as :func:`~.engine.run_atlas`.
     """
     try:
         import ray
@@ -128,13 +138,24 @@ def run_atlas_ray(
         ) from exc
     from ..models.loading import load_model
 
-    if not isinstance(batch_size, int) or batch_size < 1:
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
     bundle = model if isinstance(model, ModelBundle) else load_model(model)
     spec, fn, dfn = resolve_spec(
         bundle, metrics, kind, max_length, distances, bins, metric_fn, distance_fn, metric_names
     )
-    source = text_source(texts, column=column)
+    del fn, dfn
+    source = text_source(texts, column=column, skip_bad_lines=skip_bad_lines)
+    fingerprint = spec.fingerprint(bundle)
+    state, it = open_run(
+        source,
+        empty_aggregate(bundle, spec),
+        fingerprint,
+        checkpoint=checkpoint,
+        resume=resume,
+        limit=limit,
+    )
+    n_start = state.n_done
     if not ray.is_initialized():
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
     ctx = ray_data.DataContext.get_current()
@@ -142,41 +163,103 @@ def run_atlas_ray(
     gpus = num_gpus_per_worker
     if gpus is None:
         gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
-    ds = _ray_dataset(ray_data, source, limit)
+    # The driver reads the source (line numbers, bad lines, the source hash) and numbers the
+    # items, so the workers' batches merge in source order and the merged prefix can be saved.
+    if limit is not None:
+        it = itertools.islice(it, max(limit - n_start, 0))
+    items = list(it)
+    ds = ray_data.from_items(
+        [{"i": n_start + j, "text": t if isinstance(t, str) else ""} for j, t in enumerate(items)]
+    )
     start = time.perf_counter()
-    out = ds.map_batches(
-        _RayAtlasWorker,
-        fn_constructor_kwargs={
-            "model": model,
-            "spec": spec,
-            "metric_fn": metric_fn,
-            "distance_fn": distance_fn,
-            "device": None if gpus else "cpu",
-            "threads": 1 if not gpus else None,
-        },
-        batch_size=batch_size,
-        batch_format="numpy",
-        compute=ray_data.ActorPoolStrategy(size=num_workers),
-        num_cpus=1,
-        num_gpus=gpus,
-    )
-    agg = HeadAggregate.empty(
-        spec.metrics, bundle.n_layers, bundle.n_heads, bins=spec.bins, distances=spec.distances
-    )
-    for row in out.iter_rows():
-        agg = agg.merge(HeadAggregate.from_bytes(row["aggregate"]))
+    workers = {
+        "model": model,
+        "spec": spec,
+        "metric_fn": metric_fn,
+        "distance_fn": distance_fn,
+        "device": None if gpus else "cpu",
+        "threads": 1 if not gpus else None,
+    }
+    was_ordered = ctx.execution_options.preserve_order
+    ctx.execution_options.preserve_order = True
+    try:
+        if items:
+            out = ds.map_batches(
+                _RayAtlasWorker,
+                fn_constructor_kwargs=workers,
+                batch_size=batch_size,
+                batch_format="numpy",
+                compute=ray_data.ActorPoolStrategy(size=num_workers),
+                num_cpus=1,
+                num_gpus=gpus,
+            )
+            rows: Iterator[Mapping[str, Any]] = iter(out.iter_rows())
+        else:
+            rows = iter(())
+        state = _merge_in_order(
+            rows, state, items, checkpoint, checkpoint_every, fingerprint, source
+        )
+    finally:
+        ctx.execution_options.preserve_order = was_ordered
     seconds = time.perf_counter() - start
-    del fn, dfn
-    meta = atlas_metadata(bundle, spec, source.description, "ray", batch_size)
+    if state.aggregate.n_texts == 0 and n_start == 0:
+        discard_checkpoint(checkpoint)  # nothing measured: leave no checkpoint to resume
+    require_texts(state, source.description)
+    if checkpoint is not None and state.n_done > n_start:
+        save_checkpoint(checkpoint, state, fingerprint, source)
+    meta = atlas_metadata(bundle, spec, source, "ray", batch_size, state)
+    new = state.n_done - n_start
     meta.update(
         seconds=round(seconds, 3),
-        texts_per_second=round((agg.n_texts + agg.n_skipped) / seconds, 2) if seconds else None,
+        texts_per_second=round(new / seconds, 2) if seconds else None,
         num_workers=num_workers,
         num_gpus_per_worker=gpus,
         ray_address=address or "local",
+        resumed_from=n_start,
     )
-    require_texts(agg, source.description)
-    return Atlas.from_aggregate(agg, meta)
+    return Atlas.from_aggregate(state.aggregate, meta)
+
+
+def _merge_in_order(
+    rows: Iterator[Mapping[str, Any]],
+    state: RunState,
+    items: Sequence[Any],
+    checkpoint: str | os.PathLike[str] | None,
+    every: float,
+    fingerprint: Mapping[str, Any],
+    source: TextSource,
+) -> RunState:
+    """Merge numbered batches strictly in source order, checkpointing the merged prefix."""
+    n_start = state.n_done
+    pending: dict[int, tuple[HeadAggregate, int]] = {}
+    last_save = time.perf_counter()
+    try:
+        for row in rows:
+            first, last, n = int(row["first"]), int(row["last"]), int(row["n"])
+            if last - first + 1 != n:
+                raise CaptureError(
+                    f"Ray handed back a batch of non-consecutive texts ({n} texts from {first} "
+                    f"to {last}); checkpointed runs need Ray Data's preserve_order"
+                )
+            pending[first] = (HeadAggregate.from_bytes(row["aggregate"]), n)
+            while state.n_done in pending:
+                delta, count = pending.pop(state.n_done)
+                offset = state.n_done - n_start
+                state = state.advanced(delta, items[offset : offset + count])
+            if checkpoint is not None and time.perf_counter() - last_save >= every:
+                save_checkpoint(checkpoint, state, fingerprint, source)
+                last_save = time.perf_counter()
+    except BaseException:
+        if checkpoint is not None and state.n_done > n_start:
+            with contextlib.suppress(Exception):  # the first error is the one to report
+                save_checkpoint(checkpoint, state, fingerprint, source)
+        raise
+    if pending or state.n_done != n_start + len(items):
+        raise CaptureError(
+            f"Ray returned {state.n_done - n_start} of {len(items)} texts in order; rerun with "
+            f"resume=True to continue from the checkpoint"
+        )
+    return state
 
 
 __all__ = ["run_atlas_ray"]

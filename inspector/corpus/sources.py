@@ -7,15 +7,30 @@ held in memory. Pure I/O: nothing here runs a model.
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from ..errors import InputError
+from .treebank import conllu_blocks, parse_block, utf8_error
+
+
+@dataclass(frozen=True)
+class BadLine:
+    """An item that could not be read (``skip_bad_lines``): skipped and counted, never measured.
+
+    Attributes:
+        line: its line number in the file (1-based).
+        reason: what was wrong with it.
+    """
+
+    line: int
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -28,6 +43,7 @@ class TextSource:
         total: the number of items when known cheaply, else ``None``.
         description: where the texts come from, for metadata and messages.
         path / column: the file and column, when the source is a file.
+        identity: what ties a checkpoint to this source (see :func:`source_identity`).
     """
 
     open: Callable[[], Iterator[Any]]
@@ -35,12 +51,62 @@ class TextSource:
     description: str
     path: Path | None = None
     column: str | None = None
+    identity: dict[str, Any] = field(default_factory=dict)
 
     def __iter__(self) -> Iterator[Any]:
         return self.open()
 
 
-def _split_column(spec: str) -> tuple[str, str | None]:
+def source_identity(
+    kind: str, path: Path | None = None, column: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    """What a checkpoint records about its source: the kind, and for a file its resolved path,
+    size and modification time (so an edited, replaced or other file is told apart)."""
+    out: dict[str, Any] = {"kind": kind}
+    if path is not None:
+        st = path.stat()
+        out.update(path=str(path.resolve()), size=st.st_size, mtime_ns=st.st_mtime_ns)
+    if column is not None:
+        out["column"] = column
+    out.update({k: v for k, v in extra.items() if v is not None})
+    return out
+
+
+class TextHash:
+    """A running SHA-256 of the items consumed, in order (strings, blanks and skipped items).
+
+    Both atlas engines feed it the same items, so a checkpoint written by one can be verified
+    on resume by either: re-reading the first ``n`` items must give the same digest.
+    """
+
+    def __init__(self, state: Any = None) -> None:
+        self._h = state if state is not None else hashlib.sha256()
+
+    @staticmethod
+    def canonical(item: Any) -> bytes:
+        if isinstance(item, str):
+            return b"s" + item.encode("utf-8", "surrogatepass")
+        if item is None:
+            return b"n"
+        if isinstance(item, BadLine):
+            return b"b%d" % item.line
+        return b"o" + type(item).__name__.encode()  # skipped; its repr may not be stable
+
+    def update(self, items: Iterable[Any]) -> TextHash:
+        for item in items:
+            data = self.canonical(item)
+            self._h.update(len(data).to_bytes(8, "little"))
+            self._h.update(data)
+        return self
+
+    def copy(self) -> TextHash:
+        return TextHash(self._h.copy())
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
+
+
+def split_column(spec: str) -> tuple[str, str | None]:
     """``data.csv:text`` → (``data.csv``, ``text``); a plain existing path keeps no column."""
     if os.path.exists(spec):
         return spec, None
@@ -73,26 +139,78 @@ def _pick_column(columns: Sequence[str], column: str | None, where: str) -> str:
     )
 
 
-def _text_file(path: Path) -> TextSource:
-    def lines() -> Iterator[str]:
-        with path.open(encoding="utf-8") as f:
-            for line in f:
+def _decoded_lines(path: Path, skip_bad_lines: bool, bad: list[int]) -> Iterator[str]:
+    """The file's lines (newlines kept), decoded one by one; a bad line raises with its number,
+    or with ``skip_bad_lines`` is replaced and its number appended to ``bad``."""
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                yield raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                if not skip_bad_lines:
+                    raise utf8_error(path, number, raw, exc) from exc
+                bad.append(number)
+                yield raw.decode("utf-8", "replace")
+
+
+def _text_file(path: Path, skip_bad_lines: bool) -> TextSource:
+    def lines() -> Iterator[Any]:
+        bad: list[int] = []
+        for number, line in enumerate(_decoded_lines(path, skip_bad_lines, bad), 1):
+            if bad and bad[-1] == number:
+                yield BadLine(number, "not UTF-8")
+            else:
                 yield line.rstrip("\r\n")
 
-    return TextSource(lines, _count_lines(path), str(path), path)
+    return TextSource(
+        lines, _count_lines(path), str(path), path, identity=source_identity("text file", path)
+    )
 
 
-def _csv_file(path: Path, column: str | None) -> TextSource:
-    with path.open(encoding="utf-8", newline="") as f:
-        header = next(csv.reader(f), [])
+def _csv_file(path: Path, column: str | None, skip_bad_lines: bool) -> TextSource:
+    bad: list[int] = []
+    header = next(csv.reader(_decoded_lines(path, False, bad)), [])
     col = _pick_column(header, column, str(path))
+    index = header.index(col)
 
     def rows() -> Iterator[Any]:
-        for chunk in pd.read_csv(path, usecols=[col], chunksize=4096, dtype={col: "string"}):
-            for value in chunk[col].tolist():
-                yield value if isinstance(value, str) else None
+        bad_lines: list[int] = []
+        reader = csv.reader(_decoded_lines(path, skip_bad_lines, bad_lines))
+        next(reader, None)
+        last = reader.line_num
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                if not skip_bad_lines:
+                    raise InputError(
+                        f"{path}, line {reader.line_num}: not valid CSV ({exc}); fix it, or "
+                        f"skip such lines with --skip-bad-lines (skip_bad_lines=True)"
+                    ) from exc
+                yield BadLine(reader.line_num, str(exc))
+                last = reader.line_num
+                continue
+            first, last = last + 1, reader.line_num
+            if not row:  # a blank line, as pandas reads it: no row at all
+                continue
+            if any(first <= b <= last for b in bad_lines):
+                yield BadLine(first, "not UTF-8")
+            elif len(row) != len(header):
+                if not skip_bad_lines:
+                    raise InputError(
+                        f"{path}, line {first}: {len(row)} field(s), the header has "
+                        f"{len(header)}; fix the line (quote commas inside texts), or skip "
+                        f"such lines with --skip-bad-lines (skip_bad_lines=True)"
+                    )
+                yield BadLine(first, f"{len(row)} fields")
+            else:
+                yield row[index]
 
-    return TextSource(rows, None, f"{path}:{col}", path, col)
+    return TextSource(
+        rows, None, f"{path}:{col}", path, col, source_identity("CSV file", path, col)
+    )
 
 
 def _parquet_file(path: Path, column: str | None) -> TextSource:
@@ -101,30 +219,43 @@ def _parquet_file(path: Path, column: str | None) -> TextSource:
     try:
         meta = pq.ParquetFile(path)
     except Exception as exc:
-        raise InputError(f"{path} is not a readable Parquet file: {exc}") from exc
+        raise InputError(
+            f"{path} is not a readable Parquet file ({exc}); give a Parquet, CSV, CoNLL-U or "
+            f"text file"
+        ) from exc
     col = _pick_column(meta.schema_arrow.names, column, str(path))
 
     def rows() -> Iterator[Any]:
         for batch in pq.ParquetFile(path).iter_batches(columns=[col], batch_size=4096):
             yield from batch.column(0).to_pylist()
 
-    return TextSource(rows, meta.metadata.num_rows, f"{path}:{col}", path, col)
+    return TextSource(
+        rows,
+        meta.metadata.num_rows,
+        f"{path}:{col}",
+        path,
+        col,
+        source_identity("Parquet file", path, col),
+    )
 
 
-def _conllu_file(path: Path) -> TextSource:
-    from conllu import parse_incr
-
+def _conllu_file(path: Path, skip_bad_lines: bool) -> TextSource:
     def sentences() -> Iterator[Any]:
-        with path.open(encoding="utf-8") as f:
-            for sent in parse_incr(f):
-                text = sent.metadata.get("text")
-                if text is None:  # no "# text =" comment: join the surface tokens
-                    text = " ".join(str(t["form"]) for t in sent if isinstance(t["id"], int))
-                yield text
+        for block in conllu_blocks(path, skip_bad_lines=skip_bad_lines):
+            if block.bad_line is not None:
+                yield BadLine(block.bad_line, "unreadable CoNLL-U line")
+                continue
+            sent = parse_block(path, block)
+            text = sent.metadata.get("text")
+            if text is None:  # no "# text =" comment: join the surface tokens
+                text = " ".join(str(t["form"]) for t in sent if isinstance(t["id"], int))
+            yield text
 
-    with path.open(encoding="utf-8") as f:
-        total = sum(1 for line in f if line.startswith("# text ="))
-    return TextSource(sentences, total or None, str(path), path)
+    with path.open("rb") as f:
+        total = sum(1 for line in f if line.startswith(b"# text ="))
+    return TextSource(
+        sentences, total or None, str(path), path, identity=source_identity("CoNLL-U file", path)
+    )
 
 
 def _is_hf_dataset(obj: Any) -> bool:
@@ -147,10 +278,16 @@ def _hf_dataset(ds: Any, column: str | None) -> TextSource:
         total: int | None = len(ds)
     except TypeError:  # streaming IterableDataset
         total = None
-    return TextSource(rows, total, f"datasets:{col}", None, col)
+    fingerprint = getattr(ds, "_fingerprint", None)  # changes with every datasets transform
+    identity = source_identity(
+        "dataset", column=col, fingerprint=fingerprint if isinstance(fingerprint, str) else None
+    )
+    return TextSource(rows, total, f"datasets:{col}", None, col, identity)
 
 
-def text_source(texts: Any, *, column: str | None = None) -> TextSource:
+def text_source(
+    texts: Any, *, column: str | None = None, skip_bad_lines: bool = False
+) -> TextSource:
     """Turn what the caller gave into a :class:`TextSource`.
 
     Args:
@@ -160,6 +297,8 @@ def text_source(texts: Any, *, column: str | None = None) -> TextSource:
             ``.conllu`` treebank (its ``# text =`` lines); a pandas Series or DataFrame; or a
             Hugging Face ``datasets`` dataset (duck-typed: anything with ``column_names``).
         column: the text column of a table, CSV/Parquet file or dataset.
+        skip_bad_lines: yield a :class:`BadLine` (skipped and counted) for a line that is not
+            UTF-8 or not valid CSV/CoNLL-U, instead of raising an error with its line number.
 
     Example:
         >>> src = text_source(["The cat sat.", "A dog barked."])
@@ -169,7 +308,7 @@ def text_source(texts: Any, *, column: str | None = None) -> TextSource:
     if isinstance(texts, TextSource):
         return texts
     if isinstance(texts, str | os.PathLike):
-        spec, col = _split_column(os.fspath(texts))
+        spec, col = split_column(os.fspath(texts))
         col = column or col
         path = Path(spec).expanduser()
         if not path.exists():
@@ -186,24 +325,35 @@ def text_source(texts: Any, *, column: str | None = None) -> TextSource:
         if suffix in (".csv", ".tsv"):
             if suffix == ".tsv":
                 raise InputError(f"{path}: TSV is not supported; save it as CSV or Parquet")
-            return _csv_file(path, col)
+            return _csv_file(path, col, skip_bad_lines)
         if suffix == ".conllu":
-            return _conllu_file(path)
+            return _conllu_file(path, skip_bad_lines)
         if col is not None:
             raise InputError(f"{path} is a plain text file; it has no column {col!r}")
-        return _text_file(path)
+        return _text_file(path, skip_bad_lines)
     if isinstance(texts, pd.DataFrame):
         col = _pick_column([str(c) for c in texts.columns], column, "the DataFrame")
         values = texts[col].tolist()
-        return TextSource(lambda: iter(values), len(values), f"DataFrame:{col}", None, col)
+        return TextSource(
+            lambda: iter(values),
+            len(values),
+            f"DataFrame:{col}",
+            None,
+            col,
+            source_identity("DataFrame", column=col),
+        )
     if isinstance(texts, pd.Series):
         values = texts.tolist()
-        return TextSource(lambda: iter(values), len(values), "Series")
+        return TextSource(
+            lambda: iter(values), len(values), "Series", identity=source_identity("Series")
+        )
     if _is_hf_dataset(texts):
         return _hf_dataset(texts, column)
     if isinstance(texts, Sequence):
         seq = texts
-        return TextSource(lambda: iter(seq), len(seq), f"{len(seq)} texts")
+        return TextSource(
+            lambda: iter(seq), len(seq), f"{len(seq)} texts", identity=source_identity("list")
+        )
     if isinstance(texts, Iterable):
         it = iter(texts)
         used = [False]
@@ -214,11 +364,18 @@ def text_source(texts: Any, *, column: str | None = None) -> TextSource:
             used[0] = True
             return it
 
-        return TextSource(once, None, "an iterable of texts")
+        return TextSource(once, None, "an iterable of texts", identity=source_identity("iterable"))
     raise InputError(
         f"texts must be a list of strings, an iterable, a file path or a dataset, not "
         f"{type(texts).__name__}"
     )
 
 
-__all__ = ["TextSource", "text_source"]
+__all__ = [
+    "BadLine",
+    "TextHash",
+    "TextSource",
+    "source_identity",
+    "split_column",
+    "text_source",
+]

@@ -185,6 +185,36 @@ def needs_prefix_space(model_type: str) -> bool:
     return any(f.prefix_space for f in families_of(model_type))
 
 
+#: Modules of a task head on top of the transformer (pooler, language-model and classifier
+#: heads). A checkpoint may lack them, or carry ones the loaded class does not use, without
+#: changing any attention weight: loading tolerates (and reports) such weights, and refuses any
+#: other missing or unexpected weight.
+HEAD_MODULES = frozenset(
+    {
+        "pooler",
+        "lm_head",
+        "cls",
+        "classifier",
+        "pre_classifier",
+        "classification_head",
+        "qa_outputs",
+        "score",
+        "final_logits_bias",
+        "seq_relationship",
+        "vocab_transform",
+        "vocab_layer_norm",
+        "vocab_projector",
+        "lm_loss",
+        "sop_classifier",
+    }
+)
+
+
+def is_head_weight(key: str) -> bool:
+    """True for a task-head weight (:data:`HEAD_MODULES`), e.g. ``bert.pooler.dense.weight``."""
+    return any(part in HEAD_MODULES for part in key.split("."))
+
+
 def supported_families() -> str:
     """A readable list of the families whose projections are known."""
     names = [f.name for f in FAMILIES.values() if f.has_projections]
@@ -349,6 +379,7 @@ def find_structure(
 
 __all__ = [
     "FAMILIES",
+    "HEAD_MODULES",
     "AttentionLayer",
     "Family",
     "Structure",
@@ -356,6 +387,7 @@ __all__ = [
     "find_structure",
     "forward_accepts",
     "is_decoder_type",
+    "is_head_weight",
     "module_at",
     "needs_prefix_space",
     "register_family",

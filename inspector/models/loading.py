@@ -13,13 +13,14 @@ import contextlib
 import importlib.util
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import InputError, ModelLoadError
 from .families import is_decoder_type
+from .weights import check_device, check_loading_info, weights_format
 
 Architecture = Literal["encoder", "decoder", "encoder-decoder"]
 
@@ -85,9 +86,12 @@ class ModelBundle:
         tokenizer: its tokenizer (a fast tokenizer where one exists).
         name: what the caller asked for (short name, path or hub id).
         architecture: ``encoder``, ``decoder`` or ``encoder-decoder``.
-        n_layers / n_heads: per attention stack (decoder side for encoder-decoder models).
+        n_layers / n_heads: of the (first) attention stack: the encoder's for encoder-decoder
+            models, whose decoder may differ (see :attr:`stacks`).
         n_kv_heads: key/value heads (differs from ``n_heads`` under grouped-query attention).
         max_positions: the longest input the model accepts, or ``None`` when unbounded.
+        stacks: ``(layers, heads)`` of each attention stack by kind (``self``, or ``encoder``,
+            ``decoder`` and ``cross``); see :meth:`stack_shape`.
     """
 
     model: Any
@@ -102,6 +106,7 @@ class ModelBundle:
     n_parameters: int
     source: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    stacks: Mapping[str, tuple[int, int]] = field(default_factory=dict)
     #: Held while the model runs (capture hooks, ablation hooks, generation): one model object
     #: runs one inspection at a time, so parallel threads get the same results as sequential ones.
     lock: Any = field(default_factory=threading.RLock, repr=False, compare=False)
@@ -111,6 +116,13 @@ class ModelBundle:
             raise ModelLoadError(f"{self.name}: found no attention layers in its config")
         if self.tokenizer is None:
             raise ModelLoadError(f"{self.name}: no tokenizer; pass one as load(model, tokenizer)")
+
+    def stack_shape(self, kind: str) -> tuple[int, int]:
+        """``(layers, heads)`` of the attention stack ``kind`` (``self``, ``encoder``,
+        ``decoder``, ``cross``); encoder-decoder models may have a deeper encoder than decoder,
+        or other head counts."""
+        shape = self.stacks.get(kind)
+        return (self.n_layers, self.n_heads) if shape is None else shape
 
     @property
     def attn_implementation(self) -> str:
@@ -191,6 +203,19 @@ def _describe(model: Any, tokenizer: Any, name: str, source: str) -> ModelBundle
             f"{name}: its config names no layer or head count; is this a transformer checkpoint?"
         )
     n_kv = _config_int(text_config, "num_key_value_heads") or n_heads
+    if architecture == "encoder-decoder":
+        enc_layers = _config_int(text_config, "encoder_layers", "num_layers") or n_layers
+        enc_heads = _config_int(text_config, "encoder_attention_heads", "num_heads") or n_heads
+        dec_layers = _config_int(text_config, "decoder_layers", "num_decoder_layers") or enc_layers
+        dec_heads = _config_int(text_config, "decoder_attention_heads", "num_heads") or enc_heads
+        stacks = {
+            "encoder": (enc_layers, enc_heads),
+            "decoder": (dec_layers, dec_heads),
+            "cross": (dec_layers, dec_heads),
+        }
+        n_layers, n_heads = enc_layers, enc_heads
+    else:
+        stacks = {"self": (n_layers, n_heads)}
     max_pos = _config_int(text_config, "max_position_embeddings", "n_positions", "n_ctx")
     if max_pos is None:
         tok_max = getattr(tokenizer, "model_max_length", None)
@@ -208,6 +233,7 @@ def _describe(model: Any, tokenizer: Any, name: str, source: str) -> ModelBundle
         max_positions=max_pos,
         n_parameters=n_params,
         source=source,
+        stacks=stacks,
     )
 
 
@@ -266,6 +292,7 @@ def load_model(
     import torch
 
     torch_dtype = _parse_dtype(dtype)
+    check_device(device)
     if isinstance(model, tuple):
         if len(model) != 2:
             raise InputError("pass a (model, tokenizer) pair, not a tuple of another length")
@@ -314,29 +341,6 @@ def load_model(
     )
 
 
-_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
-
-
-def _check_weights_format(name: str, folder: str, allow_pickle: bool) -> None:
-    """Refuse pickle-only checkpoints unless the caller opted in (unpickling can run code)."""
-    files = os.listdir(folder)
-    if any(f.endswith(".safetensors") or f.endswith(".safetensors.index.json") for f in files):
-        return
-    pickles = sorted(f for f in files if f.endswith(_PICKLE_SUFFIXES))
-    if pickles and not allow_pickle:
-        raise ModelLoadError(
-            f"{name}: its weights are pickle files ({', '.join(pickles[:3])}) and no safetensors "
-            f"file exists; unpickling a file from an untrusted source can run arbitrary code. "
-            f"Convert it to safetensors, or pass allow_pickle=True (CLI: --allow-pickle) if you "
-            f"trust its source"
-        )
-    if not pickles:
-        raise ModelLoadError(
-            f"{name}: {folder!r} has a config but no weights (*.safetensors); is this a "
-            f"transformer checkpoint folder?"
-        )
-
-
 def _check_gguf(name: str, folder: str, gguf_file: str) -> None:
     if not os.path.isfile(os.path.join(folder, gguf_file)):
         found = sorted(f for f in os.listdir(folder) if f.lower().endswith(".gguf"))
@@ -359,11 +363,20 @@ def _looks_like_path(name: str) -> bool:
 def _parse_dtype(dtype: Any) -> Any:
     import torch
 
-    if dtype is None or isinstance(dtype, torch.dtype):
+    if dtype is None:
         return dtype
-    value = getattr(torch, str(dtype).replace("torch.", ""), None)
+    value = (
+        dtype
+        if isinstance(dtype, torch.dtype)
+        else getattr(torch, str(dtype).replace("torch.", ""), None)
+    )
     if not isinstance(value, torch.dtype):
         raise InputError(f"unknown dtype {dtype!r}; use e.g. 'float32', 'float16' or 'bfloat16'")
+    if not value.is_floating_point:
+        raise InputError(
+            f"dtype {dtype!r} is not a floating-point type, and model weights must be; use "
+            f"'float32', 'float16' or 'bfloat16'"
+        )
     return value
 
 
@@ -450,15 +463,15 @@ def _load_from_source(
             f"{name}: could not read a model config from {source!r} ({_first_line(exc)})"
         ) from exc
     if os.path.isdir(source) and not gguf_file:
-        _check_weights_format(name, source, allow_pickle)
+        kw["use_safetensors"] = weights_format(name, source, allow_pickle)
     architecture = _architecture(config)
     cls = _auto_class(config, architecture)
-    load_kw = dict(kw, attn_implementation="eager")
+    load_kw = dict(kw, attn_implementation="eager", output_loading_info=True)
     if torch_dtype is not None:
         load_kw["dtype"] = torch_dtype
     try:
         with _quiet_transformers():
-            model = cls.from_pretrained(source, config=config, **load_kw)
+            model, info = cls.from_pretrained(source, config=config, **load_kw)
     except Exception as exc:
         hint = ""
         if "eager" in str(exc):
@@ -466,6 +479,7 @@ def _load_from_source(
         raise ModelLoadError(
             f"{name}: could not load the weights from {source!r} ({_first_line(exc)}){hint}"
         ) from exc
+    random_heads = check_loading_info(name, source, info)
     _force_eager(model, name)
     if device is not None:
         model = model.to(device)
@@ -475,4 +489,7 @@ def _load_from_source(
         trust_remote_code,
         **({"gguf_file": gguf_file} if gguf_file and tokenizer is None else {}),
     )
-    return _describe(_prepare(model), tok, name, source)
+    bundle = _describe(_prepare(model), tok, name, source)
+    if random_heads:
+        bundle.extra["random_head_weights"] = random_heads
+    return bundle

@@ -75,8 +75,8 @@ def test_interrupt_and_resume_equals_uninterrupted(tiny: dict[str, object], tmp_
 
     with pytest.raises(KeyboardInterrupt):
         small_atlas(model, interrupted(), batch_size=4, checkpoint=ckpt)
-    agg, n_done, _ = load_checkpoint(ckpt)
-    assert n_done == 8 and agg.n_texts + agg.n_skipped == 8
+    saved = load_checkpoint(ckpt)
+    assert saved.n_done == 8 and saved.aggregate.n_texts + saved.aggregate.n_skipped == 8
     resumed = small_atlas(model, texts, batch_size=4, checkpoint=ckpt, resume=True)
     assert resumed.metadata["resumed_from"] == 8
     full = small_atlas(model, texts, batch_size=4)
@@ -101,8 +101,7 @@ def test_crash_keeps_completed_batches(tiny: dict[str, object], tmp_path: Path) 
             metric_names=["entropy"],
             distances=False,
         )
-    _, n_done, _ = load_checkpoint(ckpt)
-    assert n_done == 4
+    assert load_checkpoint(ckpt).n_done == 4
 
 
 def _broken_after_four():  # type: ignore[no-untyped-def]

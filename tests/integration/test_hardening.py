@@ -168,8 +168,16 @@ def test_out_of_memory_becomes_advice(tiny, monkeypatch):
         tiny["bert"].inspect(TEXT)
 
 
-def test_ctrl_c_in_the_cli_leaves_nothing(tiny_dirs, tmp_path):
-    """SIGINT while the CLI writes a report: exit 130, one line, no file."""
+@pytest.mark.parametrize(
+    ("sig", "exit_code", "message"),
+    [
+        (signal.SIGINT, 130, "inspector: interrupted"),
+        (signal.SIGTERM, 143, "inspector: stopped by SIGTERM"),
+        (signal.SIGHUP, 129, "inspector: stopped by SIGHUP"),
+    ],
+)
+def test_ctrl_c_in_the_cli_leaves_nothing(tiny_dirs, tmp_path, sig, exit_code, message):
+    """SIGINT, SIGTERM or SIGHUP while the CLI writes a report: one line, no file at all."""
     out_file = tmp_path / "r.html"
     code = textwrap.dedent(
         f"""
@@ -206,11 +214,11 @@ def test_ctrl_c_in_the_cli_leaves_nothing(tiny_dirs, tmp_path):
         if not line and proc.poll() is not None:
             break
     assert "HALF" in line, proc.stderr.read() if proc.stderr else ""
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130
-    assert err.strip().splitlines()[-1].startswith("inspector: interrupted")
-    assert list(tmp_path.iterdir()) == []
+    assert proc.returncode == exit_code
+    assert err.strip().splitlines()[-1] == f"{message}; no partial output was written"
+    assert list(tmp_path.iterdir()) == []  # neither the report nor its hidden temporary
 
 
 def test_corpus_runs_leave_the_model_as_loaded(tiny, tmp_path):

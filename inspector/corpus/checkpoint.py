@@ -1,0 +1,256 @@
+"""Atlas checkpoints: the merged aggregate, how far the source was read, and what the source was.
+
+Both atlas engines (local and Ray) write the same file: a compressed ``.npz`` with the
+:class:`~.aggregate.HeadAggregate` arrays and one JSON record: the format version, the number of
+source items consumed, the run's settings (``fingerprint``) and the source's identity (kind;
+for a file its resolved path, size and modification time) with a running SHA-256 of every item
+consumed (:class:`~.sources.TextHash`). A resumed run must name the same settings and the same
+source, and re-reading the first ``n`` items must give the same digest, so an edited, reordered
+or different corpus is refused with one line saying what differs instead of being mixed in.
+Pure I/O: nothing here runs a model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._io import atomic_path, same_file
+from ..errors import InputError
+from .aggregate import HeadAggregate
+from .sources import BadLine, TextHash, TextSource
+
+CHECKPOINT_VERSION = 2
+
+
+@dataclass(frozen=True, eq=False)
+class Checkpoint:
+    """What :func:`load_checkpoint` reads back.
+
+    Attributes:
+        aggregate: the merged aggregate of the items consumed.
+        n_done: source items consumed (texts, blanks and skipped items alike).
+        fingerprint: the run's settings (model, metrics, kind, ...).
+        source: ``identity`` (see :func:`~.sources.source_identity`), ``description``,
+            ``digest`` (SHA-256 of the items consumed) and ``bad_lines``.
+    """
+
+    aggregate: HeadAggregate
+    n_done: int
+    fingerprint: dict[str, Any]
+    source: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, eq=False)
+class RunState:
+    """A run's progress, replaced whole after each batch (one assignment, so an interrupt
+    never leaves an aggregate and a count that disagree)."""
+
+    aggregate: HeadAggregate
+    n_done: int
+    digest: TextHash
+    bad_lines: int = 0
+
+    def advanced(self, delta: HeadAggregate, items: Sequence[Any]) -> RunState:
+        """The state after ``items`` were consumed and measured as ``delta``."""
+        return RunState(
+            self.aggregate.merge(delta),
+            self.n_done + len(items),
+            self.digest.copy().update(items),
+            self.bad_lines + sum(isinstance(item, BadLine) for item in items),
+        )
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    state: RunState,
+    fingerprint: Mapping[str, Any],
+    source: TextSource,
+) -> Path:
+    """Atomically write ``state`` with the settings and the source's identity (compressed)."""
+    arrays = state.aggregate.to_arrays()
+    info = {
+        "version": CHECKPOINT_VERSION,
+        "n_done": state.n_done,
+        "fingerprint": dict(fingerprint),
+        "source": {
+            "identity": source.identity,
+            "description": source.description,
+            "digest": state.digest.hexdigest(),
+            "bad_lines": state.bad_lines,
+        },
+    }
+    arrays["checkpoint"] = np.frombuffer(json.dumps(info).encode(), dtype=np.uint8)
+    with atomic_path(path) as tmp, tmp.open("wb") as f:
+        np.savez_compressed(f, **arrays)  # type: ignore[arg-type]
+    return Path(path)
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+    """Read a checkpoint written by :func:`save_checkpoint`."""
+    try:
+        with np.load(path) as z:
+            arrays = {k: z[k] for k in z.files}
+        info = json.loads(bytes(arrays.pop("checkpoint")).decode())
+        agg = HeadAggregate.from_arrays(arrays)
+        n_done = int(info["n_done"])
+    except Exception as exc:
+        raise InputError(
+            f"{path} is not a readable atlas checkpoint ({type(exc).__name__}: "
+            f"{str(exc)[:200]}); delete it to start over"
+        ) from exc
+    if info.get("version") != CHECKPOINT_VERSION:
+        raise InputError(
+            f"{path}: checkpoint format {info.get('version')} is not this inspector's "
+            f"({CHECKPOINT_VERSION}, which records its source); delete it to start over"
+        )
+    return Checkpoint(agg, n_done, dict(info["fingerprint"]), dict(info.get("source") or {}))
+
+
+def default_checkpoint_path(output: str | os.PathLike[str]) -> Path:
+    """``atlas.parquet`` → ``atlas.parquet.ckpt.npz``."""
+    p = Path(output)
+    return p.with_name(p.name + ".ckpt.npz")
+
+
+def _when(ns: Any) -> str:
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(int(ns) / 1e9))
+    except (TypeError, ValueError, OverflowError):
+        return "?"
+
+
+def source_difference(saved: Mapping[str, Any], current: Mapping[str, Any]) -> str | None:
+    """What differs between the source a checkpoint recorded and this run's, or ``None``.
+
+    Files must be the same file (path), unchanged (size, modification time) and read the same
+    column. In-memory texts (a list, an iterable, a table, a dataset) have nothing to compare
+    but a dataset's fingerprint: the hash of the texts consumed decides for them.
+    """
+    if ("path" in saved or "path" in current) and saved.get("kind") != current.get("kind"):
+        return f"it was written for a {saved.get('kind')}, this run reads a {current.get('kind')}"
+    if saved.get("path") != current.get("path"):
+        return f"it was written for {saved.get('path')}, not {current.get('path')}"
+    if saved.get("size") != current.get("size"):
+        return (
+            f"{current.get('path')} has changed since: {saved.get('size'):,} bytes then, "
+            f"{current.get('size'):,} now"
+        )
+    if saved.get("mtime_ns") != current.get("mtime_ns"):
+        return (
+            f"{current.get('path')} was modified since (at {_when(saved.get('mtime_ns'))} then, "
+            f"{_when(current.get('mtime_ns'))} now)"
+        )
+    if "path" in current and saved.get("column") != current.get("column"):
+        return f"it read column {saved.get('column')!r}, this run reads {current.get('column')!r}"
+    fingerprints = (saved.get("fingerprint"), current.get("fingerprint"))
+    if None not in fingerprints and fingerprints[0] != fingerprints[1]:
+        return "the dataset is another one (its fingerprint differs)"
+    return None
+
+
+def _refuse(checkpoint: Path, why: str) -> InputError:
+    return InputError(
+        f"cannot resume from {checkpoint}: {why}; rerun with the same corpus, or delete the "
+        f"checkpoint to start over"
+    )
+
+
+def open_run(
+    source: TextSource,
+    empty: HeadAggregate,
+    fingerprint: Mapping[str, Any],
+    *,
+    checkpoint: str | os.PathLike[str] | None,
+    resume: bool,
+    limit: int | None,
+) -> tuple[RunState, Iterator[Any]]:
+    """The starting state and the source's items still to read.
+
+    Without a usable checkpoint that is the empty aggregate and the whole source. With
+    ``resume`` and an existing ``checkpoint`` the settings and the source are checked (see the
+    module docstring), the first ``n_done`` items are re-read and hashed, and the state continues
+    from the checkpoint.
+
+    Raises:
+        InputError: one line saying what differs (settings, file, size, modification time,
+            or the items themselves), or that ``limit`` is below what was already counted.
+    """
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
+        raise InputError(
+            f"limit (--limit) must be a non-negative integer, got {limit!r}; leave it out to "
+            f"read the whole corpus"
+        )
+    if checkpoint is not None and source.path is not None and same_file(checkpoint, source.path):
+        raise InputError(
+            f"the checkpoint {checkpoint} is the corpus file itself; give another checkpoint path"
+        )
+    state = RunState(empty, 0, TextHash())
+    it = source.open()
+    if not (resume and checkpoint is not None and Path(checkpoint).exists()):
+        return state, it
+    path = Path(checkpoint)
+    saved = load_checkpoint(path)
+    wanted = json.loads(json.dumps(dict(fingerprint)))
+    if saved.fingerprint != wanted:
+        diff = sorted(k for k in wanted if saved.fingerprint.get(k) != wanted[k])
+        raise InputError(
+            f"{path} was written with other settings ({', '.join(diff)} differ); rerun with "
+            f"the same settings, or delete it to start over"
+        )
+    record = saved.source
+    why = source_difference(record.get("identity") or {}, source.identity)
+    if why is not None:
+        raise _refuse(path, why)
+    if limit is not None and saved.n_done > limit:
+        raise InputError(
+            f"{path} has already counted {saved.n_done:,} texts, more than the limit {limit:,}; "
+            f"raise the limit, or delete the checkpoint to start over"
+        )
+    digest = TextHash()
+    bad = 0
+    read = 0
+    for item in itertools.islice(it, saved.n_done):
+        digest.update((item,))
+        bad += isinstance(item, BadLine)
+        read += 1
+    if read < saved.n_done:
+        raise _refuse(
+            path, f"it counted {saved.n_done:,} texts but {source.description} has {read:,}"
+        )
+    if digest.hexdigest() != record.get("digest"):
+        raise _refuse(
+            path,
+            f"the first {saved.n_done:,} texts of {source.description} are not the ones it "
+            f"counted (edited or reordered)",
+        )
+    return RunState(saved.aggregate, saved.n_done, digest, bad), it
+
+
+def discard_checkpoint(path: str | os.PathLike[str] | None) -> None:
+    """Remove a checkpoint this run wrote (a run that measured nothing leaves none behind)."""
+    if path is not None:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+
+
+__all__ = [
+    "CHECKPOINT_VERSION",
+    "Checkpoint",
+    "RunState",
+    "default_checkpoint_path",
+    "discard_checkpoint",
+    "load_checkpoint",
+    "open_run",
+    "save_checkpoint",
+    "source_difference",
+]
