@@ -30,6 +30,7 @@ from factories import (
     assert_equals_forward,
     bytelevel_tokenizer,
     cli_fails,
+    parse,
     sentencepiece_tokenizer,
 )
 
@@ -323,7 +324,9 @@ def test_compare_reports_the_aligned_share_and_warns_when_little_is_shared(tiny,
             m.inspect("Unbelievable results were reported."), m.inspect("A dog barked at me!")
         )
     assert far.matched_share < 0.5 and "minimal pairs" in (far.warning or "")
-    assert far.report().html.count("ins-warning") == 1
+    page = parse(far.report().html)
+    warned = [a for t, a in page.tags if "ins-warning" in (a.get("class") or "").split()]
+    assert len(warned) == 1  # one warning element in the page (CSS and JS name the class too)
     rc = inspector.cli.main(
         ["compare", str(tiny_dirs["bert"]), "Unbelievable results were reported.",
          "--text-b", "A dog barked at me!"]
