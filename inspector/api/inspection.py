@@ -110,6 +110,12 @@ class Inspection:
         return list(self.stack.query.tokens)
 
     @property
+    def readable_tokens(self) -> list[str]:
+        """Query-side tokens as the tokenizer decodes them, whitespace made visible
+        (``Ġcapital`` → ``␣capital``, ``Ċ`` → ``⏎``); ``tokens`` keeps the raw ones."""
+        return list(self.stack.query.readable or self.stack.query.tokens)
+
+    @property
     def key_tokens(self) -> list[str]:
         return list(self.stack.key.tokens)
 
@@ -179,9 +185,10 @@ class Inspection:
         heads: Sequence[int] | int | None = None,
         kind: str | None = None,
         skip_special: bool = False,
+        readable: bool = False,
     ) -> pd.DataFrame:
-        """What each generation step attended to most; see
-        :func:`inspector.analysis.steps.generation_steps`."""
+        """What each generation step attended to most (``readable``: tokens as the tokenizer
+        decodes them); see :func:`inspector.analysis.steps.generation_steps`."""
         return _steps.generation_steps(
             self.capture,
             top_k=top_k,
@@ -189,6 +196,7 @@ class Inspection:
             heads=heads,
             kind=kind,
             skip_special=skip_special,
+            readable=readable,
         )
 
     def __repr__(self) -> str:
@@ -207,11 +215,16 @@ class Inspection:
         heads: Sequence[int] | int | None = None,
         *,
         level: str = "token",
+        readable: bool = False,
     ) -> pd.DataFrame:
         """Long tidy frame: ``layer, head, query_pos, key_pos, query_token, key_token, weight``.
 
         Encoder-decoder inspections (not narrowed to one part) add a leading ``kind`` column.
         ``level="word"`` merges sub-word pieces into words (rows still sum to 1).
+        ``readable=True`` names tokens as the tokenizer decodes them (``␣capital``, ``⏎``)
+        instead of the raw tokens (``Ġcapital``, ``Ċ``); the token columns are categorical, so
+        the frame is no larger (only the category names change). :meth:`tokens_frame` has
+        both per position.
         """
         kinds = None if self.kind is None else [self.kind]
         return _frames.capture_frame(
@@ -220,10 +233,12 @@ class Inspection:
             layers=layers,
             heads=heads,
             level=level,  # type: ignore[arg-type]
+            readable=readable,
         )
 
     def tokens_frame(self) -> pd.DataFrame:
-        """One row per token: position, token, id, word id, sequence, special, offsets."""
+        """One row per token: position, token (raw), readable, id, word id, sequence, special,
+        offsets."""
         return _frames.tokens_frame(self.stack.query)
 
     def to_parquet(
@@ -445,14 +460,19 @@ class Inspection:
         *,
         exclude_special: bool = False,
         max_tokens: int = _flow.FLOW_MAX_TOKENS,
+        progress: bool | None = None,
     ) -> pd.DataFrame:
-        """Attention flow (max-flow) as a frame like :meth:`rollout`; short inputs only."""
+        """Attention flow (max-flow) as a frame like :meth:`rollout`; short inputs only.
+
+        ``progress``: a bar over the max-flow problems on stderr (``None``: when stderr is a
+        terminal)."""
         matrix = _flow.attention_flow(
             self.stack,
             start_layer=start_layer,
             head_reduce=head_reduce,
             exclude_special=exclude_special,
             max_tokens=max_tokens,
+            progress=progress,
         )
         return _flow.matrix_frame(matrix, self.stack.query)
 

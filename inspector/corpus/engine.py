@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from .._io import atomic_path
+from .._progress import bar as progress_bar
 from ..analysis import distances as _distances
 from ..analysis import metrics as _metrics
 from ..capture.batch import forward_batch
@@ -235,7 +236,7 @@ def run_atlas(
     checkpoint: str | os.PathLike[str] | None = None,
     resume: bool = False,
     checkpoint_every: float = 30.0,
-    progress: bool = True,
+    progress: bool | None = None,
     limit: int | None = None,
     metric_fn: MetricFn | None = None,
     metric_names: Sequence[str] | None = None,
@@ -258,7 +259,7 @@ def run_atlas(
         checkpoint: file for the aggregate; written atomically every ``checkpoint_every``
             seconds, at the end, and when interrupted (Ctrl-C) or crashing.
         resume: continue from ``checkpoint`` when it exists (its settings must match).
-        progress: show a tqdm bar with sentences/s.
+        progress: a tqdm bar with sentences/s on stderr (``None``: when stderr is a terminal).
         limit: stop after this many source items.
         metric_fn / metric_names / distance_fn: replace the registry (advanced; tests).
 
@@ -295,18 +296,15 @@ def run_atlas(
     if limit is not None:
         it = itertools.islice(it, max(limit - n_done, 0))
 
-    from tqdm.auto import tqdm
-
     state = (agg, n_done)
     start = time.perf_counter()
     last_save = start
-    bar = tqdm(
+    bar = progress_bar(
         total=total,
         initial=n_done,
         unit=" sentences",
-        disable=not progress,
+        progress=progress,
         desc=f"atlas {bundle.name}",
-        dynamic_ncols=True,
     )
     try:
         for chunk in _chunks(it, batch_size):
@@ -370,7 +368,7 @@ def syntax_probe(
     subtypes: bool = False,
     exclude: Sequence[str] = ("punct", "root"),
     max_length: int | None = None,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> ProbeResult:
     """Run the Clark et al. (2019) syntactic head probe on a CoNLL-U treebank.
 
@@ -382,7 +380,7 @@ def syntax_probe(
         subtypes: keep relation subtypes (``nmod:poss``) apart instead of folding them.
         exclude: relations not scored (default ``punct`` and ``root``, as Clark et al.).
         max_length: token limit; longer sentences are skipped and counted.
-        progress: show a tqdm bar.
+        progress: a tqdm bar on stderr (``None``: when stderr is a terminal).
 
     Returns:
         A :class:`~.probe.ProbeResult`; ``result.table`` has one row per relation.
@@ -414,9 +412,7 @@ def syntax_probe(
             skipped["too_long"] += 1
     encoded.sort(key=lambda pair: len(pair[1]))
 
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(encoded), unit=" sentences", disable=not progress, desc="probe")
+    bar = progress_bar(total=len(encoded), unit=" sentences", progress=progress, desc="probe")
     try:
         for start in range(0, len(encoded), batch_size):
             part = encoded[start : start + batch_size]

@@ -23,6 +23,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from .._progress import bar as progress_bar
 from ..capture.hooks import Hook, hooked
 from ..capture.run import forward
 from ..capture.types import Tokens
@@ -329,9 +330,11 @@ def head_importance_many(
     mode: AblationMode = "zero",
     batch_size: int = 73,
     per_text: bool = False,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> pd.DataFrame:
     """Head importance averaged over many texts (one input at a time, no padding).
+
+    ``progress`` draws a bar over the texts on stderr (``None``: when stderr is a terminal).
 
     Returns:
         Frame on ``(layer, head)`` with ``importance, delta, std`` (mean over texts; ``std`` of
@@ -341,11 +344,9 @@ def head_importance_many(
     """
     if isinstance(texts, str) or not texts:
         raise InputError("texts must be a non-empty list of strings")
-    items: Iterable[str] = texts
-    if progress:
-        from tqdm.auto import tqdm
-
-        items = tqdm(texts, desc="head importance", unit="text")
+    items: Iterable[str] = progress_bar(
+        texts, desc="head importance", unit=" texts", progress=progress
+    )
     deltas = []
     desc = ""
     for text in items:
