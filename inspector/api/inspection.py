@@ -504,12 +504,14 @@ class Inspection:
         *,
         mode: _importance.AblationMode = "zero",
         batch_size: int = 73,
+        progress: bool | None = None,
     ) -> pd.DataFrame:
         """``(layer, head)`` importance for ``target`` on this input (ablation or gradient).
 
         ``target``: ``"predicted"``, ``"token:Paris"``, ``"label:POSITIVE"``, ``"loss:1"``,
         ``"embedding"``, an :class:`inspector.Target` or a callable; ``mode``: ablate by ``zero``
-        or ``mean``; ``batch_size``: rows per ablation pass. See
+        or ``mean``; ``batch_size``: rows per ablation pass; ``progress``: a bar over the
+        ablations (``None``: when stderr is a terminal). See
         :func:`inspector.explain.importance.head_importance`.
         """
         return _importance.head_importance(
@@ -519,6 +521,7 @@ class Inspection:
             method=method,
             mode=mode,
             batch_size=batch_size,
+            progress=progress,
         )
 
     def explain(
@@ -528,12 +531,14 @@ class Inspection:
         *,
         layer: int | None = None,
         top: int = 4,
+        progress: bool | None = None,
     ) -> Explanation:
         """The "what mattered" summary (:class:`inspector.explain.Explanation`): raw,
-        norm-based and rollout maps, head importance, its top heads and sink heads."""
+        norm-based and rollout maps, head importance, its top heads and sink heads
+        (``progress``: a bar over head ablations; ``None``: when stderr is a terminal)."""
         return _summary.explain(
             self._bundle_for("explain"), self.capture, target=target, method=method, layer=layer,
-            top=top,
+            top=top, progress=progress,
         )  # fmt: skip
 
     def explain_report(
@@ -547,6 +552,7 @@ class Inspection:
         explanation: Explanation | None = None,
         title: str | None = None,
         precision: str = "uint8",
+        progress: bool | None = None,
     ) -> Report:
         """The HTML report with a "what mattered" section (see :meth:`explain`; pass a ready
         ``explanation`` to render it without running the model again).
@@ -554,7 +560,7 @@ class Inspection:
         Example:
             >>> ins.explain_report("reports/explain.html", target="predicted")  # doctest: +SKIP
         """
-        expl = explanation or self.explain(target, method, layer=layer, top=top)
+        expl = explanation or self.explain(target, method, layer=layer, top=top, progress=progress)
         rendered = _report.build_report(
             self.capture,
             title=title,

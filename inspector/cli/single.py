@@ -77,7 +77,7 @@ def cmd_report(args: argparse.Namespace) -> str:
     check_output(args.output, ".html", ".htm", args=args)
     ins = inspect_text(args, layers=args.layers, heads=args.heads)
     if args.explain:
-        report = ins.explain_report(args.output, precision=args.precision)
+        report = ins.explain_report(args.output, precision=args.precision, progress=progress(args))
     else:
         report = ins.report(args.output, precision=args.precision)
     part = ins.encoder if ins.is_encoder_decoder else ins
@@ -226,7 +226,9 @@ def cmd_explain(args: argparse.Namespace) -> str:
     ins = load_model(args).inspect(
         args.text, args.pair, truncation=args.truncate, max_length=args.max_length
     )
-    expl = ins.explain(args.target, args.method, layer=args.layer, top=args.top)
+    expl = ins.explain(
+        args.target, args.method, layer=args.layer, top=args.top, progress=progress(args)
+    )
     ins.explain_report(args.output, explanation=expl)
     top = ", ".join(label(layer, head) for layer, head in expl.top_heads)
     return (

@@ -188,3 +188,14 @@ def test_no_progress_when_stderr_is_not_a_terminal(tiny_dirs, tmp_path, capfd):
     texts.write_text("\n".join(f"The cat number {i} sat on the mat." for i in range(12)))
     assert main(["heads", str(tiny_dirs["bert"]), "--file", str(texts)]) == 0
     assert capfd.readouterr().err == ""
+
+
+def test_explain_shows_its_ablations_on_a_terminal(tiny_dirs, tmp_path, monkeypatch):
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    out = tmp_path / "e.html"
+    assert main(["explain", str(tiny_dirs["gpt2"]), TEXT, "-o", str(out)]) == 0
+    assert "ablating heads" in terminal.buffer.getvalue()
+    terminal.buffer = type(terminal.buffer)()
+    assert main(["report", str(tiny_dirs["gpt2"]), TEXT, "--explain", "-q", "-o", str(out)]) == 0
+    assert terminal.buffer.getvalue() == ""
