@@ -289,8 +289,9 @@ def cmd_generate(args: argparse.Namespace) -> str:
     stop = {"eos": "the end of sequence", "length": f"the {args.max_new_tokens}-token limit"}
     how = " (chat template)" if meta.get("chat") else ""
     return (
-        f"{meta['model_name']}: {part.prompt_length} prompt tokens{how} + {n_new} generated "
-        f"tokens, stopped at {stop.get(str(meta.get('stopped')), meta.get('stopped'))}: "
+        f"{meta['model_name']}: {count(part.prompt_length, 'prompt token')}{how} + "
+        f"{count(n_new, 'generated token')}, stopped at "
+        f"{stop.get(str(meta.get('stopped')), meta.get('stopped'))}: "
         f"{answer!r} -> {args.output}"
     )
 
