@@ -16,6 +16,7 @@ import importlib.util
 import os
 import sys
 import threading
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -207,8 +208,9 @@ def load_model(
         allow_pickle: allow weights stored as pickle (``pytorch_model.bin``, ``.pt``, ``.ckpt``)
             when no safetensors file exists. Off by default: unpickling a file from an
             untrusted source can run arbitrary code, safetensors cannot.
-        progress: show transformers' progress bars (weights, GGUF dequantisation) on stderr.
-            Off by default: a library load prints nothing.
+        progress: on a GGUF file's first (slow) load, say so on stderr and draw the
+            dequantisation bar. Off by default: a load prints nothing (no "Loading weights" bar,
+            no Jupyter "IProgress not found" warning).
 
     GGUF checkpoints are dequantised once and kept in the weights cache
     (:mod:`inspector.models.cache`, keyed by the GGUF file's SHA-256); later loads read the
@@ -222,6 +224,7 @@ def load_model(
         >>> bundle.n_layers, bundle.n_heads  # doctest: +SKIP
         (6, 12)
     """
+    _import_tqdm_quietly()
     import torch
 
     torch_dtype = _parse_dtype(dtype)
@@ -447,6 +450,18 @@ def _folder_name(hub_id: str) -> str:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:300] if text else type(exc).__name__
+
+
+def _import_tqdm_quietly() -> None:
+    """Import ``tqdm.auto`` (transformers does) without its Jupyter warning.
+
+    In a notebook without ipywidgets, importing ``tqdm.auto`` warns "IProgress not found" once;
+    a load draws no bar, so the warning is noise. Imported here first, with that warning
+    filtered, it is never shown (an import runs once).
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        import tqdm.auto  # noqa: F401
 
 
 _PROGRESS_LOCK = threading.RLock()

@@ -155,3 +155,32 @@ def test_clear_empties_the_cache(tiny_gguf, cache_dir):
     assert any((cache_dir / "gguf").iterdir())
     assert cache.clear() == cache_dir
     assert not (cache_dir / "gguf").exists()
+
+
+def test_loads_in_jupyter_print_nothing(tiny_dirs, tiny_gguf, cache_dir):
+    """In a kernel without ipywidgets, importing tqdm.auto warns "IProgress not found"; a load
+    (a first GGUF load included) must show neither that nor any bar."""
+    manager = pytest.importorskip("jupyter_client.manager")
+    km, kc = manager.start_new_kernel(kernel_name="python3", env=dict(os.environ))
+    code = (
+        "import inspector\n"
+        f"inspector.load({str(tiny_dirs['bert'])!r})\n"
+        f"m = inspector.load({str(tiny_gguf)!r})\n"
+        "inspector.head_metrics(m, ['The cat sat.'] * 3)\n"
+        "print('done')\n"
+    )
+    try:
+        msg_id = kc.execute(code)
+        streams = []
+        while True:
+            msg = kc.get_iopub_msg(timeout=300)
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            if msg["msg_type"] in ("stream", "error"):
+                streams.append((msg["content"].get("name"), str(msg["content"])))
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                break
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    assert streams == [("stdout", str({"name": "stdout", "text": "done\n"}))], streams
