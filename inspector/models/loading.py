@@ -9,15 +9,12 @@ It accepts a short name of an embedded model, a local folder, a hub id, or a rea
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import importlib.util
 import os
 import sys
 import threading
-import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -25,6 +22,7 @@ from ..errors import InputError, ModelLoadError
 from . import cache as _cache
 from .embedded import EMBEDDED, list_embedded
 from .families import is_decoder_type
+from .quiet import import_tqdm_quietly, load_progress
 
 Architecture = Literal["encoder", "decoder", "encoder-decoder"]
 
@@ -224,7 +222,7 @@ def load_model(
         >>> bundle.n_layers, bundle.n_heads  # doctest: +SKIP
         (6, 12)
     """
-    _import_tqdm_quietly()
+    import_tqdm_quietly()
     import torch
 
     torch_dtype = _parse_dtype(dtype)
@@ -452,51 +450,6 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:300] if text else type(exc).__name__
 
 
-def _import_tqdm_quietly() -> None:
-    """Import ``tqdm.auto`` (transformers does) without its Jupyter warning.
-
-    In a notebook without ipywidgets, importing ``tqdm.auto`` warns "IProgress not found" once;
-    a load draws no bar, so the warning is noise. Imported here first, with that warning
-    filtered, it is never shown (an import runs once).
-    """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="IProgress not found")
-        import tqdm.auto  # noqa: F401
-
-
-_PROGRESS_LOCK = threading.RLock()
-
-
-@contextlib.contextmanager
-def _load_progress(show: bool, gguf: bool = False) -> Iterator[None]:
-    """A load prints no progress bar, except the GGUF dequantisation bar when ``show``.
-
-    transformers' "Loading weights" bar stays off (a library load prints nothing; reading
-    safetensors takes a second). The GGUF "Converting and de-quantizing" bar is a bare
-    ``tqdm.auto`` call (which in Jupyter without ipywidgets warns "IProgress not found"), so it
-    is swapped for a plain stderr bar, drawn only when ``show``.
-    """
-    from transformers.utils import logging as hf_logging
-
-    with _PROGRESS_LOCK:
-        was_enabled = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()
-        module: Any = None
-        if gguf:
-            import transformers.modeling_gguf_pytorch_utils as module
-            from tqdm.std import tqdm
-
-            original = module.tqdm
-            module.tqdm = functools.partial(tqdm, disable=not show, file=sys.stderr, leave=False)
-        try:
-            yield
-        finally:
-            if module is not None:
-                module.tqdm = original
-            if was_enabled:
-                hf_logging.enable_progress_bar()
-
-
 def _load_from_source(
     name: str,
     source: str,
@@ -556,7 +509,7 @@ def _load_from_source(
     if torch_dtype is not None:
         load_kw["dtype"] = torch_dtype
     try:
-        with _load_progress(progress, gguf=bool(gguf_file)):
+        with load_progress(progress, gguf=bool(gguf_file)):
             model = cls.from_pretrained(source, config=config, **load_kw)
     except Exception as exc:
         hint = ""
