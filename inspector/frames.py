@@ -140,8 +140,13 @@ def word_level(stack: AttentionStack) -> AttentionStack:
     )
 
 
-def stack_frame(stack: AttentionStack) -> pd.DataFrame:
-    """Long frame of one stack: columns :data:`COLUMNS`, one row per weight."""
+def stack_frame(stack: AttentionStack, *, readable: bool = False) -> pd.DataFrame:
+    """Long frame of one stack: columns :data:`COLUMNS`, one row per weight.
+
+    ``readable`` names tokens as the tokenizer decodes them (:attr:`Tokens.readable`:
+    ``␣capital``, ``⏎``) instead of the raw tokens (``Ġcapital``, ``Ċ``); the token columns are
+    categorical, so this changes only their category names, not the frame's size.
+    """
     n_l, n_h, n_q, n_k = stack.weights.shape
     pos_q = _int_dtype(n_q - 1)
     pos_k = _int_dtype(n_k - 1)
@@ -158,12 +163,16 @@ def stack_frame(stack: AttentionStack) -> pd.DataFrame:
         "head": head,
         "query_pos": q_pos,
         "key_pos": k_pos,
-        "query_token": _token_categorical(stack.query.tokens, n_k, n_l * n_h),
-        "key_token": _token_categorical(stack.key.tokens, 1, n_l * n_h * n_q),
+        "query_token": _token_categorical(_names(stack.query, readable), n_k, n_l * n_h),
+        "key_token": _token_categorical(_names(stack.key, readable), 1, n_l * n_h * n_q),
         # A copy: the capture's array is read-only and must stay unchanged by frame edits.
         "weight": stack.weights.reshape(-1).copy(),
     }
     return pd.DataFrame(data, copy=False)
+
+
+def _names(tokens: Tokens, readable: bool) -> Sequence[str]:
+    return (tokens.readable or tokens.tokens) if readable else tokens.tokens
 
 
 def capture_frame(
@@ -173,8 +182,12 @@ def capture_frame(
     layers: Sequence[int] | int | None = None,
     heads: Sequence[int] | int | None = None,
     level: Level = "token",
+    readable: bool = False,
 ) -> pd.DataFrame:
-    """Long frame of a capture; encoder-decoder captures get a ``kind`` column first."""
+    """Long frame of a capture; encoder-decoder captures get a ``kind`` column first.
+
+    ``readable``: token columns as the tokenizer decodes them (see :func:`stack_frame`).
+    """
     if level not in ("token", "word"):
         raise InputError(f"level must be 'token' or 'word', not {level!r}")
     chosen = list(kinds) if kinds is not None else list(capture.stacks)
@@ -186,7 +199,7 @@ def capture_frame(
         stack = select_stack(capture.stacks[k], layers, heads)
         if level == "word":
             stack = word_level(stack)
-        frames.append(stack_frame(stack))
+        frames.append(stack_frame(stack, readable=readable))
     if not capture.is_encoder_decoder and len(frames) == 1:
         out = frames[0]
     else:
@@ -198,6 +211,7 @@ def capture_frame(
             if out[col].dtype != "category":
                 out[col] = out[col].astype("category")
     out.attrs["inspector"] = frame_metadata(capture, level)
+    out.attrs["inspector"]["token_names"] = "readable" if readable else "raw"
     return out
 
 
@@ -212,11 +226,13 @@ def frame_metadata(capture: Capture, level: str = "token") -> dict[str, Any]:
 
 
 def tokens_frame(tokens: Tokens) -> pd.DataFrame:
-    """One row per token: position, token, id, word id, sequence, special flag, offsets."""
+    """One row per token: position, token (raw), readable (as the tokenizer decodes it: ``␣cat``,
+    ``⏎``), id, word id, sequence, special flag, offsets."""
     return pd.DataFrame(
         {
             "position": np.arange(len(tokens), dtype=np.int32),
             "token": list(tokens.tokens),
+            "readable": list(tokens.readable or tokens.tokens),
             "token_id": tokens.ids,
             "word_id": tokens.word_ids,
             "sequence": tokens.sequence_ids,

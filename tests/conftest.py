@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from factories import EWT_DEV, build_tiny
+from factories import EWT_DEV, build_tiny, build_tiny_gguf
 
 # Tests never touch the network: any hub access fails fast instead of retrying.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -45,6 +45,22 @@ def _no_network() -> object:
     socket.socket.connect = real_connect  # type: ignore[method-assign]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _weights_cache(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """Never the user's weights cache (~/.cache/inspector): dequantised GGUF weights go to
+    pytest's cache folder, kept between runs (SmolLM2 then loads in seconds after the first
+    session). Tests of the cache itself point ``INSPECTOR_CACHE_DIR`` at their own folder."""
+    cache = request.config.cache
+    folder = cache.mkdir("inspector-weights") if cache else tmp_path_factory.mktemp("weights")
+    old = os.environ.get("INSPECTOR_CACHE_DIR")
+    os.environ["INSPECTOR_CACHE_DIR"] = str(folder)
+    yield folder
+    if old is None:
+        os.environ.pop("INSPECTOR_CACHE_DIR", None)
+    else:
+        os.environ["INSPECTOR_CACHE_DIR"] = old
+
+
 TINY_KINDS = ("bert", "gpt2", "t5", "bart")
 
 
@@ -72,6 +88,13 @@ def tiny(tiny_dirs: dict[str, Path]) -> dict[str, object]:
 @pytest.fixture(scope="session", params=TINY_KINDS)
 def tiny_model(request: pytest.FixtureRequest, tiny: dict[str, object]) -> object:
     return tiny[request.param]
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny LLaMA-style GGUF file with a chat template (``factories.build_tiny_gguf``)."""
+    pytest.importorskip("gguf")
+    return build_tiny_gguf(tmp_path_factory.mktemp("tiny-gguf") / "tiny.gguf")
 
 
 @pytest.fixture(scope="session")

@@ -315,6 +315,74 @@ def build_tiny(kind: str) -> tuple[object, object]:
     return model, tok
 
 
+#: The chat template of :func:`build_tiny_gguf`: a user turn, then the assistant's header.
+TINY_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|endoftext|>{{ m['role'] }}\n{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|endoftext|>assistant\n{% endif %}"
+)
+
+
+def build_tiny_gguf(path: Path, *, seed: int = 0) -> Path:
+    """A tiny LLaMA-style GGUF file (2 layers, 4 query heads sharing 2 key/value heads, float32
+    tensors) with the byte-level tokenizer and a chat template, like the embedded SmolLM2."""
+    import json
+
+    import gguf
+
+    tok = bytelevel_tokenizer(template=False)
+    spec = json.loads(tok.backend_tokenizer.to_str())  # type: ignore[attr-defined]
+    vocab = spec["model"]["vocab"]
+    tokens = [t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
+    merges = [m if isinstance(m, str) else " ".join(m) for m in spec["model"]["merges"]]
+    special = set(tok.all_special_tokens)  # type: ignore[attr-defined]
+    n_vocab, hidden, n_layers, n_heads, n_kv, ff = len(tokens), 32, 2, 4, 2, 64
+    rng = np.random.default_rng(seed)
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_name("tiny-llama")
+    w.add_block_count(n_layers)
+    w.add_context_length(64)
+    w.add_embedding_length(hidden)
+    w.add_feed_forward_length(ff)
+    w.add_head_count(n_heads)
+    w.add_head_count_kv(n_kv)
+    w.add_rope_freq_base(10000.0)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_vocab_size(n_vocab)
+    w.add_rope_dimension_count(hidden // n_heads)
+    w.add_file_type(0)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(tokens)
+    w.add_token_types([3 if t in special else 1 for t in tokens])
+    w.add_token_merges(merges)
+    w.add_bos_token_id(vocab["<|endoftext|>"])
+    w.add_eos_token_id(vocab["<|endoftext|>"])
+    w.add_chat_template(TINY_CHAT_TEMPLATE)
+
+    def weight(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) * 0.2).astype(np.float32)
+
+    w.add_tensor("token_embd.weight", weight(n_vocab, hidden))
+    w.add_tensor("output_norm.weight", np.ones(hidden, np.float32))
+    w.add_tensor("output.weight", weight(n_vocab, hidden))
+    kv_dim = hidden // n_heads * n_kv
+    for i in range(n_layers):
+        w.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(hidden, np.float32))
+        w.add_tensor(f"blk.{i}.attn_q.weight", weight(hidden, hidden))
+        w.add_tensor(f"blk.{i}.attn_k.weight", weight(kv_dim, hidden))
+        w.add_tensor(f"blk.{i}.attn_v.weight", weight(kv_dim, hidden))
+        w.add_tensor(f"blk.{i}.attn_output.weight", weight(hidden, hidden))
+        w.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(hidden, np.float32))
+        w.add_tensor(f"blk.{i}.ffn_gate.weight", weight(ff, hidden))
+        w.add_tensor(f"blk.{i}.ffn_up.weight", weight(ff, hidden))
+        w.add_tensor(f"blk.{i}.ffn_down.weight", weight(hidden, ff))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
 def forward_attentions(m, ins):
     """The model's own attentions from one forward pass over the final sequence."""
     import torch

@@ -30,6 +30,7 @@ def generation_steps(
     heads: Sequence[int] | int | None = None,
     kind: str | None = None,
     skip_special: bool = False,
+    readable: bool = False,
 ) -> pd.DataFrame:
     """Step through a generation: what each generated token's step attended to most.
 
@@ -46,6 +47,8 @@ def generation_steps(
             or ``"decoder"``.
         skip_special: rank only non-special keys (attention sinks such as ``<|im_start|>`` or
             ``</s>`` often take most of the weight); weights stay as they are, not renormalised.
+        readable: ``token`` / ``key_token`` as the tokenizer decodes them (``␣Paris``, ``⏎``)
+            instead of the raw tokens (``ĠParis``, ``Ċ``).
 
     Returns:
         One row per (step, rank): ``step, position, token, query_pos, rank, key_pos, key_token,
@@ -60,6 +63,8 @@ def generation_steps(
     li = captured_positions(layers, stack.layers, "layer")
     hi = captured_positions(heads, stack.heads, "head")
     query, key = stack.query, stack.key
+    q_names = (query.readable or query.tokens) if readable else query.tokens
+    k_names = (key.readable or key.tokens) if readable else key.tokens
     positions = np.flatnonzero(np.asarray(query.generated))
     rows: list[dict[str, Any]] = []
     key_generated = np.asarray(key.generated)
@@ -76,11 +81,11 @@ def generation_steps(
                 {
                     "step": step,
                     "position": int(p),
-                    "token": query.tokens[p],
+                    "token": q_names[p],
                     "query_pos": qpos,
                     "rank": rank,
                     "key_pos": int(kpos),
-                    "key_token": key.tokens[kpos],
+                    "key_token": k_names[kpos],
                     "key_generated": bool(key_generated[kpos]),
                     "weight": float(w[kpos]),
                 }

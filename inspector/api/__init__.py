@@ -6,7 +6,7 @@ Every function that needs a model takes a :data:`ModelLike` (a loaded model, a n
 """
 
 from ..analysis.metrics import list_metrics, register_metric
-from ..analysis.roles import head_roles, top_heads
+from ..analysis.roles import ROLES, head_roles, top_heads
 from ..errors import (
     AttentionUnavailableError,
     CaptureError,
@@ -39,6 +39,7 @@ from .model import LoadedModel, ModelLike, as_model, detect_heads, load
 from .results import Atlas, Comparison, compare
 
 __all__ = [
+    "ROLES",
     "Atlas",
     "AttentionUnavailableError",
     "CaptureError",

@@ -37,13 +37,16 @@ def head_metrics(
     kind: str | None = None,
     truncation: bool = False,
     max_length: int | None = None,
+    progress: bool | None = None,
 ) -> pd.DataFrame:
     """Per-head metrics averaged over many texts: means, ``<metric>_std`` and ``n``.
+
+    ``progress``: a bar over the texts on stderr (``None``: when stderr is a terminal).
 
     Example:
         >>> inspector.head_metrics(m, ["The cat sat.", "A dog barked."])  # doctest: +SKIP
     """
-    stacks = stacks_of(model, texts, kind, truncation, max_length)
+    stacks = stacks_of(model, texts, kind, truncation, max_length, progress=progress)
     return _metrics.aggregate_head_metrics(stacks, names)
 
 
@@ -55,9 +58,11 @@ def head_similarity(
     kind: str | None = None,
     truncation: bool = False,
     max_length: int | None = None,
+    progress: bool | None = None,
 ) -> pd.DataFrame:
-    """Head-to-head distances averaged over many texts, square on ``(layer, head)``."""
-    stacks = stacks_of(model, texts, kind, truncation, max_length)
+    """Head-to-head distances averaged over many texts, square on ``(layer, head)``
+    (``progress``: as :func:`head_metrics`)."""
+    stacks = stacks_of(model, texts, kind, truncation, max_length, progress=progress)
     return _distances.mean_head_distances(stacks, method)
 
 
@@ -70,7 +75,7 @@ def head_importance(
     mode: _importance.AblationMode = "zero",
     batch_size: int = 73,
     per_text: bool = False,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> pd.DataFrame:
     """Head importance on ``(layer, head)`` averaged over ``texts`` (ablation or gradient).
 
@@ -109,7 +114,7 @@ def atlas(
     checkpoint: str | os.PathLike[str] | None = None,
     resume: bool = False,
     checkpoint_every: float = 30.0,
-    progress: bool = True,
+    progress: bool | None = None,
     limit: int | None = None,
     skip_bad_lines: bool = False,
     address: str | None = None,
@@ -190,7 +195,7 @@ def syntax_probe(
     subtypes: bool = False,
     exclude: Sequence[str] = ("punct", "root"),
     max_length: int | None = None,
-    progress: bool = False,
+    progress: bool | None = None,
     skip_bad_lines: bool = False,
 ) -> _probe.ProbeResult:
     """Clark et al. (2019) syntactic head probe on a CoNLL-U treebank.
@@ -232,11 +237,24 @@ def save_table(frame: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     return _frames.write_frame(frame, path)
 
 
-def check_output(path: str | os.PathLike[str], suffixes: Iterable[str]) -> Path:
-    """Refuse, before any work, an output path with another suffix or that cannot be written."""
+def check_output(
+    path: str | os.PathLike[str], suffixes: Iterable[str], *, mkdir: bool = True
+) -> Path:
+    """Refuse, before any work, an output path with another suffix or that cannot be written.
+
+    ``mkdir=False`` (the command line without ``--mkdir``) also refuses a path whose folder does
+    not exist, rather than creating folders from a mistyped path.
+    """
     wanted = tuple(suffixes)
     if Path(path).suffix.lower() not in wanted:
         raise InputError(f"{path}: use a {' or '.join(wanted)} file name")
+    parent = Path(path).expanduser().parent
+    if not mkdir and not parent.is_dir():
+        what = "is a file, not a folder" if parent.exists() else "does not exist"
+        raise InputError(
+            f"cannot write {path}: the folder {parent} {what}; create it first, or add --mkdir "
+            f"to create it"
+        )
     return check_writable(path)
 
 

@@ -110,6 +110,12 @@ class Inspection:
         return list(self.stack.query.tokens)
 
     @property
+    def readable_tokens(self) -> list[str]:
+        """Query-side tokens as the tokenizer decodes them, whitespace made visible
+        (``Ġcapital`` → ``␣capital``, ``Ċ`` → ``⏎``); ``tokens`` keeps the raw ones."""
+        return list(self.stack.query.readable or self.stack.query.tokens)
+
+    @property
     def key_tokens(self) -> list[str]:
         return list(self.stack.key.tokens)
 
@@ -179,9 +185,10 @@ class Inspection:
         heads: Sequence[int] | int | None = None,
         kind: str | None = None,
         skip_special: bool = False,
+        readable: bool = False,
     ) -> pd.DataFrame:
-        """What each generation step attended to most; see
-        :func:`inspector.analysis.steps.generation_steps`."""
+        """What each generation step attended to most (``readable``: tokens as the tokenizer
+        decodes them); see :func:`inspector.analysis.steps.generation_steps`."""
         return _steps.generation_steps(
             self.capture,
             top_k=top_k,
@@ -189,6 +196,7 @@ class Inspection:
             heads=heads,
             kind=kind,
             skip_special=skip_special,
+            readable=readable,
         )
 
     def __repr__(self) -> str:
@@ -207,11 +215,16 @@ class Inspection:
         heads: Sequence[int] | int | None = None,
         *,
         level: str = "token",
+        readable: bool = False,
     ) -> pd.DataFrame:
         """Long tidy frame: ``layer, head, query_pos, key_pos, query_token, key_token, weight``.
 
         Encoder-decoder inspections (not narrowed to one part) add a leading ``kind`` column.
         ``level="word"`` merges sub-word pieces into words (rows still sum to 1).
+        ``readable=True`` names tokens as the tokenizer decodes them (``␣capital``, ``⏎``)
+        instead of the raw tokens (``Ġcapital``, ``Ċ``); the token columns are categorical, so
+        the frame is no larger (only the category names change). :meth:`tokens_frame` has
+        both per position.
         """
         kinds = None if self.kind is None else [self.kind]
         return _frames.capture_frame(
@@ -220,10 +233,12 @@ class Inspection:
             layers=layers,
             heads=heads,
             level=level,  # type: ignore[arg-type]
+            readable=readable,
         )
 
     def tokens_frame(self) -> pd.DataFrame:
-        """One row per token: position, token, id, word id, sequence, special, offsets."""
+        """One row per token: position, token (raw), readable, id, word id, sequence, special,
+        offsets."""
         return _frames.tokens_frame(self.stack.query)
 
     def to_parquet(
@@ -445,14 +460,19 @@ class Inspection:
         *,
         exclude_special: bool = False,
         max_tokens: int = _flow.FLOW_MAX_TOKENS,
+        progress: bool | None = None,
     ) -> pd.DataFrame:
-        """Attention flow (max-flow) as a frame like :meth:`rollout`; short inputs only."""
+        """Attention flow (max-flow) as a frame like :meth:`rollout`; short inputs only.
+
+        ``progress``: a bar over the max-flow problems on stderr (``None``: when stderr is a
+        terminal)."""
         matrix = _flow.attention_flow(
             self.stack,
             start_layer=start_layer,
             head_reduce=head_reduce,
             exclude_special=exclude_special,
             max_tokens=max_tokens,
+            progress=progress,
         )
         return _flow.matrix_frame(matrix, self.stack.query)
 
@@ -484,12 +504,14 @@ class Inspection:
         *,
         mode: _importance.AblationMode = "zero",
         batch_size: int = 73,
+        progress: bool | None = None,
     ) -> pd.DataFrame:
         """``(layer, head)`` importance for ``target`` on this input (ablation or gradient).
 
         ``target``: ``"predicted"``, ``"token:Paris"``, ``"label:POSITIVE"``, ``"loss:1"``,
         ``"embedding"``, an :class:`inspector.Target` or a callable; ``mode``: ablate by ``zero``
-        or ``mean``; ``batch_size``: rows per ablation pass. See
+        or ``mean``; ``batch_size``: rows per ablation pass; ``progress``: a bar over the
+        ablations (``None``: when stderr is a terminal). See
         :func:`inspector.explain.importance.head_importance`.
         """
         return _importance.head_importance(
@@ -499,6 +521,7 @@ class Inspection:
             method=method,
             mode=mode,
             batch_size=batch_size,
+            progress=progress,
         )
 
     def explain(
@@ -508,12 +531,14 @@ class Inspection:
         *,
         layer: int | None = None,
         top: int = 4,
+        progress: bool | None = None,
     ) -> Explanation:
         """The "what mattered" summary (:class:`inspector.explain.Explanation`): raw,
-        norm-based and rollout maps, head importance, its top heads and sink heads."""
+        norm-based and rollout maps, head importance, its top heads and sink heads
+        (``progress``: a bar over head ablations; ``None``: when stderr is a terminal)."""
         return _summary.explain(
             self._bundle_for("explain"), self.capture, target=target, method=method, layer=layer,
-            top=top,
+            top=top, progress=progress,
         )  # fmt: skip
 
     def explain_report(
@@ -527,6 +552,7 @@ class Inspection:
         explanation: Explanation | None = None,
         title: str | None = None,
         precision: str = "uint8",
+        progress: bool | None = None,
     ) -> Report:
         """The HTML report with a "what mattered" section (see :meth:`explain`; pass a ready
         ``explanation`` to render it without running the model again).
@@ -534,7 +560,7 @@ class Inspection:
         Example:
             >>> ins.explain_report("reports/explain.html", target="predicted")  # doctest: +SKIP
         """
-        expl = explanation or self.explain(target, method, layer=layer, top=top)
+        expl = explanation or self.explain(target, method, layer=layer, top=top, progress=progress)
         rendered = _report.build_report(
             self.capture,
             title=title,

@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import pandas as pd
 
+from .._progress import bar as progress_bar
 from ..analysis import detectors as _detectors
 from ..capture.generation import generate as _generate
 from ..capture.run import capture as _capture
+from ..capture.tokenize import readable_tokens as _readable
 from ..capture.types import AttentionStack
 from ..errors import InputError
 from ..models.loading import ModelBundle, load_model
@@ -37,6 +39,7 @@ def load(
     trust_remote_code: bool = False,
     gguf_file: str | None = None,
     allow_pickle: bool = False,
+    progress: bool = False,
 ) -> LoadedModel:
     """Load a model for attention inspection.
 
@@ -51,6 +54,13 @@ def load(
         gguf_file: name of a GGUF file inside the folder ``model``.
         allow_pickle: accept pickle weights (``pytorch_model.bin``) when no safetensors file
             exists; off by default because unpickling can run code.
+        progress: show transformers' loading bars on stderr. Off by default: loading prints
+            nothing (no "Loading weights" or GGUF bars, no Jupyter widget warning).
+
+    A GGUF file (the embedded ``smollm2`` is a 4-bit ``Q4_1`` GGUF) is dequantised on its first
+    load and cached as float32 safetensors in ``~/.cache/inspector`` (``$INSPECTOR_CACHE_DIR``,
+    else ``$XDG_CACHE_HOME/inspector``), keyed by the file's SHA-256: later loads take a few
+    seconds (:mod:`inspector.models.cache`).
 
     Example:
         >>> m = inspector.load("minilm")  # doctest: +SKIP
@@ -71,6 +81,7 @@ def load(
             trust_remote_code=trust_remote_code,
             gguf_file=gguf_file,
             allow_pickle=allow_pickle,
+            progress=progress,
         )
     )
 
@@ -109,6 +120,14 @@ class LoadedModel:
             f"LoadedModel({b.name!r}, {b.model_type}, {b.architecture}, "
             f"{b.n_layers} layers x {b.n_heads} heads, {b.n_parameters / 1e6:.1f}M params)"
         )
+
+    def readable_tokens(self, tokens: Sequence[str]) -> list[str]:
+        """Raw tokens (e.g. a frame's ``sink_token`` column) as this tokenizer decodes them,
+        whitespace made visible: ``["Ġcapital", "Ċ"]`` → ``["␣capital", "⏎"]``."""
+        tok = self.bundle.tokenizer
+        special = set(getattr(tok, "all_special_tokens", ()) or ())
+        names = [str(t) for t in tokens]
+        return list(_readable(tok, names, [t in special for t in names]))
 
     def inspect(
         self,
@@ -163,6 +182,7 @@ class LoadedModel:
         prompt: str | None = None,
         *,
         messages: Sequence[Mapping[str, str]] | None = None,
+        chat: bool | None = None,
         max_new_tokens: int = 20,
         layers: Sequence[int] | int | None = None,
         heads: Sequence[int] | int | None = None,
@@ -185,6 +205,10 @@ class LoadedModel:
         Args:
             prompt: the prompt (the encoder input for encoder-decoder models).
             messages: instead of ``prompt``, a chat rendered with the tokenizer's chat template.
+            chat: send ``prompt`` through the chat template as one user message. ``None``
+                (default): when the model is a decoder with a chat template (an instruct model
+                such as ``smollm2`` answers a raw prompt with an end-of-turn token);
+                ``False``: the raw prompt (base models, completions); ``True``: always.
             max_new_tokens: how many tokens to generate at most.
             layers, heads: keep only these indexes.
             dtype: storage of the weights, ``"float32"`` (default) or ``"float16"``.
@@ -193,9 +217,9 @@ class LoadedModel:
             generation_options: any other ``model.generate`` options (beam search is refused).
 
         Example:
-            >>> ins = m.generate("The capital of France is", max_new_tokens=5)  # doctest: +SKIP
-            >>> ins.prompt_length, len(ins.tokens)  # doctest: +SKIP
-            (5, 10)
+            >>> ins = m.generate("What is the capital of France?")  # doctest: +SKIP
+            >>> ins.metadata["generated_text"], ins.metadata["chat"]  # doctest: +SKIP
+            ('The capital of France is Paris.', True)
         """
         options = dict(generation_options or {})
         named = {
@@ -210,6 +234,7 @@ class LoadedModel:
             self.bundle,
             prompt,
             messages=messages,
+            chat=chat,
             max_new_tokens=max_new_tokens,
             layers=layers,
             heads=heads,
@@ -231,6 +256,8 @@ def stacks_of(
     kind: str | None,
     truncation: bool,
     max_length: int | None,
+    *,
+    progress: bool | None = False,
 ) -> Iterator[AttentionStack]:
     """Lazily inspect each text and yield its stack of ``kind`` (default: self or encoder)."""
     m = as_model(model)
@@ -238,7 +265,7 @@ def stacks_of(
         texts = [texts]
     if not texts:
         raise InputError("no texts given; pass a list of strings")
-    for text in texts:
+    for text in progress_bar(texts, desc=m.name, unit=" texts", progress=progress):
         ins = m.inspect(text, truncation=truncation, max_length=max_length)
         part = kind or ("encoder" if ins.is_encoder_decoder else "self")
         if part not in ins.capture.stacks:

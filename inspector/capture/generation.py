@@ -102,6 +102,20 @@ def _check_sampling(out: dict[str, Any]) -> None:
         )
 
 
+def uses_chat(bundle: ModelBundle, chat: bool | None) -> bool:
+    """Whether a prompt goes through the chat template (``chat=None``: when the model has one)."""
+    has_template = bundle.architecture == "decoder" and bool(
+        getattr(bundle.tokenizer, "chat_template", None)
+    )
+    if chat is True and not has_template:
+        what = "is not a decoder" if bundle.architecture != "decoder" else "has no chat template"
+        raise InputError(
+            f"chat=True: {bundle.name} {what}; generate from the raw prompt (chat=False, CLI: "
+            f"--no-chat)"
+        )
+    return has_template if chat is None else chat
+
+
 def _json_safe(value: Any) -> Any:
     return json.loads(json.dumps(value, default=repr))
 
@@ -112,6 +126,7 @@ def generate(
     prompt: str | None = None,
     *,
     messages: Sequence[Mapping[str, str]] | None = None,
+    chat: bool | None = None,
     max_new_tokens: int = 20,
     layers: Sequence[int] | int | None = None,
     heads: Sequence[int] | int | None = None,
@@ -125,6 +140,11 @@ def generate(
         prompt: the input text (the encoder input for encoder-decoder models).
         messages: instead of ``prompt``, a chat rendered with the tokenizer's chat template and
             its assistant turn header (``add_generation_prompt=True``).
+        chat: send ``prompt`` as one user message through the tokenizer's chat template (as
+            ``messages=[{"role": "user", "content": prompt}]``). ``None`` (default): when the
+            model is a decoder whose tokenizer has a chat template (instruct models answer a
+            raw prompt with an end-of-turn token); ``False``: the raw prompt; ``True``: always
+            (an error when there is no template).
         max_new_tokens: how many tokens to generate at most (fewer when the model ends).
         layers, heads: keep only these indexes (the rest is never copied out of the model).
         dtype: storage of the weights, ``"float32"`` (default) or ``"float16"``.
@@ -157,14 +177,21 @@ def generate(
     ):
         raise InputError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
     gen_kw = _check_generation_kwargs(generation_kwargs)
+    if chat is not None and not isinstance(chat, bool):
+        raise InputError(f"chat must be True, False or None (automatic), not {chat!r}")
     if messages is not None:
         if prompt is not None:
             raise InputError("give either a prompt or messages=, not both")
+        if chat is False:
+            raise InputError("messages= always uses the chat template; drop chat=False")
         if bundle.architecture != "decoder":
             raise InputError("messages= (chat templates) is for decoder models; pass a prompt")
         text = chat_text(bundle, messages, add_generation_prompt=True)
     elif prompt is None:
         raise InputError("give a prompt to generate from, or a chat as messages=[...]")
+    elif uses_chat(bundle, chat):
+        messages = [{"role": "user", "content": check_text(prompt, "prompt")}]
+        text = chat_text(bundle, messages, add_generation_prompt=True)
     else:
         text = check_text(prompt, "prompt")
     kinds = (
@@ -288,6 +315,7 @@ def generate(
         stopped="eos" if new_ids and new_ids[-1] in eos_ids else "length",
         generation_kwargs=_json_safe(generation_kwargs),
     )
+    meta["chat"] = messages is not None
     if messages is not None:
         meta["messages"] = [dict(m) for m in messages]
 
@@ -343,4 +371,4 @@ def _check_rows(recorder: AttentionRecorder, kinds: Sequence[str], n: int, name:
             )
 
 
-__all__ = ["generate"]
+__all__ = ["generate", "uses_chat"]

@@ -35,12 +35,38 @@ def _version() -> str:
         return "unknown"
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default: ``(default: 20)``, ``(default: off)`` for a
+    flag; options without a value (``None``) state theirs in words in their help text."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if (
+            not action.option_strings
+            or action.required
+            or action.default is argparse.SUPPRESS
+            or "default" in text
+        ):
+            return text
+        if isinstance(action, argparse._StoreTrueAction):
+            return f"{text} (default: off)"
+        if action.default is None:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="inspector",
         description="Capture, tabulate and render the attention of Hugging Face transformers.",
+        formatter_class=HelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"inspector {_version()}")
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"inspector {_version()}",
+        help="print the version and exit",
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -49,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
             name,
             help=command.help,
             description=command.help,
-            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+            formatter_class=HelpFormatter,
         )
         command.arguments(p)
         p.set_defaults(func=command.run)
@@ -183,6 +209,7 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "STOP_SIGNALS",
     "Command",
+    "HelpFormatter",
     "Terminated",
     "UsageError",
     "build_parser",

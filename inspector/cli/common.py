@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -58,10 +59,15 @@ def names(value: str) -> list[str]:
 
 def add_model(p: argparse.ArgumentParser, help: str = MODEL_HELP) -> None:
     """The model argument and the loading options every command shares."""
-    p.add_argument("model", help=help)
+    p.add_argument("model", metavar="MODEL", help=help)
     p.add_argument("--device", help="torch device, e.g. cuda (default: where the model loads)")
     p.add_argument("--dtype", help="model dtype, e.g. float16 (default: the checkpoint's)")
-    p.add_argument("--gguf-file", metavar="NAME", help="GGUF file inside the model folder")
+    p.add_argument(
+        "--gguf-file",
+        metavar="NAME",
+        help="GGUF file inside the MODEL folder (default: the embedded model's; a .gguf path "
+        "as MODEL names its own)",
+    )
     p.add_argument(
         "--trust-remote-code",
         action="store_true",
@@ -72,6 +78,26 @@ def add_model(p: argparse.ArgumentParser, help: str = MODEL_HELP) -> None:
         action="store_true",
         help="accept pickle weights (pytorch_model.bin) when no safetensors exist",
     )
+    p.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress bars or notes on stderr (default: off; they show only when stderr "
+        "is a terminal)",
+    )
+
+
+def add_output(
+    p: argparse.ArgumentParser, help: str, *, required: bool = True, default: str | None = None
+) -> None:
+    """``-o/--output`` and ``--mkdir``: an output folder that does not exist is refused."""
+    text = help if required else f"{help} (default: {default or 'print only, write nothing'})"
+    p.add_argument("-o", "--output", required=required, metavar="PATH", help=text)
+    p.add_argument(
+        "--mkdir",
+        action="store_true",
+        help="create the output's folder when it does not exist (without it: an error)",
+    )
 
 
 def add_length(p: argparse.ArgumentParser) -> None:
@@ -80,19 +106,40 @@ def add_length(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="cut inputs longer than the model's limit instead of failing",
     )
-    p.add_argument("--max-length", type=int, metavar="N", help="a lower token limit")
+    p.add_argument(
+        "--max-length",
+        type=int,
+        metavar="N",
+        help="a lower token limit (default: the model's own)",
+    )
 
 
 def add_text(p: argparse.ArgumentParser) -> None:
     p.add_argument("text", help="the input text")
-    p.add_argument("--pair", metavar="TEXT", help="second text of a sentence pair")
-    p.add_argument("--target", metavar="TEXT", help="decoder text (encoder-decoder models)")
+    p.add_argument("--pair", metavar="TEXT", help="second text of a sentence pair (default: none)")
+    p.add_argument(
+        "--target",
+        metavar="TEXT",
+        help="decoder text of encoder-decoder models (default: the decoder start token alone)",
+    )
     add_length(p)
 
 
 def add_selection(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--layers", type=int_list, help="layer indexes to keep, e.g. 0,1 (all)")
-    p.add_argument("--heads", type=int_list, help="head indexes to keep, e.g. 0,3 (all)")
+    p.add_argument(
+        "--layers",
+        type=int_list,
+        metavar="L,L",
+        help="layer indexes to keep, e.g. 0,5 (default: all)",
+    )
+    p.add_argument(
+        "--heads", type=int_list, metavar="H,H", help="head indexes to keep, e.g. 3 (default: all)"
+    )
+
+
+def progress(args: argparse.Namespace) -> bool | None:
+    """The ``progress=`` of long API calls: off under ``--quiet``, else when stderr is a TTY."""
+    return False if getattr(args, "quiet", False) else None
 
 
 def load_model(args: argparse.Namespace, model: str | None = None) -> Any:
@@ -105,6 +152,7 @@ def load_model(args: argparse.Namespace, model: str | None = None) -> Any:
         trust_remote_code=args.trust_remote_code,
         gguf_file=args.gguf_file,
         allow_pickle=args.allow_pickle,
+        progress=not getattr(args, "quiet", False) and sys.stderr.isatty(),
     )
 
 
@@ -119,13 +167,16 @@ def inspect_text(args: argparse.Namespace, **extra: Any) -> Any:
     )
 
 
-def check_output(path: str | None, *suffixes: str) -> None:
-    """Check an output path before any model work (a usage error names the suffixes)."""
+def check_output(path: str | None, *suffixes: str, args: argparse.Namespace | None = None) -> None:
+    """Check an output path before any model work (a usage error names the suffixes).
+
+    Its folder must exist unless ``--mkdir`` was given (then it is created).
+    """
     if path is None:
         return
     from ..api import check_output as api_check_output
 
-    api_check_output(path, suffixes)
+    api_check_output(path, suffixes, mkdir=bool(getattr(args, "mkdir", False)))
 
 
 def check_not_input(output: str | None, inputs: list[str | None]) -> None:

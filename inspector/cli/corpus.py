@@ -9,10 +9,12 @@ from .common import (
     Command,
     UsageError,
     add_model,
+    add_output,
     check_not_input,
     check_output,
     load_model,
     names,
+    progress,
 )
 
 SKIP_BAD_LINES_HELP = (
@@ -26,30 +28,48 @@ def _args_atlas(p: argparse.ArgumentParser) -> None:
         "texts",
         help="a text file (one text per line), FILE.csv:COLUMN, FILE.parquet:COLUMN or .conllu",
     )
-    p.add_argument("-o", "--output", required=True, help="atlas.parquet (distances go beside it)")
-    p.add_argument("--column", help="text column of a CSV/Parquet file")
+    add_output(p, "atlas.parquet (the distances go beside it)")
+    p.add_argument(
+        "--column",
+        help="text column of a CSV/Parquet file (default: 'text', or the only column)",
+    )
     p.add_argument("--batch-size", type=int, default=32, metavar="N", help="texts per pass")
-    p.add_argument("--max-length", type=int, metavar="N", help="token limit (longer: truncated)")
-    p.add_argument("--metrics", type=names, help="e.g. entropy,to_prev (all registered)")
-    p.add_argument("--limit", type=int, metavar="N", help="only the first N texts")
+    p.add_argument(
+        "--max-length",
+        type=int,
+        metavar="N",
+        help="token limit; longer texts are truncated (default: the model's own)",
+    )
+    p.add_argument(
+        "--metrics",
+        type=names,
+        metavar="M,M",
+        help="e.g. entropy,to_prev (default: every registered metric)",
+    )
+    p.add_argument("--limit", type=int, metavar="N", help="only the first N texts (default: all)")
     p.add_argument("--skip-bad-lines", action="store_true", help=SKIP_BAD_LINES_HELP)
     p.add_argument("--no-distances", action="store_true", help="skip the head-distance matrix")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (as --quiet)")
     p.add_argument(
         "--resume",
         action="store_true",
         help="continue an interrupted run from its checkpoint (the same corpus, unchanged)",
     )
-    p.add_argument("--checkpoint", metavar="PATH", help="checkpoint file (OUTPUT.ckpt.npz)")
+    p.add_argument(
+        "--checkpoint", metavar="PATH", help="checkpoint file (default: OUTPUT.ckpt.npz)"
+    )
     p.add_argument("--engine", choices=["local", "ray"], default="local", help="where batches run")
-    p.add_argument("--address", help="Ray cluster address (ray://host:10001 or auto)")
-    p.add_argument("--workers", type=int, default=2, help="Ray model replicas")
-    p.add_argument("--report", metavar="HTML", help="also write an atlas report")
+    p.add_argument(
+        "--address",
+        help="Ray cluster address, ray://host:10001 or auto (default: start Ray locally)",
+    )
+    p.add_argument("--workers", type=int, default=2, metavar="N", help="Ray model replicas")
+    p.add_argument("--report", metavar="HTML", help="also write an atlas report (default: none)")
 
 
 def cmd_atlas(args: argparse.Namespace) -> str:
-    check_output(args.output, ".parquet")
-    check_output(args.report, ".html", ".htm")
+    check_output(args.output, ".parquet", args=args)
+    check_output(args.report, ".html", ".htm", args=args)
     from ..api import atlas, default_checkpoint, distances_path
 
     checkpoint = args.checkpoint or str(default_checkpoint(args.output))
@@ -72,7 +92,7 @@ def cmd_atlas(args: argparse.Namespace) -> str:
             max_length=args.max_length,
             metrics=args.metrics,
             distances=not args.no_distances,
-            progress=not args.no_progress,
+            progress=False if args.no_progress else progress(args),
             limit=args.limit,
             skip_bad_lines=args.skip_bad_lines,
             checkpoint=checkpoint,
@@ -104,23 +124,27 @@ def cmd_atlas(args: argparse.Namespace) -> str:
 def _args_probe(p: argparse.ArgumentParser) -> None:
     add_model(p)
     p.add_argument("treebank", help="a .conllu file")
-    p.add_argument("-o", "--output", help="also write the table to .csv or .parquet")
+    add_output(p, "also write the table to .csv or .parquet", required=False)
     p.add_argument("--batch-size", type=int, default=32, metavar="N", help="sentences per pass")
-    p.add_argument("--limit", type=int, metavar="N", help="only the first N sentences")
-    p.add_argument("--min-count", type=int, default=1, help="print relations with >= N cases")
+    p.add_argument(
+        "--limit", type=int, metavar="N", help="only the first N sentences (default: all)"
+    )
+    p.add_argument(
+        "--min-count", type=int, default=1, metavar="N", help="print relations with >= N cases"
+    )
     p.add_argument("--subtypes", action="store_true", help="keep nmod:poss apart from nmod")
     p.add_argument("--skip-bad-lines", action="store_true", help=SKIP_BAD_LINES_HELP)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (as --quiet)")
 
 
 def cmd_probe(args: argparse.Namespace) -> str:
-    check_output(args.output, ".csv", ".parquet")
+    check_output(args.output, ".csv", ".parquet", args=args)
     check_not_input(args.output, [args.treebank])
     from ..api import save_table, syntax_probe
 
     result = syntax_probe(
         load_model(args), args.treebank, batch_size=args.batch_size, limit=args.limit,
-        subtypes=args.subtypes, progress=not args.no_progress,
+        subtypes=args.subtypes, progress=False if args.no_progress else progress(args),
         skip_bad_lines=args.skip_bad_lines,
     )  # fmt: skip
     if args.output:

@@ -12,13 +12,16 @@ from .common import (
     UsageError,
     add_length,
     add_model,
+    add_output,
     add_selection,
     add_text,
     check_not_input,
     check_output,
+    count,
     inspect_text,
     label,
     load_model,
+    progress,
     read_texts,
     shape,
 )
@@ -31,13 +34,18 @@ def _args_inspect(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--level", choices=["token", "word"], default="token", help="rows per token or per word"
     )
-    p.add_argument("-o", "--output", required=True, help="out.parquet or out.csv")
+    p.add_argument(
+        "--readable",
+        action="store_true",
+        help="write tokens as the tokenizer decodes them (␣capital, ⏎) instead of raw (Ġcapital)",
+    )
+    add_output(p, "the attention frame to write: out.parquet or out.csv")
 
 
 def cmd_inspect(args: argparse.Namespace) -> str:
-    check_output(args.output, ".parquet", ".csv")
+    check_output(args.output, ".parquet", ".csv", args=args)
     ins = inspect_text(args, layers=args.layers, heads=args.heads)
-    frame = ins.frame(level=args.level)
+    frame = ins.frame(level=args.level, readable=args.readable)
     from ..api import save_table
 
     save_table(frame, args.output)
@@ -63,14 +71,14 @@ def _args_report(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="add the 'what mattered' section (rollout, norm-based maps, head importance)",
     )
-    p.add_argument("-o", "--output", required=True, help="out.html")
+    add_output(p, "the report to write: out.html")
 
 
 def cmd_report(args: argparse.Namespace) -> str:
-    check_output(args.output, ".html", ".htm")
+    check_output(args.output, ".html", ".htm", args=args)
     ins = inspect_text(args, layers=args.layers, heads=args.heads)
     if args.explain:
-        report = ins.explain_report(args.output, precision=args.precision)
+        report = ins.explain_report(args.output, precision=args.precision, progress=progress(args))
     else:
         report = ins.report(args.output, precision=args.precision)
     part = ins.encoder if ins.is_encoder_decoder else ins
@@ -84,32 +92,57 @@ def cmd_report(args: argparse.Namespace) -> str:
 def _args_heads(p: argparse.ArgumentParser) -> None:
     add_model(p)
     p.add_argument("texts", nargs="*", metavar="TEXT", help="input texts")
-    p.add_argument("--file", metavar="PATH", help="a text file with one input per line")
-    p.add_argument("--top", type=int, default=3, metavar="K", help="heads to list per role")
+    p.add_argument(
+        "--file", metavar="PATH", help="a text file with one input per line (default: none)"
+    )
+    p.add_argument(
+        "--top", type=int, default=3, metavar="K", help="heads to list per role that occurs"
+    )
     add_length(p)
-    p.add_argument("-o", "--output", help="heads.csv or heads.parquet (one row per head)")
+    add_output(p, "a table to write: heads.csv or heads.parquet (a row per head)", required=False)
 
 
 def cmd_heads(args: argparse.Namespace) -> str:
-    check_output(args.output, ".csv", ".parquet")
+    check_output(args.output, ".csv", ".parquet", args=args)
     check_not_input(args.output, [args.file])
     texts = read_texts(args)
-    from ..api import head_metrics, head_roles, save_table, top_heads
+    from ..api import ROLES, head_metrics, head_roles, save_table
 
     model = load_model(args)
-    frame = head_metrics(model, texts, truncation=args.truncate, max_length=args.max_length)
+    frame = head_metrics(
+        model, texts, truncation=args.truncate, max_length=args.max_length, progress=progress(args)
+    )
     roles = head_roles(frame)
     frame = frame.join(roles[["role", "label"]])
     if args.output:
         save_table(frame, args.output)
-    lines = [f"{model.name}: {len(texts)} text(s); top {args.top} heads per role"]
-    for role, rows in top_heads(frame, k=args.top).groupby("role", sort=False):
-        best = ", ".join(f"{label(r.layer, r.head)}: {r.score:.2f}" for r in rows.itertuples())
-        count = int((roles["role"] == role).sum())
-        lines.append(f"  {role:<12} {count:>3} head(s) with this role; top: {best}")
+    lines = [
+        f"{model.name}: {count(len(texts), 'text')}, {len(frame)} heads; top {args.top} heads "
+        f"of each role that occurs (score)"
+    ]
+    absent = []
+    for role in ROLES:
+        holders = roles[roles["role"] == role].sort_values("score", ascending=False)
+        if holders.empty:
+            absent.append(role)
+            continue
+        if role == "other":
+            lines.append(f"  {role:<12} {count(len(holders), 'head'):>9} without a role")
+            continue
+        top = holders["score"].head(args.top)
+        best = ", ".join(
+            f"{label(*cast(tuple[int, int], key))} {score:.2f}" for key, score in top.items()
+        )
+        lines.append(f"  {role:<12} {count(len(holders), 'head'):>9}: {best}")
+    if absent:
+        lines.append(f"  no head is: {', '.join(absent)}")
     sinks = frame.loc[roles["role"] == "sink", "sink_token"].value_counts()
     if len(sinks):
-        lines.append(f"  sink tokens: {', '.join(f'{t} ({n})' for t, n in sinks.items())}")
+        shown = model.readable_tokens(list(sinks.index))
+        lines.append(
+            "  sink tokens: "
+            + ", ".join(f"{t} ({n})" for t, n in zip(shown, sinks.to_numpy(), strict=True))
+        )
     if args.output:
         lines.append(f"-> {args.output}")
     return "\n".join(lines)
@@ -124,16 +157,16 @@ def _args_compare(p: argparse.ArgumentParser) -> None:
     add_model(p, help="model A: " + MODEL_HELP)
     p.add_argument("text", help="text A (also used for model B unless --text-b is given)")
     p.add_argument("--text-b", metavar="TEXT", help="text B (default: text A)")
-    p.add_argument("--model-b", metavar="MODEL", help="model B (default: model A)")
+    p.add_argument("--model-b", metavar="MODEL", help="model B, any MODEL form (default: model A)")
     p.add_argument("--top", type=int, default=5, metavar="K", help="heads to list and draw")
     add_length(p)
-    p.add_argument("-o", "--output", help="diff.html (report), diff.csv or diff.parquet")
+    add_output(p, "diff.html (a report), diff.csv or diff.parquet (the table)", required=False)
 
 
 def cmd_compare(args: argparse.Namespace) -> str:
     if args.model_b is None and args.text_b is None:
         raise UsageError("give --text-b TEXT (a second input) and/or --model-b MODEL")
-    check_output(args.output, ".html", ".htm", ".csv", ".parquet")
+    check_output(args.output, ".html", ".htm", ".csv", ".parquet", args=args)
     from ..api import compare, save_table
 
     model_a = load_model(args)
@@ -168,7 +201,7 @@ def cmd_compare(args: argparse.Namespace) -> str:
 def _args_explain(p: argparse.ArgumentParser) -> None:
     add_model(p)
     p.add_argument("text", help="the input text")
-    p.add_argument("--pair", metavar="TEXT", help="second text of a sentence pair")
+    p.add_argument("--pair", metavar="TEXT", help="second text of a sentence pair (default: none)")
     add_length(p)
     p.add_argument(
         "--target",
@@ -182,17 +215,24 @@ def _args_explain(p: argparse.ArgumentParser) -> None:
         default="ablation",
         help="ablate each head, or take the gate gradient",
     )
-    p.add_argument("--layer", type=int, help="layer of the raw / norm-based maps (middle)")
-    p.add_argument("--top", type=int, default=4, help="how many top heads to show")
-    p.add_argument("-o", "--output", required=True, help="out.html")
+    p.add_argument(
+        "--layer",
+        type=int,
+        metavar="L",
+        help="layer of the raw / norm-based maps (default: the middle layer)",
+    )
+    p.add_argument("--top", type=int, default=4, metavar="K", help="how many top heads to show")
+    add_output(p, "the report to write: out.html")
 
 
 def cmd_explain(args: argparse.Namespace) -> str:
-    check_output(args.output, ".html", ".htm")
+    check_output(args.output, ".html", ".htm", args=args)
     ins = load_model(args).inspect(
         args.text, args.pair, truncation=args.truncate, max_length=args.max_length
     )
-    expl = ins.explain(args.target, args.method, layer=args.layer, top=args.top)
+    expl = ins.explain(
+        args.target, args.method, layer=args.layer, top=args.top, progress=progress(args)
+    )
     ins.explain_report(args.output, explanation=expl)
     top = ", ".join(label(layer, head) for layer, head in expl.top_heads)
     return (
@@ -205,24 +245,32 @@ def _args_generate(p: argparse.ArgumentParser) -> None:
     add_model(p)
     p.add_argument("prompt", help="the prompt")
     p.add_argument(
+        "--no-chat",
+        action="store_true",
+        help="send the raw prompt; by default a decoder whose tokenizer has a chat template "
+        "gets the prompt as one user message in that template (instruct models need it)",
+    )
+    p.add_argument(
         "--max-new-tokens", type=int, default=20, metavar="N", help="tokens to generate at most"
     )
     p.add_argument(
         "--temperature",
         type=float,
+        metavar="T",
         help="sample at this temperature, e.g. 0.7 (default and 0: greedy decoding)",
     )
     add_selection(p)
-    p.add_argument("-o", "--output", required=True, help="out.html (report), .parquet or .csv")
+    add_output(p, "out.html (a report), out.parquet or out.csv (the frame)")
 
 
 def cmd_generate(args: argparse.Namespace) -> str:
-    check_output(args.output, ".html", ".htm", ".parquet", ".csv")
+    check_output(args.output, ".html", ".htm", ".parquet", ".csv", args=args)
     sampling: dict[str, Any] = {}
     if args.temperature is not None:
         sampling.update(do_sample=True, temperature=args.temperature)
     ins = load_model(args).generate(
         args.prompt,
+        chat=False if args.no_chat else None,
         max_new_tokens=args.max_new_tokens,
         layers=args.layers,
         heads=args.heads,
@@ -235,11 +283,20 @@ def cmd_generate(args: argparse.Namespace) -> str:
 
         save_table(ins.frame(), args.output)
     part = ins.decoder if ins.is_encoder_decoder else ins
+    meta = ins.metadata
     n_new = int(part.generated_mask.sum())
-    text = "".join(t for t, g in zip(part.tokens, part.generated_mask, strict=True) if g)
+    answer = " ".join(str(meta.get("generated_text", "")).split())
+    if not answer:  # only special tokens: show them, readable
+        answer = "".join(
+            t for t, g in zip(part.readable_tokens, part.generated_mask, strict=True) if g
+        )
+    stop = {"eos": "the end of sequence", "length": f"the {args.max_new_tokens}-token limit"}
+    how = " (chat template)" if meta.get("chat") else ""
     return (
-        f"{ins.metadata['model_name']}: {part.prompt_length} prompt + {n_new} generated tokens "
-        f"{text!r} -> {args.output}"
+        f"{meta['model_name']}: {count(part.prompt_length, 'prompt token')}{how} + "
+        f"{count(n_new, 'generated token')}, stopped at "
+        f"{stop.get(str(meta.get('stopped')), meta.get('stopped'))}: "
+        f"{answer!r} -> {args.output}"
     )
 
 

@@ -69,6 +69,14 @@ class Atlas:
         """Write the atlas as Parquet (see :func:`write_atlas`); returns the written paths."""
         return write_atlas(self, path)
 
+    def __repr__(self) -> str:
+        m = self.metadata
+        return (
+            f"Atlas({m.get('model_name')!r}, {m.get('n_texts')} texts, {m.get('n_layers')} "
+            f"layers x {m.get('n_heads')} heads x {len(m.get('metrics', []))} metrics, "
+            f"distances {'yes' if self.distances is not None else 'no'})"
+        )
+
 
 def distances_path(path: str | os.PathLike[str]) -> Path:
     """Where :func:`write_atlas` puts the distances: ``x.parquet`` → ``x.distances.parquet``."""

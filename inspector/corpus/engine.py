@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from .._progress import bar as progress_bar
 from ..analysis import distances as _distances
 from ..analysis import metrics as _metrics
 from ..capture.batch import forward_batch
@@ -220,7 +221,7 @@ def run_atlas(
     checkpoint: str | os.PathLike[str] | None = None,
     resume: bool = False,
     checkpoint_every: float = 30.0,
-    progress: bool = True,
+    progress: bool | None = None,
     limit: int | None = None,
     skip_bad_lines: bool = False,
     metric_fn: MetricFn | None = None,
@@ -246,7 +247,7 @@ def run_atlas(
             consumed something (a run that fails before that leaves none).
         resume: continue from ``checkpoint`` when it exists: its settings and its source (file
             path, size and modification time; a hash of the texts it counted) must match.
-        progress: show a tqdm bar with sentences/s.
+        progress: a tqdm bar with sentences/s on stderr (``None``: when stderr is a terminal).
         limit: stop after this many source items.
         skip_bad_lines: count a line that is not UTF-8 (or not valid CSV/CoNLL-U) as skipped
             instead of stopping with its line number.
@@ -277,18 +278,15 @@ def run_atlas(
     if limit is not None:
         it = itertools.islice(it, max(limit - n_start, 0))
 
-    from tqdm.auto import tqdm
-
     start = time.perf_counter()
     last_save = start
     saved_here = False
-    bar = tqdm(
+    bar = progress_bar(
         total=total,
         initial=n_start,
         unit=" sentences",
-        disable=not progress,
+        progress=progress,
         desc=f"atlas {bundle.name}",
-        dynamic_ncols=True,
     )
     try:
         for chunk in _chunks(it, batch_size):
@@ -376,7 +374,7 @@ def syntax_probe(
     subtypes: bool = False,
     exclude: Sequence[str] = ("punct", "root"),
     max_length: int | None = None,
-    progress: bool = False,
+    progress: bool | None = None,
     skip_bad_lines: bool = False,
 ) -> ProbeResult:
     """Run the Clark et al. (2019) syntactic head probe on a CoNLL-U treebank.
@@ -389,7 +387,7 @@ def syntax_probe(
         subtypes: keep relation subtypes (``nmod:poss``) apart instead of folding them.
         exclude: relations not scored (default ``punct`` and ``root``, as Clark et al.).
         max_length: token limit; longer sentences are skipped and counted.
-        progress: show a tqdm bar.
+        progress: a tqdm bar on stderr (``None``: when stderr is a terminal).
         skip_bad_lines: leave out sentences with an unreadable line instead of stopping.
 
     Sentences whose HEAD column is ``_`` or whose heads hold a cycle are skipped and counted
@@ -435,9 +433,7 @@ def syntax_probe(
         raise InputError(_nothing_to_score(source, len(sentences), skipped))
     encoded.sort(key=lambda pair: len(pair[1]))
 
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(encoded), unit=" sentences", disable=not progress, desc="probe")
+    bar = progress_bar(total=len(encoded), unit=" sentences", progress=progress, desc="probe")
     try:
         for start in range(0, len(encoded), batch_size):
             part = encoded[start : start + batch_size]

@@ -101,6 +101,15 @@ class ProbeResult:
         """The table as GitHub markdown (relations with at least ``min_count`` dependents)."""
         return table_markdown(self.table, min_count=min_count, digits=digits)
 
+    def __repr__(self) -> str:
+        best = ", ".join(
+            f"{r.relation} {r.best_head} {r.accuracy:.3f}" for r in self.table.head(3).itertuples()
+        )
+        return (
+            f"ProbeResult({self.metadata.get('model_name')!r}, {len(self.table)} relations, "
+            f"{self.metadata.get('n_scored_sentences')} sentences; most frequent: {best})"
+        )
+
 
 def table_markdown(table: pd.DataFrame, *, min_count: int = 1, digits: int = 3) -> str:
     """Render a probe table as a markdown table."""

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from .._progress import show as show_progress
 from ..errors import CaptureError, InputError
 from ..models.loading import ModelBundle
 from .aggregate import DEFAULT_BINS, HeadAggregate
@@ -105,7 +106,7 @@ def run_atlas_ray(
     metric_fn: MetricFn | None = None,
     metric_names: Sequence[str] | None = None,
     distance_fn: DistanceFn | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
     resume: bool = False,
     checkpoint_every: float = 30.0,
@@ -159,7 +160,7 @@ def run_atlas_ray(
     if not ray.is_initialized():
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
     ctx = ray_data.DataContext.get_current()
-    ctx.enable_progress_bars = progress
+    ctx.enable_progress_bars = show_progress(progress)
     gpus = num_gpus_per_worker
     if gpus is None:
         gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from .._progress import bar
 from ..capture.types import AttentionStack, Tokens
 from ..errors import InputError
 
@@ -168,6 +169,7 @@ def attention_flow(
     special: np.ndarray | None = None,
     exclude_special: bool = False,
     max_tokens: int = FLOW_MAX_TOKENS,
+    progress: bool | None = None,
 ) -> np.ndarray:
     """Attention flow (Abnar & Zuidema 2020): max-flow through the layered attention graph.
 
@@ -179,7 +181,8 @@ def attention_flow(
     It solves ``n²`` max-flow problems on a graph of ``layers·n²`` edges, so it refuses inputs
     longer than ``max_tokens`` (default :data:`FLOW_MAX_TOKENS` = 32; 30 to 60 s at that
     limit with 6 layers on a 2-core CPU, see :data:`FLOW_SECONDS_AT_LIMIT`). Use :func:`rollout` for
-    long inputs: it is the fast approximation.
+    long inputs: it is the fast approximation. ``progress`` draws a bar over the ``n²``
+    problems on stderr (``None``: when stderr is a terminal).
 
     Returns:
         float64 ``(query, key)``, rows summing to 1.
@@ -209,10 +212,12 @@ def attention_flow(
     if layers > 0:
         # One residual network reused by every problem: ~6x faster than maximum_flow_value.
         residual_net = build_residual_network(graph, "capacity")
-        for i in range(n):
-            for j in range(n):
-                solved = preflow_push(graph, (layers, i), (0, j), residual=residual_net)
-                flow[i, j] = solved.graph["flow_value"]
+        with bar(total=n * n, desc="attention flow", unit=" max-flows", progress=progress) as b:
+            for i in range(n):
+                for j in range(n):
+                    solved = preflow_push(graph, (layers, i), (0, j), residual=residual_net)
+                    flow[i, j] = solved.graph["flow_value"]
+                b.update(n)
     return _finish(renormalise(flow), attention, special, exclude_special)
 
 

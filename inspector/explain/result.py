@@ -36,6 +36,12 @@ class NormAttention:
     layers: tuple[int, ...]
     heads: tuple[int, ...]
 
+    def __repr__(self) -> str:
+        return (
+            f"NormAttention({len(self.layers)} layers x {len(self.heads)} heads, "
+            f"{len(self.tokens)} tokens)"
+        )
+
     def __post_init__(self) -> None:
         if self.norms.shape != self.weights.shape:
             raise InputError(f"norms {self.norms.shape} and weights {self.weights.shape} differ")
@@ -105,6 +111,13 @@ class Explanation:
     sinks: pd.DataFrame
     target: str
     timings: dict[str, float] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        top = ", ".join(f"{layer}.{head}" for layer, head in self.top_heads)
+        return (
+            f"Explanation(target {self.target!r}, {len(self.tokens)} tokens, layer {self.layer}, "
+            f"top heads {top or 'none'}, {len(self.sinks)} sink-dominated head(s))"
+        )
 
 
 def sink_heads(

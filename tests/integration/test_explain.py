@@ -287,7 +287,7 @@ def test_causal_targets(tiny):
         m.bundle, TEXT, target=lambda out: torch.log_softmax(out.logits[:, -1], -1).max(-1).values
     )
     assert custom.target_clean.iloc[0] == pytest.approx(float(logp.max()), abs=1e-5)
-    assert repr(tok) in pred.attrs["inspector"]["target"]
+    assert repr(m.readable_tokens([tok])[0]) in pred.attrs["inspector"]["target"]  # ␣x, not Ġx
     with pytest.raises(InputError, match="one value per batch row"):
         ex.head_importance(m.bundle, TEXT, target=lambda out: out.logits.sum())
 

@@ -81,6 +81,7 @@ def test_tokens_frame(tiny):
     assert list(tf.columns) == [
         "position",
         "token",
+        "readable",
         "token_id",
         "word_id",
         "sequence",

@@ -73,10 +73,8 @@ def test_cli_report(tiny_dirs: dict[str, Path], tmp_path: Path, capsys: Any) -> 
     from inspector.cli import main
 
     out = tmp_path / "r" / "cat.html"
-    assert (
-        main(["report", str(tiny_dirs["bert"]), "The cat sat.", "--pair", "A dog.", "-o", str(out)])
-        == 0
-    )
+    argv = ["report", str(tiny_dirs["bert"]), "The cat sat.", "--pair", "A dog."]
+    assert main([*argv, "-o", str(out), "--mkdir"]) == 0
     assert "sections" in capsys.readouterr().out
     assert len(page_data(out.read_text(encoding="utf-8"))["views"][0]["parts"]) == 5
     assert main(["report", str(tiny_dirs["bert"]), "x", "-o", str(tmp_path / "x.txt")]) == 2

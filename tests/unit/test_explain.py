@@ -120,3 +120,27 @@ def test_target_parse():
     assert fn.kind == "custom" and fn.fn is not None
     with pytest.raises(InputError, match="unknown target"):
         ex.Target.parse("bogus")
+
+
+def test_explanation_repr_names_heads_layer_dot_head():
+    import pandas as pd
+
+    from factories import make_tokens
+
+    tokens = make_tokens(["[CLS]", "a", "b", "[SEP]"])
+    square = np.eye(4)
+    expl = ex.Explanation(
+        tokens=tokens,
+        layer=3,
+        raw=square,
+        norm=square,
+        rollout=square,
+        importance=pd.DataFrame(),
+        top_heads=[(5, 3), (2, 11)],
+        top_maps=[square, square],
+        sinks=pd.DataFrame(),
+        target="the predicted token",
+    )
+    text = repr(expl)
+    assert "top heads 5.3, 2.11" in text and "L5H3" not in text
+    assert len(text) < 200  # no arrays dumped

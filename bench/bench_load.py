@@ -1,0 +1,68 @@
+"""Loading SmolLM2: the weights cache against dequantising its 4-bit GGUF file on every load.
+
+Each load runs in a fresh process (no import or file cache shared with this one beyond the OS page
+cache), against a temporary ``INSPECTOR_CACHE_DIR``, interleaved so a busy machine slows both
+sides alike:
+
+- baseline: the GGUF file loaded directly (what every load did before the cache);
+- first load: dequantise, write the cache entry, check it, read it back;
+- later loads: read and check the cached safetensors.
+
+Times are of ``inspector.load("smollm2")`` alone (Python start-up and imports excluded); the
+table gives ratios to the baseline, seconds for context.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+_PROBE = """
+import sys, time
+import inspector
+from inspector.models.embedded import EMBEDDED
+from inspector.models.loading import _load_from_source
+entry = EMBEDDED["smollm2"]
+start = time.perf_counter()
+if sys.argv[1] == "direct":
+    _load_from_source("smollm2", str(entry.locate()), None, None, None, False, entry.gguf_file)
+else:
+    inspector.load("smollm2")
+print(time.perf_counter() - start)
+"""
+
+
+def _load_seconds(kind: str, cache: str) -> float:
+    env = dict(os.environ, INSPECTOR_CACHE_DIR=cache, TRANSFORMERS_VERBOSITY="error")
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE, kind], env=env, capture_output=True, text=True, check=True
+    )
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main(rounds: int = 3) -> str:
+    direct, first, later = [], [], []
+    for _ in range(rounds):
+        with tempfile.TemporaryDirectory(prefix="inspector-bench-cache-") as cache:
+            first.append(_load_seconds("cached", cache))
+            direct.append(_load_seconds("direct", cache))
+            later.append(_load_seconds("cached", cache))
+    base = min(direct)
+    rows = [
+        f"| load | best of {rounds} | / GGUF load |",
+        "|---|---:|---:|",
+        f"| GGUF dequantised on every load (baseline) | {base:.1f} s | 1 |",
+        f"| first load (dequantise, write, check) | {min(first):.1f} s | {min(first) / base:.2f} |",
+        f"| later loads (cached safetensors) | {min(later):.1f} s | "
+        f"**{min(later) / base:.2f}** (goal: a few seconds) |",
+    ]
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(main())
