@@ -50,7 +50,7 @@ def _weights_cache(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
     """Never the user's weights cache (~/.cache/inspector): dequantised GGUF weights go to
     pytest's cache folder, kept between runs (SmolLM2 then loads in seconds after the first
     session). Tests of the cache itself point ``INSPECTOR_CACHE_DIR`` at their own folder."""
-    cache = request.config.cache
+    cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider
     folder = cache.mkdir("inspector-weights") if cache else tmp_path_factory.mktemp("weights")
     old = os.environ.get("INSPECTOR_CACHE_DIR")
     os.environ["INSPECTOR_CACHE_DIR"] = str(folder)

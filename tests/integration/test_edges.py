@@ -469,5 +469,5 @@ def test_a_dtype_that_is_not_floating_point(tiny_dirs, tmp_path, capsys):
     cli_fails(
         ["inspect", str(tiny_dirs["bert"]), TEXT, "--dtype", "int8", "-o", str(tmp_path / "x.csv")],
         capsys,
-        "not a floating-point type",
+        "is not a floating-point dtype",
     )
