@@ -17,10 +17,12 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ..errors import AttentionUnavailableError, CaptureError, InputError, ResourceError
-from ..models.families import find_structure, forward_accepts
+from ..models.families import forward_accepts
 from ..models.loading import ModelBundle, tokenizer_fingerprint
-from .hooks import AttentionRecorder, Hook, bundle_sites, hooked
-from .tokenize import chat_text, check_text, decoder_tokens, encode, model_inputs
+from ..models.structure import Structure, find_structure
+from .hooks import AttentionRecorder, AttentionSite, Hook, attention_sites, hooked
+from .local import expander
+from .tokenize import chat_text, check_text, decoder_tokens, encode, model_inputs, probe_inputs
 from .types import (
     ROW_SUM_TOLERANCE,
     AttentionStack,
@@ -108,6 +110,131 @@ OOM_ADVICE = (
 )
 
 
+# ------------------------------------------------------------------------ attention modules
+
+
+def stack_kinds(bundle: ModelBundle) -> tuple[str, ...]:
+    """The attention stacks of ``bundle``'s model: ``("self",)`` or encoder, decoder, cross."""
+    if bundle.architecture == "encoder-decoder":
+        return ("encoder", "decoder", "cross")
+    return ("self",)
+
+
+def bundle_sites(bundle: ModelBundle) -> dict[str, list[AttentionSite]]:
+    """The attention module of every layer of every stack, found once and kept with the bundle.
+
+    The modules the model's own ``_can_record_outputs`` names (exactly those transformers hooks
+    for ``output_attentions=True``) when they cover every layer; otherwise (older classes, layers
+    sharing one module) the modules found by structure: one forward pass on a short input with
+    ``output_attentions=True``, where the module of layer ``i`` is the innermost one whose output
+    holds the tensor the model returns as its ``i``-th attention (a module shared by several
+    layers is kept once per layer, with its call position). Empty when neither finds them.
+    """
+    sites = bundle.extra.get("attention_sites")
+    if sites is None:
+        sites = attention_sites(bundle.model)
+        kinds = stack_kinds(bundle)
+        if not sites or any(len(sites.get(k, ())) != bundle.n_layers for k in kinds):
+            sites = discover_sites(bundle) or sites
+        bundle.extra["attention_sites"] = sites
+    return dict(sites)
+
+
+def discover_sites(bundle: ModelBundle) -> dict[str, list[AttentionSite]]:
+    """Attention modules found by structure (see :func:`bundle_sites`); empty when not found."""
+    import torch
+
+    seen: list[tuple[str, Any, tuple[Any, ...]]] = []
+
+    def keep(name: str, module: Any) -> Any:
+        def hook(_module: Any, _args: Any, output: Any) -> None:
+            if isinstance(output, tuple | list):
+                seen.append((name, module, tuple(output)))
+
+        return hook
+
+    modules = [(n, m) for n, m in bundle.model.named_modules() if n]
+    hooks = [Hook(m, keep(n, m)) for n, m in modules]
+    names = {"self": "attentions", "encoder": "encoder_attentions"}
+    names.update(decoder="decoder_attentions", cross="cross_attentions")
+    try:
+        out = forward(bundle, probe_inputs(bundle), hooks=hooks, output_attentions=True)
+    except Exception:  # a model that cannot return attention this way: nothing found
+        return {}
+    found: dict[str, list[AttentionSite]] = {}
+    for kind in stack_kinds(bundle):
+        returned = getattr(out, names[kind], None)
+        if not returned or any(not isinstance(a, torch.Tensor) for a in returned):
+            return {}
+        layer_sites: list[tuple[str, Any, int, Any]] = []
+        for a in returned:
+            hit = _producer(seen, a)
+            if hit is None:
+                return {}
+            layer_sites.append(hit)
+        found[kind] = _with_calls(layer_sites)
+    return found
+
+
+def _producer(seen: list[tuple[str, Any, tuple[Any, ...]]], a: Any) -> Any:
+    """The innermost ``(name, module, index, tensor)`` whose output shares ``a``'s storage."""
+    import torch
+
+    ptr = a.untyped_storage().data_ptr()
+    for name, module, output in seen:  # hooks fire innermost first
+        for i, t in enumerate(output):
+            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() == ptr:
+                return name, module, i, t
+    return None
+
+
+def _with_calls(layer_sites: list[tuple[str, Any, int, Any]]) -> list[AttentionSite]:
+    users: dict[int, list[int]] = {}
+    for li, (_, module, _, _) in enumerate(layer_sites):
+        users.setdefault(id(module), []).append(li)
+    out = []
+    for li, (name, module, index, tensor) in enumerate(layer_sites):
+        layers = users[id(module)]
+        call = (layers.index(li), len(layers)) if len(layers) > 1 else None
+        expand = expander(module, tensor, name)
+        out.append(AttentionSite(name, module, index, call, expand, needs_output_attentions=True))
+    return out
+
+
+def stack_structure(bundle: ModelBundle, kind: str, feature: str) -> Structure:
+    """The projections of every layer of one attention stack (found once, kept with the bundle).
+
+    Raises:
+        UnsupportedModelError: no attention modules, or no output projection, were found.
+    """
+    from ..errors import UnsupportedModelError
+
+    cache = bundle.extra.setdefault("structures", {})
+    if kind not in cache:
+        sites = bundle_sites(bundle).get(kind)
+        if not sites or len(sites) != bundle.n_layers:
+            raise UnsupportedModelError(
+                f"{feature} does not support {type(bundle.model).__name__} ({bundle.model_type}): "
+                f"its {kind} attention modules were not found (neither named by the class's "
+                f"_can_record_outputs nor returning the model's attention weights)"
+            )
+        cache[kind] = find_structure(
+            bundle.model,
+            model_type=bundle.model_type,
+            sites=[(s.name, s.module) for s in sites],
+            n_heads=bundle.n_heads,
+            n_kv_heads=bundle.n_kv_heads,
+            feature=feature,
+            kind=kind,
+        )
+    found: Structure = cache[kind]
+    return found
+
+
+def _needs_output_attentions(sites: Mapping[str, Sequence[AttentionSite]], kinds: Any) -> bool:
+    return any(s.needs_output_attentions for k in kinds for s in sites.get(k, ()))
+
+
 # --------------------------------------------------------------------------------- running
 
 
@@ -158,6 +285,8 @@ def record(
         call_kw.setdefault("logits_to_keep", 1)
     sites = bundle_sites(bundle)
     if sites and all(len(sites.get(kind, ())) == bundle.n_layers for kind in shapes):
+        if _needs_output_attentions(sites, shapes):
+            call_kw["output_attentions"] = True
         recorder = AttentionRecorder(
             sites, layers, heads, shapes, batch=batch, dtype=dtype, model_name=bundle.name
         )
@@ -344,14 +473,7 @@ def query_key_vectors(bundle: ModelBundle, capture: Capture) -> tuple[np.ndarray
             f"needs a self-attention model (use head_view() for encoder-decoder attention)"
         )
     stack = capture.stacks["self"]
-    structure = find_structure(
-        bundle.model,
-        model_type=bundle.model_type,
-        n_layers=bundle.n_layers,
-        n_heads=bundle.n_heads,
-        n_kv_heads=bundle.n_kv_heads,
-        feature="the neuron view",
-    )
+    structure = stack_structure(bundle, "self", "the neuron view")
     if any(layer.query is None or layer.key is None for layer in structure.layers):
         raise UnsupportedModelError(
             f"{bundle.name}: the neuron view needs the query and key projections, which the "
@@ -414,11 +536,15 @@ def _check_vectors(
 __all__ = [
     "OOM_ADVICE",
     "bundle_metadata",
+    "bundle_sites",
     "capture",
     "check_layer_attentions",
+    "discover_sites",
     "forward",
     "is_out_of_memory",
     "out_of_memory_hint",
     "query_key_vectors",
     "record",
+    "stack_kinds",
+    "stack_structure",
 ]

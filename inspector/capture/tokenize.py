@@ -404,6 +404,16 @@ def model_inputs(bundle: ModelBundle, sequences: Sequence[Tokens]) -> dict[str, 
     return inputs
 
 
+def probe_inputs(bundle: ModelBundle) -> dict[str, Any]:
+    """A short input (batch of 1) for one forward pass that looks at a model's structure."""
+    inputs = model_inputs(bundle, [encode(bundle, "The cat sat on the mat.").tokens])
+    if bundle.architecture == "encoder-decoder":
+        inputs["decoder_input_ids"] = model_inputs(bundle, [decoder_tokens(bundle, "The cat.")])[
+            "input_ids"
+        ]
+    return inputs
+
+
 __all__ = [
     "Encoded",
     "chat_text",
@@ -414,6 +424,7 @@ __all__ = [
     "join_tokens",
     "model_inputs",
     "pad_id",
+    "probe_inputs",
     "special_tokens",
     "takes_token_types",
     "token_limit",

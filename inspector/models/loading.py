@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import InputError, ModelLoadError
-from .families import is_decoder_type
+from .families import is_decoder_type, key_value_heads
 
 Architecture = Literal["encoder", "decoder", "encoder-decoder"]
 
@@ -147,7 +147,32 @@ def _config_int(config: Any, *names: str) -> int | None:
     return None
 
 
+def classify(model: Any) -> Architecture:
+    """``encoder``, ``decoder`` or ``encoder-decoder``, read from the model itself.
+
+    In order: the config's ``is_encoder_decoder`` and ``is_decoder``; the model's generation
+    capability (a class that generates and is not an encoder-decoder is a causal LM); the
+    ``is_causal`` flag of its attention modules (a bare decoder such as ``LlamaModel``); only
+    when none of these says, the config's architecture names and the family table's hint.
+    """
+    config = model.config
+    if getattr(config, "is_encoder_decoder", False):
+        return "encoder-decoder"
+    if getattr(config, "is_decoder", False):
+        return "decoder"
+    can_generate = getattr(model, "can_generate", None)
+    if callable(can_generate) and can_generate():
+        return "decoder"
+    flags = [
+        m.is_causal for m in model.modules() if isinstance(getattr(m, "is_causal", None), bool)
+    ]
+    if flags:
+        return "decoder" if any(flags) else "encoder"
+    return _architecture(config)
+
+
 def _architecture(config: Any) -> Architecture:
+    """The architecture as far as a config alone tells (before the model exists)."""
     if getattr(config, "is_encoder_decoder", False):
         return "encoder-decoder"
     if getattr(config, "is_decoder", False):
@@ -178,7 +203,7 @@ def _auto_class(config: Any, architecture: Architecture) -> Any:
 
 def _describe(model: Any, tokenizer: Any, name: str, source: str) -> ModelBundle:
     config = model.config
-    architecture = _architecture(config)
+    architecture = classify(model)
     text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
     n_layers = _config_int(
         text_config, "num_hidden_layers", "n_layer", "num_layers", "decoder_layers"
@@ -190,7 +215,7 @@ def _describe(model: Any, tokenizer: Any, name: str, source: str) -> ModelBundle
         raise ModelLoadError(
             f"{name}: its config names no layer or head count; is this a transformer checkpoint?"
         )
-    n_kv = _config_int(text_config, "num_key_value_heads") or n_heads
+    n_kv = key_value_heads(model, n_heads)
     max_pos = _config_int(text_config, "max_position_embeddings", "n_positions", "n_ctx")
     if max_pos is None:
         tok_max = getattr(tokenizer, "model_max_length", None)
@@ -212,6 +237,16 @@ def _describe(model: Any, tokenizer: Any, name: str, source: str) -> ModelBundle
 
 
 def _force_eager(model: Any, name: str) -> None:
+    """Switch ``model`` to eager attention, and check that the switch happened.
+
+    transformers' ``set_attn_implementation`` only logs a warning for classes that read the
+    implementation at run time instead of through its attention interface (Falcon); their
+    config flag is set directly, unless a module was built for another implementation (a class
+    named ``...Sdpa...`` / ``...Flash...``), which eager attention cannot reach.
+
+    Raises:
+        ModelLoadError: the model still runs another implementation.
+    """
     current = getattr(model.config, "_attn_implementation", None)
     if current == "eager":
         return
@@ -222,6 +257,26 @@ def _force_eager(model: Any, name: str) -> None:
             f"{name}: cannot switch attention to 'eager' (it runs {current!r}, which returns no "
             f"attention weights): {exc}"
         ) from exc
+    if getattr(model.config, "_attn_implementation", None) == "eager":
+        return
+    built_for = sorted(
+        {
+            type(m).__name__
+            for m in model.modules()
+            if "sdpa" in type(m).__name__.lower() or "flash" in type(m).__name__.lower()
+        }
+    )
+    if not built_for:
+        for module in model.modules():
+            config: Any = getattr(module, "config", None)
+            if hasattr(config, "_attn_implementation_internal"):
+                config._attn_implementation = "eager"
+    if built_for or getattr(model.config, "_attn_implementation", None) != "eager":
+        raise ModelLoadError(
+            f"{name}: cannot switch attention to 'eager' (it runs {current!r}, which returns no "
+            f"attention weights{'; its modules ' + ', '.join(built_for) if built_for else ''} "
+            f"were built for it); load it from its folder, which builds it with eager attention"
+        )
 
 
 def _prepare(model: Any) -> Any:
@@ -451,8 +506,7 @@ def _load_from_source(
         ) from exc
     if os.path.isdir(source) and not gguf_file:
         _check_weights_format(name, source, allow_pickle)
-    architecture = _architecture(config)
-    cls = _auto_class(config, architecture)
+    cls = _auto_class(config, _architecture(config))
     load_kw = dict(kw, attn_implementation="eager")
     if torch_dtype is not None:
         load_kw["dtype"] = torch_dtype
