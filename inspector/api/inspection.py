@@ -474,6 +474,7 @@ class Inspection:
             self.stack,
             layers=[layers] if isinstance(layers, int) else layers,
             heads=[heads] if isinstance(heads, int) else heads,
+            capture=self.capture,
         )
         return result.frame(exclude_special=exclude_special, normalise=normalise)
 
@@ -492,13 +493,15 @@ class Inspection:
         or ``mean``; ``batch_size``: rows per ablation pass. See
         :func:`inspector.explain.importance.head_importance`.
         """
+        stack = self.stack  # an encoder-decoder inspection names its part first
         return _importance.head_importance(
             self._bundle_for("head_importance"),
-            self.stack.query,
+            self.capture if self.capture.is_encoder_decoder else stack.query,
             target=target,
             method=method,
             mode=mode,
             batch_size=batch_size,
+            kind=stack.kind,
         )
 
     def explain(
@@ -513,7 +516,7 @@ class Inspection:
         norm-based and rollout maps, head importance, its top heads and sink heads."""
         return _summary.explain(
             self._bundle_for("explain"), self.capture, target=target, method=method, layer=layer,
-            top=top,
+            top=top, kind=self.kind,
         )  # fmt: skip
 
     def explain_report(

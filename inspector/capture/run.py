@@ -124,24 +124,49 @@ def bundle_sites(bundle: ModelBundle) -> dict[str, list[AttentionSite]]:
     """The attention module of every layer of every stack, found once and kept with the bundle.
 
     The modules the model's own ``_can_record_outputs`` names (exactly those transformers hooks
-    for ``output_attentions=True``) when they cover every layer; otherwise (older classes, layers
-    sharing one module) the modules found by structure: one forward pass on a short input with
-    ``output_attentions=True``, where the module of layer ``i`` is the innermost one whose output
-    holds the tensor the model returns as its ``i``-th attention (a module shared by several
-    layers is kept once per layer, with its call position). Empty when neither finds them.
+    for ``output_attentions=True``); when they are fewer than the layers (ALBERT's layers share
+    one module) their order comes from one plain forward pass, each call a layer. Classes that
+    name none are searched by structure (:func:`discover_sites`). Empty when neither finds them.
     """
     sites = bundle.extra.get("attention_sites")
     if sites is None:
         sites = attention_sites(bundle.model)
         kinds = stack_kinds(bundle)
-        if not sites or any(len(sites.get(k, ())) != bundle.n_layers for k in kinds):
-            sites = discover_sites(bundle) or sites
+        if any(len(sites.get(k, ())) != bundle.n_layers for k in kinds):
+            sites = (_called(bundle, sites) if sites else discover_sites(bundle)) or sites
         bundle.extra["attention_sites"] = sites
     return dict(sites)
 
 
+def _called(
+    bundle: ModelBundle, named: Mapping[str, Sequence[AttentionSite]]
+) -> dict[str, list[AttentionSite]]:
+    """``named`` sites in the order one plain forward pass calls them, one per call.
+
+    No ``output_attentions=True``: transformers would install its own output-capturing hooks
+    on the model for good, and these modules return their weights without it.
+    """
+    calls: list[tuple[str, AttentionSite]] = []
+
+    def note(kind: str, site: AttentionSite) -> Any:
+        return lambda _module, _args, _output: calls.append((kind, site))
+
+    unique = {id(s.module): (k, s) for k, ks in named.items() for s in ks}
+    forward(
+        bundle, probe_inputs(bundle), hooks=[Hook(s.module, note(k, s)) for k, s in unique.values()]
+    )
+    found: dict[str, list[AttentionSite]] = {}
+    for kind in named:
+        layer_sites = [(s.name, s.module, s.index, None) for k, s in calls if k == kind]
+        found[kind] = _with_calls(layer_sites, needs_output_attentions=False)
+    return found
+
+
 def discover_sites(bundle: ModelBundle) -> dict[str, list[AttentionSite]]:
-    """Attention modules found by structure (see :func:`bundle_sites`); empty when not found."""
+    """Attention modules found by structure, for classes that name none: one forward pass on a
+    short input with ``output_attentions=True``, where the module of layer ``i`` is the innermost
+    one whose output holds (shares storage with) the tensor the model returns as its ``i``-th
+    attention; ``{}`` when not found."""
     import torch
 
     seen: list[tuple[str, Any, tuple[Any, ...]]] = []
@@ -188,7 +213,9 @@ def _producer(seen: list[tuple[str, Any, tuple[Any, ...]]], a: Any) -> Any:
     return None
 
 
-def _with_calls(layer_sites: list[tuple[str, Any, int, Any]]) -> list[AttentionSite]:
+def _with_calls(
+    layer_sites: list[tuple[str, Any, int, Any]], *, needs_output_attentions: bool = True
+) -> list[AttentionSite]:
     users: dict[int, list[int]] = {}
     for li, (_, module, _, _) in enumerate(layer_sites):
         users.setdefault(id(module), []).append(li)
@@ -196,8 +223,8 @@ def _with_calls(layer_sites: list[tuple[str, Any, int, Any]]) -> list[AttentionS
     for li, (name, module, index, tensor) in enumerate(layer_sites):
         layers = users[id(module)]
         call = (layers.index(li), len(layers)) if len(layers) > 1 else None
-        expand = expander(module, tensor, name)
-        out.append(AttentionSite(name, module, index, call, expand, needs_output_attentions=True))
+        expand = expander(module, tensor, name) if tensor is not None else None
+        out.append(AttentionSite(name, module, index, call, expand, needs_output_attentions))
     return out
 
 

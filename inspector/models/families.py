@@ -147,6 +147,7 @@ for _family in (
         output="albert_layers.0.attention.dense",
         query="albert_layers.0.attention.query",
         key="albert_layers.0.attention.key",
+        shared_prefix=False,  # its attention module adds the residual itself
     ),
     Family(
         "mpnet",
