@@ -675,3 +675,53 @@ def build_family(model_type: str) -> tuple[Any, Any]:
     model = getattr(tf, cls)(config)
     model.eval()
     return model, _TOKENIZERS[tokenizer]()
+
+
+# ---------------------------------------------------------------- vision transformers
+#: model_type -> (transformers class, image processor class): tiny (2 layers, 4 heads, 32x32
+#: pixels in 8x8 patches), with the processors' PIL/numpy implementations (no torchvision).
+VISION_SPECS: dict[str, tuple[str, str]] = {
+    "vit": ("ViTForImageClassification", "ViTImageProcessorPil"),
+    "deit": ("DeiTForImageClassificationWithTeacher", "DeiTImageProcessorPil"),
+    "clip_vision_model": ("CLIPVisionModel", "CLIPImageProcessorPil"),
+    "siglip_vision_model": ("SiglipVisionModel", "SiglipImageProcessorPil"),
+}
+IMAGE_SIZE = 32
+PATCH_SIZE = 8
+
+
+def build_vision(model_type: str) -> tuple[Any, Any]:
+    """A tiny random vision transformer of ``model_type`` (eval mode) and its image processor."""
+    import torch
+    import transformers as tf
+
+    cls, processor = VISION_SPECS[model_type]
+    torch.manual_seed(0)
+    config = tf.AutoConfig.for_model(
+        model_type,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        image_size=IMAGE_SIZE,
+        patch_size=PATCH_SIZE,
+    )
+    model = getattr(tf, cls)(config)
+    model.eval()
+    size = {"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+    return model, getattr(tf, processor)(size=size, crop_size=size)
+
+
+def make_image(width: int = 48, height: int = 40) -> Any:
+    """A generated RGB picture (PIL): a colour gradient with a bright square and a dark disc."""
+    from PIL import Image, ImageDraw
+
+    y, x = np.mgrid[0:height, 0:width]
+    pixels = np.stack(
+        [255 * x / max(width - 1, 1), 255 * y / max(height - 1, 1), np.full_like(x, 96.0)], axis=-1
+    )
+    image = Image.fromarray(pixels.astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    draw.rectangle([4, 4, width // 3, height // 3], fill=(255, 255, 255))
+    draw.ellipse([width // 2, height // 2, width - 4, height - 4], fill=(10, 10, 10))
+    return image

@@ -15,17 +15,23 @@ import pandas as pd
 
 from ..analysis import detectors as _detectors
 from ..capture.generation import generate as _generate
+from ..capture.image import is_image
 from ..capture.run import capture as _capture
 from ..capture.types import AttentionStack
+from ..capture.vision import capture_image as _capture_image
 from ..errors import InputError
 from ..models.loading import ModelBundle, load_model
 from .inspection import Inspection
 
 if TYPE_CHECKING:
+    import numpy as np
+    import PIL.Image
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 #: What every facade function accepts as a model.
 ModelLike: TypeAlias = "LoadedModel | ModelBundle | str | os.PathLike[str] | tuple[Any, Any]"
+#: An image for a vision transformer: a PIL image or an ``(h, w)`` / ``(h, w, 3|4)`` array.
+ImageLike: TypeAlias = "PIL.Image.Image | np.ndarray"
 
 
 def load(
@@ -112,7 +118,7 @@ class LoadedModel:
 
     def inspect(
         self,
-        text: str | None = None,
+        text: str | ImageLike | None = None,
         text_pair: str | None = None,
         *,
         target: str | None = None,
@@ -127,7 +133,10 @@ class LoadedModel:
         """Run the model on ``text`` (and ``text_pair``) and capture every head's attention.
 
         Args:
-            text: the input.
+            text: the input; for a vision transformer (ViT, DeiT, CLIP/SigLIP vision towers) an
+                image: a PIL image or an ``(h, w, 3)`` array, read through the model's image
+                processor (tokens ``[CLS]`` and ``patch r,c``; only ``layers``, ``heads`` and
+                ``dtype`` apply).
             text_pair: optional second text of a sentence pair.
             target: decoder input for encoder-decoder models.
             truncation: keep the first ``max_length`` (default: the model's limit) tokens
@@ -143,6 +152,19 @@ class LoadedModel:
         Returns:
             An :class:`Inspection`; ``attention`` has shape ``(layer, head, query, key)``.
         """
+        if self.bundle.modality == "image" or is_image(text):
+            others: dict[str, object] = {"text_pair": text_pair, "target": target}
+            others.update(max_length=max_length, messages=messages)
+            given = [k for k, v in others.items() if v is not None]
+            if given or truncation or add_generation_prompt:
+                raise InputError(
+                    f"{', '.join(given) or 'truncation / add_generation_prompt'}: not for images; "
+                    f"an image takes layers=, heads= and dtype="
+                )
+            image = _capture_image(self.bundle, text, layers=layers, heads=heads, dtype=dtype)
+            return Inspection(image, model=self)
+        if not isinstance(text, str) and text is not None:
+            raise InputError(f"text must be a string, not {type(text).__name__}")
         cap = _capture(
             self.bundle,
             text,

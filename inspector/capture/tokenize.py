@@ -7,7 +7,11 @@ they agree on special tokens, word ids, truncation (off unless asked for: a too-
 own segment ids, passed only to models whose tokenizer returns them and whose ``forward`` takes
 them.
 
-Tokenizers only; nothing here runs the model.
+Images take the same path: :func:`encode_image` (a vision model's image processor, in the sibling
+module :mod:`.image`) gives their tokens (``[CLS]``, ``patch r,c``) and :func:`encoded_inputs`
+their model inputs.
+
+Tokenizers and processors only; nothing here runs the model.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import numpy as np
 from ..errors import CaptureError, InputError, InputTooLongError
 from ..models.families import forward_accepts, needs_prefix_space
 from ..models.loading import ModelBundle
+from .image import EncodedImage, encode_image
 from .types import Tokens, readable_token, visible_whitespace
 
 
@@ -404,8 +409,17 @@ def model_inputs(bundle: ModelBundle, sequences: Sequence[Tokens]) -> dict[str, 
     return inputs
 
 
+def encoded_inputs(bundle: ModelBundle, encoded: Encoded | EncodedImage) -> dict[str, Any]:
+    """The model inputs (batch of 1) of one encoded text or image."""
+    if isinstance(encoded, EncodedImage):
+        return {"pixel_values": encoded.pixel_values}
+    return model_inputs(bundle, [encoded.tokens])
+
+
 def probe_inputs(bundle: ModelBundle) -> dict[str, Any]:
     """A short input (batch of 1) for one forward pass that looks at a model's structure."""
+    if bundle.modality == "image":
+        return encoded_inputs(bundle, encode_image(bundle, np.full((8, 8, 3), 128, np.uint8)))
     inputs = model_inputs(bundle, [encode(bundle, "The cat sat on the mat.").tokens])
     if bundle.architecture == "encoder-decoder":
         inputs["decoder_input_ids"] = model_inputs(bundle, [decoder_tokens(bundle, "The cat.")])[
@@ -416,10 +430,13 @@ def probe_inputs(bundle: ModelBundle) -> dict[str, Any]:
 
 __all__ = [
     "Encoded",
+    "EncodedImage",
     "chat_text",
     "check_text",
     "decoder_tokens",
     "encode",
+    "encode_image",
+    "encoded_inputs",
     "generated_tokens",
     "join_tokens",
     "model_inputs",

@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 import inspect
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from ..errors import InputError
 
@@ -76,6 +76,9 @@ class Family:
         """True when the value and output projections are named (otherwise found by structure)."""
         return self.output is not None and (self.value is not None or self.fused_qkv is not None)
 
+
+Architecture = Literal["encoder", "decoder", "encoder-decoder"]
+Modality = Literal["text", "image"]
 
 FAMILIES: dict[str, Family] = {}
 """The family table, name -> :class:`Family`. Extend it with :func:`register_family`."""
@@ -304,6 +307,50 @@ def forward_accepts(model: Any, name: str) -> bool:
     return name in _forward_parameters(cls)
 
 
+def modality(model: Any) -> Modality:
+    """``image`` for a model that reads ``pixel_values`` and no ``input_ids``, else ``text``."""
+    if forward_accepts(model, "pixel_values") and not forward_accepts(model, "input_ids"):
+        return "image"
+    return "text"
+
+
+def classify(model: Any) -> Architecture:
+    """``encoder``, ``decoder`` or ``encoder-decoder``, read from the model itself.
+
+    In order: the config's ``is_encoder_decoder`` and ``is_decoder``; the model's generation
+    capability (a class that generates and is not an encoder-decoder is a causal LM); the
+    ``is_causal`` flag of its attention modules (a bare decoder such as ``LlamaModel``); only
+    when none of these says, the config's architecture names and the family table's hint.
+    """
+    config = model.config
+    if getattr(config, "is_encoder_decoder", False):
+        return "encoder-decoder"
+    if getattr(config, "is_decoder", False):
+        return "decoder"
+    can_generate = getattr(model, "can_generate", None)
+    if callable(can_generate) and can_generate():
+        return "decoder"
+    flags = [
+        m.is_causal for m in model.modules() if isinstance(getattr(m, "is_causal", None), bool)
+    ]
+    if flags:
+        return "decoder" if any(flags) else "encoder"
+    return config_architecture(config)
+
+
+def config_architecture(config: Any) -> Architecture:
+    """The architecture as far as a config alone tells (before the model exists)."""
+    if getattr(config, "is_encoder_decoder", False):
+        return "encoder-decoder"
+    if getattr(config, "is_decoder", False):
+        return "decoder"
+    archs = " ".join(getattr(config, "architectures", None) or [])
+    model_type = getattr(config, "model_type", "")
+    if "CausalLM" in archs or "LMHead" in archs or is_decoder_type(model_type):
+        return "decoder"
+    return "encoder"
+
+
 def hidden_size(config: Any) -> int | None:
     """The width of the residual stream of a (text or vision) config."""
     cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
@@ -332,12 +379,17 @@ def key_value_heads(model: Any, n_heads: int) -> int:
 
 __all__ = [
     "FAMILIES",
+    "Architecture",
     "Family",
+    "Modality",
+    "classify",
+    "config_architecture",
     "families_of",
     "forward_accepts",
     "hidden_size",
     "is_decoder_type",
     "key_value_heads",
+    "modality",
     "needs_prefix_space",
     "register_family",
     "supported_families",

@@ -16,12 +16,17 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from ..errors import InputError, ModelLoadError
-from .families import is_decoder_type, key_value_heads
-
-Architecture = Literal["encoder", "decoder", "encoder-decoder"]
+from .families import (
+    Architecture,
+    Modality,
+    classify,
+    config_architecture,
+    key_value_heads,
+    modality,
+)
 
 
 def _minilm_path() -> Path:
@@ -88,6 +93,8 @@ class ModelBundle:
         n_layers / n_heads: per attention stack (decoder side for encoder-decoder models).
         n_kv_heads: key/value heads (differs from ``n_heads`` under grouped-query attention).
         max_positions: the longest input the model accepts, or ``None`` when unbounded.
+        modality: ``text``, or ``image`` for vision transformers (ViT, DeiT, CLIP's and SigLIP's
+            vision towers), whose ``tokenizer`` is then the model's image processor.
     """
 
     model: Any
@@ -102,6 +109,7 @@ class ModelBundle:
     n_parameters: int
     source: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    modality: Modality = "text"
     #: Held while the model runs (capture hooks, ablation hooks, generation): one model object
     #: runs one inspection at a time, so parallel threads get the same results as sequential ones.
     lock: Any = field(default_factory=threading.RLock, repr=False, compare=False)
@@ -109,6 +117,10 @@ class ModelBundle:
     def __post_init__(self) -> None:
         if self.n_layers < 1 or self.n_heads < 1:
             raise ModelLoadError(f"{self.name}: found no attention layers in its config")
+        if self.tokenizer is None and self.modality == "image":
+            raise ModelLoadError(
+                f"{self.name}: no image processor; pass one as load((model, image_processor))"
+            )
         if self.tokenizer is None:
             raise ModelLoadError(f"{self.name}: no tokenizer; pass one as load(model, tokenizer)")
 
@@ -133,8 +145,13 @@ def tokenizer_fingerprint(bundle: ModelBundle) -> str:
         import hashlib
         import json
 
-        vocab = sorted(bundle.tokenizer.get_vocab().items())
-        cached = hashlib.sha1(json.dumps(vocab).encode(), usedforsecurity=False).hexdigest()[:16]
+        if bundle.modality == "image":  # an image processor: its settings
+            vocab: Any = bundle.tokenizer.to_dict() if hasattr(bundle.tokenizer, "to_dict") else {}
+            vocab = json.loads(json.dumps(vocab, sort_keys=True, default=repr))
+        else:
+            vocab = sorted(bundle.tokenizer.get_vocab().items())
+        text = json.dumps(vocab, sort_keys=True)
+        cached = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:16]
         bundle.extra["tokenizer_fingerprint"] = cached
     return str(cached)
 
@@ -145,43 +162,6 @@ def _config_int(config: Any, *names: str) -> int | None:
         if isinstance(value, int) and value > 0:
             return value
     return None
-
-
-def classify(model: Any) -> Architecture:
-    """``encoder``, ``decoder`` or ``encoder-decoder``, read from the model itself.
-
-    In order: the config's ``is_encoder_decoder`` and ``is_decoder``; the model's generation
-    capability (a class that generates and is not an encoder-decoder is a causal LM); the
-    ``is_causal`` flag of its attention modules (a bare decoder such as ``LlamaModel``); only
-    when none of these says, the config's architecture names and the family table's hint.
-    """
-    config = model.config
-    if getattr(config, "is_encoder_decoder", False):
-        return "encoder-decoder"
-    if getattr(config, "is_decoder", False):
-        return "decoder"
-    can_generate = getattr(model, "can_generate", None)
-    if callable(can_generate) and can_generate():
-        return "decoder"
-    flags = [
-        m.is_causal for m in model.modules() if isinstance(getattr(m, "is_causal", None), bool)
-    ]
-    if flags:
-        return "decoder" if any(flags) else "encoder"
-    return _architecture(config)
-
-
-def _architecture(config: Any) -> Architecture:
-    """The architecture as far as a config alone tells (before the model exists)."""
-    if getattr(config, "is_encoder_decoder", False):
-        return "encoder-decoder"
-    if getattr(config, "is_decoder", False):
-        return "decoder"
-    archs = " ".join(getattr(config, "architectures", None) or [])
-    model_type = getattr(config, "model_type", "")
-    if "CausalLM" in archs or "LMHead" in archs or is_decoder_type(model_type):
-        return "decoder"
-    return "encoder"
 
 
 def _auto_class(config: Any, architecture: Architecture) -> Any:
@@ -217,7 +197,10 @@ def _describe(model: Any, tokenizer: Any, name: str, source: str) -> ModelBundle
         )
     n_kv = key_value_heads(model, n_heads)
     max_pos = _config_int(text_config, "max_position_embeddings", "n_positions", "n_ctx")
-    if max_pos is None:
+    kind = modality(model)
+    if kind == "image":
+        max_pos = None  # the image processor fixes the number of patches
+    elif max_pos is None:
         tok_max = getattr(tokenizer, "model_max_length", None)
         max_pos = tok_max if isinstance(tok_max, int) and tok_max < 1_000_000 else None
     n_params = sum(p.numel() for p in model.parameters())
@@ -233,6 +216,7 @@ def _describe(model: Any, tokenizer: Any, name: str, source: str) -> ModelBundle
         max_positions=max_pos,
         n_parameters=n_params,
         source=source,
+        modality=kind,
     )
 
 
@@ -332,16 +316,19 @@ def load_model(
                 f"{type(model).__name__}"
             )
         if tokenizer is None:
-            raise InputError("an in-memory model needs its tokenizer: load((model, tokenizer))")
+            what = "image processor" if modality(model) == "image" else "tokenizer"
+            raise InputError(f"an in-memory model needs its {what}: load((model, {what}))")
         name = getattr(model.config, "_name_or_path", "") or type(model).__name__
         _force_eager(model, name)
         if torch_dtype is not None:
             model = model.to(torch_dtype)
         if device is not None:
             model = model.to(device)
-        return _describe(
-            _prepare(model), _load_tokenizer(tokenizer, name, trust_remote_code), name, "in-memory"
-        )
+        if modality(model) == "image":
+            processor = _load_processor(tokenizer, name, trust_remote_code)
+        else:
+            processor = _load_tokenizer(tokenizer, name, trust_remote_code)
+        return _describe(_prepare(model), processor, name, "in-memory")
 
     name = os.fspath(model)
     source = name
@@ -445,6 +432,33 @@ def _load_tokenizer(tokenizer: Any, default: str, trust_remote_code: bool, **kw:
     return tok
 
 
+def _load_processor(processor: Any, default: str, trust_remote_code: bool) -> Any:
+    """A vision model's image processor: the object given, or the one saved with the model
+    (the PIL/numpy implementation where torchvision is not installed)."""
+    if processor is not None and not isinstance(processor, str | os.PathLike):
+        if not callable(processor) or not hasattr(processor, "image_mean"):
+            raise InputError(
+                f"{default}: a vision model needs its image processor (e.g. "
+                f"ViTImageProcessor(...)), not {type(processor).__name__}"
+            )
+        return processor
+    from transformers import AutoImageProcessor
+    from transformers.utils import logging as hf_logging
+
+    source = os.fspath(processor) if processor is not None else default
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # "requires torchvision ... falling back to ...Pil"
+    try:
+        return AutoImageProcessor.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except Exception as exc:
+        raise ModelLoadError(
+            f"{default}: could not load an image processor from {source!r} "
+            f"({_first_line(exc)}); pass one with load((model, image_processor))"
+        ) from exc
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:300] if text else type(exc).__name__
@@ -506,7 +520,7 @@ def _load_from_source(
         ) from exc
     if os.path.isdir(source) and not gguf_file:
         _check_weights_format(name, source, allow_pickle)
-    cls = _auto_class(config, _architecture(config))
+    cls = _auto_class(config, config_architecture(config))
     load_kw = dict(kw, attn_implementation="eager")
     if torch_dtype is not None:
         load_kw["dtype"] = torch_dtype
@@ -523,6 +537,10 @@ def _load_from_source(
     _force_eager(model, name)
     if device is not None:
         model = model.to(device)
+    if modality(model) == "image":
+        return _describe(
+            _prepare(model), _load_processor(tokenizer, source, trust_remote_code), name, source
+        )
     tok = _load_tokenizer(
         tokenizer,
         source,
