@@ -279,24 +279,28 @@ def detect_heads(
 ) -> pd.DataFrame:
     """Score every head as previous-token, duplicate-token and induction head.
 
-    Runs the model on ``n_samples`` random word sequences repeated twice (words drawn from the
-    tokenizer's vocabulary) and averages :func:`inspector.analysis.detectors.detector_scores`.
-    Works for causal and bidirectional models (for the latter, "earlier" means "any other"
-    occurrence). Returns a frame on ``(layer, head)``.
+    Runs the model on ``n_samples`` random token sequences repeated twice - ``n_tokens`` token
+    ids drawn from the tokenizer's whole-word vocabulary entries, then the same ids again,
+    between the tokenizer's special tokens: an exact token repeat, as induction-head work uses -
+    and averages :func:`inspector.analysis.detectors.detector_scores`. Works for causal and
+    bidirectional models (for the latter, "earlier" means "any other" occurrence). Returns a
+    frame on ``(layer, head)``. Scores average over the rows that have an expected key, so
+    duplicate/induction scores are about twice TransformerLens' ``detect_head`` (see
+    :mod:`inspector.analysis.detectors`).
     """
     if n_samples < 1:
         raise InputError(f"n_samples must be at least 1, got {n_samples}")
     m = as_model(model)
     tok = m.tokenizer
-    words = _detectors.vocabulary_words(tok.get_vocab(), tok.all_special_tokens)
-    texts = [
-        _detectors.repeated_random_text(words, n_tokens, seed=seed + i) for i in range(n_samples)
-    ]
-    limit = m.bundle.max_positions
-    frames = [
-        _detectors.detector_scores(stack)
-        for stack in stacks_of(m, texts, kind, limit is not None, None)
-    ]
+    pool = _detectors.vocabulary_token_ids(tok.get_vocab(), tok.all_special_tokens)
+    frames = []
+    for i in range(n_samples):
+        ids = _detectors.repeated_random_ids(pool, n_tokens, seed=seed + i)
+        cap = _capture(m.bundle, token_ids=ids)
+        part = kind or ("encoder" if cap.is_encoder_decoder else "self")
+        if part not in cap.stacks:
+            raise InputError(f"no {part!r} attention; available: {list(cap.stacks)}")
+        frames.append(_detectors.detector_scores(cap.stacks[part]))
     return pd.concat(frames).groupby(level=["layer", "head"]).mean()
 
 

@@ -22,7 +22,15 @@ from ..models.loading import ModelBundle, tokenizer_fingerprint
 from ..models.structure import Structure, find_structure
 from .hooks import AttentionRecorder, AttentionSite, Hook, attention_sites, hooked
 from .local import expander
-from .tokenize import chat_text, check_text, decoder_tokens, encode, model_inputs, probe_inputs
+from .tokenize import (
+    chat_text,
+    check_text,
+    decoder_tokens,
+    encode,
+    encode_ids,
+    model_inputs,
+    probe_inputs,
+)
 from .types import (
     ROW_SUM_TOLERANCE,
     AttentionStack,
@@ -373,6 +381,7 @@ def capture(
     messages: Sequence[Mapping[str, str]] | None = None,
     add_generation_prompt: bool = False,
     dtype: Any = None,
+    token_ids: Sequence[int] | None = None,
 ) -> Capture:
     """Run ``bundle``'s model on one input and return its verified attention.
 
@@ -393,12 +402,20 @@ def capture(
         add_generation_prompt: with ``messages``, end with the assistant's turn header.
         dtype: storage of the weights: ``"float32"`` (default) or ``"float16"`` (half the memory;
             rows then sum to 1 within 1e-3).
+        token_ids: instead of ``text``, exactly these token ids, between the special tokens the
+            tokenizer adds (:func:`~inspector.capture.tokenize.encode_ids`).
 
     Returns:
         A :class:`Capture` with ``weights`` of shape ``(layer, head, query, key)``.
     """
     add_special = True
-    if messages is not None:
+    from_ids = None
+    if token_ids is not None:
+        if text is not None or text_pair is not None or messages is not None:
+            raise InputError("give one of text, messages= or token_ids=")
+        from_ids = encode_ids(bundle, token_ids)
+        text = from_ids.text or " ".join(from_ids.tokens.tokens)
+    elif messages is not None:
         if text is not None or text_pair is not None:
             raise InputError("give either text (and text_pair) or messages=, not both")
         text = chat_text(bundle, messages, add_generation_prompt=add_generation_prompt)
@@ -415,7 +432,7 @@ def capture(
     layer_idx = select_indexes(layers, bundle.n_layers, "layer")
     head_idx = select_indexes(heads, bundle.n_heads, "head")
     store = storage_dtype(dtype)
-    encoded = encode(
+    encoded = from_ids or encode(
         bundle,
         text,
         text_pair,

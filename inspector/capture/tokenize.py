@@ -134,6 +134,52 @@ def encode(
     return Encoded(tokens, source, bool(truncation and limit is not None and n >= limit))
 
 
+def encode_ids(bundle: ModelBundle, ids: Sequence[int]) -> Encoded:
+    """Tokens of exactly these token ids, with the special tokens the tokenizer adds around any
+    text (read off its encoding of one placeholder word): for inputs built from ids, such as a
+    random token sequence repeated (induction heads), which text might not tokenize back to.
+
+    Raises:
+        InputTooLongError: more tokens than the model accepts.
+    """
+    tok = bundle.tokenizer
+    ids = [int(i) for i in ids]
+    if not ids:
+        raise InputError("no token ids given")
+    vocab_size = len(tok)
+    if any(i < 0 or i >= vocab_size for i in ids):
+        raise InputError(f"token ids must be in 0..{vocab_size - 1} for this tokenizer")
+    probe = tok("a", return_special_tokens_mask=True)
+    mask = list(probe["special_tokens_mask"])
+    first = mask.index(0) if 0 in mask else len(mask)
+    last = len(mask) - mask[::-1].index(0) if 0 in mask else len(mask)
+    prefix, suffix = list(probe["input_ids"][:first]), list(probe["input_ids"][last:])
+    full = prefix + ids + suffix
+    limit = token_limit(bundle, None)
+    if limit is not None and len(full) > limit:
+        raise InputTooLongError(
+            f"{len(full)} tokens but the model accepts at most {limit}; give fewer ids"
+        )
+    n = len(full)
+    special = np.zeros(n, dtype=bool)
+    special[: len(prefix)] = True
+    special[len(prefix) + len(ids) :] = True
+    special |= np.isin(np.asarray(full), np.asarray(list(tok.all_special_ids), dtype=np.int64))
+    strings = tuple(_token_strings(tok, full))
+    text = tok.decode(ids)
+    tokens = Tokens(
+        tokens=strings,
+        ids=np.asarray(full, dtype=np.int64),
+        special=special,
+        word_ids=np.where(special, -1, np.cumsum(~special) - 1).astype(np.int32),
+        sequence_ids=np.where(special, -1, 0).astype(np.int8),
+        offsets=np.full((n, 2), -1, dtype=np.int32),
+        texts=(text,),
+        readable=readable_tokens(tok, strings, special.tolist()),
+    )
+    return Encoded(tokens, text)
+
+
 def _check_words(bundle: ModelBundle, words: Sequence[str]) -> list[str]:
     if not getattr(bundle.tokenizer, "is_fast", False):
         raise InputError(
@@ -435,6 +481,7 @@ __all__ = [
     "check_text",
     "decoder_tokens",
     "encode",
+    "encode_ids",
     "encode_image",
     "encoded_inputs",
     "generated_tokens",
