@@ -616,6 +616,31 @@ FAMILY_SPECS: dict[str, tuple[str, str, dict[str, Any]]] = {
     ),
 }
 
+#: What is particular about a family, for the README's support table.
+FAMILY_NOTES: dict[str, str] = {
+    "albert": "one attention module shared by all layers (hooked per call)",
+    "deberta": "disentangled attention; fused `in_proj`, value bias added after it",
+    "deberta-v2": "disentangled relative attention",
+    "modernbert": "fused `Wqkv`; global and local-window layers",
+    "gpt2": "fused `c_attn` (Conv1D)",
+    "gpt_neox": "fused qkv, interleaved per head",
+    "bloom": "ALiBi; fused qkv per head; found by structure (no `_can_record_outputs`)",
+    "falcon": (
+        "multi-query (1 key/value head); switched to eager in place; found by structure "
+        "(no `_can_record_outputs`)"
+    ),
+    "phi3": "fused `qkv_proj`",
+    "mixtral": "mixture of experts",
+    "qwen2_moe": "mixture of experts",
+    "gemma2": "logit soft-capping, sliding window",
+    "longt5": (
+        "local attention (blocks of 3) expanded to (query, key); transient-global is refused"
+    ),
+    "led": "sliding-window attention expanded to (query, key); no global tokens",
+}
+for _t in ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma3_text", "starcoder2", "olmo"):
+    FAMILY_NOTES.setdefault(_t, "grouped-query attention (2 query heads per key/value head)")
+
 #: The attention output projections, by stack, as regular expressions over module names: the
 #: tests' own statement of where each family's head outputs meet (independent of inspector's
 #: family table and structure search). The input of these modules is ``(batch, seq, heads * d)``.

@@ -354,3 +354,13 @@ def test_family_from_folder(model_type: str, families: Any) -> None:
     reference = _part(_inspect(fam.pair), kind).head_importance(target=target, method="gradient")
     np.testing.assert_allclose(gradient["delta"], reference["delta"], atol=1e-6)
     assert _state(m.model) == before
+
+
+def test_readme_support_table_is_current() -> None:
+    """The README's support table is the one tests/support_table.py writes from these families."""
+    from pathlib import Path
+
+    from support_table import render
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    assert render() in readme, "run: python tests/support_table.py --write"
