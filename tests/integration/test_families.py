@@ -364,3 +364,65 @@ def test_readme_support_table_is_current() -> None:
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     assert render() in readme, "run: python tests/support_table.py --write"
+
+
+@pytest.mark.parametrize("model_type", ["bert", "gpt2", "gpt_neox", "falcon", "t5", "led"])
+def test_structure_alone_finds_what_the_table_names(
+    model_type: str, families: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With an empty family table the projections are found by structure (output projection,
+    value source and its layout checked by α·V), and give the same norms and importance."""
+    from inspector.models import families as table
+
+    fam = families(model_type)
+    ins = _inspect(fam.pair)
+    kind = next(iter(ins.capture.stacks))
+    part = _part(ins, kind)
+    expected_norms = part.attention_norms()["norm"].to_numpy()
+    expected = part.head_importance(target=target, method="gradient")["delta"].to_numpy()
+    for name in list(table.FAMILIES):  # restored after the test
+        monkeypatch.delitem(table.FAMILIES, name)
+    table._by_type.cache_clear()
+    try:
+        bare = inspector.load((fam.pair.model, fam.pair.tokenizer))
+        bare_part = _part(_inspect(bare), kind)
+        norms = bare_part.attention_norms()["norm"]
+        gradient = bare_part.head_importance(target=target, method="gradient")["delta"]
+    finally:
+        table._by_type.cache_clear()  # nothing reads the table until monkeypatch restores it
+    np.testing.assert_allclose(norms, expected_norms, rtol=1e-5)
+    np.testing.assert_allclose(gradient, expected, atol=1e-6)
+    found = bare.bundle.extra["structures"][kind]
+    assert found.family == "structure" and not found.shared_prefix
+
+
+def test_bare_decoders_and_falcon_facts() -> None:
+    """Architecture from the model: a bare decoder (no LM head, no generate) is a decoder by its
+    causal attention; Falcon's multi-query attention has one key/value head."""
+    import transformers as tf
+
+    from factories import _LLAMALIKE, VOCAB_SIZE
+
+    bare = tf.Qwen2MoeModel(
+        tf.Qwen2MoeConfig(vocab_size=VOCAB_SIZE + 100, num_experts=2, **_LLAMALIKE)
+    )
+    assert not bare.can_generate()
+    from inspector.models.families import classify
+
+    assert classify(bare) == "decoder"
+    model, tok = build_family("falcon")
+    m = inspector.load((model, tok))
+    assert (m.bundle.n_kv_heads, m.bundle.attn_implementation) == (1, "eager")
+    assert m.inspect(FAMILY_TEXT).metadata["kv_heads"] == [0, 0, 0, 0]
+
+
+def test_modules_built_for_sdpa_cannot_be_switched() -> None:
+    """A class that ignores set_attn_implementation is switched through its config only when
+    no module was built for another implementation; otherwise loading says so."""
+    from inspector.errors import ModelLoadError
+
+    model, tok = build_family("falcon")
+    attention = model.transformer.h[0].self_attention
+    attention.__class__ = type("FalconSdpaAttention", (type(attention),), {})
+    with pytest.raises(ModelLoadError, match="cannot switch attention to 'eager'"):
+        inspector.load((model, tok))
