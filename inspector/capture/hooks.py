@@ -7,9 +7,11 @@ always removes them, also when the forward raises or is interrupted. No other mo
 ``register_forward_hook``.
 
 Attention is read with forward hooks on the model's own attention modules (the ones its
-``_can_record_outputs`` names, exactly those transformers itself hooks for output_attentions=True)
-instead of output_attentions=True, which keeps every layer's full matrix alive until the end of
-the forward. :class:`AttentionRecorder` copies only the kept heads of a kept layer into a
+``_can_record_outputs`` names, exactly those transformers itself hooks for output_attentions=True,
+or those found by structure: :func:`inspector.capture.run.bundle_sites`) instead of
+output_attentions=True, which keeps every layer's full matrix alive until the end of the forward.
+A module shared by several layers (ALBERT) gets one hook that counts its calls (``Hook.call``).
+:class:`AttentionRecorder` copies only the kept heads of a kept layer into a
 preallocated ``(batch, layer, head, query, key)`` buffer, so memory follows what is kept; the
 same recorder serves cached generation: each call of a layer appends its query rows after the
 ones it has already written. :func:`attention_hooks` hands each layer's weights to any other
