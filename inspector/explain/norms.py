@@ -42,6 +42,7 @@ def attention_norms(
     layers: Sequence[int] | None = None,
     heads: Sequence[int] | None = None,
     capture: Capture | None = None,
+    keep_vectors: bool = False,
 ) -> NormAttention:
     """Norm-based attention ``‖α_ij · f_h(x_j)‖`` for one captured attention stack.
 
@@ -58,6 +59,8 @@ def attention_norms(
         layers, heads: keep only these model indexes (default: all the stack holds).
         capture: the capture holding ``stack``; needed for an encoder-decoder's ``decoder``
             and ``cross`` stacks (their forward pass needs both token sequences).
+        keep_vectors: also return the vectors ``f_h(x_j)`` themselves (``vectors``,
+            ``(layer, head, key, hidden)``; memory grows with the hidden size).
 
     Returns:
         A :class:`NormAttention`; ``norms`` has the shape of the (selected) weights.
@@ -76,14 +79,13 @@ def attention_norms(
             hooks.append(Hook(source.module, _keep(outputs, (li, si)), call=layer.call))
         hooks.append(Hook(layer.out, _keep_input(outputs, (li, -1)), "pre", call=layer.call))
     forward(bundle, inputs, hooks=hooks)
-    kv = np.asarray(kv_head_map(bundle.n_heads, found.n_kv_heads))
-    value_norms = np.stack(
-        [
-            _layer_value_norms(found, found.layers[li], li, stack, pos, outputs, kv, bundle.name)
-            for pos, li in enumerate(stack.layers)
-        ]
-    ).astype(np.float32)
+    vectors = [
+        _layer_vectors(found, found.layers[li], li, stack, pos, outputs, bundle.name)
+        for pos, li in enumerate(stack.layers)
+    ]
+    value_norms = np.stack([f.norm(dim=-1).numpy() for f in vectors]).astype(np.float32)
     weights = stack.weights
+    kept = np.stack([f.numpy() for f in vectors]).astype(np.float32) if keep_vectors else None
     return NormAttention(
         (weights * value_norms[:, :, None, :]).astype(np.float32),
         weights,
@@ -92,6 +94,7 @@ def attention_norms(
         stack.layers,
         stack.heads,
         key_tokens=stack.key,
+        vectors=kept,
     )
 
 
@@ -123,17 +126,17 @@ def _keep_input(store: dict[tuple[int, int], Any], key: tuple[int, int]) -> Call
     return hook
 
 
-def _layer_value_norms(
+def _layer_vectors(
     found: Structure,
     layer: AttentionLayer,
     li: int,
     stack: AttentionStack,
     pos: int,
     outputs: dict[tuple[int, int], Any],
-    kv: np.ndarray,
     name: str,
-) -> np.ndarray:
-    """``‖f_h(x_j)‖`` ``(head, key)`` of the kept heads of one layer, from verified values."""
+) -> Any:
+    """``f_h(x_j)`` ``(head, key, hidden)`` (float64 tensor) of the kept heads of one layer, from
+    verified values."""
     import torch
 
     n_q, n_k = stack.weights.shape[2:]
@@ -164,9 +167,7 @@ def _layer_value_norms(
             if float(bias.abs().max()) <= tol:
                 bias = torch.zeros_like(bias)
             w_o = layer.out_weight.double().cpu()[heads]  # (h, d, hidden)
-            f = (v_heads + bias) @ w_o  # (h, k, hidden)
-            norms: np.ndarray = f.norm(dim=-1).numpy()
-            return norms
+            return (v_heads + bias) @ w_o  # (h, k, hidden)
     raise UnsupportedModelError(
         f"norm-based attention: in {stack.kind} layer {li} of {name}, no value projection "
         f"reproduces the attention output: the input of {layer.name('out')} is not Σ_j α_ij v_j "

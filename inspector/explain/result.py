@@ -28,6 +28,8 @@ class NormAttention:
         tokens: the query tokens (and the key tokens unless ``key_tokens`` is given).
         layers / heads: model indexes of axes 0 and 1.
         key_tokens: the key tokens of cross attention (the encoder's); ``None``: ``tokens``.
+        vectors: float32 ``(layer, head, key, hidden)``: the vectors ``f_h(x_j)`` themselves,
+            when asked for (``attention_norms(..., keep_vectors=True)``).
     """
 
     norms: np.ndarray
@@ -37,6 +39,7 @@ class NormAttention:
     layers: tuple[int, ...]
     heads: tuple[int, ...]
     key_tokens: Tokens | None = None
+    vectors: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.norms.shape != self.weights.shape:

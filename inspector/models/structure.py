@@ -190,13 +190,12 @@ def _value_sources(
 
 
 def _from_table(
-    family: Family, kind: str, block: Any, block_name: str, root: str, modules: dict[str, Any]
+    family: Family, kind: str, block: Any, root: str, names: dict[int, str]
 ) -> tuple[Any, str, tuple[ValueSource, ...]] | None:
     out_path = family.cross_output if kind == "cross" else family.output
     value_path = family.cross_value if kind == "cross" else family.value
     if out_path is None:
         return None
-    names = {id(m): n for n, m in modules.items()}
     out = module_at(block, out_path)
     if out is None or linear_in_out(out) is None or not _inside(names.get(id(out), ""), root):
         return None
@@ -233,6 +232,7 @@ def find_structure(
         UnsupportedModelError: naming ``feature`` when no output projection is found.
     """
     modules = _named(model)
+    names = {id(m): n for n, m in modules.items()}
     hidden = hidden_size(model.config)
     own = [f for f in families_of(model_type) if f.output is not None]
     rest = [f for f in FAMILIES.values() if f.output is not None and f not in own]
@@ -244,7 +244,7 @@ def find_structure(
         root = _root_name(site_name, block_name, modules)
         found = None
         for family in own + rest:
-            found = _from_table(family, kind, block, block_name, root, modules)
+            found = _from_table(family, kind, block, root, names)
             if found is not None:
                 families.add(family.name)
                 break
