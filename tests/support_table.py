@@ -1,7 +1,8 @@
 """The README's support table, written from the family matrix's families.
 
 Every row is a family of ``tests/factories.py`` (``FAMILY_SPECS``, ``VISION_SPECS``) that
-``tests/integration/test_families.py`` and ``test_vision.py`` run; the architecture is what
+``tests/integration/test_families.py`` and ``test_vision.py`` run (every capability marked is
+checked there); the architecture is what
 inspector reads from the tiny model itself. ``test_families.py`` checks that the README holds
 exactly this table.
 
@@ -47,8 +48,8 @@ def rows() -> list[str]:
     for model_type, (cls, processor) in VISION_SPECS.items():
         architecture = classify(build_vision(model_type)[0])
         out.append(
-            f"| `{model_type}` | `{cls}` | {architecture} (image) | self | {YES} | — | — | — | "
-            f"image input through `{processor}`; rollout and every head over the image |"
+            f"| `{model_type}` | `{cls}` | {architecture} (image) | self | {YES} | — | {YES} | "
+            f"{YES} | image input through `{processor}`; rollout and every head over the image |"
         )
     return out
 

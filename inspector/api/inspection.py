@@ -496,7 +496,9 @@ class Inspection:
         stack = self.stack  # an encoder-decoder inspection names its part first
         return _importance.head_importance(
             self._bundle_for("head_importance"),
-            self.capture if self.capture.is_encoder_decoder else stack.query,
+            self.capture
+            if self.capture.is_encoder_decoder or self.capture.image is not None
+            else stack.query,
             target=target,
             method=method,
             mode=mode,

@@ -29,7 +29,7 @@ from ..capture.types import Capture, Tokens
 from ..errors import InputError
 from ..models.loading import ModelBundle
 from ..models.structure import Structure
-from .model import check_head, default_kind, inputs_for, structure
+from .model import check_head, default_kind, input_device, inputs_for, structure
 from .target import Resolved, Target, resolve_target, target_values
 
 Method = Literal["ablation", "gradient"]
@@ -149,7 +149,7 @@ def _shared_prefix_pass(
     import torch
 
     n_h = found.n_heads
-    device = inputs["input_ids"].device
+    device = input_device(inputs)
     per_layer: dict[int, list[int]] = {}
     for li, hi in chunk:
         per_layer.setdefault(li, []).append(hi)
@@ -189,7 +189,7 @@ def _plain_pass(
         else v
         for k, v in inputs.items()
     }
-    device = inputs["input_ids"].device
+    device = input_device(inputs)
     gates: dict[int, Any] = {}
     for r, (li, hi) in enumerate(chunk, start=1):
         gate = gates.setdefault(li, torch.ones(rows, found.n_heads, device=device))
@@ -259,7 +259,7 @@ def _gate_gradients(
             "maximum 1 there); use method='ablation' or target='embedding' (the projection)"
         )
     n_h = found.n_heads
-    device = inputs["input_ids"].device
+    device = input_device(inputs)
     gates = [torch.ones(1, n_h, device=device, requires_grad=True) for _ in found.layers]
     hooks = [
         Hook(layer.out, _gate_hook(gates[li], n_h, mode), "pre", call=layer.call)

@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from ..capture.run import stack_structure
-from ..capture.tokenize import decoder_tokens, encode, model_inputs
+from ..capture.tokenize import decoder_tokens, encode, encode_image, encoded_inputs, model_inputs
 from ..capture.types import Capture, Tokens
-from ..errors import InputError
+from ..errors import InputError, UnsupportedModelError
 from ..models.loading import ModelBundle
 from ..models.structure import Structure
 
@@ -47,8 +47,19 @@ def inputs_for(
     refused), the tokens of a capture, a capture (an encoder-decoder's encoder and decoder
     tokens), or ready inputs (a mapping with ``input_ids``).
 
-    An encoder-decoder given a text or tokens runs its decoder on the start token alone.
+    An encoder-decoder given a text or tokens runs its decoder on the start token alone. A
+    vision transformer's capture gives its image back to the image processor, which must
+    reproduce the pixels the capture saw.
     """
+    if isinstance(source, Capture) and source.image is not None:
+        encoded = encode_image(bundle, source.image)
+        if encoded.image.shape != source.image.shape or (encoded.image != source.image).any():
+            raise UnsupportedModelError(
+                f"{bundle.name}: its image processor does not give back the image this capture "
+                f"saw (it resizes or crops it again), so the model cannot be run on the same "
+                f"pixels; inspect the image again with this model"
+            )
+        return encoded_inputs(bundle, encoded)
     if isinstance(source, Capture):
         if not source.is_encoder_decoder:
             return model_inputs(bundle, [source.stacks["self"].query])
@@ -62,12 +73,17 @@ def inputs_for(
             start = model_inputs(bundle, [decoder_tokens(bundle, None)])["input_ids"]
             inputs["decoder_input_ids"] = start
         return inputs
-    if hasattr(source, "keys") and "input_ids" in source:
+    if hasattr(source, "keys") and ("input_ids" in source or "pixel_values" in source):
         return source
     raise InputError(
         f"expected a text, the Tokens of a capture, a capture or model inputs, not "
         f"{type(source).__name__}"
     )
+
+
+def input_device(inputs: Any) -> Any:
+    """The device of model inputs (their first tensor)."""
+    return next(v for v in inputs.values() if hasattr(v, "device")).device
 
 
 def check_head(bundle: ModelBundle, layer: int, head: int) -> None:
@@ -79,4 +95,4 @@ def check_head(bundle: ModelBundle, layer: int, head: int) -> None:
         )
 
 
-__all__ = ["check_head", "default_kind", "inputs_for", "structure"]
+__all__ = ["check_head", "default_kind", "input_device", "inputs_for", "structure"]

@@ -99,6 +99,13 @@ def attention_norms(
 
 
 def _inputs(bundle: ModelBundle, stack: AttentionStack, capture: Capture | None) -> Any:
+    if capture is not None and capture.image is not None:
+        return inputs_for(bundle, capture)
+    if bundle.modality == "image":
+        raise InputError(
+            "norm-based attention of an image needs its capture: "
+            "attention_norms(bundle, stack, capture=ins.capture)"
+        )
     if stack.kind == "self":
         return inputs_for(bundle, stack.query)
     if stack.kind == "encoder":

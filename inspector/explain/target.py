@@ -248,6 +248,8 @@ def _embedding_target(
             raise InputError(
                 "target 'embedding' needs the last hidden state; this model output has none"
             )
+        if "attention_mask" not in inputs:  # images: every patch counts
+            return hidden.mean(dim=1)
         mask = inputs["attention_mask"][:1].to(hidden.dtype)[..., None]
         return (hidden * mask).sum(1) / mask.sum(1)
 

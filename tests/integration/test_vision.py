@@ -3,7 +3,8 @@
 Tiny random ViT, DeiT and CLIP's / SigLIP's vision towers (``tests/factories.py``:
 ``VISION_SPECS``) with their real image processors (PIL/numpy implementations) and a generated
 picture: tokens, capture equal to transformers' own eager attentions, the image the model saw,
-frames, metrics, rollout, the head view and the report's image section (PNGs decoded back).
+frames, metrics, rollout, the head view and the report's image section (PNGs decoded back);
+norm-based attention, head importance and "what mattered" re-derived with the tests' own hooks.
 """
 
 from __future__ import annotations
@@ -149,3 +150,66 @@ def test_wrong_inputs_say_what_to_do(vision, tiny):
         m.generate("x")
     with pytest.raises(InputError, match="reads text"):
         tiny["bert"].inspect(make_image())
+
+
+#: The attention output projections (the tests' own statement), ``(batch, seq, heads * d)`` in.
+VISION_OUTPUTS = {
+    "vit": r"layers\.\d+\.attention\.o_proj$",
+    "deit": r"layers\.\d+\.attention\.o_proj$",
+    "clip_vision_model": r"layers\.\d+\.self_attn\.out_proj$",
+    "siglip_vision_model": r"layers\.\d+\.self_attn\.out_proj$",
+}
+
+
+@pytest.mark.parametrize("model_type", list(VISION_SPECS))
+def test_norms_importance_and_what_mattered_on_an_image(vision, model_type):
+    """Norm vectors give each head's real output; ablation equals zeroing the head's slice of
+    the output projection's input with the test's own hook; "what mattered" agrees."""
+    import re
+
+    from inspector.explain import attention_norms
+
+    m = vision[model_type][0]
+    ins = m.inspect(make_image())
+    pattern = re.compile(VISION_OUTPUTS[model_type])
+    outs = [mod for name, mod in m.model.named_modules() if pattern.search(name)]
+    n_l, n_h = ins.attention.shape[:2]
+    assert len(outs) == n_l
+    pixels = vision[model_type][2](images=make_image(), return_tensors="pt")["pixel_values"]
+    z: list[torch.Tensor] = []
+    handles = [o.register_forward_pre_hook(lambda _m, a: z.append(a[0][0].double())) for o in outs]
+    with torch.no_grad():
+        m.model(pixel_values=pixels)
+    for h in handles:
+        h.remove()
+    norms = attention_norms(m.bundle, ins.stack, capture=ins.capture, keep_vectors=True)
+    for li, out in enumerate(outs):
+        w_o = out.weight.detach().double().T
+        d = w_o.shape[0] // n_h
+        for h in range(n_h):
+            real = (z[li][:, h * d : (h + 1) * d] @ w_o[h * d : (h + 1) * d]).numpy()
+            moved = ins.attention[li, h].astype(np.float64) @ norms.vectors[li, h]
+            np.testing.assert_allclose(moved, real, atol=2e-4 * np.abs(real).max())
+
+    def logit(out: Any) -> Any:
+        hidden = out.logits if getattr(out, "logits", None) is not None else out.pooler_output
+        return hidden[:, 1].float()
+
+    ablation = ins.head_importance(target=logit, method="ablation", batch_size=4)
+    with torch.no_grad():
+        clean = float(logit(m.model(pixel_values=pixels))[0])
+        for li, out in enumerate(outs):
+            for h in range(n_h):
+
+                def zero(_m: Any, a: Any, h: int = h) -> Any:
+                    x = a[0].clone()
+                    d = x.shape[-1] // n_h
+                    x[..., h * d : (h + 1) * d] = 0
+                    return (x, *a[1:])
+
+                handle = out.register_forward_pre_hook(zero)
+                value = float(logit(m.model(pixel_values=pixels))[0])
+                handle.remove()
+                assert ablation.loc[(li, h), "delta"] == pytest.approx(value - clean, abs=2e-5)
+    expl = ins.explain(target=logit, top=2)
+    np.testing.assert_allclose(expl.importance["delta"], ablation["delta"], atol=1e-6)
