@@ -21,7 +21,7 @@ from ..models.families import forward_accepts
 from ..models.loading import ModelBundle, tokenizer_fingerprint
 from ..models.structure import Structure, find_structure
 from .hooks import AttentionRecorder, AttentionSite, Hook, attention_sites, hooked
-from .local import expander
+from .sites import by_structure, call_order, stack_kinds
 from .tokenize import (
     chat_text,
     check_text,
@@ -121,119 +121,37 @@ OOM_ADVICE = (
 # ------------------------------------------------------------------------ attention modules
 
 
-def stack_kinds(bundle: ModelBundle) -> tuple[str, ...]:
-    """The attention stacks of ``bundle``'s model: ``("self",)`` or encoder, decoder, cross."""
-    if bundle.architecture == "encoder-decoder":
-        return ("encoder", "decoder", "cross")
-    return ("self",)
-
-
 def bundle_sites(bundle: ModelBundle) -> dict[str, list[AttentionSite]]:
     """The attention module of every layer of every stack, found once and kept with the bundle.
 
     The modules the model's own ``_can_record_outputs`` names (exactly those transformers hooks
     for ``output_attentions=True``); when they are fewer than the layers (ALBERT's layers share
     one module) their order comes from one plain forward pass, each call a layer. Classes that
-    name none are searched by structure (:func:`discover_sites`). Empty when neither finds them.
+    name none are searched by structure (:mod:`.sites`). Empty when neither finds them.
     """
     sites = bundle.extra.get("attention_sites")
     if sites is None:
         sites = attention_sites(bundle.model)
-        kinds = stack_kinds(bundle)
-        if any(len(sites.get(k, ())) != bundle.n_layers for k in kinds):
-            sites = (_called(bundle, sites) if sites else discover_sites(bundle)) or sites
+        if any(len(sites.get(k, ())) != bundle.n_layers for k in stack_kinds(bundle)):
+            sites = _probe_sites(bundle, sites) or sites
         bundle.extra["attention_sites"] = sites
     return dict(sites)
 
 
-def _called(
+def _probe_sites(
     bundle: ModelBundle, named: Mapping[str, Sequence[AttentionSite]]
 ) -> dict[str, list[AttentionSite]]:
-    """``named`` sites in the order one plain forward pass calls them, one per call.
-
-    No ``output_attentions=True``: transformers would install its own output-capturing hooks
-    on the model for good, and these modules return their weights without it.
-    """
-    calls: list[tuple[str, AttentionSite]] = []
-
-    def note(kind: str, site: AttentionSite) -> Any:
-        return lambda _module, _args, _output: calls.append((kind, site))
-
-    unique = {id(s.module): (k, s) for k, ks in named.items() for s in ks}
-    forward(
-        bundle, probe_inputs(bundle), hooks=[Hook(s.module, note(k, s)) for k, s in unique.values()]
-    )
-    found: dict[str, list[AttentionSite]] = {}
-    for kind in named:
-        layer_sites = [(s.name, s.module, s.index, None) for k, s in calls if k == kind]
-        found[kind] = _with_calls(layer_sites, needs_output_attentions=False)
-    return found
-
-
-def discover_sites(bundle: ModelBundle) -> dict[str, list[AttentionSite]]:
-    """Attention modules found by structure, for classes that name none: one forward pass on a
-    short input with ``output_attentions=True``, where the module of layer ``i`` is the innermost
-    one whose output holds (shares storage with) the tensor the model returns as its ``i``-th
-    attention; ``{}`` when not found."""
-    import torch
-
-    seen: list[tuple[str, Any, tuple[Any, ...]]] = []
-
-    def keep(name: str, module: Any) -> Any:
-        def hook(_module: Any, _args: Any, output: Any) -> None:
-            if isinstance(output, tuple | list):
-                seen.append((name, module, tuple(output)))
-
-        return hook
-
-    modules = [(n, m) for n, m in bundle.model.named_modules() if n]
-    hooks = [Hook(m, keep(n, m)) for n, m in modules]
-    names = {"self": "attentions", "encoder": "encoder_attentions"}
-    names.update(decoder="decoder_attentions", cross="cross_attentions")
+    """One forward pass on a short input that finds (or orders) the attention modules."""
+    if named:  # no output_attentions: transformers would leave its capturing hooks installed
+        hooks, ordered = call_order(named)
+        forward(bundle, probe_inputs(bundle), hooks=hooks)
+        return ordered()
+    hooks, found = by_structure(bundle.model)
     try:
         out = forward(bundle, probe_inputs(bundle), hooks=hooks, output_attentions=True)
     except Exception:  # a model that cannot return attention this way: nothing found
         return {}
-    found: dict[str, list[AttentionSite]] = {}
-    for kind in stack_kinds(bundle):
-        returned = getattr(out, names[kind], None)
-        if not returned or any(not isinstance(a, torch.Tensor) for a in returned):
-            return {}
-        layer_sites: list[tuple[str, Any, int, Any]] = []
-        for a in returned:
-            hit = _producer(seen, a)
-            if hit is None:
-                return {}
-            layer_sites.append(hit)
-        found[kind] = _with_calls(layer_sites)
-    return found
-
-
-def _producer(seen: list[tuple[str, Any, tuple[Any, ...]]], a: Any) -> Any:
-    """The innermost ``(name, module, index, tensor)`` whose output shares ``a``'s storage."""
-    import torch
-
-    ptr = a.untyped_storage().data_ptr()
-    for name, module, output in seen:  # hooks fire innermost first
-        for i, t in enumerate(output):
-            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() == ptr:
-                return name, module, i, t
-    return None
-
-
-def _with_calls(
-    layer_sites: list[tuple[str, Any, int, Any]], *, needs_output_attentions: bool = True
-) -> list[AttentionSite]:
-    users: dict[int, list[int]] = {}
-    for li, (_, module, _, _) in enumerate(layer_sites):
-        users.setdefault(id(module), []).append(li)
-    out = []
-    for li, (name, module, index, tensor) in enumerate(layer_sites):
-        layers = users[id(module)]
-        call = (layers.index(li), len(layers)) if len(layers) > 1 else None
-        expand = expander(module, tensor, name) if tensor is not None else None
-        out.append(AttentionSite(name, module, index, call, expand, needs_output_attentions))
-    return out
+    return found(out, stack_kinds(bundle))
 
 
 def stack_structure(bundle: ModelBundle, kind: str, feature: str) -> Structure:
@@ -583,7 +501,6 @@ __all__ = [
     "bundle_sites",
     "capture",
     "check_layer_attentions",
-    "discover_sites",
     "forward",
     "is_out_of_memory",
     "out_of_memory_hint",
