@@ -498,3 +498,323 @@ MINI_CONLLU = """# sent_id = mini-1
 5\t.\t.\tPUNCT\t_\t_\t3\tpunct\t_\t_
 
 """
+
+
+# ============================================================================ family matrix
+# One tiny model per architecture family (2 layers, 4 heads, hidden 32, 300-token vocabulary),
+# built offline from its config: the rows of tests/integration/test_families.py and of the
+# README's support table (tests/support_table.py writes it). Add a family here, run the matrix,
+# then `python tests/support_table.py --write`.
+
+#: The input every family reads (a short target for encoder-decoders, longer than the input so
+#: that cross attention's values can be solved from its output by least squares).
+FAMILY_TEXT = "The cat sat on the mat because it was tired."
+FAMILY_SOURCE = "The cat sat on the mat."
+FAMILY_TARGET = "A dog barked at the mailman, who ran away quickly!"
+
+_L, _H, _D = 2, 4, 32
+_BERTLIKE = {
+    "hidden_size": _D,
+    "num_hidden_layers": _L,
+    "num_attention_heads": _H,
+    "intermediate_size": 64,
+    "max_position_embeddings": 80,
+}
+_ROBERTA_IDS = {"pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2}
+_GPT_IDS = {"bos_token_id": 0, "eos_token_id": 0}
+_LLAMALIKE = {
+    **_BERTLIKE,
+    "num_key_value_heads": 2,  # grouped-query attention: 2 query heads per key/value head
+    "head_dim": _D // _H,
+    **_GPT_IDS,
+}
+_BARTLIKE = {
+    "d_model": _D,
+    "encoder_layers": _L,
+    "decoder_layers": _L,
+    "encoder_attention_heads": _H,
+    "decoder_attention_heads": _H,
+    "encoder_ffn_dim": 64,
+    "decoder_ffn_dim": 64,
+    "max_position_embeddings": 80,
+    "decoder_start_token_id": 2,
+    "forced_eos_token_id": None,
+    **_ROBERTA_IDS,
+}
+_T5LIKE = {
+    "d_model": _D,
+    "d_kv": _D // _H,
+    "d_ff": 64,
+    "num_layers": _L,
+    "num_decoder_layers": _L,
+    "num_heads": _H,
+    "decoder_start_token_id": 0,
+    "pad_token_id": 0,
+    "eos_token_id": 1,
+}
+
+#: model_type -> (tokenizer: wordpiece / bytelevel / bytelevel-template / sentencepiece,
+#: transformers class, config keywords). The architecture comes from the model itself.
+FAMILY_SPECS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "bert": ("wordpiece", "BertForMaskedLM", _BERTLIKE),
+    "roberta": ("bytelevel-template", "RobertaForMaskedLM", {**_BERTLIKE, **_ROBERTA_IDS}),
+    "distilbert": (
+        "wordpiece",
+        "DistilBertForMaskedLM",
+        {"dim": _D, "n_layers": _L, "n_heads": _H, "hidden_dim": 64, "max_position_embeddings": 80},
+    ),
+    "albert": ("wordpiece", "AlbertForMaskedLM", {**_BERTLIKE, "embedding_size": 16}),
+    "electra": ("wordpiece", "ElectraForMaskedLM", {**_BERTLIKE, "embedding_size": _D}),
+    "deberta": (
+        "wordpiece",
+        "DebertaForMaskedLM",
+        {**_BERTLIKE, "relative_attention": True, "pos_att_type": ["c2p", "p2c"]},
+    ),
+    "deberta-v2": (
+        "wordpiece",
+        "DebertaV2ForMaskedLM",
+        {**_BERTLIKE, "relative_attention": True, "pos_att_type": ["c2p", "p2c"]},
+    ),
+    "xlm-roberta": ("bytelevel-template", "XLMRobertaForMaskedLM", {**_BERTLIKE, **_ROBERTA_IDS}),
+    "mpnet": ("bytelevel-template", "MPNetForMaskedLM", {**_BERTLIKE, **_ROBERTA_IDS}),
+    "modernbert": (
+        "wordpiece",
+        "ModernBertForMaskedLM",
+        {
+            **_BERTLIKE,
+            "global_attn_every_n_layers": 2,  # layer 1 attends to a local window of 8
+            "local_attention": 8,
+            "pad_token_id": 0,
+            "bos_token_id": 2,
+            "eos_token_id": 3,
+            "cls_token_id": 2,
+            "sep_token_id": 3,
+        },
+    ),
+    "camembert": ("bytelevel-template", "CamembertForMaskedLM", {**_BERTLIKE, **_ROBERTA_IDS}),
+    "gpt2": (
+        "bytelevel",
+        "GPT2LMHeadModel",
+        {"n_embd": _D, "n_layer": _L, "n_head": _H, "n_positions": 80, **_GPT_IDS},
+    ),
+    "gpt_neox": ("bytelevel", "GPTNeoXForCausalLM", {**_BERTLIKE, **_GPT_IDS}),
+    "gptj": (
+        "bytelevel",
+        "GPTJForCausalLM",
+        {"n_embd": _D, "n_layer": _L, "n_head": _H, "rotary_dim": 4, "n_positions": 80, **_GPT_IDS},
+    ),
+    "opt": (
+        "bytelevel",
+        "OPTForCausalLM",
+        {**_BERTLIKE, "ffn_dim": 64, "word_embed_proj_dim": _D, "pad_token_id": 1, **_GPT_IDS},
+    ),
+    "bloom": (
+        "bytelevel",
+        "BloomForCausalLM",
+        {"hidden_size": _D, "n_layer": _L, "n_head": _H, **_GPT_IDS},
+    ),
+    # multi-query attention: one key/value head for the 4 query heads
+    "falcon": ("bytelevel", "FalconForCausalLM", {**_BERTLIKE, **_GPT_IDS}),
+    "llama": ("bytelevel", "LlamaForCausalLM", _LLAMALIKE),
+    "mistral": ("bytelevel", "MistralForCausalLM", _LLAMALIKE),
+    "mixtral": (
+        "bytelevel",
+        "MixtralForCausalLM",
+        {**_LLAMALIKE, "num_local_experts": 2, "num_experts_per_tok": 1},
+    ),
+    "qwen2": ("bytelevel", "Qwen2ForCausalLM", _LLAMALIKE),
+    "qwen3": ("bytelevel", "Qwen3ForCausalLM", _LLAMALIKE),
+    "qwen2_moe": (
+        "bytelevel",
+        "Qwen2MoeForCausalLM",
+        {
+            **_LLAMALIKE,
+            "num_experts": 2,
+            "num_experts_per_tok": 1,
+            "moe_intermediate_size": 32,
+            "shared_expert_intermediate_size": 32,
+        },
+    ),
+    "gemma": ("bytelevel", "GemmaForCausalLM", _LLAMALIKE),
+    "gemma2": (
+        "bytelevel",
+        "Gemma2ForCausalLM",
+        {**_LLAMALIKE, "sliding_window": 64, "query_pre_attn_scalar": 8},
+    ),
+    "gemma3_text": (
+        "bytelevel",
+        "Gemma3ForCausalLM",
+        {**_LLAMALIKE, "sliding_window": 64, "query_pre_attn_scalar": 8},
+    ),
+    "phi": ("bytelevel", "PhiForCausalLM", {**_BERTLIKE, **_GPT_IDS}),
+    "phi3": ("bytelevel", "Phi3ForCausalLM", {**_LLAMALIKE, "pad_token_id": 0}),
+    "starcoder2": ("bytelevel", "Starcoder2ForCausalLM", _LLAMALIKE),
+    "olmo": ("bytelevel", "OlmoForCausalLM", {**_LLAMALIKE, "pad_token_id": 1}),
+    "olmo2": ("bytelevel", "Olmo2ForCausalLM", {**_LLAMALIKE, "pad_token_id": 1}),
+    "cohere": ("bytelevel", "CohereForCausalLM", {**_LLAMALIKE, "pad_token_id": 1}),
+    "stablelm": ("bytelevel", "StableLmForCausalLM", _LLAMALIKE),
+    "smollm3": ("bytelevel", "SmolLM3ForCausalLM", {**_LLAMALIKE, "pad_token_id": 1}),
+    "granite": ("bytelevel", "GraniteForCausalLM", _LLAMALIKE),
+    "t5": ("sentencepiece", "T5ForConditionalGeneration", _T5LIKE),
+    "mt5": ("sentencepiece", "MT5ForConditionalGeneration", _T5LIKE),
+    # local attention: blocks of local_radius + 1 = 3 tokens see their own and both neighbours
+    "longt5": (
+        "sentencepiece",
+        "LongT5ForConditionalGeneration",
+        {**_T5LIKE, "encoder_attention_type": "local", "local_radius": 2},
+    ),
+    "bart": ("bytelevel-template", "BartForConditionalGeneration", _BARTLIKE),
+    "mbart": ("bytelevel-template", "MBartForConditionalGeneration", _BARTLIKE),
+    "pegasus": ("bytelevel-template", "PegasusForConditionalGeneration", _BARTLIKE),
+    "marian": (
+        "bytelevel-template",
+        "MarianMTModel",
+        {**_BARTLIKE, "decoder_start_token_id": 1},
+    ),
+    # sliding-window attention: a window of 2 tokens on each side
+    "led": (
+        "bytelevel-template",
+        "LEDForConditionalGeneration",
+        {
+            **_BARTLIKE,
+            "attention_window": 4,
+            "max_encoder_position_embeddings": 80,
+            "max_decoder_position_embeddings": 80,
+        },
+    ),
+}
+
+#: What is particular about a family, for the README's support table.
+FAMILY_NOTES: dict[str, str] = {
+    "albert": "one attention module shared by all layers (hooked per call)",
+    "deberta": "disentangled attention; fused `in_proj`, value bias added after it",
+    "deberta-v2": "disentangled relative attention",
+    "modernbert": "fused `Wqkv`; global and local-window layers",
+    "gpt2": "fused `c_attn` (Conv1D)",
+    "gpt_neox": "fused qkv, interleaved per head",
+    "bloom": "ALiBi; fused qkv per head; found by structure (no `_can_record_outputs`)",
+    "falcon": (
+        "multi-query (1 key/value head); switched to eager in place; found by structure "
+        "(no `_can_record_outputs`)"
+    ),
+    "phi3": "fused `qkv_proj`",
+    "mixtral": "mixture of experts",
+    "qwen2_moe": "mixture of experts",
+    "gemma2": "logit soft-capping, sliding window",
+    "longt5": (
+        "local attention (blocks of 3) expanded to (query, key); transient-global is refused"
+    ),
+    "led": "sliding-window attention expanded to (query, key); no global tokens",
+}
+for _t in ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma3_text", "starcoder2", "olmo"):
+    FAMILY_NOTES.setdefault(_t, "grouped-query attention (2 query heads per key/value head)")
+
+#: The attention output projections, by stack, as regular expressions over module names: the
+#: tests' own statement of where each family's head outputs meet (independent of inspector's
+#: family table and structure search). The input of these modules is ``(batch, seq, heads * d)``.
+_BERT_OUT = {"self": r"encoder\.layer\.\d+\.attention\.output\.dense$"}
+_LLAMA_OUT = {"self": r"layers\.\d+\.self_attn\.o_proj$"}
+_BART_OUT = {
+    "encoder": r"encoder\.layers\.\d+\.self_attn\.out_proj$",
+    "decoder": r"decoder\.layers\.\d+\.self_attn\.out_proj$",
+    "cross": r"decoder\.layers\.\d+\.encoder_attn\.out_proj$",
+}
+_T5_OUT = {
+    "encoder": r"encoder\.block\.\d+\.layer\.0\.\w+\.o$",
+    "decoder": r"decoder\.block\.\d+\.layer\.0\.SelfAttention\.o$",
+    "cross": r"decoder\.block\.\d+\.layer\.1\.EncDecAttention\.o$",
+}
+_LLAMA_TYPES = (
+    "llama mistral mixtral qwen2 qwen3 qwen2_moe gemma gemma2 gemma3_text phi3 starcoder2 olmo "
+    "olmo2 cohere stablelm smollm3 granite"
+)
+_OUTPUT_GROUPS: tuple[tuple[str, dict[str, str]], ...] = (
+    ("bert roberta electra xlm-roberta camembert deberta deberta-v2", _BERT_OUT),
+    ("distilbert", {"self": r"layer\.\d+\.attention\.out_lin$"}),
+    ("albert", {"self": r"albert_layers\.0\.attention\.dense$"}),  # one module, every layer
+    ("mpnet", {"self": r"layer\.\d+\.attention\.attn\.o$"}),
+    ("modernbert", {"self": r"layers\.\d+\.attn\.Wo$"}),
+    ("gpt2", {"self": r"h\.\d+\.attn\.c_proj$"}),
+    ("gpt_neox", {"self": r"layers\.\d+\.attention\.dense$"}),
+    ("gptj", {"self": r"h\.\d+\.attn\.out_proj$"}),
+    ("opt", {"self": r"layers\.\d+\.self_attn\.out_proj$"}),
+    ("bloom falcon", {"self": r"h\.\d+\.self_attention\.dense$"}),
+    ("phi", {"self": r"layers\.\d+\.self_attn\.dense$"}),
+    (_LLAMA_TYPES, _LLAMA_OUT),
+    ("t5 mt5 longt5", _T5_OUT),
+    ("bart mbart pegasus marian", _BART_OUT),
+    ("led", {**_BART_OUT, "encoder": r"encoder\.layers\.\d+\.self_attn\.output$"}),
+)
+FAMILY_OUTPUTS: dict[str, dict[str, str]] = {
+    model_type: outputs for types, outputs in _OUTPUT_GROUPS for model_type in types.split()
+}
+
+_TOKENIZERS = {
+    "wordpiece": wordpiece_tokenizer,
+    "bytelevel": lambda: bytelevel_tokenizer(template=False),
+    "bytelevel-template": lambda: bytelevel_tokenizer(template=True),
+    "sentencepiece": sentencepiece_tokenizer,
+}
+
+
+def build_family(model_type: str) -> tuple[Any, Any]:
+    """The tiny random model of ``model_type`` (eval mode) and its locally built tokenizer."""
+    import torch
+    import transformers as tf
+
+    tokenizer, cls, kw = FAMILY_SPECS[model_type]
+    torch.manual_seed(0)
+    config = tf.AutoConfig.for_model(model_type, vocab_size=VOCAB_SIZE + 100, **kw)
+    model = getattr(tf, cls)(config)
+    model.eval()
+    return model, _TOKENIZERS[tokenizer]()
+
+
+# ---------------------------------------------------------------- vision transformers
+#: model_type -> (transformers class, image processor class): tiny (2 layers, 4 heads, 32x32
+#: pixels in 8x8 patches), with the processors' PIL/numpy implementations (no torchvision).
+VISION_SPECS: dict[str, tuple[str, str]] = {
+    "vit": ("ViTForImageClassification", "ViTImageProcessorPil"),
+    "deit": ("DeiTForImageClassificationWithTeacher", "DeiTImageProcessorPil"),
+    "clip_vision_model": ("CLIPVisionModel", "CLIPImageProcessorPil"),
+    "siglip_vision_model": ("SiglipVisionModel", "SiglipImageProcessorPil"),
+}
+IMAGE_SIZE = 32
+PATCH_SIZE = 8
+
+
+def build_vision(model_type: str) -> tuple[Any, Any]:
+    """A tiny random vision transformer of ``model_type`` (eval mode) and its image processor."""
+    import torch
+    import transformers as tf
+
+    cls, processor = VISION_SPECS[model_type]
+    torch.manual_seed(0)
+    config = tf.AutoConfig.for_model(
+        model_type,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        image_size=IMAGE_SIZE,
+        patch_size=PATCH_SIZE,
+    )
+    model = getattr(tf, cls)(config)
+    model.eval()
+    size = {"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+    return model, getattr(tf, processor)(size=size, crop_size=size)
+
+
+def make_image(width: int = 48, height: int = 40) -> Any:
+    """A generated RGB picture (PIL): a colour gradient with a bright square and a dark disc."""
+    from PIL import Image, ImageDraw
+
+    y, x = np.mgrid[0:height, 0:width]
+    pixels = np.stack(
+        [255 * x / max(width - 1, 1), 255 * y / max(height - 1, 1), np.full_like(x, 96.0)], axis=-1
+    )
+    image = Image.fromarray(pixels.astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    draw.rectangle([4, 4, width // 3, height // 3], fill=(255, 255, 255))
+    draw.ellipse([width // 2, height // 2, width - 4, height - 4], fill=(10, 10, 10))
+    return image

@@ -494,6 +494,7 @@ class Inspection:
             self.stack,
             layers=[layers] if isinstance(layers, int) else layers,
             heads=[heads] if isinstance(heads, int) else heads,
+            capture=self.capture,
         )
         return result.frame(exclude_special=exclude_special, normalise=normalise)
 
@@ -514,14 +515,18 @@ class Inspection:
         ablations (``None``: when stderr is a terminal). See
         :func:`inspector.explain.importance.head_importance`.
         """
+        stack = self.stack  # an encoder-decoder inspection names its part first
         return _importance.head_importance(
             self._bundle_for("head_importance"),
-            self.stack.query,
+            self.capture
+            if self.capture.is_encoder_decoder or self.capture.image is not None
+            else stack.query,
             target=target,
             method=method,
             mode=mode,
             batch_size=batch_size,
             progress=progress,
+            kind=stack.kind,
         )
 
     def explain(
@@ -538,7 +543,7 @@ class Inspection:
         (``progress``: a bar over head ablations; ``None``: when stderr is a terminal)."""
         return _summary.explain(
             self._bundle_for("explain"), self.capture, target=target, method=method, layer=layer,
-            top=top, progress=progress,
+            top=top, progress=progress, kind=self.kind,
         )  # fmt: skip
 
     def explain_report(

@@ -16,18 +16,24 @@ import pandas as pd
 from .._progress import bar as progress_bar
 from ..analysis import detectors as _detectors
 from ..capture.generation import generate as _generate
+from ..capture.image import is_image
 from ..capture.run import capture as _capture
 from ..capture.tokenize import readable_tokens as _readable
 from ..capture.types import AttentionStack
+from ..capture.vision import capture_image as _capture_image
 from ..errors import InputError
 from ..models.loading import ModelBundle, load_model
 from .inspection import Inspection
 
 if TYPE_CHECKING:
+    import numpy as np
+    import PIL.Image
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 #: What every facade function accepts as a model.
 ModelLike: TypeAlias = "LoadedModel | ModelBundle | str | os.PathLike[str] | tuple[Any, Any]"
+#: An image for a vision transformer: a PIL image or an ``(h, w)`` / ``(h, w, 3|4)`` array.
+ImageLike: TypeAlias = "PIL.Image.Image | np.ndarray"
 
 
 def load(
@@ -131,7 +137,7 @@ class LoadedModel:
 
     def inspect(
         self,
-        text: str | None = None,
+        text: str | ImageLike | None = None,
         text_pair: str | None = None,
         *,
         target: str | None = None,
@@ -146,7 +152,10 @@ class LoadedModel:
         """Run the model on ``text`` (and ``text_pair``) and capture every head's attention.
 
         Args:
-            text: the input.
+            text: the input; for a vision transformer (ViT, DeiT, CLIP/SigLIP vision towers) an
+                image: a PIL image or an ``(h, w, 3)`` array, read through the model's image
+                processor (tokens ``[CLS]`` and ``patch r,c``; only ``layers``, ``heads`` and
+                ``dtype`` apply).
             text_pair: optional second text of a sentence pair.
             target: decoder input for encoder-decoder models.
             truncation: keep the first ``max_length`` (default: the model's limit) tokens
@@ -162,6 +171,19 @@ class LoadedModel:
         Returns:
             An :class:`Inspection`; ``attention`` has shape ``(layer, head, query, key)``.
         """
+        if self.bundle.modality == "image" or is_image(text):
+            others: dict[str, object] = {"text_pair": text_pair, "target": target}
+            others.update(max_length=max_length, messages=messages)
+            given = [k for k, v in others.items() if v is not None]
+            if given or truncation or add_generation_prompt:
+                raise InputError(
+                    f"{', '.join(given) or 'truncation / add_generation_prompt'}: not for images; "
+                    f"an image takes layers=, heads= and dtype="
+                )
+            image = _capture_image(self.bundle, text, layers=layers, heads=heads, dtype=dtype)
+            return Inspection(image, model=self)
+        if not isinstance(text, str) and text is not None:
+            raise InputError(f"text must be a string, not {type(text).__name__}")
         cap = _capture(
             self.bundle,
             text,
@@ -284,24 +306,28 @@ def detect_heads(
 ) -> pd.DataFrame:
     """Score every head as previous-token, duplicate-token and induction head.
 
-    Runs the model on ``n_samples`` random word sequences repeated twice (words drawn from the
-    tokenizer's vocabulary) and averages :func:`inspector.analysis.detectors.detector_scores`.
-    Works for causal and bidirectional models (for the latter, "earlier" means "any other"
-    occurrence). Returns a frame on ``(layer, head)``.
+    Runs the model on ``n_samples`` random token sequences repeated twice - ``n_tokens`` token
+    ids drawn from the tokenizer's whole-word vocabulary entries, then the same ids again,
+    between the tokenizer's special tokens: an exact token repeat, as induction-head work uses -
+    and averages :func:`inspector.analysis.detectors.detector_scores`. Works for causal and
+    bidirectional models (for the latter, "earlier" means "any other" occurrence). Returns a
+    frame on ``(layer, head)``. Scores average over the rows that have an expected key, so
+    duplicate/induction scores are about twice TransformerLens' ``detect_head`` (see
+    :mod:`inspector.analysis.detectors`).
     """
     if n_samples < 1:
         raise InputError(f"n_samples must be at least 1, got {n_samples}")
     m = as_model(model)
     tok = m.tokenizer
-    words = _detectors.vocabulary_words(tok.get_vocab(), tok.all_special_tokens)
-    texts = [
-        _detectors.repeated_random_text(words, n_tokens, seed=seed + i) for i in range(n_samples)
-    ]
-    limit = m.bundle.max_positions
-    frames = [
-        _detectors.detector_scores(stack)
-        for stack in stacks_of(m, texts, kind, limit is not None, None)
-    ]
+    pool = _detectors.vocabulary_token_ids(tok.get_vocab(), tok.all_special_tokens)
+    frames = []
+    for i in range(n_samples):
+        ids = _detectors.repeated_random_ids(pool, n_tokens, seed=seed + i)
+        cap = _capture(m.bundle, token_ids=ids)
+        part = kind or ("encoder" if cap.is_encoder_decoder else "self")
+        if part not in cap.stacks:
+            raise InputError(f"no {part!r} attention; available: {list(cap.stacks)}")
+        frames.append(_detectors.detector_scores(cap.stacks[part]))
     return pd.concat(frames).groupby(level=["layer", "head"]).mean()
 
 

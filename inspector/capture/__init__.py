@@ -2,7 +2,9 @@
 
 * :mod:`.types` - the validated data (:class:`Tokens`, :class:`AttentionStack`,
   :class:`Capture`) everything right of this layer works on; pure numpy.
-* :mod:`.tokenize` - the one tokenization path (:func:`encode`, :func:`model_inputs`).
+* :mod:`.tokenize` - the one tokenization path (:func:`encode`, :func:`model_inputs`); images
+  through :mod:`.image` (a vision model's image processor), captured by :mod:`.vision`.
+* :mod:`.local` - local attention (LED's windows, LongT5's blocks) as full matrices.
 * :mod:`.hooks` - the one place hooks are registered (:func:`hooked`) and the recorder.
 * :mod:`.run` - one input (:func:`capture`), plain passes (:func:`forward`).
 * :mod:`.batch` - padded batches; :mod:`.generate` - generation, step by step.

@@ -24,8 +24,8 @@ from typing import Any
 
 from ..errors import CaptureError, InputError, UnsupportedModelError
 from ..models.loading import ModelBundle
-from .hooks import AttentionRecorder, Hook, bundle_sites, hooked
-from .run import bundle_metadata, out_of_memory_hint, stack_indexes
+from .hooks import AttentionRecorder, Hook, hooked
+from .run import bundle_metadata, bundle_sites, out_of_memory_hint, stack_indexes
 from .tokenize import (
     chat_text,
     check_text,
@@ -219,9 +219,9 @@ def generate(
     sites = bundle_sites(bundle)
     if not sites:
         raise UnsupportedModelError(
-            f"{bundle.name}: found no hookable attention modules (its class declares no "
-            f"_can_record_outputs), so generation cannot be recorded step by step; inspect() "
-            f"the final text instead"
+            f"{bundle.name}: found no attention module for every layer (its class declares no "
+            f"_can_record_outputs and no module returns the model's attention weights), so "
+            f"generation cannot be recorded step by step; inspect() the final text instead"
         )
     for kind in kinds:
         found, wanted = len(sites.get(kind, ())), bundle.stack_shape(kind)[0]
@@ -231,6 +231,8 @@ def generate(
                 f"{wanted} layers, so generation cannot be recorded layer by layer; check "
                 f"config.json, or inspect() the final text instead"
             )
+    if any(s.needs_output_attentions for k in kinds for s in sites[k]):
+        gen_kw["output_attentions"] = True  # modules found by structure return weights only then
     inputs = model_inputs(bundle, [prompt_tokens])
     input_ids, attention_mask = inputs["input_ids"], inputs["attention_mask"]
     if encoder_decoder:
@@ -285,6 +287,7 @@ def generate(
                 decoder_input_ids=last,
                 cache=cache,
                 return_dict=True,
+                **({"output_attentions": True} if "output_attentions" in gen_kw else {}),
             )
         else:
             model(
@@ -292,6 +295,7 @@ def generate(
                 attention_mask=torch.ones_like(sequence)[None],
                 cache=cache,
                 return_dict=True,
+                **({"output_attentions": True} if "output_attentions" in gen_kw else {}),
             )
 
     ids = sequence.tolist()

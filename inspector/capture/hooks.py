@@ -7,9 +7,11 @@ always removes them, also when the forward raises or is interrupted. No other mo
 ``register_forward_hook``.
 
 Attention is read with forward hooks on the model's own attention modules (the ones its
-``_can_record_outputs`` names, exactly those transformers itself hooks for output_attentions=True)
-instead of output_attentions=True, which keeps every layer's full matrix alive until the end of
-the forward. :class:`AttentionRecorder` copies only the kept heads of a kept layer into a
+``_can_record_outputs`` names, exactly those transformers itself hooks for output_attentions=True,
+or those found by structure: :func:`inspector.capture.run.bundle_sites`) instead of
+output_attentions=True, which keeps every layer's full matrix alive until the end of the forward.
+A module shared by several layers (ALBERT) gets one hook that counts its calls (``Hook.call``).
+:class:`AttentionRecorder` copies only the kept heads of a kept layer into a
 preallocated ``(batch, layer, head, query, key)`` buffer, so memory follows what is kept; the
 same recorder serves cached generation: each call of a layer appends its query rows after the
 ones it has already written. :func:`attention_hooks` hands each layer's weights to any other
@@ -46,6 +48,73 @@ class Hook:
     module: Any
     fn: Callable[..., Any]
     when: When = "post"
+    call: tuple[int, int] | None = None
+
+
+def _chain(when: str, fns: Sequence[Callable[..., Any]]) -> Callable[..., Any]:
+    """One hook running ``fns`` in order, each seeing what the previous one returned."""
+
+    def post(module: Any, args: Any, output: Any) -> Any:
+        for fn in fns:
+            new = fn(module, args, output)
+            output = output if new is None else new
+        return output
+
+    def pre(module: Any, args: Any) -> Any:
+        for fn in fns:
+            new = fn(module, args)
+            args = args if new is None else new
+        return args
+
+    def pre_kw(module: Any, args: Any, kwargs: Any) -> Any:
+        for fn in fns:
+            new = fn(module, args, kwargs)
+            if new is not None:
+                args, kwargs = new
+        return args, kwargs
+
+    chained: dict[str, Callable[..., Any]] = {"post": post, "pre": pre, "pre_kw": pre_kw}
+    return chained[when]
+
+
+def _per_call(when: str, n: int, by_call: Mapping[int, list[Callable[..., Any]]]) -> Hook:
+    """A hook that counts the calls of a shared module and runs the hooks of the ``i``-th call
+    of every ``n`` (one forward pass of a model whose ``n`` layers share the module)."""
+    chained = {i: _chain(when, fns) for i, fns in by_call.items()}
+    count = [0]
+
+    def hook(*args: Any) -> Any:
+        i = count[0] % n
+        count[0] += 1
+        fn = chained.get(i)
+        return fn(*args) if fn is not None else None
+
+    return Hook(None, hook, when)  # type: ignore[arg-type]
+
+
+def _grouped(hooks: Iterable[Hook]) -> list[Hook]:
+    """``hooks`` with the per-call hooks of each shared module merged into one counting hook."""
+    out: list[Hook] = []
+    groups: dict[tuple[int, str, int], tuple[Any, dict[int, list[Callable[..., Any]]]]] = {}
+    for hook in hooks:
+        if hook.call is None or hook.call[1] <= 1:
+            out.append(hook)
+            continue
+        i, n = hook.call
+        key = (id(hook.module), hook.when, n)
+        if key not in groups:
+            groups[key] = (hook.module, {})
+            out.append(Hook(hook.module, hook.fn, hook.when, (-1, n)))  # placeholder
+        groups[key][1].setdefault(i, []).append(hook.fn)
+    merged = []
+    for hook in out:
+        if hook.call is not None and hook.call[0] == -1:
+            module, by_call = groups[(id(hook.module), hook.when, hook.call[1])]
+            counting = _per_call(hook.when, hook.call[1], by_call)
+            merged.append(Hook(module, counting.fn, hook.when))
+        else:
+            merged.append(hook)
+    return merged
 
 
 @contextlib.contextmanager
@@ -56,6 +125,10 @@ def hooked(bundle: ModelBundle, hooks: Iterable[Hook] = ()) -> Iterator[None]:
     ``KeyboardInterrupt``); a module hooked twice (modules shared across layers) gets both
     hooks and loses both. The lock is re-entrant, so a pass may nest another ``hooked`` block.
 
+    A hook with ``call=(i, n)`` runs only on the ``i``-th of every ``n`` calls of its module (a
+    module shared by ``n`` layers, as in ALBERT): the hooks of one shared module are merged into
+    one hook that counts its calls.
+
     Example:
         >>> with hooked(bundle, [Hook(module, fn)]):  # doctest: +SKIP
         ...     bundle.model(**inputs)
@@ -63,7 +136,7 @@ def hooked(bundle: ModelBundle, hooks: Iterable[Hook] = ()) -> Iterator[None]:
     handles: list[Any] = []
     with bundle.lock:
         try:
-            for hook in hooks:
+            for hook in _grouped(hooks):
                 if hook.when == "post":
                     handles.append(hook.module.register_forward_hook(hook.fn))
                 elif hook.when == "pre":
@@ -83,11 +156,26 @@ def hooked(bundle: ModelBundle, hooks: Iterable[Hook] = ()) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class AttentionSite:
-    """One attention module to hook: its qualified name, the module, and the output index."""
+    """One attention module to hook.
+
+    Attributes:
+        name: its qualified name.
+        module: the module.
+        index: where its output tuple holds the weights.
+        call: ``(i, n)`` when ``n`` layers share the module and this layer is its ``i``-th call.
+        expand: turns the module's own weights (local or block attention) into the full
+            ``(batch, head, query, key)`` matrix with the zeros it implies; ``None`` when they are
+            that matrix already.
+        needs_output_attentions: the module returns weights only when the forward pass is asked
+            for ``output_attentions=True`` (modules found by structure).
+    """
 
     name: str
     module: Any
     index: int
+    call: tuple[int, int] | None = None
+    expand: Callable[[Any], Any] | None = None
+    needs_output_attentions: bool = False
 
 
 def _record_specs(model: Any) -> list[tuple[str, Any, int, str | None, str | None]]:
@@ -156,14 +244,6 @@ def attention_sites(model: Any) -> dict[str, list[AttentionSite]]:
     }
 
 
-def bundle_sites(bundle: ModelBundle) -> dict[str, list[AttentionSite]]:
-    """:func:`attention_sites` of a loaded model, found once and kept with the bundle."""
-    sites = bundle.extra.get("attention_sites")
-    if sites is None:
-        sites = bundle.extra["attention_sites"] = attention_sites(bundle.model)
-    return dict(sites)
-
-
 def attention_hooks(
     sites: Mapping[str, Sequence[AttentionSite]],
     layers: Sequence[int],
@@ -187,7 +267,11 @@ def attention_hooks(
         for li, layer in enumerate(layers):
             site = kind_sites[layer]
             hooks.append(
-                Hook(site.module, _weights_hook(kind, li, layer, site, on_weights, model_name))
+                Hook(
+                    site.module,
+                    _weights_hook(kind, li, layer, site, on_weights, model_name),
+                    call=site.call,
+                )
             )
     return hooks
 
@@ -212,7 +296,7 @@ def _weights_hook(
                 f"weights; load the model with attn_implementation='eager' — inspector.load does "
                 f"this for you"
             )
-        on_weights(kind, li, w)
+        on_weights(kind, li, site.expand(w) if site.expand is not None else w)
 
     return hook
 
@@ -268,6 +352,8 @@ class AttentionRecorder:
         self.filled = {k: [0] * len(self.layers[k]) for k in shapes}
         self.width = {k: 0 for k in shapes}
         self.calls = {k: 0 for k in shapes}
+        #: kinds whose weights come from local attention, padded to a block or window multiple
+        self.cut = {k for k in shapes if any(s.expand is not None for s in self.sites[k])}
         self._head_index = {k: torch.tensor(self.heads[k]) for k in shapes}
 
     def hooks(self) -> list[Hook]:
@@ -289,6 +375,8 @@ class AttentionRecorder:
             )
         buf = self.buffers[kind]
         start = self.filled[kind][li]
+        if kind in self.cut:  # local attention runs over a padded sequence: cut the padding
+            w = w[:, :, : buf.shape[3] - start, : buf.shape[4]]
         q, k = int(w.shape[2]), int(w.shape[3])
         if kind in self.causal_kinds and k != start + q:
             raise CaptureError(
@@ -362,6 +450,5 @@ __all__ = [
     "Hook",
     "attention_hooks",
     "attention_sites",
-    "bundle_sites",
     "hooked",
 ]

@@ -17,10 +17,20 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ..errors import AttentionUnavailableError, CaptureError, InputError, ResourceError
-from ..models.families import find_structure, forward_accepts
+from ..models.families import forward_accepts
 from ..models.loading import ModelBundle, tokenizer_fingerprint
-from .hooks import AttentionRecorder, Hook, bundle_sites, hooked
-from .tokenize import chat_text, check_text, decoder_tokens, encode, model_inputs
+from ..models.structure import Structure, find_structure
+from .hooks import AttentionRecorder, AttentionSite, Hook, attention_sites, hooked
+from .sites import by_structure, call_order, stack_kinds
+from .tokenize import (
+    chat_text,
+    check_text,
+    decoder_tokens,
+    encode,
+    encode_ids,
+    model_inputs,
+    probe_inputs,
+)
 from .types import (
     ROW_SUM_TOLERANCE,
     AttentionStack,
@@ -108,6 +118,76 @@ OOM_ADVICE = (
 )
 
 
+# ------------------------------------------------------------------------ attention modules
+
+
+def bundle_sites(bundle: ModelBundle) -> dict[str, list[AttentionSite]]:
+    """The attention module of every layer of every stack, found once and kept with the bundle.
+
+    The modules the model's own ``_can_record_outputs`` names (exactly those transformers hooks
+    for ``output_attentions=True``); when they are fewer than the layers (ALBERT's layers share
+    one module) their order comes from one plain forward pass, each call a layer. Classes that
+    name none are searched by structure (:mod:`.sites`). Empty when neither finds them.
+    """
+    sites = bundle.extra.get("attention_sites")
+    if sites is None:
+        sites = attention_sites(bundle.model)
+        if any(len(sites.get(k, ())) != bundle.n_layers for k in stack_kinds(bundle)):
+            sites = _probe_sites(bundle, sites) or sites
+        bundle.extra["attention_sites"] = sites
+    return dict(sites)
+
+
+def _probe_sites(
+    bundle: ModelBundle, named: Mapping[str, Sequence[AttentionSite]]
+) -> dict[str, list[AttentionSite]]:
+    """One forward pass on a short input that finds (or orders) the attention modules."""
+    if named:  # no output_attentions: transformers would leave its capturing hooks installed
+        hooks, ordered = call_order(named)
+        forward(bundle, probe_inputs(bundle), hooks=hooks)
+        return ordered()
+    hooks, found = by_structure(bundle.model)
+    try:
+        out = forward(bundle, probe_inputs(bundle), hooks=hooks, output_attentions=True)
+    except Exception:  # a model that cannot return attention this way: nothing found
+        return {}
+    return found(out, stack_kinds(bundle))
+
+
+def stack_structure(bundle: ModelBundle, kind: str, feature: str) -> Structure:
+    """The projections of every layer of one attention stack (found once, kept with the bundle).
+
+    Raises:
+        UnsupportedModelError: no attention modules, or no output projection, were found.
+    """
+    from ..errors import UnsupportedModelError
+
+    cache = bundle.extra.setdefault("structures", {})
+    if kind not in cache:
+        sites = bundle_sites(bundle).get(kind)
+        if not sites or len(sites) != bundle.n_layers:
+            raise UnsupportedModelError(
+                f"{feature} does not support {type(bundle.model).__name__} ({bundle.model_type}): "
+                f"its {kind} attention modules were not found (neither named by the class's "
+                f"_can_record_outputs nor returning the model's attention weights)"
+            )
+        cache[kind] = find_structure(
+            bundle.model,
+            model_type=bundle.model_type,
+            sites=[(s.name, s.module) for s in sites],
+            n_heads=bundle.n_heads,
+            n_kv_heads=bundle.n_kv_heads,
+            feature=feature,
+            kind=kind,
+        )
+    found: Structure = cache[kind]
+    return found
+
+
+def _needs_output_attentions(sites: Mapping[str, Sequence[AttentionSite]], kinds: Any) -> bool:
+    return any(s.needs_output_attentions for k in kinds for s in sites.get(k, ()))
+
+
 # --------------------------------------------------------------------------------- running
 
 
@@ -181,6 +261,8 @@ def record(
         call_kw.setdefault("logits_to_keep", 1)
     sites = bundle_sites(bundle)
     if sites and all(len(sites.get(k, ())) == bundle.stack_shape(k)[0] for k in shapes):
+        if _needs_output_attentions(sites, shapes):
+            call_kw["output_attentions"] = True
         recorder = AttentionRecorder(
             sites, layers, heads, shapes, batch=batch, dtype=dtype, model_name=bundle.name
         )
@@ -250,6 +332,7 @@ def capture(
     messages: Sequence[Mapping[str, str]] | None = None,
     add_generation_prompt: bool = False,
     dtype: Any = None,
+    token_ids: Sequence[int] | None = None,
 ) -> Capture:
     """Run ``bundle``'s model on one input and return its verified attention.
 
@@ -270,12 +353,20 @@ def capture(
         add_generation_prompt: with ``messages``, end with the assistant's turn header.
         dtype: storage of the weights: ``"float32"`` (default) or ``"float16"`` (half the memory;
             rows then sum to 1 within 1e-3).
+        token_ids: instead of ``text``, exactly these token ids, between the special tokens the
+            tokenizer adds (:func:`~inspector.capture.tokenize.encode_ids`).
 
     Returns:
         A :class:`Capture` with ``weights`` of shape ``(layer, head, query, key)``.
     """
     add_special = True
-    if messages is not None:
+    from_ids = None
+    if token_ids is not None:
+        if text is not None or text_pair is not None or messages is not None:
+            raise InputError("give one of text, messages= or token_ids=")
+        from_ids = encode_ids(bundle, token_ids)
+        text = from_ids.text or " ".join(from_ids.tokens.tokens)
+    elif messages is not None:
         if text is not None or text_pair is not None:
             raise InputError("give either text (and text_pair) or messages=, not both")
         text = chat_text(bundle, messages, add_generation_prompt=add_generation_prompt)
@@ -294,7 +385,7 @@ def capture(
     )
     layer_idx, head_idx = stack_indexes(bundle, kinds, layers, heads)
     store = storage_dtype(dtype)
-    encoded = encode(
+    encoded = from_ids or encode(
         bundle,
         text,
         text_pair,
@@ -379,14 +470,7 @@ def query_key_vectors(bundle: ModelBundle, capture: Capture) -> tuple[np.ndarray
             f"needs a self-attention model (use head_view() for encoder-decoder attention)"
         )
     stack = capture.stacks["self"]
-    structure = find_structure(
-        bundle.model,
-        model_type=bundle.model_type,
-        n_layers=bundle.n_layers,
-        n_heads=bundle.n_heads,
-        n_kv_heads=bundle.n_kv_heads,
-        feature="the neuron view",
-    )
+    structure = stack_structure(bundle, "self", "the neuron view")
     if any(layer.query is None or layer.key is None for layer in structure.layers):
         raise UnsupportedModelError(
             f"{bundle.name}: the neuron view needs the query and key projections, which the "
@@ -449,6 +533,7 @@ def _check_vectors(
 __all__ = [
     "OOM_ADVICE",
     "bundle_metadata",
+    "bundle_sites",
     "capture",
     "check_layer_attentions",
     "forward",
@@ -457,4 +542,6 @@ __all__ = [
     "query_key_vectors",
     "record",
     "stack_indexes",
+    "stack_kinds",
+    "stack_structure",
 ]

@@ -7,7 +7,11 @@ they agree on special tokens, word ids, truncation (off unless asked for: a too-
 own segment ids, passed only to models whose tokenizer returns them and whose ``forward`` takes
 them.
 
-Tokenizers only; nothing here runs the model.
+Images take the same path: :func:`encode_image` (a vision model's image processor, in the sibling
+module :mod:`.image`) gives their tokens (``[CLS]``, ``patch r,c``) and :func:`encoded_inputs`
+their model inputs.
+
+Tokenizers and processors only; nothing here runs the model.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import numpy as np
 from ..errors import CaptureError, InputError, InputTooLongError
 from ..models.families import forward_accepts, needs_prefix_space
 from ..models.loading import ModelBundle
+from .image import EncodedImage, encode_image
 from .types import Tokens, readable_token, visible_whitespace
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -194,6 +199,52 @@ def _require_words(tokens: Tokens, has_pair: bool) -> None:
                 f"tokenizer drops all of its characters (combining marks, variation selectors, "
                 f"control characters); give some visible text"
             )
+
+
+def encode_ids(bundle: ModelBundle, ids: Sequence[int]) -> Encoded:
+    """Tokens of exactly these token ids, with the special tokens the tokenizer adds around any
+    text (read off its encoding of one placeholder word): for inputs built from ids, such as a
+    random token sequence repeated (induction heads), which text might not tokenize back to.
+
+    Raises:
+        InputTooLongError: more tokens than the model accepts.
+    """
+    tok = bundle.tokenizer
+    ids = [int(i) for i in ids]
+    if not ids:
+        raise InputError("no token ids given")
+    vocab_size = len(tok)
+    if any(i < 0 or i >= vocab_size for i in ids):
+        raise InputError(f"token ids must be in 0..{vocab_size - 1} for this tokenizer")
+    probe = tok("a", return_special_tokens_mask=True)
+    mask = list(probe["special_tokens_mask"])
+    first = mask.index(0) if 0 in mask else len(mask)
+    last = len(mask) - mask[::-1].index(0) if 0 in mask else len(mask)
+    prefix, suffix = list(probe["input_ids"][:first]), list(probe["input_ids"][last:])
+    full = prefix + ids + suffix
+    limit = token_limit(bundle, None)
+    if limit is not None and len(full) > limit:
+        raise InputTooLongError(
+            f"{len(full)} tokens but the model accepts at most {limit}; give fewer ids"
+        )
+    n = len(full)
+    special = np.zeros(n, dtype=bool)
+    special[: len(prefix)] = True
+    special[len(prefix) + len(ids) :] = True
+    special |= np.isin(np.asarray(full), np.asarray(sorted(special_ids(bundle)), dtype=np.int64))
+    strings = tuple(_token_strings(tok, full))
+    text = tok.decode(ids)
+    tokens = Tokens(
+        tokens=strings,
+        ids=np.asarray(full, dtype=np.int64),
+        special=special,
+        word_ids=np.where(special, -1, np.cumsum(~special) - 1).astype(np.int32),
+        sequence_ids=np.where(special, -1, 0).astype(np.int8),
+        offsets=np.full((n, 2), -1, dtype=np.int32),
+        texts=(text,),
+        readable=readable_tokens(tok, strings, special.tolist()),
+    )
+    return Encoded(tokens, text)
 
 
 def _check_words(bundle: ModelBundle, words: Sequence[str]) -> list[str]:
@@ -481,16 +532,40 @@ def model_inputs(bundle: ModelBundle, sequences: Sequence[Tokens]) -> dict[str, 
     return inputs
 
 
+def encoded_inputs(bundle: ModelBundle, encoded: Encoded | EncodedImage) -> dict[str, Any]:
+    """The model inputs (batch of 1) of one encoded text or image."""
+    if isinstance(encoded, EncodedImage):
+        return {"pixel_values": encoded.pixel_values}
+    return model_inputs(bundle, [encoded.tokens])
+
+
+def probe_inputs(bundle: ModelBundle) -> dict[str, Any]:
+    """A short input (batch of 1) for one forward pass that looks at a model's structure."""
+    if bundle.modality == "image":
+        return encoded_inputs(bundle, encode_image(bundle, np.full((8, 8, 3), 128, np.uint8)))
+    inputs = model_inputs(bundle, [encode(bundle, "The cat sat on the mat.").tokens])
+    if bundle.architecture == "encoder-decoder":
+        inputs["decoder_input_ids"] = model_inputs(bundle, [decoder_tokens(bundle, "The cat.")])[
+            "input_ids"
+        ]
+    return inputs
+
+
 __all__ = [
     "Encoded",
+    "EncodedImage",
     "chat_text",
     "check_text",
     "decoder_tokens",
     "encode",
+    "encode_ids",
+    "encode_image",
+    "encoded_inputs",
     "generated_tokens",
     "join_tokens",
     "model_inputs",
     "pad_id",
+    "probe_inputs",
     "special_ids",
     "special_tokens",
     "takes_token_types",

@@ -292,15 +292,27 @@ class Capture:
     """Everything one forward pass gave: attention stacks by kind, plus metadata.
 
     Self-attention models have one stack, ``"self"``; encoder-decoder models have ``"encoder"``,
-    ``"decoder"`` and ``"cross"``.
+    ``"decoder"`` and ``"cross"``. A vision transformer's capture keeps ``image``: the
+    ``(height, width, 3)`` uint8 image the model saw (after its processor resized and cropped it);
+    its patch tokens are ``metadata["image_grid"]`` rows x columns after
+    ``metadata["image_prefix"]`` prefix tokens.
     """
 
     stacks: Mapping[str, AttentionStack]
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    image: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if not self.stacks:
             raise CaptureError("a capture needs at least one attention stack")
+        if self.image is not None:
+            image = np.asarray(self.image)
+            if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
+                raise CaptureError(
+                    f"Capture.image must be a (height, width, 3) uint8 array, not "
+                    f"{image.dtype} {image.shape}"
+                )
+            object.__setattr__(self, "image", _ro(image.copy()))
         for key, stack in self.stacks.items():
             if key != stack.kind:
                 raise CaptureError(f"stack stored as {key!r} is of kind {stack.kind!r}")

@@ -43,9 +43,9 @@ from .probe import (
     ProbeCounts,
     ProbeResult,
     gold_word_attention,
+    probe_predictions,
     probe_result,
     score_sentence,
-    word_predictions,
 )
 from .sources import TextSource, text_source
 from .treebank import NO_HEADS, NOT_A_TREE, GoldSentence, read_treebank
@@ -443,7 +443,8 @@ def syntax_probe(
                 if attn is None:
                     skipped["unaligned"] += 1
                     continue
-                score_sentence(sent, word_predictions(attn), counts, excluded, subtypes, n_l, n_h)
+                pred, transposed = probe_predictions(attn)
+                score_sentence(sent, pred, counts, excluded, subtypes, n_l, n_h, transposed)
             bar.update(len(part))
     finally:
         bar.close()

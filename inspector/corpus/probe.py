@@ -1,9 +1,15 @@
 """Syntactic head probe (Clark et al. 2019, "What Does BERT Look At?", section 4).
 
 For every dependency relation of a CoNLL-U treebank, find the attention head whose most-attended
-other word is most often the syntactic head (direction ``dependent→head``) — or, transposed, whose
-head word most often attends most to the dependent (``head→dependent``) — and set it beside the
-best fixed-offset baseline (the head is always ``k`` words away, ``k`` in −3..+3).
+other word is most often the syntactic head (direction ``dependent→head``) — or, transposed, for
+which the word attending most to the dependent is most often its syntactic head
+(``head→dependent``) — and set it beside the best fixed-offset baseline (the head is always ``k``
+words away, ``k`` in −3..+3).
+
+Both directions are Clark et al.'s own reading (``attn_head_predictor`` in their released code,
+modes ``normal`` and ``transpose``): each dependent gets one prediction per head and direction,
+the argmax of its row (``dependent→head``) or of its column (``head→dependent``) with itself
+left out, so a head word with several dependents can be right for every one of them.
 
 Gold words are tokenized with ``is_split_into_words=True`` (a word list given to
 :func:`inspector.capture.tokenize.encode`), so every model token belongs to exactly one gold word;
@@ -56,7 +62,11 @@ class ProbeCounts:
 
 
 def word_predictions(weights: np.ndarray) -> np.ndarray:
-    """Each word's most-attended *other* word: ``(layer, head, word, word)`` → ``(..., word)``."""
+    """Each word's most-attended *other* word: ``(layer, head, word, word)`` → ``(..., word)``.
+
+    Pass the transposed map (``weights.swapaxes(-1, -2)``) for the word that attends most to each
+    word (Clark et al.'s ``transpose`` mode).
+    """
     w = np.array(weights, dtype=np.float64, copy=True)
     n = w.shape[-1]
     if n < 2:
@@ -124,6 +134,12 @@ def table_markdown(table: pd.DataFrame, *, min_count: int = 1, digits: int = 3) 
     return "\n".join(lines)
 
 
+def probe_predictions(attn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(dependent→head, head→dependent)`` predictions ``(layer, head, word)`` of a word map:
+    each word's most-attended other word, and the other word attending most to it."""
+    return word_predictions(attn), word_predictions(np.swapaxes(attn, -1, -2))
+
+
 def score_sentence(
     sent: GoldSentence,
     pred: np.ndarray,
@@ -132,7 +148,11 @@ def score_sentence(
     subtypes: bool,
     n_l: int,
     n_h: int,
+    transposed: np.ndarray,
 ) -> None:
+    """Count one sentence: dependent ``d`` with head ``h`` is right for a head of the model when
+    ``pred[d] == h`` (``dependent→head``) or ``transposed[d] == h`` (``head→dependent``:
+    ``transposed`` from the transposed map, see :func:`probe_predictions`)."""
     for d, (h1, rel) in enumerate(zip(sent.heads, sent.relations, strict=True)):
         label = rel if subtypes else rel.split(":")[0]
         if h1 == 0 or label in excluded or rel in excluded:
@@ -146,7 +166,7 @@ def score_sentence(
             )  # fmt: skip
         c.n += 1
         c.dep += pred[:, :, d] == h
-        c.head += pred[:, :, h] == d
+        c.head += transposed[:, :, d] == h
         c.base += np.array([h - d == k for k in OFFSETS], dtype=np.int64)
 
 
@@ -210,6 +230,7 @@ __all__ = [
     "ProbeCounts",
     "ProbeResult",
     "gold_word_attention",
+    "probe_predictions",
     "probe_result",
     "score_sentence",
     "table_markdown",

@@ -26,11 +26,11 @@ import pandas as pd
 from .._progress import bar as progress_bar
 from ..capture.hooks import Hook, hooked
 from ..capture.run import forward
-from ..capture.types import Tokens
+from ..capture.types import Capture, Tokens
 from ..errors import InputError
-from ..models.families import Structure
 from ..models.loading import ModelBundle
-from .model import check_head, inputs_for, structure
+from ..models.structure import Structure
+from .model import check_head, default_kind, input_device, inputs_for, structure
 from .target import Resolved, Target, resolve_target, target_values
 
 Method = Literal["ablation", "gradient"]
@@ -66,13 +66,16 @@ def ablated_heads(
     heads: Iterable[tuple[int, int]],
     *,
     mode: AblationMode = "zero",
+    kind: str | None = None,
 ) -> Iterator[None]:
     """Within the block, every forward pass of ``bundle.model`` runs with ``heads`` ablated.
 
     Args:
-        bundle: a loaded BERT-family, GPT-2 or LLaMA-style model.
+        bundle: a loaded model.
         heads: ``(layer, head)`` pairs to ablate; empty leaves the output bitwise unchanged.
         mode: ``zero`` the head's output, or replace it by its ``mean`` over positions.
+        kind: the stack whose heads these are (an encoder-decoder's ``encoder``, ``decoder`` or
+            ``cross``; default ``self`` / ``encoder``).
 
     Example:
         >>> with ablated_heads(bundle, [(0, 3)]):  # doctest: +SKIP
@@ -80,7 +83,7 @@ def ablated_heads(
     """
     import torch
 
-    found = structure(bundle, "head ablation")
+    found = structure(bundle, "head ablation", kind)
     _check_mode(mode)
     by_layer: dict[int, list[int]] = {}
     for layer, head in heads:
@@ -91,7 +94,8 @@ def ablated_heads(
     for layer, hs in by_layer.items():
         gate = torch.ones(1, found.n_heads, device=device)
         gate[0, hs] = 0.0
-        hooks.append(Hook(found.layers[layer].out, _gate_hook(gate, found.n_heads, mode), "pre"))
+        at = found.layers[layer]
+        hooks.append(Hook(at.out, _gate_hook(gate, found.n_heads, mode), "pre", call=at.call))
     with hooked(bundle, hooks):
         yield
 
@@ -146,7 +150,7 @@ def _shared_prefix_pass(
     import torch
 
     n_h = found.n_heads
-    device = inputs["input_ids"].device
+    device = input_device(inputs)
     per_layer: dict[int, list[int]] = {}
     for li, hi in chunk:
         per_layer.setdefault(li, []).append(hi)
@@ -157,13 +161,50 @@ def _shared_prefix_pass(
         new = len(heads)
         gate = torch.ones(rows + new, n_h, device=device)
         gate[torch.arange(rows, rows + new), heads] = 0.0
+        grow = _on_hidden(functools.partial(_append_row0, extra=new))
+        keep = _on_hidden(operator.itemgetter(slice(None, rows)))
         hooks += [
-            Hook(layer.block, _on_hidden(functools.partial(_append_row0, extra=new)), "pre_kw"),
-            Hook(layer.attention, _on_hidden(operator.itemgetter(slice(None, rows))), "pre_kw"),
-            Hook(layer.out, _gate_hook(gate, n_h, mode, grow=new), "pre"),
+            Hook(layer.block, grow, "pre_kw", call=layer.call),
+            Hook(layer.attention, keep, "pre_kw", call=layer.call),
+            Hook(layer.out, _gate_hook(gate, n_h, mode, grow=new), "pre", call=layer.call),
         ]
         rows += new
     return forward(bundle, inputs, hooks=hooks)
+
+
+def _plain_pass(
+    bundle: ModelBundle,
+    found: Structure,
+    inputs: Mapping[str, Any],
+    chunk: Sequence[tuple[int, int]],
+    mode: str,
+) -> Any:
+    """One forward pass of ``len(chunk) + 1`` copies of the input; row ``r >= 1`` ablates head
+    ``chunk[r - 1]``, row 0 stays clean (for stacks where rows cannot share the layers below)."""
+    import torch
+
+    rows = len(chunk) + 1
+    batched = {
+        k: v.expand(rows, *v.shape[1:])
+        if isinstance(v, torch.Tensor) and v.shape[:1] == (1,)
+        else v
+        for k, v in inputs.items()
+    }
+    device = input_device(inputs)
+    gates: dict[int, Any] = {}
+    for r, (li, hi) in enumerate(chunk, start=1):
+        gate = gates.setdefault(li, torch.ones(rows, found.n_heads, device=device))
+        gate[r, hi] = 0.0
+    hooks = [
+        Hook(
+            found.layers[li].out,
+            _gate_hook(g, found.n_heads, mode),
+            "pre",
+            call=found.layers[li].call,
+        )
+        for li, g in gates.items()
+    ]
+    return forward(bundle, batched, hooks=hooks)
 
 
 def _ablation_deltas(
@@ -193,7 +234,8 @@ def _ablation_deltas(
     with bar, torch.inference_mode():
         for start in range(0, len(plan), per_chunk):
             chunk = plan[start : start + per_chunk]
-            out = _shared_prefix_pass(bundle, found, inputs, chunk, mode)
+            run = _shared_prefix_pass if found.shared_prefix else _plain_pass
+            out = run(bundle, found, inputs, chunk, mode)
             if resolved is None:  # row 0 is the unablated model
                 resolved = resolve_target(target, bundle, inputs, out)
             vals = target_values(resolved, out, len(chunk) + 1).double().cpu().numpy()
@@ -221,10 +263,10 @@ def _gate_gradients(
             "maximum 1 there); use method='ablation' or target='embedding' (the projection)"
         )
     n_h = found.n_heads
-    device = inputs["input_ids"].device
+    device = input_device(inputs)
     gates = [torch.ones(1, n_h, device=device, requires_grad=True) for _ in found.layers]
     hooks = [
-        Hook(layer.out, _gate_hook(gates[li], n_h, mode), "pre")
+        Hook(layer.out, _gate_hook(gates[li], n_h, mode), "pre", call=layer.call)
         for li, layer in enumerate(found.layers)
     ]
     with hooked(bundle), torch.enable_grad():
@@ -270,9 +312,10 @@ def _raw_importance(
     mode: str,
     batch_size: int,
     progress: bool | None = False,
+    kind: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """Signed first-order / exact deltas ``(layer, head)``, the clean target value, description."""
-    found = structure(bundle, "head importance")
+    found = structure(bundle, "head importance", kind)
     _check_mode(mode)
     spec = Target.parse(target)
     if method == "ablation":
@@ -288,19 +331,21 @@ def _raw_importance(
 
 def head_importance(
     bundle: ModelBundle,
-    inputs: Mapping[str, Any] | Tokens | str,
+    inputs: Mapping[str, Any] | Tokens | Capture | str,
     *,
     target: Target | str | Callable[[Any], Any] | None = None,
     method: Method = "ablation",
     mode: AblationMode = "zero",
     batch_size: int = 73,
     progress: bool | None = None,
+    kind: str | None = None,
 ) -> pd.DataFrame:
     """How much each head matters for ``target`` on one input.
 
     Args:
-        bundle: a loaded BERT-family, GPT-2 or LLaMA-style model.
-        inputs: a text, the :class:`Tokens` of a capture, or ready model inputs (batch of 1).
+        bundle: a loaded model.
+        inputs: a text, the :class:`Tokens` of a capture, a capture (an encoder-decoder's
+            encoder and decoder tokens), or ready model inputs (batch of 1).
         target: see :class:`Target` (default ``"auto"``).
         method: ``ablation`` - ablate one head at a time and record ``delta = target(ablated) -
             target(clean)``; all ``layer × head`` ablations run as rows of a few batches (plus one
@@ -312,6 +357,8 @@ def head_importance(
         batch_size: rows per forward pass for ``ablation``.
         progress: a bar over the ablated heads on stderr (``None``: when stderr is a terminal;
             SmolLM2's 270 ablations take minutes on a CPU).
+        kind: whose heads: ``self``, or an encoder-decoder's ``encoder`` (default),
+            ``decoder`` or ``cross`` stack.
 
     Returns:
         Frame on ``(layer, head)`` with ``importance, delta, target_clean``, one row per head.
@@ -321,12 +368,13 @@ def head_importance(
     """
     model_inputs = inputs_for(bundle, inputs)
     delta, clean, desc = _raw_importance(
-        bundle, model_inputs, target, method, mode, batch_size, progress
+        bundle, model_inputs, target, method, mode, batch_size, progress, kind=kind
     )
     importance = np.abs(delta) if method == "ablation" else _normalise_layers(np.abs(delta))
+    attrs = {"target": desc, "method": method, "mode": mode, "n_texts": 1}
     return _head_frame(
         {"importance": importance, "delta": delta, "target_clean": clean},
-        {"target": desc, "method": method, "mode": mode, "n_texts": 1},
+        {**attrs, "kind": kind or default_kind(bundle)},
     )
 
 
@@ -340,6 +388,7 @@ def head_importance_many(
     batch_size: int = 73,
     per_text: bool = False,
     progress: bool | None = None,
+    kind: str | None = None,
 ) -> pd.DataFrame:
     """Head importance averaged over many texts (one input at a time, no padding).
 
@@ -360,11 +409,12 @@ def head_importance_many(
     desc = ""
     for text in items:
         d, _, desc = _raw_importance(
-            bundle, inputs_for(bundle, text), target, method, mode, batch_size
+            bundle, inputs_for(bundle, text), target, method, mode, batch_size, kind=kind
         )
         deltas.append(d)
     stack = np.stack(deltas)  # (text, layer, head)
     attrs = {"target": desc, "method": method, "mode": mode, "n_texts": len(texts)}
+    attrs["kind"] = kind or default_kind(bundle)
     n_t = stack.shape[0]
     if per_text:
         imp = np.abs(stack)

@@ -3,7 +3,14 @@
 Raw attention weights mislead: a head can put most of its weight on a "sink" token such as
 ``[CLS]`` while passing on almost nothing from it. Weighting each weight by the size of the vector
 the head moves corrects that. The model runs once more (through
-:func:`inspector.capture.run.forward`) with hooks on the value projections.
+:func:`inspector.capture.run.forward`) with hooks on the value projections and on the input of
+the attention output projections.
+
+The values are verified, not assumed: for every layer, ``Σ_j α_ij v_j`` (the captured weights
+times the values read) must reproduce the input of the output projection, head by head. That
+check settles how a fused projection holds the values (:data:`~inspector.models.families.LAYOUTS`)
+and absorbs a bias added after the projection (DeBERTa's ``v_bias``: a constant difference, since
+every row of ``α`` sums to 1); a model whose values cannot be read this way is refused.
 """
 
 from __future__ import annotations
@@ -15,12 +22,17 @@ import numpy as np
 
 from ..capture.hooks import Hook
 from ..capture.run import forward
-from ..capture.types import AttentionStack
-from ..errors import UnsupportedModelError
+from ..capture.types import AttentionStack, Capture, kv_head_map
+from ..errors import InputError, UnsupportedModelError
 from ..frames import select_stack
 from ..models.loading import ModelBundle
+from ..models.structure import AttentionLayer, Structure, split_values
 from .model import inputs_for, structure
 from .result import NormAttention
+
+#: ``|Σ_j α_ij v_j - z_i|`` accepted, relative to the largest ``|z|`` (float32 weights; float16
+#: storage adds its own rounding).
+VALUE_TOLERANCE = 1e-3
 
 
 def attention_norms(
@@ -29,57 +41,51 @@ def attention_norms(
     *,
     layers: Sequence[int] | None = None,
     heads: Sequence[int] | None = None,
+    capture: Capture | None = None,
+    keep_vectors: bool = False,
 ) -> NormAttention:
-    """Norm-based attention ``‖α_ij · f_h(x_j)‖`` for one captured self-attention stack.
+    """Norm-based attention ``‖α_ij · f_h(x_j)‖`` for one captured attention stack.
 
     ``f_h(x) = (x W_V + b_V) W_O^h`` is the vector head ``h`` adds to the residual stream per unit
     of attention (the output bias is shared by all tokens and left out, as in the paper). The
-    model runs once more on exactly the stack's token ids, with a forward hook on each layer's
-    value projection; ``α`` is the stack's own weights. Under grouped-query attention query head
-    ``h`` reads value head ``h // (n_heads / n_kv_heads)``.
+    model runs once more on exactly the capture's token ids, with forward hooks on each layer's
+    value projection and output projection; ``α`` is the stack's own weights. Under grouped-query
+    attention query head ``h`` reads value head ``h // (n_heads / n_kv_heads)``.
 
     Args:
-        bundle: a loaded BERT-family, GPT-2 or LLaMA-style model.
-        stack: its self-attention capture (``Inspection.stack``).
+        bundle: a loaded model.
+        stack: a captured stack (``Inspection.stack``): ``self``, or an encoder-decoder's
+            ``encoder``, ``decoder`` or ``cross`` (whose keys are the encoder's tokens).
         layers, heads: keep only these model indexes (default: all the stack holds).
+        capture: the capture holding ``stack``; needed for an encoder-decoder's ``decoder``
+            and ``cross`` stacks (their forward pass needs both token sequences).
+        keep_vectors: also return the vectors ``f_h(x_j)`` themselves (``vectors``,
+            ``(layer, head, key, hidden)``; memory grows with the hidden size).
 
     Returns:
         A :class:`NormAttention`; ``norms`` has the shape of the (selected) weights.
+
+    Raises:
+        UnsupportedModelError: no value projection reproduces the attention's output.
     """
-    import torch
-
-    found = structure(bundle, "norm-based attention")
-    if stack.kind != "self" or stack.key is not stack.query:
-        raise UnsupportedModelError(
-            f"norm-based attention needs a self-attention stack, got {stack.kind!r}"
-        )
+    found = structure(bundle, "norm-based attention", stack.kind)
     stack = select_stack(stack, layers, heads)
-    values: dict[int, Any] = {}
-
-    def keep_values(index: int, piece: slice | None) -> Callable[..., None]:
-        def hook(_module: Any, _args: Any, output: Any) -> None:
-            values[index] = (output[..., piece] if piece is not None else output).detach()
-
-        return hook
-
-    hooks = [
-        Hook(found.layers[li].value, keep_values(li, found.layers[li].value_slice))
-        for li in stack.layers
+    inputs = _inputs(bundle, stack, capture)
+    outputs: dict[tuple[int, int], Any] = {}
+    hooks = []
+    for li in stack.layers:
+        layer = found.layers[li]
+        for si, source in enumerate(layer.values):
+            hooks.append(Hook(source.module, _keep(outputs, (li, si)), call=layer.call))
+        hooks.append(Hook(layer.out, _keep_input(outputs, (li, -1)), "pre", call=layer.call))
+    forward(bundle, inputs, hooks=hooks)
+    vectors = [
+        _layer_vectors(found, found.layers[li], li, stack, pos, outputs, bundle.name)
+        for pos, li in enumerate(stack.layers)
     ]
-    forward(bundle, inputs_for(bundle, stack.query), hooks=hooks)
-    group = found.n_heads // found.n_kv_heads
-    kv_of_head = torch.arange(found.n_heads) // group
-    head_idx = list(stack.heads)
-    vnorms = []
-    with torch.inference_mode():
-        for li in stack.layers:
-            v = values[li][0].float()  # (seq, kv_heads * head_dim)
-            v = v.view(v.shape[0], found.n_kv_heads, found.head_dim)[:, kv_of_head]
-            w_o = found.layers[li].out_weight.float().to(v.device)  # (heads, d, hidden)
-            f = torch.einsum("shd,hde->hse", v, w_o)  # (heads, seq, hidden)
-            vnorms.append(f.norm(dim=-1)[head_idx])  # (heads, seq)
-    value_norms = torch.stack(vnorms).cpu().numpy()
+    value_norms = np.stack([f.norm(dim=-1).numpy() for f in vectors]).astype(np.float32)
     weights = stack.weights
+    kept = np.stack([f.numpy() for f in vectors]).astype(np.float32) if keep_vectors else None
     return NormAttention(
         (weights * value_norms[:, :, None, :]).astype(np.float32),
         weights,
@@ -87,7 +93,94 @@ def attention_norms(
         stack.query,
         stack.layers,
         stack.heads,
+        key_tokens=stack.key,
+        vectors=kept,
     )
 
 
-__all__ = ["attention_norms"]
+def _inputs(bundle: ModelBundle, stack: AttentionStack, capture: Capture | None) -> Any:
+    if capture is not None and capture.image is not None:
+        return inputs_for(bundle, capture)
+    if bundle.modality == "image":
+        raise InputError(
+            "norm-based attention of an image needs its capture: "
+            "attention_norms(bundle, stack, capture=ins.capture)"
+        )
+    if stack.kind == "self":
+        return inputs_for(bundle, stack.query)
+    if stack.kind == "encoder":
+        return inputs_for(bundle, stack.query)
+    if capture is None or capture.stacks.get(stack.kind) is None:
+        raise InputError(
+            f"norm-based attention of a {stack.kind} stack needs its capture (both token "
+            f"sequences): attention_norms(bundle, stack, capture=ins.capture)"
+        )
+    return inputs_for(bundle, capture)
+
+
+def _keep(store: dict[tuple[int, int], Any], key: tuple[int, int]) -> Callable[..., None]:
+    def hook(_module: Any, _args: Any, output: Any) -> None:
+        out = output[0] if isinstance(output, tuple) else output
+        store[key] = out.detach().reshape(-1, out.shape[-1]).float()  # batch of 1, any order
+
+    return hook
+
+
+def _keep_input(store: dict[tuple[int, int], Any], key: tuple[int, int]) -> Callable[..., None]:
+    def hook(_module: Any, args: tuple[Any, ...]) -> None:
+        store[key] = args[0].detach().reshape(-1, args[0].shape[-1]).float()
+
+    return hook
+
+
+def _layer_vectors(
+    found: Structure,
+    layer: AttentionLayer,
+    li: int,
+    stack: AttentionStack,
+    pos: int,
+    outputs: dict[tuple[int, int], Any],
+    name: str,
+) -> Any:
+    """``f_h(x_j)`` ``(head, key, hidden)`` (float64 tensor) of the kept heads of one layer, from
+    verified values."""
+    import torch
+
+    n_q, n_k = stack.weights.shape[2:]
+    heads = list(stack.heads)
+    d = found.head_dim
+    z = outputs[(li, -1)][:n_q].double().cpu()  # (query, heads * d)
+    alpha = torch.from_numpy(np.asarray(stack.weights[pos], dtype=np.float64))  # (h, q, k)
+    z_heads = z.view(n_q, found.n_heads, d)[:, heads].transpose(0, 1)  # (h, q, d)
+    scale = float(z_heads.abs().max()) + 1e-12
+    tol = max(VALUE_TOLERANCE, 10 * stack.tolerance) * max(scale, 1e-3)
+    tried = []
+    for si, source in enumerate(layer.values):
+        out = outputs.get((li, si))
+        if out is None or out.shape[0] < n_k:
+            continue
+        for layout in source.layouts:
+            v = split_values(out[:n_k].double().cpu(), layout, found.n_heads, d)
+            if v is None or found.n_heads % v.shape[1]:
+                continue
+            kv_map = torch.as_tensor(kv_head_map(found.n_heads, v.shape[1]))[heads]
+            v_heads = v[:, kv_map].transpose(0, 1)  # (h, k, d)
+            residual = z_heads - alpha @ v_heads
+            bias = residual.mean(dim=1, keepdim=True)
+            err = float((residual - bias).abs().max())
+            tried.append(f"{source.name or type(source.module).__name__} as {layout} ({err:.2g})")
+            if err > tol:
+                continue
+            if float(bias.abs().max()) <= tol:
+                bias = torch.zeros_like(bias)
+            w_o = layer.out_weight.double().cpu()[heads]  # (h, d, hidden)
+            return (v_heads + bias) @ w_o  # (h, k, hidden)
+    raise UnsupportedModelError(
+        f"norm-based attention: in {stack.kind} layer {li} of {name}, no value projection "
+        f"reproduces the attention output: the input of {layer.name('out')} is not Σ_j α_ij v_j "
+        f"for any of {', '.join(tried) or 'no candidate'} (largest difference after a constant "
+        f"bias, tolerance {tol:.2g}); its values are transformed after the projection"
+    )
+
+
+__all__ = ["VALUE_TOLERANCE", "attention_norms"]

@@ -25,8 +25,11 @@ class NormAttention:
         norms: float32 ``(layer, head, query, key)``: ``‖α_ij · f_h(x_j)‖``.
         weights: float32 ``(layer, head, query, key)``: the raw ``α`` of the same forward pass.
         value_norms: float32 ``(layer, head, key)``: ``‖f_h(x_j)‖``.
-        tokens: the tokens on both axes.
+        tokens: the query tokens (and the key tokens unless ``key_tokens`` is given).
         layers / heads: model indexes of axes 0 and 1.
+        key_tokens: the key tokens of cross attention (the encoder's); ``None``: ``tokens``.
+        vectors: float32 ``(layer, head, key, hidden)``: the vectors ``f_h(x_j)`` themselves,
+            when asked for (``attention_norms(..., keep_vectors=True)``).
     """
 
     norms: np.ndarray
@@ -35,6 +38,8 @@ class NormAttention:
     tokens: Tokens
     layers: tuple[int, ...]
     heads: tuple[int, ...]
+    key_tokens: Tokens | None = None
+    vectors: np.ndarray | None = None
 
     def __repr__(self) -> str:
         return (
@@ -45,11 +50,21 @@ class NormAttention:
     def __post_init__(self) -> None:
         if self.norms.shape != self.weights.shape:
             raise InputError(f"norms {self.norms.shape} and weights {self.weights.shape} differ")
+        if self.key_tokens is None:
+            object.__setattr__(self, "key_tokens", self.tokens)
+
+    @property
+    def keys(self) -> Tokens:
+        """The key tokens."""
+        return self.key_tokens or self.tokens
 
     def shares(self, *, exclude_special: bool = False) -> np.ndarray:
         """Norms renormalised so each row sums to 1 (comparable with the weights)."""
         if exclude_special:
-            return exclude_special_tokens(self.norms, self.tokens.special)
+            if self.keys is self.tokens:
+                return exclude_special_tokens(self.norms, self.keys.special)
+            rows, cols = ~np.asarray(self.tokens.special), ~np.asarray(self.keys.special)
+            return renormalise(self.norms[..., rows, :][..., cols])
         return renormalise(self.norms)
 
     def frame(self, *, exclude_special: bool = False, normalise: bool = False) -> pd.DataFrame:
@@ -59,24 +74,30 @@ class NormAttention:
         ``normalise``); ``normalise`` turns ``norm`` into a per-row share summing to 1.
         """
         w, nrm = self.weights, self.norms
-        keep = np.ones(len(self.tokens), dtype=bool)
+        keys = self.keys
+        rows = np.ones(len(self.tokens), dtype=bool)
+        cols = np.ones(len(keys), dtype=bool)
         if exclude_special:
-            keep = ~self.tokens.special
-            w = exclude_special_tokens(w, self.tokens.special)
-            nrm = exclude_special_tokens(nrm, self.tokens.special, normalise=normalise)
+            rows, cols = ~np.asarray(self.tokens.special), ~np.asarray(keys.special)
+            if not rows.any() or not cols.any():
+                raise InputError("exclude_special=True leaves no token")
+            w = renormalise(w[..., rows, :][..., cols])
+            nrm = nrm[..., rows, :][..., cols]
+            nrm = renormalise(nrm) if normalise else nrm
         elif normalise:
             nrm = renormalise(nrm)
-        positions = np.flatnonzero(keep)
-        names = np.asarray(self.tokens.tokens, dtype=object)[positions]
-        n_l, n_h, n, _ = w.shape
+        q_pos, k_pos = np.flatnonzero(rows), np.flatnonzero(cols)
+        q_names = np.asarray(self.tokens.tokens, dtype=object)[q_pos]
+        k_names = np.asarray(keys.tokens, dtype=object)[k_pos]
+        n_l, n_h, n, m = w.shape
         return pd.DataFrame(
             {
-                "layer": np.repeat(np.asarray(self.layers, dtype=np.int32), n_h * n * n),
-                "head": np.tile(np.repeat(np.asarray(self.heads, dtype=np.int32), n * n), n_l),
-                "query_pos": np.tile(np.repeat(positions, n), n_l * n_h).astype(np.int32),
-                "key_pos": np.tile(positions, n_l * n_h * n).astype(np.int32),
-                "query_token": pd.Categorical(np.tile(np.repeat(names, n), n_l * n_h)),
-                "key_token": pd.Categorical(np.tile(names, n_l * n_h * n)),
+                "layer": np.repeat(np.asarray(self.layers, dtype=np.int32), n_h * n * m),
+                "head": np.tile(np.repeat(np.asarray(self.heads, dtype=np.int32), n * m), n_l),
+                "query_pos": np.tile(np.repeat(q_pos, m), n_l * n_h).astype(np.int32),
+                "key_pos": np.tile(k_pos, n_l * n_h * n).astype(np.int32),
+                "query_token": pd.Categorical(np.tile(np.repeat(q_names, m), n_l * n_h)),
+                "key_token": pd.Categorical(np.tile(k_names, n_l * n_h * n)),
                 "weight": w.reshape(-1).astype(np.float32),
                 "norm": nrm.reshape(-1).astype(np.float32),
             }

@@ -12,10 +12,10 @@ from typing import Any, cast
 
 from ..capture.types import Capture
 from ..errors import InputError, UnsupportedModelError
-from ..models.families import supported_families
 from ..models.loading import ModelBundle
 from .flow import renormalise, rollout
 from .importance import Method, head_importance
+from .model import default_kind
 from .norms import attention_norms
 from .result import Explanation, sink_heads
 from .target import Target
@@ -30,29 +30,39 @@ def explain(
     layer: int | None = None,
     top: int = 4,
     progress: bool | None = None,
+    kind: str | None = None,
 ) -> Explanation:
-    """Compute the "what mattered" summary of one self-attention capture (``progress``: a bar
-    over head ablations on stderr; ``None``: when stderr is a terminal)."""
-    if capture.is_encoder_decoder:
+    """Compute the "what mattered" summary of one self-attention stack of a capture.
+
+    Args:
+        progress: a bar over head ablations on stderr (``None``: when stderr is a terminal).
+        kind: the stack: ``self``, or an encoder-decoder's ``encoder`` (default) or ``decoder``
+            (cross attention has no square map to roll out; use its norms and importance).
+    """
+    kind = kind or default_kind(bundle)
+    if kind not in capture.stacks:
+        raise InputError(f"explain: no {kind!r} attention here; available: {list(capture.stacks)}")
+    if kind == "cross":
         raise UnsupportedModelError(
-            f"explain does not support encoder-decoder models "
-            f"({capture.metadata.get('model_type')}); it supports self-attention models of the "
-            f"families {supported_families()}"
+            "explain needs a self-attention stack (its maps and rollout are token x token): use "
+            ".encoder or .decoder; cross attention has attention_norms() and head_importance()"
         )
-    stack = capture.stacks["self"]
-    if stack.layers != tuple(range(bundle.n_layers)) or stack.heads != tuple(range(bundle.n_heads)):
+    stack = capture.stacks[kind]
+    n_l, n_h = bundle.stack_shape(kind)
+    if stack.layers != tuple(range(n_l)) or stack.heads != tuple(range(n_h)):
         raise InputError("explain needs a capture of every layer and head (no layers=/heads=)")
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    norms = attention_norms(bundle, stack)
+    norms = attention_norms(bundle, stack, capture=capture)
     timings["norms"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     roll = rollout(stack)
     timings["rollout"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    imp = head_importance(bundle, stack.query, target=target, method=method, progress=progress)
+    imp = head_importance(
+        bundle, capture, target=target, method=method, kind=kind, progress=progress
+    )
     timings["importance"] = time.perf_counter() - t0
-    n_l = bundle.n_layers
     chosen = n_l // 2 if layer is None else (layer + n_l if layer < 0 else layer)
     if not 0 <= chosen < n_l:
         raise InputError(f"layer {layer} is out of range for {n_l} layers")

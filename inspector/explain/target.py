@@ -26,8 +26,9 @@ class Target:
 
     ========================  ===================================================================
     ``"auto"`` (default)      classifier: ``predicted``; masked LM: ``predicted`` at the first
-                              ``[MASK]``; causal LM: ``predicted`` next token (log-prob);
-                              bare encoder: ``embedding``
+                              ``[MASK]``; causal LM and encoder-decoder: ``predicted`` next token
+                              after the last decoder position (log-prob); bare encoder:
+                              ``embedding``
     ``"predicted"``           score of the class / token the unablated model predicts
     ``"token:Paris"``         :meth:`token` - score of a given token (masked or next position)
     ``"label:POSITIVE"``      :meth:`label` - score of a given class (name or index)
@@ -188,8 +189,8 @@ def resolve_target(
             lambda out: _scored(out.logits, idx.expand(out.logits.shape[0]), score),
             f"{score} of class {names.get(cls_id, cls_id)!r}",
         )
-    # token-level head: (batch, seq, vocab)
-    causal = bundle.architecture == "decoder"
+    # token-level head: (batch, seq, vocab); an encoder-decoder predicts from its decoder side
+    causal = bundle.architecture in ("decoder", "encoder-decoder")
     pos = target.position
     if pos is None:
         if causal:
@@ -250,6 +251,8 @@ def _embedding_target(
             raise InputError(
                 "target 'embedding' needs the last hidden state; this model output has none"
             )
+        if "attention_mask" not in inputs:  # images: every patch counts
+            return hidden.mean(dim=1)
         mask = inputs["attention_mask"][:1].to(hidden.dtype)[..., None]
         return (hidden * mask).sum(1) / mask.sum(1)
 

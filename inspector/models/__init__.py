@@ -1,19 +1,13 @@
 """Loading models and the facts inspector knows about model families.
 
 :mod:`.loading` is the only module that calls ``from_pretrained``; :mod:`.families` holds the one
-table of per-family facts. Nothing here runs a model.
+table of per-family facts, :mod:`.structure` finds the projections on a loaded model. Nothing here
+runs a model.
 """
 
-from .families import (
-    FAMILIES,
-    AttentionLayer,
-    Family,
-    Structure,
-    find_structure,
-    forward_accepts,
-    register_family,
-)
+from .families import FAMILIES, Family, forward_accepts, register_family
 from .loading import EMBEDDED, ModelBundle, list_embedded, load_model, tokenizer_fingerprint
+from .structure import AttentionLayer, Structure, find_structure
 
 __all__ = [
     "EMBEDDED",

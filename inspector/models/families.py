@@ -3,17 +3,19 @@
 Every fact inspector needs about an architecture lives here, as data (:class:`Family`, one entry
 per family in :data:`FAMILIES`, extended with :func:`register_family`):
 
-* ``decoder``: a causal language model when its config does not say so itself;
+* ``decoder``: a causal language model, used only when neither the config nor the model says
+  (see :func:`inspector.models.loading.classify`);
 * ``value`` / ``output``: where a transformer block keeps its value projection and the attention
-  output projection (norm-based attention and head ablation read and gate them);
+  output projection (norm-based attention and head ablation read and gate them); ``cross_value``
+  / ``cross_output`` the same for the cross attention of an encoder-decoder's decoder block;
 * ``query`` / ``key``: the query and key projections (the neuron view reads them);
-* ``fused_qkv``: one module computing ``[q | k | v]`` (GPT-2's ``c_attn``) instead of three;
-* ``conv1d``: weights stored ``(in, out)`` instead of ``nn.Linear``'s ``(out, in)``;
+* ``fused_qkv``: one module computing queries, keys and values together (GPT-2's ``c_attn``);
+* ``shared_prefix``: head ablation may share the layers below each ablated layer between rows;
 * ``prefix_space``: its byte-level tokenizer needs ``add_prefix_space=True`` for pre-split words.
 
-Structure found on the model wins over names: :func:`find_structure` looks for the
-:class:`torch.nn.ModuleList` of transformer blocks and tries each family's paths on its first
-block, the model's own family first. Adding a family is one :class:`Family` entry.
+Structure found on the model wins over names: :func:`inspector.models.structure.find_structure`
+starts from the attention modules the model runs and uses these paths where they fit, structure
+otherwise. Adding a family is one :class:`Family` entry.
 
 Nothing here runs a model or registers hooks (:mod:`inspector.capture.hooks` does).
 """
@@ -22,11 +24,10 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-from ..errors import InputError, UnsupportedModelError
+from ..errors import InputError
 
 
 @dataclass(frozen=True)
@@ -36,14 +37,18 @@ class Family:
     Attributes:
         name: the family's name (``"bert"``, ``"gpt2"``, ``"llama"``, ...).
         model_types: ``config.model_type`` values of the family.
-        decoder: True for causal language models (used when the config does not say).
+        decoder: True for causal language models (a hint when the model does not say).
         value, output: dotted paths of the value projection and of the attention output
-            projection inside one transformer block (``None``: unknown layout).
+            projection inside one transformer block (``None``: found by structure).
         query, key: dotted paths of the query and key projections.
-        fused_qkv: dotted path of a module whose output is ``[q | k | v]`` (then ``query``,
-            ``key`` and ``value`` are its thirds).
-        conv1d: the projections store weights ``(in, out)`` (GPT-2's ``Conv1D``).
+        fused_qkv: dotted path of a module whose output holds queries, keys and values (then
+            ``value`` is not needed; the layout is checked where values are used).
+        cross_value, cross_output: the same for the cross attention of a decoder block.
+        conv1d: the projections store weights ``(in, out)`` (GPT-2's ``Conv1D``; also detected).
         prefix_space: the tokenizer needs ``add_prefix_space=True`` for pre-split words.
+        shared_prefix: head ablation may run the layers below an ablated layer once for all rows
+            (the attention module takes ``hidden_states`` first and its other inputs broadcast
+            over the batch); plain batches otherwise.
     """
 
     name: str
@@ -54,8 +59,11 @@ class Family:
     query: str | None = None
     key: str | None = None
     fused_qkv: str | None = None
+    cross_value: str | None = None
+    cross_output: str | None = None
     conv1d: bool = False
     prefix_space: bool = False
+    shared_prefix: bool = True
 
     def __post_init__(self) -> None:
         if not self.name or not self.model_types:
@@ -65,9 +73,12 @@ class Family:
 
     @property
     def has_projections(self) -> bool:
-        """True when the value and output projections are known (norms, ablation)."""
+        """True when the value and output projections are named (otherwise found by structure)."""
         return self.output is not None and (self.value is not None or self.fused_qkv is not None)
 
+
+Architecture = Literal["encoder", "decoder", "encoder-decoder"]
+Modality = Literal["text", "image"]
 
 FAMILIES: dict[str, Family] = {}
 """The family table, name -> :class:`Family`. Extend it with :func:`register_family`."""
@@ -94,7 +105,30 @@ _BERT_PATHS: dict[str, Any] = {
     "query": "attention.self.query",
     "key": "attention.self.key",
 }
+_LLAMA_PATHS: dict[str, Any] = {
+    "value": "self_attn.v_proj",
+    "output": "self_attn.o_proj",
+    "query": "self_attn.q_proj",
+    "key": "self_attn.k_proj",
+}
+_BART_PATHS: dict[str, Any] = {
+    "value": "self_attn.v_proj",
+    "output": "self_attn.out_proj",
+    "query": "self_attn.q_proj",
+    "key": "self_attn.k_proj",
+    "cross_value": "encoder_attn.v_proj",
+    "cross_output": "encoder_attn.out_proj",
+}
+_T5_PATHS: dict[str, Any] = {
+    "value": "layer.0.SelfAttention.v",
+    "output": "layer.0.SelfAttention.o",
+    "query": "layer.0.SelfAttention.q",
+    "key": "layer.0.SelfAttention.k",
+    "cross_value": "layer.1.EncDecAttention.v",
+    "cross_output": "layer.1.EncDecAttention.o",
+}
 for _family in (
+    # ------------------------------------------------------------------------------ encoders
     Family(
         "bert",
         ("bert", "xlm-roberta", "camembert", "electra", "ernie", "data2vec-text"),
@@ -109,6 +143,31 @@ for _family in (
         query="attention.q_lin",
         key="attention.k_lin",
     ),
+    Family(
+        "albert",
+        ("albert",),
+        value="albert_layers.0.attention.value",
+        output="albert_layers.0.attention.dense",
+        query="albert_layers.0.attention.query",
+        key="albert_layers.0.attention.key",
+        shared_prefix=False,  # its attention module adds the residual itself
+    ),
+    Family(
+        "mpnet",
+        ("mpnet",),
+        value="attention.attn.v",
+        output="attention.attn.o",
+        query="attention.attn.q",
+        key="attention.attn.k",
+    ),
+    Family(
+        "deberta",
+        ("deberta", "deberta-v2"),
+        value="attention.self.value_proj",
+        output="attention.output.dense",
+    ),
+    Family("modernbert", ("modernbert",), fused_qkv="attn.Wqkv", output="attn.Wo"),
+    # ------------------------------------------------------------------------------ decoders
     Family(
         "gpt2",
         ("gpt2",),
@@ -139,27 +198,67 @@ for _family in (
             "starcoder2",
         ),
         decoder=True,
+        **_LLAMA_PATHS,
+    ),
+    Family(
+        "phi",
+        ("phi",),
+        decoder=True,
         value="self_attn.v_proj",
-        output="self_attn.o_proj",
+        output="self_attn.dense",
         query="self_attn.q_proj",
         key="self_attn.k_proj",
     ),
     Family(
-        "causal-lm",
-        (
-            "gpt_neo",
-            "gpt_neox",
-            "gptj",
-            "phi",
-            "phi3",
-            "opt",
-            "bloom",
-            "falcon",
-            "codegen",
-            "ctrl",
-            "xglm",
-        ),
+        "phi3", ("phi3",), decoder=True, fused_qkv="self_attn.qkv_proj", output="self_attn.o_proj"
+    ),
+    Family(
+        "gptj",
+        ("gptj", "codegen"),
         decoder=True,
+        value="attn.v_proj",
+        output="attn.out_proj",
+        query="attn.q_proj",
+        key="attn.k_proj",
+    ),
+    Family(
+        "opt",
+        ("opt", "xglm"),
+        decoder=True,
+        value="self_attn.v_proj",
+        output="self_attn.out_proj",
+        query="self_attn.q_proj",
+        key="self_attn.k_proj",
+    ),
+    Family(
+        "gpt_neox",
+        ("gpt_neox",),
+        decoder=True,
+        fused_qkv="attention.query_key_value",
+        output="attention.dense",
+    ),
+    Family(
+        "bloom",
+        ("bloom",),
+        decoder=True,
+        fused_qkv="self_attention.query_key_value",
+        output="self_attention.dense",
+        shared_prefix=False,  # ALiBi biases are built per batch row outside the blocks
+    ),
+    Family(
+        "falcon",
+        ("falcon",),
+        decoder=True,
+        fused_qkv="self_attention.query_key_value",
+        output="self_attention.dense",
+    ),
+    Family("causal-lm", ("gpt_neo", "ctrl"), decoder=True),
+    # ----------------------------------------------------------------------- encoder-decoders
+    Family("t5", ("t5", "mt5", "longt5", "umt5"), **_T5_PATHS),
+    Family(
+        "bart",
+        ("bart", "mbart", "pegasus", "marian", "led", "blenderbot", "m2m_100"),
+        **_BART_PATHS,
     ),
 ):
     FAMILIES[_family.name] = _family
@@ -216,7 +315,7 @@ def is_head_weight(key: str) -> bool:
 
 
 def supported_families() -> str:
-    """A readable list of the families whose projections are known."""
+    """A readable list of the families whose projections are named in the table."""
     names = [f.name for f in FAMILIES.values() if f.has_projections]
     return ", ".join(names)
 
@@ -238,157 +337,91 @@ def forward_accepts(model: Any, name: str) -> bool:
     return name in _forward_parameters(cls)
 
 
-# ------------------------------------------------------------------------ structure of a model
+def modality(model: Any) -> Modality:
+    """``image`` for a model that reads ``pixel_values`` and no ``input_ids``, else ``text``."""
+    if forward_accepts(model, "pixel_values") and not forward_accepts(model, "input_ids"):
+        return "image"
+    return "text"
 
 
-@dataclass(frozen=True)
-class AttentionLayer:
-    """Where one layer's attention projections live and how to read them.
+def classify(model: Any) -> Architecture:
+    """``encoder``, ``decoder`` or ``encoder-decoder``, read from the model itself.
 
-    Attributes:
-        block: the transformer block (``BertLayer``, ``GPT2Block``, ``LlamaDecoderLayer``, ...).
-        attention: the module computing the attention (parent of ``value``); its input hidden
-            states are the block's attention input.
-        value: the module whose output holds the values.
-        value_slice: the part of ``value``'s output that is the values (fused qkv), or ``None``.
-        out: the output projection; its input is ``(batch, seq, heads * head_dim)``.
-        out_weight: ``W_O`` split by head, ``(heads, head_dim, hidden)``.
-        query, key: modules whose outputs hold the queries and keys (may be ``value``).
-        query_slice, key_slice: their parts of a fused output, or ``None``.
+    In order: the config's ``is_encoder_decoder`` and ``is_decoder``; the model's generation
+    capability (a class that generates and is not an encoder-decoder is a causal LM); the
+    ``is_causal`` flag of its attention modules (a bare decoder such as ``LlamaModel``); only
+    when none of these says, the config's architecture names and the family table's hint.
     """
-
-    block: Any
-    attention: Any
-    value: Any
-    value_slice: slice | None
-    out: Any
-    out_weight: Any
-    query: Any = None
-    key: Any = None
-    query_slice: slice | None = None
-    key_slice: slice | None = None
-
-
-@dataclass(frozen=True)
-class Structure:
-    """The attention layers of one model, found by :func:`find_structure`."""
-
-    family: str
-    layers: tuple[AttentionLayer, ...]
-    n_heads: int
-    n_kv_heads: int
-    head_dim: int
+    config = model.config
+    if getattr(config, "is_encoder_decoder", False):
+        return "encoder-decoder"
+    if getattr(config, "is_decoder", False):
+        return "decoder"
+    can_generate = getattr(model, "can_generate", None)
+    if callable(can_generate) and can_generate():
+        return "decoder"
+    flags = [
+        m.is_causal for m in model.modules() if isinstance(getattr(m, "is_causal", None), bool)
+    ]
+    if flags:
+        return "decoder" if any(flags) else "encoder"
+    return config_architecture(config)
 
 
-def module_at(module: Any, path: str | None) -> Any:
-    """The sub-module at dotted ``path`` (``None`` when any part is missing)."""
-    if path is None:
-        return None
-    for part in path.split("."):
-        module = getattr(module, part, None)
-        if module is None:
-            return None
-    return module
+def config_architecture(config: Any) -> Architecture:
+    """The architecture as far as a config alone tells (before the model exists)."""
+    if getattr(config, "is_encoder_decoder", False):
+        return "encoder-decoder"
+    if getattr(config, "is_decoder", False):
+        return "decoder"
+    archs = " ".join(getattr(config, "architectures", None) or [])
+    model_type = getattr(config, "model_type", "")
+    if "CausalLM" in archs or "LMHead" in archs or is_decoder_type(model_type):
+        return "decoder"
+    return "encoder"
 
 
-def _candidates(model_type: str) -> list[Family]:
-    own = [f for f in families_of(model_type) if f.has_projections]
-    rest = [f for f in FAMILIES.values() if f.has_projections and f not in own]
-    return own + rest
+def hidden_size(config: Any) -> int | None:
+    """The width of the residual stream of a (text or vision) config."""
+    cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for name in ("hidden_size", "d_model", "n_embd", "dim"):
+        value = getattr(cfg, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
-def _layer(block: Any, family: Family, n_heads: int) -> AttentionLayer | None:
-    out = module_at(block, family.output)
-    fused = module_at(block, family.fused_qkv)
-    value = fused if family.fused_qkv else module_at(block, family.value)
-    if out is None or value is None or getattr(out, "weight", None) is None:
-        return None
-    w = out.weight.detach()
-    w_in_out = w if family.conv1d else w.T
-    width = int(w_in_out.shape[0])
-    head_dim = width // n_heads
-    if head_dim * n_heads != width:
-        return None
-    if fused is not None:
-        q, k, v = (slice(i * width, (i + 1) * width) for i in range(3))
-        return AttentionLayer(
-            block,
-            module_at(block, family.fused_qkv.rpartition(".")[0]),  # type: ignore[union-attr]
-            fused,
-            v,
-            out,
-            w_in_out.reshape(n_heads, head_dim, -1),
-            fused,
-            fused,
-            q,
-            k,
-        )
-    path = family.value or ""
-    return AttentionLayer(
-        block,
-        module_at(block, path.rpartition(".")[0]) if "." in path else block,
-        value,
-        None,
-        out,
-        w_in_out.reshape(n_heads, head_dim, -1),
-        module_at(block, family.query),
-        module_at(block, family.key),
-    )
-
-
-def find_structure(
-    model: Any,
-    *,
-    model_type: str,
-    n_layers: int,
-    n_heads: int,
-    n_kv_heads: int,
-    feature: str,
-    exclude: Sequence[Any] = (),
-) -> Structure:
-    """Find the attention projections of every layer of ``model``.
-
-    Looks for a :class:`torch.nn.ModuleList` of ``n_layers`` blocks (outside ``exclude``, e.g.
-    an encoder stack) and tries the family table's paths on its blocks, ``model_type``'s own
-    families first.
-
-    Raises:
-        UnsupportedModelError: naming ``feature`` when no known layout fits.
-    """
-    import torch
-
-    skipped = {id(m) for part in exclude for m in part.modules()}
+def key_value_heads(model: Any, n_heads: int) -> int:
+    """Key/value heads of ``model`` (grouped-query and multi-query attention), read from its
+    attention modules where they say (Falcon's multi-query flag), else from its config."""
     for module in model.modules():
-        if id(module) in skipped:
-            continue
-        if not isinstance(module, torch.nn.ModuleList) or len(module) != n_layers:
-            continue
-        for family in _candidates(model_type):
-            layers = [_layer(block, family, n_heads) for block in module]
-            if all(layer is not None for layer in layers):
-                found = tuple(layer for layer in layers if layer is not None)
-                return Structure(
-                    family.name, found, n_heads, n_kv_heads, int(found[0].out_weight.shape[1])
-                )
-    raise UnsupportedModelError(
-        f"{feature} does not support model type {model_type!r} ({type(model).__name__}): no "
-        f"value / output projections of a known layout were found. Known layouts: "
-        f"{supported_families()}; add yours with inspector.models.register_family(...)"
-    )
+        for name in ("num_kv_heads", "num_key_value_heads"):
+            value = getattr(module, name, None)
+            if isinstance(value, int) and 0 < value <= n_heads and module is not model:
+                return value
+        groups = getattr(module, "num_key_value_groups", None)
+        if isinstance(groups, int) and groups > 0 and n_heads % groups == 0:
+            return n_heads // groups
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else None
+    value = getattr(cfg or model.config, "num_key_value_heads", None)
+    return value if isinstance(value, int) and 0 < value <= n_heads else n_heads
 
 
 __all__ = [
     "FAMILIES",
     "HEAD_MODULES",
-    "AttentionLayer",
+    "Architecture",
     "Family",
-    "Structure",
+    "Modality",
+    "classify",
+    "config_architecture",
     "families_of",
-    "find_structure",
     "forward_accepts",
+    "hidden_size",
     "is_decoder_type",
     "is_head_weight",
-    "module_at",
+    "key_value_heads",
+    "modality",
     "needs_prefix_space",
     "register_family",
     "supported_families",

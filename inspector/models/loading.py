@@ -11,22 +11,34 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib.util
 import os
 import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from ..errors import InputError, ModelLoadError
 from . import cache as _cache
+from .checks import (
+    check_gguf,
+    first_line,
+    folder_name,
+    hub_unreachable,
+    looks_like_path,
+    parse_dtype,
+)
 from .embedded import EMBEDDED, list_embedded
-from .families import is_decoder_type
+from .families import (
+    Architecture,
+    Modality,
+    classify,
+    config_architecture,
+    key_value_heads,
+    modality,
+)
 from .quiet import import_tqdm_quietly, load_progress
 from .weights import check_device, check_loading_info, weights_format
-
-Architecture = Literal["encoder", "decoder", "encoder-decoder"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +56,8 @@ class ModelBundle:
         max_positions: the longest input the model accepts, or ``None`` when unbounded.
         stacks: ``(layers, heads)`` of each attention stack by kind (``self``, or ``encoder``,
             ``decoder`` and ``cross``); see :meth:`stack_shape`.
+        modality: ``text``, or ``image`` for vision transformers (ViT, DeiT, CLIP's and SigLIP's
+            vision towers), whose ``tokenizer`` is then the model's image processor.
     """
 
     model: Any
@@ -59,6 +73,7 @@ class ModelBundle:
     source: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
     stacks: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    modality: Modality = "text"
     #: Held while the model runs (capture hooks, ablation hooks, generation): one model object
     #: runs one inspection at a time, so parallel threads get the same results as sequential ones.
     lock: Any = field(default_factory=threading.RLock, repr=False, compare=False)
@@ -66,6 +81,10 @@ class ModelBundle:
     def __post_init__(self) -> None:
         if self.n_layers < 1 or self.n_heads < 1:
             raise ModelLoadError(f"{self.name}: found no attention layers in its config")
+        if self.tokenizer is None and self.modality == "image":
+            raise ModelLoadError(
+                f"{self.name}: no image processor; pass one as load((model, image_processor))"
+            )
         if self.tokenizer is None:
             raise ModelLoadError(f"{self.name}: no tokenizer; pass one as load(model, tokenizer)")
 
@@ -97,8 +116,13 @@ def tokenizer_fingerprint(bundle: ModelBundle) -> str:
         import hashlib
         import json
 
-        vocab = sorted(bundle.tokenizer.get_vocab().items())
-        cached = hashlib.sha1(json.dumps(vocab).encode(), usedforsecurity=False).hexdigest()[:16]
+        if bundle.modality == "image":  # an image processor: its settings
+            vocab: Any = bundle.tokenizer.to_dict() if hasattr(bundle.tokenizer, "to_dict") else {}
+            vocab = json.loads(json.dumps(vocab, sort_keys=True, default=repr))
+        else:
+            vocab = sorted(bundle.tokenizer.get_vocab().items())
+        text = json.dumps(vocab, sort_keys=True)
+        cached = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:16]
         bundle.extra["tokenizer_fingerprint"] = cached
     return str(cached)
 
@@ -109,18 +133,6 @@ def _config_int(config: Any, *names: str) -> int | None:
         if isinstance(value, int) and value > 0:
             return value
     return None
-
-
-def _architecture(config: Any) -> Architecture:
-    if getattr(config, "is_encoder_decoder", False):
-        return "encoder-decoder"
-    if getattr(config, "is_decoder", False):
-        return "decoder"
-    archs = " ".join(getattr(config, "architectures", None) or [])
-    model_type = getattr(config, "model_type", "")
-    if "CausalLM" in archs or "LMHead" in archs or is_decoder_type(model_type):
-        return "decoder"
-    return "encoder"
 
 
 def _auto_class(config: Any, architecture: Architecture) -> Any:
@@ -142,7 +154,7 @@ def _auto_class(config: Any, architecture: Architecture) -> Any:
 
 def _describe(model: Any, tokenizer: Any, name: str, source: str) -> ModelBundle:
     config = model.config
-    architecture = _architecture(config)
+    architecture = classify(model)
     text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
     n_layers = _config_int(
         text_config, "num_hidden_layers", "n_layer", "num_layers", "decoder_layers"
@@ -154,7 +166,7 @@ def _describe(model: Any, tokenizer: Any, name: str, source: str) -> ModelBundle
         raise ModelLoadError(
             f"{name}: its config names no layer or head count; is this a transformer checkpoint?"
         )
-    n_kv = _config_int(text_config, "num_key_value_heads") or n_heads
+    n_kv = key_value_heads(model, n_heads)
     if architecture == "encoder-decoder":
         enc_layers = _config_int(text_config, "encoder_layers", "num_layers") or n_layers
         enc_heads = _config_int(text_config, "encoder_attention_heads", "num_heads") or n_heads
@@ -169,7 +181,10 @@ def _describe(model: Any, tokenizer: Any, name: str, source: str) -> ModelBundle
     else:
         stacks = {"self": (n_layers, n_heads)}
     max_pos = _config_int(text_config, "max_position_embeddings", "n_positions", "n_ctx")
-    if max_pos is None:
+    kind = modality(model)
+    if kind == "image":
+        max_pos = None  # the image processor fixes the number of patches
+    elif max_pos is None:
         tok_max = getattr(tokenizer, "model_max_length", None)
         max_pos = tok_max if isinstance(tok_max, int) and tok_max < 1_000_000 else None
     n_params = sum(p.numel() for p in model.parameters())
@@ -186,10 +201,21 @@ def _describe(model: Any, tokenizer: Any, name: str, source: str) -> ModelBundle
         n_parameters=n_params,
         source=source,
         stacks=stacks,
+        modality=kind,
     )
 
 
 def _force_eager(model: Any, name: str) -> None:
+    """Switch ``model`` to eager attention, and check that the switch happened.
+
+    transformers' ``set_attn_implementation`` only logs a warning for classes that read the
+    implementation at run time instead of through its attention interface (Falcon); their
+    config flag is set directly, unless a module was built for another implementation (a class
+    named ``...Sdpa...`` / ``...Flash...``), which eager attention cannot reach.
+
+    Raises:
+        ModelLoadError: the model still runs another implementation.
+    """
     current = getattr(model.config, "_attn_implementation", None)
     if current == "eager":
         return
@@ -200,6 +226,26 @@ def _force_eager(model: Any, name: str) -> None:
             f"{name}: cannot switch attention to 'eager' (it runs {current!r}, which returns no "
             f"attention weights): {exc}"
         ) from exc
+    if getattr(model.config, "_attn_implementation", None) == "eager":
+        return
+    built_for = sorted(
+        {
+            type(m).__name__
+            for m in model.modules()
+            if "sdpa" in type(m).__name__.lower() or "flash" in type(m).__name__.lower()
+        }
+    )
+    if not built_for:
+        for module in model.modules():
+            config: Any = getattr(module, "config", None)
+            if hasattr(config, "_attn_implementation_internal"):
+                config._attn_implementation = "eager"
+    if built_for or getattr(model.config, "_attn_implementation", None) != "eager":
+        raise ModelLoadError(
+            f"{name}: cannot switch attention to 'eager' (it runs {current!r}, which returns no "
+            f"attention weights{'; its modules ' + ', '.join(built_for) if built_for else ''} "
+            f"were built for it); load it from its folder, which builds it with eager attention"
+        )
 
 
 def _prepare(model: Any) -> Any:
@@ -252,7 +298,7 @@ def load_model(
     import_tqdm_quietly()
     import torch
 
-    torch_dtype = _parse_dtype(dtype)
+    torch_dtype = parse_dtype(dtype)
     check_device(device)
     if isinstance(model, tuple):
         if len(model) != 2:
@@ -265,16 +311,19 @@ def load_model(
                 f"{type(model).__name__}"
             )
         if tokenizer is None:
-            raise InputError("an in-memory model needs its tokenizer: load((model, tokenizer))")
+            what = "image processor" if modality(model) == "image" else "tokenizer"
+            raise InputError(f"an in-memory model needs its {what}: load((model, {what}))")
         name = getattr(model.config, "_name_or_path", "") or type(model).__name__
         _force_eager(model, name)
         if torch_dtype is not None:
             model = model.to(torch_dtype)
         if device is not None:
             model = model.to(device)
-        return _describe(
-            _prepare(model), _load_tokenizer(tokenizer, name, trust_remote_code), name, "in-memory"
-        )
+        if modality(model) == "image":
+            processor = _load_processor(tokenizer, name, trust_remote_code)
+        else:
+            processor = _load_tokenizer(tokenizer, name, trust_remote_code)
+        return _describe(_prepare(model), processor, name, "in-memory")
 
     name = os.fspath(model)
     source = name
@@ -290,13 +339,13 @@ def load_model(
                 f"with gguf_file=, or the file path alone"
             )
         source, gguf_file = os.path.dirname(os.path.abspath(name)), os.path.basename(name)
-    elif not os.path.exists(name) and _looks_like_path(name):
+    elif not os.path.exists(name) and looks_like_path(name):
         raise ModelLoadError(
             f"{name!r} does not exist; give a model folder, a hub id, or one of the embedded "
             f"names: {', '.join(list_embedded())}"
         )
     if gguf_file and os.path.isdir(source):
-        _check_gguf(name, source, gguf_file)
+        check_gguf(name, source, gguf_file)
         return _load_gguf(name, source, gguf_file, tokenizer, torch_dtype, device, progress)
     return _load_from_source(
         name,
@@ -360,48 +409,6 @@ def _load_gguf(
     return dataclasses.replace(bundle, source=source)
 
 
-def _check_gguf(name: str, folder: str, gguf_file: str) -> None:
-    if not os.path.isfile(os.path.join(folder, gguf_file)):
-        found = sorted(f for f in os.listdir(folder) if f.lower().endswith(".gguf"))
-        raise ModelLoadError(
-            f"{name}: no GGUF file {gguf_file!r} in {folder!r}; GGUF files there: "
-            f"{', '.join(found) or 'none'}"
-        )
-    missing = [pkg for pkg in ("gguf", "accelerate") if importlib.util.find_spec(pkg) is None]
-    if missing:
-        raise ModelLoadError(
-            f"{name}: loading a GGUF checkpoint needs the package(s) {', '.join(missing)}: run "
-            f"`pip install 'attention-inspector[gguf]'` (make install does this)"
-        )
-
-
-def _looks_like_path(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or (os.sep in name and name.count("/") > 1)
-
-
-def _parse_dtype(dtype: Any) -> Any:
-    import torch
-
-    if dtype is None:
-        return dtype
-    value = (
-        dtype
-        if isinstance(dtype, torch.dtype)
-        else getattr(torch, str(dtype).replace("torch.", ""), None)
-    )
-    if not isinstance(value, torch.dtype):
-        raise InputError(
-            f"dtype={dtype!r} is not a torch dtype; use 'float32', 'float16' or 'bfloat16'"
-        )
-    if not value.is_floating_point:
-        raise InputError(
-            f"dtype={dtype!r} is not a floating-point dtype, so the model cannot run in it; use "
-            f"'float32', 'float16' or 'bfloat16' (quantised checkpoints such as GGUF files are "
-            f"dequantised on load)"
-        )
-    return value
-
-
 def _load_tokenizer(tokenizer: Any, default: str, trust_remote_code: bool, **kw: Any) -> Any:
     if tokenizer is not None and not isinstance(tokenizer, str | os.PathLike):
         return tokenizer
@@ -412,7 +419,7 @@ def _load_tokenizer(tokenizer: Any, default: str, trust_remote_code: bool, **kw:
         tok = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **kw)
     except Exception as exc:
         raise ModelLoadError(
-            f"{default}: could not load a tokenizer from {source!r} ({_first_line(exc)}); "
+            f"{default}: could not load a tokenizer from {source!r} ({first_line(exc)}); "
             f"pass one with load(model, tokenizer=...)"
         ) from exc
     # transformers 5 silently builds an empty tokenizer (special tokens only) from a folder that
@@ -425,38 +432,31 @@ def _load_tokenizer(tokenizer: Any, default: str, trust_remote_code: bool, **kw:
     return tok
 
 
-#: Exceptions (by class name) that mean the hub was not reachable, not that the id is wrong.
-_OFFLINE_ERRORS = {
-    "OfflineModeIsEnabled",
-    "LocalEntryNotFoundError",
-    "ConnectionError",
-    "ConnectError",
-    "ConnectTimeout",
-    "ConnectTimeoutError",
-    "NewConnectionError",
-    "NameResolutionError",
-}
+def _load_processor(processor: Any, default: str, trust_remote_code: bool) -> Any:
+    """A vision model's image processor: the object given, or the one saved with the model
+    (the PIL/numpy implementation where torchvision is not installed)."""
+    if processor is not None and not isinstance(processor, str | os.PathLike):
+        if not callable(processor) or not hasattr(processor, "image_mean"):
+            raise InputError(
+                f"{default}: a vision model needs its image processor (e.g. "
+                f"ViTImageProcessor(...)), not {type(processor).__name__}"
+            )
+        return processor
+    from transformers import AutoImageProcessor
+    from transformers.utils import logging as hf_logging
 
-
-def _hub_unreachable(exc: BaseException) -> bool:
-    """True when loading failed because the hub could not be reached (offline, no network)."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if type(current).__name__ in _OFFLINE_ERRORS or "couldn't connect" in str(current):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
-
-
-def _folder_name(hub_id: str) -> str:
-    return hub_id.rstrip("/").rsplit("/", 1)[-1] or "model"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
+    source = os.fspath(processor) if processor is not None else default
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # "requires torchvision ... falling back to ...Pil"
+    try:
+        return AutoImageProcessor.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except Exception as exc:
+        raise ModelLoadError(
+            f"{default}: could not load an image processor from {source!r} "
+            f"({first_line(exc)}); pass one with load((model, image_processor))"
+        ) from exc
+    finally:
+        hf_logging.set_verbosity(verbosity)
 
 
 def _load_from_source(
@@ -493,27 +493,26 @@ def _load_from_source(
         config_kw = {k: v for k, v in kw.items() if k != "use_safetensors"}
         config = AutoConfig.from_pretrained(source, **config_kw)
     except Exception as exc:
-        if not os.path.exists(source) and _hub_unreachable(exc):
+        if not os.path.exists(source) and hub_unreachable(exc):
             raise ModelLoadError(
                 f"{name!r} is not an embedded name ({', '.join(list_embedded())}) or a local "
                 f"folder, and the Hugging Face hub could not be reached to download it "
                 f"(offline or no network). Where the hub is reachable, run `hf download {name} "
-                f"--local-dir {_folder_name(name)}`, then load the folder: "
-                f"inspector.load('./{_folder_name(name)}') (CLI: inspector ... "
-                f"./{_folder_name(name)} ...)"
+                f"--local-dir {folder_name(name)}`, then load the folder: "
+                f"inspector.load('./{folder_name(name)}') (CLI: inspector ... "
+                f"./{folder_name(name)} ...)"
             ) from exc
         if not os.path.exists(source):
             raise ModelLoadError(
                 f"unknown model {name!r}: not an embedded name ({', '.join(list_embedded())}), "
-                f"not a folder, and not loadable from the hub ({_first_line(exc)})"
+                f"not a folder, and not loadable from the hub ({first_line(exc)})"
             ) from exc
         raise ModelLoadError(
-            f"{name}: could not read a model config from {source!r} ({_first_line(exc)})"
+            f"{name}: could not read a model config from {source!r} ({first_line(exc)})"
         ) from exc
     if os.path.isdir(source) and not gguf_file:
         kw["use_safetensors"] = weights_format(name, source, allow_pickle)
-    architecture = _architecture(config)
-    cls = _auto_class(config, architecture)
+    cls = _auto_class(config, config_architecture(config))
     load_kw = dict(kw, attn_implementation="eager", output_loading_info=True)
     if torch_dtype is not None:
         load_kw["dtype"] = torch_dtype
@@ -525,12 +524,16 @@ def _load_from_source(
         if "eager" in str(exc):
             hint = "; this architecture has no 'eager' attention, which is needed for weights"
         raise ModelLoadError(
-            f"{name}: could not load the weights from {source!r} ({_first_line(exc)}){hint}"
+            f"{name}: could not load the weights from {source!r} ({first_line(exc)}){hint}"
         ) from exc
     random_heads = check_loading_info(name, source, info)
     _force_eager(model, name)
     if device is not None:
         model = model.to(device)
+    if modality(model) == "image":
+        return _describe(
+            _prepare(model), _load_processor(tokenizer, source, trust_remote_code), name, source
+        )
     tok = _load_tokenizer(
         tokenizer,
         source,

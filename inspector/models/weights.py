@@ -20,13 +20,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import InputError, InspectorWarning, ModelLoadError
+from .checks import first_line
 from .families import is_head_weight
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
-
 
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
@@ -78,7 +73,7 @@ def check_device(device: Any) -> None:
         dev = torch.device(device)
     except (RuntimeError, TypeError, ValueError) as exc:
         raise InputError(
-            f"unknown device {device!r} ({_first_line(exc)}); use e.g. 'cpu' or 'cuda'"
+            f"unknown device {device!r} ({first_line(exc)}); use e.g. 'cpu' or 'cuda'"
         ) from exc
     backend = {"cuda": torch.cuda, "mps": getattr(torch.backends, "mps", None)}.get(dev.type)
     if dev.type == "xpu":

@@ -140,7 +140,7 @@ CASES: list[tuple[str, Callable[[dict[str, Any], Any], Any], type[BaseException]
     ("rollout-layer", lambda t, p: _ins(t).rollout(start_layer=5), InputError, "layer"),
     ("rollout-reduce", lambda t, p: _ins(t).rollout(head_reduce="median"), InputError, "mean"),
     ("flow-too-long", lambda t, p: _ins(t, "bert", "cat " * 40).attention_flow(), InputError, "32"),
-    ("norms-t5", lambda t, p: _ins(t, "t5").encoder.attention_norms(), UnsupportedModelError, "t5"),
+    ("importance-t5", lambda t, p: _ins(t, "t5").head_importance(), InputError, ".encoder"),
     (
         "importance-method",
         lambda t, p: _ins(t, "gpt2").head_importance(method="magic"),

@@ -146,13 +146,27 @@ def test_norms_frame_and_selection(tiny):
     np.testing.assert_allclose(ex_frame.groupby("query_pos").weight.sum(), 1, atol=1e-5)
 
 
-def test_unsupported_models_name_their_type(tiny):
-    m = tiny["t5"]
-    ins = m.inspect(TEXT, target="A dog.")
-    with pytest.raises(UnsupportedModelError, match="t5"):
-        ex.attention_norms(m.bundle, ins.encoder.stack)
-    with pytest.raises(UnsupportedModelError, match="t5"):
-        ex.head_importance(m.bundle, TEXT)
+def test_values_that_do_not_reproduce_the_attention_output_are_refused(tiny_dirs):
+    """Norms check Σ_j α_ij v_j against the input of the output projection: a value source
+    that is not the values (here the query projection) is refused with the reason."""
+    import dataclasses
+
+    m = inspector.load(str(tiny_dirs["bert"]))
+    ins = m.inspect(TEXT)
+    found = structure(m.bundle, "test")
+    wrong = dataclasses.replace(
+        found,
+        layers=tuple(
+            dataclasses.replace(
+                layer,
+                values=(dataclasses.replace(layer.values[0], module=layer.query, name="query"),),
+            )
+            for layer in found.layers
+        ),
+    )
+    m.bundle.extra["structures"]["self"] = wrong
+    with pytest.raises(UnsupportedModelError, match="no value projection reproduces"):
+        ex.attention_norms(m.bundle, ins.stack)
 
 
 @pytest.mark.parametrize("kind", ["bert", "gpt2", "llama"])

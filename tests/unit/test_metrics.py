@@ -184,6 +184,34 @@ def test_repeated_random_text() -> None:
     assert half[:3] == half[3:]
 
 
+def test_special_tokens_are_never_expected_positions() -> None:
+    """All three detectors skip special tokens as keys and as queries: a head parked on [CLS]
+    is not a previous-token head for the first word (TransformerLens' pattern would count it)."""
+    toks = make_tokens(["[CLS]", "a", "b", "c", "[SEP]"])
+    n = len(toks)
+    parked = np.zeros((n, n), dtype=np.float32)
+    parked[:, 0] = 1.0  # every row on [CLS]
+    prev = shifted(n)
+    st = AttentionStack(np.stack([np.stack([parked, prev])]), toks, toks, causal=True)
+    masks = D.detector_masks(M.MetricContext.from_stack(st))
+    assert not masks["previous_token"][1, 0]  # a -> [CLS]
+    assert not masks["previous_token"][4].any()  # [SEP] is not a scored query
+    assert masks["previous_token"][2, 1] and masks["previous_token"][3, 2]
+    scores = D.detector_scores(st)
+    assert scores.loc[(0, 0), "previous_token"] == pytest.approx(0.0)
+    assert scores.loc[(0, 1), "previous_token"] == pytest.approx(1.0)
+
+
+def test_repeated_random_ids_are_an_exact_token_repeat() -> None:
+    vocab = {"Ġcat": 5, "Ġdog": 6, "ing": 7, "<s>": 0, "Ġmat": 8, "Ġ1": 9, "Ġvacant": 10}
+    pool = D.vocabulary_token_ids(vocab, special=["<s>"])
+    assert pool == [5, 6, 8, 10]
+    ids = D.repeated_random_ids(pool, 6, seed=1)
+    assert ids[:6] == ids[6:] and set(ids) <= set(pool)
+    with pytest.raises(InputError):
+        D.repeated_random_ids([], 3)
+
+
 def test_head_distances_js_and_cosine() -> None:
     st = stack_of(identity(), identity(), shifted(), uniform())
     for method in ("js", "cosine"):

@@ -15,6 +15,7 @@ from .data import data_section
 from .generation import generation_section
 from .grid import head_grid_section
 from .heads import comparison_section, head_analysis_section
+from .image import image_section
 from .overview import overview_section
 from .views import head_view_section, model_view_section
 
@@ -24,6 +25,7 @@ ReportSection = Callable[[ReportContext], "Section | None"]
 REPORT_SECTIONS: dict[str, ReportSection] = {
     "overview": overview_section,
     "generation": generation_section,  # only when the capture generated tokens
+    "image": image_section,  # only for a vision transformer's image
     "head-view": head_view_section,
     "model-view": model_view_section,
     "head-grid": head_grid_section,

@@ -1,0 +1,80 @@
+"""Run a vision transformer on one image and keep its verified attention.
+
+The image counterpart of :func:`inspector.capture.run.capture`: the image becomes tokens and
+pixel values through the one input path (:func:`inspector.capture.tokenize.encode_image`), the
+model runs through :func:`inspector.capture.run.record` (hooks on its attention modules), and the
+capture keeps the image the model saw, so that reports can lay each head's attention over it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..models.loading import ModelBundle
+from .run import bundle_metadata, out_of_memory_hint, record
+from .tokenize import encode_image, encoded_inputs
+from .types import ROW_SUM_TOLERANCE, AttentionStack, Capture, select_indexes, storage_dtype
+
+
+@out_of_memory_hint
+def capture_image(
+    bundle: ModelBundle,
+    image: Any,
+    *,
+    layers: Sequence[int] | int | None = None,
+    heads: Sequence[int] | int | None = None,
+    dtype: Any = None,
+) -> Capture:
+    """Run ``bundle``'s vision transformer on ``image`` and return its verified attention.
+
+    Args:
+        image: a PIL image, or an array ``(h, w)`` / ``(h, w, 3|4)`` (uint8, or float in [0, 1]);
+            the model's image processor resizes and normalises it.
+        layers, heads: keep only these indexes.
+        dtype: storage of the weights, ``"float32"`` (default) or ``"float16"``.
+
+    Returns:
+        A :class:`Capture` with one ``"self"`` stack over ``[CLS]`` (and other prefix tokens)
+        and the ``patch r,c`` tokens; ``image`` is the ``(h, w, 3)`` uint8 image the model saw.
+
+    Example:
+        >>> cap = capture_image(bundle, Image.open("cat.png"))  # doctest: +SKIP
+        >>> cap.stacks["self"].query.tokens[:3]  # doctest: +SKIP
+        ('[CLS]', 'patch 0,0', 'patch 0,1')
+    """
+    encoded = encode_image(bundle, image)
+    layer_idx = select_indexes(layers, bundle.n_layers, "layer")
+    head_idx = select_indexes(heads, bundle.n_heads, "head")
+    store = storage_dtype(dtype)
+    n = len(encoded)
+    arrays = record(
+        bundle, encoded_inputs(bundle, encoded), {"self": (n, n)}, layer_idx, head_idx, dtype=store
+    )
+    tolerance = ROW_SUM_TOLERANCE.get(bundle.dtype, 1e-3)
+    stack = AttentionStack(
+        arrays["self"][0],
+        encoded.tokens,
+        encoded.tokens,
+        "self",
+        False,
+        layer_idx,
+        head_idx,
+        tolerance,
+    )
+    meta = bundle_metadata(bundle)
+    meta.update(
+        text=encoded.text,
+        text_pair=None,
+        target=None,
+        truncated=False,
+        storage_dtype=store,
+        input="image",
+        image_grid=list(encoded.grid),
+        image_prefix=encoded.n_prefix,
+        image_size=[int(encoded.image.shape[0]), int(encoded.image.shape[1])],
+    )
+    return Capture({"self": stack}, meta, image=encoded.image)
+
+
+__all__ = ["capture_image"]

@@ -1,0 +1,215 @@
+"""Vision transformers: an image through the model's own image processor, to a report.
+
+Tiny random ViT, DeiT and CLIP's / SigLIP's vision towers (``tests/factories.py``:
+``VISION_SPECS``) with their real image processors (PIL/numpy implementations) and a generated
+picture: tokens, capture equal to transformers' own eager attentions, the image the model saw,
+frames, metrics, rollout, the head view and the report's image section (PNGs decoded back);
+norm-based attention, head importance and "what mattered" re-derived with the tests' own hooks.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+import inspector
+from inspector.errors import InputError, UnsupportedModelError
+
+from factories import IMAGE_SIZE, PATCH_SIZE, VISION_SPECS, build_vision, make_image, parse
+
+GRID = IMAGE_SIZE // PATCH_SIZE
+PREFIX = {"vit": ["[CLS]"], "deit": ["[CLS]", "[DIST]"], "clip_vision_model": ["[CLS]"]}
+
+
+@pytest.fixture(scope="module")
+def vision(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: a second thread only waits on a busy machine
+    built = {}
+    for model_type in VISION_SPECS:
+        model, processor = build_vision(model_type)
+        folder = tmp_path_factory.mktemp(model_type)
+        model.save_pretrained(folder)
+        processor.save_pretrained(folder)
+        built[model_type] = (inspector.load((model, processor)), folder, processor)
+    yield built
+    torch.set_num_threads(threads)
+
+
+def _decode(url: str) -> np.ndarray:
+    from PIL import Image
+
+    assert url.startswith("data:image/png;base64,")
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))))
+
+
+@pytest.mark.parametrize("model_type", list(VISION_SPECS))
+def test_image_capture_equals_the_models_own_attention(vision, model_type):
+    m, folder, processor = vision[model_type]
+    assert m.bundle.modality == "image" and m.bundle.architecture == "encoder"
+    hooks = {n: dict(x._forward_hooks) for n, x in m.model.named_modules()}
+    image = make_image()
+    ins = m.inspect(image)
+    prefix = PREFIX.get(model_type, [])
+    assert ins.tokens == prefix + [f"patch {r},{c}" for r in range(GRID) for c in range(GRID)]
+    assert list(ins.special_mask[: len(prefix)]) == [True] * len(prefix)
+    assert ins.metadata["image_grid"] == [GRID, GRID]
+    pixels = processor(images=image, return_tensors="pt")["pixel_values"]
+    reference = getattr(transformers, VISION_SPECS[model_type][0]).from_pretrained(
+        folder, attn_implementation="eager"
+    )
+    with torch.no_grad():  # transformers' own eager attention (on a copy: it hooks the model)
+        ref = reference.eval()(pixel_values=pixels, output_attentions=True).attentions
+    np.testing.assert_allclose(ins.attention, np.stack([a[0].numpy() for a in ref]), atol=1e-6)
+    # the image the model saw: its pixel values without normalisation, as uint8
+    seen = ins.capture.image
+    assert seen.shape == (IMAGE_SIZE, IMAGE_SIZE, 3) and seen.dtype == np.uint8
+    mean = np.asarray(processor.image_mean)[:, None, None]
+    std = np.asarray(processor.image_std)[:, None, None]
+    expected = (pixels[0].numpy() * std + mean) * 255
+    np.testing.assert_allclose(seen.transpose(2, 0, 1), expected, atol=0.51)
+    # the same image as an array (uint8, and float in [0, 1]) gives the same capture
+    arr = np.asarray(image)
+    np.testing.assert_array_equal(m.inspect(arr).attention, ins.attention)
+    np.testing.assert_allclose(m.inspect(arr / 255.0).attention, ins.attention, atol=1e-6)
+    # from the saved folder (model + processor)
+    again = inspector.load(str(folder)).inspect(image)
+    np.testing.assert_allclose(again.attention, ins.attention, atol=1e-6)
+    assert hooks == {n: dict(x._forward_hooks) for n, x in m.model.named_modules()}
+
+
+def test_frames_metrics_rollout_and_views(vision):
+    m = vision["vit"][0]
+    ins = m.inspect(make_image(), layers=[1], heads=[0, 2])
+    assert ins.attention.shape == (1, 2, 1 + GRID * GRID, 1 + GRID * GRID)
+    frame = ins.frame()
+    assert set(frame["key_token"].astype(str)) >= {"[CLS]", "patch 3,3"}
+    np.testing.assert_allclose(
+        frame.groupby(["layer", "head", "query_pos"]).weight.sum(), 1, atol=1e-5
+    )
+    metrics = ins.head_metrics()
+    assert metrics.index.names == ["layer", "head"] and len(metrics) == 2
+    full = m.inspect(make_image())
+    roll = full.rollout()
+    np.testing.assert_allclose(roll.groupby("query_pos").weight.sum(), 1, atol=1e-5)
+    page = parse(full.head_view().html)
+    assert any(tag == "script" for tag, _ in page.tags)
+
+
+@pytest.mark.parametrize("model_type", ["vit", "siglip_vision_model"])
+def test_report_lays_every_head_and_rollout_over_the_image(vision, model_type, tmp_path):
+    from inspector.explain.flow import rollout
+    from inspector.render.sections.image import HEAT_ALPHA, colormap, patch_maps
+
+    m = vision[model_type][0]
+    ins = m.inspect(make_image())
+    html = ins.report(tmp_path / "image.html").html
+    assert "Attention on the image" in html
+    assert not re.search(r"""(src|href)=["']https?:""", html)  # nothing from the network
+    page = parse(html)
+    images = [attrs for tag, attrs in page.tags if tag == "img"]
+    urls = [a["src"] for a in images if str(a.get("src", "")).startswith("data:image/png")]
+    n_layers, n_heads = ins.attention.shape[:2]
+    assert len(urls) == 2 + n_layers * n_heads  # input, rollout, one map per head
+    shown, rolled = _decode(urls[0]), _decode(urls[1])
+    assert shown.shape == rolled.shape and shown.shape[2] == 3 and max(shown.shape[:2]) == 320
+    assert not np.array_equal(shown, rolled)
+    heat = _decode(urls[2])  # layer 0, head 0: one RGBA pixel per patch
+    assert heat.shape == (GRID, GRID, 4)
+    maps = patch_maps(ins.stack, 1 if model_type == "vit" else 0, (GRID, GRID))
+    brightness = heat[..., :3].astype(int).sum(-1)
+    assert np.unravel_index(brightness.argmax(), brightness.shape) == np.unravel_index(
+        maps[0, 0].argmax(), maps[0, 0].shape
+    )
+    # the rollout overlay: over each patch, the image blended with that patch's colour
+    roll = rollout(ins.stack)
+    line = np.asarray(roll[0, 1:] if model_type == "vit" else roll.mean(0))
+    colours = colormap((line / line.max()).reshape(GRID, GRID)).astype(float)
+    block = shown.shape[0] // GRID
+    heat = (rolled.astype(float) - shown.astype(float) * (1 - HEAT_ALPHA)) / HEAT_ALPHA
+    tiles = heat.reshape(GRID, block, GRID, block, 3).mean(axis=(1, 3))
+    np.testing.assert_allclose(tiles, colours, atol=2.0)
+
+
+def test_wrong_inputs_say_what_to_do(vision, tiny):
+    m = vision["vit"][0]
+    with pytest.raises(InputError, match="PIL image"):
+        m.inspect("a text")
+    with pytest.raises(InputError, match="not for images"):
+        m.inspect(make_image(), target="x")
+    with pytest.raises(InputError, match=r"\[0, 1\]"):
+        m.inspect(np.full((8, 8, 3), 2.0))
+    with pytest.raises(UnsupportedModelError, match="encoder"):
+        m.generate("x")
+    with pytest.raises(InputError, match="reads text"):
+        tiny["bert"].inspect(make_image())
+
+
+#: The attention output projections (the tests' own statement), ``(batch, seq, heads * d)`` in.
+VISION_OUTPUTS = {
+    "vit": r"layers\.\d+\.attention\.o_proj$",
+    "deit": r"layers\.\d+\.attention\.o_proj$",
+    "clip_vision_model": r"layers\.\d+\.self_attn\.out_proj$",
+    "siglip_vision_model": r"layers\.\d+\.self_attn\.out_proj$",
+}
+
+
+@pytest.mark.parametrize("model_type", list(VISION_SPECS))
+def test_norms_importance_and_what_mattered_on_an_image(vision, model_type):
+    """Norm vectors give each head's real output; ablation equals zeroing the head's slice of
+    the output projection's input with the test's own hook; "what mattered" agrees."""
+    import re
+
+    from inspector.explain import attention_norms
+
+    m = vision[model_type][0]
+    ins = m.inspect(make_image())
+    pattern = re.compile(VISION_OUTPUTS[model_type])
+    outs = [mod for name, mod in m.model.named_modules() if pattern.search(name)]
+    n_l, n_h = ins.attention.shape[:2]
+    assert len(outs) == n_l
+    pixels = vision[model_type][2](images=make_image(), return_tensors="pt")["pixel_values"]
+    z: list[torch.Tensor] = []
+    handles = [o.register_forward_pre_hook(lambda _m, a: z.append(a[0][0].double())) for o in outs]
+    with torch.no_grad():
+        m.model(pixel_values=pixels)
+    for h in handles:
+        h.remove()
+    norms = attention_norms(m.bundle, ins.stack, capture=ins.capture, keep_vectors=True)
+    for li, out in enumerate(outs):
+        w_o = out.weight.detach().double().T
+        d = w_o.shape[0] // n_h
+        for h in range(n_h):
+            real = (z[li][:, h * d : (h + 1) * d] @ w_o[h * d : (h + 1) * d]).numpy()
+            moved = ins.attention[li, h].astype(np.float64) @ norms.vectors[li, h]
+            np.testing.assert_allclose(moved, real, atol=2e-4 * np.abs(real).max())
+
+    def logit(out: Any) -> Any:
+        hidden = out.logits if getattr(out, "logits", None) is not None else out.pooler_output
+        return hidden[:, 1].float()
+
+    ablation = ins.head_importance(target=logit, method="ablation", batch_size=4)
+    with torch.no_grad():
+        clean = float(logit(m.model(pixel_values=pixels))[0])
+        for li, out in enumerate(outs):
+            for h in range(n_h):
+
+                def zero(_m: Any, a: Any, h: int = h) -> Any:
+                    x = a[0].clone()
+                    d = x.shape[-1] // n_h
+                    x[..., h * d : (h + 1) * d] = 0
+                    return (x, *a[1:])
+
+                handle = out.register_forward_pre_hook(zero)
+                value = float(logit(m.model(pixel_values=pixels))[0])
+                handle.remove()
+                assert ablation.loc[(li, h), "delta"] == pytest.approx(value - clean, abs=2e-5)
+    expl = ins.explain(target=logit, top=2)
+    np.testing.assert_allclose(expl.importance["delta"], ablation["delta"], atol=1e-6)
