@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
+BLOCK = re.compile(r"^```python\n(.*?)^```\n(?:\n*```(?:text)?\n(.*?)^```)?", re.S | re.M)
 NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?%?$")
 
 
@@ -36,6 +36,11 @@ class Shown:
 def blocks(readme: str) -> list[str]:
     """The ```python blocks of ``readme``, in order."""
     return [m.group(1) for m in BLOCK.finditer(readme)]
+
+
+def printed_outputs(readme: str) -> dict[int, str]:
+    """Block index -> the plain ``` block right after it: what the whole block prints."""
+    return {i: m.group(2).rstrip() for i, m in enumerate(BLOCK.finditer(readme)) if m.group(2)}
 
 
 def shown_outputs(source: str, block: int) -> list[Shown]:
@@ -66,8 +71,9 @@ def shown_outputs(source: str, block: int) -> list[Shown]:
     return out
 
 
-def _program(sources: list[str]) -> str:
-    """One script that runs every block and records the output of each shown statement."""
+def _program(sources: list[str], printed: frozenset[int] = frozenset()) -> str:
+    """One script that runs every block and records the output of each shown statement (and
+    everything a block prints, for the blocks in ``printed``)."""
     parts = [
         "import contextlib, io, json, sys",
         "__shown = []",
@@ -83,6 +89,9 @@ def _program(sources: list[str]) -> str:
     for b, source in enumerate(sources):
         tree = ast.parse(source)
         shown = {s.line for s in shown_outputs(source, b)}
+        if b in printed:
+            parts.append("__out = io.StringIO(); __redirect = contextlib.redirect_stdout(__out)")
+            parts.append("__redirect.__enter__()")
         for node in tree.body:
             code = ast.unparse(node)
             if node.lineno in shown:
@@ -97,6 +106,9 @@ def _program(sources: list[str]) -> str:
                     parts.append(f"__shown.append(({b}, {node.lineno}, __capture({fn})))")
             else:
                 parts.append(code)
+        if b in printed:
+            parts.append("__redirect.__exit__(None, None, None)")
+            parts.append(f"__shown.append(({b}, 0, __out.getvalue().rstrip()))")
     parts.append("print('__SHOWN__' + json.dumps(__shown))")
     return "\n".join(parts) + "\n"
 
@@ -183,9 +195,11 @@ def run_cli_examples(readme: Path, workdir: Path, env: dict[str, str]) -> list[s
 
 def run_readme(readme: Path, workdir: Path, env: dict[str, str], timeout: int = 1200) -> list[str]:
     """Run every python block; return the mismatches (empty when the README is true)."""
-    sources = blocks(readme.read_text(encoding="utf-8"))
+    text = readme.read_text(encoding="utf-8")
+    sources = blocks(text)
+    printed = printed_outputs(text)
     script = workdir / "readme_blocks.py"
-    script.write_text(_program(sources), encoding="utf-8")
+    script.write_text(_program(sources, frozenset(printed)), encoding="utf-8")
     proc = subprocess.run(
         [sys.executable, str(script)],
         cwd=workdir,
@@ -199,6 +213,9 @@ def run_readme(readme: Path, workdir: Path, env: dict[str, str], timeout: int = 
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("__SHOWN__"))
     got = {(b, n): text for b, n, text in json.loads(line[len("__SHOWN__") :])}
     problems = []
+    for b, expected in printed.items():
+        if not matches(expected, got[(b, 0)]):
+            problems.append(f"block {b + 1} shows it prints\n{expected}\nbut prints\n{got[(b, 0)]}")
     for b, source in enumerate(sources):
         for shown in shown_outputs(source, b):
             actual = got[(b, shown.line)]

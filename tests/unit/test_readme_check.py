@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from readme_check import cli_examples, matches, shown_outputs
+from readme_check import blocks, cli_examples, matches, printed_outputs, shown_outputs
 
 
 def test_shown_outputs_are_the_comments_after_a_statement() -> None:
@@ -22,3 +22,9 @@ def test_matching_tolerates_float_noise_and_ellipses_only() -> None:
 def test_cli_examples_need_a_shown_output() -> None:
     readme = "```bash\ninspector heads minilm 'a b'\n# minilm: 1 text(s)\ninspector x\n```\n"
     assert cli_examples(readme) == [("inspector heads minilm 'a b'", "minilm: 1 text(s)")]
+
+
+def test_a_plain_block_after_a_python_block_is_what_it_prints() -> None:
+    readme = "```python\nprint(1)\n```\n\n```\n1\n```\n\n```python\nx = 2\n```\n"
+    assert blocks(readme) == ["print(1)\n", "x = 2\n"]
+    assert printed_outputs(readme) == {0: "1"}
