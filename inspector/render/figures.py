@@ -5,7 +5,9 @@ holds one or more *panels*, each a plain dict; a template embeds ``spec.data()``
 (see ``templates/sections/_figures.html.j2``) and ``figures.js`` -- the page's one renderer, built
 on the d3 5.7.0 embedded in every page (its sequential / diverging scales, colour interpolators,
 axes and ticks) -- draws real SVG elements from it, with a colour bar, one tooltip system and
-"SVG" / "PNG" download buttons (both made in the page, without network).
+"SVG" / "PNG" download buttons (both made in the page, without network). Its shared helpers live
+in ``figure-kit.js``; the ``scatter`` and ``grid`` kinds in ``scatter.js`` and ``head-grid.js``
+(:data:`FIGURE_SCRIPTS`, in that order).
 
 Panel kinds (``panel["kind"]``):
 
@@ -48,8 +50,10 @@ import numpy as np
 from ..errors import InputError
 from .budget import INLINE_CELLS
 
-#: The static script that draws figures; add it to a section's ``scripts``.
-FIGURE_SCRIPTS: tuple[str, ...] = ("figures.js",)
+#: The static scripts that draw figures, in order: the shared kit (scales, axes, colour bars,
+#: tooltip, downloads), the renderer (maps, figure assembly), then the scatter and head-grid
+#: panel kinds; add them to a section's ``scripts``.
+FIGURE_SCRIPTS: tuple[str, ...] = ("figure-kit.js", "figures.js", "scatter.js", "head-grid.js")
 #: Colour maps figures.js knows (``rdbu`` is diverging, for signed data).
 CMAPS = ("viridis", "blues", "magma_r", "rdbu")
 #: Heatmaps with more cells than this are painted as a bitmap inside the SVG.

@@ -4,9 +4,9 @@ A page is a list of :class:`~.section.Section` objects (or one bare body) inside
 ``templates/page.html.j2``, with every script and stylesheet it needs inlined once and, when it
 shows attention, the weights embedded once (:class:`PageData`, quantised by
 :mod:`~inspector.render.encode`). The runtime (``static/inspector.js``) decodes them, draws the
-bertviz views and then runs the other scripts (``figures.js`` draws every figure; ``report.js``
-makes tables sortable and downloadable). Pages never use the network and are deterministic: the
-same input gives the same bytes.
+bertviz views and then runs the other scripts (:data:`~.figures.FIGURE_SCRIPTS`, with
+``figures.js``, draw every figure; ``report.js`` makes tables sortable and downloadable). Pages
+never use the network and are deterministic: the same input gives the same bytes.
 """
 
 from __future__ import annotations
@@ -24,10 +24,11 @@ from ..errors import InputError
 from . import _assets
 from .data import PageData
 from .encode import max_abs_error
+from .figures import FIGURE_SCRIPTS
 from .section import Section
 
 #: Scripts every assembled page runs after the runtime (figures, tables, downloads).
-PAGE_SCRIPTS: tuple[str, ...] = ("figures.js", "report.js")
+PAGE_SCRIPTS: tuple[str, ...] = (*FIGURE_SCRIPTS, "report.js")
 #: Stylesheets every assembled page has.
 PAGE_CSS: tuple[str, ...] = ("inspector.css", "report.css")
 

@@ -14,6 +14,8 @@ from inspector.capture.run import capture
 from inspector.corpus.atlas import read_atlas, write_atlas
 from inspector.corpus.engine import load_checkpoint
 from inspector.errors import InputError
+from inspector.render._assets import static_text
+from inspector.render.figures import FIGURE_SCRIPTS
 
 from factories import ATLAS_METRICS, ATLAS_TEXTS, CORPUS, numeric_stats, small_atlas
 
@@ -187,7 +189,11 @@ def test_atlas_report(tiny: dict[str, object], tmp_path: Path) -> None:
     parser = Figures()
     parser.feed(report.html)
     assert parser.count == 5 and parser.images == 0
-    assert report.html.count("inspectorFigures") == 1  # figures.js inlined once
+    # the figure scripts inlined once each, the kit first, the panel kinds after figures.js
+    sources = [static_text(name) for name in FIGURE_SCRIPTS]
+    assert [report.html.count(s) for s in sources] == [1] * len(sources)
+    at = [report.html.index(s) for s in sources]
+    assert at == sorted(at)
     assert "http" not in report.html.split("<body>")[1].split("<figure")[0]
     report.save(tmp_path / "atlas.html")
     assert (tmp_path / "atlas.html").stat().st_size > 10_000

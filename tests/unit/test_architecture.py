@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import json
 import pkgutil
 import re
 from pathlib import Path
@@ -61,6 +62,29 @@ def test_one_tokenization_path() -> None:
 def test_no_module_over_600_lines() -> None:
     sizes = {str(p.relative_to(PACKAGE)): len(_source(p).splitlines()) for p in MODULES}
     assert {k: v for k, v in sizes.items() if v > 600} == {}
+
+
+def _page_scripts() -> list[Path]:
+    """The package's own static scripts: every shipped .js file but the vendored d3 and jQuery."""
+    from inspector.render import _assets
+
+    vendored = {_assets.D3_FILE, _assets.JQUERY_FILE}
+    return sorted(p for p in (PACKAGE / "render" / "static").glob("*.js") if p.name not in vendored)
+
+
+def test_no_page_script_over_600_lines() -> None:
+    scripts = _page_scripts()
+    assert {"figure-kit.js", "figures.js", "inspector.js", "report.js"} <= {p.name for p in scripts}
+    sizes = {p.name: len(_source(p).splitlines()) for p in scripts}
+    assert {k: v for k, v in sizes.items() if v > 600} == {}
+
+
+def test_every_page_script_is_type_checked() -> None:
+    tsconfig = PACKAGE.parent / "tsconfig.json"
+    if not tsconfig.exists():
+        pytest.skip("tsconfig.json is not next to the package (an installed copy)")
+    checked = {Path(f).name for f in json.loads(_source(tsconfig))["files"]}
+    assert {p.name for p in _page_scripts()} - checked == set()
 
 
 def test_no_import_cycles_counting_imports_inside_functions() -> None:

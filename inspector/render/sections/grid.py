@@ -1,7 +1,7 @@
 """The report's "Every head" section: each head's map as small multiples, hover and zoom.
 
 One ``grid`` figure panel per attention stack (:func:`inspector.render.figures.head_grid`),
-drawn by ``figures.js`` from the attention the page embeds; a click on a head opens its map
+drawn by ``head-grid.js`` from the attention the page embeds; a click on a head opens its map
 (a ``stack`` panel) in a zoom box kept in view.
 """
 

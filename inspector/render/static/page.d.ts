@@ -87,6 +87,64 @@ interface InspectorApi {
   quietConsole: Partial<Console>;
 }
 
+/** A colour scale of a figure (figure-kit.js colorScale): a d3 scale and its 256-entry RGB table. */
+interface FigureScale {
+  lo: number;
+  hi: number;
+  color: (v: number) => string;
+  lut: Uint8ClampedArray;
+  fmt: (v: number | null | undefined) => string;
+  diverging: boolean;
+}
+
+/** One laid-out panel of a figure: its size, how it draws into a <g>, what the pointer reads. */
+interface PlacedPanel {
+  w: number;
+  h: number;
+  draw: (g: SVGGElement) => void;
+  hit: (x: number, y: number) => string | null;
+  click?: (x: number, y: number) => void;
+}
+
+/** How a figure is drawn: one colour range for its maps (or each its own), the grid's colours. */
+interface DrawOptions {
+  shared?: { lo: number; hi: number } | null;
+  norm?: string;
+}
+
+/** Lays out a panel of a kind that its own script draws (scatter.js, head-grid.js). */
+type PanelKind = (
+  p: PanelJson,
+  api: InspectorApi | undefined,
+  opts: DrawOptions,
+  width: number
+) => PlacedPanel;
+
+/** What the figure scripts share (static/figure-kit.js, run before figures.js). */
+interface InspectorKit {
+  NS: string;
+  XLINK: string;
+  FONT: string;
+  format(spec?: string): (v: number | null | undefined) => string;
+  colorScale(cmap: string | undefined, lo: number, hi: number, fmt?: string): FigureScale;
+  dark(color: string): boolean;
+  textWidth(text: string, size: number, weight?: string): number;
+  maxWidth(texts: string[], size: number): number;
+  el(parent: Element | null, tag: string, attrs?: Record<string, string | number>, text?: string): any;
+  styleAxis(sel: any, fs: number): void;
+  colorBar(g: SVGGElement, scale: FigureScale, x: number, height: number, label?: ((v: number) => string) | null): void;
+  legendBlock(g: SVGGElement, legend: [string, string][], x: number): void;
+  labelRoom(labels: string[], fs: number): number;
+  showTip(event: MouseEvent, text: string): void;
+  hideTip(): void;
+  hover(svg: SVGSVGElement): void;
+  svgSource(svg: SVGSVGElement): string;
+  control(figure: Element, label: string, choices: Array<[string, string]>, value: string, onChange: (v: string) => void): void;
+  downloads(figure: Element, name: string, current: () => SVGSVGElement | null): void;
+  /** panel kinds drawn by later scripts: scatter (scatter.js), grid (head-grid.js) */
+  panelKinds: Record<string, PanelKind>;
+}
+
 /** The figure renderer (static/figures.js). */
 interface InspectorFigures {
   render(spec: FigureJson, api?: InspectorApi): SVGSVGElement;
@@ -141,6 +199,7 @@ interface PanelJson {
 interface Window {
   inspector: InspectorApi;
   inspectorFigures: InspectorFigures;
+  inspectorKit: InspectorKit;
   d3: typeof import("d3");
   jQuery: any;
 }
