@@ -23,8 +23,9 @@ from typing import Any
 
 from ..errors import CaptureError, InputError, UnsupportedModelError
 from ..models.loading import ModelBundle
+from . import memory as _memory
 from .hooks import AttentionRecorder, Hook, bundle_sites, hooked
-from .run import bundle_metadata, out_of_memory_hint
+from .run import bundle_metadata, capture_estimate, out_of_memory_advice
 from .tokenize import (
     chat_text,
     check_text,
@@ -69,7 +70,7 @@ def _json_safe(value: Any) -> Any:
     return json.loads(json.dumps(value, default=repr))
 
 
-@out_of_memory_hint
+@out_of_memory_advice(_memory.ADVICE["generate"])
 def generate(
     bundle: ModelBundle,
     prompt: str | None = None,
@@ -79,6 +80,7 @@ def generate(
     layers: Sequence[int] | int | None = None,
     heads: Sequence[int] | int | None = None,
     dtype: Any = None,
+    max_memory: Any = None,
     **generation_kwargs: Any,
 ) -> Capture:
     """Generate from ``prompt`` with a cache and keep the attention of every step.
@@ -91,6 +93,8 @@ def generate(
         max_new_tokens: how many tokens to generate at most (fewer when the model ends).
         layers, heads: keep only these indexes (the rest is never copied out of the model).
         dtype: storage of the weights, ``"float32"`` (default) or ``"float16"``.
+        max_memory: the memory budget (default: what is available); generation is refused
+            before it starts when prompt + ``max_new_tokens`` would not fit.
         **generation_kwargs: passed to ``model.generate``: greedy by default; e.g.
             ``do_sample=True, temperature=0.7, top_p=0.9``. Beam search is refused.
 
@@ -155,6 +159,15 @@ def generate(
             f"_can_record_outputs), so generation cannot be recorded step by step; inspect() "
             f"the final text instead"
         )
+    capture_estimate(
+        bundle,
+        n_prompt,
+        layers=layer_idx,
+        heads=head_idx,
+        dtype=store,
+        new_tokens=max_new_tokens,
+        max_memory=max_memory,
+    ).check(_memory.ADVICE["generate"])
     inputs = model_inputs(bundle, [prompt_tokens])
     input_ids, attention_mask = inputs["input_ids"], inputs["attention_mask"]
     if encoder_decoder:

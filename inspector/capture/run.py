@@ -19,6 +19,7 @@ import numpy as np
 from ..errors import AttentionUnavailableError, CaptureError, InputError, ResourceError
 from ..models.families import find_structure, forward_accepts
 from ..models.loading import ModelBundle, tokenizer_fingerprint
+from . import memory as _memory
 from .hooks import AttentionRecorder, Hook, bundle_sites, hooked
 from .tokenize import chat_text, check_text, decoder_tokens, encode, model_inputs
 from .types import (
@@ -83,17 +84,26 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 def out_of_memory_hint(func: Callable[..., T]) -> Callable[..., T]:
     """Turn an allocation failure inside ``func`` into a :class:`ResourceError` with a fix."""
+    return out_of_memory_advice(OOM_ADVICE)(func)
 
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> T:
-        try:
-            return func(*args, **kwargs)
-        except Exception as exc:
-            if not is_out_of_memory(exc):
-                raise
-            raise ResourceError(_oom_message(exc, OOM_ADVICE)) from exc
 
-    return wrapper
+def out_of_memory_advice(advice: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """:func:`out_of_memory_hint` with the ``advice`` that fits the command (generation and
+    batches have other options than a single capture)."""
+
+    def decorate(func: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> T:
+            try:
+                return func(*args, **kwargs)
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                raise ResourceError(_oom_message(exc, advice)) from exc
+
+        return wrapper
+
+    return decorate
 
 
 def _oom_message(exc: BaseException, advice: str) -> str:
@@ -106,6 +116,68 @@ OOM_ADVICE = (
     "keep less with layers=[...] / heads=[...] (CLI --layers/--heads), store dtype='float16', "
     "or use a shorter input (truncation=True, max_length=...)"
 )
+
+
+# ------------------------------------------------------------------------ memory pre-flight
+
+
+def capture_estimate(
+    bundle: ModelBundle,
+    n_tokens: int,
+    *,
+    layers: Sequence[int] | int | None = None,
+    heads: Sequence[int] | int | None = None,
+    dtype: str = "float32",
+    new_tokens: int = 0,
+    n_decoder: int = 1,
+    frame: bool = False,
+    max_memory: Any = None,
+) -> _memory.MemoryEstimate:
+    """What capturing ``n_tokens`` (plus ``new_tokens`` generated) allocates, against the budget.
+
+    Kept attention (kept layers x heads x rows x keys x itemsize, every kind), the eager
+    forward's transient (one layer's scores and softmax, activations, logits), the checks on the
+    kept array, and with ``frame`` the long frame built from it.
+    """
+    n_l = len(select_indexes(layers, bundle.n_layers, "layer"))
+    n_h = len(select_indexes(heads, bundle.n_heads, "head"))
+    size = _memory.itemsize(dtype)
+    if bundle.architecture == "encoder-decoder":
+        d = n_decoder + new_tokens
+        shapes = {"encoder": (n_tokens, n_tokens), "decoder": (d, d), "cross": (d, n_tokens)}
+        prefill = {"encoder": (n_tokens, n_tokens), "decoder": (d, d), "cross": (d, n_tokens)}
+    else:
+        total = n_tokens + new_tokens
+        shapes = {"self": (total, total)}
+        prefill = {"self": (n_tokens, n_tokens)}
+    kept = sum(_memory.attention_bytes(n_l, n_h, r, k, size) for r, k in shapes.values())
+    has_head = bundle.architecture != "decoder" and _has_output_head(bundle)
+    logits_rows = sum(r for r, _ in prefill.values()) if has_head else 1
+    transient = _memory.forward_bytes(
+        _memory.model_dims(bundle.model),
+        n_heads=bundle.n_heads,
+        shapes=prefill,
+        model_itemsize=_memory.itemsize(bundle.dtype),
+        eager=True,
+        logits_rows=logits_rows,
+        position_bias=bundle.model_type in ("t5", "mt5", "umt5", "longt5"),
+    )
+    checks = max(4 * r * k for r, k in shapes.values())
+    parts = {"kept attention": kept, "forward pass": transient, "checks": checks}
+    if frame:
+        rows = kept // size
+        parts["frame"] = rows * _memory.FRAME_BYTES_PER_ROW
+    n = n_tokens + new_tokens
+    what = f"{'frame() of ' if frame else ''}{n:,} tokens x {n_l} layers x {n_h} heads"
+    return _memory.estimate(what, parts, max_memory)
+
+
+def _has_output_head(bundle: ModelBundle) -> bool:
+    getter = getattr(bundle.model, "get_output_embeddings", None)
+    try:
+        return callable(getter) and getter() is not None
+    except Exception:  # a model without the method's backing module
+        return False
 
 
 # --------------------------------------------------------------------------------- running
@@ -217,6 +289,7 @@ def capture(
     messages: Sequence[Mapping[str, str]] | None = None,
     add_generation_prompt: bool = False,
     dtype: Any = None,
+    max_memory: Any = None,
 ) -> Capture:
     """Run ``bundle``'s model on one input and return its verified attention.
 
@@ -237,6 +310,9 @@ def capture(
         add_generation_prompt: with ``messages``, end with the assistant's turn header.
         dtype: storage of the weights: ``"float32"`` (default) or ``"float16"`` (half the memory;
             rows then sum to 1 within 1e-3).
+        max_memory: the memory budget (``"4GB"``, bytes; default: what is available now, cgroup
+            limits included). The capture is refused with :class:`ResourceError` before the
+            model runs when its estimate (:func:`capture_estimate`) does not fit.
 
     Returns:
         A :class:`Capture` with ``weights`` of shape ``(layer, head, query, key)``.
@@ -268,6 +344,15 @@ def capture(
         add_special_tokens=add_special,
     )
     tokens = encoded.tokens
+    capture_estimate(
+        bundle,
+        len(tokens),
+        layers=layer_idx,
+        heads=head_idx,
+        dtype=store,
+        n_decoder=len(decoder_tokens(bundle, target)) if target is not None else 1,
+        max_memory=max_memory,
+    ).check(_memory.ADVICE["inspect"])
     inputs = model_inputs(bundle, [tokens])
     tolerance = ROW_SUM_TOLERANCE.get(bundle.dtype, 1e-3)
     meta = bundle_metadata(bundle)
@@ -415,9 +500,11 @@ __all__ = [
     "OOM_ADVICE",
     "bundle_metadata",
     "capture",
+    "capture_estimate",
     "check_layer_attentions",
     "forward",
     "is_out_of_memory",
+    "out_of_memory_advice",
     "out_of_memory_hint",
     "query_key_vectors",
     "record",

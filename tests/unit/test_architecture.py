@@ -49,7 +49,15 @@ def test_one_module_registers_hooks() -> None:
 
 def test_only_the_capture_layer_runs_a_model() -> None:
     runs = _calls(r"\bmodel\((\*\*|input_ids=)|\bmodel\.generate\(")
-    assert set(runs) <= {"capture/run.py", "capture/generation.py"}, runs
+    # the runner modules of the capture package: one input, generation, bounded scans
+    assert set(runs) <= {"capture/run.py", "capture/generation.py", "capture/scan.py"}, runs
+
+
+def test_one_module_registers_attention_functions() -> None:
+    """Registering an attention function is a form of hooking: only hooks.py does it (loading
+    switches a model to eager once, with transformers' own set_attn_implementation)."""
+    found = _calls(r"Interface\.register\(|_attn_implementation_internal")
+    assert set(found) == {"capture/hooks.py"}, found
 
 
 def test_one_tokenization_path() -> None:
