@@ -315,6 +315,29 @@ def build_tiny(kind: str) -> tuple[object, object]:
     return model, tok
 
 
+def build_tiny_llama(tokenizer: object, *, layers: int = 2, positions: int = 64) -> object:
+    """A tiny LLaMA with 4 query heads sharing 2 key/value heads (GQA), rotary positions;
+    ``tokenizer`` is any tiny tokenizer (the GPT-2 one fits its 300-token vocabulary)."""
+    import torch
+    import transformers as tf
+
+    torch.manual_seed(0)
+    cfg = tf.LlamaConfig(
+        vocab_size=300,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=positions,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
+    model = tf.LlamaForCausalLM(cfg)
+    model.eval()
+    return model, tokenizer
+
+
 def forward_attentions(m, ins):
     """The model's own attentions from one forward pass over the final sequence."""
     import torch

@@ -392,6 +392,13 @@ class ScanAccumulator:
         return ScanData(stacks, meta)
 
 
+def replace_metadata(data: ScanData, **values: Any) -> ScanData:
+    """``data`` with ``values`` added to its metadata."""
+    meta = dict(data.metadata)
+    meta.update(values)
+    return ScanData(data.stacks, meta)
+
+
 def scan_capture(
     capture: Capture,
     *,
@@ -424,6 +431,7 @@ __all__ = [
     "ScanData",
     "ScanStack",
     "pool_edges",
+    "replace_metadata",
     "resolve_rows",
     "scan_capture",
 ]

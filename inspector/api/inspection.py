@@ -34,6 +34,7 @@ from ..render import bertviz as _bertviz
 from ..render import report as _report
 from ..render.page import RenderedHTML, Report
 from ..render.sections.explain import explain_section
+from . import long as _long
 from .results import Comparison, compare
 
 
@@ -207,20 +208,27 @@ class Inspection:
         heads: Sequence[int] | int | None = None,
         *,
         level: str = "token",
+        max_memory: int | str | None = None,
     ) -> pd.DataFrame:
         """Long tidy frame: ``layer, head, query_pos, key_pos, query_token, key_token, weight``.
 
         Encoder-decoder inspections (not narrowed to one part) add a leading ``kind`` column.
-        ``level="word"`` merges sub-word pieces into words (rows still sum to 1).
+        ``level="word"`` merges sub-word pieces into words (rows still sum to 1). A frame that
+        would not fit ``max_memory`` (default: the memory available) is refused before it is
+        built; :meth:`to_parquet` streams any size.
         """
-        kinds = None if self.kind is None else [self.kind]
         return _frames.capture_frame(
             self.capture,
-            kinds=kinds,
+            kinds=self._kinds,
             layers=layers,
             heads=heads,
             level=level,  # type: ignore[arg-type]
+            max_memory=max_memory,
         )
+
+    @property
+    def _kinds(self) -> list[str] | None:
+        return None if self.kind is None else [self.kind]
 
     def tokens_frame(self) -> pd.DataFrame:
         """One row per token: position, token, id, word id, sequence, special, offsets."""
@@ -234,8 +242,9 @@ class Inspection:
         *,
         level: str = "token",
     ) -> Path:
-        """Write :meth:`frame` with its metadata to Parquet (read back with ``read_parquet``)."""
-        return self._write(path, ".parquet", self.frame(layers, heads, level=level))
+        """Write :meth:`frame` with its metadata to Parquet (read back with ``read_parquet``),
+        streamed one layer at a time: it never builds the whole frame, at any length."""
+        return self._write(path, ".parquet", layers, heads, level)
 
     def to_csv(
         self,
@@ -245,13 +254,27 @@ class Inspection:
         *,
         level: str = "token",
     ) -> Path:
-        """Write :meth:`frame` to CSV for spreadsheets."""
-        return self._write(path, ".csv", self.frame(layers, heads, level=level))
+        """Write :meth:`frame` to CSV for spreadsheets (streamed like :meth:`to_parquet`)."""
+        return self._write(path, ".csv", layers, heads, level)
 
-    def _write(self, path: str | os.PathLike[str], suffix: str, frame: pd.DataFrame) -> Path:
+    def _write(
+        self,
+        path: str | os.PathLike[str],
+        suffix: str,
+        layers: Sequence[int] | int | None,
+        heads: Sequence[int] | int | None,
+        level: str,
+    ) -> Path:
         if Path(path).suffix.lower() != suffix:
             raise InputError(f"{path}: expected a file name ending in {suffix}")
-        return _frames.write_frame(frame, path)
+        return _frames.write_capture_frame(
+            self.capture,
+            path,
+            kinds=self._kinds,
+            layers=layers,
+            heads=heads,
+            level=level,  # type: ignore[arg-type]
+        )
 
     # ------------------------------------------------------------------ head analysis
     def head_metrics(self, names: Sequence[str] | str | None = None) -> pd.DataFrame:
@@ -387,14 +410,21 @@ class Inspection:
         precision: str = "uint8",
         head_view: Mapping[str, Any] | None = None,
         model_view: Mapping[str, Any] | None = None,
+        scan: bool | None = None,
     ) -> Report:
         """Build the self-contained HTML report; write it to ``path`` when given.
 
         ``head_view`` / ``model_view``: options of those views (as :meth:`head_view`).
+        ``scan``: build the scan page instead (pooled maps, sinks, the last row over the text;
+        see :meth:`inspector.LoadedModel.scan`), which any browser draws at any length. ``None``
+        (default) does so when the capture holds more than ``LONG_REPORT_CELLS`` (2**25)
+        weights, where the full report's every-head maps would stall a browser tab.
 
         Example:
             >>> ins.report("reports/cat.html")  # doctest: +SKIP
         """
+        if _long.wants_scan_page(self.capture, scan):
+            return _long.capture_scan_report(self.capture, path, title=title, kind=self.kind)
         rendered = _report.build_report(
             self.capture,
             title=title,

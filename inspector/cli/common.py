@@ -78,6 +78,15 @@ def add_selection(p: argparse.ArgumentParser) -> None:
     p.add_argument("--heads", type=int_list, help="head indexes to keep, e.g. 0,3 (all)")
 
 
+def add_memory(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--max-memory",
+        metavar="SIZE",
+        help="memory budget, e.g. 4GB (default: what is available); refused before running "
+        "when the estimate does not fit",
+    )
+
+
 def load_model(args: argparse.Namespace, model: str | None = None) -> Any:
     from ..api import load
 

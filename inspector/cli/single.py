@@ -11,6 +11,7 @@ from .common import (
     Command,
     UsageError,
     add_length,
+    add_memory,
     add_model,
     add_selection,
     add_text,
@@ -30,20 +31,22 @@ def _args_inspect(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--level", choices=["token", "word"], default="token", help="rows per token or per word"
     )
+    add_memory(p)
     p.add_argument("-o", "--output", required=True, help="out.parquet or out.csv")
 
 
 def cmd_inspect(args: argparse.Namespace) -> str:
     check_output(args.output, ".parquet", ".csv")
-    ins = inspect_text(args, layers=args.layers, heads=args.heads)
-    frame = ins.frame(level=args.level)
-    from ..api import save_table
-
-    save_table(frame, args.output)
+    ins = inspect_text(args, layers=args.layers, heads=args.heads, max_memory=args.max_memory)
+    if args.output.lower().endswith(".parquet"):  # streamed a layer at a time, any length
+        ins.to_parquet(args.output, level=args.level)
+    else:
+        ins.to_csv(args.output, level=args.level)
     part = ins.encoder if ins.is_encoder_decoder else ins
+    rows = sum(s.weights.size for s in ins.capture.stacks.values())
     return (
         f"{ins.metadata['model_name']}: {len(part.tokens)} tokens, {shape(part)}, "
-        f"{len(frame):,} rows -> {args.output}"
+        f"{rows:,} weights -> {args.output}"
     )
 
 
@@ -62,12 +65,13 @@ def _args_report(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="add the 'what mattered' section (rollout, norm-based maps, head importance)",
     )
+    add_memory(p)
     p.add_argument("-o", "--output", required=True, help="out.html")
 
 
 def cmd_report(args: argparse.Namespace) -> str:
     check_output(args.output, ".html", ".htm")
-    ins = inspect_text(args, layers=args.layers, heads=args.heads)
+    ins = inspect_text(args, layers=args.layers, heads=args.heads, max_memory=args.max_memory)
     if args.explain:
         report = ins.explain_report(args.output, precision=args.precision)
     else:
@@ -205,6 +209,7 @@ def _args_generate(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--temperature", type=float, help="sample at this temperature (greedy)")
     add_selection(p)
+    add_memory(p)
     p.add_argument("-o", "--output", required=True, help="out.html (report), .parquet or .csv")
 
 
@@ -218,14 +223,15 @@ def cmd_generate(args: argparse.Namespace) -> str:
         max_new_tokens=args.max_new_tokens,
         layers=args.layers,
         heads=args.heads,
+        max_memory=args.max_memory,
         **sampling,
     )
     if args.output.lower().endswith((".html", ".htm")):
         ins.report(args.output)
+    elif args.output.lower().endswith(".parquet"):
+        ins.to_parquet(args.output)
     else:
-        from ..api import save_table
-
-        save_table(ins.frame(), args.output)
+        ins.to_csv(args.output)
     part = ins.decoder if ins.is_encoder_decoder else ins
     n_new = int(part.generated_mask.sum())
     text = "".join(t for t, g in zip(part.tokens, part.generated_mask, strict=True) if g)
