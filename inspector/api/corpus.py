@@ -112,6 +112,7 @@ def atlas(
     limit: int | None = None,
     address: str | None = None,
     num_workers: int = 2,
+    max_memory: int | str | None = None,
 ) -> Atlas:
     """Per-head attention statistics over a corpus, streamed in padded batches.
 
@@ -124,6 +125,8 @@ def atlas(
         column, batch_size, max_length, metrics, kind, distances, bins, checkpoint, resume,
             checkpoint_every, progress, limit: see :func:`inspector.corpus.engine.run_atlas`.
         address / num_workers: the Ray cluster and number of model replicas (``engine="ray"``).
+        max_memory: memory budget of a batch (local engine; default: what is available):
+            batches that would not fit run in smaller passes, after a checkpoint.
 
     Returns:
         An :class:`Atlas`: ``.summary`` (on ``(layer, head)``: metric, n, mean, std, 95%
@@ -152,6 +155,7 @@ def atlas(
             checkpoint=checkpoint,
             resume=resume,
             checkpoint_every=checkpoint_every,
+            max_memory=max_memory,
             **common,
         )
         return facade_atlas(result)

@@ -351,8 +351,8 @@ ADVICE: dict[str, str] = {
         "layers=[...] / heads=[...], or measure with scan() instead"
     ),
     "atlas": (
-        "Lower --batch-size, or truncate long texts with --max-length N (Python: batch_size=, "
-        "max_length=)"
+        "Truncate long texts with --max-length N or lower --batch-size (Python: max_length=, "
+        "batch_size=); batches are already split to fit the budget (--max-memory)"
     ),
     "scan": (
         "Keep fewer rows=, a smaller topk= or pool=, fewer layers=[...] / heads=[...], or raise "

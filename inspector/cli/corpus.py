@@ -39,6 +39,12 @@ def _args_atlas(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", help="Ray cluster address (ray://host:10001 or auto)")
     p.add_argument("--workers", type=int, default=2, help="Ray model replicas")
     p.add_argument("--report", metavar="HTML", help="also write an atlas report")
+    p.add_argument(
+        "--max-memory",
+        metavar="SIZE",
+        help="memory budget of a batch, e.g. 4GB (default: what is available); bigger batches "
+        "run in smaller passes",
+    )
 
 
 def cmd_atlas(args: argparse.Namespace) -> str:
@@ -69,6 +75,7 @@ def cmd_atlas(args: argparse.Namespace) -> str:
             resume=args.resume if local else False,
             address=args.address,
             num_workers=args.workers,
+            max_memory=args.max_memory,
         )
     except KeyboardInterrupt:
         if local and os.path.exists(checkpoint):

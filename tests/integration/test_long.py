@@ -323,3 +323,45 @@ def test_cli_scan_and_retrieval(tiny_dirs, long_llama_dir, tmp_path, capsys):
     assert rc == 0, capsys.readouterr().err
     assert "trials" in capsys.readouterr().out
     assert set(pd.read_csv(tmp_path / "r.csv").columns) >= {"layer", "head", "retrieval_score"}
+
+
+# ------------------------------------------------------------------- atlas batches (issue 15)
+
+
+def test_atlas_batches_fit_the_budget(tiny):
+    from inspector.capture.batch import batch_bytes, plan_batches
+    from inspector.corpus.engine import measure_batch, resolve_spec
+
+    from factories import numeric_stats, small_atlas
+
+    m = tiny["bert"]
+    texts = ["The cat sat."] * 12 + [" ".join(["word"] * 60), "A dog barked at the mailman."]
+    lengths = [min(64, len(m.bundle.tokenizer(t)["input_ids"])) for t in texts]  # truncated
+    one = batch_bytes(m.bundle, 1, max(lengths))
+    plan = plan_batches(m.bundle, lengths, max_memory=6 * one)
+    assert len(plan.groups) > 1
+    assert sorted(i for g in plan.groups for i in g) == list(range(len(texts)))
+    assert all(c <= 0.5 * plan.budget.bytes for c in plan.costs)
+    assert plan_batches(m.bundle, lengths).groups == (tuple(range(len(texts))),)  # fits: as is
+    whole = small_atlas(m, texts, batch_size=100)
+    split = small_atlas(m, texts, batch_size=100, max_memory=6 * one)
+    np.testing.assert_allclose(
+        numeric_stats(whole.summary), numeric_stats(split.summary), atol=1e-5
+    )
+    with pytest.raises(ResourceError, match="--max-length") as info:
+        small_atlas(m, texts, max_memory=one)
+    assert "--layers" not in str(info.value)
+    calls = []
+    spec, metric_fn, _ = resolve_spec(
+        m.bundle, ["entropy"], None, None, False, 10, None, None, None
+    )
+    measure_batch(
+        m.bundle,
+        texts,
+        spec,
+        metric_fn,
+        None,
+        max_memory=3 * one,
+        before_risky=lambda: calls.append(1),
+    )
+    assert calls == [1]  # a pass over a quarter of the budget: checkpoint first
