@@ -43,10 +43,11 @@ def cmd_inspect(args: argparse.Namespace) -> str:
     else:
         ins.to_csv(args.output, level=args.level)
     part = ins.encoder if ins.is_encoder_decoder else ins
-    rows = sum(s.weights.size for s in ins.capture.stacks.values())
+    weights = sum(s.weights.size for s in ins.capture.stacks.values())
+    rows = f"{weights:,} rows" if args.level == "token" else "one row per word pair"
     return (
-        f"{ins.metadata['model_name']}: {len(part.tokens)} tokens, {shape(part)}, "
-        f"{rows:,} weights -> {args.output}"
+        f"{ins.metadata['model_name']}: {len(part.tokens)} tokens, {shape(part)}, {rows} -> "
+        f"{args.output}"
     )
 
 
