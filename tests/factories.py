@@ -338,6 +338,59 @@ def build_tiny_llama(tokenizer: object, *, layers: int = 2, positions: int = 64)
     return model, tokenizer
 
 
+def make_scan_data(
+    n_tokens: int = 8192,
+    *,
+    layers: int = 30,
+    heads: int = 9,
+    rows: Sequence[int] = (-1,),
+    pool: int = 256,
+    seed: int = 0,
+) -> Any:
+    """A scan of a long causal input with SmolLM2's shape, built from random statistics (no
+    model, no T x T array): what a page of 8k tokens has to draw."""
+    from inspector.analysis.scan import ScanData, ScanStack, pool_edges
+
+    rng = np.random.default_rng(seed)
+    words = ["the", "cat", "sat", "on", "a", "mat", ",", ".", "and", "then", "it", "slept"]
+    strings = [
+        "<|im_start|>",
+        *[("Ġ" if i % 3 else "") + words[i % 12] for i in range(1, n_tokens)],
+    ]
+    toks = make_tokens(strings, special=[i == 0 for i in range(n_tokens)])
+    positions = tuple(sorted({r % n_tokens for r in rows}))
+    edges = pool_edges(n_tokens, pool)
+    nb = len(edges) - 1
+    row = rng.random((layers, heads, len(positions), n_tokens)).astype(np.float32) ** 16
+    row[..., 0] += 2.0
+    row /= row.sum(-1, keepdims=True)
+    key_mass = rng.random((layers, heads, n_tokens)) ** 16
+    key_mass /= key_mass.sum(-1, keepdims=True)
+    pooled = (rng.random((layers, heads, nb, nb)) * np.tri(nb)).astype(np.float32) / nb
+    metrics = {name: rng.random((layers, heads)) for name in ("entropy", "to_first", "to_prev")}
+    stack = ScanStack(
+        kind="self",
+        query=toks,
+        key=toks,
+        causal=True,
+        layers=tuple(range(layers)),
+        heads=tuple(range(heads)),
+        metrics=metrics,
+        key_mass=key_mass,
+        first_share=rng.random((layers, heads, n_tokens)).astype(np.float32),
+        sink_tokens=4,
+        row_positions=positions,
+        rows=row,
+        topk_pos=None,
+        topk_weight=None,
+        pool_rows=edges,
+        pool_cols=edges,
+        pooled_mean=pooled,
+        pooled_max=pooled * 4,
+    )
+    return ScanData({"self": stack}, {"model_name": "toy-long", "method": "blockwise"})
+
+
 def forward_attentions(m, ins):
     """The model's own attentions from one forward pass over the final sequence."""
     import torch
