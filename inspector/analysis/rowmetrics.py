@@ -7,6 +7,9 @@ divides by the number of counted rows at the end, which gives the same number as
 the whole ``(query, key)`` map (tested to 1e-6). Same definitions, same dtypes: the row forms
 reuse the metrics' own helpers.
 
+A causal block may come narrowed to its first ``block.shape[-1]`` keys (the rest of its rows
+is exactly 0): row forms read the key count from the block, not from ``ctx.n_key``.
+
 Pure numpy; a metric registered with ``register_metric(..., rows=fn)`` brings its own.
 """
 
@@ -42,9 +45,8 @@ def max_weight(block: np.ndarray, ctx: MetricContext, positions: np.ndarray) -> 
 def mean_distance(block: np.ndarray, ctx: MetricContext, positions: np.ndarray) -> RowResult:
     if not ctx.aligned:
         return None
-    dist = np.abs(
-        positions.astype(np.float32)[:, None] - np.arange(ctx.n_key, dtype=np.float32)[None, :]
-    )
+    keys = np.arange(block.shape[-1], dtype=np.float32)
+    dist = np.abs(positions.astype(np.float32)[:, None] - keys[None, :])
     return _all(np.einsum("hqk,qk->hq", block, dist))
 
 
@@ -56,7 +58,8 @@ def _diagonal(offset: int) -> RowFn:
         rows = (k >= 0) & (k < ctx.n_key)
         if ctx.causal:
             rows &= k <= positions
-        cols = np.clip(k, 0, ctx.n_key - 1)
+        cols = np.clip(k, 0, block.shape[-1] - 1)
+        rows &= k < block.shape[-1]  # only a causal block is narrowed, and it hides k > row
         return block[:, np.arange(len(positions)), cols], rows
 
     return fn
@@ -67,6 +70,7 @@ def to_first(block: np.ndarray, ctx: MetricContext, positions: np.ndarray) -> Ro
 
 
 def _mass(mask: np.ndarray, block: np.ndarray) -> np.ndarray:
+    mask = mask[: block.shape[-1]]
     if not mask.any():
         return np.zeros(block.shape[:2])
     return block[..., mask].sum(axis=-1, dtype=np.float64)
