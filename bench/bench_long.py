@@ -15,7 +15,8 @@ Ratios against the forwards measured in the same run, with the goals of issue 12
 blockwise path <= 1.5x the sdpa forward's memory at 8k tokens. The growth exponent of each
 column is the least-squares slope of log(value) against log(tokens).
 
-``INSPECTOR_BENCH_LONG_SIZES=256,512`` runs other sizes (a quick check while developing).
+``INSPECTOR_BENCH_LONG_SIZES=256,512`` runs other sizes (a quick check while developing);
+``INSPECTOR_BENCH_LONG_SKIP=eager@8192,scan_eager@8192`` leaves out runs (shown as n/a).
 """
 
 from __future__ import annotations
@@ -83,7 +84,13 @@ def _sizes() -> tuple[int, ...]:
     return tuple(int(x) for x in raw.split(",")) if raw else SIZES
 
 
+def _skipped() -> set[str]:
+    return {s for s in os.environ.get("INSPECTOR_BENCH_LONG_SKIP", "").split(",") if s}
+
+
 def _run(folder: str, mode: str, text_file: str, n: int) -> dict[str, float]:
+    if f"{mode}@{n}" in _skipped():
+        return {"seconds": math.nan, "peak": math.nan}
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error")
     out = subprocess.run(
         [sys.executable, "-c", _CHILD, folder, mode, text_file, str(n)],
@@ -98,7 +105,11 @@ def _run(folder: str, mode: str, text_file: str, n: int) -> dict[str, float]:
 
 def growth(sizes: list[int], values: list[float]) -> float:
     """Least-squares slope of log(value) against log(size)."""
-    pts = [(math.log(s), math.log(v)) for s, v in zip(sizes, values, strict=True) if v > 0]
+    pts = [
+        (math.log(s), math.log(v))
+        for s, v in zip(sizes, values, strict=True)
+        if v > 0 and math.isfinite(v)
+    ]
     if len(pts) < 2:
         return math.nan
     mx = sum(x for x, _ in pts) / len(pts)

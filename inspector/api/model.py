@@ -270,7 +270,8 @@ class LoadedModel:
 
         Example:
             >>> s = m.scan(long_text, rows=[-1], topk=8)  # doctest: +SKIP
-            >>> s.head_metrics().equals  # the same frame as m.inspect(long_text).head_metrics()
+            >>> s.head_metrics().head()  # doctest: +SKIP
+            >>> s.spans(-1)  # what the last token reads  # doctest: +SKIP
         """
         return _long.scan(
             self,
