@@ -16,7 +16,8 @@ blockwise path <= 1.5x the sdpa forward's memory at 8k tokens. The growth expone
 column is the least-squares slope of log(value) against log(tokens).
 
 ``INSPECTOR_BENCH_LONG_SIZES=256,512`` runs other sizes (a quick check while developing);
-``INSPECTOR_BENCH_LONG_SKIP=eager@8192,scan_eager@8192`` leaves out runs (shown as n/a).
+``INSPECTOR_BENCH_LONG_SKIP=eager@8192,scan_eager@8192`` leaves out runs (shown as n/a), and
+``INSPECTOR_BENCH_LONG_MODES=sdpa,scan_blockwise`` runs only some columns.
 """
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ model = AutoModelForCausalLM.from_config(config, attn_implementation=attn)
 model.load_state_dict(torch.load(os.path.join(folder, "weights.pt")), strict=False)
 model.eval()
 tok = AutoTokenizer.from_pretrained(folder)
-m = inspector.load((model, tok))
+m = inspector.load((model, tok))  # switches the model to eager attention
+if mode == "sdpa":
+    model.set_attn_implementation("sdpa")
 text = open(ids_file, encoding="utf-8").read()
 n = int(sys.argv[4])
 ids = torch.tensor(tok(text)["input_ids"][:n])[None]
@@ -89,7 +92,8 @@ def _skipped() -> set[str]:
 
 
 def _run(folder: str, mode: str, text_file: str, n: int) -> dict[str, float]:
-    if f"{mode}@{n}" in _skipped():
+    modes = os.environ.get("INSPECTOR_BENCH_LONG_MODES")
+    if f"{mode}@{n}" in _skipped() or (modes and mode not in modes.split(",")):
         return {"seconds": math.nan, "peak": math.nan}
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error")
     out = subprocess.run(

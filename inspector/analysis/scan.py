@@ -89,7 +89,8 @@ class ScanStack:
         topk_pos / topk_weight: ``(layer, head, query, k)`` top keys of every row (best first),
             or ``None``; slots past the keys a causal row sees hold position -1, weight 0.
         pool_rows / pool_cols: pooled-map bin edges; pooled_mean / pooled_max:
-            ``(layer, head, row bins, column bins)`` float32.
+            ``(layer, head, row bins, column bins)``, float16 (within 0.05% of the exact block
+            mean / max: they are for pictures).
     """
 
     kind: str
@@ -183,7 +184,7 @@ class _Part:
         self.counts = {n: np.zeros(n_l, dtype=np.int64) for n in acc.row_metrics}
         self.nan = {n: False for n in acc.row_metrics}
         self.whole = {n: np.full((n_l, n_h), np.nan) for n in acc.whole_metrics}
-        self.key_sum = np.zeros((n_l, n_h, n_k))
+        self.key_sum = np.zeros((n_l, n_h, n_k), dtype=np.float32)
         self.first = np.zeros((n_l, n_h, n_q), dtype=np.float32)
         self.row_positions = resolve_rows(acc.rows_spec, n_q, strict=strict)
         self.row_index = {p: i for i, p in enumerate(self.row_positions)}
@@ -194,11 +195,27 @@ class _Part:
         self.pool_rows = pool_edges(n_q, acc.pool)
         self.pool_cols = pool_edges(n_k, acc.pool)
         shape = (n_l, n_h, len(self.pool_rows) - 1, len(self.pool_cols) - 1)
-        # float32 sums: each block adds at most a few hundred rows' partial sums, well inside
-        # float32's precision; float64 would double a cost that is O(layers x heads x pool²)
-        self.pool_sum = np.zeros(shape, dtype=np.float32)
-        self.pool_max = np.zeros(shape, dtype=np.float32)
+        # Kept as float16 (3 significant digits: they are for pictures), which halves a cost of
+        # O(layers x heads x pool²); each layer is summed in float32 while its rows arrive.
+        self.pool_mean = np.zeros(shape, dtype=np.float16)
+        self.pool_max = np.zeros(shape, dtype=np.float16)
+        self.cells = np.outer(np.diff(self.pool_rows), np.diff(self.pool_cols)).astype(np.float32)
+        self.open: dict[int, tuple[np.ndarray, np.ndarray, list[int]]] = {}
         self.row_size = int(self.pool_rows[1] - self.pool_rows[0]) if n_q else 1
+
+    def layer_pool(self, li: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        """The float32 sums, maxes and row count of layer ``li``'s pooled map while it fills."""
+        if li not in self.open:
+            shape = self.pool_mean.shape[1:]
+            self.open[li] = (np.zeros(shape, np.float32), np.zeros(shape, np.float32), [0])
+        return self.open[li]
+
+    def close_pool(self, li: int) -> None:
+        """Store layer ``li``'s pooled mean and max (float16) and drop its float32 sums."""
+        sums, maxes, _ = self.open.pop(li)
+        sums /= self.cells
+        self.pool_mean[li] = sums
+        self.pool_max[li] = maxes
 
 
 class ScanAccumulator:
@@ -252,7 +269,7 @@ class ScanAccumulator:
             n_q, n_k = part.shape
             n_rows = len(resolve_rows(self.rows_spec, n_q, strict=i == 0))
             bins = (len(pool_edges(n_q, self.pool)) - 1) * (len(pool_edges(n_k, self.pool)) - 1)
-            total += n_l * n_h * (n_k * 8 + n_q * 4 + n_rows * n_k * 4 + bins * 8)
+            total += n_l * n_h * (n_k * 4 + n_q * 4 + n_rows * n_k * 4 + bins * 4) + n_h * bins * 8
             total += n_l * n_h * n_q * (self.topk or 0) * 8
             total += 4 * n_h * min(block_rows, n_q) * n_k * 4
         return total
@@ -326,7 +343,22 @@ class ScanAccumulator:
         edges = part.pool_cols[:-1]
         cols = edges[edges < block.shape[-1]]  # a narrowed causal block fills the first bins
         nc = len(cols)
-        sums, maxes = part.pool_sum[li][..., :nc], part.pool_max[li][..., :nc]
+        open_sums, open_maxes, done = part.layer_pool(li)
+        sums, maxes = open_sums[..., :nc], open_maxes[..., :nc]
+        done[0] += len(positions)
+        self._pool_rows(part, positions, block, cols, sums, maxes)
+        if done[0] >= part.part.shape[0]:
+            part.close_pool(li)
+
+    @staticmethod
+    def _pool_rows(
+        part: _Part,
+        positions: np.ndarray,
+        block: np.ndarray,
+        cols: np.ndarray,
+        sums: np.ndarray,
+        maxes: np.ndarray,
+    ) -> None:
         if part.row_size == 1:  # one row per bin: only the columns pool
             r0, r1 = int(positions[0]), int(positions[-1]) + 1
             sums[:, r0:r1] += np.add.reduceat(block, cols, axis=-1)
@@ -348,7 +380,7 @@ class ScanAccumulator:
         if self.layout is None:
             raise CaptureError("the scan never started")
         if self.finished:
-            raise CaptureError("result() was taken already (its pooled sums became means)")
+            raise CaptureError("result() was taken already; run the scan again")
         self.finished = True
         layout = self.layout
         skipped = [n for n in self.whole_metrics if not self.saw_full_layers]
@@ -375,10 +407,8 @@ class ScanAccumulator:
                         values[name] = np.where(
                             counts > 0, part.sums[name] / np.maximum(counts, 1), np.nan
                         )
-            rows_r = np.diff(part.pool_rows).astype(np.float32)
-            cols_r = np.diff(part.pool_cols).astype(np.float32)
-            mean = part.pool_sum  # divided in place: no second pooled array
-            mean /= rows_r[:, None] * cols_r[None, :]
+            for li in list(part.open):  # a layer whose rows did not all arrive
+                part.close_pool(li)
             stacks[kind] = ScanStack(
                 kind=kind,
                 query=part.part.query,
@@ -396,7 +426,7 @@ class ScanAccumulator:
                 topk_weight=part.topk_weight,
                 pool_rows=part.pool_rows,
                 pool_cols=part.pool_cols,
-                pooled_mean=mean,
+                pooled_mean=part.pool_mean,
                 pooled_max=part.pool_max,
             )
         meta = dict(layout.metadata)

@@ -31,7 +31,7 @@ BlockFn = Callable[[str, int, int, np.ndarray], None]
 _REFUSED_KWARGS = ("softcap", "s_aux", "sinks")
 
 
-def rows_per_block(n_heads: int, n_keys: int, budget_bytes: int = 64 * 2**20) -> int:
+def rows_per_block(n_heads: int, n_keys: int, budget_bytes: int = 32 * 2**20) -> int:
     """Query rows per block so that one block's float32 scratch stays near ``budget_bytes``."""
     per_row = max(1, n_heads * n_keys * 4 * 4)
     return int(max(8, min(4096, budget_bytes // per_row)))
@@ -182,9 +182,16 @@ class BlockwiseAttention:
         if causal and n_k > n_q:
             n_k = n_q
         heads = torch.tensor(self.heads, device=query.device)
-        q = query[0].index_select(0, heads).float()
-        k = key[0, :, :n_k].index_select(0, heads // (n_heads // n_kv)).float()
-        k_t = k.transpose(-1, -2)
+        group = n_heads // n_kv
+        if self.heads == tuple(range(n_heads)):
+            # every head: (kv, group, rows, d) @ (kv, 1, d, keys), views of the model's own
+            # tensors, no repeated keys (grouped-query heads share their key head)
+            q = query[0].float().reshape(n_kv, group, n_q, -1)
+            k_t = key[0, :, :n_k].float().unsqueeze(1).transpose(-1, -2)
+        else:
+            q = query[0].index_select(0, heads).float().unsqueeze(1)
+            k_t = key[0, :, :n_k].index_select(0, heads // group).float().unsqueeze(1)
+            k_t = k_t.transpose(-1, -2)
         scale = float(scaling) if scaling is not None else float(query.shape[-1]) ** -0.5
         lowest = torch.finfo(torch.float32).min
         start = self.filled.get(where, 0)
@@ -194,7 +201,7 @@ class BlockwiseAttention:
             # a causal block never sees keys past its last row: compute only those (about half
             # the work), the rest of each row is exactly 0 as in eager's softmax
             width = r1 if causal else n_k
-            scores = torch.matmul(q[:, r0:r1], k_t[:, :, :width]) * scale
+            scores = torch.matmul(q[:, :, r0:r1], k_t[..., :width]).flatten(0, 1) * scale
             if position_bias is not None:
                 scores += _rows(position_bias, r0, r1, width, heads).float()
             if mask is not None:
@@ -204,8 +211,8 @@ class BlockwiseAttention:
                 else:
                     scores += part.float()
             if causal:
-                rows = torch.arange(r0, r1, device=q.device)[:, None]
-                cols = torch.arange(width, device=q.device)[None, :]
+                rows = torch.arange(r0, r1, device=scores.device)[:, None]
+                cols = torch.arange(width, device=scores.device)[None, :]
                 scores.masked_fill_(cols > rows, lowest)
             weights = torch.softmax(scores, dim=-1)
             del scores

@@ -60,7 +60,7 @@ def test_smollm2_scan_equals_inspect_at_1k_tokens(smollm2):
         )
     eager, block = scans["eager"], scans["blockwise"]
     np.testing.assert_allclose(block.rows, eager.rows, atol=1e-5)
-    np.testing.assert_allclose(block.pooled, eager.pooled, atol=1e-5)
+    np.testing.assert_allclose(block.pooled, eager.pooled, rtol=2**-10, atol=1e-5)
     np.testing.assert_allclose(block.stack().first_share, eager.stack().first_share, atol=1e-5)
 
 
