@@ -50,7 +50,8 @@
    * @returns {Promise<Uint8Array>}
    */
   function inflate(bytes) {
-    var stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("deflate"));
+    var blob = new Blob([/** @type {BlobPart} */ (bytes)]);
+    var stream = blob.stream().pipeThrough(new DecompressionStream("deflate"));
     return new Response(stream).arrayBuffer().then(function (buf) {
       return new Uint8Array(buf);
     });
@@ -124,234 +125,227 @@
     return starts;
   }
 
-  /**
-   * One row explorer.
-   * @param {HTMLElement} root
-   * @param {ExplorerData} data
-   * @param {Uint8Array} values
-   */
-  function Explorer(root, data, values) {
-    this.root = root;
-    this.data = data;
-    this.values = values;
-    this.shape = data.rows.shape;
-    this.scale = data.rows.scale;
-    this.lines = packLines(data.tokens);
-    this.weights = new Float32Array(data.tokens.length);
-    this.strip = /** @type {HTMLElement} */ (root.querySelector(".ins-scan-strip"));
-    this.spacer = /** @type {HTMLElement} */ (root.querySelector(".ins-scan-spacer"));
-    this.rowSel = /** @type {HTMLSelectElement} */ (root.querySelector(".ins-scan-row"));
-    this.layerSel = /** @type {HTMLSelectElement} */ (root.querySelector(".ins-scan-layer"));
-    this.headSel = /** @type {HTMLSelectElement} */ (root.querySelector(".ins-scan-head"));
-    this.spans = /** @type {HTMLElement} */ (root.querySelector(".ins-scan-spans"));
-    this.status = /** @type {HTMLElement} */ (root.querySelector(".ins-scan-status"));
-    this.drawn = { first: -1, last: -1 };
-    this.pending = false;
-    this.fill();
-    var self = this;
-    [this.rowSel, this.layerSel, this.headSel].forEach(function (sel) {
-      sel.addEventListener("change", function () {
-        self.update(true);
+  /** One row explorer: the pickers, the spans list and the virtual token strip. */
+  class Explorer {
+    /**
+     * @param {HTMLElement} root
+     * @param {ExplorerData} data
+     * @param {Uint8Array} values  the kept rows, (layer, head, row, key) quantised
+     */
+    constructor(root, data, values) {
+      /** @param {string} selector */
+      const find = (selector) => /** @type {HTMLElement} */ (root.querySelector(selector));
+      this.data = data;
+      this.values = values;
+      this.shape = data.rows.shape;
+      this.scale = data.rows.scale;
+      this.lines = packLines(data.tokens);
+      this.weights = new Float32Array(data.tokens.length);
+      this.max = 0;
+      this.strip = find(".ins-scan-strip");
+      this.spacer = find(".ins-scan-spacer");
+      this.rowSel = /** @type {HTMLSelectElement} */ (find(".ins-scan-row"));
+      this.layerSel = /** @type {HTMLSelectElement} */ (find(".ins-scan-layer"));
+      this.headSel = /** @type {HTMLSelectElement} */ (find(".ins-scan-head"));
+      this.spans = find(".ins-scan-spans");
+      this.status = find(".ins-scan-status");
+      this.drawn = { first: -1, last: -1 };
+      this.pending = false;
+      this.fill();
+      [this.rowSel, this.layerSel, this.headSel].forEach((sel) => {
+        sel.addEventListener("change", () => this.update(true));
       });
-    });
-    this.strip.addEventListener("scroll", function () {
-      if (!self.pending) {
-        self.pending = true;
-        requestAnimationFrame(function () {
-          self.pending = false;
-          self.render(false);
-        });
-      }
-    });
-    this.strip.addEventListener("click", function (ev) {
-      var target = /** @type {HTMLElement} */ (ev.target);
-      var pos = target && target.getAttribute ? target.getAttribute("data-pos") : null;
-      if (pos !== null && data.row_positions.indexOf(Number(pos)) >= 0) {
-        self.rowSel.value = pos;
-        self.update(true);
-      }
-    });
-    this.spacer.style.height = (this.lines.length - 1) * LINE_HEIGHT + "px";
-    this.update(true);
-  }
+      this.strip.addEventListener("scroll", () => {
+        if (!this.pending) {
+          this.pending = true;
+          requestAnimationFrame(() => {
+            this.pending = false;
+            this.render(false);
+          });
+        }
+      });
+      this.strip.addEventListener("click", (ev) => {
+        const target = /** @type {HTMLElement | null} */ (ev.target);
+        const pos = target && target.getAttribute ? target.getAttribute("data-pos") : null;
+        if (pos !== null && data.row_positions.indexOf(Number(pos)) >= 0) {
+          this.rowSel.value = pos;
+          this.update(true);
+        }
+      });
+      this.spacer.style.height = (this.lines.length - 1) * LINE_HEIGHT + "px";
+      this.update(true);
+    }
 
-  Explorer.prototype.fill = function () {
-    var d = this.data;
-    var option = function (/** @type {HTMLSelectElement} */ sel, /** @type {string} */ value, /** @type {string} */ label) {
-      var o = document.createElement("option");
-      o.value = value;
-      o.textContent = label;
-      sel.appendChild(o);
-    };
-    d.row_positions.forEach(function (p) {
-      option(this.rowSel, String(p), p + " " + d.tokens[p]);
-    }, this);
-    this.rowSel.value = String(d.row_positions[d.row_positions.length - 1]);
-    d.layers.forEach(function (l, i) {
-      option(this.layerSel, String(i), String(l));
-    }, this);
-    this.layerSel.value = String(d.layers.length - 1);
-    option(this.headSel, "mean", "mean of heads");
-    option(this.headSel, "max", "max of heads");
-    d.heads.forEach(function (h, i) {
-      option(this.headSel, String(i), String(h));
-    }, this);
-  };
+    /** Fill the three pickers (the last kept row, the last layer, the mean of heads). */
+    fill() {
+      const d = this.data;
+      /**
+       * @param {HTMLSelectElement} sel
+       * @param {string} value
+       * @param {string} label
+       */
+      const option = (sel, value, label) => {
+        const o = document.createElement("option");
+        o.value = value;
+        o.textContent = label;
+        sel.appendChild(o);
+      };
+      d.row_positions.forEach((p) => option(this.rowSel, String(p), p + " " + d.tokens[p]));
+      this.rowSel.value = String(d.row_positions[d.row_positions.length - 1]);
+      d.layers.forEach((l, i) => option(this.layerSel, String(i), String(l)));
+      this.layerSel.value = String(d.layers.length - 1);
+      option(this.headSel, "mean", "mean of heads");
+      option(this.headSel, "max", "max of heads");
+      d.heads.forEach((h, i) => option(this.headSel, String(i), String(h)));
+    }
 
-  /** Recompute the chosen row's weights (per key). */
-  Explorer.prototype.compute = function () {
-    var s = this.shape;
-    var nRows = s[2];
-    var nKeys = s[3];
-    var r = this.data.row_positions.indexOf(Number(this.rowSel.value));
-    var l = Number(this.layerSel.value);
-    var which = this.headSel.value;
-    var heads = which === "mean" || which === "max" ? s[1] : 1;
-    var first = which === "mean" || which === "max" ? 0 : Number(which);
-    var out = this.weights;
-    out.fill(0);
-    for (var h = first; h < first + heads; h++) {
-      var base = ((l * s[1] + h) * nRows + r) * nKeys;
-      for (var k = 0; k < nKeys; k++) {
-        var v = this.values[base + k] / this.scale;
-        if (which === "max") {
-          if (v > out[k]) {
-            out[k] = v;
+    /** Recompute the chosen row's weight on every key (one head, or the mean / max of all). */
+    compute() {
+      const s = this.shape;
+      const nRows = s[2];
+      const nKeys = s[3];
+      const r = this.data.row_positions.indexOf(Number(this.rowSel.value));
+      const l = Number(this.layerSel.value);
+      const which = this.headSel.value;
+      const all = which === "mean" || which === "max";
+      const heads = all ? s[1] : 1;
+      const first = all ? 0 : Number(which);
+      const out = this.weights;
+      out.fill(0);
+      for (let h = first; h < first + heads; h++) {
+        const base = ((l * s[1] + h) * nRows + r) * nKeys;
+        for (let k = 0; k < nKeys; k++) {
+          const v = this.values[base + k] / this.scale;
+          if (which === "max") {
+            out[k] = Math.max(out[k], v);
+          } else {
+            out[k] += v / heads;
           }
+        }
+      }
+      let max = 0;
+      for (let j = 0; j < nKeys; j++) {
+        max = Math.max(max, out[j]);
+      }
+      this.max = max;
+    }
+
+    /**
+     * Draw the lines in view and a margin around them (all of them again when `force`).
+     * @param {boolean} force
+     */
+    render(force) {
+      const top = this.strip.scrollTop;
+      const height = this.strip.clientHeight || 240;
+      const nLines = this.lines.length - 1;
+      const first = Math.max(0, Math.floor(top / LINE_HEIGHT) - MARGIN_LINES);
+      const last = Math.min(nLines, Math.ceil((top + height) / LINE_HEIGHT) + MARGIN_LINES);
+      if (!force && first === this.drawn.first && last === this.drawn.last) {
+        return;
+      }
+      this.drawn = { first: first, last: last };
+      const tokens = this.data.tokens;
+      const special = this.data.special;
+      const query = Number(this.rowSel.value);
+      const frag = document.createDocumentFragment();
+      for (let li = first; li < last; li++) {
+        const line = document.createElement("div");
+        line.className = "ins-scan-line";
+        line.style.top = li * LINE_HEIGHT + "px";
+        for (let i = this.lines[li]; i < this.lines[li + 1]; i++) {
+          const chip = document.createElement("span");
+          const w = this.weights[i];
+          chip.className =
+            "ins-scan-tok" + (special[i] ? " ins-special" : "") + (i === query ? " ins-scan-query" : "");
+          chip.textContent = tokens[i];
+          chip.setAttribute("data-pos", String(i));
+          chip.title = i + " " + tokens[i] + ": " + w.toFixed(4);
+          if (this.max > 0 && w > 0) {
+            chip.style.background = shade(w / this.max);
+          }
+          line.appendChild(chip);
+        }
+        frag.appendChild(line);
+      }
+      this.spacer.textContent = "";
+      this.spacer.appendChild(frag);
+    }
+
+    /** List the heaviest keys merged into spans of consecutive positions. */
+    listSpans() {
+      const w = this.weights;
+      /** @type {number[]} */
+      const idx = [];
+      for (let k = 0; k < w.length; k++) {
+        idx.push(k);
+      }
+      idx.sort((a, b) => w[b] - w[a] || a - b);
+      const top = idx
+        .slice(0, SPAN_KEYS)
+        .filter((k) => w[k] > 0)
+        .sort((a, b) => a - b);
+      /** @type {{start: number, end: number, weight: number}[]} */
+      const spans = [];
+      top.forEach((k) => {
+        const last = spans.length ? spans[spans.length - 1] : null;
+        if (last && last.end === k) {
+          last.end = k + 1;
+          last.weight += w[k];
         } else {
-          out[k] += v / heads;
+          spans.push({ start: k, end: k + 1, weight: w[k] });
         }
-      }
-    }
-    var max = 0;
-    for (var j = 0; j < nKeys; j++) {
-      if (out[j] > max) {
-        max = out[j];
-      }
-    }
-    this.max = max;
-  };
-
-  /**
-   * Draw the lines in view (all of them again when `force`).
-   * @param {boolean} force
-   */
-  Explorer.prototype.render = function (force) {
-    var top = this.strip.scrollTop;
-    var height = this.strip.clientHeight || 240;
-    var nLines = this.lines.length - 1;
-    var first = Math.max(0, Math.floor(top / LINE_HEIGHT) - MARGIN_LINES);
-    var last = Math.min(nLines, Math.ceil((top + height) / LINE_HEIGHT) + MARGIN_LINES);
-    if (!force && first === this.drawn.first && last === this.drawn.last) {
-      return;
-    }
-    this.drawn = { first: first, last: last };
-    var tokens = this.data.tokens;
-    var special = this.data.special;
-    var query = Number(this.rowSel.value);
-    var frag = document.createDocumentFragment();
-    for (var li = first; li < last; li++) {
-      var line = document.createElement("div");
-      line.className = "ins-scan-line";
-      line.style.top = li * LINE_HEIGHT + "px";
-      for (var i = this.lines[li]; i < this.lines[li + 1]; i++) {
-        var chip = document.createElement("span");
-        var w = this.weights[i];
-        chip.className = "ins-scan-tok" + (special[i] ? " ins-special" : "") + (i === query ? " ins-scan-query" : "");
-        chip.textContent = tokens[i];
-        chip.setAttribute("data-pos", String(i));
-        chip.title = i + " " + tokens[i] + ": " + w.toFixed(4);
-        if (this.max > 0 && w > 0) {
-          chip.style.background = shade(w / this.max);
-        }
-        line.appendChild(chip);
-      }
-      frag.appendChild(line);
-    }
-    this.spacer.textContent = "";
-    this.spacer.appendChild(frag);
-  };
-
-  /** The heaviest keys merged into spans of consecutive positions. */
-  Explorer.prototype.listSpans = function () {
-    var w = this.weights;
-    var idx = [];
-    for (var k = 0; k < w.length; k++) {
-      idx.push(k);
-    }
-    idx.sort(function (a, b) {
-      return w[b] - w[a] || a - b;
-    });
-    var top = idx.slice(0, SPAN_KEYS).filter(function (k) {
-      return w[k] > 0;
-    }).sort(function (a, b) {
-      return a - b;
-    });
-    /** @type {{start: number, end: number, weight: number}[]} */
-    var spans = [];
-    top.forEach(function (k) {
-      var last = spans[spans.length - 1];
-      if (last && last.end === k) {
-        last.end = k + 1;
-        last.weight += w[k];
-      } else {
-        spans.push({ start: k, end: k + 1, weight: w[k] });
-      }
-    });
-    spans.sort(function (a, b) {
-      return b.weight - a.weight;
-    });
-    this.spans.textContent = "";
-    var self = this;
-    spans.forEach(function (s) {
-      var item = document.createElement("li");
-      var link = document.createElement("button");
-      link.type = "button";
-      link.className = "ins-scan-span";
-      link.textContent = s.start + (s.end - s.start > 1 ? "–" + (s.end - 1) : "") + " (" + s.weight.toFixed(3) + "): ";
-      var text = document.createElement("span");
-      text.textContent = textOf(self.data.tokens, s.start, s.end, 120);
-      item.appendChild(link);
-      item.appendChild(text);
-      link.addEventListener("click", function () {
-        self.scrollTo(s.start);
       });
-      self.spans.appendChild(item);
-    });
-  };
+      spans.sort((a, b) => b.weight - a.weight);
+      this.spans.textContent = "";
+      spans.forEach((s) => {
+        const item = document.createElement("li");
+        const link = document.createElement("button");
+        link.type = "button";
+        link.className = "ins-scan-span";
+        link.textContent =
+          s.start + (s.end - s.start > 1 ? "–" + (s.end - 1) : "") + " (" + s.weight.toFixed(3) + "): ";
+        const text = document.createElement("span");
+        text.textContent = textOf(this.data.tokens, s.start, s.end, 120);
+        item.appendChild(link);
+        item.appendChild(text);
+        link.addEventListener("click", () => this.scrollTo(s.start));
+        this.spans.appendChild(item);
+      });
+    }
 
-  /**
-   * Scroll the strip to the line holding token `pos`.
-   * @param {number} pos
-   */
-  Explorer.prototype.scrollTo = function (pos) {
-    var lo = 0;
-    var hi = this.lines.length - 2;
-    while (lo < hi) {
-      var mid = (lo + hi + 1) >> 1;
-      if (this.lines[mid] <= pos) {
-        lo = mid;
-      } else {
-        hi = mid - 1;
+    /**
+     * Scroll the strip to the line holding token `pos`.
+     * @param {number} pos
+     */
+    scrollTo(pos) {
+      let lo = 0;
+      let hi = this.lines.length - 2;
+      while (lo < hi) {
+        const mid = (lo + hi + 1) >> 1;
+        if (this.lines[mid] <= pos) {
+          lo = mid;
+        } else {
+          hi = mid - 1;
+        }
       }
+      this.strip.scrollTop = Math.max(0, lo * LINE_HEIGHT - 2 * LINE_HEIGHT);
+      this.render(false);
     }
-    this.strip.scrollTop = Math.max(0, lo * LINE_HEIGHT - 2 * LINE_HEIGHT);
-    this.render(false);
-  };
 
-  /**
-   * Recompute and redraw after a choice changed.
-   * @param {boolean} jump  scroll to the chosen query position
-   */
-  Explorer.prototype.update = function (jump) {
-    this.compute();
-    this.listSpans();
-    this.render(true);
-    if (jump) {
-      this.scrollTo(Number(this.rowSel.value));
+    /**
+     * Recompute and redraw after a choice changed.
+     * @param {boolean} jump  scroll to the chosen query position
+     */
+    update(jump) {
+      this.compute();
+      this.listSpans();
+      this.render(true);
+      if (jump) {
+        this.scrollTo(Number(this.rowSel.value));
+      }
+      this.status.textContent = "largest weight " + this.max.toFixed(3);
     }
-    this.status.textContent = "largest weight " + (this.max || 0).toFixed(3);
-  };
+  }
 
   /**
    * Start one explorer from its JSON.
