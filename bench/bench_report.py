@@ -17,13 +17,14 @@ under the table, not counted in the build times.
 from __future__ import annotations
 
 import functools
-import shutil
 import statistics
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from bench._timing import draw_seconds
 
 #: Timed builds per side and size (after one untimed warm-up build).
 REPEATS = 3
@@ -103,35 +104,6 @@ def _import_seconds(module: str) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def _draw_seconds(path: Path) -> float | None:
-    chromium = shutil.which("chromium")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        return None
-    if chromium is None:
-        return None
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=chromium, args=["--no-sandbox", "--disable-gpu", "--no-first-run"]
-        )
-        page = browser.new_page()
-        page.route(
-            "**/*",
-            lambda r: (
-                r.continue_()
-                if r.request.url.startswith(("file:", "data:", "blob:"))
-                else r.abort()
-            ),
-        )
-        start = time.perf_counter()
-        page.goto(path.as_uri(), wait_until="commit")
-        page.wait_for_selector("html[data-inspector-drawn]", timeout=300_000)
-        seconds = time.perf_counter() - start
-        browser.close()
-    return seconds
-
-
 def main() -> str:
     import inspector
     from inspector.render import build_report
@@ -150,7 +122,7 @@ def main() -> str:
             size = path.stat().st_size
             bv_html, bv_time = _warm_median(_bertviz_build(ins))
             bv_size = len(bv_html.encode())
-            drawn = _draw_seconds(path)
+            drawn = draw_seconds(path)
             rows.append(
                 f"| {len(ins.tokens)} | {size / 1e6:.2f} | {bv_size / 1e6:.1f} | "
                 f"1/{bv_size / size:.0f} | {build:.3f} | {bv_time:.2f} | 1/{bv_time / build:.1f} | "

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ._io import atomic_path
+from .capture import memory as _memory
 from .capture.types import AttentionStack, Capture, Tokens, captured_positions
 from .errors import InputError
 
@@ -175,6 +176,36 @@ def _names(tokens: Tokens, readable: bool) -> Sequence[str]:
     return (tokens.readable or tokens.tokens) if readable else tokens.tokens
 
 
+def _chosen_kinds(capture: Capture, kinds: Sequence[str] | None, level: str) -> list[str]:
+    if level not in ("token", "word"):
+        raise InputError(f"level must be 'token' or 'word', not {level!r}")
+    chosen = list(kinds) if kinds is not None else list(capture.stacks)
+    for k in chosen:
+        if k not in capture.stacks:
+            raise InputError(f"no {k!r} attention in this capture; it has {list(capture.stacks)}")
+    return chosen
+
+
+def frame_estimate(
+    capture: Capture,
+    *,
+    kinds: Sequence[str] | None = None,
+    layers: Sequence[int] | int | None = None,
+    heads: Sequence[int] | int | None = None,
+    max_memory: Any = None,
+) -> _memory.MemoryEstimate:
+    """What building the long frame would allocate (rows x bytes per row), against the budget."""
+    rows = 0
+    for k in _chosen_kinds(capture, kinds, "token"):
+        s = capture.stacks[k]
+        n_l = len(captured_positions(layers, s.layers, "layer"))
+        n_h = len(captured_positions(heads, s.heads, "head"))
+        rows += n_l * n_h * len(s.query) * len(s.key)
+    return _memory.estimate(
+        f"a frame of {rows:,} rows", {"frame": rows * _memory.FRAME_BYTES_PER_ROW}, max_memory
+    )
+
+
 def capture_frame(
     capture: Capture,
     *,
@@ -183,17 +214,18 @@ def capture_frame(
     heads: Sequence[int] | int | None = None,
     level: Level = "token",
     readable: bool = False,
+    max_memory: Any = None,
 ) -> pd.DataFrame:
     """Long frame of a capture; encoder-decoder captures get a ``kind`` column first.
 
     ``readable``: token columns as the tokenizer decodes them (see :func:`stack_frame`).
+    Refused with :class:`~inspector.errors.ResourceError` before anything is built when its
+    estimate (:func:`frame_estimate`) exceeds ``max_memory`` (default: the memory available).
     """
-    if level not in ("token", "word"):
-        raise InputError(f"level must be 'token' or 'word', not {level!r}")
-    chosen = list(kinds) if kinds is not None else list(capture.stacks)
-    for k in chosen:
-        if k not in capture.stacks:
-            raise InputError(f"no {k!r} attention in this capture; it has {list(capture.stacks)}")
+    chosen = _chosen_kinds(capture, kinds, level)
+    frame_estimate(capture, kinds=chosen, layers=layers, heads=heads, max_memory=max_memory).check(
+        _memory.ADVICE["frame"]
+    )
     frames = []
     for k in chosen:
         stack = select_stack(capture.stacks[k], layers, heads)
@@ -244,6 +276,140 @@ def tokens_frame(tokens: Tokens) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------------- export / import
+
+#: Rows of one streamed piece (a layer, or a group of its heads): about 256 MB while it is built.
+PIECE_ROWS = 16_000_000
+
+
+def _piece(
+    stack: AttentionStack,
+    li: int,
+    heads: slice,
+    rows: slice,
+    dtypes: tuple[Any, Any, Any, Any],
+    readable: bool = False,
+) -> pd.DataFrame:
+    """The frame rows of layer position ``li``, head positions ``heads``, query rows ``rows``."""
+    w = stack.weights[li, heads, rows]
+    n_h, n_q, n_k = w.shape
+    layer_dt, head_dt, q_dt, k_dt = dtypes
+    q_idx = np.arange(rows.start, rows.start + n_q)
+    q_codes, q_cats = pd.factorize(np.asarray(_names(stack.query, readable), dtype=object))
+    k_codes, k_cats = pd.factorize(np.asarray(_names(stack.key, readable), dtype=object))
+
+    def tokens(codes: np.ndarray, cats: Any) -> pd.Categorical:
+        return pd.Categorical.from_codes(codes, categories=pd.Index(cats, dtype=object))
+
+    return pd.DataFrame(
+        {
+            "layer": np.full(n_h * n_q * n_k, stack.layers[li], dtype=layer_dt),
+            "head": np.repeat(np.asarray(stack.heads[heads], dtype=head_dt), n_q * n_k),
+            "query_pos": np.tile(np.repeat(q_idx.astype(q_dt), n_k), n_h),
+            "key_pos": np.tile(np.arange(n_k, dtype=k_dt), n_h * n_q),
+            "query_token": tokens(np.tile(np.repeat(q_codes[q_idx], n_k), n_h), q_cats),
+            "key_token": tokens(np.tile(k_codes, n_h * n_q), k_cats),
+            "weight": w.reshape(-1).copy(),
+        },
+        copy=False,
+    )
+
+
+def frame_pieces(
+    capture: Capture,
+    *,
+    kinds: Sequence[str] | None = None,
+    layers: Sequence[int] | int | None = None,
+    heads: Sequence[int] | int | None = None,
+    level: Level = "token",
+    piece_rows: int = PIECE_ROWS,
+    readable: bool = False,
+) -> Iterator[pd.DataFrame]:
+    """The rows of :func:`capture_frame` in the same order, at most about ``piece_rows`` at a
+    time (a layer, a group of its heads, or a block of one head's query rows), with the same
+    integer dtypes in every piece; token columns are categorical. What a streaming writer
+    needs."""
+    chosen = _chosen_kinds(capture, kinds, level)
+    for k in chosen:
+        stack = select_stack(capture.stacks[k], layers, heads)
+        if level == "word":
+            stack = word_level(stack)
+        n_l, n_h, n_q, n_k = stack.weights.shape
+        dtypes = (
+            _int_dtype(max(stack.layers)),
+            _int_dtype(max(stack.heads)),
+            _int_dtype(n_q - 1),
+            _int_dtype(n_k - 1),
+        )
+        group = max(1, piece_rows // max(1, n_q * n_k))
+        q_block = n_q if group > 1 or n_q * n_k <= piece_rows else max(1, piece_rows // n_k)
+        for li in range(n_l):
+            for h0 in range(0, n_h, group):
+                for q0 in range(0, n_q, q_block):
+                    piece = _piece(
+                        stack,
+                        li,
+                        slice(h0, h0 + group),
+                        slice(q0, q0 + q_block),
+                        dtypes,
+                        readable,
+                    )
+                    if capture.is_encoder_decoder or len(chosen) > 1:
+                        kind = pd.Categorical([k] * len(piece), categories=list(capture.stacks))
+                        piece.insert(0, "kind", pd.Series(kind, index=piece.index))
+                    yield piece
+
+
+def write_capture_frame(
+    capture: Capture,
+    path: str | os.PathLike[str],
+    *,
+    kinds: Sequence[str] | None = None,
+    layers: Sequence[int] | int | None = None,
+    heads: Sequence[int] | int | None = None,
+    level: Level = "token",
+    piece_rows: int = PIECE_ROWS,
+    readable: bool = False,
+) -> Path:
+    """Write :func:`capture_frame` to Parquet (one row group per piece) or CSV without ever
+    building the whole frame: memory stays one layer's rows (or fewer), at any input length."""
+    suffix = _suffix(path)
+    if suffix not in (".parquet", ".csv"):
+        raise InputError(f"unsupported output {path}: use a .parquet or .csv file name")
+    meta = frame_metadata(capture, level)
+    meta["token_names"] = "readable" if readable else "raw"
+    pieces = frame_pieces(
+        capture,
+        kinds=kinds,
+        layers=layers,
+        heads=heads,
+        level=level,
+        piece_rows=piece_rows,
+        readable=readable,
+    )
+    with atomic_path(path) as tmp:
+        if suffix == ".csv":
+            with open(tmp, "w", encoding="utf-8", newline="") as fh:
+                for i, piece in enumerate(pieces):
+                    piece.to_csv(fh, index=False, header=i == 0)
+            return Path(path)
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        writer = None
+        schema = None
+        try:
+            for piece in pieces:
+                table = pa.Table.from_pandas(piece, preserve_index=False)
+                if writer is None:
+                    info = dict(table.schema.metadata or {})
+                    info[PARQUET_KEY] = json.dumps(meta).encode()
+                    schema = table.schema.with_metadata(info)
+                    writer = pq.ParquetWriter(tmp, schema)
+                writer.write_table(table.cast(schema))
+        finally:
+            if writer is not None:
+                writer.close()
+    return Path(path)
 
 
 def _suffix(path: str | os.PathLike[str]) -> str:

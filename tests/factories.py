@@ -383,6 +383,82 @@ def build_tiny_gguf(path: Path, *, seed: int = 0) -> Path:
     return path
 
 
+def build_tiny_llama(tokenizer: object, *, layers: int = 2, positions: int = 64) -> object:
+    """A tiny LLaMA with 4 query heads sharing 2 key/value heads (GQA), rotary positions;
+    ``tokenizer`` is any tiny tokenizer (the GPT-2 one fits its 300-token vocabulary)."""
+    import torch
+    import transformers as tf
+
+    torch.manual_seed(0)
+    cfg = tf.LlamaConfig(
+        vocab_size=300,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=positions,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
+    model = tf.LlamaForCausalLM(cfg)
+    model.eval()
+    return model, tokenizer
+
+
+def make_scan_data(
+    n_tokens: int = 8192,
+    *,
+    layers: int = 30,
+    heads: int = 9,
+    rows: Sequence[int] = (-1,),
+    pool: int = 256,
+    seed: int = 0,
+) -> Any:
+    """A scan of a long causal input with SmolLM2's shape, built from random statistics (no
+    model, no T x T array): what a page of 8k tokens has to draw."""
+    from inspector.analysis.scan import ScanData, ScanStack, pool_edges
+
+    rng = np.random.default_rng(seed)
+    words = ["the", "cat", "sat", "on", "a", "mat", ",", ".", "and", "then", "it", "slept"]
+    strings = [
+        "<|im_start|>",
+        *[("Ġ" if i % 3 else "") + words[i % 12] for i in range(1, n_tokens)],
+    ]
+    toks = make_tokens(strings, special=[i == 0 for i in range(n_tokens)])
+    positions = tuple(sorted({r % n_tokens for r in rows}))
+    edges = pool_edges(n_tokens, pool)
+    nb = len(edges) - 1
+    row = rng.random((layers, heads, len(positions), n_tokens)).astype(np.float32) ** 16
+    row[..., 0] += 2.0
+    row /= row.sum(-1, keepdims=True)
+    key_mass = rng.random((layers, heads, n_tokens)) ** 16
+    key_mass /= key_mass.sum(-1, keepdims=True)
+    pooled = (rng.random((layers, heads, nb, nb)) * np.tri(nb)).astype(np.float32) / nb
+    metrics = {name: rng.random((layers, heads)) for name in ("entropy", "to_first", "to_prev")}
+    stack = ScanStack(
+        kind="self",
+        query=toks,
+        key=toks,
+        causal=True,
+        layers=tuple(range(layers)),
+        heads=tuple(range(heads)),
+        metrics=metrics,
+        key_mass=key_mass,
+        first_share=rng.random((layers, heads, n_tokens)).astype(np.float32),
+        sink_tokens=4,
+        row_positions=positions,
+        rows=row,
+        topk_pos=None,
+        topk_weight=None,
+        pool_rows=edges,
+        pool_cols=edges,
+        pooled_mean=pooled,
+        pooled_max=pooled * 4,
+    )
+    return ScanData({"self": stack}, {"model_name": "toy-long", "method": "blockwise"})
+
+
 def forward_attentions(m, ins):
     """The model's own attentions from one forward pass over the final sequence."""
     import torch

@@ -51,6 +51,13 @@ from ..errors import InputError, InspectorError
 
 MetricFn = Callable[[np.ndarray, "MetricContext"], np.ndarray]
 """A metric: ``fn(weights (layer, head, query, key), ctx) -> (layer, head)`` float array."""
+RowFn = Callable[
+    [np.ndarray, "MetricContext", np.ndarray], "tuple[np.ndarray, np.ndarray | None] | None"
+]
+"""A metric's row form (for bounded scans, see :mod:`inspector.analysis.rowmetrics`):
+``fn(block (head, rows, key), ctx, positions (rows,)) -> (values (head, rows), included (rows,)
+or None for all)``, or ``None`` when the metric is NaN for this attention; the metric is the
+mean of the included values over all rows."""
 
 #: Columns :func:`head_metrics` adds after the registered numeric metrics.
 SINK_COLUMNS = ("sink_pos", "sink_token", "sink_share")
@@ -301,12 +308,16 @@ class Metric:
         label: how reports name it (axis titles, panel titles).
         bounds: ``(low, high)`` every value lies in (``inf`` for unbounded), or ``None`` when
             unknown; ``(0, 1)`` marks a share of attention.
+        rows: the metric's row form (:data:`RowFn`), which lets a bounded scan compute it a
+            block of query rows at a time; built-in metrics have theirs in
+            :mod:`inspector.analysis.rowmetrics`.
     """
 
     name: str
     fn: MetricFn
     label: str
     bounds: tuple[float, float] | None = None
+    rows: RowFn | None = None
 
     def __call__(self, weights: np.ndarray, ctx: MetricContext) -> np.ndarray:
         return self.fn(weights, ctx)
@@ -363,6 +374,7 @@ def register_metric(
     label: str | None = None,
     bounds: tuple[float, float] | None = None,
     overwrite: bool = False,
+    rows: RowFn | None = None,
 ) -> None:
     """Add a metric ``fn(weights, ctx) -> (layer, head)`` under ``name``.
 
@@ -372,6 +384,8 @@ def register_metric(
         label: how reports name it (default: ``name``).
         bounds: ``(low, high)`` of its values (``(0, 1)`` for a share of attention).
         overwrite: replace a metric of the same name.
+        rows: its row form (:data:`RowFn`) for bounded scans; without one, a scan computes it
+            from whole layers on the eager path and reports NaN on the blockwise path.
 
     Example:
         >>> register_metric("to_last", lambda w, ctx: w[..., -1].mean(-1),
@@ -389,7 +403,9 @@ def register_metric(
         if len(bounds) != 2 or not float(bounds[0]) <= float(bounds[1]):
             raise InputError(f"bounds must be (low, high) with low <= high, got {bounds!r}")
         bounds = (float(bounds[0]), float(bounds[1]))
-    METRICS[name] = Metric(name, fn, label or name, bounds)
+    if rows is not None and not callable(rows):
+        raise InputError(f"metric {name!r}: rows= must be callable, got {type(rows).__name__}")
+    METRICS[name] = Metric(name, fn, label or name, bounds, rows)
 
 
 def _names(names: Sequence[str] | str | None) -> list[str]:
@@ -538,6 +554,7 @@ __all__ = [
     "Metric",
     "MetricContext",
     "MetricFn",
+    "RowFn",
     "aggregate_head_metrics",
     "check_same_heads",
     "compute_metric_arrays",

@@ -35,6 +35,7 @@ from .corpus import (
     syntax_probe,
 )
 from .inspection import Inspection
+from .long import RetrievalHeads, Scan, estimate_memory, retrieval_heads, scan
 from .model import LoadedModel, ModelLike, as_model, detect_heads, load
 from .results import Atlas, Comparison, compare
 
@@ -53,6 +54,8 @@ __all__ = [
     "ModelLike",
     "ModelLoadError",
     "ResourceError",
+    "RetrievalHeads",
+    "Scan",
     "Target",
     "UnsupportedModelError",
     "as_model",
@@ -63,6 +66,7 @@ __all__ = [
     "default_checkpoint",
     "detect_heads",
     "distances_path",
+    "estimate_memory",
     "head_importance",
     "head_metrics",
     "head_roles",
@@ -73,7 +77,9 @@ __all__ = [
     "read_atlas",
     "read_parquet",
     "register_metric",
+    "retrieval_heads",
     "save_table",
+    "scan",
     "syntax_probe",
     "top_heads",
 ]

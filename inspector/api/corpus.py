@@ -119,6 +119,7 @@ def atlas(
     skip_bad_lines: bool = False,
     address: str | None = None,
     num_workers: int = 2,
+    max_memory: int | str | None = None,
 ) -> Atlas:
     """Per-head attention statistics over a corpus, streamed in padded batches.
 
@@ -134,6 +135,8 @@ def atlas(
             path, size, modification time and a hash of the texts counted); ``resume=True``
             refuses another or an edited corpus.
         address / num_workers: the Ray cluster and number of model replicas (``engine="ray"``).
+        max_memory: memory budget of a batch (local engine; default: what is available):
+            batches that would not fit run in smaller passes, after a checkpoint.
 
     Returns:
         An :class:`Atlas`: ``.summary`` (on ``(layer, head)``: metric, n, mean, std, 95%
@@ -160,7 +163,8 @@ def atlas(
         "checkpoint_every": checkpoint_every,
     }
     if engine == "local":
-        return facade_atlas(_engine.run_atlas(as_model(model).bundle, texts, **common))
+        result = _engine.run_atlas(as_model(model).bundle, texts, max_memory=max_memory, **common)
+        return facade_atlas(result)
     if engine == "ray":
         from ..corpus.ray_engine import run_atlas_ray
 

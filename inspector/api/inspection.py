@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,29 +21,18 @@ from ..analysis import distances as _distances
 from ..analysis import metrics as _metrics
 from ..analysis import roles as _roles
 from ..analysis import steps as _steps
-from ..capture.run import query_key_vectors
 from ..capture.types import AttentionStack, Capture, Tokens, kv_groups
-from ..errors import InputError, UnsupportedModelError
-from ..explain import flow as _flow
-from ..explain import importance as _importance
-from ..explain import norms as _norms
-from ..explain import summary as _summary
-from ..explain.result import Explanation
-from ..models.loading import ModelBundle
+from ..capture.vectors import query_key_vectors
+from ..errors import InputError
 from ..render import bertviz as _bertviz
 from ..render import report as _report
 from ..render.page import RenderedHTML, Report
-from ..render.sections.explain import explain_section
+from . import long as _long
+from .explaining import ExplainMethods, HasBundle
 from .results import Comparison, compare
 
 
-class _HasBundle(Protocol):
-    """What an inspection needs of the model that made it (a :class:`LoadedModel`)."""
-
-    bundle: ModelBundle
-
-
-class Inspection:
+class Inspection(ExplainMethods):
     """One input's captured attention, with frames, exports and views.
 
     For self-attention models ``tokens`` / ``attention`` describe the single stack. For
@@ -52,7 +41,7 @@ class Inspection:
     """
 
     def __init__(
-        self, capture: Capture, kind: str | None = None, *, model: _HasBundle | None = None
+        self, capture: Capture, kind: str | None = None, *, model: HasBundle | None = None
     ) -> None:
         if not isinstance(capture, Capture):
             raise InputError("Inspection wraps a Capture; use LoadedModel.inspect(...)")
@@ -62,7 +51,7 @@ class Inspection:
             raise InputError(f"no {kind!r} attention here; available: {list(capture.stacks)}")
         self.capture = capture
         self.kind = kind
-        #: the model that made the capture (needed by :meth:`neuron_view` only)
+        #: the model that made the capture (for :meth:`neuron_view` and the explain methods)
         self.model = model
 
     # ------------------------------------------------------------------ structure
@@ -216,6 +205,7 @@ class Inspection:
         *,
         level: str = "token",
         readable: bool = False,
+        max_memory: int | str | None = None,
     ) -> pd.DataFrame:
         """Long tidy frame: ``layer, head, query_pos, key_pos, query_token, key_token, weight``.
 
@@ -224,17 +214,22 @@ class Inspection:
         ``readable=True`` names tokens as the tokenizer decodes them (``␣capital``, ``⏎``)
         instead of the raw tokens (``Ġcapital``, ``Ċ``); the token columns are categorical, so
         the frame is no larger (only the category names change). :meth:`tokens_frame` has
-        both per position.
+        both per position. A frame that would not fit ``max_memory`` (default: the memory
+        available) is refused before it is built; :meth:`to_parquet` streams any size.
         """
-        kinds = None if self.kind is None else [self.kind]
         return _frames.capture_frame(
             self.capture,
-            kinds=kinds,
+            kinds=self._kinds,
             layers=layers,
             heads=heads,
             level=level,  # type: ignore[arg-type]
             readable=readable,
+            max_memory=max_memory,
         )
+
+    @property
+    def _kinds(self) -> list[str] | None:
+        return None if self.kind is None else [self.kind]
 
     def tokens_frame(self) -> pd.DataFrame:
         """One row per token: position, token (raw), readable, id, word id, sequence, special,
@@ -248,9 +243,11 @@ class Inspection:
         heads: Sequence[int] | int | None = None,
         *,
         level: str = "token",
+        readable: bool = False,
     ) -> Path:
-        """Write :meth:`frame` with its metadata to Parquet (read back with ``read_parquet``)."""
-        return self._write(path, ".parquet", self.frame(layers, heads, level=level))
+        """Write :meth:`frame` with its metadata to Parquet (read back with ``read_parquet``),
+        streamed one layer at a time: it never builds the whole frame, at any length."""
+        return self._write(path, ".parquet", layers, heads, level, readable)
 
     def to_csv(
         self,
@@ -259,14 +256,31 @@ class Inspection:
         heads: Sequence[int] | int | None = None,
         *,
         level: str = "token",
+        readable: bool = False,
     ) -> Path:
-        """Write :meth:`frame` to CSV for spreadsheets."""
-        return self._write(path, ".csv", self.frame(layers, heads, level=level))
+        """Write :meth:`frame` to CSV for spreadsheets (streamed like :meth:`to_parquet`)."""
+        return self._write(path, ".csv", layers, heads, level, readable)
 
-    def _write(self, path: str | os.PathLike[str], suffix: str, frame: pd.DataFrame) -> Path:
+    def _write(
+        self,
+        path: str | os.PathLike[str],
+        suffix: str,
+        layers: Sequence[int] | int | None,
+        heads: Sequence[int] | int | None,
+        level: str,
+        readable: bool = False,
+    ) -> Path:
         if Path(path).suffix.lower() != suffix:
             raise InputError(f"{path}: expected a file name ending in {suffix}")
-        return _frames.write_frame(frame, path)
+        return _frames.write_capture_frame(
+            self.capture,
+            path,
+            kinds=self._kinds,
+            layers=layers,
+            heads=heads,
+            level=level,  # type: ignore[arg-type]
+            readable=readable,
+        )
 
     # ------------------------------------------------------------------ head analysis
     def head_metrics(self, names: Sequence[str] | str | None = None) -> pd.DataFrame:
@@ -402,14 +416,21 @@ class Inspection:
         precision: str = "uint8",
         head_view: Mapping[str, Any] | None = None,
         model_view: Mapping[str, Any] | None = None,
+        scan: bool | None = None,
     ) -> Report:
         """Build the self-contained HTML report; write it to ``path`` when given.
 
         ``head_view`` / ``model_view``: options of those views (as :meth:`head_view`).
+        ``scan``: build the scan page instead (pooled maps, sinks, the last row over the text;
+        see :meth:`inspector.LoadedModel.scan`), which any browser draws at any length. ``None``
+        (default) does so when the capture holds more than ``LONG_REPORT_CELLS`` (2**25)
+        weights, where the full report's every-head maps would stall a browser tab.
 
         Example:
             >>> ins.report("reports/cat.html")  # doctest: +SKIP
         """
+        if _long.wants_scan_page(self.capture, scan):
+            return _long.capture_scan_report(self.capture, path, title=title, kind=self.kind)
         rendered = _report.build_report(
             self.capture,
             title=title,
@@ -424,157 +445,6 @@ class Inspection:
     def compare(self, other: Inspection) -> Comparison:
         """Head-by-head comparison with another inspection; see :func:`inspector.compare`."""
         return compare(self, other)
-
-    # ------------------------------------------------------------------ debugging decisions
-    def _bundle_for(self, what: str) -> ModelBundle:
-        if self.model is None:
-            raise UnsupportedModelError(
-                f"{what} runs the model again: use LoadedModel.inspect(...).{what}()"
-            )
-        return self.model.bundle
-
-    def rollout(
-        self,
-        start_layer: int = 0,
-        head_reduce: _flow.HeadReduce = "mean",
-        *,
-        exclude_special: bool = False,
-    ) -> pd.DataFrame:
-        """Attention rollout as a ``query_pos, key_pos, query_token, key_token, weight`` frame.
-
-        See :func:`inspector.explain.flow.rollout`; ``exclude_special`` drops special tokens and
-        renormalises the rows.
-        """
-        matrix = _flow.rollout(
-            self.stack,
-            start_layer=start_layer,
-            head_reduce=head_reduce,
-            exclude_special=exclude_special,
-        )
-        return _flow.matrix_frame(matrix, self.stack.query)
-
-    def attention_flow(
-        self,
-        start_layer: int = 0,
-        head_reduce: _flow.HeadReduce = "mean",
-        *,
-        exclude_special: bool = False,
-        max_tokens: int = _flow.FLOW_MAX_TOKENS,
-        progress: bool | None = None,
-    ) -> pd.DataFrame:
-        """Attention flow (max-flow) as a frame like :meth:`rollout`; short inputs only.
-
-        ``progress``: a bar over the max-flow problems on stderr (``None``: when stderr is a
-        terminal)."""
-        matrix = _flow.attention_flow(
-            self.stack,
-            start_layer=start_layer,
-            head_reduce=head_reduce,
-            exclude_special=exclude_special,
-            max_tokens=max_tokens,
-            progress=progress,
-        )
-        return _flow.matrix_frame(matrix, self.stack.query)
-
-    def attention_norms(
-        self,
-        layers: Sequence[int] | int | None = None,
-        heads: Sequence[int] | int | None = None,
-        *,
-        exclude_special: bool = False,
-        normalise: bool = False,
-    ) -> pd.DataFrame:
-        """Norm-based attention ``‖α·f(x)‖``: the :meth:`frame` columns plus ``norm``.
-
-        ``normalise`` turns ``norm`` into a per-row share (sums to 1, comparable with
-        ``weight``). Arrays: ``inspector.explain.attention_norms(model.bundle, ins.stack)``.
-        """
-        result = _norms.attention_norms(
-            self._bundle_for("attention_norms"),
-            self.stack,
-            layers=[layers] if isinstance(layers, int) else layers,
-            heads=[heads] if isinstance(heads, int) else heads,
-            capture=self.capture,
-        )
-        return result.frame(exclude_special=exclude_special, normalise=normalise)
-
-    def head_importance(
-        self,
-        target: Any = None,
-        method: _importance.Method = "ablation",
-        *,
-        mode: _importance.AblationMode = "zero",
-        batch_size: int = 73,
-        progress: bool | None = None,
-    ) -> pd.DataFrame:
-        """``(layer, head)`` importance for ``target`` on this input (ablation or gradient).
-
-        ``target``: ``"predicted"``, ``"token:Paris"``, ``"label:POSITIVE"``, ``"loss:1"``,
-        ``"embedding"``, an :class:`inspector.Target` or a callable; ``mode``: ablate by ``zero``
-        or ``mean``; ``batch_size``: rows per ablation pass; ``progress``: a bar over the
-        ablations (``None``: when stderr is a terminal). See
-        :func:`inspector.explain.importance.head_importance`.
-        """
-        stack = self.stack  # an encoder-decoder inspection names its part first
-        return _importance.head_importance(
-            self._bundle_for("head_importance"),
-            self.capture
-            if self.capture.is_encoder_decoder or self.capture.image is not None
-            else stack.query,
-            target=target,
-            method=method,
-            mode=mode,
-            batch_size=batch_size,
-            progress=progress,
-            kind=stack.kind,
-        )
-
-    def explain(
-        self,
-        target: Any = None,
-        method: _importance.Method = "ablation",
-        *,
-        layer: int | None = None,
-        top: int = 4,
-        progress: bool | None = None,
-    ) -> Explanation:
-        """The "what mattered" summary (:class:`inspector.explain.Explanation`): raw,
-        norm-based and rollout maps, head importance, its top heads and sink heads
-        (``progress``: a bar over head ablations; ``None``: when stderr is a terminal)."""
-        return _summary.explain(
-            self._bundle_for("explain"), self.capture, target=target, method=method, layer=layer,
-            top=top, progress=progress, kind=self.kind,
-        )  # fmt: skip
-
-    def explain_report(
-        self,
-        path: str | os.PathLike[str] | None = None,
-        *,
-        target: Any = None,
-        method: _importance.Method = "ablation",
-        layer: int | None = None,
-        top: int = 4,
-        explanation: Explanation | None = None,
-        title: str | None = None,
-        precision: str = "uint8",
-        progress: bool | None = None,
-    ) -> Report:
-        """The HTML report with a "what mattered" section (see :meth:`explain`; pass a ready
-        ``explanation`` to render it without running the model again).
-
-        Example:
-            >>> ins.explain_report("reports/explain.html", target="predicted")  # doctest: +SKIP
-        """
-        expl = explanation or self.explain(target, method, layer=layer, top=top, progress=progress)
-        rendered = _report.build_report(
-            self.capture,
-            title=title,
-            precision=precision,
-            extra_sections=[explain_section(expl)],
-        )
-        if path is not None:
-            rendered.save(path)
-        return rendered
 
 
 __all__ = ["Inspection"]

@@ -23,6 +23,7 @@ from ..capture.types import AttentionStack
 from ..capture.vision import capture_image as _capture_image
 from ..errors import InputError
 from ..models.loading import ModelBundle, load_model
+from . import long as _long
 from .inspection import Inspection
 
 if TYPE_CHECKING:
@@ -148,6 +149,7 @@ class LoadedModel:
         messages: Sequence[Mapping[str, str]] | None = None,
         add_generation_prompt: bool = False,
         dtype: Any = None,
+        max_memory: int | str | None = None,
     ) -> Inspection:
         """Run the model on ``text`` (and ``text_pair``) and capture every head's attention.
 
@@ -167,6 +169,9 @@ class LoadedModel:
                 rendered with the tokenizer's chat template.
             add_generation_prompt: with ``messages``, end with the assistant's turn header.
             dtype: storage of the weights: ``"float32"`` (default) or ``"float16"``.
+            max_memory: memory budget (``"4GB"``; default: what is free now). A capture that
+                would not fit is refused with ``ResourceError`` before the model runs; long
+                inputs belong in :meth:`scan`.
 
         Returns:
             An :class:`Inspection`; ``attention`` has shape ``(layer, head, query, key)``.
@@ -196,6 +201,7 @@ class LoadedModel:
             messages=messages,
             add_generation_prompt=add_generation_prompt,
             dtype=dtype,
+            max_memory=max_memory,
         )
         return Inspection(cap, model=self)
 
@@ -215,6 +221,7 @@ class LoadedModel:
         top_p: float | None = None,
         repetition_penalty: float | None = None,
         generation_options: Mapping[str, Any] | None = None,
+        max_memory: int | str | None = None,
     ) -> Inspection:
         """Generate from ``prompt`` (or a chat) and capture the attention of every step.
 
@@ -237,6 +244,7 @@ class LoadedModel:
             do_sample, temperature, top_k, top_p, repetition_penalty: sampling options passed to
                 ``model.generate`` (left out when ``None``).
             generation_options: any other ``model.generate`` options (beam search is refused).
+            max_memory: memory budget; refused before generating when it would not fit.
 
         Example:
             >>> ins = m.generate("What is the capital of France?")  # doctest: +SKIP
@@ -261,9 +269,76 @@ class LoadedModel:
             layers=layers,
             heads=heads,
             dtype=dtype,
+            max_memory=max_memory,
             **options,
         )
         return Inspection(cap, model=self)
+
+    def scan(
+        self,
+        text: str,
+        text_pair: str | None = None,
+        *,
+        rows: Sequence[int] | int | slice | None = None,
+        topk: int | None = None,
+        pool: int = 256,
+        layers: Sequence[int] | int | None = None,
+        heads: Sequence[int] | int | None = None,
+        metrics: Sequence[str] | str | None = None,
+        target: str | None = None,
+        truncation: bool = False,
+        max_length: int | None = None,
+        method: str = "auto",
+        block_rows: int | None = None,
+        sink_tokens: int = 4,
+        max_memory: int | str | None = None,
+        progress: bool = False,
+    ) -> _long.Scan:
+        """Measure a long input in bounded memory, one block of query rows at a time.
+
+        Never holds more than one layer's attention (``method="eager"``: hooks cut each eager
+        layer into row blocks) or one block of rows (``"blockwise"``, the default where the
+        model allows: ``sdpa`` runs the forward and the weights are recomputed from the
+        post-rotary queries and keys, equal to eager within 1e-5).
+
+        Args:
+            text, text_pair, target, truncation, max_length: the input, as for :meth:`inspect`.
+            rows: query positions whose exact rows are kept (default: the last; a list, a
+                slice, ``[]`` for none).
+            topk: keep the top-k keys of every row (``scan.topk``).
+            pool: pooled maps have at most ``pool x pool`` blocks (mean and max).
+            layers, heads: measure only these.
+            metrics: registered head metrics to compute (default all).
+            method: ``auto``, ``blockwise`` or ``eager``.
+            block_rows: query rows per block (default: about 64 MB of scratch).
+            sink_tokens: first tokens counted by the sink statistics.
+            max_memory: memory budget (refused before running when the estimate exceeds it).
+            progress: a progress bar over layers.
+
+        Example:
+            >>> s = m.scan(long_text, rows=[-1], topk=8)  # doctest: +SKIP
+            >>> s.head_metrics().head()  # doctest: +SKIP
+            >>> s.spans(-1)  # what the last token reads  # doctest: +SKIP
+        """
+        return _long.scan(
+            self,
+            text,
+            text_pair,
+            rows=rows,
+            topk=topk,
+            pool=pool,
+            layers=layers,
+            heads=heads,
+            metrics=metrics,
+            target=target,
+            truncation=truncation,
+            max_length=max_length,
+            method=method,
+            block_rows=block_rows,
+            sink_tokens=sink_tokens,
+            max_memory=max_memory,
+            progress=progress,
+        )
 
     def detect_heads(
         self, *, n_tokens: int = 24, n_samples: int = 4, seed: int = 0, kind: str | None = None

@@ -8,6 +8,9 @@
 * :mod:`.hooks` - the one place hooks are registered (:func:`hooked`) and the recorder.
 * :mod:`.run` - one input (:func:`capture`), plain passes (:func:`forward`).
 * :mod:`.batch` - padded batches; :mod:`.generate` - generation, step by step.
+* :mod:`.memory` - the memory pre-flight (estimates, budgets from MemAvailable and cgroups).
+* :mod:`.scan` - bounded scans: each layer's attention handed to a consumer by blocks of rows,
+  from eager hooks or recomputed from q/k under sdpa (:mod:`.blockwise`).
 
 Modules of other layers import the submodule they need (``inspector.capture.types``), so that
 using a data type never pulls in the code that runs models.

@@ -6,22 +6,116 @@ single capture does), padded on the right into one batch and run with an ``atten
 ``(batch, layer, head, query, key)`` buffer while the forward runs, and each input's unpadded
 block is then cut out, so padded rows and columns never reach a statistic.
 
+:func:`plan_batches` bounds what one pass holds: a batch whose estimate
+(:func:`batch_bytes`) does not fit a share of the memory budget is split into smaller batches
+of similar lengths, and a single text that cannot fit alone is refused before anything runs.
+
 It never computes statistics; :mod:`inspector.corpus` does.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from ..errors import ResourceError
 from ..models.loading import ModelBundle
-from .run import bundle_metadata, out_of_memory_hint, record, stack_indexes
+from . import memory as _memory
+from .run import bundle_metadata, out_of_memory_advice, record, stack_indexes
 from .tokenize import Encoded, decoder_tokens, encode, model_inputs
 from .types import ROW_SUM_TOLERANCE, AttentionStack, Capture, Tokens
 
+#: Share of the budget one batch may take (the model, the aggregates and Python hold the rest).
+BATCH_SHARE = 0.5
+#: A batch estimated above this share of the budget is risky: checkpoint before it.
+RISKY_SHARE = 0.25
 
-@out_of_memory_hint
+
+def batch_bytes(bundle: ModelBundle, batch: int, width: int, longest: int | None = None) -> int:
+    """Estimated peak bytes of :func:`forward_batch` on ``batch`` inputs padded to ``width``.
+
+    The recorder's ``(batch, layer, head, width, width)`` buffer and the per-input copies cut
+    from it, the eager forward's transient (``batch x heads x width²`` scores and softmax),
+    and the statistics of one input at a time (a few copies of its weights).
+    """
+    n_l, n_h = bundle.n_layers, bundle.n_heads
+    kinds = 3 if bundle.architecture == "encoder-decoder" else 1
+    longest = width if longest is None else longest
+    kept = 2 * batch * _memory.attention_bytes(n_l, n_h, width, width) * kinds
+    forward = _memory.forward_bytes(
+        _memory.model_dims(bundle.model),
+        n_heads=n_h,
+        shapes={"self": (batch * width, width)},
+        model_itemsize=_memory.itemsize(bundle.dtype),
+        logits_rows=batch,
+    )
+    stats = 3 * _memory.attention_bytes(n_l, n_h, longest, longest)
+    return int(kept + forward + stats)
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """Groups of input indexes to run as one pass each, with their estimates and the budget."""
+
+    groups: tuple[tuple[int, ...], ...]
+    costs: tuple[int, ...]
+    budget: _memory.Budget
+
+    @property
+    def risky(self) -> bool:
+        """True when a group takes more than :data:`RISKY_SHARE` of the budget."""
+        return any(c > RISKY_SHARE * self.budget.bytes for c in self.costs)
+
+
+def plan_batches(
+    bundle: ModelBundle,
+    lengths: Sequence[int],
+    *,
+    max_memory: Any = None,
+    budget: _memory.Budget | None = None,
+) -> BatchPlan:
+    """Split inputs of ``lengths`` tokens into passes that each fit :data:`BATCH_SHARE` of the
+    budget: all at once when they fit (the order kept), else sorted by length and grouped
+    greedily, so a 1,400-token outlier runs with its peers instead of widening every row.
+
+    Raises:
+        ResourceError: one input alone does not fit (say which, and what to do).
+    """
+    budget = budget or _memory.memory_budget(max_memory)
+    limit = BATCH_SHARE * budget.bytes
+    n = len(lengths)
+    if n == 0:
+        return BatchPlan((), (), budget)
+    whole = batch_bytes(bundle, n, max(lengths))
+    if whole <= limit:
+        return BatchPlan((tuple(range(n)),), (whole,), budget)
+    order = sorted(range(n), key=lambda i: (lengths[i], i))
+    groups: list[tuple[int, ...]] = []
+    costs: list[int] = []
+    current: list[int] = []
+    for i in order:
+        cost = batch_bytes(bundle, len(current) + 1, lengths[i])
+        if current and cost > limit:
+            groups.append(tuple(current))
+            costs.append(batch_bytes(bundle, len(current), lengths[current[-1]]))
+            current = []
+            cost = batch_bytes(bundle, 1, lengths[i])
+        if not current and cost > limit:
+            raise ResourceError(
+                f"one text of {lengths[i]:,} tokens needs about {_memory.format_bytes(cost)} to "
+                f"measure, more than half of the {budget}; nothing of this batch was run. "
+                f"{_memory.ADVICE['atlas']}"
+            )
+        current.append(i)
+    groups.append(tuple(current))
+    costs.append(batch_bytes(bundle, len(current), lengths[current[-1]]))
+    return BatchPlan(tuple(groups), tuple(costs), budget)
+
+
+@out_of_memory_advice(_memory.ADVICE["atlas"])
 def forward_batch(
     bundle: ModelBundle, encoded: Sequence[Encoded], *, verify: bool = True
 ) -> list[Capture]:
@@ -110,4 +204,4 @@ def capture_batch(
     return forward_batch(bundle, encoded)
 
 
-__all__ = ["capture_batch", "forward_batch"]
+__all__ = ["BatchPlan", "batch_bytes", "capture_batch", "forward_batch", "plan_batches"]

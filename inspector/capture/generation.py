@@ -24,8 +24,15 @@ from typing import Any
 
 from ..errors import CaptureError, InputError, UnsupportedModelError
 from ..models.loading import ModelBundle
+from . import memory as _memory
 from .hooks import AttentionRecorder, Hook, hooked
-from .run import bundle_metadata, bundle_sites, out_of_memory_hint, stack_indexes
+from .run import (
+    bundle_metadata,
+    bundle_sites,
+    capture_estimate,
+    out_of_memory_advice,
+    stack_indexes,
+)
 from .tokenize import (
     chat_text,
     check_text,
@@ -120,7 +127,7 @@ def _json_safe(value: Any) -> Any:
     return json.loads(json.dumps(value, default=repr))
 
 
-@out_of_memory_hint
+@out_of_memory_advice(_memory.ADVICE["generate"])
 def generate(
     bundle: ModelBundle,
     prompt: str | None = None,
@@ -131,6 +138,7 @@ def generate(
     layers: Sequence[int] | int | None = None,
     heads: Sequence[int] | int | None = None,
     dtype: Any = None,
+    max_memory: Any = None,
     **generation_kwargs: Any,
 ) -> Capture:
     """Generate from ``prompt`` with a cache and keep the attention of every step.
@@ -148,6 +156,8 @@ def generate(
         max_new_tokens: how many tokens to generate at most (fewer when the model ends).
         layers, heads: keep only these indexes (the rest is never copied out of the model).
         dtype: storage of the weights, ``"float32"`` (default) or ``"float16"``.
+        max_memory: the memory budget (default: what is available); generation is refused
+            before it starts when prompt + ``max_new_tokens`` would not fit.
         **generation_kwargs: passed to ``model.generate``: greedy by default; e.g.
             ``do_sample=True, temperature=0.7, top_p=0.9``. Beam search is refused.
 
@@ -233,6 +243,15 @@ def generate(
             )
     if any(s.needs_output_attentions for k in kinds for s in sites[k]):
         gen_kw["output_attentions"] = True  # modules found by structure return weights only then
+    capture_estimate(
+        bundle,
+        n_prompt,
+        layers=layer_idx,
+        heads=head_idx,
+        dtype=store,
+        new_tokens=max_new_tokens,
+        max_memory=max_memory,
+    ).check(_memory.ADVICE["generate"])
     inputs = model_inputs(bundle, [prompt_tokens])
     input_ids, attention_mask = inputs["input_ids"], inputs["attention_mask"]
     if encoder_decoder:

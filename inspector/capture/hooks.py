@@ -16,11 +16,17 @@ preallocated ``(batch, layer, head, query, key)`` buffer, so memory follows what
 same recorder serves cached generation: each call of a layer appends its query rows after the
 ones it has already written. :func:`attention_hooks` hands each layer's weights to any other
 consumer instead.
+
+:func:`attention_function` is the other way in: it registers a function with transformers'
+``AttentionInterface`` (and ``sdpa``'s mask builder under the same name), points the model's
+configs at it for the block, and always restores them and unregisters it; the bounded scans use
+it to see every layer's post-rotary queries and keys without eager's ``T x T`` weights.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -149,6 +155,66 @@ def hooked(bundle: ModelBundle, hooks: Iterable[Hook] = ()) -> Iterator[None]:
         finally:
             for handle in reversed(handles):
                 handle.remove()
+
+
+_FUNCTION_IDS = itertools.count()
+
+
+def dispatches_attention(model: Any) -> bool:
+    """True when ``model`` runs its attention through transformers' ``AttentionInterface`` and
+    can run ``sdpa`` (transformers' own test: its attention modules call ``get_interface``)."""
+    cls = type(model)
+    can_set = getattr(cls, "_can_set_attn_implementation", None)
+    try:
+        dispatches = bool(can_set()) if callable(can_set) else False
+    except Exception:  # a heuristic over source code: never let it break a run
+        dispatches = False
+    return dispatches and bool(getattr(cls, "_supports_sdpa", False))
+
+
+@contextlib.contextmanager
+def attention_function(bundle: ModelBundle, fn: Callable[..., Any]) -> Iterator[None]:
+    """Hold ``bundle``'s lock and run its attention through ``fn`` inside the block.
+
+    ``fn`` is registered with transformers' ``AttentionInterface`` under a fresh name (with
+    ``sdpa``'s mask builder, so masks are made as for ``sdpa``), and every config of the model
+    (sub-models have their own) is pointed at that name. On exit, whatever happens inside, the
+    configs get their own implementation back and the name is unregistered.
+
+    Raises:
+        UnsupportedModelError: the model does not dispatch attention through the interface.
+    """
+    from transformers import AttentionInterface, PreTrainedConfig
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    from ..errors import UnsupportedModelError
+
+    model = bundle.model
+    if not dispatches_attention(model):
+        raise UnsupportedModelError(
+            f"{bundle.name}: {type(model).__name__} does not dispatch attention through "
+            f"transformers' AttentionInterface, so the blockwise path cannot see its queries and "
+            f"keys; use method='eager'"
+        )
+    name = f"inspector_scan_{next(_FUNCTION_IDS)}"
+    configs = {}
+    for module in model.modules():
+        cfg = getattr(module, "config", None)
+        if isinstance(cfg, PreTrainedConfig):
+            configs[id(cfg)] = cfg
+    with bundle.lock:
+        saved = [(cfg, cfg._attn_implementation_internal) for cfg in configs.values()]
+        AttentionInterface.register(name, fn)
+        AttentionMaskInterface.register(name, sdpa_mask)
+        try:
+            for cfg, _ in saved:
+                cfg._attn_implementation_internal = name
+            yield
+        finally:
+            for cfg, old in saved:
+                cfg._attn_implementation_internal = old
+            AttentionInterface._global_mapping.pop(name, None)
+            AttentionMaskInterface._global_mapping.pop(name, None)
 
 
 # --------------------------------------------------------------------------- attention modules
@@ -448,7 +514,9 @@ __all__ = [
     "AttentionRecorder",
     "AttentionSite",
     "Hook",
+    "attention_function",
     "attention_hooks",
     "attention_sites",
+    "dispatches_attention",
     "hooked",
 ]

@@ -20,6 +20,7 @@ from ..errors import AttentionUnavailableError, CaptureError, InputError, Resour
 from ..models.families import forward_accepts
 from ..models.loading import ModelBundle, tokenizer_fingerprint
 from ..models.structure import Structure, find_structure
+from . import memory as _memory
 from .hooks import AttentionRecorder, AttentionSite, Hook, attention_sites, hooked
 from .sites import by_structure, call_order, stack_kinds
 from .tokenize import (
@@ -93,17 +94,26 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 def out_of_memory_hint(func: Callable[..., T]) -> Callable[..., T]:
     """Turn an allocation failure inside ``func`` into a :class:`ResourceError` with a fix."""
+    return out_of_memory_advice(OOM_ADVICE)(func)
 
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> T:
-        try:
-            return func(*args, **kwargs)
-        except Exception as exc:
-            if not is_out_of_memory(exc):
-                raise
-            raise ResourceError(_oom_message(exc, OOM_ADVICE)) from exc
 
-    return wrapper
+def out_of_memory_advice(advice: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """:func:`out_of_memory_hint` with the ``advice`` that fits the command (generation and
+    batches have other options than a single capture)."""
+
+    def decorate(func: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> T:
+            try:
+                return func(*args, **kwargs)
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                raise ResourceError(_oom_message(exc, advice)) from exc
+
+        return wrapper
+
+    return decorate
 
 
 def _oom_message(exc: BaseException, advice: str) -> str:
@@ -186,6 +196,76 @@ def stack_structure(bundle: ModelBundle, kind: str, feature: str) -> Structure:
 
 def _needs_output_attentions(sites: Mapping[str, Sequence[AttentionSite]], kinds: Any) -> bool:
     return any(s.needs_output_attentions for k in kinds for s in sites.get(k, ()))
+
+
+# ------------------------------------------------------------------------ memory pre-flight
+
+
+def capture_estimate(
+    bundle: ModelBundle,
+    n_tokens: int,
+    *,
+    layers: Sequence[int] | int | Mapping[str, Sequence[int]] | None = None,
+    heads: Sequence[int] | int | Mapping[str, Sequence[int]] | None = None,
+    dtype: str = "float32",
+    new_tokens: int = 0,
+    n_decoder: int = 1,
+    frame: bool = False,
+    max_memory: Any = None,
+) -> _memory.MemoryEstimate:
+    """What capturing ``n_tokens`` (plus ``new_tokens`` generated) allocates, against the budget.
+
+    Kept attention (kept layers x heads x rows x keys x itemsize, every kind), the eager
+    forward's transient (one layer's scores and softmax, activations, logits), the checks on the
+    kept array, and with ``frame`` the long frame built from it.
+    """
+    n_l = _kept(layers, bundle.n_layers, "layer")
+    n_h = _kept(heads, bundle.n_heads, "head")
+    size = _memory.itemsize(dtype)
+    if bundle.architecture == "encoder-decoder":
+        d = n_decoder + new_tokens
+        shapes = {"encoder": (n_tokens, n_tokens), "decoder": (d, d), "cross": (d, n_tokens)}
+        prefill = {"encoder": (n_tokens, n_tokens), "decoder": (d, d), "cross": (d, n_tokens)}
+    else:
+        total = n_tokens + new_tokens
+        shapes = {"self": (total, total)}
+        prefill = {"self": (n_tokens, n_tokens)}
+    kept = sum(_memory.attention_bytes(n_l, n_h, r, k, size) for r, k in shapes.values())
+    has_head = bundle.architecture != "decoder" and _has_output_head(bundle)
+    logits_rows = sum(r for r, _ in prefill.values()) if has_head else 1
+    transient = _memory.forward_bytes(
+        _memory.model_dims(bundle.model),
+        n_heads=bundle.n_heads,
+        shapes=prefill,
+        model_itemsize=_memory.itemsize(bundle.dtype),
+        eager=True,
+        logits_rows=logits_rows,
+        position_bias=bundle.model_type in ("t5", "mt5", "umt5", "longt5"),
+    )
+    checks = max(4 * r * k for r, k in shapes.values())
+    parts = {"kept attention": kept, "forward pass": transient, "checks": checks}
+    if frame:
+        rows = kept // size
+        parts["frame"] = rows * _memory.FRAME_BYTES_PER_ROW
+    n = n_tokens + new_tokens
+    what = f"{'frame() of ' if frame else ''}{n:,} tokens x {n_l} layers x {n_h} heads"
+    return _memory.estimate(what, parts, max_memory)
+
+
+def _kept(chosen: Any, total: int, what: str) -> int:
+    """How many layers (heads) are kept: of a selection, or the most of any stack's (a mapping
+    by kind, as :func:`stack_indexes` gives)."""
+    if isinstance(chosen, Mapping):
+        return max((len(v) for v in chosen.values()), default=total)
+    return len(select_indexes(chosen, total, what))
+
+
+def _has_output_head(bundle: ModelBundle) -> bool:
+    getter = getattr(bundle.model, "get_output_embeddings", None)
+    try:
+        return callable(getter) and getter() is not None
+    except Exception:  # a model without the method's backing module
+        return False
 
 
 # --------------------------------------------------------------------------------- running
@@ -333,6 +413,7 @@ def capture(
     add_generation_prompt: bool = False,
     dtype: Any = None,
     token_ids: Sequence[int] | None = None,
+    max_memory: Any = None,
 ) -> Capture:
     """Run ``bundle``'s model on one input and return its verified attention.
 
@@ -355,6 +436,9 @@ def capture(
             rows then sum to 1 within 1e-3).
         token_ids: instead of ``text``, exactly these token ids, between the special tokens the
             tokenizer adds (:func:`~inspector.capture.tokenize.encode_ids`).
+        max_memory: the memory budget (``"4GB"``, bytes; default: what is available now, cgroup
+            limits included). The capture is refused with :class:`ResourceError` before the
+            model runs when its estimate (:func:`capture_estimate`) does not fit.
 
     Returns:
         A :class:`Capture` with ``weights`` of shape ``(layer, head, query, key)``.
@@ -394,6 +478,15 @@ def capture(
         add_special_tokens=add_special,
     )
     tokens = encoded.tokens
+    capture_estimate(
+        bundle,
+        len(tokens),
+        layers=layer_idx,
+        heads=head_idx,
+        dtype=store,
+        n_decoder=len(decoder_tokens(bundle, target)) if target is not None else 1,
+        max_memory=max_memory,
+    ).check(_memory.ADVICE["inspect"])
     inputs = model_inputs(bundle, [tokens])
     tolerance = ROW_SUM_TOLERANCE.get(bundle.dtype, 1e-3)
     meta = bundle_metadata(bundle)
@@ -441,105 +534,17 @@ def capture(
     return Capture({"self": stack}, meta)
 
 
-# ------------------------------------------------------------------ query and key vectors
-
-
-#: Largest |softmax(q k / sqrt(d)) - captured weight| accepted as "the same attention".
-RECOMPUTE_TOLERANCE = 2e-3
-
-
-def query_key_vectors(bundle: ModelBundle, capture: Capture) -> tuple[np.ndarray, np.ndarray]:
-    """Query and key vectors behind a self-attention capture (for bertviz's neuron view).
-
-    The model runs once more on the capture's own tokens with hooks on each layer's query and
-    key projections (found through :mod:`inspector.models.families`); the vectors must
-    reproduce the captured weights (``softmax(q·k/√d)`` within :data:`RECOMPUTE_TOLERANCE`),
-    which rules out models that transform them afterwards (rotary position embeddings).
-
-    Returns:
-        ``(queries, keys)``, float32 ``(layer, head, position, head_dim)`` of the kept layers
-        and heads.
-    """
-    import torch
-
-    from ..errors import UnsupportedModelError
-
-    if "self" not in capture.stacks:
-        raise UnsupportedModelError(
-            f"{bundle.name} ({bundle.model_type}) is an encoder-decoder model; the neuron view "
-            f"needs a self-attention model (use head_view() for encoder-decoder attention)"
-        )
-    stack = capture.stacks["self"]
-    structure = stack_structure(bundle, "self", "the neuron view")
-    if any(layer.query is None or layer.key is None for layer in structure.layers):
-        raise UnsupportedModelError(
-            f"{bundle.name}: the neuron view needs the query and key projections, which the "
-            f"{structure.family} family table entry does not name; use head_view() instead"
-        )
-    found: dict[tuple[int, str], Any] = {}
-
-    def keep(li: int, part: str, piece: slice | None) -> Callable[..., None]:
-        def hook(_module: Any, _args: Any, output: Any) -> None:
-            found[(li, part)] = (output[..., piece] if piece is not None else output).detach()
-
-        return hook
-
-    hooks = []
-    for li in stack.layers:
-        layer = structure.layers[li]
-        hooks.append(Hook(layer.query, keep(li, "q", layer.query_slice)))
-        if layer.key is layer.query and layer.key_slice == layer.query_slice:
-            continue
-        hooks.append(Hook(layer.key, keep(li, "k", layer.key_slice)))
-    forward(bundle, model_inputs(bundle, [stack.query]), hooks=hooks)
-    kv = torch.tensor(kv_head_map(bundle.n_heads, bundle.n_kv_heads))
-
-    def split(t: Any, heads: int) -> Any:  # (1, seq, heads*dim) -> (heads, seq, dim)
-        return t[0].reshape(t.shape[1], heads, -1).transpose(0, 1).float().cpu()
-
-    queries, keys = [], []
-    for li in stack.layers:
-        q = split(found[(li, "q")], bundle.n_heads)
-        k = split(found.get((li, "k"), found[(li, "q")]), bundle.n_kv_heads)[kv]
-        queries.append(q[list(stack.heads)].numpy())
-        keys.append(k[list(stack.heads)].numpy())
-    q_arr, k_arr = np.stack(queries), np.stack(keys)
-    _check_vectors(q_arr, k_arr, stack.weights, causal=stack.causal, name=bundle.name)
-    return q_arr.astype(np.float32), k_arr.astype(np.float32)
-
-
-def _check_vectors(
-    queries: np.ndarray, keys: np.ndarray, weights: np.ndarray, *, causal: bool, name: str
-) -> None:
-    scores = queries @ keys.swapaxes(-1, -2) / np.sqrt(queries.shape[-1])
-    if causal:
-        n = scores.shape[-1]
-        scores = np.where(np.triu(np.ones((n, n), dtype=bool), 1), -np.inf, scores)
-    scores = scores - scores.max(-1, keepdims=True)
-    probs = np.exp(scores)
-    probs /= probs.sum(-1, keepdims=True)
-    err = float(np.abs(probs - weights).max())
-    if err > RECOMPUTE_TOLERANCE:
-        from ..errors import UnsupportedModelError
-
-        raise UnsupportedModelError(
-            f"{name}: the query/key vectors do not reproduce the captured attention (max "
-            f"difference {err:.3g}; rotary position embeddings or scaled scores change them "
-            f"after the projection), so the neuron view cannot show this model faithfully; use "
-            f"head_view() instead"
-        )
-
-
 __all__ = [
     "OOM_ADVICE",
     "bundle_metadata",
     "bundle_sites",
     "capture",
+    "capture_estimate",
     "check_layer_attentions",
     "forward",
     "is_out_of_memory",
+    "out_of_memory_advice",
     "out_of_memory_hint",
-    "query_key_vectors",
     "record",
     "stack_indexes",
     "stack_kinds",

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -416,3 +416,65 @@ def kv_groups(capture: Capture, kind: str | None = None) -> dict[int, tuple[int,
     for h in heads:
         groups.setdefault(int(kv[h]), []).append(h)
     return {g: tuple(hs) for g, hs in sorted(groups.items())}
+
+
+# ------------------------------------------------------------------------- bounded scans
+
+
+@dataclass(frozen=True, eq=False)
+class ScanPart:
+    """One attention kind a scan measures: its query and key tokens and whether it is causal."""
+
+    kind: str
+    query: Tokens
+    key: Tokens
+    causal: bool = False
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(rows, keys)``."""
+        return len(self.query), len(self.key)
+
+
+@dataclass(frozen=True, eq=False)
+class ScanLayout:
+    """What a scan runs on: its parts (kinds), kept layers and heads, and capture metadata."""
+
+    parts: tuple[ScanPart, ...]
+    layers: tuple[int, ...]
+    heads: tuple[int, ...]
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.parts:
+            raise CaptureError("a scan needs at least one attention kind")
+        object.__setattr__(self, "metadata", MappingProxyType(dict(self.metadata)))
+
+    def part(self, kind: str) -> ScanPart:
+        for p in self.parts:
+            if p.kind == kind:
+                return p
+        raise InputError(
+            f"no {kind!r} attention in this scan; it has {[p.kind for p in self.parts]}"
+        )
+
+
+class BlockConsumer(Protocol):
+    """What a bounded scan hands its attention to, one block of query rows at a time.
+
+    The runner calls :meth:`bytes_needed` (for the memory pre-flight) and :meth:`start` before
+    the forward pass, then :meth:`block` for every ``(head, rows, key)`` float32 block of every
+    kept layer, in row order per layer. With ``wants_full_layers`` set, the eager path also
+    passes each whole layer's ``(head, query, key)`` weights to :meth:`layer` first (for
+    statistics that have no row-by-row form); the blockwise path never does.
+    """
+
+    wants_full_layers: bool
+
+    def bytes_needed(self, layout: ScanLayout, block_rows: int) -> int: ...
+
+    def start(self, layout: ScanLayout) -> None: ...
+
+    def block(self, kind: str, layer_position: int, row_start: int, block: np.ndarray) -> None: ...
+
+    def layer(self, kind: str, layer_position: int, weights: np.ndarray) -> None: ...

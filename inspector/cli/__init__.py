@@ -1,7 +1,8 @@
 """Command line: parse arguments, call the Python API, print a short summary. The last consumer.
 
 Every command is one entry of a command table (its arguments and the function that runs it):
-:mod:`.single` (one input), :mod:`.corpus` (many); :data:`COMMANDS` joins them in the order
+:mod:`.single` (one input), :mod:`.corpus` (many), :mod:`.long` (long inputs);
+:data:`COMMANDS` joins them in the order
 ``inspector --help`` lists them. Commands import nothing but :mod:`inspector.api`, lazily, so
 ``inspector --help`` does not import torch. Errors print one readable line
 (``inspector: error: ...``) and exit non-zero; no output file is left behind because every
@@ -19,11 +20,11 @@ import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from . import corpus, single
+from . import corpus, long, single
 from .common import EXIT_ERROR, EXIT_INTERRUPTED, Command, Terminated, UsageError, interrupted
 
 #: Every sub-command, in the order ``inspector --help`` lists them.
-COMMANDS: dict[str, Command] = {**single.COMMANDS, **corpus.COMMANDS}
+COMMANDS: dict[str, Command] = {**single.COMMANDS, **corpus.COMMANDS, **long.COMMANDS}
 
 
 def _version() -> str:

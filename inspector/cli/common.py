@@ -142,6 +142,15 @@ def progress(args: argparse.Namespace) -> bool | None:
     return False if getattr(args, "quiet", False) else None
 
 
+def add_memory(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--max-memory",
+        metavar="SIZE",
+        help="memory budget, e.g. 4GB (default: what is available); refused before running "
+        "when the estimate does not fit",
+    )
+
+
 def load_model(args: argparse.Namespace, model: str | None = None) -> Any:
     from ..api import load
 

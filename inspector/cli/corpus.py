@@ -65,6 +65,12 @@ def _args_atlas(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--workers", type=int, default=2, metavar="N", help="Ray model replicas")
     p.add_argument("--report", metavar="HTML", help="also write an atlas report (default: none)")
+    p.add_argument(
+        "--max-memory",
+        metavar="SIZE",
+        help="memory budget of a batch, e.g. 4GB (default: what is available); bigger batches "
+        "run in smaller passes",
+    )
 
 
 def cmd_atlas(args: argparse.Namespace) -> str:
@@ -99,6 +105,7 @@ def cmd_atlas(args: argparse.Namespace) -> str:
             resume=args.resume,
             address=args.address,
             num_workers=args.workers,
+            max_memory=args.max_memory,
         )
     except KeyboardInterrupt as exc:
         if os.path.exists(checkpoint):

@@ -11,6 +11,7 @@ from .common import (
     Command,
     UsageError,
     add_length,
+    add_memory,
     add_model,
     add_output,
     add_selection,
@@ -39,20 +40,23 @@ def _args_inspect(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="write tokens as the tokenizer decodes them (␣capital, ⏎) instead of raw (Ġcapital)",
     )
+    add_memory(p)
     add_output(p, "the attention frame to write: out.parquet or out.csv")
 
 
 def cmd_inspect(args: argparse.Namespace) -> str:
     check_output(args.output, ".parquet", ".csv", args=args)
-    ins = inspect_text(args, layers=args.layers, heads=args.heads)
-    frame = ins.frame(level=args.level, readable=args.readable)
-    from ..api import save_table
-
-    save_table(frame, args.output)
+    ins = inspect_text(args, layers=args.layers, heads=args.heads, max_memory=args.max_memory)
+    if args.output.lower().endswith(".parquet"):  # streamed a layer at a time, any length
+        ins.to_parquet(args.output, level=args.level, readable=args.readable)
+    else:
+        ins.to_csv(args.output, level=args.level, readable=args.readable)
     part = ins.encoder if ins.is_encoder_decoder else ins
+    weights = sum(s.weights.size for s in ins.capture.stacks.values())
+    rows = f"{weights:,} rows" if args.level == "token" else "one row per word pair"
     return (
-        f"{ins.metadata['model_name']}: {len(part.tokens)} tokens, {shape(part)}, "
-        f"{len(frame):,} rows -> {args.output}"
+        f"{ins.metadata['model_name']}: {len(part.tokens)} tokens, {shape(part)}, {rows} -> "
+        f"{args.output}"
     )
 
 
@@ -71,12 +75,13 @@ def _args_report(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="add the 'what mattered' section (rollout, norm-based maps, head importance)",
     )
+    add_memory(p)
     add_output(p, "the report to write: out.html")
 
 
 def cmd_report(args: argparse.Namespace) -> str:
     check_output(args.output, ".html", ".htm", args=args)
-    ins = inspect_text(args, layers=args.layers, heads=args.heads)
+    ins = inspect_text(args, layers=args.layers, heads=args.heads, max_memory=args.max_memory)
     if args.explain:
         report = ins.explain_report(args.output, precision=args.precision, progress=progress(args))
     else:
@@ -260,6 +265,7 @@ def _args_generate(p: argparse.ArgumentParser) -> None:
         help="sample at this temperature, e.g. 0.7 (default and 0: greedy decoding)",
     )
     add_selection(p)
+    add_memory(p)
     add_output(p, "out.html (a report), out.parquet or out.csv (the frame)")
 
 
@@ -274,14 +280,15 @@ def cmd_generate(args: argparse.Namespace) -> str:
         max_new_tokens=args.max_new_tokens,
         layers=args.layers,
         heads=args.heads,
+        max_memory=args.max_memory,
         **sampling,
     )
     if args.output.lower().endswith((".html", ".htm")):
         ins.report(args.output)
+    elif args.output.lower().endswith(".parquet"):
+        ins.to_parquet(args.output)
     else:
-        from ..api import save_table
-
-        save_table(ins.frame(), args.output)
+        ins.to_csv(args.output)
     part = ins.decoder if ins.is_encoder_decoder else ins
     meta = ins.metadata
     n_new = int(part.generated_mask.sum())

@@ -24,7 +24,7 @@ import numpy as np
 from .._progress import bar as progress_bar
 from ..analysis import distances as _distances
 from ..analysis import metrics as _metrics
-from ..capture.batch import forward_batch
+from ..capture.batch import forward_batch, plan_batches
 from ..capture.tokenize import Encoded, encode, text_problem, token_limit
 from ..capture.types import AttentionStack
 from ..errors import InputError, InputTooLongError
@@ -121,12 +121,20 @@ def measure_batch(
     spec: AtlasSpec,
     metric_fn: MetricFn,
     distance_fn: DistanceFn | None,
+    *,
+    max_memory: Any = None,
+    before_risky: Callable[[], None] | None = None,
 ) -> HeadAggregate:
     """Run one batch of raw items and aggregate it.
 
     Skipped and counted: non-strings (unreadable lines among them), blank texts, texts of
     control characters or lone surrogates, and texts that tokenize to special tokens only
     (combining marks, variation selectors, NUL lines). Longer texts are truncated at the limit.
+
+    The batch runs in passes that fit the memory budget (:func:`~inspector.capture.batch.
+    plan_batches`: split and sorted by length only when the whole batch does not fit);
+    ``before_risky`` is called once first when a pass takes a large share of it (the local
+    engine checkpoints there, so a kill loses nothing).
     """
     encoded: list[Encoded] = []
     skipped = 0
@@ -142,22 +150,25 @@ def measure_batch(
             skipped += 1
             continue
         encoded.append(e)
-    captures = forward_batch(bundle, encoded)
+    plan = plan_batches(bundle, [len(e) for e in encoded], max_memory=max_memory)
+    if plan.risky and before_risky is not None:
+        before_risky()
     n_layers, n_heads = bundle.stack_shape(spec.kind)
-    values = np.full((len(captures), len(spec.metrics), n_layers, n_heads), np.nan, np.float64)
-    dists: list[np.ndarray] = []
-    for i, cap in enumerate(captures):
-        stack = cap.stacks[spec.kind]
-        arrays = metric_fn(stack)
-        for m, name in enumerate(spec.metrics):
-            values[i, m] = arrays[name]
-        if spec.distances and distance_fn is not None:
-            dists.append(distance_fn(stack))
+    values = np.full((len(encoded), len(spec.metrics), n_layers, n_heads), np.nan, np.float64)
+    dists: dict[int, np.ndarray] = {}
+    for group in plan.groups:
+        for i, cap in zip(group, forward_batch(bundle, [encoded[i] for i in group]), strict=True):
+            stack = cap.stacks[spec.kind]
+            arrays = metric_fn(stack)
+            for m, name in enumerate(spec.metrics):
+                values[i, m] = arrays[name]
+            if spec.distances and distance_fn is not None:
+                dists[i] = distance_fn(stack)
     return aggregate_values(
         values,
         spec.metrics,
         bins=spec.bins,
-        distances=np.stack(dists) if dists else None,
+        distances=np.stack([dists[i] for i in sorted(dists)]) if dists else None,
         distances_enabled=spec.distances,
         n_tokens=sum(len(e) for e in encoded),
         n_truncated=sum(e.truncated for e in encoded),
@@ -227,6 +238,7 @@ def run_atlas(
     metric_fn: MetricFn | None = None,
     metric_names: Sequence[str] | None = None,
     distance_fn: DistanceFn | None = None,
+    max_memory: Any = None,
 ) -> Atlas:
     """Stream ``texts`` through ``bundle`` in padded batches and build the head atlas.
 
@@ -252,6 +264,8 @@ def run_atlas(
         skip_bad_lines: count a line that is not UTF-8 (or not valid CSV/CoNLL-U) as skipped
             instead of stopping with its line number.
         metric_fn / metric_names / distance_fn: replace the registry (advanced; tests).
+        max_memory: the memory budget of a batch (default: what is available, cgroup limits
+            included); batches that do not fit run in smaller passes, after a checkpoint.
 
     Returns:
         An :class:`Atlas`.
@@ -290,7 +304,21 @@ def run_atlas(
     )
     try:
         for chunk in _chunks(it, batch_size):
-            delta = measure_batch(bundle, chunk, spec, metric_fn, distance_fn)
+
+            def save_first(done: RunState = state) -> None:
+                # the state before this batch: every consumed item of it fully measured
+                if checkpoint is not None and done.n_done > n_start:
+                    save_checkpoint(checkpoint, done, fingerprint, source)
+
+            delta = measure_batch(
+                bundle,
+                chunk,
+                spec,
+                metric_fn,
+                distance_fn,
+                max_memory=max_memory,
+                before_risky=save_first,
+            )
             state = state.advanced(delta, chunk)  # one atomic assignment
             bar.update(len(chunk))
             if checkpoint is not None and time.perf_counter() - last_save >= checkpoint_every:

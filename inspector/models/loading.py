@@ -238,7 +238,7 @@ def _force_eager(model: Any, name: str) -> None:
     if not built_for:
         for module in model.modules():
             config: Any = getattr(module, "config", None)
-            if hasattr(config, "_attn_implementation_internal"):
+            if hasattr(config, "_attn_implementation"):
                 config._attn_implementation = "eager"
     if built_for or getattr(model.config, "_attn_implementation", None) != "eager":
         raise ModelLoadError(

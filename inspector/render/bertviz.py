@@ -7,7 +7,7 @@ runtime just before each view draws. Attention is embedded once per page, compac
 :mod:`inspector.render.encode`), and expanded into bertviz's nested arrays in the browser.
 
 Pure functions of a capture (and, for the neuron view, of query/key vectors computed by
-:func:`inspector.capture.run.query_key_vectors`): nothing here runs a model or touches the
+:func:`inspector.capture.vectors.query_key_vectors`): nothing here runs a model or touches the
 network.
 """
 
@@ -398,7 +398,7 @@ def neuron_view(
     Args:
         capture: a self-attention capture.
         queries, keys: ``(layer, head, position, head_dim)`` vectors of the capture's kept layers
-            and heads (:func:`inspector.capture.run.query_key_vectors` computes them).
+            and heads (:func:`inspector.capture.vectors.query_key_vectors` computes them).
         layer, head: model layer / head selected at first.
         sentence_b_start, prettify_tokens, precision: as in :func:`~.views.head_view`.
         display_mode: ``"light"`` or ``"dark"``.

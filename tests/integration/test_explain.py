@@ -21,6 +21,8 @@ from inspector.explain.model import inputs_for, structure
 from inspector.explain.target import resolve_target, target_values
 from inspector.frames import COLUMNS
 
+from factories import build_tiny_llama
+
 TEXT = "The cat sat on the mat because it was tired."
 
 
@@ -45,22 +47,7 @@ def _state(model: torch.nn.Module) -> tuple:
 @pytest.fixture(scope="module")
 def tiny_llama(tiny):
     """A 2-layer LLaMA with 4 query heads sharing 2 value heads (GQA), GPT-2's tokenizer."""
-    import transformers as tf
-
-    torch.manual_seed(0)
-    cfg = tf.LlamaConfig(
-        vocab_size=300,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        bos_token_id=0,
-        eos_token_id=0,
-    )
-    model = tf.LlamaForCausalLM(cfg)
-    return inspector.load((model, tiny["gpt2"].tokenizer))
+    return inspector.load(build_tiny_llama(tiny["gpt2"].tokenizer))
 
 
 @pytest.fixture(scope="module")

@@ -50,7 +50,15 @@ def test_one_module_registers_hooks() -> None:
 
 def test_only_the_capture_layer_runs_a_model() -> None:
     runs = _calls(r"\bmodel\((\*\*|input_ids=)|\bmodel\.generate\(")
-    assert set(runs) <= {"capture/run.py", "capture/generation.py"}, runs
+    # the runner modules of the capture package: one input, generation, bounded scans
+    assert set(runs) <= {"capture/run.py", "capture/generation.py", "capture/scan.py"}, runs
+
+
+def test_one_module_registers_attention_functions() -> None:
+    """Registering an attention function is a form of hooking: only hooks.py does it (loading
+    switches a model to eager once, with transformers' own set_attn_implementation)."""
+    found = _calls(r"Interface\.register\(|_attn_implementation_internal")
+    assert set(found) == {"capture/hooks.py"}, found
 
 
 def test_one_tokenization_path() -> None:
@@ -141,7 +149,13 @@ def test_no_public_name_hides_a_submodule() -> None:
 
 
 def test_facade_has_no_untyped_options() -> None:
-    for name in ("api/model.py", "api/inspection.py", "api/corpus.py", "api/results.py"):
+    for name in (
+        "api/model.py",
+        "api/inspection.py",
+        "api/corpus.py",
+        "api/results.py",
+        "api/long.py",
+    ):
         tree = ast.parse(_source(PACKAGE / name))
         for node in ast.walk(tree):
             if isinstance(node, ast.FunctionDef) and not node.name.startswith("_"):

@@ -102,7 +102,7 @@
   function mapPanel(p, m, scale) {
     var nr = m.nr;
     var nc = m.nc;
-    var big = nr * nc > CANVAS_CELLS;
+    var big = nr * nc > CANVAS_CELLS || Boolean(p.canvas);  // a panel may ask for a bitmap
     var cell = Math.max(big ? 0.5 : 2, Math.min(28, (p.size || 320) / Math.max(nr, nc, 1)));
     if (!big) {
       cell = Math.floor(cell);
@@ -361,8 +361,8 @@
     return svg;
   }
 
-  /** Draw one <figure class="ins-fig">. @param {Element} figure @param {InspectorApi} [api] */
-  function drawFigure(figure, api) {
+  /** Draw one <figure class="ins-fig"> (at ``width``, else its body's). @param {Element} figure @param {InspectorApi} [api] @param {number} [width] */
+  function drawFigure(figure, api, width) {
     var data = /** @type {HTMLElement} */ (figure.querySelector("script.ins-fig-data"));
     var body = /** @type {HTMLElement} */ (figure.querySelector(".ins-fig-body"));
     /** @type {FigureJson} */
@@ -372,9 +372,13 @@
     var opts = { shared: null, norm: grid ? grid.norm || "head" : undefined };
     /** @type {SVGSVGElement | null} */
     var svg = null;
+    var measured = width;
     function paint() {
-      var width = Math.max(560, Math.min(2400, (body.clientWidth || 1180) - 4));
-      svg = render(spec, api, opts, width);
+      // the first paint takes the width drawAll measured for every figure at once (reading
+      // clientWidth after each appended figure would lay the whole page out once per figure)
+      var room = measured !== undefined ? measured : body.clientWidth;
+      measured = undefined;
+      svg = render(spec, api, opts, Math.max(560, Math.min(2400, (room || 1180) - 4)));
       body.textContent = "";
       body.appendChild(svg);
       hover(svg);
@@ -403,12 +407,18 @@
   /** @param {InspectorApi} [api] */
   function drawAll(api) {
     var figures = document.querySelectorAll("figure.ins-fig");
+    /** @type {number[]} */
+    var widths = [];
+    figures.forEach(function (figure) {  // one layout for all, before any figure is drawn
+      var body = figure.querySelector(".ins-fig-body");
+      widths.push(body ? body.clientWidth : 0);
+    });
     var chain = Promise.resolve();
-    figures.forEach(function (figure) {
+    figures.forEach(function (figure, i) {
       chain = chain.then(function () {
         return needLayers(figure, api).then(function () {
           try {
-            drawFigure(figure, api);
+            drawFigure(figure, api, widths[i]);
           } catch (err) {
             console.error("inspector: a figure could not be drawn: " + err);
           }

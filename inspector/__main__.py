@@ -1,0 +1,7 @@
+"""``python -m inspector``: the same command line as ``inspector``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

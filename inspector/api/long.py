@@ -1,0 +1,473 @@
+"""The facade for long inputs: bounded scans, the memory estimate, retrieval heads.
+
+:func:`scan` (also ``LoadedModel.scan``) measures a long input one block of query rows at a
+time and returns a :class:`Scan`: head metrics equal to ``inspect(...).head_metrics()``, exact
+rows, top-k keys, pooled maps, sinks, what a row reads, Parquet export and a report that works at
+8k tokens. :func:`estimate_memory` is the pre-flight every capture runs, as a value.
+:func:`retrieval_heads` finds the heads that copy a needle out of a long haystack.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TypeAlias
+
+import numpy as np
+import pandas as pd
+
+from .. import frames as _frames
+from ..analysis import long as _long
+from ..analysis import retrieval as _retrieval
+from ..analysis.scan import (
+    ScanAccumulator,
+    ScanData,
+    ScanStack,
+    replace_metadata,
+    scan_capture,
+)
+from ..capture import memory as _memory
+from ..capture import scan as _scan
+from ..capture.tokenize import encode
+from ..capture.types import Capture, select_indexes, storage_dtype
+from ..corpus import retrieval as _engine
+from ..errors import InputError
+from ..models.loading import ModelBundle, load_model
+from ..render import long as _render
+from ..render.page import Report
+from .explaining import HasBundle
+
+#: A model for these functions: a LoadedModel, a bundle, a name, a folder or a pair.
+LongModel: TypeAlias = "HasBundle | ModelBundle | str | os.PathLike[str] | tuple[Any, Any]"
+
+
+def _bundle(model: LongModel) -> ModelBundle:
+    if isinstance(model, ModelBundle):
+        return model
+    bundle = getattr(model, "bundle", None)
+    if isinstance(bundle, ModelBundle):
+        return bundle
+    if isinstance(model, str | os.PathLike | tuple):
+        return load_model(model)
+    raise InputError(
+        f"expected a model (inspector.load(...) or a name), got {type(model).__name__}"
+    )
+
+
+class Scan:
+    """A bounded-memory capture of one input: statistics, not the full attention array.
+
+    For encoder-decoder models the properties describe the encoder; pass ``kind=`` to the
+    methods for ``decoder`` / ``cross``.
+    """
+
+    def __init__(self, data: ScanData) -> None:
+        if not isinstance(data, ScanData):
+            raise InputError("Scan wraps a ScanData; use LoadedModel.scan(...)")
+        self.data = data
+
+    def stack(self, kind: str | None = None) -> ScanStack:
+        return self.data.stack(kind)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return dict(self.data.metadata)
+
+    @property
+    def tokens(self) -> list[str]:
+        return list(self.stack().query.tokens)
+
+    @property
+    def layers(self) -> tuple[int, ...]:
+        return self.stack().layers
+
+    @property
+    def heads(self) -> tuple[int, ...]:
+        return self.stack().heads
+
+    @property
+    def rows(self) -> np.ndarray:
+        """Exact attention rows, ``(layer, head, len(row_positions), key)`` float32."""
+        return self.stack().rows
+
+    @property
+    def row_positions(self) -> tuple[int, ...]:
+        return self.stack().row_positions
+
+    @property
+    def topk(self) -> pd.DataFrame:
+        """The top-k keys of every query row: ``layer, head, query_pos, key_pos, weight``."""
+        return _long.topk_frame(self.stack())
+
+    @property
+    def pooled(self) -> np.ndarray:
+        """Each head's map block-averaged: ``(layer, head, row bins, key bins)``, at most
+        ``pool x pool`` (bin edges: :attr:`pool_edges`)."""
+        return self.stack().pooled_mean
+
+    @property
+    def pooled_max(self) -> np.ndarray:
+        """Each head's map block-maxed, like :attr:`pooled`."""
+        return self.stack().pooled_max
+
+    @property
+    def pool_edges(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(row edges, key edges)`` of the pooled bins."""
+        s = self.stack()
+        return s.pool_rows, s.pool_cols
+
+    def __repr__(self) -> str:
+        s = self.stack()
+        return (
+            f"Scan({self.data.metadata.get('model_name')!r}, {len(s.query):,} tokens, "
+            f"{len(s.layers)} layers x {len(s.heads)} heads, {self.data.metadata.get('method')})"
+        )
+
+    def head_metrics(
+        self, names: Sequence[str] | str | None = None, *, kind: str | None = None
+    ) -> pd.DataFrame:
+        """The frame ``inspect(text).head_metrics()`` gives, from the scan (within 1e-4)."""
+        chosen = [names] if isinstance(names, str) else (list(names) if names else None)
+        return _long.scan_head_metrics(self.stack(kind), chosen)
+
+    def sinks(self, *, kind: str | None = None) -> pd.DataFrame:
+        """Attention sinks per head; see :func:`inspector.analysis.long.sink_table`."""
+        return _long.sink_table(self.stack(kind))
+
+    def layer_sinks(self, *, kind: str | None = None) -> pd.DataFrame:
+        """Sink statistics averaged over each layer's heads."""
+        return _long.layer_sinks(self.stack(kind))
+
+    def sink_curve(self, bins: int = 32, *, kind: str | None = None) -> pd.DataFrame:
+        """The first-k share as a function of query position (``bins`` position bins)."""
+        return _long.sink_curve(self.stack(kind), bins)
+
+    def spans(self, position: int = -1, k: int = 8, *, kind: str | None = None) -> pd.DataFrame:
+        """What ``position`` reads: each head's top ``k`` keys merged into spans, with text."""
+        return _long.context_spans(self.stack(kind), position, k)
+
+    def table(self, name: str = "heads", *, kind: str | None = None) -> pd.DataFrame:
+        """One of the scan's tables as a flat frame: ``heads`` (metrics and sinks per head),
+        ``topk``, ``rows`` (long: ``layer, head, query_pos, key_pos, weight``), ``sink_curve``
+        or ``spans`` (of the last kept row)."""
+        s = self.stack(kind)
+        if name == "heads":
+            metrics = self.head_metrics(kind=kind)
+            sinks = self.sinks(kind=kind)
+            extra = [c for c in sinks.columns if c not in metrics.columns]
+            return metrics.join(sinks[extra]).reset_index()
+        if name == "topk":
+            return self.topk if kind is None else _long.topk_frame(s)
+        if name == "rows":
+            n_l, n_h, n_r, n_k = s.rows.shape
+            return pd.DataFrame(
+                {
+                    "layer": np.repeat(np.asarray(s.layers, dtype=np.int16), n_h * n_r * n_k),
+                    "head": np.tile(np.repeat(np.asarray(s.heads, dtype=np.int16), n_r * n_k), n_l),
+                    "query_pos": np.tile(
+                        np.repeat(np.asarray(s.row_positions, np.int32), n_k), n_l * n_h
+                    ),
+                    "key_pos": np.tile(np.arange(n_k, dtype=np.int32), n_l * n_h * n_r),
+                    "weight": s.rows.ravel(),
+                }
+            )
+        if name == "sink_curve":
+            return self.sink_curve(kind=kind)
+        if name == "spans":
+            if not s.row_positions:
+                raise InputError("this scan kept no rows; scan with rows=[-1]")
+            return self.spans(s.row_positions[-1], kind=kind)
+        raise InputError(f"unknown table {name!r}; one of heads, topk, rows, sink_curve, spans")
+
+    def to_parquet(
+        self, path: str | os.PathLike[str], table: str = "heads", *, kind: str | None = None
+    ) -> Path:
+        """Write :meth:`table` (with the scan's metadata) to Parquet."""
+        return self._write(path, ".parquet", table, kind)
+
+    def to_csv(
+        self, path: str | os.PathLike[str], table: str = "heads", *, kind: str | None = None
+    ) -> Path:
+        """Write :meth:`table` to CSV."""
+        return self._write(path, ".csv", table, kind)
+
+    def _write(
+        self, path: str | os.PathLike[str], suffix: str, table: str, kind: str | None
+    ) -> Path:
+        if Path(path).suffix.lower() != suffix:
+            raise InputError(f"{path}: expected a file name ending in {suffix}")
+        frame = self.table(table, kind=kind)
+        meta = {k: v for k, v in self.data.metadata.items() if k != "versions"}
+        meta.update(
+            table=table, kind=self.stack(kind).kind, tokens=list(self.stack(kind).query.tokens)
+        )
+        import json
+
+        frame.attrs["inspector"] = json.loads(json.dumps(meta, default=str))
+        return _frames.write_frame(frame, path)
+
+    def report(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        title: str | None = None,
+        retrieval: RetrievalHeads | None = None,
+    ) -> Report:
+        """The scan page (pooled maps of every head, sinks, the row picker over the text);
+        add a :class:`RetrievalHeads` result to show its tables too."""
+        rendered = _render.scan_report(
+            self.data,
+            title=title,
+            retrieval=retrieval.heads if retrieval is not None else None,
+            trials=retrieval.trials if retrieval is not None else None,
+        )
+        if path is not None:
+            rendered.save(path)
+        return rendered
+
+
+def scan(
+    model: LongModel,
+    text: str,
+    text_pair: str | None = None,
+    *,
+    rows: Sequence[int] | int | slice | None = None,
+    topk: int | None = None,
+    pool: int = 256,
+    layers: Sequence[int] | int | None = None,
+    heads: Sequence[int] | int | None = None,
+    metrics: Sequence[str] | str | None = None,
+    target: str | None = None,
+    truncation: bool = False,
+    max_length: int | None = None,
+    method: str = "auto",
+    block_rows: int | None = None,
+    sink_tokens: int = 4,
+    max_memory: int | str | None = None,
+    progress: bool | None = None,
+) -> Scan:
+    """Measure ``text`` in bounded memory: see :meth:`inspector.LoadedModel.scan`."""
+    bundle = _bundle(model)
+    layout = _scan.scan_layout(
+        bundle,
+        text,
+        text_pair,
+        target=target,
+        truncation=truncation,
+        max_length=max_length,
+        layers=layers,
+        heads=heads,
+    )
+    acc = ScanAccumulator(metrics, rows=rows, topk=topk, pool=pool, sink_tokens=sink_tokens)
+    info = _scan.run_scan(
+        bundle,
+        layout,
+        acc,
+        method=method,
+        block_rows=block_rows,
+        max_memory=max_memory,
+        progress=progress,
+    )
+    return Scan(acc.result(info))
+
+
+def scan_of_capture(
+    capture: Capture, *, rows: Sequence[int] | int | None = None, pool: int = 256
+) -> Scan:
+    """The :class:`Scan` statistics of a ready capture (reports of long inspections use it)."""
+    return Scan(scan_capture(capture, rows=rows, pool=pool))
+
+
+#: Weights (all kinds) above which ``Inspection.report()`` builds the scan page instead of the
+#: full one (SmolLM2 at about 350 tokens; MiniLM at its 512-token limit holds 19M: full report).
+LONG_REPORT_CELLS = 2**25
+
+
+def wants_scan_page(capture: Capture, scan: bool | None) -> bool:
+    """Whether a report of ``capture`` is the scan page (``scan=None``: when it is long)."""
+    if scan is not None:
+        return bool(scan)
+    return sum(int(s.weights.size) for s in capture.stacks.values()) > LONG_REPORT_CELLS
+
+
+def capture_scan_report(
+    capture: Capture,
+    path: str | os.PathLike[str] | None = None,
+    *,
+    title: str | None = None,
+    kind: str | None = None,
+) -> Report:
+    """The scan page of a ready capture (statistics of its weights; the last row kept)."""
+    cells = sum(int(s.weights.size) for s in capture.stacks.values())
+    note = f"this capture holds {cells:,} weights; shown as a scan (pooled maps, sinks, rows)"
+    data = replace_metadata(scan_capture(capture, rows=None), note=note)
+    rendered = _render.scan_report(data, title=title, kind=kind)
+    if path is not None:
+        rendered.save(path)
+    return rendered
+
+
+def estimate_memory(
+    model: LongModel,
+    text: str | None = None,
+    *,
+    n_tokens: int | None = None,
+    what: str = "inspect",
+    layers: Sequence[int] | int | None = None,
+    heads: Sequence[int] | int | None = None,
+    dtype: str | None = None,
+    max_new_tokens: int = 0,
+    max_memory: int | str | None = None,
+) -> _memory.MemoryEstimate:
+    """What a run would allocate, against the budget, without running anything.
+
+    Args:
+        model: a loaded model (or a name).
+        text / n_tokens: the input, or just its length in tokens.
+        what: ``inspect`` (the capture), ``frame`` (its long frame), ``generate`` (with
+            ``max_new_tokens``) or ``scan``.
+        layers, heads, dtype: as for ``inspect``.
+        max_memory: the budget (default: the memory available now, cgroup limits included).
+
+    Example:
+        >>> print(inspector.estimate_memory(m, n_tokens=4096))  # doctest: +SKIP
+        inspect() of 4,096 tokens needs about 18.5 GB (...); budget 15.2 GB (...): does not fit
+    """
+    bundle = _bundle(model)
+    if (text is None) == (n_tokens is None):
+        raise InputError("give the text or n_tokens=")
+    n = len(encode(bundle, text)) if text is not None else int(n_tokens or 0)
+    if n < 1:
+        raise InputError(f"n_tokens must be positive, got {n_tokens!r}")
+    if what not in ("inspect", "frame", "generate", "scan"):
+        raise InputError(f"what must be inspect, frame, generate or scan, got {what!r}")
+    if what == "scan":
+        from ..capture.types import ScanLayout, ScanPart, Tokens
+
+        toks = Tokens(
+            tuple(["t"] * n),
+            np.zeros(n, np.int64),
+            np.zeros(n, bool),
+            np.zeros(n, np.int32),
+            np.zeros(n, np.int8),
+            np.full((n, 2), -1),
+        )
+        layout = ScanLayout(
+            (ScanPart("self", toks, toks, bundle.architecture == "decoder"),),
+            select_indexes(layers, bundle.n_layers, "layer"),
+            select_indexes(heads, bundle.n_heads, "head"),
+        )
+        method = _scan.resolve_method(bundle, "auto")
+        acc = ScanAccumulator()
+        rows = _scan.rows_per_block(len(layout.heads), n)
+        return _scan.scan_estimate(
+            bundle, layout, acc, method=method, block_rows=rows, max_memory=max_memory
+        )
+    from ..capture.run import capture_estimate
+
+    return capture_estimate(
+        bundle,
+        n,
+        layers=layers,
+        heads=heads,
+        dtype=storage_dtype(dtype),
+        new_tokens=max_new_tokens if what == "generate" else 0,
+        frame=what == "frame",
+        max_memory=max_memory,
+    )
+
+
+class RetrievalHeads:
+    """Retrieval heads found by :func:`retrieval_heads`.
+
+    Attributes:
+        heads: per head on ``(layer, head)``: ``retrieval_score`` (the paper's score, mean over
+            the trials where the needle was retrieved), ``score_all_trials``, ``n_success``.
+        trials: one row per ``(length, depth)`` trial with its recall, success and response.
+        success: mean recall per length (rows) and depth (columns).
+    """
+
+    def __init__(self, run: _engine.RetrievalRun) -> None:
+        self.run = run
+        self.heads = _retrieval.head_scores(run.trials, run.layers, run.heads)
+        self.trials = _retrieval.trials_frame(run.trials)
+        self.success = _retrieval.success_table(run.trials)
+        self.metadata = dict(run.metadata)
+
+    def top(self, k: int = 10, threshold: float = 0.1) -> pd.DataFrame:
+        """The ``k`` best heads with a retrieval score of at least ``threshold``."""
+        ranked = self.heads.sort_values("retrieval_score", ascending=False)
+        return ranked[ranked["retrieval_score"] >= threshold].head(k)
+
+    def __repr__(self) -> str:
+        n_ok = int(self.trials["success"].sum())
+        top = self.top(3).index.tolist()
+        return f"RetrievalHeads({len(self.trials)} trials, {n_ok} retrieved, top {top})"
+
+    def to_csv(self, path: str | os.PathLike[str]) -> Path:
+        """The per-head table (``layer, head, retrieval_score, ...``) as CSV."""
+        return _frames.write_frame(self.heads.reset_index(), path)
+
+    def report(
+        self, path: str | os.PathLike[str] | None = None, *, title: str | None = None
+    ) -> Report:
+        """The retrieval page: success per (length, depth), the head heatmap and tables."""
+        rendered = _render.retrieval_report(self.heads, self.trials, self.metadata, title=title)
+        if path is not None:
+            rendered.save(path)
+        return rendered
+
+
+def retrieval_heads(
+    model: LongModel,
+    haystack: str,
+    *,
+    needle: str = _engine.DEFAULT_NEEDLE,
+    question: str = _engine.DEFAULT_QUESTION,
+    lengths: Sequence[int] = (1000,),
+    depths: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
+    layers: Sequence[int] | int | None = None,
+    heads: Sequence[int] | int | None = None,
+    method: str = "auto",
+    max_new_tokens: int | None = None,
+    max_memory: int | str | None = None,
+    progress: bool | None = None,
+) -> RetrievalHeads:
+    """Find retrieval heads (Wu et al. 2024) with needle-in-a-haystack prompts built from
+    ``haystack``; see :mod:`inspector.corpus.retrieval`.
+
+    Example:
+        >>> r = inspector.retrieval_heads(m, open("essays.txt").read(), lengths=[1000, 2000],
+        ...                               depths=[0, 0.5, 1])  # doctest: +SKIP
+        >>> r.top(5)  # doctest: +SKIP
+    """
+    run = _engine.run_retrieval(
+        _bundle(model),
+        haystack,
+        needle=needle,
+        question=question,
+        lengths=lengths,
+        depths=depths,
+        layers=layers,
+        heads=heads,
+        method=method,
+        max_new_tokens=max_new_tokens,
+        max_memory=max_memory,
+        progress=progress,
+    )
+    return RetrievalHeads(run)
+
+
+__all__ = [
+    "LONG_REPORT_CELLS",
+    "LongModel",
+    "RetrievalHeads",
+    "Scan",
+    "capture_scan_report",
+    "estimate_memory",
+    "retrieval_heads",
+    "scan",
+    "scan_of_capture",
+    "wants_scan_page",
+]

@@ -1,0 +1,235 @@
+"""Attention weights a block of query rows at a time, from post-rotary queries and keys.
+
+Eager attention materialises ``heads x T x T`` per layer (2.4 GB at 8k tokens on SmolLM2). A
+scan goes below that: the model runs its ``sdpa`` kernel for the layer's output (memory O(T)),
+and :class:`BlockwiseAttention`, registered as the model's attention function
+(:func:`inspector.capture.hooks.attention_function`), recomputes the weights of ``block_rows``
+query rows at a time from the very query and key tensors the kernel got: same scaling, same mask
+(boolean or additive), the same causal rule as ``sdpa`` (upper-left aligned, and only when no
+mask is given), T5's position bias, and grouped-query attention (query head ``h`` reads key head
+``h // (heads / kv_heads)``, as ``repeat_kv`` does). Each block, ``(head, rows, key)`` float32
+on the CPU, goes to a consumer and is dropped, so memory is O(block_rows x T) per head.
+
+:func:`weight_blocks` cuts an eager layer's full weights into the same blocks, so both paths
+feed consumers identically. Nothing here calls a model; :mod:`.scan` does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import CaptureError, UnsupportedModelError
+from .hooks import AttentionSite
+
+#: ``on_block(kind, layer_position, row_start, block)``: ``block`` is ``(head, rows, key)``.
+BlockFn = Callable[[str, int, int, np.ndarray], None]
+
+#: Keyword arguments of an attention call that change the weights in ways sdpa cannot run.
+_REFUSED_KWARGS = ("softcap", "s_aux", "sinks")
+
+
+def rows_per_block(n_heads: int, n_keys: int, budget_bytes: int = 32 * 2**20) -> int:
+    """Query rows per block so that one block's float32 scratch stays near ``budget_bytes``."""
+    per_row = max(1, n_heads * n_keys * 4 * 4)
+    return int(max(8, min(4096, budget_bytes // per_row)))
+
+
+def to_numpy(block: Any) -> np.ndarray:
+    """A ``(head, rows, key)`` tensor as float32 numpy on the CPU (a view when it already is)."""
+    import torch
+
+    t = block.detach()
+    if t.device.type != "cpu" or t.dtype != torch.float32:
+        t = t.to(device="cpu", dtype=torch.float32)
+    return t.numpy()
+
+
+def weight_blocks(
+    weights: Any, heads: Sequence[int], block_rows: int, *, last_row_only: bool = False
+) -> Iterator[tuple[int, np.ndarray]]:
+    """``(row_start, block)`` pieces of an eager layer's ``(1, head, query, key)`` weights."""
+    import torch
+
+    if weights.dim() != 4 or weights.shape[0] != 1:
+        raise CaptureError(f"expected (1, head, query, key) weights, got {tuple(weights.shape)}")
+    w = weights[0]
+    if len(heads) != w.shape[0]:
+        w = w.index_select(0, torch.tensor(list(heads), device=w.device))
+    n = int(w.shape[1])
+    starts = [n - 1] if last_row_only else range(0, n, block_rows)
+    for r0 in starts:
+        yield r0, to_numpy(w[:, r0 : min(n, r0 + block_rows)])
+
+
+class BlockwiseAttention:
+    """The attention function a scan registers: ``sdpa`` for the output, weights by blocks.
+
+    Args:
+        sites: attention modules by kind (:func:`inspector.capture.hooks.attention_sites`).
+        layers / heads: model indexes to measure (others run sdpa only).
+        on_block: the consumer of every block.
+        block_rows: query rows per block.
+        last_row_only: hand over only each call's last query row (generation steps).
+        model_name: for messages.
+
+    Call it as transformers calls an attention function:
+    ``fn(module, query, key, value, attention_mask, scaling=..., **kwargs) -> (output, None)``.
+    """
+
+    def __init__(
+        self,
+        sites: Mapping[str, Sequence[AttentionSite]],
+        layers: Sequence[int],
+        heads: Sequence[int],
+        on_block: BlockFn,
+        *,
+        block_rows: int = 256,
+        last_row_only: bool = False,
+        model_name: str = "model",
+    ) -> None:
+        self.where: dict[int, tuple[str, int]] = {}
+        for kind, kind_sites in sites.items():
+            if len(kind_sites) <= max(layers):
+                raise CaptureError(
+                    f"{model_name}: found {len(kind_sites)} {kind} attention modules, but layer "
+                    f"{max(layers)} was asked for"
+                )
+            for li, layer in enumerate(layers):
+                # the module transformers hooks may wrap the one that calls the attention
+                # function (T5's T5LayerSelfAttention around T5Attention): map all inside it
+                for module in kind_sites[layer].module.modules():
+                    self.where[id(module)] = (kind, li)
+        self.heads = tuple(heads)
+        self.on_block = on_block
+        self.block_rows = int(block_rows)
+        self.last_row_only = last_row_only
+        self.model_name = model_name
+        self.filled: dict[tuple[str, int], int] = {}
+        self.calls = 0
+
+    def __call__(
+        self,
+        module: Any,
+        query: Any,
+        key: Any,
+        value: Any,
+        attention_mask: Any,
+        dropout: float = 0.0,
+        scaling: float | None = None,
+        is_causal: bool | None = None,
+        position_bias: Any = None,
+        **kwargs: Any,
+    ) -> tuple[Any, None]:
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        for name in _REFUSED_KWARGS:
+            if kwargs.get(name) is not None:
+                raise UnsupportedModelError(
+                    f"{self.model_name}: its attention uses {name!r}, which the blockwise path "
+                    f"cannot reproduce with sdpa; scan it with method='eager'"
+                )
+        out = sdpa_attention_forward(
+            module,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=dropout,
+            scaling=scaling,
+            is_causal=is_causal,
+            position_bias=position_bias,
+            **kwargs,
+        )
+        where = self.where.get(id(module))
+        if where is not None:
+            self.calls += 1
+            self._blocks(
+                where, module, query, key, attention_mask, scaling, is_causal, position_bias
+            )
+        return out
+
+    def _blocks(
+        self,
+        where: tuple[str, int],
+        module: Any,
+        query: Any,
+        key: Any,
+        mask: Any,
+        scaling: float | None,
+        is_causal: bool | None,
+        position_bias: Any,
+    ) -> None:
+        import torch
+
+        if query.shape[0] != 1:
+            raise CaptureError(
+                f"{self.model_name}: a scan runs one input at a time, got a batch of "
+                f"{query.shape[0]}"
+            )
+        n_q, n_k = int(query.shape[2]), int(key.shape[2])
+        n_heads, n_kv = int(query.shape[1]), int(key.shape[1])
+        if n_heads % n_kv:
+            raise CaptureError(
+                f"{self.model_name}: {n_heads} query heads cannot share {n_kv} key heads"
+            )
+        causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+        # sdpa's rule: causal only without a mask and for more than one query row, upper-left
+        # aligned (keys past the query count are cut, as sdpa_attention_forward does).
+        causal = bool(causal) and n_q > 1 and mask is None
+        if causal and n_k > n_q:
+            n_k = n_q
+        heads = torch.tensor(self.heads, device=query.device)
+        group = n_heads // n_kv
+        if self.heads == tuple(range(n_heads)):
+            # every head: (kv, group, rows, d) @ (kv, 1, d, keys), views of the model's own
+            # tensors, no repeated keys (grouped-query heads share their key head)
+            q = query[0].float().reshape(n_kv, group, n_q, -1)
+            k_t = key[0, :, :n_k].float().unsqueeze(1).transpose(-1, -2)
+        else:
+            q = query[0].index_select(0, heads).float().unsqueeze(1)
+            k_t = key[0, :, :n_k].index_select(0, heads // group).float().unsqueeze(1)
+            k_t = k_t.transpose(-1, -2)
+        scale = float(scaling) if scaling is not None else float(query.shape[-1]) ** -0.5
+        lowest = torch.finfo(torch.float32).min
+        start = self.filled.get(where, 0)
+        starts = [n_q - 1] if self.last_row_only else range(0, n_q, self.block_rows)
+        for r0 in starts:
+            r1 = min(n_q, r0 + self.block_rows)
+            # a causal block never sees keys past its last row: compute only those (about half
+            # the work), the rest of each row is exactly 0 as in eager's softmax
+            width = r1 if causal else n_k
+            scores = torch.matmul(q[:, :, r0:r1], k_t[..., :width]).flatten(0, 1) * scale
+            if position_bias is not None:
+                scores += _rows(position_bias, r0, r1, width, heads).float()
+            if mask is not None:
+                part = _rows(mask, r0, r1, width, None)
+                if part.dtype == torch.bool:
+                    scores.masked_fill_(~part, lowest)
+                else:
+                    scores += part.float()
+            if causal:
+                rows = torch.arange(r0, r1, device=scores.device)[:, None]
+                cols = torch.arange(width, device=scores.device)[None, :]
+                scores.masked_fill_(cols > rows, lowest)
+            weights = torch.softmax(scores, dim=-1)
+            del scores
+            if width < n_k:
+                full = weights.new_zeros((weights.shape[0], r1 - r0, n_k))
+                full[:, :, :width] = weights
+                weights = full
+            self.on_block(where[0], where[1], start + r0, to_numpy(weights))
+        self.filled[where] = start + n_q
+
+
+def _rows(t: Any, r0: int, r1: int, n_k: int, heads: Any) -> Any:
+    """Rows ``r0:r1`` and the first ``n_k`` keys of a ``(batch, head|1, query, key)`` tensor."""
+    part = t[0, :, :, :n_k] if t.shape[2] == 1 else t[0, :, r0:r1, :n_k]
+    if heads is not None and part.shape[0] != 1:
+        part = part.index_select(0, heads)
+    return part
+
+
+__all__ = ["BlockFn", "BlockwiseAttention", "rows_per_block", "to_numpy", "weight_blocks"]

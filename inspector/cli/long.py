@@ -1,0 +1,227 @@
+"""Commands for long inputs: a bounded scan of one text, and retrieval heads."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from .common import (
+    Command,
+    UsageError,
+    add_length,
+    add_memory,
+    add_model,
+    add_output,
+    add_selection,
+    check_output,
+    label,
+    load_model,
+    progress,
+)
+
+
+def rows_spec(value: str) -> Any:
+    """``-1``, ``0,100,-1``, ``100:200`` (a slice) or ``none``."""
+    text = value.replace(" ", "")
+    if text.lower() == "none":
+        return []
+    if ":" in text:
+        parts = text.split(":")
+        try:
+            bounds = [int(p) if p else None for p in parts]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected a slice such as 100:200, got {value!r}"
+            ) from None
+        return slice(*bounds)
+    try:
+        return [int(v) for v in text.split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected query positions such as -1 or 0,100,-1, got {value!r}"
+        ) from None
+
+
+def float_list(value: str) -> list[float]:
+    try:
+        return [float(v) for v in value.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected numbers such as 0,0.5,1, got {value!r}"
+        ) from None
+
+
+def int_values(value: str) -> list[int]:
+    try:
+        return [int(v) for v in value.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected integers such as 1000,2000, got {value!r}"
+        ) from None
+
+
+def _read(path: str, what: str) -> str:
+    if not os.path.isfile(path):
+        raise UsageError(f"{what} {path} does not exist; give a UTF-8 text file")
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{what} {path} is not UTF-8 text ({exc.reason}); convert it") from None
+
+
+def _args_scan(p: argparse.ArgumentParser) -> None:
+    add_model(p)
+    p.add_argument("text", nargs="?", help="the input text (or --file)")
+    p.add_argument(
+        "--file", metavar="PATH", help="read the input from a UTF-8 text file (default: TEXT)"
+    )
+    add_length(p)
+    add_selection(p)
+    p.add_argument(
+        "--rows", type=rows_spec, default=None, metavar="POS",
+        help="query positions whose exact rows are kept: -1, 0,100,-1, 100:200 or none "
+        "(default: the last)",
+    )  # fmt: skip
+    p.add_argument(
+        "--topk", type=int, metavar="K", help="keep the top-K keys of every row (default: none)"
+    )
+    p.add_argument("--pool", type=int, default=256, metavar="P", help="pooled maps: P x P bins")
+    p.add_argument(
+        "--method", choices=["auto", "blockwise", "eager"], default="auto",
+        help="blockwise: sdpa forward, weights recomputed by blocks (never T x T)",
+    )  # fmt: skip
+    add_memory(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (as --quiet)")
+    add_output(
+        p,
+        "scan.html (report), or scan.parquet / scan.csv (one row per head; kept rows and "
+        "top-k keys go beside it as NAME.rows.* / NAME.topk.*)",
+    )
+
+
+def cmd_scan(args: argparse.Namespace) -> str:
+    check_output(args.output, ".html", ".htm", ".parquet", ".csv", args=args)
+    if (args.text is None) == (args.file is None):
+        raise UsageError("give the input as TEXT or --file PATH (one of them)")
+    text = args.text if args.text is not None else _read(args.file, "--file")
+    scan = load_model(args).scan(
+        text,
+        rows=args.rows,
+        topk=args.topk,
+        pool=args.pool,
+        layers=args.layers,
+        heads=args.heads,
+        truncation=args.truncate,
+        max_length=args.max_length,
+        method=args.method,
+        max_memory=args.max_memory,
+        progress=False if args.no_progress else progress(args),
+    )
+    out = Path(args.output)
+    written = [out]
+    if out.suffix.lower() in (".html", ".htm"):
+        scan.report(out)
+    else:
+        save = scan.to_parquet if out.suffix.lower() == ".parquet" else scan.to_csv
+        save(out, "heads")
+        for table, present in (("rows", bool(scan.row_positions)), ("topk", args.topk)):
+            if present:
+                side = out.with_name(f"{out.stem}.{table}{out.suffix}")
+                save(side, table)
+                written.append(side)
+    sinks = scan.sinks().sort_values("first_k_share", ascending=False).head(3)
+    top = ", ".join(
+        f"{label(*key)} {v:.2f}"
+        for key, v in zip(sinks.index.tolist(), sinks["first_k_share"].tolist(), strict=True)
+    )
+    meta = scan.metadata
+    return (
+        f"{meta['model_name']}: {len(scan.tokens):,} tokens, {len(scan.layers)} layers x "
+        f"{len(scan.heads)} heads ({meta['method']}); strongest sinks {top} -> "
+        f"{', '.join(str(p) for p in written)}"
+    )
+
+
+def _args_retrieval(p: argparse.ArgumentParser) -> None:
+    add_model(p)
+    p.add_argument("--haystack", required=True, metavar="FILE", help="the text to hide it in")
+    p.add_argument("--needle", help="the fact to retrieve (default: the San Francisco sentence)")
+    p.add_argument("--question", help="the question about it (default: the San Francisco question)")
+    p.add_argument(
+        "--lengths", type=int_values, default=[1000], metavar="N,..", help="prompt tokens"
+    )
+    p.add_argument(
+        "--depths", type=float_list, default=[0.0, 0.25, 0.5, 0.75, 1.0], metavar="D,..",
+        help="needle positions as fractions of the haystack",
+    )  # fmt: skip
+    add_selection(p)
+    p.add_argument(
+        "--method", choices=["auto", "blockwise", "eager"], default="auto",
+        help="blockwise: sdpa forward, weights recomputed by blocks (never T x T)",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        metavar="N",
+        help="tokens per answer (default: the needle's tokens + 10)",
+    )
+    add_memory(p)
+    p.add_argument("--top", type=int, default=10, metavar="K", help="heads to list")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (as --quiet)")
+    add_output(p, "r.html (report), r.csv or r.parquet")
+
+
+def cmd_retrieval(args: argparse.Namespace) -> str:
+    check_output(args.output, ".html", ".htm", ".csv", ".parquet", args=args)
+    haystack = _read(args.haystack, "--haystack")
+    if (args.needle is None) != (args.question is None):
+        raise UsageError("give --needle and --question together (or neither, for the default)")
+    from ..api import retrieval_heads, save_table
+
+    extra: dict[str, Any] = {}
+    if args.needle is not None:
+        extra.update(needle=args.needle, question=args.question)
+    result = retrieval_heads(
+        load_model(args),
+        haystack,
+        lengths=args.lengths,
+        depths=args.depths,
+        layers=args.layers,
+        heads=args.heads,
+        method=args.method,
+        max_new_tokens=args.max_new_tokens,
+        max_memory=args.max_memory,
+        progress=False if args.no_progress else progress(args),
+        **extra,
+    )
+    if args.output.lower().endswith((".html", ".htm")):
+        result.report(args.output)
+    else:
+        save_table(result.heads.reset_index(), args.output)
+    trials = result.trials
+    top = result.top(args.top, threshold=0.0)
+    heads = ", ".join(
+        f"{label(*key)} {v:.2f}"
+        for key, v in zip(top.index.tolist(), top["retrieval_score"].tolist(), strict=True)
+    )
+    return (
+        f"{result.metadata['model_name']}: needle retrieved in {int(trials['success'].sum())} of "
+        f"{len(trials)} trials (mean recall {trials['recall'].mean():.2f}); retrieval heads: "
+        f"{heads or 'none (no trial succeeded)'} -> {args.output}"
+    )
+
+
+COMMANDS: dict[str, Command] = {
+    "scan": Command(
+        "bounded-memory statistics of a long input (sinks, pooled maps, rows) to HTML/Parquet",
+        _args_scan,
+        cmd_scan,
+    ),
+    "retrieval": Command(
+        "retrieval heads (Wu et al. 2024) from needle-in-a-haystack prompts",
+        _args_retrieval,
+        cmd_retrieval,
+    ),
+}

@@ -1,0 +1,182 @@
+"""Long inputs on the real models: SmolLM2 scans equal inspect, the pre-flight refuses at once,
+a needle at 1k tokens, and corpus batches that survive a memory limit the kernel enforces.
+
+The memory-limit test runs the CLI in a child process inside a fresh cgroup (v1 or v2) whose
+limit the kernel enforces lazily, page by page, exactly as in a container: an unbounded batch is
+killed there, a bounded one finishes. Where no cgroup can be created (not root, no delegated
+controller) it is skipped with the reason; an address-space limit (RLIMIT_AS) would fail the
+allocation at once instead of killing the process later, so it does not test the same thing.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import inspector
+from inspector.errors import ResourceError
+
+from factories import EWT_DEV
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _ewt_text(n_sentences: int = 2000) -> str:
+    if not EWT_DEV.exists():
+        pytest.skip(f"treebank not found at {EWT_DEV}")
+    lines = EWT_DEV.read_text(encoding="utf-8").splitlines()
+    texts = [line[len("# text = ") :] for line in lines if line.startswith("# text = ")]
+    return " ".join(texts[:n_sentences])
+
+
+@pytest.mark.slow
+def test_smollm2_scan_equals_inspect_at_1k_tokens(smollm2):
+    text = _ewt_text()
+    ins = smollm2.inspect(text, truncation=True, max_length=1024)
+    want = ins.head_metrics()
+    numeric = [c for c in want.columns if c != "sink_token"]
+    scans = {
+        method: smollm2.scan(
+            text, truncation=True, max_length=1024, rows=[-1, 500], topk=4, method=method
+        )
+        for method in ("eager", "blockwise")
+    }
+    for scan in scans.values():
+        got = scan.head_metrics()
+        np.testing.assert_allclose(
+            got[numeric].to_numpy(float), want[numeric].to_numpy(float), atol=1e-4, rtol=1e-6
+        )
+        assert (got["sink_token"] == want["sink_token"]).all()
+        np.testing.assert_allclose(
+            scan.rows, ins.attention[:, :, list(scan.row_positions)], atol=1e-5
+        )
+    eager, block = scans["eager"], scans["blockwise"]
+    np.testing.assert_allclose(block.rows, eager.rows, atol=1e-5)
+    np.testing.assert_allclose(block.pooled, eager.pooled, rtol=2**-10, atol=1e-5)
+    np.testing.assert_allclose(block.stack().first_share, eager.stack().first_share, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_smollm2_refuses_a_4k_capture_before_running_the_model(smollm2):
+    text = _ewt_text()
+    calls = []
+    handle = smollm2.model.register_forward_pre_hook(lambda *a: calls.append(1))
+    try:
+        with pytest.raises(ResourceError) as info:
+            smollm2.inspect(text, truncation=True, max_length=4096, max_memory="4GB")
+    finally:
+        handle.remove()
+    assert calls == []  # refused from the estimate (its time: make bench, bench_long)
+    message = str(info.value)
+    assert "4 GB (max_memory)" in message and "scan()" in message
+    est = inspector.estimate_memory(smollm2, n_tokens=4096)
+    assert est.parts["kept attention"] == 30 * 9 * 4096 * 4096 * 4
+
+
+@pytest.mark.slow
+def test_smollm2_generate_8000_tokens_is_refused_with_its_own_advice(smollm2):
+    est = inspector.estimate_memory(smollm2, n_tokens=5, what="generate", max_new_tokens=8000)
+    with pytest.raises(ResourceError) as info:
+        smollm2.generate("Hello", max_new_tokens=8000, max_memory=est.total // 2)
+    text = str(info.value)
+    assert "max_new_tokens" in text and "shorter input" not in text
+
+
+@pytest.mark.slow
+def test_smollm2_needle_at_1k_tokens(smollm2):
+    result = inspector.retrieval_heads(
+        smollm2, _ewt_text(), lengths=[1000], depths=[0.5], max_new_tokens=24
+    )
+    trial = result.trials.iloc[0]
+    assert 990 <= trial["n_tokens"] <= 1000
+    assert trial["needle_end"] > trial["needle_start"]
+    assert result.heads.shape[0] == 30 * 9
+    assert result.heads["score_all_trials"].between(0, 1).all()
+    if trial["success"]:
+        top = result.top(5)
+        assert len(top) > 0, "the needle was retrieved, so some head copied it"
+
+
+# ------------------------------------------------------------------ a kernel-enforced limit
+
+_IDS = itertools.count()
+
+
+def _cgroup(limit: int) -> Iterator[Path] | None:
+    """A fresh memory cgroup with ``limit`` bytes (and no swap), or ``None`` where none can be
+    made here."""
+    v1 = Path("/sys/fs/cgroup/memory")
+    v2 = Path("/sys/fs/cgroup")
+    name = f"inspector-test-{os.getpid()}-{next(_IDS)}"
+    if (v1 / "memory.limit_in_bytes").exists() and os.access(v1, os.W_OK):
+        folder = v1 / name
+        folder.mkdir()
+        (folder / "memory.limit_in_bytes").write_text(str(limit))
+        if (folder / "memory.memsw.limit_in_bytes").exists():
+            (folder / "memory.memsw.limit_in_bytes").write_text(str(limit))
+        return folder  # type: ignore[return-value]
+    controllers = v2 / "cgroup.controllers"
+    if controllers.exists() and "memory" in controllers.read_text() and os.access(v2, os.W_OK):
+        folder = v2 / name
+        folder.mkdir()
+        (folder / "memory.max").write_text(str(limit))
+        if (folder / "memory.swap.max").exists():
+            (folder / "memory.swap.max").write_text("0")
+        return folder  # type: ignore[return-value]
+    return None
+
+
+def _run_in(folder: Path, argv: list[str], timeout: int = 900) -> subprocess.CompletedProcess:
+    procs = folder / "cgroup.procs"
+    code = "from inspector.cli import main; raise SystemExit(main())"
+    cmd = ["sh", "-c", f'echo $$ > "{procs}" && exec "$0" "$@"', sys.executable, "-c", code]
+    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    return subprocess.run(
+        cmd + argv, capture_output=True, text=True, env=env, timeout=timeout, cwd=REPO
+    )
+
+
+@pytest.mark.slow
+def test_atlas_batches_survive_a_kernel_enforced_memory_limit(tmp_path):
+    """``--batch-size 100000`` on 512-token texts needs ~6 GB at once; under a 1.5 GB cgroup the
+    unbounded batch is killed by the kernel (the limit is real), the bounded one finishes."""
+    try:
+        folder = _cgroup(int(1.5 * 2**30))
+    except OSError as exc:
+        pytest.skip(f"cannot create a memory cgroup here ({exc})")
+    if folder is None:
+        pytest.skip("no writable memory cgroup (v1 or v2) here; RLIMIT_AS would not be lazy")
+    try:
+        words = _ewt_text().split()
+        corpus = tmp_path / "long.txt"
+        corpus.write_text(
+            "\n".join(" ".join(words[i * 450 : (i + 1) * 450]) for i in range(40)) + "\n",
+            encoding="utf-8",
+        )
+        base = ["atlas", "minilm", str(corpus), "--batch-size", "100000", "--no-progress"]
+        base += ["--metrics", "entropy,to_prev", "--no-distances", "--max-length", "512"]
+        killed = _run_in(
+            folder, [*base, "--max-memory", "100GB", "-o", str(tmp_path / "a.parquet")]
+        )
+        assert killed.returncode in (-9, 137), (killed.returncode, killed.stderr[-2000:])
+        assert not (tmp_path / "a.parquet").exists()
+        ok = _run_in(folder, [*base, "-o", str(tmp_path / "b.parquet")])
+        assert ok.returncode == 0, ok.stderr[-2000:]
+        assert "40 texts" in ok.stdout
+        atlas = inspector.read_atlas(tmp_path / "b.parquet")
+        assert atlas.metadata["n_texts"] == 40
+    finally:
+        for _ in range(50):
+            try:
+                folder.rmdir()
+                break
+            except OSError:
+                time.sleep(0.1)
