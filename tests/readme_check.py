@@ -1,11 +1,21 @@
-"""Run the README's python blocks as a reader would, and compare what they print with what it shows.
+"""Run the README as a reader would, top to bottom, and compare what it prints with what it shows.
 
-Not a test module: ``tests/e2e/test_readme.py`` calls :func:`run_readme`. Every ```python block
-runs in order, as written, in ONE fresh interpreter whose working folder is empty. A statement
-followed by comment lines (``# ...``) shows its output there: the value's ``repr`` for an
-expression (as in a REPL), or what it prints. The comparison is by tokens: numbers match within
-a relative 1e-3 (models compute in float32 on any CPU), words must be equal, and ``...`` stands
-for anything (a shown output that abridges says so with ``...``).
+Not a test module: ``tests/e2e/test_readme.py`` calls :func:`run_readme`. The README's examples
+run in document order in ONE fresh interpreter whose working folder starts empty:
+
+- a ```python block runs as written. A statement followed directly by comment lines
+  (``# ...``, no blank line between) shows its output there: the value's ``repr`` for an
+  expression (as in a REPL), what it prints, or ``SomeError: message`` when it raises. A
+  plain ``` block right after a python block is what the whole block prints;
+- a ```console block is a shell session: each ``$ command`` runs (in the same folder) and the
+  lines up to the next ``$`` are exactly what it prints (stdout and stderr; none: nothing);
+- in a ```bash block, each ``inspector ...`` line runs, and the comment lines after it, when
+  there are any, are what it prints (other lines, such as ``make ...``, are not run).
+
+The comparison is by tokens: numbers match within a relative 1e-3 (models compute in float32 on
+any CPU), words must be equal, and ``...`` stands for anything (a shown output that abridges or
+depends on the machine says so with ``...``). A block preceded by the line
+``<!-- readme-check: not run (REASON) -->`` is not run; :func:`not_run` lists those reasons.
 """
 
 from __future__ import annotations
@@ -19,8 +29,25 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-BLOCK = re.compile(r"^```python\n(.*?)^```\n(?:\n*```(?:text)?\n(.*?)^```)?", re.S | re.M)
+FENCE = re.compile(
+    r"^(?:<!-- readme-check: not run \((?P<why>[^)\n]+)\) -->\n)?"
+    r"```(?P<lang>[a-z]*)\n(?P<body>.*?)^```[ \t]*$",
+    re.S | re.M,
+)
 NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?%?$")
+SHELL_TIMEOUT = 900
+
+
+@dataclass
+class Block:
+    """One fenced block: its language, text, where it starts, and why it is not run (if so)."""
+
+    lang: str
+    body: str
+    start: int
+    end: int
+    not_run: str | None = None
+    printed: str | None = None  # python blocks: the plain block right after, what it prints
 
 
 @dataclass
@@ -33,14 +60,40 @@ class Shown:
     expected: str
 
 
+def parse(readme: str) -> list[Block]:
+    """Every fenced block in order; a plain block right after a python block becomes its
+    ``printed`` output instead of a block of its own."""
+    out: list[Block] = []
+    for m in FENCE.finditer(readme):
+        block = Block(m.group("lang"), m.group("body"), m.start(), m.end(), m.group("why"))
+        prev = out[-1] if out else None
+        if (
+            block.lang in ("", "text")
+            and prev is not None
+            and prev.lang == "python"
+            and readme[prev.end : block.start].strip() == ""
+        ):
+            prev.printed = block.body.rstrip()
+            prev.end = block.end
+            continue
+        out.append(block)
+    return out
+
+
 def blocks(readme: str) -> list[str]:
-    """The ```python blocks of ``readme``, in order."""
-    return [m.group(1) for m in BLOCK.finditer(readme)]
+    """The ```python blocks of ``readme`` that run, in order."""
+    return [b.body for b in parse(readme) if b.lang == "python" and b.not_run is None]
+
+
+def not_run(readme: str) -> list[str]:
+    """The reasons given for the blocks that are not run."""
+    return [b.not_run for b in parse(readme) if b.not_run is not None]
 
 
 def printed_outputs(readme: str) -> dict[int, str]:
-    """Block index -> the plain ``` block right after it: what the whole block prints."""
-    return {i: m.group(2).rstrip() for i, m in enumerate(BLOCK.finditer(readme)) if m.group(2)}
+    """Python block index (as :func:`blocks` counts) -> what the whole block prints."""
+    runs = [b for b in parse(readme) if b.lang == "python" and b.not_run is None]
+    return {i: b.printed for i, b in enumerate(runs) if b.printed is not None}
 
 
 def shown_outputs(source: str, block: int) -> list[Shown]:
@@ -54,10 +107,9 @@ def shown_outputs(source: str, block: int) -> list[Shown]:
         comments = []
         for text in lines[end:stop]:
             stripped = text.strip()
-            if stripped.startswith("#"):
-                comments.append(stripped[1:].removeprefix(" ").rstrip())
-            elif stripped:
-                break
+            if not stripped.startswith("#"):
+                break  # a blank line or code: the comments that follow are remarks
+            comments.append(stripped[1:].removeprefix(" ").rstrip())
         # a trailing comment on the statement's own line is a remark, not an output
         if comments:
             out.append(
@@ -71,46 +123,108 @@ def shown_outputs(source: str, block: int) -> list[Shown]:
     return out
 
 
-def _program(sources: list[str], printed: frozenset[int] = frozenset()) -> str:
-    """One script that runs every block and records the output of each shown statement (and
-    everything a block prints, for the blocks in ``printed``)."""
-    parts = [
-        "import contextlib, io, json, sys",
-        "__shown = []",
-        "def __capture(run):",
-        "    buf = io.StringIO()",
-        "    with contextlib.redirect_stdout(buf):",
-        "        value = run()",
-        "    text = buf.getvalue()",
-        "    if value is not None:",
-        "        text += repr(value)",
-        "    return text.rstrip()",
-    ]
-    for b, source in enumerate(sources):
-        tree = ast.parse(source)
-        shown = {s.line for s in shown_outputs(source, b)}
-        if b in printed:
-            parts.append("__out = io.StringIO(); __redirect = contextlib.redirect_stdout(__out)")
-            parts.append("__redirect.__enter__()")
-        for node in tree.body:
-            code = ast.unparse(node)
-            if node.lineno in shown:
-                if isinstance(node, ast.Expr):
-                    body = f"lambda: ({ast.unparse(node.value)})"
-                    parts.append(f"__shown.append(({b}, {node.lineno}, __capture({body})))")
-                else:
-                    fn = f"__stmt_{b}_{node.lineno}"
-                    parts.append(f"def {fn}():")
-                    parts.append("    global " + ", ".join(_targets(node) or ["__unused"]))
-                    parts.extend("    " + ln for ln in code.split("\n"))
-                    parts.append(f"__shown.append(({b}, {node.lineno}, __capture({fn})))")
+def shell_steps(block: Block) -> list[tuple[int, str, str | None]]:
+    """``(line, command, shown output or None)`` of a console or bash block."""
+    lines = block.body.replace("\\\n", " ").split("\n")
+    steps: list[tuple[int, str, str | None]] = []
+    if block.lang == "console":
+        i = 0
+        while i < len(lines):
+            if lines[i].startswith("$ "):
+                command, shown = lines[i][2:].strip(), []
+                i += 1
+                while i < len(lines) and not lines[i].startswith("$ "):
+                    shown.append(lines[i].rstrip())
+                    i += 1
+                steps.append((len(steps) + 1, command, "\n".join(shown).strip()))
             else:
-                parts.append(code)
-        if b in printed:
-            parts.append("__redirect.__exit__(None, None, None)")
-            parts.append(f"__shown.append(({b}, 0, __out.getvalue().rstrip()))")
+                i += 1
+    elif block.lang == "bash":
+        for i, text in enumerate(lines):
+            if not text.startswith("inspector "):
+                continue
+            command = text.split(" #", 1)[0].strip()
+            follow = []
+            for after in lines[i + 1 :]:
+                if not after.startswith("#"):
+                    break
+                follow.append(after[1:].removeprefix(" ").rstrip())
+            steps.append((i + 1, command, "\n".join(follow) if follow else None))
+    return steps
+
+
+def cli_examples(readme: str) -> list[tuple[str, str]]:
+    """``(command, shown output)`` of every shell example that shows what it prints."""
+    return [
+        (command, shown)
+        for b in parse(readme)
+        if b.not_run is None
+        for _, command, shown in shell_steps(b)
+        if shown is not None
+    ]
+
+
+_PRELUDE = [
+    "import contextlib, io, json, subprocess, sys",
+    "__shown = []",
+    "def __capture(run):",
+    "    buf = io.StringIO()",
+    "    with contextlib.redirect_stdout(buf):",
+    "        try:",
+    "            value = run()",
+    "        except Exception as exc:",
+    "            return (buf.getvalue() + f'{type(exc).__name__}: {exc}').rstrip()",
+    "    text = buf.getvalue()",
+    "    if value is not None:",
+    "        text += repr(value)",
+    "    return text.rstrip()",
+    "def __shell(key, command):",
+    "    sys.stdout.flush()",
+    "    proc = subprocess.run(command, shell=True, stdout=subprocess.PIPE,",
+    f"                          stderr=subprocess.STDOUT, text=True, timeout={SHELL_TIMEOUT})",
+    "    __shown.append((*key, proc.stdout.strip()))  # one pipe: the terminal's order",
+]
+
+
+def _program(readme: str) -> str:
+    """One script that runs every block in order and records each shown output."""
+    parts = list(_PRELUDE)
+    for b, block in enumerate(parse(readme)):
+        if block.not_run is not None:
+            continue
+        if block.lang == "python":
+            parts.extend(_python_steps(b, block))
+        else:
+            for line, command, _ in shell_steps(block):
+                parts.append(f"__shell(({b}, {line}), {command!r})")
     parts.append("print('__SHOWN__' + json.dumps(__shown))")
     return "\n".join(parts) + "\n"
+
+
+def _python_steps(b: int, block: Block) -> list[str]:
+    tree = ast.parse(block.body)
+    shown = {s.line for s in shown_outputs(block.body, b)}
+    parts = []
+    if block.printed is not None:
+        parts.append("__out = io.StringIO(); __redirect = contextlib.redirect_stdout(__out)")
+        parts.append("__redirect.__enter__()")
+    for node in tree.body:
+        code = ast.unparse(node)
+        if node.lineno not in shown:
+            parts.append(code)
+        elif isinstance(node, ast.Expr):
+            body = f"lambda: ({ast.unparse(node.value)})"
+            parts.append(f"__shown.append(({b}, {node.lineno}, __capture({body})))")
+        else:
+            fn = f"__stmt_{b}_{node.lineno}"
+            parts.append(f"def {fn}():")
+            parts.append("    global " + ", ".join(_targets(node) or ["__unused"]))
+            parts.extend("    " + ln for ln in code.split("\n"))
+            parts.append(f"__shown.append(({b}, {node.lineno}, __capture({fn})))")
+    if block.printed is not None:
+        parts.append("__redirect.__exit__(None, None, None)")
+        parts.append(f"__shown.append(({b}, 0, __out.getvalue().rstrip()))")
+    return parts
 
 
 def _targets(node: ast.stmt) -> list[str]:
@@ -156,50 +270,11 @@ def matches(expected: str, actual: str) -> bool:
     return go(0, 0)
 
 
-BASH = re.compile(r"^```bash\n(.*?)^```", re.S | re.M)
-
-
-def cli_examples(readme: str) -> list[tuple[str, str]]:
-    """``(command, shown output)`` for every ``inspector ...`` line of a ```bash block that is
-    followed by comment lines showing what it prints."""
-    out = []
-    for m in BASH.finditer(readme):
-        lines = m.group(1).replace("\\\n", " ").split("\n")
-        for i, text in enumerate(lines):
-            if not text.startswith("inspector "):
-                continue
-            command = text.split(" #", 1)[0].strip()
-            shown = []
-            for follow in lines[i + 1 :]:
-                if follow.startswith("#"):
-                    shown.append(follow[1:].removeprefix(" ").rstrip())
-                else:
-                    break
-            if shown:
-                out.append((command, "\n".join(shown)))
-    return out
-
-
-def run_cli_examples(readme: Path, workdir: Path, env: dict[str, str]) -> list[str]:
-    """Run every CLI example that shows its output; return the mismatches."""
-    problems = []
-    for command, expected in cli_examples(readme.read_text(encoding="utf-8")):
-        proc = subprocess.run(
-            command, shell=True, cwd=workdir, env=env, capture_output=True, text=True, timeout=900
-        )
-        actual = (proc.stdout + proc.stderr).strip()
-        if not matches(expected, actual):
-            problems.append(f"`{command}` shows\n{expected}\nbut prints\n{actual}")
-    return problems
-
-
-def run_readme(readme: Path, workdir: Path, env: dict[str, str], timeout: int = 1200) -> list[str]:
-    """Run every python block; return the mismatches (empty when the README is true)."""
+def run_readme(readme: Path, workdir: Path, env: dict[str, str], timeout: int = 1800) -> list[str]:
+    """Run the README top to bottom in ``workdir``; return the mismatches (empty when true)."""
     text = readme.read_text(encoding="utf-8")
-    sources = blocks(text)
-    printed = printed_outputs(text)
-    script = workdir / "readme_blocks.py"
-    script.write_text(_program(sources, frozenset(printed)), encoding="utf-8")
+    script = workdir.parent / f"{workdir.name}_readme.py"
+    script.write_text(_program(text), encoding="utf-8")
     proc = subprocess.run(
         [sys.executable, str(script)],
         cwd=workdir,
@@ -209,19 +284,32 @@ def run_readme(readme: Path, workdir: Path, env: dict[str, str], timeout: int = 
         timeout=timeout,
     )
     if proc.returncode != 0:
-        return [f"the README's python blocks failed:\n{proc.stderr[-4000:]}"]
+        return [f"the README's examples failed:\n{proc.stderr[-4000:]}"]
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("__SHOWN__"))
-    got = {(b, n): text for b, n, text in json.loads(line[len("__SHOWN__") :])}
+    got = {(b, n): out for b, n, out in json.loads(line[len("__SHOWN__") :])}
     problems = []
-    for b, expected in printed.items():
-        if not matches(expected, got[(b, 0)]):
-            problems.append(f"block {b + 1} shows it prints\n{expected}\nbut prints\n{got[(b, 0)]}")
-    for b, source in enumerate(sources):
-        for shown in shown_outputs(source, b):
-            actual = got[(b, shown.line)]
-            if not matches(shown.expected, actual):
+    for b, block in enumerate(parse(text)):
+        if block.not_run is not None:
+            continue
+        where = f"README line {text.count(chr(10), 0, block.start) + 1}"
+        if block.lang == "python":
+            if block.printed is not None and not matches(block.printed, got[(b, 0)]):
                 problems.append(
-                    f"block {b + 1}, `{shown.code.splitlines()[0]}` shows\n{shown.expected}\n"
-                    f"but prints\n{actual}"
+                    f"{where}: the block shows it prints\n{block.printed}\n"
+                    f"but prints\n{got[(b, 0)]}"
                 )
+            for shown in shown_outputs(block.body, b):
+                actual = got[(b, shown.line)]
+                if not matches(shown.expected, actual):
+                    problems.append(
+                        f"{where}: `{shown.code.splitlines()[0]}` shows\n{shown.expected}\n"
+                        f"but prints\n{actual}"
+                    )
+        else:
+            for step, command, expected in shell_steps(block):
+                actual = got[(b, step)]
+                if expected is not None and not matches(expected, actual):
+                    problems.append(
+                        f"{where}: `$ {command}` shows\n{expected}\nbut prints\n{actual}"
+                    )
     return problems

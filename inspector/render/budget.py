@@ -24,6 +24,8 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..errors import InspectorWarning
+
 #: SVG lines one bertviz view may draw (Chromium draws ~100k lines in about a second).
 VIEW_LINES = 100_000
 #: Smallest token window a view shows when it is windowed.
@@ -40,7 +42,7 @@ INLINE_CELLS = 256 * 256
 CSV_ROWS = 5_000_000
 
 
-class PageBudgetWarning(UserWarning):
+class PageBudgetWarning(InspectorWarning):
     """A page shows part of a view (a token window, pooled thumbnails) to stay drawable."""
 
 
