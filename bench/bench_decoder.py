@@ -181,7 +181,12 @@ def main() -> str:
             m.model.generate(input_ids=prompt_ids, attention_mask=torch.ones_like(prompt_ids), **kw)
 
     def recorded() -> None:
-        m.generate(messages=chat, **kw)
+        m.generate(
+            messages=chat,
+            max_new_tokens=32,
+            do_sample=False,
+            generation_options={"min_new_tokens": 32},
+        )
 
     t_gen, t_plain = _interleaved(recorded, plain, 3)
     n_prompt = prompt_ids.shape[-1]

@@ -12,8 +12,8 @@
  *    view needs a layer, keeping at most CACHE_BYTES of decoded layers.
  * 3. Views over their drawing budget ("window" in their spec, set by Python) draw a window of
  *    tokens that the reader moves with the controls next to the view.
- * 4. Hooks registered with inspector.onReady(fn) run once the eager data is decoded and the
- *    views are drawn (figures.js, report.js); then <html data-inspector-drawn> is set.
+ * 4. Hooks registered with inspector.onReady(fn) run once the eager data is decoded (figures.js,
+ *    report.js), then the views are drawn; then <html data-inspector-drawn> is set.
  */
 // @ts-check
 (function () {
@@ -520,20 +520,22 @@
       vectors[id] = qk;
       jobs.push(qk.queries.load().then(function () { return qk.keys.load(); }));
     });
+    // The hooks (figures, tables) run before the bertviz views: figures measure their widths
+    // in one layout, which is cheap before the views add their SVG lines.
     return Promise.all(jobs)
-      .then(function () {
-        var chain = Promise.resolve();
-        data.views.forEach(function (spec) {
-          chain = chain.then(function () { return schedule(spec); });
-        });
-        return chain;
-      })
       .then(function () {
         return Promise.all(readyHooks.map(function (hook) {
           return Promise.resolve().then(function () { return hook(api); }).catch(function (err) {
             console.error("inspector: " + err);
           });
         }));
+      })
+      .then(function () {
+        var chain = Promise.resolve();
+        data.views.forEach(function (spec) {
+          chain = chain.then(function () { return schedule(spec); });
+        });
+        return chain;
       })
       .then(function () {
         document.documentElement.setAttribute("data-inspector-drawn", "1");
