@@ -292,7 +292,7 @@ class LoadedModel:
         block_rows: int | None = None,
         sink_tokens: int = 4,
         max_memory: int | str | None = None,
-        progress: bool = False,
+        progress: bool | None = None,
     ) -> _long.Scan:
         """Measure a long input in bounded memory, one block of query rows at a time.
 
@@ -310,10 +310,11 @@ class LoadedModel:
             layers, heads: measure only these.
             metrics: registered head metrics to compute (default all).
             method: ``auto``, ``blockwise`` or ``eager``.
-            block_rows: query rows per block (default: about 64 MB of scratch).
+            block_rows: query rows per block (default: about 32 MB of float32 scratch).
             sink_tokens: first tokens counted by the sink statistics.
             max_memory: memory budget (refused before running when the estimate exceeds it).
-            progress: a progress bar over layers.
+            progress: a progress bar over layers on stderr (default: when stderr is a
+                terminal).
 
         Example:
             >>> s = m.scan(long_text, rows=[-1], topk=8)  # doctest: +SKIP

@@ -70,6 +70,19 @@ def _context(**kw: Any) -> dict[str, Any]:
     return base
 
 
+def _section(
+    key: str,
+    title: str,
+    scripts: tuple[str, ...] = SCAN_SCRIPTS,
+    css: tuple[str, ...] = SCAN_CSS,
+    **context: Any,
+) -> Section:
+    """A section of the scan page (its one template) with ``context`` over the defaults."""
+    return Section(
+        key, title, "sections/scan.html.j2", _context(**context), scripts=scripts, css=css
+    )
+
+
 def _table(frame: pd.DataFrame) -> tuple[list[str], list[list[Any]]]:
     rows = [
         [v.item() if isinstance(v, np.generic) else v for v in row]
@@ -133,14 +146,7 @@ def scan_overview_section(ctx: ScanContext) -> Section | None:
         "tokens": list(s.key.readable or s.key.tokens),
         "special": [bool(x) for x in s.key.special],
     }
-    return Section(
-        "overview",
-        "Scan",
-        "sections/scan.html.j2",
-        _context(intro=intro, facts=facts, tokens=tokens),
-        scripts=SCAN_SCRIPTS,
-        css=SCAN_CSS,
-    )
+    return _section("overview", "Scan", intro=intro, facts=facts, tokens=tokens)
 
 
 def _encode_rows(rows: np.ndarray) -> dict[str, Any]:
@@ -171,14 +177,7 @@ def scan_explorer_section(ctx: ScanContext) -> Section | None:
     )
     if len(keep) < len(s.row_positions):
         intro += f" The page holds the last {len(keep)} of {len(s.row_positions)} kept rows."
-    return Section(
-        "rows",
-        "What a position reads",
-        "sections/scan.html.j2",
-        _context(intro=intro, explorer=explorer),
-        scripts=SCAN_SCRIPTS,
-        css=SCAN_CSS,
-    )
+    return _section("rows", "What a position reads", intro=intro, explorer=explorer)
 
 
 def _grid(frame: pd.DataFrame, column: str) -> pd.DataFrame:
@@ -283,14 +282,7 @@ def scan_pooled_section(ctx: ScanContext) -> Section | None:
         f"(colour: mean weight in the block, each panel on its own scale). Hover a block for "
         f"its positions and their text."
     )
-    return Section(
-        "pooled",
-        "Pooled maps",
-        "sections/scan.html.j2",
-        _context(intro=intro, figures=figures),
-        scripts=SCAN_SCRIPTS,
-        css=SCAN_CSS,
-    )
+    return _section("pooled", "Pooled maps", intro=intro, figures=figures)
 
 
 def scan_heads_section(ctx: ScanContext) -> Section | None:
