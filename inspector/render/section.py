@@ -72,4 +72,20 @@ class ReportContext:
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
-__all__ = ["ReportContext", "Section", "SectionBuilder"]
+def table_context(**kw: Any) -> dict[str, Any]:
+    """A template context of the table-and-figures sections (atlas and scan pages): their
+    common keys with empty defaults, then ``kw``."""
+    base: dict[str, Any] = {
+        "intro": "",
+        "facts": [],
+        "figures": [],
+        "columns": [],
+        "rows": [],
+        "table_id": "",
+        "text_columns": (),
+    }
+    base.update(kw)
+    return base
+
+
+__all__ = ["ReportContext", "Section", "SectionBuilder", "table_context"]

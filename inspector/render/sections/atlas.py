@@ -10,7 +10,6 @@ sortable, downloadable summary table, and optionally the syntactic-probe table. 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,22 +30,9 @@ from ..charts import (
 from ..figures import FIGURE_SCRIPTS
 from ..names import model_label, source_label
 from ..section import Section
+from ..section import table_context as _context
 
 AtlasSectionBuilder = Callable[[Atlas], "Section | None"]
-
-
-def _context(**kw: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "intro": "",
-        "facts": [],
-        "figures": [],
-        "columns": [],
-        "rows": [],
-        "table_id": "",
-        "text_columns": (),
-    }
-    base.update(kw)
-    return base
 
 
 def head_frame(atlas: Atlas, stat: str = "mean") -> pd.DataFrame:

@@ -26,7 +26,7 @@ from ...analysis import long as _long
 from ...analysis.scan import ScanData, ScanStack, pool_edges
 from ...capture.memory import format_bytes
 from ..figures import FIGURE_SCRIPTS, FigureSpec, heatmap
-from ..section import Section
+from ..section import Section, table_context
 
 #: Bins a side of the pooled maps drawn in the page (the scan keeps up to its own ``pool``).
 PAGE_POOL = 32
@@ -54,20 +54,8 @@ class ScanContext:
 
 
 def _context(**kw: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "intro": "",
-        "facts": [],
-        "figures": [],
-        "columns": [],
-        "rows": [],
-        "table_id": "",
-        "text_columns": (),
-        "explorer": None,
-        "extra_table": None,
-        "tokens": None,
-    }
-    base.update(kw)
-    return base
+    """:func:`table_context` plus the scan template's own keys."""
+    return table_context(**{"explorer": None, "extra_table": None, "tokens": None, **kw})
 
 
 def _section(
