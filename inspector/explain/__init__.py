@@ -8,12 +8,15 @@ Raw attention weights mislead: a head can put most of its weight on a "sink" tok
 * :mod:`.importance` - head importance by ablation or gate gradient (Michel et al. 2019) for a
   :class:`~.target.Target`; runs the model.
 * :mod:`.summary` - the report's "what mattered" :class:`~.result.Explanation`.
+* :mod:`.registry` - the explainer registry: every method above is one
+  :class:`~.registry.Explainer` entry (:mod:`.builtin`) declaring what it returns and needs.
 
 Methods that run the model ask :mod:`inspector.capture` to do it (its one hook context manager
 and tokenization path) and find projections in :mod:`inspector.models.families`. Adding a method
 is one module here plus one facade method in :mod:`inspector.api`.
 """
 
+from . import builtin as _builtin  # noqa: F401  (registers the built-in explainers)
 from .flow import (
     FLOW_MAX_TOKENS,
     attention_flow,
@@ -25,12 +28,24 @@ from .flow import (
 )
 from .importance import ablated_heads, head_importance, head_importance_many
 from .norms import attention_norms
+from .registry import (
+    EXPLAINERS,
+    Explainer,
+    ExplainRequest,
+    get_explainer,
+    list_explainers,
+    register_explainer,
+    scoped_explainers,
+)
 from .result import Explanation, NormAttention, sink_heads
 from .summary import explain
 from .target import Target
 
 __all__ = [
+    "EXPLAINERS",
     "FLOW_MAX_TOKENS",
+    "ExplainRequest",
+    "Explainer",
     "Explanation",
     "NormAttention",
     "Target",
@@ -39,11 +54,15 @@ __all__ = [
     "attention_norms",
     "exclude_special_tokens",
     "explain",
+    "get_explainer",
     "head_importance",
     "head_importance_many",
+    "list_explainers",
     "matrix_frame",
+    "register_explainer",
     "renormalise",
     "residual_attention",
     "rollout",
+    "scoped_explainers",
     "sink_heads",
 ]

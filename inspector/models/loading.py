@@ -209,7 +209,8 @@ def _force_eager(model: Any, name: str) -> None:
     """Switch ``model`` to eager attention, and check that the switch happened.
 
     transformers' ``set_attn_implementation`` only logs a warning for classes that read the
-    implementation at run time instead of through its attention interface (Falcon); their
+    implementation at run time instead of through its attention interface (Falcon before
+    transformers 5.25); their
     config flag is set directly, unless a module was built for another implementation (a class
     named ``...Sdpa...`` / ``...Flash...``), which eager attention cannot reach.
 
@@ -226,8 +227,11 @@ def _force_eager(model: Any, name: str) -> None:
             f"{name}: cannot switch attention to 'eager' (it runs {current!r}, which returns no "
             f"attention weights): {exc}"
         ) from exc
-    if getattr(model.config, "_attn_implementation", None) == "eager":
-        return
+    # A module whose class was chosen for another implementation when the model was built
+    # keeps running it whatever the config now says (transformers <= 5.24 built Falcon's
+    # attention class per implementation; 5.25 moved it to the attention interface, so its
+    # switch succeeds, but a remote-code class named ``...SdpaAttention`` is still built for
+    # sdpa): look for one whether or not the switch reported success.
     built_for = sorted(
         {
             type(m).__name__
@@ -235,6 +239,8 @@ def _force_eager(model: Any, name: str) -> None:
             if "sdpa" in type(m).__name__.lower() or "flash" in type(m).__name__.lower()
         }
     )
+    if not built_for and getattr(model.config, "_attn_implementation", None) == "eager":
+        return
     if not built_for:
         for module in model.modules():
             config: Any = getattr(module, "config", None)
