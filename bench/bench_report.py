@@ -87,7 +87,7 @@ def _bertviz_build(ins: Any) -> Callable[[], str]:
 
     def build() -> str:
         attention = [
-            torch.from_numpy(ins.attention[i][None].copy()) for i in range(len(ins.layers))
+            torch.from_numpy(ins.attention[i][None].copy()) for i in range(len(ins.stack.layers))
         ]
         return str(head_view(attention, ins.tokens, html_action="return").data)
 

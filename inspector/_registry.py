@@ -10,7 +10,7 @@ Imports nothing else from the package but its errors.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Generic, TypeVar
 
 from .errors import InputError
@@ -35,9 +35,21 @@ class Registry(Mapping[str, T], Generic[T]):
         ['one']
     """
 
-    def __init__(self, what: str, entries: Mapping[str, T] | None = None) -> None:
+    def __init__(
+        self,
+        what: str,
+        entries: Mapping[str, T] | None = None,
+        *,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
         self.what = what
         self._entries: dict[str, T] = dict(entries or {})
+        #: called after every change (a cache over the entries clears itself here)
+        self._on_change = on_change
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            self._on_change()
 
     def __getitem__(self, name: str) -> T:
         return self._entries[name]
@@ -84,18 +96,20 @@ class Registry(Mapping[str, T], Generic[T]):
             )
         if before is None or name in self._entries:
             self._entries[name] = entry
-            return
-        if before not in self._entries:
+        elif before not in self._entries:
             raise InputError(f"no {self.what} {before!r}; registered: {self.names()}")
-        items = list(self._entries.items())
-        at = [k for k, _ in items].index(before)
-        items.insert(at, (name, entry))
-        self._entries = dict(items)
+        else:
+            items = list(self._entries.items())
+            at = [k for k, _ in items].index(before)
+            items.insert(at, (name, entry))
+            self._entries = dict(items)
+        self._changed()
 
     def unregister(self, name: str) -> None:
         """Remove the entry ``name`` (an unknown name is an :class:`InputError`)."""
         self.get_entry(name)
         del self._entries[name]
+        self._changed()
 
     @contextlib.contextmanager
     def scoped(self) -> Iterator[Registry[T]]:
@@ -106,6 +120,7 @@ class Registry(Mapping[str, T], Generic[T]):
             yield self
         finally:
             self._entries = saved
+            self._changed()
 
 
 __all__ = ["Registry"]

@@ -46,6 +46,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
+from .._registry import Registry
 from ..capture.types import AttentionStack, Tokens, strip_marker
 from ..errors import InputError, InspectorError
 
@@ -329,22 +330,25 @@ class Metric:
 
 
 _UNIT = (0.0, 1.0)
-METRICS: dict[str, Metric] = {
-    m.name: m
-    for m in (
-        Metric("entropy", entropy, "entropy (nats)", (0.0, INF)),
-        Metric("entropy_norm", entropy_norm, "normalised entropy", _UNIT),
-        Metric("max_weight", max_weight, "max weight", _UNIT),
-        Metric("mean_distance", mean_distance, "mean distance (tokens)", (0.0, INF)),
-        Metric("to_self", to_self, "to self", _UNIT),
-        Metric("to_prev", to_prev, "to previous", _UNIT),
-        Metric("to_next", to_next, "to next", _UNIT),
-        Metric("to_first", to_first, "to first token", _UNIT),
-        Metric("to_special", to_special, "to special tokens", _UNIT),
-        Metric("to_sep", to_sep, "to separators", _UNIT),
-        Metric("to_punct", to_punct, "to punctuation", _UNIT),
-    )
-}
+METRICS: Registry[Metric] = Registry(
+    "metric",
+    {
+        m.name: m
+        for m in (
+            Metric("entropy", entropy, "entropy (nats)", (0.0, INF)),
+            Metric("entropy_norm", entropy_norm, "normalised entropy", _UNIT),
+            Metric("max_weight", max_weight, "max weight", _UNIT),
+            Metric("mean_distance", mean_distance, "mean distance (tokens)", (0.0, INF)),
+            Metric("to_self", to_self, "to self", _UNIT),
+            Metric("to_prev", to_prev, "to previous", _UNIT),
+            Metric("to_next", to_next, "to next", _UNIT),
+            Metric("to_first", to_first, "to first token", _UNIT),
+            Metric("to_special", to_special, "to special tokens", _UNIT),
+            Metric("to_sep", to_sep, "to separators", _UNIT),
+            Metric("to_punct", to_punct, "to punctuation", _UNIT),
+        )
+    },
+)
 """Registered numeric metrics, name -> :class:`Metric`. Extend with :func:`register_metric`."""
 
 
@@ -397,15 +401,13 @@ def register_metric(
         raise InputError(f"{name!r} is reserved for a column of head_metrics(); choose another")
     if not callable(fn):
         raise InputError(f"metric {name!r} must be callable, got {type(fn).__name__}")
-    if name in METRICS and not overwrite:
-        raise InputError(f"metric {name!r} is already registered; pass overwrite=True to replace")
     if bounds is not None:
         if len(bounds) != 2 or not float(bounds[0]) <= float(bounds[1]):
             raise InputError(f"bounds must be (low, high) with low <= high, got {bounds!r}")
         bounds = (float(bounds[0]), float(bounds[1]))
     if rows is not None and not callable(rows):
         raise InputError(f"metric {name!r}: rows= must be callable, got {type(rows).__name__}")
-    METRICS[name] = Metric(name, fn, label or name, bounds, rows)
+    METRICS.register(name, Metric(name, fn, label or name, bounds, rows), overwrite=overwrite)
 
 
 def _names(names: Sequence[str] | str | None) -> list[str]:

@@ -18,6 +18,7 @@ from ..errors import (
     ResourceError,
     UnsupportedModelError,
 )
+from ..explain.registry import Explainer, list_explainers, register_explainer
 from ..explain.target import Target
 from ..models.loading import list_embedded
 from .corpus import (
@@ -45,6 +46,7 @@ __all__ = [
     "AttentionUnavailableError",
     "CaptureError",
     "Comparison",
+    "Explainer",
     "InputError",
     "InputTooLongError",
     "Inspection",
@@ -72,10 +74,12 @@ __all__ = [
     "head_roles",
     "head_similarity",
     "list_embedded",
+    "list_explainers",
     "list_metrics",
     "load",
     "read_atlas",
     "read_parquet",
+    "register_explainer",
     "register_metric",
     "retrieval_heads",
     "save_table",

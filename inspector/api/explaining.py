@@ -1,25 +1,26 @@
-"""The :class:`Inspection` methods that run the model again to explain a decision.
+"""``Inspection.explain``: every registered explainer, by name, on one inspection.
 
-Rollout and flow read the captured stack; norms, head importance and the "what mattered" summary
-hook the model that made the inspection. Split from :mod:`inspector.api.inspection` so that one
-holds the captured data, frames, views and reports.
+The namespace reads :data:`inspector.explain.EXPLAINERS`: ``ins.explain.rollout()``,
+``ins.explain("norms")`` and ``ins.explain.scores("rollout")`` all run the same entry with an
+:class:`~inspector.explain.ExplainRequest` built from the inspection (its capture, its stack, the
+model that made it, the target). A new explainer is one registry entry; nothing here changes.
 """
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Sequence
 from typing import Any, Protocol
 
+import numpy as np
 import pandas as pd
 
 from ..capture.types import AttentionStack, Capture
-from ..errors import UnsupportedModelError
-from ..explain import flow as _flow
-from ..explain import importance as _importance
-from ..explain import norms as _norms
-from ..explain import summary as _summary
+from ..errors import InputError, UnsupportedModelError
+from ..explain.model import default_kind
+from ..explain.registry import EXPLAINERS, Explainer, ExplainRequest, get_explainer
 from ..explain.result import Explanation
+from ..explain.target import Target
 from ..models.loading import ModelBundle
 from ..render import report as _report
 from ..render.page import Report
@@ -32,143 +33,89 @@ class HasBundle(Protocol):
     bundle: ModelBundle
 
 
-class ExplainMethods:
-    """Explain methods of :class:`inspector.Inspection` (a base class, not used alone)."""
+class InspectionLike(Protocol):
+    """What the namespaces read of an :class:`~inspector.Inspection`."""
 
     capture: Capture
     kind: str | None
     model: HasBundle | None
 
     @property
-    def stack(self) -> AttentionStack:
-        raise NotImplementedError
+    def stack(self) -> AttentionStack: ...
 
-    def _bundle_for(self, what: str) -> ModelBundle:
-        if self.model is None:
-            raise UnsupportedModelError(
-                f"{what} runs the model again: use LoadedModel.inspect(...).{what}()"
+
+def model_bundle(model: HasBundle | None, what: str) -> ModelBundle:
+    """The bundle of the model that made an inspection, or an error saying ``what`` needs it."""
+    if model is None:
+        raise UnsupportedModelError(
+            f"{what} runs the model again: use LoadedModel.inspect(...), not an inspection read "
+            f"back from a file"
+        )
+    return model.bundle
+
+
+class ExplainNamespace:
+    """The explainers of one inspection (``ins.explain``).
+
+    * ``ins.explain()`` - the "what mattered" summary (:class:`~inspector.explain.Explanation`);
+    * ``ins.explain.NAME(target=None, **options)`` or ``ins.explain("NAME", ...)`` - one
+      registered method (``ins.explain.methods()`` lists them with what they return and need);
+    * ``ins.explain.scores("NAME", target=None)`` - its token scores for the target;
+    * ``ins.explain.report(path, ...)`` - the report with a "what mattered" section.
+
+    Example:
+        >>> ins.explain.rollout().head(2)  # doctest: +SKIP
+        >>> ins.explain.ablation(target="token:Paris")  # doctest: +SKIP
+    """
+
+    def __init__(self, inspection: InspectionLike) -> None:
+        self._ins = inspection
+
+    def __repr__(self) -> str:
+        return f"<explain: {', '.join(EXPLAINERS)}>"
+
+    def __dir__(self) -> list[str]:
+        return sorted({*super().__dir__(), *EXPLAINERS})
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or name not in EXPLAINERS:
+            raise AttributeError(
+                f"no explainer {name!r}; registered explainers: {list(EXPLAINERS)}"
             )
-        return self.model.bundle
+        run = functools.partial(self.__call__, name)
+        functools.update_wrapper(run, EXPLAINERS[name].fn)
+        return run
 
-    def rollout(
-        self,
-        start_layer: int = 0,
-        head_reduce: _flow.HeadReduce = "mean",
-        *,
-        exclude_special: bool = False,
-    ) -> pd.DataFrame:
-        """Attention rollout as a ``query_pos, key_pos, query_token, key_token, weight`` frame.
+    def request(self, target: Target | str | Any = None) -> ExplainRequest:
+        """The :class:`~inspector.explain.ExplainRequest` the explainers of this inspection
+        receive (its capture, its stack, the model that made it, ``target`` parsed)."""
+        ins = self._ins
+        bundle = ins.model.bundle if ins.model is not None else None
+        kind = ins.kind or (default_kind(bundle) if bundle is not None else "encoder")
+        return ExplainRequest(ins.capture, kind, bundle, Target.parse(target))
 
-        See :func:`inspector.explain.flow.rollout`; ``exclude_special`` drops special tokens and
-        renormalises the rows.
-        """
-        matrix = _flow.rollout(
-            self.stack,
-            start_layer=start_layer,
-            head_reduce=head_reduce,
-            exclude_special=exclude_special,
-        )
-        return _flow.matrix_frame(matrix, self.stack.query)
+    def __call__(self, name: str | None = None, /, *, target: Any = None, **options: Any) -> Any:
+        """Run the explainer ``name`` (default: the "what mattered" ``summary``) for ``target``
+        with its own keyword ``options``."""
+        entry = get_explainer("summary" if name is None else name)
+        return entry(self.request(target), **options)
 
-    def attention_flow(
-        self,
-        start_layer: int = 0,
-        head_reduce: _flow.HeadReduce = "mean",
-        *,
-        exclude_special: bool = False,
-        max_tokens: int = _flow.FLOW_MAX_TOKENS,
-        progress: bool | None = None,
-    ) -> pd.DataFrame:
-        """Attention flow (max-flow) as a frame like :meth:`rollout`; short inputs only.
+    def scores(self, name: str, *, target: Any = None) -> np.ndarray:
+        """``(n,)`` token scores of method ``name`` for ``target`` (higher: more important)."""
+        return get_explainer(name).scores(self.request(target))
 
-        ``progress``: a bar over the max-flow problems on stderr (``None``: when stderr is a
-        terminal)."""
-        matrix = _flow.attention_flow(
-            self.stack,
-            start_layer=start_layer,
-            head_reduce=head_reduce,
-            exclude_special=exclude_special,
-            max_tokens=max_tokens,
-            progress=progress,
-        )
-        return _flow.matrix_frame(matrix, self.stack.query)
+    @staticmethod
+    def methods() -> pd.DataFrame:
+        """The registered explainers: what each returns and needs, and whether it ranks tokens."""
+        rows = [_describe(e) for e in EXPLAINERS.values()]
+        return pd.DataFrame(rows).set_index("name")
 
-    def attention_norms(
-        self,
-        layers: Sequence[int] | int | None = None,
-        heads: Sequence[int] | int | None = None,
-        *,
-        exclude_special: bool = False,
-        normalise: bool = False,
-    ) -> pd.DataFrame:
-        """Norm-based attention ``‖α·f(x)‖``: the :meth:`frame` columns plus ``norm``.
-
-        ``normalise`` turns ``norm`` into a per-row share (sums to 1, comparable with
-        ``weight``). Arrays: ``inspector.explain.attention_norms(model.bundle, ins.stack)``.
-        """
-        result = _norms.attention_norms(
-            self._bundle_for("attention_norms"),
-            self.stack,
-            layers=[layers] if isinstance(layers, int) else layers,
-            heads=[heads] if isinstance(heads, int) else heads,
-            capture=self.capture,
-        )
-        return result.frame(exclude_special=exclude_special, normalise=normalise)
-
-    def head_importance(
-        self,
-        target: Any = None,
-        method: _importance.Method = "ablation",
-        *,
-        mode: _importance.AblationMode = "zero",
-        batch_size: int = 73,
-        progress: bool | None = None,
-    ) -> pd.DataFrame:
-        """``(layer, head)`` importance for ``target`` on this input (ablation or gradient).
-
-        ``target``: ``"predicted"``, ``"token:Paris"``, ``"label:POSITIVE"``, ``"loss:1"``,
-        ``"embedding"``, an :class:`inspector.Target` or a callable; ``mode``: ablate by ``zero``
-        or ``mean``; ``batch_size``: rows per ablation pass; ``progress``: a bar over the
-        ablations (``None``: when stderr is a terminal). See
-        :func:`inspector.explain.importance.head_importance`.
-        """
-        stack = self.stack  # an encoder-decoder inspection names its part first
-        return _importance.head_importance(
-            self._bundle_for("head_importance"),
-            self.capture
-            if self.capture.is_encoder_decoder or self.capture.image is not None
-            else stack.query,
-            target=target,
-            method=method,
-            mode=mode,
-            batch_size=batch_size,
-            progress=progress,
-            kind=stack.kind,
-        )
-
-    def explain(
-        self,
-        target: Any = None,
-        method: _importance.Method = "ablation",
-        *,
-        layer: int | None = None,
-        top: int = 4,
-        progress: bool | None = None,
-    ) -> Explanation:
-        """The "what mattered" summary (:class:`inspector.explain.Explanation`): raw,
-        norm-based and rollout maps, head importance, its top heads and sink heads
-        (``progress``: a bar over head ablations; ``None``: when stderr is a terminal)."""
-        return _summary.explain(
-            self._bundle_for("explain"), self.capture, target=target, method=method, layer=layer,
-            top=top, progress=progress, kind=self.kind,
-        )  # fmt: skip
-
-    def explain_report(
+    def report(
         self,
         path: str | os.PathLike[str] | None = None,
         *,
         target: Any = None,
-        method: _importance.Method = "ablation",
+        method: str = "ablation",
         layer: int | None = None,
         top: int = 4,
         explanation: Explanation | None = None,
@@ -176,22 +123,35 @@ class ExplainMethods:
         precision: str = "uint8",
         progress: bool | None = None,
     ) -> Report:
-        """The HTML report with a "what mattered" section (see :meth:`explain`; pass a ready
+        """The HTML report with a "what mattered" section (see ``ins.explain()``; pass a ready
         ``explanation`` to render it without running the model again).
 
         Example:
-            >>> ins.explain_report("reports/explain.html", target="predicted")  # doctest: +SKIP
+            >>> ins.explain.report("reports/explain.html", target="predicted")  # doctest: +SKIP
         """
-        expl = explanation or self.explain(target, method, layer=layer, top=top, progress=progress)
+        if explanation is not None and not isinstance(explanation, Explanation):
+            raise InputError("explanation= takes the result of ins.explain()")
+        expl = explanation or self(
+            target=target, method=method, layer=layer, top=top, progress=progress
+        )
+        capture: Capture = self._ins.capture
         rendered = _report.build_report(
-            self.capture,
-            title=title,
-            precision=precision,
-            extra_sections=[explain_section(expl)],
+            capture, title=title, precision=precision, extra_sections=[explain_section(expl)]
         )
         if path is not None:
             rendered.save(path)
         return rendered
 
 
-__all__ = ["ExplainMethods"]
+def _describe(entry: Explainer) -> dict[str, Any]:
+    return {
+        "name": entry.name,
+        "label": entry.label,
+        "returns": entry.returns,
+        "needs": entry.needs,
+        "token_scores": entry.token_scores is not None,
+        "description": entry.description,
+    }
+
+
+__all__ = ["ExplainNamespace", "HasBundle", "InspectionLike", "model_bundle"]

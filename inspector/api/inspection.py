@@ -1,8 +1,10 @@
-"""The facade's :class:`Inspection`: one input's captured attention, with frames, exports, views.
+"""The facade's :class:`Inspection`: one input's captured attention, with frames and exports.
 
-Convenience methods (frames, exports, views, reports, metrics, explain methods) live here and
-delegate to the layers below; the data classes of :mod:`inspector.capture.types` never render or
-measure themselves.
+The data and its exports live on the object; each other concern is a namespace
+(:mod:`.namespaces`, :mod:`.explaining`): ``ins.heads`` (metrics, roles, detectors, similarity),
+``ins.explain`` (every registered explainer), ``ins.views`` (bertviz's views) and
+``ins.generation`` (what a ``generate()`` produced). The data classes of
+:mod:`inspector.capture.types` never render or measure themselves.
 """
 
 from __future__ import annotations
@@ -16,24 +18,20 @@ import numpy as np
 import pandas as pd
 
 from .. import frames as _frames
-from ..analysis import detectors as _detectors
-from ..analysis import distances as _distances
-from ..analysis import metrics as _metrics
-from ..analysis import roles as _roles
-from ..analysis import steps as _steps
-from ..capture.types import AttentionStack, Capture, Tokens, kv_groups
-from ..capture.vectors import query_key_vectors
+from ..capture.types import AttentionStack, Capture
 from ..errors import InputError
-from ..render import bertviz as _bertviz
 from ..render import report as _report
-from ..render.page import RenderedHTML, Report
+from ..render.page import Report
 from . import long as _long
-from .explaining import ExplainMethods, HasBundle
+from .explaining import ExplainNamespace, HasBundle
+from .namespaces import GenerationNamespace, HeadsNamespace, ViewsNamespace
 from .results import Comparison, compare
 
 
-class Inspection(ExplainMethods):
-    """One input's captured attention, with frames, exports and views.
+class Inspection:
+    """One input's captured attention, with frames and exports, and a namespace per concern:
+    ``heads`` (what each head does), ``explain`` (why the model decided), ``views`` (bertviz)
+    and ``generation``.
 
     For self-attention models ``tokens`` / ``attention`` describe the single stack. For
     encoder-decoder models use ``.encoder``, ``.decoder`` and ``.cross``, which are Inspections of
@@ -51,7 +49,7 @@ class Inspection(ExplainMethods):
             raise InputError(f"no {kind!r} attention here; available: {list(capture.stacks)}")
         self.capture = capture
         self.kind = kind
-        #: the model that made the capture (for :meth:`neuron_view` and the explain methods)
+        #: the model that made the capture (for the neuron view and the explainers that run it)
         self.model = model
 
     # ------------------------------------------------------------------ structure
@@ -105,89 +103,37 @@ class Inspection(ExplainMethods):
         return list(self.stack.query.readable or self.stack.query.tokens)
 
     @property
-    def key_tokens(self) -> list[str]:
-        return list(self.stack.key.tokens)
-
-    @property
     def token_ids(self) -> np.ndarray:
         return self.stack.query.ids
-
-    @property
-    def special_mask(self) -> np.ndarray:
-        return self.stack.query.special
-
-    @property
-    def word_ids(self) -> np.ndarray:
-        return self.stack.query.word_ids
-
-    @property
-    def token_info(self) -> Tokens:
-        return self.stack.query
 
     @property
     def metadata(self) -> dict[str, Any]:
         return dict(self.capture.metadata)
 
+    # ------------------------------------------------------------------ namespaces
     @property
-    def layers(self) -> tuple[int, ...]:
-        return self.capture.stacks[self.kind or "encoder"].layers
-
-    @property
-    def heads(self) -> tuple[int, ...]:
-        return self.capture.stacks[self.kind or "encoder"].heads
-
-    # ------------------------------------------------------------------ generation / GQA
-    @property
-    def prompt_length(self) -> int:
-        """Query positions before the first generated token (all of them for ``inspect``)."""
-        return _steps.prompt_length(self.capture)
+    def heads(self) -> HeadsNamespace:
+        """What each head does: ``metrics()``, ``roles()``, ``detectors()``, ``similarity()``,
+        ``clusters()``, ``embedding()``, ``nearest()``, ``kv_groups``, ``with_kv_head()``."""
+        return HeadsNamespace(self)
 
     @property
-    def generated_mask(self) -> np.ndarray:
-        """True for query tokens the model generated (decoder side for encoder-decoder)."""
-        kind = self.kind or "decoder"
-        return np.asarray(self.capture.stacks[kind].query.generated)
+    def explain(self) -> ExplainNamespace:
+        """Every registered explainer (``ins.explain.rollout()``, ``ins.explain("norms")``);
+        ``ins.explain()`` is the "what mattered" summary."""
+        return ExplainNamespace(self)
 
     @property
-    def kv_groups(self) -> dict[int, tuple[int, ...]]:
-        """Kept query heads by the key/value head they share (grouped-query attention)."""
-        return kv_groups(self.capture, None if self.kind in (None, "encoder") else self.kind)
+    def views(self) -> ViewsNamespace:
+        """bertviz's ``head()``, ``model()`` and ``neuron()`` views as self-contained pages."""
+        return ViewsNamespace(self)
 
-    def with_kv_head(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """``frame`` (any frame with a ``head`` column) plus a ``kv_head`` column after it."""
-        if "head" not in frame.columns:
-            raise InputError("with_kv_head() needs a frame with a 'head' column")
-        kv = self.capture.metadata.get("kv_heads") or list(range(int(frame["head"].max()) + 1))
-        out = frame.copy()
-        out.insert(
-            int(out.columns.get_loc("head")) + 1,  # type: ignore[arg-type]
-            "kv_head",
-            np.asarray(kv, dtype=np.int16)[out["head"].to_numpy(dtype=np.int64)],
-        )
-        return out
+    @property
+    def generation(self) -> GenerationNamespace:
+        """``prompt_length``, ``generated_mask`` and ``steps()`` of a ``generate()`` inspection."""
+        return GenerationNamespace(self)
 
-    def generation_steps(
-        self,
-        *,
-        top_k: int = 3,
-        layers: Sequence[int] | int | None = None,
-        heads: Sequence[int] | int | None = None,
-        kind: str | None = None,
-        skip_special: bool = False,
-        readable: bool = False,
-    ) -> pd.DataFrame:
-        """What each generation step attended to most (``readable``: tokens as the tokenizer
-        decodes them); see :func:`inspector.analysis.steps.generation_steps`."""
-        return _steps.generation_steps(
-            self.capture,
-            top_k=top_k,
-            layers=layers,
-            heads=heads,
-            kind=kind,
-            skip_special=skip_special,
-            readable=readable,
-        )
-
+    # ------------------------------------------------------------------ reports
     def __repr__(self) -> str:
         m = self.capture.metadata
         parts = ", ".join(
@@ -280,132 +226,6 @@ class Inspection(ExplainMethods):
             heads=heads,
             level=level,  # type: ignore[arg-type]
             readable=readable,
-        )
-
-    # ------------------------------------------------------------------ head analysis
-    def head_metrics(self, names: Sequence[str] | str | None = None) -> pd.DataFrame:
-        """Per-head metrics indexed by ``(layer, head)``; see :mod:`inspector.metrics`."""
-        return _metrics.head_metrics(self.stack, names)
-
-    def head_roles(
-        self, thresholds: _roles.RoleThresholds | None = None, **overrides: float
-    ) -> pd.DataFrame:
-        """Each head's role (previous, next, self, sink, broad, punctuation or other);
-        ``overrides`` are :class:`~inspector.analysis.roles.RoleThresholds` fields."""
-        return _roles.head_roles(self.head_metrics(), thresholds, **overrides)
-
-    def layer_summary(self) -> pd.DataFrame:
-        """Per-layer mean entropy / distance and the share of each head role."""
-        return _roles.layer_summary(self.head_metrics())
-
-    def detector_scores(self) -> pd.DataFrame:
-        """Previous-token, duplicate-token and induction scores of every head on this input."""
-        return _detectors.detector_scores(self.stack)
-
-    def head_similarity(self, method: str = "js") -> pd.DataFrame:
-        """Distance between every pair of heads, square on ``(layer, head)`` (``js``/``cosine``)."""
-        return _distances.head_distance_frame(self.stack, method)
-
-    def head_clusters(
-        self,
-        method: str = "js",
-        *,
-        linkage: str = "average",
-        n_clusters: int | None = None,
-        threshold: float | None = None,
-    ) -> pd.DataFrame:
-        """Hierarchical clusters and dendrogram order of the heads (``linkage``: scipy's method;
-        see :func:`inspector.analysis.distances.cluster_heads`)."""
-        return _distances.cluster_heads(
-            self.head_similarity(method), method=linkage, n_clusters=n_clusters, threshold=threshold
-        )
-
-    def head_embedding(self, method: str = "js") -> pd.DataFrame:
-        """2-D classical MDS coordinates ``x, y`` of the heads, for plotting."""
-        return _distances.head_embedding(self.head_similarity(method))
-
-    def nearest_heads(
-        self, layer: int, head: int, k: int = 5, *, method: str = "js"
-    ) -> pd.DataFrame:
-        """The ``k`` heads whose attention is closest to head ``(layer, head)``."""
-        return _distances.nearest_heads(self.head_similarity(method), layer, head, k)
-
-    # ------------------------------------------------------------------ views and reports
-    def head_view(
-        self,
-        *,
-        layer: int | None = None,
-        heads: Sequence[int] | None = None,
-        include_layers: Sequence[int] | None = None,
-        sentence_b_start: int | bool | None = True,
-        prettify_tokens: bool = True,
-        precision: str = "uint8",
-        kind: str | Sequence[str] | None = None,
-    ) -> RenderedHTML:
-        """bertviz's head view as a self-contained page (``_repr_html_``, ``save(path)``).
-
-        ``kind`` (encoder-decoder: ``encoder``/``decoder``/``cross``) defaults to this
-        inspection's part, or all of them; see :func:`inspector.render.bertviz.head_view`.
-        """
-        return _bertviz.head_view(
-            self.capture,
-            kind=self.kind if kind is None else kind,
-            layer=layer,
-            heads=heads,
-            include_layers=include_layers,
-            sentence_b_start=sentence_b_start,
-            prettify_tokens=prettify_tokens,
-            precision=precision,
-        )
-
-    def model_view(
-        self,
-        *,
-        include_layers: Sequence[int] | None = None,
-        include_heads: Sequence[int] | None = None,
-        sentence_b_start: int | bool | None = True,
-        display_mode: str = "light",
-        prettify_tokens: bool = True,
-        precision: str = "uint8",
-        kind: str | Sequence[str] | None = None,
-    ) -> RenderedHTML:
-        """bertviz's model view (every layer x head); see
-        :func:`inspector.render.bertviz.model_view`."""
-        return _bertviz.model_view(
-            self.capture,
-            kind=self.kind if kind is None else kind,
-            include_layers=include_layers,
-            include_heads=include_heads,
-            sentence_b_start=sentence_b_start,
-            display_mode=display_mode,
-            prettify_tokens=prettify_tokens,
-            precision=precision,
-        )
-
-    def neuron_view(
-        self,
-        *,
-        layer: int | None = None,
-        head: int | None = None,
-        sentence_b_start: int | bool | None = True,
-        display_mode: str = "light",
-        prettify_tokens: bool = True,
-        precision: str = "uint8",
-    ) -> RenderedHTML:
-        """bertviz's neuron view (query/key vectors, recomputed from the model on the same
-        tokens); models whose vectors do not reproduce the weights (rotary embeddings) raise
-        :class:`~inspector.errors.UnsupportedModelError`."""
-        queries, keys = query_key_vectors(self._bundle_for("neuron_view"), self.capture)
-        return _bertviz.neuron_view(
-            self.capture,
-            queries,
-            keys,
-            layer=layer,
-            head=head,
-            sentence_b_start=sentence_b_start,
-            display_mode=display_mode,
-            prettify_tokens=prettify_tokens,
-            precision=precision,
         )
 
     def report(

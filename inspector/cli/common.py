@@ -229,7 +229,7 @@ def count(n: int, word: str) -> str:
 
 def shape(part: Any) -> str:
     """``6 layers x 12 heads``: what an inspection kept."""
-    return f"{count(len(part.layers), 'layer')} x {count(len(part.heads), 'head')}"
+    return f"{count(len(part.stack.layers), 'layer')} x {count(len(part.stack.heads), 'head')}"
 
 
 @dataclass(frozen=True)

@@ -83,7 +83,7 @@ def cmd_report(args: argparse.Namespace) -> str:
     check_output(args.output, ".html", ".htm", args=args)
     ins = inspect_text(args, layers=args.layers, heads=args.heads, max_memory=args.max_memory)
     if args.explain:
-        report = ins.explain_report(args.output, precision=args.precision, progress=progress(args))
+        report = ins.explain.report(args.output, precision=args.precision, progress=progress(args))
     else:
         report = ins.report(args.output, precision=args.precision)
     part = ins.encoder if ins.is_encoder_decoder else ins
@@ -236,9 +236,13 @@ def cmd_explain(args: argparse.Namespace) -> str:
         args.text, args.pair, truncation=args.truncate, max_length=args.max_length
     )
     expl = ins.explain(
-        args.target, args.method, layer=args.layer, top=args.top, progress=progress(args)
+        target=args.target,
+        method=args.method,
+        layer=args.layer,
+        top=args.top,
+        progress=progress(args),
     )
-    ins.explain_report(args.output, explanation=expl)
+    ins.explain.report(args.output, explanation=expl)
     top = ", ".join(label(layer, head) for layer, head in expl.top_heads)
     return (
         f"{ins.metadata['model_name']}: target {expl.target}; top heads {top}; "
@@ -291,16 +295,18 @@ def cmd_generate(args: argparse.Namespace) -> str:
         ins.to_csv(args.output)
     part = ins.decoder if ins.is_encoder_decoder else ins
     meta = ins.metadata
-    n_new = int(part.generated_mask.sum())
+    n_new = int(part.generation.generated_mask.sum())
     answer = " ".join(str(meta.get("generated_text", "")).split())
     if not answer:  # only special tokens: show them, readable
         answer = "".join(
-            t for t, g in zip(part.readable_tokens, part.generated_mask, strict=True) if g
+            t
+            for t, g in zip(part.readable_tokens, part.generation.generated_mask, strict=True)
+            if g
         )
     stop = {"eos": "the end of sequence", "length": f"the {args.max_new_tokens}-token limit"}
     how = " (chat template)" if meta.get("chat") else ""
     return (
-        f"{meta['model_name']}: {count(part.prompt_length, 'prompt token')}{how} + "
+        f"{meta['model_name']}: {count(part.generation.prompt_length, 'prompt token')}{how} + "
         f"{count(n_new, 'generated token')}, stopped at "
         f"{stop.get(str(meta.get('stopped')), meta.get('stopped'))}: "
         f"{answer!r} -> {args.output}"

@@ -27,6 +27,7 @@ import inspect
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from .._registry import Registry
 from ..errors import InputError
 
 
@@ -80,8 +81,16 @@ class Family:
 Architecture = Literal["encoder", "decoder", "encoder-decoder"]
 Modality = Literal["text", "image"]
 
-FAMILIES: dict[str, Family] = {}
-"""The family table, name -> :class:`Family`. Extend it with :func:`register_family`."""
+
+def _families_changed() -> None:
+    by_type = globals().get("_by_type")  # defined below; absent while the table is first filled
+    if by_type is not None:
+        by_type.cache_clear()
+
+
+FAMILIES: Registry[Family] = Registry("family", on_change=_families_changed)
+"""The family table, name -> :class:`Family`. Extend it with :func:`register_family`
+(``FAMILIES.scoped()`` restores it when a block ends)."""
 
 
 def register_family(family: Family, *, overwrite: bool = False) -> None:
@@ -93,10 +102,7 @@ def register_family(family: Family, *, overwrite: bool = False) -> None:
     """
     if not isinstance(family, Family):
         raise InputError(f"register_family takes a Family, not {type(family).__name__}")
-    if family.name in FAMILIES and not overwrite:
-        raise InputError(f"family {family.name!r} is registered; pass overwrite=True to replace it")
-    FAMILIES[family.name] = family
-    _by_type.cache_clear()
+    FAMILIES.register(family.name, family, overwrite=overwrite)
 
 
 _BERT_PATHS: dict[str, Any] = {
@@ -261,7 +267,7 @@ for _family in (
         **_BART_PATHS,
     ),
 ):
-    FAMILIES[_family.name] = _family
+    FAMILIES.register(_family.name, _family)
 
 
 @functools.lru_cache(maxsize=256)

@@ -15,7 +15,7 @@ def test_minilm_shape_and_tokens(minilm):
     )
     assert ins.tokens == want
     assert ins.tokens[0] == "[CLS]" and ins.tokens[-1] == "[SEP]"
-    assert ins.special_mask.tolist() == [t in ("[CLS]", "[SEP]") for t in want]
+    assert ins.stack.query.special.tolist() == [t in ("[CLS]", "[SEP]") for t in want]
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ def test_smollm2_gqa_layers_and_memory(smollm2):
     text = "The quick brown fox jumps over the lazy dog."
     full = smollm2.inspect(text)
     assert full.attention.shape[:2] == (30, 9)
-    assert full.kv_groups == {0: (0, 1, 2), 1: (3, 4, 5), 2: (6, 7, 8)}
+    assert full.heads.kv_groups == {0: (0, 1, 2), 1: (3, 4, 5), 2: (6, 7, 8)}
     part = smollm2.inspect(text, layers=[0, 15, 29])
     np.testing.assert_array_equal(part.attention, full.attention[[0, 15, 29]])
     assert part.attention.nbytes * 10 == full.attention.nbytes
@@ -35,4 +35,4 @@ def test_smollm2_chat_template(smollm2):
     )
     assert ins.tokens[0] == "<|im_start|>"
     assert ins.tokens.count("<|im_start|>") == 3  # system, user, assistant header
-    assert ins.special_mask[0]
+    assert ins.stack.query.special[0]

@@ -12,12 +12,14 @@ def test_smollm2_generation_equals_one_forward(smollm2):
     ins = smollm2.generate(
         messages=[{"role": "user", "content": "Capital of France?"}], max_new_tokens=3
     )
-    header = ins.tokens[ins.prompt_length - 4 : ins.prompt_length]  # assistant turn header
+    header = ins.tokens[
+        ins.generation.prompt_length - 4 : ins.generation.prompt_length
+    ]  # assistant turn header
     assert header[0] == "<|im_start|>" and header[-1] == "Ċ"
     assert ins.metadata["n_generated"] == 3
     assert ins.attention.shape[:2] == (30, 9)
     assert_equals_forward(smollm2, ins, atol=1e-4)
-    steps = ins.generation_steps(top_k=1)
+    steps = ins.generation.steps(top_k=1)
     assert len(steps) == 3
 
 
@@ -28,8 +30,11 @@ def test_smollm2_answers_a_plain_prompt_through_its_chat_template(smollm2, tmp_p
     ins = smollm2.generate("What is the capital of France?", max_new_tokens=12)
     assert ins.metadata["chat"] is True and "Paris" in ins.metadata["generated_text"]
     raw = smollm2.generate("What is the capital of France?", chat=False, max_new_tokens=3)
-    assert raw.metadata["chat"] is False and raw.prompt_length < ins.prompt_length
-    steps = ins.generation_steps(top_k=1, readable=True)
+    assert (
+        raw.metadata["chat"] is False
+        and raw.generation.prompt_length < ins.generation.prompt_length
+    )
+    steps = ins.generation.steps(top_k=1, readable=True)
     assert "␣Paris" in set(steps["token"]) and "ĠParis" in ins.tokens
     out = tmp_path / "g.parquet"
     assert main(["generate", "smollm2", "What is the capital of France?", "-o", str(out)]) == 0

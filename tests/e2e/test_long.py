@@ -41,7 +41,7 @@ def _ewt_text(n_sentences: int = 2000) -> str:
 def test_smollm2_scan_equals_inspect_at_1k_tokens(smollm2):
     text = _ewt_text()
     ins = smollm2.inspect(text, truncation=True, max_length=1024)
-    want = ins.head_metrics()
+    want = ins.heads.metrics()
     numeric = [c for c in want.columns if c != "sink_token"]
     scans = {
         method: smollm2.scan(

@@ -11,6 +11,6 @@ from factories import page_data
 
 @pytest.mark.slow
 def test_neuron_view_minilm_offline(minilm: Any) -> None:
-    view = minilm.inspect("The cat sat on the mat.", "It slept.").neuron_view()
+    view = minilm.inspect("The cat sat on the mat.", "It slept.").views.neuron()
     data = page_data(view.html)
     assert [p["key"] for p in data["views"][0]["parts"]] == ["all", "aa", "bb", "ab", "ba"]

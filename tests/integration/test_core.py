@@ -95,7 +95,7 @@ def test_encoder_decoder_parts(tiny, family):
     assert enc.attention.shape == (2, 2, len(enc.tokens), len(enc.tokens))
     assert dec.attention.shape == (2, 2, len(dec.tokens), len(dec.tokens))
     assert cross.attention.shape == (2, 2, len(dec.tokens), len(enc.tokens))
-    assert cross.key_tokens == enc.tokens
+    assert list(cross.stack.key.tokens) == enc.tokens
     frame = ins.frame()
     assert list(frame.columns) == ["kind", *COLUMNS]
     sizes = frame.groupby("kind", observed=True).size().to_dict()
@@ -122,7 +122,7 @@ def test_self_attention_model_has_no_parts(tiny):
 
 def test_pair_sequence_ids_and_sentence_b(tiny):
     ins = tiny["bert"].inspect("The cat sat.", "It was tired.")
-    info = ins.token_info
+    info = ins.stack.query
     assert info.sentence_b_start is not None
     b = info.sentence_b_start
     assert ins.tokens[b - 1] == "[SEP]" and ins.tokens[b] == "it"
@@ -145,7 +145,7 @@ def test_layers_and_heads_selection(tiny):
     part = tiny["bert"].inspect(TEXT, layers=[-1], heads=[1])
     assert part.attention.shape == (1, 1, len(full.tokens), len(full.tokens))
     np.testing.assert_array_equal(part.attention[0, 0], full.attention[1, 1])
-    assert part.layers == (1,) and part.heads == (1,)
+    assert part.stack.layers == (1,) and part.stack.heads == (1,)
     frame = part.frame()
     assert set(frame["layer"]) == {1} and set(frame["head"]) == {1}
 
@@ -230,7 +230,7 @@ def test_capture_is_read_only(tiny):
 
 def test_readable_tokens_come_from_the_tokenizer(tiny):
     ins = tiny["gpt2"].inspect("The cat sat\non the mat.")
-    raw, readable = ins.token_info.tokens, ins.token_info.readable
+    raw, readable = ins.stack.query.tokens, ins.stack.query.readable
     assert len(raw) == len(readable)
     assert any(t.startswith("Ġ") for t in raw) and not any("Ġ" in t for t in readable)
     assert any(t.startswith("␣") for t in readable) and "⏎" in "".join(readable)

@@ -92,8 +92,8 @@ def test_kv_head_map_and_groups(tiny):
     assert kv_head_map(2, 2) == (0, 1)
     ins = tiny["gpt2"].inspect(TEXT)
     assert ins.metadata["kv_heads"] == [0, 1]
-    assert ins.kv_groups == {0: (0,), 1: (1,)}
-    frame = ins.with_kv_head(ins.frame())
+    assert ins.heads.kv_groups == {0: (0,), 1: (1,)}
+    frame = ins.heads.with_kv_head(ins.frame())
     assert list(frame.columns[:3]) == ["layer", "head", "kv_head"]
     assert (frame["kv_head"] == frame["head"]).all()
 
@@ -118,6 +118,6 @@ def test_messages_apply_the_chat_template(tiny):
     )
     chat = inspector.load((m.model, tok))
     ins = chat.inspect(messages=[{"role": "user", "content": "The cat sat."}])
-    assert ins.tokens[0] == "<|endoftext|>" and ins.special_mask[0]
+    assert ins.tokens[0] == "<|endoftext|>" and ins.stack.query.special[0]
     assert ins.metadata["messages"] == [{"role": "user", "content": "The cat sat."}]
     assert ins.metadata["text"].startswith("<|endoftext|>user: The cat sat.")

@@ -23,7 +23,7 @@ def test_generate_uses_the_chat_template_when_the_model_has_one(chat_model):
     ins = chat_model.generate(PROMPT, max_new_tokens=3)
     assert ins.metadata["chat"] is True
     assert ins.metadata["messages"] == [{"role": "user", "content": PROMPT}]
-    prompt = "".join(ins.tokens[: ins.prompt_length])
+    prompt = "".join(ins.tokens[: ins.generation.prompt_length])
     assert prompt.startswith("<|endoftext|>user") and prompt.endswith("assistant\u010a")
     same = chat_model.generate(messages=[{"role": "user", "content": PROMPT}], max_new_tokens=3)
     assert same.tokens == ins.tokens  # chat=None on a prompt == messages=[one user turn]
@@ -33,7 +33,7 @@ def test_generate_uses_the_chat_template_when_the_model_has_one(chat_model):
 def test_chat_false_sends_the_raw_prompt(chat_model):
     raw = chat_model.generate(PROMPT, chat=False, max_new_tokens=3)
     assert raw.metadata["chat"] is False and "messages" not in raw.metadata
-    assert "".join(raw.tokens[: raw.prompt_length]).replace("\u0120", " ") == PROMPT
+    assert "".join(raw.tokens[: raw.generation.prompt_length]).replace("\u0120", " ") == PROMPT
 
 
 def test_models_without_a_template_get_the_raw_prompt(tiny):
@@ -69,7 +69,7 @@ def test_readable_frame_has_the_same_size_and_rows(tiny):
 
 def test_generation_steps_readable(tiny):
     ins = tiny["gpt2"].generate(PROMPT, max_new_tokens=3)
-    raw, shown = ins.generation_steps(top_k=1), ins.generation_steps(top_k=1, readable=True)
+    raw, shown = ins.generation.steps(top_k=1), ins.generation.steps(top_k=1, readable=True)
     pos = raw["position"].to_numpy()
     assert list(shown["token"]) == [ins.readable_tokens[p] for p in pos]
     assert list(raw["token"]) == [ins.tokens[p] for p in pos]

@@ -172,17 +172,17 @@ def test_unknown_token_is_a_word_not_a_special_token(tiny):
     ins = m.inspect("The cat 🐈 sat ☃ on the mat.")
     unk = [i for i, t in enumerate(ins.tokens) if t == "[UNK]"]
     assert len(unk) == 2
-    assert not ins.special_mask[unk].any()
-    words = ins.word_ids[~ins.special_mask]
+    assert not ins.stack.query.special[unk].any()
+    words = ins.stack.query.word_ids[~ins.stack.query.special]
     assert list(words) == sorted(words) and len(set(words)) == 9  # no gap, no renumbering
     query_words = ins.frame(level="word")["query_token"].unique().tolist()
     assert "🐈" in query_words and "☃" in query_words
     gpt2 = tiny["gpt2"].inspect("<|endoftext|> hello")  # its unknown token is also its eos
-    assert gpt2.special_mask[0]
+    assert gpt2.stack.query.special[0]
     with pytest.raises(InputError, match="no token but special ones"):
         tiny["gpt2"].inspect("<|endoftext|>")
     # ... but generation may start from it (unconditional generation)
-    assert tiny["gpt2"].generate("<|endoftext|>", max_new_tokens=2).prompt_length == 1
+    assert tiny["gpt2"].generate("<|endoftext|>", max_new_tokens=2).generation.prompt_length == 1
 
 
 def test_the_probe_aligns_sentences_with_unknown_words(tiny, tmp_path):

@@ -126,7 +126,7 @@ def test_norms_frame_and_selection(tiny):
     full = ins.frame(layers=[1], heads=[0])
     np.testing.assert_allclose(frame.weight, full.weight, atol=1e-6)
     ex_frame = na.frame(exclude_special=True, normalise=True)
-    n = int((~ins.special_mask).sum())
+    n = int((~ins.stack.query.special).sum())
     assert len(ex_frame) == n * n
     sums = ex_frame.groupby("query_pos").norm.sum()
     np.testing.assert_allclose(sums, 1, atol=1e-5)
@@ -353,7 +353,7 @@ def test_inspection_methods(tiny):
     m = tiny["gpt2"]
     ins = m.inspect(TEXT)
     n = len(ins.tokens)
-    roll = ins.rollout()
+    roll = ins.explain.rollout()
     assert len(roll) == n * n and list(roll.columns[:4]) == [
         "query_pos",
         "key_pos",
@@ -361,11 +361,11 @@ def test_inspection_methods(tiny):
         "key_token",
     ]
     np.testing.assert_allclose(roll.groupby("query_pos").weight.sum(), 1, atol=1e-5)
-    assert len(ins.attention_flow(start_layer=1)) == n * n
-    norms = ins.attention_norms(normalise=True)
+    assert len(ins.explain.attention_flow(start_layer=1)) == n * n
+    norms = ins.explain.norms(normalise=True)
     assert len(norms) == ins.attention.size
     np.testing.assert_allclose(norms.weight, ins.frame().weight, atol=1e-6)
-    imp = ins.head_importance(method="gradient")
+    imp = ins.explain.gradient()
     assert imp.shape[0] == 4
     many = inspector.head_importance(m, [TEXT, "A dog barked."], method="gradient")
     assert many.attrs["inspector"]["n_texts"] == 2
@@ -375,9 +375,9 @@ def test_inspection_methods(tiny):
 def test_inspection_without_model_says_how_to_fix(tiny):
     ins = tiny["gpt2"].inspect(TEXT)
     bare = inspector.Inspection(ins.capture)
-    assert len(bare.rollout()) > 0  # pure: needs no model
+    assert len(bare.explain.rollout()) > 0  # pure: needs no model
     with pytest.raises(UnsupportedModelError, match=r"LoadedModel.inspect\(...\)"):
-        bare.head_importance()
+        bare.explain.ablation()
 
 
 def test_explain_report_section(tiny, tmp_path):
@@ -385,7 +385,7 @@ def test_explain_report_section(tiny, tmp_path):
 
     m = tiny["gpt2"]
     out = tmp_path / "explain.html"
-    report = m.inspect(TEXT).explain_report(out, method="gradient", top=2)
+    report = m.inspect(TEXT).explain.report(out, method="gradient", top=2)
     section = next(s for s in report.sections if s.id == "what-mattered")
     assert len(section.context["figures"]) == 2 and len(section.context["top"]) == 2
 

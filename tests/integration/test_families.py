@@ -363,13 +363,13 @@ def test_family_as_pair(model_type: str, families: Any) -> None:
         np.testing.assert_allclose(
             norms.value_norms[determined], ref[determined], rtol=2e-3, atol=1e-5, err_msg=kind
         )
-        assert len(part.attention_norms()) == weights.size
+        assert len(part.explain.norms()) == weights.size
         deltas, grads = _importance_reference(model, model_type, ins, kind)
-        ablation = part.head_importance(target=target, method="ablation", batch_size=5)
+        ablation = part.explain.ablation(target=target, batch_size=5)
         np.testing.assert_allclose(
             ablation["delta"].to_numpy().reshape(deltas.shape), deltas, atol=2e-5, err_msg=kind
         )
-        gradient = part.head_importance(target=target, method="gradient")
+        gradient = part.explain.gradient(target=target)
         np.testing.assert_allclose(
             gradient["delta"].to_numpy().reshape(grads.shape), -grads, atol=2e-5, err_msg=kind
         )
@@ -398,11 +398,11 @@ def test_family_from_folder(model_type: str, families: Any) -> None:
     kind = next(iter(ins.capture.stacks))
     part = _part(ins, kind)
     np.testing.assert_allclose(
-        part.attention_norms()["norm"], _part(_inspect(fam.pair), kind).attention_norms()["norm"],
+        part.explain.norms()["norm"], _part(_inspect(fam.pair), kind).explain.norms()["norm"],
         rtol=1e-5, atol=1e-7,
     )  # fmt: skip
-    gradient = part.head_importance(target=target, method="gradient")
-    reference = _part(_inspect(fam.pair), kind).head_importance(target=target, method="gradient")
+    gradient = part.explain.gradient(target=target)
+    reference = _part(_inspect(fam.pair), kind).explain.gradient(target=target)
     np.testing.assert_allclose(gradient["delta"], reference["delta"], atol=1e-6)
     assert _state(m.model) == before
 
@@ -429,16 +429,16 @@ def test_structure_alone_finds_what_the_table_names(
     ins = _inspect(fam.pair)
     kind = next(iter(ins.capture.stacks))
     part = _part(ins, kind)
-    expected_norms = part.attention_norms()["norm"].to_numpy()
-    expected = part.head_importance(target=target, method="gradient")["delta"].to_numpy()
+    expected_norms = part.explain.norms()["norm"].to_numpy()
+    expected = part.explain.gradient(target=target)["delta"].to_numpy()
     for name in list(table.FAMILIES):  # restored after the test
         monkeypatch.delitem(table.FAMILIES, name)
     table._by_type.cache_clear()
     try:
         bare = inspector.load((fam.pair.model, fam.pair.tokenizer))
         bare_part = _part(_inspect(bare), kind)
-        norms = bare_part.attention_norms()["norm"]
-        gradient = bare_part.head_importance(target=target, method="gradient")["delta"]
+        norms = bare_part.explain.norms()["norm"]
+        gradient = bare_part.explain.gradient(target=target)["delta"]
     finally:
         table._by_type.cache_clear()  # nothing reads the table until monkeypatch restores it
     np.testing.assert_allclose(norms, expected_norms, rtol=1e-5)

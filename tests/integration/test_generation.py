@@ -19,10 +19,10 @@ def test_gpt2_generation_equals_one_forward(tiny):
     m = tiny["gpt2"]
     ins = m.generate(PROMPT, max_new_tokens=6)
     n_prompt = len(m.inspect(PROMPT).tokens)
-    assert ins.prompt_length == n_prompt
+    assert ins.generation.prompt_length == n_prompt
     assert len(ins.tokens) == n_prompt + 6
     assert ins.attention.shape == (2, 2, n_prompt + 6, n_prompt + 6)
-    assert ins.generated_mask.tolist() == [False] * n_prompt + [True] * 6
+    assert ins.generation.generated_mask.tolist() == [False] * n_prompt + [True] * 6
     meta = ins.metadata
     assert meta["prompt_length"] == n_prompt and meta["n_generated"] == 6
     assert meta["stopped"] == "length" and meta["generated"] is True
@@ -60,12 +60,12 @@ def test_encoder_decoder_generation_equals_one_forward(tiny, kind):
     m = tiny[kind]
     ins = m.generate(PROMPT, max_new_tokens=5, generation_options={"min_new_tokens": 5})
     dec = ins.decoder
-    assert len(dec.tokens) == 6 and ins.prompt_length == 1
-    assert dec.generated_mask.tolist() == [False] + [True] * 5
+    assert len(dec.tokens) == 6 and ins.generation.prompt_length == 1
+    assert dec.generation.generated_mask.tolist() == [False] + [True] * 5
     assert ins.cross.attention.shape == (2, 2, 6, len(ins.encoder.tokens))
     assert ins.encoder.tokens == m.inspect(PROMPT).encoder.tokens
     assert_equals_forward(m, ins)
-    steps = ins.generation_steps(top_k=2)
+    steps = ins.generation.steps(top_k=2)
     assert set(steps["key_generated"]) == {False}  # cross attention reads the input
     assert steps["key_pos"].max() < len(ins.encoder.tokens)
     assert len(ins.frame()) > 0 and set(ins.frame()["kind"]) == {"encoder", "decoder", "cross"}
@@ -93,7 +93,7 @@ def test_generation_steps(tiny):
     first = steps[steps.step == 0].iloc[0]
     mean = ins.attention[:, :, first.query_pos].astype(np.float64).mean(axis=(0, 1))
     assert first.weight == pytest.approx(mean.max())
-    assert len(tiny["gpt2"].inspect(PROMPT).generation_steps()) == 0
+    assert len(tiny["gpt2"].inspect(PROMPT).generation.steps()) == 0
 
 
 def test_hooks_removed_after_generation(tiny):
@@ -144,7 +144,7 @@ def test_report_has_a_generation_section_only_after_generate(tiny):
     assert 'id="generation"' in html and html.count("ins-gen-steps") >= 1
     assert generation_context(m.inspect(PROMPT).capture) is None
     assert 'id="generation"' not in m.inspect(PROMPT).report().html
-    steps = ins.generation_steps(top_k=2, skip_special=True)
+    steps = ins.generation.steps(top_k=2, skip_special=True)
     assert not steps["key_token"].isin(["<|endoftext|>"]).any()
 
 

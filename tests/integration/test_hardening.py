@@ -107,10 +107,10 @@ def test_every_model_run_leaves_the_model_as_loaded(tiny, family):
     before = _state(m.model)
     ins = m.inspect(TEXT, layers=[1], heads=[0])
     ins = m.inspect(TEXT if family == "gpt2" else "The cat sat on the [MASK].")
-    ins.attention_norms()
-    ins.head_importance(method="ablation")
-    ins.head_importance(method="gradient")
-    ins.neuron_view()
+    ins.explain.norms()
+    ins.explain.ablation()
+    ins.explain.gradient()
+    ins.views.neuron()
     if family == "gpt2":
         m.generate("The cat", max_new_tokens=3)
     assert _state(m.model) == before
@@ -143,7 +143,7 @@ def test_parallel_threads_equal_sequential(tiny):
         try:
             # mix hooked capture, a layer subset and ablation hooks on the same model object
             if i % 3 == 1:
-                m.inspect(texts[i]).head_importance(method="ablation")
+                m.inspect(texts[i]).explain.ablation()
             results[i] = m.inspect(texts[i]).attention
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)

@@ -105,8 +105,9 @@ def test_scan_equals_inspect(models, name, method):
 def test_blockwise_with_a_subset_of_heads(models, name):
     """Kept heads that do not cover whole key/value groups take the copying path."""
     m = models[name]
-    ins = m.inspect(TEXT, layers=[1], heads=[1, 3] if name == "llama" else [1])
-    scan = m.scan(TEXT, layers=[1], heads=ins.heads, rows=slice(0, None), method="blockwise")
+    heads = [1, 3] if name == "llama" else [1]
+    ins = m.inspect(TEXT, layers=[1], heads=heads)
+    scan = m.scan(TEXT, layers=[1], heads=heads, rows=slice(0, None), method="blockwise")
     for kind, stack in ins.capture.stacks.items():
         np.testing.assert_allclose(scan.stack(kind).rows, stack.weights, atol=1e-5)
 
@@ -196,7 +197,7 @@ def test_frame_refuses_beyond_the_budget_and_parquet_streams(models, tmp_path):
     assert back.attrs["inspector"]["model_name"] == full.attrs["inspector"]["model_name"]
     import pyarrow.parquet as pq
 
-    assert pq.ParquetFile(path).num_row_groups == len(ins.layers)  # one row group per layer
+    assert pq.ParquetFile(path).num_row_groups == len(ins.stack.layers)  # one row group per layer
     csv = pd.read_csv(ins.to_csv(tmp_path / "a.csv"), keep_default_na=False)
     np.testing.assert_allclose(csv["weight"].to_numpy(), full["weight"].to_numpy(), rtol=1e-6)
     # encoder-decoder: kinds stream in the frame's order with a kind column

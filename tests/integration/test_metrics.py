@@ -14,10 +14,10 @@ def test_tiny_models_all_kinds(tiny: dict) -> None:
         )
         parts = [ins.encoder, ins.decoder, ins.cross] if ins.is_encoder_decoder else [ins]
         for part in parts:
-            m = part.head_metrics()
+            m = part.heads.metrics()
             assert m.shape[0] == 4 and m.index.names == ["layer", "head"]
-            assert part.head_similarity().shape == (4, 4)
-            assert part.detector_scores().shape == (4, 3)
+            assert part.heads.similarity().shape == (4, 4)
+            assert part.heads.detectors().shape == (4, 3)
 
 
 @pytest.mark.parametrize("kind", ["gpt2", "bert"])

@@ -35,12 +35,12 @@ def test_every_tiny_family_reports(tiny: dict[str, Any], kind: str, tmp_path: Pa
 
 def test_encoder_decoder_views(tiny: dict[str, Any]) -> None:
     ins = tiny["t5"].inspect("The cat sat.", target="A dog.")
-    parts = page_data(ins.head_view().html)["views"][0]["parts"]
+    parts = page_data(ins.views.head().html)["views"][0]["parts"]
     assert [p["name"] for p in parts] == ["Encoder", "Decoder", "Cross"]
     cross = parts[2]
     assert len(cross["left_text"]) == len(ins.decoder.tokens)
     assert len(cross["right_text"]) == len(ins.encoder.tokens)
-    only = page_data(ins.cross.model_view().html)["views"][0]["parts"]
+    only = page_data(ins.cross.views.model().html)["views"][0]["parts"]
     assert [p["name"] for p in only] == ["Cross"]
 
 
@@ -53,7 +53,7 @@ def test_pair_report_from_model(tiny: dict[str, Any]) -> None:
 @pytest.mark.parametrize("kind", ["bert", "gpt2"])
 def test_neuron_view_recomputes_the_captured_attention(tiny: dict[str, Any], kind: str) -> None:
     ins = tiny[kind].inspect("The cat sat on the mat.")
-    data = page_data(ins.neuron_view(layer=1, head=0).html)
+    data = page_data(ins.views.neuron(layer=1, head=0).html)
     (spec,) = data["views"]
     assert spec["kind"] == "neuron" and spec["params"]["bidirectional"] is (kind == "bert")
     q = decode_float16(data["vectors"][spec["id"]]["queries"])
@@ -63,7 +63,7 @@ def test_neuron_view_recomputes_the_captured_attention(tiny: dict[str, Any], kin
 def test_neuron_view_unsupported(tiny: dict[str, Any]) -> None:
     ins = tiny["t5"].inspect("The cat sat.")
     with pytest.raises(UnsupportedModelError, match=r"t5.*encoder-decoder"):
-        ins.neuron_view()
+        ins.views.neuron()
     bert = tiny["bert"].inspect("The cat sat.")
     with pytest.raises(InputError, match="queries must have shape"):
         neuron_view(bert.capture, np.zeros(3), np.zeros(3))

@@ -59,7 +59,7 @@ def test_image_capture_equals_the_models_own_attention(vision, model_type):
     ins = m.inspect(image)
     prefix = PREFIX.get(model_type, [])
     assert ins.tokens == prefix + [f"patch {r},{c}" for r in range(GRID) for c in range(GRID)]
-    assert list(ins.special_mask[: len(prefix)]) == [True] * len(prefix)
+    assert list(ins.stack.query.special[: len(prefix)]) == [True] * len(prefix)
     assert ins.metadata["image_grid"] == [GRID, GRID]
     pixels = processor(images=image, return_tensors="pt")["pixel_values"]
     reference = getattr(transformers, VISION_SPECS[model_type][0]).from_pretrained(
@@ -94,12 +94,12 @@ def test_frames_metrics_rollout_and_views(vision):
     np.testing.assert_allclose(
         frame.groupby(["layer", "head", "query_pos"]).weight.sum(), 1, atol=1e-5
     )
-    metrics = ins.head_metrics()
+    metrics = ins.heads.metrics()
     assert metrics.index.names == ["layer", "head"] and len(metrics) == 2
     full = m.inspect(make_image())
-    roll = full.rollout()
+    roll = full.explain.rollout()
     np.testing.assert_allclose(roll.groupby("query_pos").weight.sum(), 1, atol=1e-5)
-    page = parse(full.head_view().html)
+    page = parse(full.views.head().html)
     assert any(tag == "script" for tag, _ in page.tags)
 
 
@@ -195,7 +195,7 @@ def test_norms_importance_and_what_mattered_on_an_image(vision, model_type):
         hidden = out.logits if getattr(out, "logits", None) is not None else out.pooler_output
         return hidden[:, 1].float()
 
-    ablation = ins.head_importance(target=logit, method="ablation", batch_size=4)
+    ablation = ins.explain.ablation(target=logit, batch_size=4)
     with torch.no_grad():
         clean = float(logit(m.model(pixel_values=pixels))[0])
         for li, out in enumerate(outs):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ..._registry import Registry
 from ..section import ReportContext, Section
 from .atlas import DEFAULT_ATLAS_SECTIONS
 from .data import data_section
@@ -21,17 +22,22 @@ from .views import head_view_section, model_view_section
 
 ReportSection = Callable[[ReportContext], "Section | None"]
 
-#: The single-input report's sections by name, in page order.
-REPORT_SECTIONS: dict[str, ReportSection] = {
-    "overview": overview_section,
-    "generation": generation_section,  # only when the capture generated tokens
-    "image": image_section,  # only for a vision transformer's image
-    "head-view": head_view_section,
-    "model-view": model_view_section,
-    "head-grid": head_grid_section,
-    "head-metrics": head_analysis_section,
-    "data": data_section,
-}
+
+REPORT_SECTIONS: Registry[ReportSection] = Registry(
+    "report section",
+    {
+        "overview": overview_section,
+        "generation": generation_section,  # only when the capture generated tokens
+        "image": image_section,  # only for a vision transformer's image
+        "head-view": head_view_section,
+        "model-view": model_view_section,
+        "head-grid": head_grid_section,
+        "head-metrics": head_analysis_section,
+        "data": data_section,
+    },
+)
+"""The single-input report's sections by name, in page order (``REPORT_SECTIONS.scoped()``
+restores it when a block ends)."""
 
 
 def register_section(name: str, builder: ReportSection, *, before: str | None = None) -> None:
@@ -40,23 +46,18 @@ def register_section(name: str, builder: ReportSection, *, before: str | None = 
 
     if not callable(builder):
         raise InputError(f"section {name!r}: the builder must be callable")
-    if name in REPORT_SECTIONS:
-        raise InputError(f"a report section named {name!r} is registered already")
-    if before is None:
-        REPORT_SECTIONS[name] = builder
-        return
-    if before not in REPORT_SECTIONS:
-        raise InputError(f"no report section {before!r}; sections: {list(REPORT_SECTIONS)}")
-    items = list(REPORT_SECTIONS.items())
-    at = [k for k, _ in items].index(before)
-    items.insert(at, (name, builder))
-    REPORT_SECTIONS.clear()
-    REPORT_SECTIONS.update(items)
+    REPORT_SECTIONS.register(name, builder, before=before)
+
+
+def list_sections() -> list[str]:
+    """The default report's section names, in page order."""
+    return REPORT_SECTIONS.names()
 
 
 __all__ = [
     "DEFAULT_ATLAS_SECTIONS",
     "REPORT_SECTIONS",
     "comparison_section",
+    "list_sections",
     "register_section",
 ]
