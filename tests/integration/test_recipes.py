@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 
 import inspector
-from factories import ATLAS_TEXTS, parse, small_atlas
 from inspector.analysis.metrics import METRICS
 from inspector.errors import InputError, UnsupportedModelError
 from inspector.explain import Explainer, get_explainer, list_explainers, scoped_explainers
 from inspector.models.families import FAMILIES
-from inspector.render.sections import REPORT_SECTIONS, register_section
 from inspector.render.section import Section
+from inspector.render.sections import REPORT_SECTIONS, register_section
+
+from factories import ATLAS_TEXTS, parse, small_atlas
 
 TEXT = "The cat sat on the mat because it was tired."
 
