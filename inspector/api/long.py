@@ -247,7 +247,35 @@ def scan(
     max_memory: int | str | None = None,
     progress: bool | None = None,
 ) -> Scan:
-    """Measure ``text`` in bounded memory: see :meth:`inspector.LoadedModel.scan`."""
+    """Measure a long input in bounded memory, one block of query rows at a time.
+
+    Never holds more than one layer's attention (``method="eager"``: hooks cut each eager
+    layer into row blocks) or one block of rows (``"blockwise"``, the default where the
+    model allows: ``sdpa`` runs the forward and the weights are recomputed from the
+    post-rotary queries and keys, equal to eager within 1e-5).
+
+    Args:
+        model: a loaded model (``m.scan(...)`` passes itself), a name, a folder, ...
+        text, text_pair, target, truncation, max_length: the input, as for
+            :meth:`~inspector.LoadedModel.inspect`.
+        rows: query positions whose exact rows are kept (default: the last; a list, a
+            slice, ``[]`` for none).
+        topk: keep the top-k keys of every row (``scan.topk``).
+        pool: pooled maps have at most ``pool x pool`` blocks (mean and max).
+        layers, heads: measure only these.
+        metrics: registered head metrics to compute (default all).
+        method: ``auto``, ``blockwise`` or ``eager``.
+        block_rows: query rows per block (default: about 32 MB of float32 scratch).
+        sink_tokens: first tokens counted by the sink statistics.
+        max_memory: memory budget (refused before running when the estimate exceeds it).
+        progress: a progress bar over layers on stderr (default: when stderr is a
+            terminal).
+
+    Example:
+        >>> s = m.scan(long_text, rows=[-1], topk=8)  # doctest: +SKIP
+        >>> s.head_metrics().head()  # doctest: +SKIP
+        >>> s.spans(-1)  # what the last token reads  # doctest: +SKIP
+    """
     bundle = _bundle(model)
     layout = _scan.scan_layout(
         bundle,

@@ -274,72 +274,8 @@ class LoadedModel:
         )
         return Inspection(cap, model=self)
 
-    def scan(
-        self,
-        text: str,
-        text_pair: str | None = None,
-        *,
-        rows: Sequence[int] | int | slice | None = None,
-        topk: int | None = None,
-        pool: int = 256,
-        layers: Sequence[int] | int | None = None,
-        heads: Sequence[int] | int | None = None,
-        metrics: Sequence[str] | str | None = None,
-        target: str | None = None,
-        truncation: bool = False,
-        max_length: int | None = None,
-        method: str = "auto",
-        block_rows: int | None = None,
-        sink_tokens: int = 4,
-        max_memory: int | str | None = None,
-        progress: bool | None = None,
-    ) -> _long.Scan:
-        """Measure a long input in bounded memory, one block of query rows at a time.
-
-        Never holds more than one layer's attention (``method="eager"``: hooks cut each eager
-        layer into row blocks) or one block of rows (``"blockwise"``, the default where the
-        model allows: ``sdpa`` runs the forward and the weights are recomputed from the
-        post-rotary queries and keys, equal to eager within 1e-5).
-
-        Args:
-            text, text_pair, target, truncation, max_length: the input, as for :meth:`inspect`.
-            rows: query positions whose exact rows are kept (default: the last; a list, a
-                slice, ``[]`` for none).
-            topk: keep the top-k keys of every row (``scan.topk``).
-            pool: pooled maps have at most ``pool x pool`` blocks (mean and max).
-            layers, heads: measure only these.
-            metrics: registered head metrics to compute (default all).
-            method: ``auto``, ``blockwise`` or ``eager``.
-            block_rows: query rows per block (default: about 32 MB of float32 scratch).
-            sink_tokens: first tokens counted by the sink statistics.
-            max_memory: memory budget (refused before running when the estimate exceeds it).
-            progress: a progress bar over layers on stderr (default: when stderr is a
-                terminal).
-
-        Example:
-            >>> s = m.scan(long_text, rows=[-1], topk=8)  # doctest: +SKIP
-            >>> s.head_metrics().head()  # doctest: +SKIP
-            >>> s.spans(-1)  # what the last token reads  # doctest: +SKIP
-        """
-        return _long.scan(
-            self,
-            text,
-            text_pair,
-            rows=rows,
-            topk=topk,
-            pool=pool,
-            layers=layers,
-            heads=heads,
-            metrics=metrics,
-            target=target,
-            truncation=truncation,
-            max_length=max_length,
-            method=method,
-            block_rows=block_rows,
-            sink_tokens=sink_tokens,
-            max_memory=max_memory,
-            progress=progress,
-        )
+    #: ``m.scan(text, ...)`` is :func:`inspector.scan` with this model (one definition).
+    scan = _long.scan
 
     def detect_heads(
         self, *, n_tokens: int = 24, n_samples: int = 4, seed: int = 0, kind: str | None = None
