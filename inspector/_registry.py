@@ -91,7 +91,7 @@ class Registry(Mapping[str, T], Generic[T]):
             raise InputError(f"a {self.what} name must be a non-empty string, got {name!r}")
         if name in self._entries and not overwrite:
             raise InputError(
-                f"a {self.what} named {name!r} is registered already; pass overwrite=True to "
+                f"a {self.what} named {name!r} is already registered; pass overwrite=True to "
                 f"replace it"
             )
         if before is None or name in self._entries:

@@ -56,7 +56,7 @@ def test_section_recipe_reaches_the_report(tiny):
         page = parse(ins.report().html)
         ids = [attrs.get("id") for _, attrs in page.tags]
         assert "my-id" in ids and ids.index("my-id") < ids.index("data")
-        with pytest.raises(InputError, match="registered already"):
+        with pytest.raises(InputError, match="already registered"):
             register_section("my-id", my_section)
     assert "my-id" not in REPORT_SECTIONS
 
@@ -78,7 +78,7 @@ def test_family_recipe_is_the_table_structure_reads(tiny, tiny_dirs):
         fresh = inspector.load(tiny_dirs["gpt2"])  # a loaded model keeps the structure it found
         assert not structure(fresh.bundle, "recipe").shared_prefix
         plain = fresh.inspect(TEXT).explain.ablation()
-        with pytest.raises(InputError, match="registered already"):
+        with pytest.raises(InputError, match="already registered"):
             inspector.models.register_family(mine)
     assert structure(m.bundle, "recipe").shared_prefix
     np.testing.assert_allclose(

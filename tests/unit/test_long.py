@@ -100,8 +100,8 @@ def test_rows_spec():
 
 def test_metric_without_row_form_is_nan_on_blocks_only():
     cap = _capture(causal=False)
-    M.register_metric("to_last_t", lambda w, ctx: w[..., -1].mean(-1), bounds=(0, 1))
-    try:
+    with M.METRICS.scoped():
+        M.register_metric("to_last_t", lambda w, ctx: w[..., -1].mean(-1), bounds=(0, 1))
         acc = ScanAccumulator(["to_last_t", "entropy"])
         assert acc.wants_full_layers
         with pytest.warns(RuntimeWarning, match="no row form"):
@@ -114,8 +114,6 @@ def test_metric_without_row_form_is_nan_on_blocks_only():
         # fed whole layers (the eager path does), it is exact
         full = scan_capture(cap, metrics=["to_last_t"]).stack().metrics["to_last_t"]
         np.testing.assert_allclose(full, cap.stacks["self"].weights[..., -1].mean(-1))
-    finally:
-        del M.METRICS["to_last_t"]
 
 
 def test_sinks_and_spans():

@@ -120,14 +120,13 @@ def test_cross_attention_positional_metrics_are_nan() -> None:
 def test_registry() -> None:
     assert "entropy" in M.list_metrics()
     name = "to_last_for_test"
-    try:
+    with M.METRICS.scoped():
         M.register_metric(name, lambda w, ctx: w[..., -1].mean(-1))
         with pytest.raises(InputError, match="already registered"):
             M.register_metric(name, lambda w, ctx: w[..., -1].mean(-1))
         arrays = M.compute_metric_arrays(stack_of(column(N - 1)), [name])
         assert arrays[name].shape == (1, 1) and arrays[name][0, 0] == pytest.approx(1.0)
-    finally:
-        M.METRICS.pop(name, None)
+    assert name not in M.list_metrics()
     with pytest.raises(InputError, match="unknown metric"):
         M.compute_metric_arrays(stack_of(identity()), ["nope"])
     with pytest.raises(InputError, match="reserved"):
