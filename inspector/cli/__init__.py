@@ -113,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        with _stop_signals_interrupt(), _our_warnings_as_lines():
+        with _stop_signals_interrupt(), _our_warnings_as_lines(), _force(args):
             _quiet_libraries()
             message = args.func(args)
     except KeyboardInterrupt as exc:
@@ -147,6 +147,18 @@ def _our_warnings_as_lines() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("always", InspectorWarning)
         warnings.showwarning = show
+        yield
+
+
+@contextlib.contextmanager
+def _force(args: argparse.Namespace) -> Iterator[None]:
+    """``--force``: every write of the command may replace a read-only output."""
+    if not getattr(args, "force", False):
+        yield
+        return
+    from ..api import replacing_read_only
+
+    with replacing_read_only():
         yield
 
 

@@ -41,11 +41,20 @@ def _hidden(folder: Path) -> list[str]:
 
 
 def test_stale_temporaries_of_the_target_are_cleared_on_the_next_write(tmp_path: Path) -> None:
+    """Only names that prove they are ours go: our prefix, 16 random hex digits, the name."""
     target = tmp_path / "r.html"
-    stale = [tmp_path / ".r.html.ab12cd34.tmp", tmp_path / ".r.html.zz_99xyz.tmp"]
+    stale = [
+        tmp_path / ".inspector-tmp-0123456789abcdef-r.html",
+        tmp_path / ".inspector-tmp-fedcba9876543210-r.html",
+    ]
     kept = [
-        tmp_path / ".r.html.x.ab12cd34.tmp",  # another target's (r.html.x)
-        tmp_path / ".other.html.ab12cd34.tmp",
+        tmp_path / ".inspector-tmp-0123456789abcdef-r.html.x",  # another target's (r.html.x)
+        tmp_path / ".inspector-tmp-0123456789abcdef-other.html",
+        tmp_path / ".inspector-tmp-0123456789ABCDEF-r.html",  # not our alphabet
+        tmp_path / ".inspector-tmp-0123456789abcde-r.html",  # 15 digits
+        tmp_path / ".inspector-tmp-r.html",
+        tmp_path / ".r.html.ab12cd34.tmp",  # the old scheme's name: could be anyone's
+        tmp_path / ".r.html.backup.tmp",  # the user's own
         tmp_path / ".r.html.ab12cd34.bak",
     ]
     for p in stale + kept:
