@@ -178,8 +178,12 @@ def clear_stale_temporaries(target: PathLike) -> list[Path]:
 
 
 def _names(paths: Sequence[Path]) -> str:
-    shown = [str(p) for p in paths]
-    return shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " and " + shown[-1]
+    """``a.parquet, a.rows.parquet and a.topk.parquet in /data`` (full paths if folders differ)."""
+    folders = {p.parent for p in paths}
+    one = len(folders) == 1 and len(paths) > 1
+    shown = [p.name if one else str(p) for p in paths]
+    joined = shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " and " + shown[-1]
+    return f"{joined} in {next(iter(folders))}" if one else joined
 
 
 def write_error(target: Path | None, exc: OSError, group: Sequence[Path] = ()) -> InputError:

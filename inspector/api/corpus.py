@@ -132,7 +132,7 @@ def atlas(
         column, batch_size, max_length, metrics, kind, distances, bins, checkpoint, resume,
             checkpoint_every, progress, limit, skip_bad_lines: see
             :func:`inspector.corpus.engine.run_atlas`. A checkpoint records its corpus (file
-            path, size, modification time and a hash of the texts counted); ``resume=True``
+            path, size, the SHA-256 of its content and a hash of the texts counted); ``resume=True``
             refuses another or an edited corpus.
         address / num_workers: the Ray cluster and number of model replicas (``engine="ray"``).
         max_memory: memory budget of a batch (local engine; default: what is available):

@@ -271,9 +271,9 @@ LINES = [f"sentence number {i}." for i in range(10)]
 SOURCE_CHANGES = [
     ("other-file", "other", "was written for"),
     ("appended", "append", "has changed since"),
-    ("touched", "touch", "was modified since"),
     ("edited-same-size-and-time", "edit", "are not the ones it counted"),
     ("reordered-same-size-and-time", "reorder", "are not the ones it counted"),
+    ("edited-after-the-counted-texts", "edit-later", "its content is not the same"),
     ("truncated", "truncate", "has changed since"),
 ]
 
@@ -291,8 +291,9 @@ def test_resume_refuses_another_or_a_changed_file(tmp_path: Path, case: tuple) -
         target.write_text("\n".join(reversed(LINES)) + "\n")
     elif change == "append":
         corpus.write_text("\n".join([*LINES, "more"]) + "\n")
-    elif change == "touch":
-        os.utime(corpus, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    elif change == "edit-later":  # same size and time; only the whole file's hash can tell
+        corpus.write_text("\n".join([*LINES[:8], LINES[8].upper(), LINES[9]]) + "\n")
+        os.utime(corpus, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     elif change in ("edit", "reorder"):
         lines = list(LINES)
         if change == "edit":
@@ -316,6 +317,12 @@ def test_resume_of_the_same_file_continues_after_the_counted_texts(tmp_path: Pat
     ckpt = _checkpointed(tmp_path, corpus, 6)
     state, rest = _resume(corpus, ckpt)
     assert state.n_done == 6 and rest == LINES[6:]
+    # only touched, or rewritten with the same content: the same corpus (content, not mtime)
+    stat = corpus.stat()
+    os.utime(corpus, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert _resume(corpus, ckpt)[1] == LINES[6:]
+    corpus.write_text("\n".join(LINES) + "\n")
+    assert _resume(corpus, ckpt)[1] == LINES[6:]
     assert state.digest.hexdigest() == TextHash().update(LINES[:6]).hexdigest()
 
 
