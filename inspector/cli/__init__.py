@@ -18,7 +18,7 @@ import signal
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from . import corpus, long, single
 from .common import EXIT_ERROR, EXIT_INTERRUPTED, Command, Terminated, UsageError, interrupted
@@ -56,8 +56,17 @@ class HelpFormatter(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
+class Parser(argparse.ArgumentParser):
+    """An argument error is one line, ``inspector: error: ...``, like every other error (exit
+    2), with where to read the usage instead of the usage itself."""
+
+    def error(self, message: str) -> NoReturn:
+        _say(f"inspector: error: {message}; see {self.prog} --help")
+        raise SystemExit(EXIT_ERROR)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="inspector",
         description="Capture, tabulate and render the attention of Hugging Face transformers.",
         formatter_class=HelpFormatter,

@@ -24,25 +24,35 @@ from .common import (
 
 
 def rows_spec(value: str) -> Any:
-    """``-1``, ``0,100,-1``, ``100:200`` (a slice) or ``none``."""
+    """``-1``, ``0,100,-1``, ``100:200`` or ``0:100:10`` (a slice) or ``none``."""
     text = value.replace(" ", "")
     if text.lower() == "none":
         return []
     if ":" in text:
         parts = text.split(":")
         try:
+            if len(parts) > 3:
+                raise ValueError
             bounds = [int(p) if p else None for p in parts]
         except ValueError:
             raise argparse.ArgumentTypeError(
-                f"expected a slice such as 100:200, got {value!r}"
+                f"expected a slice such as 100:200 or 0:100:10, got {value!r}"
             ) from None
+        if len(bounds) == 3 and bounds[2] == 0:
+            raise argparse.ArgumentTypeError(
+                f"{value!r}: a slice's step cannot be 0; use e.g. 0:100 or 0:100:10"
+            )
         return slice(*bounds)
     try:
-        return [int(v) for v in text.split(",") if v]
+        positions = [int(v) for v in text.split(",") if v]
     except ValueError:
+        positions = []
+    if not positions:
         raise argparse.ArgumentTypeError(
-            f"expected query positions such as -1 or 0,100,-1, got {value!r}"
-        ) from None
+            f"expected query positions such as -1 or 0,100,-1 (or none to keep no row), "
+            f"got {value!r}"
+        )
+    return positions
 
 
 def float_list(value: str) -> list[float]:
