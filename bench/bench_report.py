@@ -69,11 +69,11 @@ def _sentence(model: Any, n_tokens: int) -> str:
             return " ".join(words[:-1]) + "."
 
 
-def _warm_median(build: Callable[[], Any]) -> tuple[Any, float]:
-    """Build once untimed, then return the last result and the median of ``REPEATS`` timings."""
+def _warm_median(build: Callable[[], Any], repeats: int = REPEATS) -> tuple[Any, float]:
+    """Build once untimed, then return the last result and the median of ``repeats`` timings."""
     result = build()
     times = []
-    for _ in range(REPEATS):
+    for _ in range(repeats):
         start = time.perf_counter()
         result = build()
         times.append(time.perf_counter() - start)
@@ -104,25 +104,31 @@ def _import_seconds(module: str) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def main() -> str:
+def main(
+    model_name: str = "minilm",
+    sizes: tuple[int, ...] = (32, 128, 512),
+    repeats: int = REPEATS,
+    draw: bool = True,
+) -> str:
+    """``draw=False`` leaves out the Chromium draw times (shown as n/a)."""
     import inspector
     from inspector.render import build_report
 
-    model = inspector.load("minilm")
+    model = inspector.load(model_name)
     rows = [
         "| tokens | report MB | bertviz MB | size ratio | report s | bertviz s | time ratio "
         "| drawn in Chromium s |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     with tempfile.TemporaryDirectory() as tmp:
-        for n in (32, 128, 512):
+        for n in sizes:
             ins = model.inspect(_sentence(model, n))  # the existing capture both sides start from
-            report, build = _warm_median(functools.partial(build_report, ins.capture))
+            report, build = _warm_median(functools.partial(build_report, ins.capture), repeats)
             path = report.save(Path(tmp) / f"r{n}.html")
             size = path.stat().st_size
-            bv_html, bv_time = _warm_median(_bertviz_build(ins))
+            bv_html, bv_time = _warm_median(_bertviz_build(ins), repeats)
             bv_size = len(bv_html.encode())
-            drawn = draw_seconds(path)
+            drawn = draw_seconds(path) if draw else None
             rows.append(
                 f"| {len(ins.tokens)} | {size / 1e6:.2f} | {bv_size / 1e6:.1f} | "
                 f"1/{bv_size / size:.0f} | {build:.3f} | {bv_time:.2f} | 1/{bv_time / build:.1f} | "
@@ -130,11 +136,16 @@ def main() -> str:
             )
     rows.append("")
     rows.append(
-        f"Builds: median of {REPEATS} warm builds from an existing capture. Import (fresh "
+        f"Builds: median of {repeats} warm builds from an existing capture. Import (fresh "
         f"interpreter, not counted above): inspector.render "
         f"{_import_seconds('inspector.render'):.2f} s, bertviz {_import_seconds('bertviz'):.2f} s."
     )
     return "\n".join(rows)
+
+
+def smoke(models: dict[str, str]) -> str:
+    """The same table on a tiny encoder at 8 and 16 tokens, one build, no Chromium."""
+    return main(models["encoder"], sizes=(8, 16), repeats=1, draw=False)
 
 
 if __name__ == "__main__":

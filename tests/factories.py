@@ -155,18 +155,40 @@ def parse(html: str) -> _Page:
 # ------------------------------------------------------------------------- tiny models
 
 
+WORDPIECE_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+def wordpiece_vocabulary(texts: Sequence[str] = CORPUS) -> dict[str, int]:
+    """A WordPiece vocabulary built in a fixed order: the specials, every character, every
+    character as a continuation (``##c``), then the words by count and spelling.
+
+    tokenizers' WordPieceTrainer breaks ties at random from one process to the next (which
+    pieces make the vocabulary, and their ids), so every number of a test on the BERT family
+    could move between runs. Words outside :data:`CORPUS` split into known prefixes and
+    single-character pieces (``mailmanship`` → ``mailman ##s ##h ##i ##p``).
+    """
+    from collections import Counter
+
+    from tokenizers import normalizers, pre_tokenizers
+
+    norm = normalizers.BertNormalizer(lowercase=True)
+    pre = pre_tokenizers.BertPreTokenizer()
+    counts = Counter(w for t in texts for w, _ in pre.pre_tokenize_str(norm.normalize_str(t)))
+    chars = sorted({c for w in counts for c in w})
+    words = sorted(counts, key=lambda w: (-counts[w], w))
+    tokens = [*WORDPIECE_SPECIALS, *chars, *(f"##{c}" for c in chars), *words]
+    return {t: i for i, t in enumerate(list(dict.fromkeys(tokens))[:VOCAB_SIZE])}
+
+
 def wordpiece_tokenizer() -> object:
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-    from tokenizers.trainers import WordPieceTrainer
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok = Tokenizer(models.WordPiece(wordpiece_vocabulary(), unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok.train_from_iterator(
-        CORPUS, WordPieceTrainer(vocab_size=VOCAB_SIZE, special_tokens=specials)
-    )
+    for special in WORDPIECE_SPECIALS:  # matched whole in any text, as a trained vocabulary's
+        tok.add_special_tokens([special])
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",

@@ -113,7 +113,22 @@ def cmd_atlas(args: argparse.Namespace) -> str:
         raise
     stale = distances_path(args.output)
     removed = result.distances is None and os.path.exists(stale)
-    paths = result.save(args.output, report=args.report)  # all of them, or none changed
+    try:
+        paths = result.save(args.output, report=args.report)  # all of them, or none changed
+    except KeyboardInterrupt as exc:
+        if os.path.exists(checkpoint):
+            exc.inspector_note = (  # type: ignore[attr-defined]
+                f"no partial output was written; the measured atlas is kept in {checkpoint}: "
+                f"rerun with --resume to write it"
+            )
+        raise
+    except Exception as exc:
+        if not os.path.exists(checkpoint):
+            raise
+        raise UsageError(
+            f"{' '.join(str(exc).split())}; the measured atlas is kept in {checkpoint}: rerun "
+            f"with --resume to write it without measuring again"
+        ) from exc
     if os.path.exists(checkpoint):
         os.remove(checkpoint)
     extra = f" (removed the old {stale}: this atlas has no distances)" if removed else ""
