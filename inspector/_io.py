@@ -78,7 +78,8 @@ def check_replaceable(target: Path, *, force: bool = False) -> None:
     if mode & 0o222 == 0 or not os.access(target, os.W_OK):
         raise InputError(
             f"{target} is read-only (mode {mode:04o}), so it was left as it is; add --force "
-            f"(Python: force=True) to replace it anyway, or choose another output path"
+            f"(Python: force=True, or run the call inside inspector.api.replacing_read_only()) "
+            f"to replace it anyway, or choose another output path"
         )
 
 
@@ -297,7 +298,11 @@ def atomic_paths(
     resolved = [os.path.realpath(t) for t in targets]
     if len(set(resolved)) != len(resolved):
         raise InputError(f"{_names(targets)}: a set of outputs names one file twice")
-    gone = [Path(p).expanduser() for p in remove if os.path.realpath(p) not in resolved]
+    gone = [
+        Path(p).expanduser()
+        for p in remove
+        if os.path.realpath(p) not in resolved and not Path(p).expanduser().is_dir()
+    ]
     for path in gone:
         check_replaceable(path, force=force)
     for target in targets:
