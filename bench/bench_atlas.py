@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
+
+from bench._timing import checked, in_process, run_script
 
 TREEBANK = (
     Path(__file__).resolve().parents[1].parent / "shared/data/ud-english-ewt/en_ewt-ud-dev.conllu"
@@ -79,15 +79,9 @@ print(json.dumps({"n": atlas.metadata["n_texts"], "before": before, "peak": peak
 
 def _rss(n: int, model: str = "minilm") -> dict[str, float]:
     root = Path(__file__).resolve().parents[1]
-    out = subprocess.run(
-        [sys.executable, "-c", _RSS_CHILD, str(n), model],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, "PYTHONPATH": str(root)},
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    out = checked(run_script(_RSS_CHILD, [str(n), model], env=env, cwd=root))
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def _ray_rate(texts: list[str], batch_size: int, model: str) -> tuple[float | None, str]:
@@ -186,8 +180,10 @@ def main(
 
 
 def smoke(models: dict[str, str]) -> str:
-    """The same table on a tiny encoder: a few sentences, two small RSS runs, no Ray."""
-    return main(models["encoder"], 8, 4, 4, (4, 8), ray=False)
+    """The same table on a tiny encoder: a few sentences, two small RSS runs (in this
+    process), no Ray."""
+    with in_process():
+        return main(models["encoder"], 8, 4, 4, (4, 8), ray=False)
 
 
 if __name__ == "__main__":

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from bench._timing import best_time as _best
+from bench._timing import checked, in_process, run_script
 
 SENTENCE = (
     "The quick brown fox jumps over the lazy dog while researchers inspect attention heads, "
@@ -93,14 +93,8 @@ def _memory(
     folder: str, n_tokens: int, mode: str, text: str, layers: list[int] = LAYERS
 ) -> dict[str, int]:
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error")
-    out = subprocess.run(
-        [sys.executable, "-c", _CHILD, folder, str(n_tokens), mode, text, json.dumps(layers)],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    args = [folder, str(n_tokens), mode, text, json.dumps(layers)]
+    return json.loads(checked(run_script(_CHILD, args, env=env)).strip().splitlines()[-1])
 
 
 def main(
@@ -152,7 +146,7 @@ def main(
         + " | <= 1.10 |"
     )
     rows.append(
-        f"| kept array, full capture ({m.n_layers} x {m.n_heads} heads) | "
+        f"| kept array, full capture ({m.bundle.n_layers} x {m.bundle.n_heads} heads) | "
         + " | ".join(f"{r['kept'] / mib:.1f} MiB" for r in mem_full)
         + " | |"
     )
@@ -208,8 +202,10 @@ def main(
 
 
 def smoke(models: dict[str, str]) -> str:
-    """The same table on a tiny LLaMA-style GGUF model at 16 tokens, 4 new tokens."""
-    return main(models["decoder"], sizes=(16,), layers=[0, 1], repeats=1, new_tokens=4)
+    """The same table on a tiny LLaMA-style GGUF model at 16 tokens, 4 new tokens, the memory
+    runs in this process."""
+    with in_process():
+        return main(models["decoder"], sizes=(16,), layers=[0, 1], repeats=1, new_tokens=4)
 
 
 if __name__ == "__main__":

@@ -15,10 +15,10 @@ table gives ratios to the baseline, seconds for context.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
+
+from bench._timing import checked, in_process, run_script
 
 _PROBE = """
 import os, sys, time
@@ -43,14 +43,7 @@ def _load_seconds(kind: str, cache: str, model: str = "smollm2") -> float:
     env = dict(os.environ, INSPECTOR_CACHE_DIR=cache, TRANSFORMERS_VERBOSITY="error")
     root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
-    out = subprocess.run(
-        [sys.executable, "-c", _PROBE, kind, model],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return float(out.stdout.strip().splitlines()[-1])
+    return float(checked(run_script(_PROBE, [kind, model], env=env)).strip().splitlines()[-1])
 
 
 def main(rounds: int = 3, model: str = "smollm2") -> str:
@@ -74,8 +67,9 @@ def main(rounds: int = 3, model: str = "smollm2") -> str:
 
 
 def smoke(models: dict[str, str]) -> str:
-    """The same table for a tiny GGUF file, one round."""
-    return main(1, models["decoder"])
+    """The same table for a tiny GGUF file, one round, each load in this process."""
+    with in_process():
+        return main(1, models["decoder"])
 
 
 if __name__ == "__main__":

@@ -25,12 +25,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from bench._timing import in_process, run_script
 
 SIZES = (1024, 2048, 4096, 8192)
 MODES = ("eager", "sdpa", "scan_eager", "scan_blockwise")
@@ -106,12 +107,7 @@ def _run(
     if f"{mode}@{n}" in _skipped() or (modes and mode not in modes.split(",")):
         return {"seconds": math.nan, "peak": math.nan}
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error")
-    out = subprocess.run(
-        [sys.executable, "-c", _CHILD, folder, mode, text_file, str(n), *([page] if page else [])],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
+    out = run_script(_CHILD, [folder, mode, text_file, str(n), *([page] if page else [])], env=env)
     if out.returncode != 0:
         return {"seconds": math.nan, "peak": math.nan, "error": out.stderr[-300:]}  # type: ignore[dict-item]
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -236,8 +232,9 @@ def main(
 
 def smoke(models: dict[str, str]) -> str:
     """The same table on a tiny LLaMA-style GGUF model at 32 tokens (one size), no Chromium;
-    a 64-token capture over a 1 kB budget must be refused."""
-    return main(models["decoder"], sizes=(32,), refusal=(64, "1KB"), draw=False)
+    a 64-token capture over a 1 kB budget must be refused; the runs in this process."""
+    with in_process():  # each run in this process: the same code, no interpreter start-ups
+        return main(models["decoder"], sizes=(32,), refusal=(64, "1KB"), draw=False)
 
 
 if __name__ == "__main__":
