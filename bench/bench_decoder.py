@@ -194,7 +194,7 @@ def main(
     n_prompt = prompt_ids.shape[-1]
     rows.append(
         f"| generate(max_new_tokens={new_tokens}) with capture / plain eager generate "
-        f"({n_prompt}-token prompt) | {t_gen / t_plain:.2f} ({t_gen:.2f} s / {t_plain:.2f} s) "
+        f"({n_prompt}-token prompt) | {t_gen / t_plain:.2f} ({t_gen:.2f} s / {t_plain:.2f} s) | "
         + "| " * (len(sizes) - 1)
         + "<= 1.3 |"
     )

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench._timing import draw_seconds
+from bench._timing import checked, draw_seconds, in_process, run_script
 
 #: Timed builds per side and size (after one untimed warm-up build).
 REPEATS = 3
@@ -96,12 +96,8 @@ def _bertviz_build(ins: Any) -> Callable[[], str]:
 
 def _import_seconds(module: str) -> float:
     """Seconds to import ``module`` in a fresh interpreter (its import cost, reported apart)."""
-    import subprocess
-    import sys
-
     code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+    return float(checked(run_script(code, [])).strip().splitlines()[-1])
 
 
 def main(
@@ -144,8 +140,10 @@ def main(
 
 
 def smoke(models: dict[str, str]) -> str:
-    """The same table on a tiny encoder at 8 and 16 tokens, one build, no Chromium."""
-    return main(models["encoder"], sizes=(8, 16), repeats=1, draw=False)
+    """The same table on a tiny encoder at 8 and 16 tokens, one build, no Chromium, the import
+    times taken in this process."""
+    with in_process():
+        return main(models["encoder"], sizes=(8, 16), repeats=1, draw=False)
 
 
 if __name__ == "__main__":
