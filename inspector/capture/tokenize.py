@@ -195,13 +195,11 @@ def _require_words(tokens: Tokens, has_pair: bool) -> None:
         if not kept.any():
             shown = sorted({t for t, sp in zip(tokens.tokens, tokens.special, strict=True) if sp})
             typed = [t for t in shown if t in tokens.texts[min(seq, len(tokens.texts) - 1)]]
-            why = (
+            why = "the tokenizer drops all of its characters (combining marks, variation selectors"
+            why = f"{why}, control characters)" if not typed else (
                 f"it spells out special tokens only ({', '.join(typed)}), which are structure, "
                 f"not text (the corpus atlas skips such inputs too)"
-                if typed
-                else "the tokenizer drops all of its characters (combining marks, variation "
-                "selectors, control characters)"
-            )
+            )  # fmt: skip
             raise InputError(
                 f"{name} has no token but special ones ({', '.join(shown) or 'none'}): {why}; "
                 f"give some visible text"
@@ -294,11 +292,9 @@ def tokens_from_encoding(
     else:
         raw_words, raw_seqs = _heuristic_words(tok.convert_ids_to_tokens(ids.tolist()), special)
         offsets = np.full((n, 2), -1, dtype=np.int32)
-    if unknown is not None:  # [UNK] is a word of the text, never structure ...
-        typed = np.zeros(n, dtype=bool)
-        if not split_words:  # ... unless the text spells the token out
-            typed = _typed_literally(str(tok.unk_token), ids == unknown, offsets, raw_seqs, texts)
-        special = (special & (ids != unknown)) | typed
+    if unknown is not None:  # [UNK] is a word of the text, unless the text spells it out
+        typed = _typed_literally(str(tok.unk_token), ids == unknown, offsets, raw_seqs, texts)
+        special = (special & (ids != unknown)) | (typed & (not split_words))
     seqs = np.array([-1 if s is None else s for s in raw_seqs], dtype=np.int8)
     words = np.full(n, -1, dtype=np.int32)
     seen: dict[tuple[int, int], int] = {}
@@ -323,23 +319,15 @@ def tokens_from_encoding(
     )
 
 
-def _typed_literally(
-    token: str,
-    at: np.ndarray,
-    offsets: np.ndarray,
-    seqs: Sequence[int | None],
-    texts: tuple[str, ...],
-) -> np.ndarray:
-    """Which of the positions ``at`` cover ``token`` spelled out in the text itself (SmolLM2's
-    ``<|endoftext|>``, its unknown token, typed in a prompt): special, like any special token
-    typed in, rather than a word the vocabulary lacks. Needs character offsets (fast
-    tokenizers); pre-split words, whose offsets are per word, are left as they were."""
+def _typed_literally(token: str, at: Any, offsets: Any, seqs: Any, texts: Any) -> np.ndarray:
+    """Which positions ``at`` cover ``token`` spelled out in the text (SmolLM2's unknown token
+    ``<|endoftext|>`` typed in): special like any typed special token, not a word the
+    vocabulary lacks. Needs character offsets (fast tokenizers, text not pre-split)."""
     out = np.zeros(len(at), dtype=bool)
     for i in np.flatnonzero(at).tolist():
         seq, (start, end) = seqs[i], offsets[i]
-        if seq is None or not 0 <= start < end or seq >= len(texts):
-            continue
-        out[i] = texts[seq][start:end] == token
+        if seq is not None and 0 <= start < end and seq < len(texts):
+            out[i] = texts[seq][start:end] == token
     return out
 
 
