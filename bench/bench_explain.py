@@ -50,7 +50,7 @@ def main(
     ins = m.inspect(text, truncation=True, max_length=n_tokens)
     n = len(ins.tokens)
     inputs = inputs_for(bundle, ins.stack.query)
-    n_heads = len(ins.layers) * len(ins.heads)
+    n_heads = len(ins.stack.layers) * len(ins.stack.heads)
 
     def forward() -> None:
         with torch.inference_mode():
@@ -76,15 +76,15 @@ def main(
 
     rng = np.random.default_rng(0)
     k = flow_tokens or ex.FLOW_MAX_TOKENS
-    w = np.exp(3 * rng.normal(size=(len(ins.layers), len(ins.heads), k, k)))
+    w = np.exp(3 * rng.normal(size=(len(ins.stack.layers), len(ins.stack.heads), k, k)))
     w /= w.sum(-1, keepdims=True)
     start = time.perf_counter()
     ex.attention_flow(w)
     t_flow = time.perf_counter() - start
 
     lines = [
-        f"{m.name} ({len(ins.layers)} x {len(ins.heads)} heads), {n} tokens; one forward pass: "
-        f"{t_forward * 1000:.1f} ms "
+        f"{m.name} ({len(ins.stack.layers)} x {len(ins.stack.heads)} heads), {n} tokens; one "
+        f"forward pass: {t_forward * 1000:.1f} ms "
         f"({torch.get_num_threads()} threads)",
         "",
         "| operation | seconds | x forward | goal |",
@@ -93,7 +93,7 @@ def main(
     for name, seconds, goal in rows:
         lines.append(f"| {name} | {seconds:.3f} | {seconds / t_forward:.2f} | {goal} |")
     lines.append(
-        f"| attention flow at {k} tokens ({len(ins.layers)} layers) | {t_flow:.1f} | - | "
+        f"| attention flow at {k} tokens ({len(ins.stack.layers)} layers) | {t_flow:.1f} | - | "
         f"documented: up to about {FLOW_SECONDS_AT_LIMIT:.0f} s |"
     )
     return "\n".join(lines)

@@ -392,7 +392,7 @@ def hostile_pages(folder: Path) -> dict[str, Path]:
     other = bert.inspect(HOSTILE_TEXT.replace("cat", "dog"))
     pages = {kind: folder / f"{kind}.html" for kind in PAGE_KINDS}
     ins.report(pages["report"])
-    gpt2.inspect(HOSTILE_TEXT).explain_report(pages["explain"], progress=False)
+    gpt2.inspect(HOSTILE_TEXT).explain.report(pages["explain"], progress=False)
     gpt2.generate(HOSTILE_TEXT, max_new_tokens=3).report(pages["generation"])
     inspector.compare(ins, other).report(pages["compare"])
     texts = [HOSTILE_TEXT, *ATTRIBUTE_ATTACKS, CORPUS[0]]
