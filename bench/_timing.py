@@ -1,12 +1,77 @@
-"""Shared timing helper for the benchmarks."""
+"""Shared helpers for the benchmarks: timing, child scripts, the Chromium draw time."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 import shutil
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+#: Set by :func:`in_process` (the smoke mode): child scripts run in this process.
+_IN_PROCESS = [False]
+
+
+@contextlib.contextmanager
+def in_process() -> Iterator[None]:
+    """Run every child script of :func:`run_script` in this process instead of a fresh
+    interpreter: the same code without the seconds each start-up costs (the smoke mode, whose
+    numbers mean nothing anyway)."""
+    _IN_PROCESS.append(True)
+    try:
+        yield
+    finally:
+        _IN_PROCESS.pop()
+
+
+def run_script(
+    code: str,
+    args: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -c code args...`` (``env``: its whole environment) and return what it
+    printed; inside :func:`in_process`, run it here with ``sys.argv`` and ``os.environ`` set."""
+    if not _IN_PROCESS[-1]:
+        return subprocess.run(
+            [sys.executable, "-c", code, *args],
+            env=None if env is None else dict(env),
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+        )
+    saved_argv, saved_env = sys.argv, dict(os.environ)
+    out, err = io.StringIO(), io.StringIO()
+    code_rc = 0
+    try:
+        sys.argv = ["-c", *args]
+        if env is not None:
+            os.environ.clear()
+            os.environ.update(env)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            exec(compile(code, "<bench child>", "exec"), {"__name__": "__main__"})
+    except BaseException:  # a failing child: its traceback, as a subprocess would print it
+        err.write(traceback.format_exc())
+        code_rc = 1
+    finally:
+        sys.argv = saved_argv
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return subprocess.CompletedProcess(["-c", *args], code_rc, out.getvalue(), err.getvalue())
+
+
+def checked(done: subprocess.CompletedProcess[str]) -> str:
+    """The stdout of a child script that must have succeeded (its stderr's tail otherwise)."""
+    if done.returncode != 0:
+        raise RuntimeError(f"a benchmark's child script failed: {done.stderr[-2000:]}")
+    return done.stdout
 
 
 def best_time(fn: Callable[[], Any], repeats: int) -> float:

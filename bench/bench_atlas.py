@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
+
+from bench._timing import checked, in_process, run_script
 
 TREEBANK = (
     Path(__file__).resolve().parents[1].parent / "shared/data/ud-english-ewt/en_ewt-ud-dev.conllu"
@@ -46,7 +46,7 @@ def _bare_forward(bundle: object, texts: list[str], batch_size: int) -> float:
     tok, model = bundle.tokenizer, bundle.model  # type: ignore[attr-defined]
     start = time.perf_counter()
     for i in range(0, len(texts), batch_size):
-        enc = tok(texts[i : i + batch_size], padding=True, return_tensors="pt")
+        enc = tok(texts[i : i + batch_size], padding=True, truncation=True, return_tensors="pt")
         with torch.inference_mode():
             out = model(**enc, output_attentions=True, return_dict=True)
         torch.stack(out.attentions, dim=1).float().cpu().numpy()  # the same copy-out
@@ -68,7 +68,7 @@ from bench.bench_atlas import _sentences, RSS_MAX_LENGTH
 from inspector.models.loading import load_model
 from inspector.corpus.engine import run_atlas
 n = int(sys.argv[1])
-bundle = load_model("minilm")
+bundle = load_model(sys.argv[2])
 texts = _sentences(n)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 atlas = run_atlas(bundle, iter(texts), batch_size=32, max_length=RSS_MAX_LENGTH, progress=False)
@@ -77,20 +77,14 @@ print(json.dumps({"n": atlas.metadata["n_texts"], "before": before, "peak": peak
 """
 
 
-def _rss(n: int) -> dict[str, float]:
+def _rss(n: int, model: str = "minilm") -> dict[str, float]:
     root = Path(__file__).resolve().parents[1]
-    out = subprocess.run(
-        [sys.executable, "-c", _RSS_CHILD, str(n)],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, "PYTHONPATH": str(root)},
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    out = checked(run_script(_RSS_CHILD, [str(n), model], env=env, cwd=root))
+    return json.loads(out.strip().splitlines()[-1])
 
 
-def _ray_rate(texts: list[str], batch_size: int) -> tuple[float | None, str]:
+def _ray_rate(texts: list[str], batch_size: int, model: str) -> tuple[float | None, str]:
     try:
         import ray
     except ImportError:
@@ -100,27 +94,35 @@ def _ray_rate(texts: list[str], batch_size: int) -> tuple[float | None, str]:
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         start = time.perf_counter()
-        run_atlas_ray("minilm", texts, batch_size=batch_size, num_workers=2, progress=False)
+        run_atlas_ray(model, texts, batch_size=batch_size, num_workers=2, progress=False)
         return len(texts) / (time.perf_counter() - start), ""
     finally:
         ray.shutdown()
 
 
-def main() -> str:
+def main(
+    model: str = "minilm",
+    n_throughput: int = N_THROUGHPUT,
+    n_batch: int = N_BATCH,
+    n_ray: int = N_RAY,
+    rss_sizes: tuple[int, int] = RSS_SIZES,
+    ray: bool = True,
+) -> str:
+    """``ray=False`` leaves out the Ray engine's row (its start-up alone takes seconds)."""
     import torch
 
     from inspector.models.loading import load_model
 
     if not TREEBANK.exists():
         return f"treebank not found at {TREEBANK}; skipped"
-    bundle = load_model("minilm")
-    texts = _sentences(max(N_THROUGHPUT, N_RAY))
+    bundle = load_model(model)
+    texts = _sentences(max(n_throughput, n_ray))
     _bare_forward(bundle, texts[:32], 32)  # warm-up
     rows: list[tuple[str, str, str]] = []
 
-    bare = _bare_forward(bundle, texts[:N_THROUGHPUT], 32)
-    full = _atlas_rate(bundle, texts[:N_THROUGHPUT], 32)
-    no_dist = _atlas_rate(bundle, texts[:N_THROUGHPUT], 32, distances=False)
+    bare = _bare_forward(bundle, texts[:n_throughput], 32)
+    full = _atlas_rate(bundle, texts[:n_throughput], 32)
+    no_dist = _atlas_rate(bundle, texts[:n_throughput], 32, distances=False)
     rows.append(("bare batched forward, batch 32", f"{bare:.1f} sent/s", "1.00 (baseline)"))
     rows.append(
         ("atlas, all metrics + JS head distances", f"{full:.1f} sent/s", f"{full / bare:.2f}")
@@ -129,30 +131,30 @@ def main() -> str:
         ("atlas, all metrics, no distances", f"{no_dist:.1f} sent/s", f"{no_dist / bare:.2f}")
     )
 
-    one = _atlas_rate(bundle, texts[:N_BATCH], 1)
-    many = _atlas_rate(bundle, texts[:N_BATCH], 32)
+    one = _atlas_rate(bundle, texts[:n_batch], 1)
+    many = _atlas_rate(bundle, texts[:n_batch], 32)
     rows.append(("atlas batch 1", f"{one:.1f} sent/s", "1.00 (baseline)"))
     rows.append(("atlas batch 32", f"{many:.1f} sent/s", f"{many / one:.2f}"))
 
-    small, large = (_rss(n) for n in RSS_SIZES)
+    small, large = (_rss(n, model) for n in rss_sizes)
     rows.append(
         (
-            f"peak RSS, {RSS_SIZES[0]} sentences",
+            f"peak RSS, {rss_sizes[0]} sentences",
             f"{small['peak'] / 1024:.0f} MiB",
             "1.00 (baseline)",
         )
     )
     rows.append(
         (
-            f"peak RSS, {RSS_SIZES[1]} sentences",
+            f"peak RSS, {rss_sizes[1]} sentences",
             f"{large['peak'] / 1024:.0f} MiB",
             f"{large['peak'] / small['peak']:.3f}",
         )
     )
 
-    local = _atlas_rate(bundle, texts[:N_RAY], 32)
-    ray_rate, why = _ray_rate(texts[:N_RAY], 32)
-    rows.append((f"local engine, {N_RAY} sentences", f"{local:.1f} sent/s", "1.00 (baseline)"))
+    local = _atlas_rate(bundle, texts[:n_ray], 32)
+    ray_rate, why = _ray_rate(texts[:n_ray], 32, model) if ray else (None, "not run (ray=False)")
+    rows.append((f"local engine, {n_ray} sentences", f"{local:.1f} sent/s", "1.00 (baseline)"))
     if ray_rate is None:
         rows.append(("Ray engine, 2 local workers", "n/a", why))
     else:
@@ -165,7 +167,8 @@ def main() -> str:
         )
 
     lines = [
-        f"MiniLM (6 x 12 heads), UD EWT dev sentences, torch {torch.__version__}, "
+        f"{bundle.name} ({bundle.n_layers} x {bundle.n_heads} heads), UD EWT dev sentences, "
+        f"torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs. RSS runs: max_length "
         f"{RSS_MAX_LENGTH}, subprocess each.",
         "",
@@ -174,6 +177,13 @@ def main() -> str:
     ]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     return "\n".join(lines)
+
+
+def smoke(models: dict[str, str]) -> str:
+    """The same table on a tiny encoder: a few sentences, two small RSS runs (in this
+    process), no Ray."""
+    with in_process():
+        return main(models["encoder"], 8, 4, 4, (4, 8), ray=False)
 
 
 if __name__ == "__main__":

@@ -29,19 +29,19 @@ def _text_of(tokenizer, n_tokens: int) -> str:
     return " ".join(words[:lo])
 
 
-def main() -> str:
+def main(model: str = "minilm", sizes: tuple[int, ...] = (32, 128, 512), repeats: int = 7) -> str:
     import torch
 
     import inspector
 
     torch.manual_seed(0)
-    m = inspector.load("minilm")
+    m = inspector.load(model)
     rows = [
         "| tokens | bare forward (s) | inspect / forward | frame build / forward | "
         "frame bytes / raw bytes | frame rows |",
         "|---:|---:|---:|---:|---:|---:|",
     ]
-    for n in (32, 128, 512):
+    for n in sizes:
         text = _text_of(m.tokenizer, n)
         ids = torch.tensor([m.tokenizer(text)["input_ids"]])
         mask = torch.ones_like(ids)
@@ -50,14 +50,13 @@ def main() -> str:
             with torch.inference_mode():
                 return m.model(input_ids=ids, attention_mask=mask, output_attentions=True)
 
-        repeats = 7 if n < 512 else 5
         bare()  # warm up
         t_fwd, t_ins = float("inf"), float("inf")
-        for _ in range(repeats):  # interleave so drift hits both equally
+        for _ in range(repeats if n < 512 else max(1, repeats - 2)):  # interleaved: drift hits both
             t_fwd = min(t_fwd, _best(bare, 1))
             t_ins = min(t_ins, _best(lambda text=text: m.inspect(text), 1))
         ins = m.inspect(text)
-        t_frame = _best(ins.frame, 3)
+        t_frame = _best(ins.frame, min(3, repeats))
         frame = ins.frame()
         mem = frame.memory_usage(deep=True).sum() / ins.attention.nbytes
         rows.append(
@@ -66,6 +65,11 @@ def main() -> str:
         )
         del frame, ins
     return "\n".join(rows)
+
+
+def smoke(models: dict[str, str]) -> str:
+    """The same table on a tiny encoder at a tiny size, one repeat (the suite runs it)."""
+    return main(models["encoder"], sizes=(8, 16), repeats=1)
 
 
 if __name__ == "__main__":

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from bench._timing import best_time as _best
+from bench._timing import checked, in_process, run_script
 
 SENTENCE = (
     "The quick brown fox jumps over the lazy dog while researchers inspect attention heads, "
@@ -61,7 +61,7 @@ if mode == "bare":
         m.model(input_ids=ids, attention_mask=torch.ones_like(ids), logits_to_keep=1)
     kept = 0
 else:
-    layers = None if mode == "full" else [0, 15, 29]
+    layers = None if mode == "full" else json.loads(sys.argv[5])
     ins = m.inspect(text, truncation=True, max_length=n_tokens, layers=layers)
     kept = ins.attention.nbytes
 done.set()
@@ -89,28 +89,30 @@ def _interleaved(
     return ta, tb
 
 
-def _memory(folder: str, n_tokens: int, mode: str, text: str) -> dict[str, int]:
+def _memory(
+    folder: str, n_tokens: int, mode: str, text: str, layers: list[int] = LAYERS
+) -> dict[str, int]:
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error")
-    out = subprocess.run(
-        [sys.executable, "-c", _CHILD, folder, str(n_tokens), mode, text],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    args = [folder, str(n_tokens), mode, text, json.dumps(layers)]
+    return json.loads(checked(run_script(_CHILD, args, env=env)).strip().splitlines()[-1])
 
 
-def main() -> str:
+def main(
+    model: str = "smollm2",
+    sizes: tuple[int, ...] = (128, 512),
+    layers: list[int] = LAYERS,
+    repeats: int = 5,
+    new_tokens: int = 32,
+) -> str:
     import torch
 
     import inspector
 
-    m = inspector.load("smollm2")
+    m = inspector.load(model)
     tok = m.tokenizer
     rows = [
-        "| measure | 128 tokens | 512 tokens | goal |",
-        "|---|---|---|---|",
+        "| measure | " + " | ".join(f"{n} tokens" for n in sizes) + " | goal |",
+        "|---|" + "---|" * len(sizes) + "---|",
     ]
     speed, mem_full, mem_part, mem_bare = [], [], [], []
     with tempfile.TemporaryDirectory() as folder:
@@ -118,7 +120,7 @@ def main() -> str:
         torch.save(m.model.state_dict(), os.path.join(folder, "weights.pt"))
         m.model.config.save_pretrained(folder)
         tok.save_pretrained(folder)
-        for n in (128, 512):
+        for n in sizes:
             text = _text_of(tok, n)
             ins = m.inspect(text, truncation=True, max_length=n, layers=[0])
             assert len(ins.tokens) == n
@@ -131,11 +133,11 @@ def main() -> str:
             def captured(text: str = text, n: int = n) -> None:
                 m.inspect(text, truncation=True, max_length=n)
 
-            t_cap, t_bare = _interleaved(captured, bare, 5 if n == 128 else 3)
+            t_cap, t_bare = _interleaved(captured, bare, repeats if n == sizes[0] else repeats - 2)
             speed.append((t_cap, t_bare))
-            mem_full.append(_memory(folder, n, "full", text))
-            mem_part.append(_memory(folder, n, "part", text))
-            mem_bare.append(_memory(folder, n, "bare", text))
+            mem_full.append(_memory(folder, n, "full", text, layers))
+            mem_part.append(_memory(folder, n, "part", text, layers))
+            mem_bare.append(_memory(folder, n, "bare", text, layers))
 
     mib = 2**20
     rows.append(
@@ -144,12 +146,12 @@ def main() -> str:
         + " | <= 1.10 |"
     )
     rows.append(
-        "| kept array, full capture (30 x 9 heads) | "
+        f"| kept array, full capture ({m.bundle.n_layers} x {m.bundle.n_heads} heads) | "
         + " | ".join(f"{r['kept'] / mib:.1f} MiB" for r in mem_full)
         + " | |"
     )
     rows.append(
-        "| kept array, layers=[0, 15, 29] | "
+        f"| kept array, layers={layers} | "
         + " | ".join(f"{r['kept'] / mib:.1f} MiB" for r in mem_part)
         + " | 1/10 |"
     )
@@ -159,7 +161,7 @@ def main() -> str:
         + " | |"
     )
     rows.append(
-        "| peak RSS added: 3-layer capture | "
+        f"| peak RSS added: {len(layers)}-layer capture | "
         + " | ".join(f"{r['peak'] / mib:.0f} MiB" for r in mem_part)
         + " | about 1/10 of full |"
     )
@@ -169,12 +171,12 @@ def main() -> str:
         + " | |"
     )
 
-    # Generation: 32 new tokens from a chat prompt, with capture vs plain eager generate().
+    # Generation: new tokens from a chat prompt, with capture vs plain eager generate().
     chat = [{"role": "user", "content": "Write one sentence about the sea."}]
     prompt_ids = tok.apply_chat_template(chat, add_generation_prompt=True, return_tensors="pt")
     if not isinstance(prompt_ids, torch.Tensor):
         prompt_ids = prompt_ids["input_ids"]
-    kw = {"max_new_tokens": 32, "min_new_tokens": 32, "do_sample": False}
+    kw = {"max_new_tokens": new_tokens, "min_new_tokens": new_tokens, "do_sample": False}
 
     def plain() -> None:
         with torch.inference_mode():
@@ -183,19 +185,27 @@ def main() -> str:
     def recorded() -> None:
         m.generate(
             messages=chat,
-            max_new_tokens=32,
+            max_new_tokens=new_tokens,
             do_sample=False,
-            generation_options={"min_new_tokens": 32},
+            generation_options={"min_new_tokens": new_tokens},
         )
 
-    t_gen, t_plain = _interleaved(recorded, plain, 3)
+    t_gen, t_plain = _interleaved(recorded, plain, max(1, repeats - 2))
     n_prompt = prompt_ids.shape[-1]
     rows.append(
-        f"| generate(max_new_tokens=32) with capture / plain eager generate "
-        f"({n_prompt}-token prompt) | {t_gen / t_plain:.2f} ({t_gen:.2f} s / {t_plain:.2f} s) "
-        f"| | <= 1.3 |"
+        f"| generate(max_new_tokens={new_tokens}) with capture / plain eager generate "
+        f"({n_prompt}-token prompt) | {t_gen / t_plain:.2f} ({t_gen:.2f} s / {t_plain:.2f} s) | "
+        + "| " * (len(sizes) - 1)
+        + "<= 1.3 |"
     )
     return "\n".join(rows)
+
+
+def smoke(models: dict[str, str]) -> str:
+    """The same table on a tiny LLaMA-style GGUF model at 16 tokens, 4 new tokens, the memory
+    runs in this process."""
+    with in_process():
+        return main(models["decoder"], sizes=(16,), layers=[0, 1], repeats=1, new_tokens=4)
 
 
 if __name__ == "__main__":

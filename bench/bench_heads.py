@@ -41,24 +41,26 @@ def _sentences(n: int) -> list[str]:
     return texts[:n]
 
 
-def main() -> str:
+def main(
+    model: str = "minilm", n_tokens: int = 128, n_sentences: int = 200, repeats: int = 5
+) -> str:
     import inspector
     from inspector.analysis import distances, metrics
 
-    m = inspector.load("minilm")
+    m = inspector.load(model)
     text = (SENTENCE * 20).strip()
-    ins = m.inspect(text, truncation=True, max_length=128)
+    ins = m.inspect(text, truncation=True, max_length=n_tokens)
     stack = ins.stack
 
     def fwd() -> object:
-        return m.inspect(text, truncation=True, max_length=128)
+        return m.inspect(text, truncation=True, max_length=n_tokens)
 
-    t_fwd = _best(fwd, 5)
-    t_met = _best(lambda: metrics.head_metrics(stack), 5)
-    t_js = _best(lambda: distances.head_distances(stack, "js"), 3)
-    t_cos = _best(lambda: distances.head_distances(stack, "cosine"), 3)
+    t_fwd = _best(fwd, repeats)
+    t_met = _best(lambda: metrics.head_metrics(stack), repeats)
+    t_js = _best(lambda: distances.head_distances(stack, "js"), min(3, repeats))
+    t_cos = _best(lambda: distances.head_distances(stack, "cosine"), min(3, repeats))
 
-    texts = _sentences(200)
+    texts = _sentences(n_sentences)
     fwd_total = met_total = js_total = 0.0
     n_tokens = 0
     for sentence in texts:
@@ -74,14 +76,14 @@ def main() -> str:
         js_total += time.perf_counter() - t
 
     rows = [
-        ("head metrics, 1 input x 128 tokens", t_met, t_fwd, 0.2),
-        ("head distances (JS), 1 input x 128 tokens", t_js, t_fwd, 1.0),
-        ("head distances (cosine), 1 input x 128 tokens", t_cos, t_fwd, 1.0),
+        (f"head metrics, 1 input x {len(stack.query)} tokens", t_met, t_fwd, 0.2),
+        (f"head distances (JS), 1 input x {len(stack.query)} tokens", t_js, t_fwd, 1.0),
+        (f"head distances (cosine), 1 input x {len(stack.query)} tokens", t_cos, t_fwd, 1.0),
         (f"head metrics, {len(texts)} sentences", met_total, fwd_total, 0.2),
         (f"head distances (JS), {len(texts)} sentences", js_total, fwd_total, 1.0),
     ]
     out = [
-        f"MiniLM {len(stack.layers)} layers x {len(stack.heads)} heads; "
+        f"{m.name} {len(stack.layers)} layers x {len(stack.heads)} heads; "
         f"{len(texts)} sentences = {n_tokens:,} tokens",
         "",
         "| measurement | time (s) | forward (s) | ratio to forward | goal | ok |",
@@ -94,6 +96,11 @@ def main() -> str:
             f"{'yes' if ratio <= goal else 'no'} |"
         )
     return "\n".join(out)
+
+
+def smoke(models: dict[str, str]) -> str:
+    """The same table on a tiny encoder: 16 tokens, 3 sentences, one repeat."""
+    return main(models["encoder"], n_tokens=16, n_sentences=3, repeats=1)
 
 
 if __name__ == "__main__":

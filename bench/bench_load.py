@@ -15,43 +15,45 @@ table gives ratios to the baseline, seconds for context.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
+from bench._timing import checked, in_process, run_script
+
 _PROBE = """
-import sys, time
+import os, sys, time
 import inspector
 from inspector.models.embedded import EMBEDDED
 from inspector.models.loading import _load_from_source
-entry = EMBEDDED["smollm2"]
+model = sys.argv[2]
+if model in EMBEDDED:
+    folder, gguf_file = str(EMBEDDED[model].locate()), EMBEDDED[model].gguf_file
+else:  # a .gguf file
+    folder, gguf_file = os.path.dirname(os.path.abspath(model)), os.path.basename(model)
 start = time.perf_counter()
 if sys.argv[1] == "direct":
-    _load_from_source("smollm2", str(entry.locate()), None, None, None, False, entry.gguf_file)
+    _load_from_source(model, folder, None, None, None, False, gguf_file)
 else:
-    inspector.load("smollm2")
+    inspector.load(model)
 print(time.perf_counter() - start)
 """
 
 
-def _load_seconds(kind: str, cache: str) -> float:
+def _load_seconds(kind: str, cache: str, model: str = "smollm2") -> float:
     env = dict(os.environ, INSPECTOR_CACHE_DIR=cache, TRANSFORMERS_VERBOSITY="error")
     root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
-    out = subprocess.run(
-        [sys.executable, "-c", _PROBE, kind], env=env, capture_output=True, text=True, check=True
-    )
-    return float(out.stdout.strip().splitlines()[-1])
+    return float(checked(run_script(_PROBE, [kind, model], env=env)).strip().splitlines()[-1])
 
 
-def main(rounds: int = 3) -> str:
+def main(rounds: int = 3, model: str = "smollm2") -> str:
+    """``model``: an embedded GGUF model's name, or a ``.gguf`` file."""
     direct, first, later = [], [], []
     for _ in range(rounds):
         with tempfile.TemporaryDirectory(prefix="inspector-bench-cache-") as cache:
-            first.append(_load_seconds("cached", cache))
-            direct.append(_load_seconds("direct", cache))
-            later.append(_load_seconds("cached", cache))
+            first.append(_load_seconds("cached", cache, model))
+            direct.append(_load_seconds("direct", cache, model))
+            later.append(_load_seconds("cached", cache, model))
     base = min(direct)
     rows = [
         f"| load | best of {rounds} | / GGUF load |",
@@ -62,6 +64,12 @@ def main(rounds: int = 3) -> str:
         f"**{min(later) / base:.2f}** (goal: a few seconds) |",
     ]
     return "\n".join(rows)
+
+
+def smoke(models: dict[str, str]) -> str:
+    """The same table for a tiny GGUF file, one round, each load in this process."""
+    with in_process():
+        return main(1, models["decoder"])
 
 
 if __name__ == "__main__":

@@ -25,12 +25,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from bench._timing import in_process, run_script
 
 SIZES = (1024, 2048, 4096, 8192)
 MODES = ("eager", "sdpa", "scan_eager", "scan_blockwise")
@@ -106,12 +107,7 @@ def _run(
     if f"{mode}@{n}" in _skipped() or (modes and mode not in modes.split(",")):
         return {"seconds": math.nan, "peak": math.nan}
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error")
-    out = subprocess.run(
-        [sys.executable, "-c", _CHILD, folder, mode, text_file, str(n), *([page] if page else [])],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
+    out = run_script(_CHILD, [folder, mode, text_file, str(n), *([page] if page else [])], env=env)
     if out.returncode != 0:
         return {"seconds": math.nan, "peak": math.nan, "error": out.stderr[-300:]}  # type: ignore[dict-item]
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -132,16 +128,16 @@ def growth(sizes: list[int], values: list[float]) -> float:
     return sum((x - mx) * (y - my) for x, y in pts) / den if den else math.nan
 
 
-def _refusal_seconds(model: Any, text: str) -> float:
-    """Seconds until a 4,096-token capture with a 4 GB budget is refused (it never runs)."""
+def _refusal_seconds(model: Any, text: str, n_tokens: int = 4096, budget: str = "4GB") -> float:
+    """Seconds until an ``n_tokens`` capture over ``budget`` is refused (it never runs)."""
     from inspector.errors import ResourceError
 
     start = time.perf_counter()
     try:
-        model.inspect(text, truncation=True, max_length=4096, max_memory="4GB")
+        model.inspect(text, truncation=True, max_length=n_tokens, max_memory=budget)
     except ResourceError:
         return time.perf_counter() - start
-    raise AssertionError("a 4,096-token SmolLM2 capture fit in 4 GB: the estimate is wrong")
+    raise AssertionError(f"a {n_tokens:,}-token capture fit in {budget}: the estimate is wrong")
 
 
 def _text(tokenizer: object, n: int) -> str:
@@ -156,30 +152,39 @@ def _text(tokenizer: object, n: int) -> str:
     return text
 
 
-def main() -> str:
+def main(
+    model: str = "smollm2",
+    sizes: tuple[int, ...] | None = None,
+    refusal: tuple[int, str] = (4096, "4GB"),
+    draw: bool = True,
+) -> str:
+    """``sizes``: default :data:`SIZES` or ``INSPECTOR_BENCH_LONG_SIZES``; ``refusal``: the
+    capture (tokens, budget) that must be refused before it runs; ``draw=False``: no Chromium."""
     import torch
 
     import inspector
     from bench._timing import draw_seconds
 
-    m = inspector.load("smollm2")
-    sizes = list(_sizes())
+    m = inspector.load(model)
+    sizes = list(sizes or _sizes())
     results: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
     with tempfile.TemporaryDirectory() as folder:
         torch.save(m.model.state_dict(), os.path.join(folder, "weights.pt"))
         m.model.config.save_pretrained(folder)
         m.tokenizer.save_pretrained(folder)
         text_file = os.path.join(folder, "text.txt")
-        text = _text(m.tokenizer, max(max(sizes), 4096))
+        text = _text(m.tokenizer, max(max(sizes), refusal[0]))
         Path(text_file).write_text(text, encoding="utf-8")
-        refusal = _refusal_seconds(m, text)
+        refused = _refusal_seconds(m, text, *refusal)
         del m
         page = os.path.join(folder, "scan.html")
         for n in sizes:
             for mode in MODES:
                 last = n == max(sizes) and mode == "scan_blockwise"
                 results[mode].append(_run(folder, mode, text_file, n, page if last else None))
-        drawn = draw_seconds(Path(page), "[data-scan-drawn]") if os.path.exists(page) else None
+        drawn = (
+            draw_seconds(Path(page), "[data-scan-drawn]") if draw and os.path.exists(page) else None
+        )
         page_mb = os.path.getsize(page) / 1e6 if os.path.exists(page) else math.nan
     mib = 2**20
     head = "| tokens | " + " | ".join(f"{m} s / MiB" for m in MODES)
@@ -211,7 +216,8 @@ def main() -> str:
         f"\nScan page of the {max(sizes):,}-token blockwise scan: {page_mb:.1f} MB, built in "
         f"{built:.2f} s, drawn in Chromium in "
         f"{'n/a' if drawn is None else f'{drawn:.2f} s'} (goal: under 10 MB, drawn in 3 s). "
-        f"A 4,096-token capture over a 4 GB budget is refused in {refusal * 1e3:.0f} ms "
+        f"A {refusal[0]:,}-token capture over a {refusal[1]} budget is refused in "
+        f"{refused * 1e3:.0f} ms "
         f"without running the model (goal: under 1 s)."
     )
     rows.append(
@@ -222,6 +228,13 @@ def main() -> str:
     if errors:
         rows.append(f"\nfailed runs: {errors}")
     return "\n".join(rows)
+
+
+def smoke(models: dict[str, str]) -> str:
+    """The same table on a tiny LLaMA-style GGUF model at 32 tokens (one size), no Chromium;
+    a 64-token capture over a 1 kB budget must be refused; the runs in this process."""
+    with in_process():  # each run in this process: the same code, no interpreter start-ups
+        return main(models["decoder"], sizes=(32,), refusal=(64, "1KB"), draw=False)
 
 
 if __name__ == "__main__":

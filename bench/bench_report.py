@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench._timing import draw_seconds
+from bench._timing import checked, draw_seconds, in_process, run_script
 
 #: Timed builds per side and size (after one untimed warm-up build).
 REPEATS = 3
@@ -69,11 +69,11 @@ def _sentence(model: Any, n_tokens: int) -> str:
             return " ".join(words[:-1]) + "."
 
 
-def _warm_median(build: Callable[[], Any]) -> tuple[Any, float]:
-    """Build once untimed, then return the last result and the median of ``REPEATS`` timings."""
+def _warm_median(build: Callable[[], Any], repeats: int = REPEATS) -> tuple[Any, float]:
+    """Build once untimed, then return the last result and the median of ``repeats`` timings."""
     result = build()
     times = []
-    for _ in range(REPEATS):
+    for _ in range(repeats):
         start = time.perf_counter()
         result = build()
         times.append(time.perf_counter() - start)
@@ -96,33 +96,35 @@ def _bertviz_build(ins: Any) -> Callable[[], str]:
 
 def _import_seconds(module: str) -> float:
     """Seconds to import ``module`` in a fresh interpreter (its import cost, reported apart)."""
-    import subprocess
-    import sys
-
     code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+    return float(checked(run_script(code, [])).strip().splitlines()[-1])
 
 
-def main() -> str:
+def main(
+    model_name: str = "minilm",
+    sizes: tuple[int, ...] = (32, 128, 512),
+    repeats: int = REPEATS,
+    draw: bool = True,
+) -> str:
+    """``draw=False`` leaves out the Chromium draw times (shown as n/a)."""
     import inspector
     from inspector.render import build_report
 
-    model = inspector.load("minilm")
+    model = inspector.load(model_name)
     rows = [
         "| tokens | report MB | bertviz MB | size ratio | report s | bertviz s | time ratio "
         "| drawn in Chromium s |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     with tempfile.TemporaryDirectory() as tmp:
-        for n in (32, 128, 512):
+        for n in sizes:
             ins = model.inspect(_sentence(model, n))  # the existing capture both sides start from
-            report, build = _warm_median(functools.partial(build_report, ins.capture))
+            report, build = _warm_median(functools.partial(build_report, ins.capture), repeats)
             path = report.save(Path(tmp) / f"r{n}.html")
             size = path.stat().st_size
-            bv_html, bv_time = _warm_median(_bertviz_build(ins))
+            bv_html, bv_time = _warm_median(_bertviz_build(ins), repeats)
             bv_size = len(bv_html.encode())
-            drawn = draw_seconds(path)
+            drawn = draw_seconds(path) if draw else None
             rows.append(
                 f"| {len(ins.tokens)} | {size / 1e6:.2f} | {bv_size / 1e6:.1f} | "
                 f"1/{bv_size / size:.0f} | {build:.3f} | {bv_time:.2f} | 1/{bv_time / build:.1f} | "
@@ -130,11 +132,18 @@ def main() -> str:
             )
     rows.append("")
     rows.append(
-        f"Builds: median of {REPEATS} warm builds from an existing capture. Import (fresh "
+        f"Builds: median of {repeats} warm builds from an existing capture. Import (fresh "
         f"interpreter, not counted above): inspector.render "
         f"{_import_seconds('inspector.render'):.2f} s, bertviz {_import_seconds('bertviz'):.2f} s."
     )
     return "\n".join(rows)
+
+
+def smoke(models: dict[str, str]) -> str:
+    """The same table on a tiny encoder at 8 and 16 tokens, one build, no Chromium, the import
+    times taken in this process."""
+    with in_process():
+        return main(models["encoder"], sizes=(8, 16), repeats=1, draw=False)
 
 
 if __name__ == "__main__":

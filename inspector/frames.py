@@ -16,7 +16,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from ._io import atomic_path
+from ._io import atomic_path, atomic_paths
 from .capture import memory as _memory
 from .capture.types import AttentionStack, Capture, Tokens, captured_positions
 from .errors import InputError
@@ -416,15 +416,29 @@ def _suffix(path: str | os.PathLike[str]) -> str:
     return Path(path).suffix.lower()
 
 
-def write_frame(frame: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+def write_frame(frame: pd.DataFrame, path: str | os.PathLike[str], *, force: bool = False) -> Path:
     """Write a frame atomically as Parquet (with its metadata) or CSV, chosen by the suffix."""
-    suffix = _suffix(path)
-    if suffix not in (".parquet", ".csv"):
-        raise InputError(f"unsupported output {path}: use a .parquet or .csv file name")
-    with atomic_path(path) as tmp:
-        if suffix == ".csv":
-            frame.to_csv(tmp, index=False)
-        else:
+    return write_frames({path: frame}, force=force)[0]
+
+
+def write_frames(
+    frames: Mapping[str | os.PathLike[str], pd.DataFrame],
+    *,
+    remove: Sequence[str | os.PathLike[str]] = (),
+    force: bool = False,
+) -> list[Path]:
+    """Write several frames (each as :func:`write_frame` would) as one set: every file is new,
+    or none changed; the files in ``remove`` (stale members of the set) are deleted with them.
+    Returns the written paths."""
+    for path in frames:
+        if _suffix(path) not in (".parquet", ".csv"):
+            raise InputError(f"unsupported output {path}: use a .parquet or .csv file name")
+    paths = [Path(p) for p in frames]
+    with atomic_paths(paths, remove=remove, force=force) as tmps:
+        for (path, frame), tmp in zip(frames.items(), tmps, strict=True):
+            if _suffix(path) == ".csv":
+                frame.to_csv(tmp, index=False)
+                continue
             import pyarrow as pa
             import pyarrow.parquet as pq
 
@@ -432,7 +446,7 @@ def write_frame(frame: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
             meta = dict(table.schema.metadata or {})
             meta[PARQUET_KEY] = json.dumps(frame.attrs.get("inspector", {})).encode()
             pq.write_table(table.replace_schema_metadata(meta), tmp)
-    return Path(path)
+    return paths
 
 
 def read_parquet(path: str | os.PathLike[str]) -> pd.DataFrame:

@@ -155,18 +155,40 @@ def parse(html: str) -> _Page:
 # ------------------------------------------------------------------------- tiny models
 
 
+WORDPIECE_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+def wordpiece_vocabulary(texts: Sequence[str] = CORPUS) -> dict[str, int]:
+    """A WordPiece vocabulary built in a fixed order: the specials, every character, every
+    character as a continuation (``##c``), then the words by count and spelling.
+
+    tokenizers' WordPieceTrainer breaks ties at random from one process to the next (which
+    pieces make the vocabulary, and their ids), so every number of a test on the BERT family
+    could move between runs. Words outside :data:`CORPUS` split into known prefixes and
+    single-character pieces (``mailmanship`` → ``mailman ##s ##h ##i ##p``).
+    """
+    from collections import Counter
+
+    from tokenizers import normalizers, pre_tokenizers
+
+    norm = normalizers.BertNormalizer(lowercase=True)
+    pre = pre_tokenizers.BertPreTokenizer()
+    counts = Counter(w for t in texts for w, _ in pre.pre_tokenize_str(norm.normalize_str(t)))
+    chars = sorted({c for w in counts for c in w})
+    words = sorted(counts, key=lambda w: (-counts[w], w))
+    tokens = [*WORDPIECE_SPECIALS, *chars, *(f"##{c}" for c in chars), *words]
+    return {t: i for i, t in enumerate(list(dict.fromkeys(tokens))[:VOCAB_SIZE])}
+
+
 def wordpiece_tokenizer() -> object:
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-    from tokenizers.trainers import WordPieceTrainer
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok = Tokenizer(models.WordPiece(wordpiece_vocabulary(), unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok.train_from_iterator(
-        CORPUS, WordPieceTrainer(vocab_size=VOCAB_SIZE, special_tokens=specials)
-    )
+    for special in WORDPIECE_SPECIALS:  # matched whole in any text, as a trained vocabulary's
+        tok.add_special_tokens([special])
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
@@ -318,6 +340,65 @@ def build_tiny(kind: str) -> tuple[object, object]:
         raise ValueError(kind)
     model.eval()
     return model, tok
+
+
+#: Added tokens that close a double-quoted attribute, a single-quoted one and a script element
+#: (issue 18): a model folder or hub tokenizer may hold any such token.
+ATTRIBUTE_ATTACKS = (
+    '" tabindex=1 autofocus onfocus=alert(2)//',
+    "' onmouseover=alert(1) x='",
+    "</script><script>alert(3)</script>",
+)
+#: A text holding every one of :data:`ATTRIBUTE_ATTACKS`, each tokenized as one added token.
+HOSTILE_TEXT = (
+    f"The cat {ATTRIBUTE_ATTACKS[0]} sat {ATTRIBUTE_ATTACKS[1]} on the mat "
+    f"{ATTRIBUTE_ATTACKS[2]} because it was tired."
+)
+
+
+def hostile_tokenizer(kind: str) -> Any:
+    """The tiny ``bert`` (WordPiece) or ``gpt2`` (byte-level) tokenizer plus the added tokens of
+    :data:`ATTRIBUTE_ATTACKS`, matched literally in any text."""
+    from tokenizers import AddedToken
+
+    tok: Any = wordpiece_tokenizer() if kind == "bert" else bytelevel_tokenizer(template=False)
+    tok.add_tokens([AddedToken(t, normalized=False) for t in ATTRIBUTE_ATTACKS])
+    return tok
+
+
+def build_hostile(kind: str, folder: Path) -> Path:
+    """A tiny model of ``kind`` with :func:`hostile_tokenizer`, saved to ``folder``."""
+    model, _ = build_tiny(kind)
+    tok = hostile_tokenizer(kind)
+    model.resize_token_embeddings(len(tok))  # type: ignore[attr-defined]
+    model.save_pretrained(folder)  # type: ignore[attr-defined]
+    tok.save_pretrained(folder)
+    return folder
+
+
+#: Every kind of page, and what :func:`hostile_pages` builds it from.
+PAGE_KINDS = ("report", "explain", "generation", "compare", "atlas", "scan")
+
+
+def hostile_pages(folder: Path) -> dict[str, Path]:
+    """Every kind of page, built from tiny models whose tokenizers hold the attribute- and
+    script-closing tokens of :data:`ATTRIBUTE_ATTACKS`, as they appear in :data:`HOSTILE_TEXT`.
+    Returns ``{kind: page path}`` for every kind in :data:`PAGE_KINDS`."""
+    import inspector
+
+    bert = inspector.load(str(build_hostile("bert", folder / "hostile-bert")))
+    gpt2 = inspector.load(str(build_hostile("gpt2", folder / "hostile-gpt2")))
+    ins = bert.inspect(HOSTILE_TEXT)
+    other = bert.inspect(HOSTILE_TEXT.replace("cat", "dog"))
+    pages = {kind: folder / f"{kind}.html" for kind in PAGE_KINDS}
+    ins.report(pages["report"])
+    gpt2.inspect(HOSTILE_TEXT).explain.report(pages["explain"], progress=False)
+    gpt2.generate(HOSTILE_TEXT, max_new_tokens=3).report(pages["generation"])
+    inspector.compare(ins, other).report(pages["compare"])
+    texts = [HOSTILE_TEXT, *ATTRIBUTE_ATTACKS, CORPUS[0]]
+    inspector.atlas(bert, texts, batch_size=2, progress=False).report(pages["atlas"])
+    gpt2.scan(HOSTILE_TEXT, rows=[-1, 3], topk=3, progress=False).report(pages["scan"])
+    return pages
 
 
 #: The chat template of :func:`build_tiny_gguf`: a user turn, then the assistant's header.

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..capture.types import AttentionStack, Tokens
+from ..capture.types import AttentionStack, Tokens, model_display_name
 from ..errors import InputError, InspectorWarning
 from .distances import js_divergence_rows
 from .metrics import head_metrics
@@ -270,8 +270,8 @@ def compare(a: Any, b: Any, *, labels: tuple[str, str] | None = None) -> Compari
 def _label(obj: Any, stack: AttentionStack) -> str:
     meta = getattr(getattr(obj, "capture", None), "metadata", {}) or {}
     text = " | ".join(stack.query.texts) or " ".join(stack.query.tokens)
-    model = meta.get("model_name")
-    return f"{model}: {text}" if model else text
+    model = meta.get("model_name")  # a folder's name, never its path: labels reach pages
+    return f"{model_display_name(str(model))}: {text}" if model else text
 
 
 __all__ = ["COLUMNS", "MIN_MATCHED_SHARE", "Comparison", "align_tokens", "compare"]

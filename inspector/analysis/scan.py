@@ -49,6 +49,25 @@ def pool_edges(n: int, pool: int) -> np.ndarray:
     return np.append(np.arange(0, n, size), n).astype(np.int64)
 
 
+def _slice_text(rows: slice) -> str:
+    parts = [rows.start, rows.stop] + ([rows.step] if rows.step is not None else [])
+    return ":".join("" if p is None else str(p) for p in parts)
+
+
+def check_row_slice(rows: slice) -> None:
+    """Refuse a slice of query positions with non-integer bounds or a step of 0."""
+    for name, value in (("start", rows.start), ("stop", rows.stop), ("step", rows.step)):
+        if value is not None and (
+            not isinstance(value, int | np.integer) or isinstance(value, bool)
+        ):
+            raise InputError(f"rows: the slice's {name} must be an integer, got {value!r}")
+    if rows.step is not None and int(rows.step) == 0:
+        raise InputError(
+            f"rows={_slice_text(rows)}: a slice's step cannot be 0; use e.g. 0:100 (every row) "
+            f"or 0:100:10 (every 10th)"
+        )
+
+
 def resolve_rows(rows: Any, n: int, *, strict: bool = True) -> tuple[int, ...]:
     """Query positions from ``None`` (the last), an int, a list or a slice (negative from the end).
 
@@ -58,7 +77,14 @@ def resolve_rows(rows: Any, n: int, *, strict: bool = True) -> tuple[int, ...]:
     if rows is None:
         return (n - 1,)
     if isinstance(rows, slice):
-        return tuple(range(n)[rows])
+        check_row_slice(rows)
+        picked = tuple(range(n)[rows])
+        if strict and not picked:
+            raise InputError(
+                f"rows={_slice_text(rows)} selects none of the {n} query positions; give a "
+                f"slice within 0..{n - 1} (negative counts from the end), or rows=[] to keep none"
+            )
+        return tuple(sorted(picked))
     items = [rows] if isinstance(rows, int | np.integer) else list(rows)
     out: list[int] = []
     for r in items:
@@ -252,6 +278,8 @@ class ScanAccumulator:
         self.row_metrics = list(self.forms)
         self.whole_metrics = [n for n in names if forms[n] is None]
         self.wants_full_layers = bool(self.whole_metrics)
+        if isinstance(rows, slice):
+            check_row_slice(rows)  # before the model runs
         self.rows_spec = rows
         self.topk = topk
         self.pool = pool

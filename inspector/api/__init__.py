@@ -32,11 +32,12 @@ from .corpus import (
     head_similarity,
     read_atlas,
     read_parquet,
+    replacing_read_only,
     save_table,
     syntax_probe,
 )
 from .inspection import Inspection
-from .long import RetrievalHeads, Scan, estimate_memory, retrieval_heads, scan
+from .long import RetrievalHeads, Scan, estimate_memory, retrieval_heads, scan, scan_files
 from .model import LoadedModel, ModelLike, as_model, detect_heads, load
 from .results import Atlas, Comparison, compare
 
@@ -81,9 +82,11 @@ __all__ = [
     "read_parquet",
     "register_explainer",
     "register_metric",
+    "replacing_read_only",
     "retrieval_heads",
     "save_table",
     "scan",
+    "scan_files",
     "syntax_probe",
     "top_heads",
 ]

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from .. import frames as _frames
-from .._io import check_writable, same_file
+from .._io import check_writable, replacing_read_only, same_file
 from ..analysis import distances as _distances
 from ..analysis import metrics as _metrics
 from ..corpus import atlas as _atlas
@@ -132,7 +132,7 @@ def atlas(
         column, batch_size, max_length, metrics, kind, distances, bins, checkpoint, resume,
             checkpoint_every, progress, limit, skip_bad_lines: see
             :func:`inspector.corpus.engine.run_atlas`. A checkpoint records its corpus (file
-            path, size, modification time and a hash of the texts counted); ``resume=True``
+            path, size, the SHA-256 of its content and a hash of the texts counted); ``resume=True``
             refuses another or an edited corpus.
         address / num_workers: the Ray cluster and number of model replicas (``engine="ray"``).
         max_memory: memory budget of a batch (local engine; default: what is available):
@@ -242,9 +242,14 @@ def save_table(frame: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
 
 
 def check_output(
-    path: str | os.PathLike[str], suffixes: Iterable[str], *, mkdir: bool = True
+    path: str | os.PathLike[str],
+    suffixes: Iterable[str],
+    *,
+    mkdir: bool = True,
+    force: bool = False,
 ) -> Path:
-    """Refuse, before any work, an output path with another suffix or that cannot be written.
+    """Refuse, before any work, an output path with another suffix, that cannot be written, or
+    that is a read-only file (unless ``force``).
 
     ``mkdir=False`` (the command line without ``--mkdir``) also refuses a path whose folder does
     not exist, rather than creating folders from a mistyped path.
@@ -259,27 +264,35 @@ def check_output(
             f"cannot write {path}: the folder {parent} {what}; create it first, or add --mkdir "
             f"to create it"
         )
-    return check_writable(path)
+    return check_writable(path, force=force)
 
 
 def check_not_input(
-    output: str | os.PathLike[str] | None, inputs: Iterable[str | os.PathLike[str] | None]
+    outputs: str | os.PathLike[str] | Iterable[str | os.PathLike[str] | None] | None,
+    inputs: Iterable[str | os.PathLike[str] | None],
 ) -> None:
-    """Refuse an output that is one of the inputs (``corpus.parquet:text -o corpus.parquet``).
+    """Refuse an output (or a file written beside it) that is one of the inputs
+    (``corpus.parquet:text -o corpus.parquet``, ``--file notes.rows.csv -o notes.csv``).
 
-    Inputs may name a column (``FILE:COLUMN``); links to the same file count as the same file.
+    Inputs may name a column (``FILE:COLUMN``). Paths are compared resolved (``..``, symbolic
+    links) and by inode, so a hard link to the input counts as the input too.
     """
-    if output is None:
+    if outputs is None:
         return
-    for given in inputs:
-        if given is None:
+    if isinstance(outputs, str | os.PathLike):
+        outputs = [outputs]
+    given_inputs = [os.fspath(i) for i in inputs if i is not None]
+    for output in outputs:
+        if output is None:
             continue
-        path, _ = split_column(os.fspath(given))
-        if os.path.exists(path) and same_file(output, path):
-            raise InputError(
-                f"the output {output} is the input {given} itself; writing it would destroy "
-                f"the input: choose another output path"
-            )
+        for given in given_inputs:
+            path, _ = split_column(given)
+            for candidate in dict.fromkeys((given, path)):
+                if os.path.exists(candidate) and same_file(output, candidate):
+                    raise InputError(
+                        f"the output {output} is the input {given} itself; writing it would "
+                        f"destroy the input: choose another output path"
+                    )
 
 
 __all__ = [
@@ -293,6 +306,7 @@ __all__ = [
     "head_similarity",
     "read_atlas",
     "read_parquet",
+    "replacing_read_only",
     "save_table",
     "syntax_probe",
 ]

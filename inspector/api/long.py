@@ -55,6 +55,20 @@ def _bundle(model: LongModel) -> ModelBundle:
     )
 
 
+#: The tables :meth:`Scan.save` writes, in order: the first to the path, the others beside it.
+SCAN_TABLES = ("heads", "rows", "topk")
+
+
+def scan_files(path: str | os.PathLike[str]) -> dict[str, Path]:
+    """The files of a scan saved to ``path``: ``heads`` is ``path`` itself, ``rows`` and
+    ``topk`` go beside it (``s.parquet`` → ``s.rows.parquet``, ``s.topk.parquet``)."""
+    out = Path(path)
+    return {
+        t: out if t == "heads" else out.with_name(f"{out.stem}.{t}{out.suffix}")
+        for t in SCAN_TABLES
+    }
+
+
 class Scan:
     """A bounded-memory capture of one input: statistics, not the full attention array.
 
@@ -192,11 +206,35 @@ class Scan:
         """Write :meth:`table` to CSV."""
         return self._write(path, ".csv", table, kind)
 
+    def save(
+        self, path: str | os.PathLike[str], *, kind: str | None = None, force: bool = False
+    ) -> list[Path]:
+        """Write the scan's tables as one set: ``heads`` to ``path`` (``.parquet`` or ``.csv``),
+        the kept rows and the top-k keys beside it (:func:`scan_files`), each when the scan has
+        them. Every file is new or none changed; a sidecar of an earlier scan that this one
+        lacks is removed with the write, so the files on disk are always one scan's.
+        Returns the written paths."""
+        suffix = Path(path).suffix.lower()
+        if suffix not in (".parquet", ".csv"):
+            raise InputError(f"{path}: the scan's tables are written as .parquet or .csv")
+        s = self.stack(kind)
+        files = scan_files(path)
+        present = {"heads": True, "rows": bool(s.row_positions), "topk": s.topk_pos is not None}
+        frames: dict[str | os.PathLike[str], pd.DataFrame] = {
+            files[t]: self._frame(t, kind) for t in SCAN_TABLES if present[t]
+        }
+        stale = [files[t] for t in SCAN_TABLES if not present[t]]
+        return _frames.write_frames(frames, remove=stale, force=force)
+
     def _write(
         self, path: str | os.PathLike[str], suffix: str, table: str, kind: str | None
     ) -> Path:
         if Path(path).suffix.lower() != suffix:
             raise InputError(f"{path}: expected a file name ending in {suffix}")
+        return _frames.write_frame(self._frame(table, kind), path)
+
+    def _frame(self, table: str, kind: str | None) -> pd.DataFrame:
+        """:meth:`table` with the scan's metadata in ``attrs['inspector']``."""
         frame = self.table(table, kind=kind)
         meta = {k: v for k, v in self.data.metadata.items() if k != "versions"}
         meta.update(
@@ -205,7 +243,7 @@ class Scan:
         import json
 
         frame.attrs["inspector"] = json.loads(json.dumps(meta, default=str))
-        return _frames.write_frame(frame, path)
+        return frame
 
     def report(
         self,
@@ -496,6 +534,7 @@ __all__ = [
     "estimate_memory",
     "retrieval_heads",
     "scan",
+    "scan_files",
     "scan_of_capture",
     "wants_scan_page",
 ]

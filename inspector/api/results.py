@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 from ..analysis import compare as _compare
@@ -65,6 +66,22 @@ class Atlas(_atlas.Atlas):
         if path is not None:
             rendered.save(path)
         return rendered
+
+    def save(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        report: str | os.PathLike[str] | None = None,
+        force: bool = False,
+    ) -> list[Path]:
+        """Write the atlas as Parquet, its distances beside it and, with ``report=``, its page,
+        as one set: every file is new, or none changed. Returns the written paths."""
+        extra: dict[str | os.PathLike[str], str] = {}
+        if report is not None:
+            if Path(report).suffix.lower() not in (".html", ".htm"):
+                raise InputError(f"{report}: a page is saved as .html; give a name ending in .html")
+            extra[report] = self.report().html
+        return _atlas.write_atlas(self, path, extra=extra, force=force)
 
 
 def facade_atlas(result: _atlas.Atlas) -> Atlas:

@@ -181,7 +181,7 @@ def encode(
     if n == 0:
         raise InputError("the tokenizer produced no tokens for this text")
     texts = (source,) if pair is None else (source, pair)
-    tokens = tokens_from_encoding(bundle, enc, texts)
+    tokens = tokens_from_encoding(bundle, enc, texts, split_words="is_split_into_words" in kw)
     if require_words:
         _require_words(tokens, pair is not None)
     return Encoded(tokens, source, bool(truncation and limit is not None and n >= limit))
@@ -194,10 +194,15 @@ def _require_words(tokens: Tokens, has_pair: bool) -> None:
         kept = ~np.asarray(tokens.special) & ((seqs == seq) if has_pair else True)
         if not kept.any():
             shown = sorted({t for t, sp in zip(tokens.tokens, tokens.special, strict=True) if sp})
+            typed = [t for t in shown if t in tokens.texts[min(seq, len(tokens.texts) - 1)]]
+            why = "the tokenizer drops all of its characters (combining marks, variation selectors"
+            why = f"{why}, control characters)" if not typed else (
+                f"it spells out special tokens only ({', '.join(typed)}), which are structure, "
+                f"not text (the corpus atlas skips such inputs too)"
+            )  # fmt: skip
             raise InputError(
-                f"{name} has no token but special ones ({', '.join(shown) or 'none'}): the "
-                f"tokenizer drops all of its characters (combining marks, variation selectors, "
-                f"control characters); give some visible text"
+                f"{name} has no token but special ones ({', '.join(shown) or 'none'}): {why}; "
+                f"give some visible text"
             )
 
 
@@ -268,8 +273,11 @@ def _check_words(bundle: ModelBundle, words: Sequence[str]) -> list[str]:
     return out
 
 
-def tokens_from_encoding(bundle: ModelBundle, enc: Any, texts: tuple[str, ...]) -> Tokens:
-    """:class:`Tokens` from a tokenizer's output (word ids, specials, offsets, segment ids)."""
+def tokens_from_encoding(
+    bundle: ModelBundle, enc: Any, texts: tuple[str, ...], *, split_words: bool = False
+) -> Tokens:
+    """:class:`Tokens` from a tokenizer's output (word ids, specials, offsets, segment ids);
+    ``split_words``: the input was a list of words (offsets then count within each word)."""
     tok = bundle.tokenizer
     ids = np.asarray(enc["input_ids"], dtype=np.int64)
     n = ids.shape[0]
@@ -277,8 +285,6 @@ def tokens_from_encoding(bundle: ModelBundle, enc: Any, texts: tuple[str, ...]) 
     # A tokenizer's special_tokens_mask only covers added [CLS]/[SEP]; also flag e.g. <s> typed in.
     special |= np.isin(ids, np.asarray(sorted(special_ids(bundle)), dtype=np.int64))
     unknown = _unknown_id(bundle)
-    if unknown is not None:  # [UNK] is a word of the text, never structure
-        special &= ids != unknown
     if getattr(tok, "is_fast", False) and hasattr(enc, "word_ids"):
         raw_words = enc.word_ids()
         raw_seqs = enc.sequence_ids()
@@ -286,6 +292,9 @@ def tokens_from_encoding(bundle: ModelBundle, enc: Any, texts: tuple[str, ...]) 
     else:
         raw_words, raw_seqs = _heuristic_words(tok.convert_ids_to_tokens(ids.tolist()), special)
         offsets = np.full((n, 2), -1, dtype=np.int32)
+    if unknown is not None:  # [UNK] is a word of the text, unless the text spells it out
+        typed = _typed_literally(str(tok.unk_token), ids == unknown, offsets, raw_seqs, texts)
+        special = (special & (ids != unknown)) | (typed & (not split_words))
     seqs = np.array([-1 if s is None else s for s in raw_seqs], dtype=np.int8)
     words = np.full(n, -1, dtype=np.int32)
     seen: dict[tuple[int, int], int] = {}
@@ -308,6 +317,18 @@ def tokens_from_encoding(bundle: ModelBundle, enc: Any, texts: tuple[str, ...]) 
         type_ids=None if types is None else np.asarray(types, dtype=np.int64),
         readable=readable_tokens(tok, strings, special.tolist()),
     )
+
+
+def _typed_literally(token: str, at: Any, offsets: Any, seqs: Any, texts: Any) -> np.ndarray:
+    """Which positions ``at`` cover ``token`` spelled out in the text (SmolLM2's unknown token
+    ``<|endoftext|>`` typed in): special like any typed special token, not a word the
+    vocabulary lacks. Needs character offsets (fast tokenizers, text not pre-split)."""
+    out = np.zeros(len(at), dtype=bool)
+    for i in np.flatnonzero(at).tolist():
+        seq, (start, end) = seqs[i], offsets[i]
+        if seq is not None and 0 <= start < end and seq < len(texts):
+            out[i] = texts[seq][start:end] == token
+    return out
 
 
 def readable_tokens(tok: Any, tokens: Sequence[str], special: Sequence[bool]) -> tuple[str, ...]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from types import MappingProxyType
 from typing import Any, Literal, Protocol
 
@@ -162,6 +163,21 @@ def readable_token(token: str) -> str:
         ('␣capital', '⏎', '␣the')
     """
     return visible_whitespace("".join(_MARKS.get(ch, ch) for ch in token))
+
+
+def is_local_path(text: str) -> bool:
+    """Whether a model name is a path of this machine (absolute, ``./``, ``../`` or ``~``)."""
+    return PurePath(text).is_absolute() or text.startswith(("./", "../", "~"))
+
+
+def model_display_name(name: str) -> str:
+    """A model's name for titles and labels: a local folder's or file's name, never its path.
+
+    Example:
+        >>> model_display_name("/home/me/models/tiny-bert"), model_display_name("org/name")
+        ('tiny-bert', 'org/name')
+    """
+    return (PurePath(name).name or name) if is_local_path(name) else name
 
 
 def strip_marker(token: str) -> str:

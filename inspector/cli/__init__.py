@@ -18,7 +18,7 @@ import signal
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from . import corpus, long, single
 from .common import EXIT_ERROR, EXIT_INTERRUPTED, Command, Terminated, UsageError, interrupted
@@ -56,8 +56,17 @@ class HelpFormatter(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
+class Parser(argparse.ArgumentParser):
+    """An argument error is one line, ``inspector: error: ...``, like every other error (exit
+    2), with where to read the usage instead of the usage itself."""
+
+    def error(self, message: str) -> NoReturn:
+        _say(f"inspector: error: {message}; see {self.prog} --help")
+        raise SystemExit(EXIT_ERROR)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="inspector",
         description="Capture, tabulate and render the attention of Hugging Face transformers.",
         formatter_class=HelpFormatter,
@@ -113,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        with _stop_signals_interrupt(), _our_warnings_as_lines():
+        with _stop_signals_interrupt(), _our_warnings_as_lines(), _force(args):
             _quiet_libraries()
             message = args.func(args)
     except KeyboardInterrupt as exc:
@@ -147,6 +156,18 @@ def _our_warnings_as_lines() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("always", InspectorWarning)
         warnings.showwarning = show
+        yield
+
+
+@contextlib.contextmanager
+def _force(args: argparse.Namespace) -> Iterator[None]:
+    """``--force``: every write of the command may replace a read-only output."""
+    if not getattr(args, "force", False):
+        yield
+        return
+    from ..api import replacing_read_only
+
+    with replacing_read_only():
         yield
 
 

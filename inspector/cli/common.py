@@ -98,6 +98,11 @@ def add_output(
         action="store_true",
         help="create the output's folder when it does not exist (without it: an error)",
     )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an output file that is read-only (without it: an error)",
+    )
 
 
 def add_length(p: argparse.ArgumentParser) -> None:
@@ -179,20 +184,43 @@ def inspect_text(args: argparse.Namespace, **extra: Any) -> Any:
 def check_output(path: str | None, *suffixes: str, args: argparse.Namespace | None = None) -> None:
     """Check an output path before any model work (a usage error names the suffixes).
 
-    Its folder must exist unless ``--mkdir`` was given (then it is created).
+    Its folder must exist unless ``--mkdir`` was given (then it is created); a read-only file
+    is refused unless ``--force``.
     """
     if path is None:
         return
     from ..api import check_output as api_check_output
 
-    api_check_output(path, suffixes, mkdir=bool(getattr(args, "mkdir", False)))
+    api_check_output(
+        path,
+        suffixes,
+        mkdir=bool(getattr(args, "mkdir", False)),
+        force=bool(getattr(args, "force", False)),
+    )
 
 
-def check_not_input(output: str | None, inputs: list[str | None]) -> None:
-    """Refuse an output path that is one of the command's input files."""
+def check_not_input(
+    outputs: str | list[str | None] | None,
+    inputs: list[str | None],
+    args: argparse.Namespace | None = None,
+) -> None:
+    """Refuse an output path (or a file written beside it) that is one of the command's input
+    files, or one that two outputs share. ``args`` adds the model paths to the inputs."""
     from ..api import check_not_input as api_check_not_input
 
-    api_check_not_input(output, inputs)
+    given = [outputs] if outputs is None or isinstance(outputs, str) else list(outputs)
+    named = [o for o in given if o is not None]
+    for i, a in enumerate(named):
+        for b in named[i + 1 :]:
+            if os.path.realpath(a) == os.path.realpath(b) or (
+                os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
+            ):
+                raise UsageError(
+                    f"{a} and {b} are one file, but the command writes two different files "
+                    f"there; choose other paths"
+                )
+    models = [getattr(args, "model", None), getattr(args, "model_b", None)] if args else []
+    api_check_not_input(named, [*inputs, *models])
 
 
 def read_texts(args: argparse.Namespace) -> list[str]:

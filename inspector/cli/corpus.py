@@ -80,8 +80,8 @@ def cmd_atlas(args: argparse.Namespace) -> str:
 
     checkpoint = args.checkpoint or str(default_checkpoint(args.output))
     outputs = [args.output, str(distances_path(args.output)), args.report, checkpoint]
-    for output in outputs:
-        check_not_input(output, [args.texts])
+    check_not_input(outputs, [args.texts], args)
+    check_output(outputs[1], ".parquet", args=args)  # a read-only distances file: refused now
     local = args.engine == "local"
     if os.path.exists(checkpoint) and not args.resume:
         raise UsageError(
@@ -111,13 +111,27 @@ def cmd_atlas(args: argparse.Namespace) -> str:
         if os.path.exists(checkpoint):
             exc.inspector_note = f"progress saved in {checkpoint}: rerun with --resume"  # type: ignore[attr-defined]
         raise
-    paths = result.save(args.output)
+    stale = distances_path(args.output)
+    removed = result.distances is None and os.path.exists(stale)
+    try:
+        paths = result.save(args.output, report=args.report)  # all of them, or none changed
+    except KeyboardInterrupt as exc:
+        if os.path.exists(checkpoint):
+            exc.inspector_note = (  # type: ignore[attr-defined]
+                f"no partial output was written; the measured atlas is kept in {checkpoint}: "
+                f"rerun with --resume to write it"
+            )
+        raise
+    except Exception as exc:
+        if not os.path.exists(checkpoint):
+            raise
+        raise UsageError(
+            f"{' '.join(str(exc).split())}; the measured atlas is kept in {checkpoint}: rerun "
+            f"with --resume to write it without measuring again"
+        ) from exc
     if os.path.exists(checkpoint):
         os.remove(checkpoint)
-    extra = ""
-    if args.report:
-        result.report(args.report)
-        extra = f", report -> {args.report}"
+    extra = f" (removed the old {stale}: this atlas has no distances)" if removed else ""
     meta = result.metadata
     bad = f" ({meta['n_bad_lines']} unreadable)" if meta.get("n_bad_lines") else ""
     return (
@@ -146,7 +160,7 @@ def _args_probe(p: argparse.ArgumentParser) -> None:
 
 def cmd_probe(args: argparse.Namespace) -> str:
     check_output(args.output, ".csv", ".parquet", args=args)
-    check_not_input(args.output, [args.treebank])
+    check_not_input(args.output, [args.treebank], args)
     from ..api import save_table, syntax_probe
 
     result = syntax_probe(

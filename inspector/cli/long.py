@@ -15,6 +15,7 @@ from .common import (
     add_model,
     add_output,
     add_selection,
+    check_not_input,
     check_output,
     label,
     load_model,
@@ -23,25 +24,35 @@ from .common import (
 
 
 def rows_spec(value: str) -> Any:
-    """``-1``, ``0,100,-1``, ``100:200`` (a slice) or ``none``."""
+    """``-1``, ``0,100,-1``, ``100:200`` or ``0:100:10`` (a slice) or ``none``."""
     text = value.replace(" ", "")
     if text.lower() == "none":
         return []
     if ":" in text:
         parts = text.split(":")
         try:
+            if len(parts) > 3:
+                raise ValueError
             bounds = [int(p) if p else None for p in parts]
         except ValueError:
             raise argparse.ArgumentTypeError(
-                f"expected a slice such as 100:200, got {value!r}"
+                f"expected a slice such as 100:200 or 0:100:10, got {value!r}"
             ) from None
+        if len(bounds) == 3 and bounds[2] == 0:
+            raise argparse.ArgumentTypeError(
+                f"{value!r}: a slice's step cannot be 0; use e.g. 0:100 or 0:100:10"
+            )
         return slice(*bounds)
     try:
-        return [int(v) for v in text.split(",") if v]
+        positions = [int(v) for v in text.split(",") if v]
     except ValueError:
+        positions = []
+    if not positions:
         raise argparse.ArgumentTypeError(
-            f"expected query positions such as -1 or 0,100,-1, got {value!r}"
-        ) from None
+            f"expected query positions such as -1 or 0,100,-1 (or none to keep no row), "
+            f"got {value!r}"
+        )
+    return positions
 
 
 def float_list(value: str) -> list[float]:
@@ -105,6 +116,13 @@ def cmd_scan(args: argparse.Namespace) -> str:
     check_output(args.output, ".html", ".htm", ".parquet", ".csv", args=args)
     if (args.text is None) == (args.file is None):
         raise UsageError("give the input as TEXT or --file PATH (one of them)")
+    from ..api import scan_files
+
+    tables = Path(args.output).suffix.lower() in (".parquet", ".csv")
+    outputs = list(map(str, scan_files(args.output).values())) if tables else [args.output]
+    check_not_input(outputs, [args.file], args)
+    for side in outputs[1:]:  # a read-only sidecar is refused before the scan, not after
+        check_output(side, ".parquet", ".csv", args=args)
     text = args.text if args.text is not None else _read(args.file, "--file")
     scan = load_model(args).scan(
         text,
@@ -119,18 +137,14 @@ def cmd_scan(args: argparse.Namespace) -> str:
         max_memory=args.max_memory,
         progress=False if args.no_progress else progress(args),
     )
-    out = Path(args.output)
-    written = [out]
-    if out.suffix.lower() in (".html", ".htm"):
-        scan.report(out)
+    removed: list[str] = []
+    if tables:  # heads, rows and top-k: all new or none changed
+        before = [p for p in outputs[1:] if os.path.exists(p)]
+        written = scan.save(args.output)
+        removed = [p for p in before if Path(p) not in written]
     else:
-        save = scan.to_parquet if out.suffix.lower() == ".parquet" else scan.to_csv
-        save(out, "heads")
-        for table, present in (("rows", bool(scan.row_positions)), ("topk", args.topk)):
-            if present:
-                side = out.with_name(f"{out.stem}.{table}{out.suffix}")
-                save(side, table)
-                written.append(side)
+        scan.report(args.output)
+        written = [Path(args.output)]
     sinks = scan.sinks().sort_values("first_k_share", ascending=False).head(3)
     top = ", ".join(
         f"{label(*key)} {v:.2f}"
@@ -141,6 +155,7 @@ def cmd_scan(args: argparse.Namespace) -> str:
         f"{meta['model_name']}: {len(scan.tokens):,} tokens, {len(scan.layers)} layers x "
         f"{len(scan.heads)} heads ({meta['method']}); strongest sinks {top} -> "
         f"{', '.join(str(p) for p in written)}"
+        + (f" (removed the old {', '.join(removed)}: this scan has none)" if removed else "")
     )
 
 
@@ -175,6 +190,7 @@ def _args_retrieval(p: argparse.ArgumentParser) -> None:
 
 def cmd_retrieval(args: argparse.Namespace) -> str:
     check_output(args.output, ".html", ".htm", ".csv", ".parquet", args=args)
+    check_not_input(args.output, [args.haystack], args)
     haystack = _read(args.haystack, "--haystack")
     if (args.needle is None) != (args.question is None):
         raise UsageError("give --needle and --question together (or neither, for the default)")

@@ -46,6 +46,7 @@ def _args_inspect(p: argparse.ArgumentParser) -> None:
 
 def cmd_inspect(args: argparse.Namespace) -> str:
     check_output(args.output, ".parquet", ".csv", args=args)
+    check_not_input(args.output, [], args)
     ins = inspect_text(args, layers=args.layers, heads=args.heads, max_memory=args.max_memory)
     if args.output.lower().endswith(".parquet"):  # streamed a layer at a time, any length
         ins.to_parquet(args.output, level=args.level, readable=args.readable)
@@ -81,6 +82,7 @@ def _args_report(p: argparse.ArgumentParser) -> None:
 
 def cmd_report(args: argparse.Namespace) -> str:
     check_output(args.output, ".html", ".htm", args=args)
+    check_not_input(args.output, [], args)
     ins = inspect_text(args, layers=args.layers, heads=args.heads, max_memory=args.max_memory)
     if args.explain:
         report = ins.explain.report(args.output, precision=args.precision, progress=progress(args))
@@ -109,7 +111,7 @@ def _args_heads(p: argparse.ArgumentParser) -> None:
 
 def cmd_heads(args: argparse.Namespace) -> str:
     check_output(args.output, ".csv", ".parquet", args=args)
-    check_not_input(args.output, [args.file])
+    check_not_input(args.output, [args.file], args)
     texts = read_texts(args)
     from ..api import ROLES, head_metrics, head_roles, save_table
 
@@ -172,6 +174,7 @@ def cmd_compare(args: argparse.Namespace) -> str:
     if args.model_b is None and args.text_b is None:
         raise UsageError("give --text-b TEXT (a second input) and/or --model-b MODEL")
     check_output(args.output, ".html", ".htm", ".csv", ".parquet", args=args)
+    check_not_input(args.output, [], args)
     from ..api import compare, save_table
 
     model_a = load_model(args)
@@ -232,6 +235,7 @@ def _args_explain(p: argparse.ArgumentParser) -> None:
 
 def cmd_explain(args: argparse.Namespace) -> str:
     check_output(args.output, ".html", ".htm", args=args)
+    check_not_input(args.output, [], args)
     ins = load_model(args).inspect(
         args.text, args.pair, truncation=args.truncate, max_length=args.max_length
     )
@@ -275,6 +279,7 @@ def _args_generate(p: argparse.ArgumentParser) -> None:
 
 def cmd_generate(args: argparse.Namespace) -> str:
     check_output(args.output, ".html", ".htm", ".parquet", ".csv", args=args)
+    check_not_input(args.output, [], args)
     sampling: dict[str, Any] = {}
     if args.temperature is not None:
         sampling.update(do_sample=True, temperature=args.temperature)

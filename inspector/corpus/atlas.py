@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from .._io import atomic_path
+from .._io import atomic_paths
 from ..errors import InputError
 from .aggregate import SUMMARY_COLUMNS, HeadAggregate, mean_distance_frame, summary_frame
 
@@ -65,9 +65,9 @@ class Atlas:
         part = self.summary[self.summary["metric"] == name].reset_index()
         return part.pivot(index="layer", columns="head", values=stat)
 
-    def save(self, path: str | os.PathLike[str]) -> list[Path]:
+    def save(self, path: str | os.PathLike[str], *, force: bool = False) -> list[Path]:
         """Write the atlas as Parquet (see :func:`write_atlas`); returns the written paths."""
-        return write_atlas(self, path)
+        return write_atlas(self, path, force=force)
 
     def __repr__(self) -> str:
         m = self.metadata
@@ -84,29 +84,43 @@ def distances_path(path: str | os.PathLike[str]) -> Path:
     return p.with_name(p.stem + ".distances.parquet")
 
 
-def write_atlas(atlas: Atlas, path: str | os.PathLike[str]) -> list[Path]:
+def write_atlas(
+    atlas: Atlas,
+    path: str | os.PathLike[str],
+    *,
+    extra: Mapping[str | os.PathLike[str], str] | None = None,
+    force: bool = False,
+) -> list[Path]:
     """Write the summary to ``path`` (Parquet, metadata in the schema) and the distance matrix
-    beside it (see :func:`distances_path`), each atomically. Returns the written paths."""
+    beside it (see :func:`distances_path`) as one set: both files are new, or neither changed.
+
+    ``extra`` maps more files of the set to their text (the atlas report). An old distances file
+    beside ``path`` is removed when this atlas has none, so :func:`read_atlas` never pairs a
+    summary with another run's distances. Returns the written paths.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     if Path(path).suffix.lower() != ".parquet":
         raise InputError(f"{path}: the atlas is written as Parquet; use a .parquet file name")
     meta_bytes = json.dumps(dict(atlas.metadata), default=str).encode()
-    written = []
     tables: list[tuple[Path, pd.DataFrame]] = [(Path(path), atlas.summary)]
     if atlas.distances is not None:
         # columns are the same heads as the index, in order: stored by position
         square = atlas.distances.set_axis([str(i) for i in range(len(atlas.distances))], axis=1)
         tables.append((distances_path(path), square))
-    for target, frame in tables:
-        table = pa.Table.from_pandas(frame, preserve_index=True)
-        schema_meta = dict(table.schema.metadata or {})
-        schema_meta[b"inspector"] = meta_bytes
-        with atomic_path(target) as tmp:
+    texts = [(Path(p), text) for p, text in (extra or {}).items()]
+    stale = [] if atlas.distances is not None else [distances_path(path)]
+    targets = [p for p, _ in tables] + [p for p, _ in texts]
+    with atomic_paths(targets, remove=stale, force=force) as tmps:
+        for (_, frame), tmp in zip(tables, tmps, strict=False):
+            table = pa.Table.from_pandas(frame, preserve_index=True)
+            schema_meta = dict(table.schema.metadata or {})
+            schema_meta[b"inspector"] = meta_bytes
             pq.write_table(table.replace_schema_metadata(schema_meta), tmp)
-        written.append(target)
-    return written
+        for (_, text), tmp in zip(texts, tmps[len(tables) :], strict=True):
+            tmp.write_text(text, encoding="utf-8")
+    return targets
 
 
 def read_atlas(path: str | os.PathLike[str]) -> Atlas:

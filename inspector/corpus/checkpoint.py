@@ -3,10 +3,11 @@
 Both atlas engines (local and Ray) write the same file: a compressed ``.npz`` with the
 :class:`~.aggregate.HeadAggregate` arrays and one JSON record: the format version, the number of
 source items consumed, the run's settings (``fingerprint``) and the source's identity (kind;
-for a file its resolved path, size and modification time) with a running SHA-256 of every item
-consumed (:class:`~.sources.TextHash`). A resumed run must name the same settings and the same
-source, and re-reading the first ``n`` items must give the same digest, so an edited, reordered
-or different corpus is refused with one line saying what differs instead of being mixed in.
+for a file its resolved path, size and the SHA-256 of its content) with a running SHA-256 of
+every item consumed (:class:`~.sources.TextHash`). A resumed run must name the same settings
+and the same source, and re-reading the first ``n`` items must give the same digest, so an
+edited, reordered or different corpus is refused with one line saying what differs instead of
+being mixed in.
 Pure I/O: nothing here runs a model.
 """
 
@@ -132,9 +133,10 @@ def _when(ns: Any) -> str:
 def source_difference(saved: Mapping[str, Any], current: Mapping[str, Any]) -> str | None:
     """What differs between the source a checkpoint recorded and this run's, or ``None``.
 
-    Files must be the same file (path), unchanged (size, modification time) and read the same
-    column. In-memory texts (a list, an iterable, a table, a dataset) have nothing to compare
-    but a dataset's fingerprint: the hash of the texts consumed decides for them.
+    Files must be the same file (path) of the same size and read the same column (their content
+    is checked by :func:`content_difference`; the modification time is not compared, so a file
+    only touched still resumes). In-memory texts (a list, an iterable, a table, a dataset) have
+    nothing to compare but a dataset's fingerprint: the hash of the texts consumed decides.
     """
     if ("path" in saved or "path" in current) and saved.get("kind") != current.get("kind"):
         return f"it was written for a {saved.get('kind')}, this run reads a {current.get('kind')}"
@@ -145,7 +147,8 @@ def source_difference(saved: Mapping[str, Any], current: Mapping[str, Any]) -> s
             f"{current.get('path')} has changed since: {saved.get('size'):,} bytes then, "
             f"{current.get('size'):,} now"
         )
-    if saved.get("mtime_ns") != current.get("mtime_ns"):
+    if "sha256" not in saved and saved.get("mtime_ns") != current.get("mtime_ns"):
+        # a checkpoint of an older inspector recorded the modification time, not the content
         return (
             f"{current.get('path')} was modified since (at {_when(saved.get('mtime_ns'))} then, "
             f"{_when(current.get('mtime_ns'))} now)"
@@ -155,6 +158,18 @@ def source_difference(saved: Mapping[str, Any], current: Mapping[str, Any]) -> s
     fingerprints = (saved.get("fingerprint"), current.get("fingerprint"))
     if None not in fingerprints and fingerprints[0] != fingerprints[1]:
         return "the dataset is another one (its fingerprint differs)"
+    return None
+
+
+def content_difference(saved: Mapping[str, Any], current: Mapping[str, Any]) -> str | None:
+    """For a file whose first texts were found unchanged: whether the rest changed (the
+    SHA-256 of the whole file), or ``None``. Checked last, so an edit among the texts counted
+    is named as such."""
+    if "sha256" in saved and saved.get("sha256") != current.get("sha256"):
+        return (
+            f"{current.get('path')} has changed since: its content is not the same (the SHA-256 "
+            f"of the file differs, at the same size)"
+        )
     return None
 
 
@@ -233,6 +248,9 @@ def open_run(
             f"the first {saved.n_done:,} texts of {source.description} are not the ones it "
             f"counted (edited or reordered)",
         )
+    why = content_difference(record.get("identity") or {}, source.identity)
+    if why is not None:
+        raise _refuse(path, why)
     return RunState(saved.aggregate, saved.n_done, digest, bad), it
 
 
@@ -247,6 +265,7 @@ __all__ = [
     "CHECKPOINT_VERSION",
     "Checkpoint",
     "RunState",
+    "content_difference",
     "default_checkpoint_path",
     "discard_checkpoint",
     "load_checkpoint",

@@ -258,7 +258,8 @@ def run_atlas(
             seconds, at the end, and when interrupted (Ctrl-C) or crashing, once the run has
             consumed something (a run that fails before that leaves none).
         resume: continue from ``checkpoint`` when it exists: its settings and its source (file
-            path, size and modification time; a hash of the texts it counted) must match.
+            path, size and the SHA-256 of its content; a hash of the texts it counted) must
+            match; a file only touched (its modification time) still resumes.
         progress: a tqdm bar with sentences/s on stderr (``None``: when stderr is a terminal).
         limit: stop after this many source items.
         skip_bad_lines: count a line that is not UTF-8 (or not valid CSV/CoNLL-U) as skipped

@@ -12,6 +12,7 @@ import functools
 import importlib.metadata
 import importlib.resources
 import importlib.util
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,18 @@ def environment() -> Any:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
+    env.filters["quoted"] = quoted
     return env
+
+
+def quoted(value: Any) -> str:
+    """``value`` as a quoted string for reading (``"Ġcat"``, ``"\\n"``): the ``|quoted`` filter.
+
+    Returns plain text, so autoescaping escapes it like any other value, also inside an
+    attribute. (``|tojson`` is for ``<script>`` elements only: it leaves ``"`` as is, so in an
+    attribute a token could close the attribute and add its own, e.g. ``onfocus=...``.)
+    """
+    return json.dumps(str(value), ensure_ascii=False)
 
 
 def runtime_scripts(views: set[str], extra: tuple[str, ...] = ()) -> list[Markup]:

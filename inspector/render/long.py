@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from ..analysis.scan import ScanData
+from .names import model_label
 from .page import Report, build_page
 from .sections.scan import SCAN_SECTIONS, ScanContext
 
@@ -31,7 +32,7 @@ def scan_report(
     trials: pd.DataFrame | None = None,
 ) -> Report:
     """The scan page of ``data`` (plus retrieval-head tables when given)."""
-    name = data.metadata.get("model_name", "model")
+    name = model_label(data.metadata)
     n = len(data.stack(kind).query)
     ctx = ScanContext(data, kind, retrieval, trials, dict(data.metadata))
     return build_page(
@@ -47,7 +48,7 @@ def retrieval_report(
     title: str | None = None,
 ) -> Report:
     """The retrieval-heads page: recall per (length, depth), scores per head, the tables."""
-    name = metadata.get("model_name", "model")
+    name = model_label(metadata)
     ctx = ScanContext(None, None, heads, trials, dict(metadata))
     return build_page(SCAN_SECTIONS, ctx, title=title or f"{name}: retrieval heads", footer=_FOOTER)
 

@@ -11,11 +11,10 @@ from collections.abc import Mapping
 from pathlib import PurePath
 from typing import Any
 
+from ..capture.types import is_local_path as _is_path
+from ..capture.types import model_display_name
+
 _PACKAGE_DIRS = ("site-packages", "dist-packages")
-
-
-def _is_path(text: str) -> bool:
-    return PurePath(text).is_absolute() or text.startswith(("./", "../", "~"))
 
 
 def source_label(source: str) -> str:
@@ -38,8 +37,7 @@ def source_label(source: str) -> str:
 
 def model_label(metadata: Mapping[str, Any]) -> str:
     """The model's name for titles: its given name, or a local folder's name (not its path)."""
-    name = str(metadata.get("model_name") or "model")
-    return PurePath(name).name or name if _is_path(name) else name
+    return model_display_name(str(metadata.get("model_name") or "model"))
 
 
 __all__ = ["model_label", "source_label"]

@@ -65,12 +65,13 @@ class RenderedHTML:
     def __html__(self) -> str:
         return self._iframe()
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the standalone page (UTF-8) atomically and return its path."""
-        check_writable(path)  # a folder, or a place that cannot be written: say so first
+    def save(self, path: str | os.PathLike[str], *, force: bool = False) -> Path:
+        """Write the standalone page (UTF-8) atomically and return its path (``force``: also
+        over a read-only file)."""
+        check_writable(path, force=force)  # a folder, a place that cannot be written: say so
         if Path(path).suffix.lower() not in (".html", ".htm"):
             raise InputError(f"{path}: a page is saved as .html; give a file name ending in .html")
-        return write_text_atomic(path, self.html)
+        return write_text_atomic(path, self.html, force=force)
 
 
 class Report(RenderedHTML):

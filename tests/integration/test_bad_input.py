@@ -5,12 +5,14 @@ run on the tiny models of ``conftest``; nothing here may fail with a library's o
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 import inspector
+import inspector.api
 from inspector.errors import InputError, InspectorError, ModelLoadError, UnsupportedModelError
 
 TEXT = "The cat sat on the mat because it was tired."
@@ -282,6 +284,49 @@ CASES: list[tuple[str, Callable[[dict[str, Any], Any], Any], type[BaseException]
         ModelLoadError,
         "config",
     ),
+    # ---- issue 18: rows, special-only input, files
+    (
+        "scan-rows-step-zero",
+        lambda t, p: t["gpt2"].scan(TEXT, rows=slice(0, 5, 0)),
+        InputError,
+        "step cannot be 0",
+    ),
+    (
+        "scan-rows-empty-slice",
+        lambda t, p: t["gpt2"].scan(TEXT, rows=slice(100, 200)),
+        InputError,
+        "selects none of the",
+    ),
+    (
+        "inspect-typed-specials-only",
+        lambda t, p: t["bert"].inspect("[UNK] [SEP]"),
+        InputError,
+        "spells out special tokens only",
+    ),
+    (
+        "write-read-only",
+        lambda t, p: _ins(t).to_csv(_read_only(p, "x.csv")),
+        InputError,
+        "read-only (mode 0444)",
+    ),
+    (
+        "scan-save-suffix",
+        lambda t, p: t["gpt2"].scan(TEXT).save(p / "s.txt"),
+        InputError,
+        ".parquet or .csv",
+    ),
+    (
+        "atlas-save-report-suffix",
+        lambda t, p: inspector.atlas(t["bert"], [TEXT]).save(p / "a.parquet", report=p / "a.pdf"),
+        InputError,
+        ".html",
+    ),
+    (
+        "output-is-input-hard-link",
+        lambda t, p: inspector.api.check_not_input(_link(p), [p / "in.csv"]),
+        InputError,
+        "is the input",
+    ),
 ]
 
 
@@ -289,6 +334,18 @@ def _write(folder: Any, name: str, text: str) -> Any:
     path = folder / name
     path.write_text(text)
     return path
+
+
+def _read_only(folder: Any, name: str) -> Any:
+    path = _write(folder, name, "keep me")
+    path.chmod(0o444)
+    return path
+
+
+def _link(folder: Any) -> Any:
+    """``out.csv``, a hard link to ``in.csv``."""
+    os.link(_write(folder, "in.csv", "text\nThe cat sat.\n"), folder / "out.csv")
+    return folder / "out.csv"
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
@@ -366,7 +423,69 @@ CLI_CASES: list[tuple[str, list[str], str]] = [
         ["inspect", "someone/some-model", TEXT, "-o", "{tmp}/x.csv"],
         "hub could not be reached",
     ),
+    # ---- issue 18: rows, special-only input, outputs that are inputs, read-only outputs
+    (
+        "scan-rows-step-zero",
+        ["scan", "{gpt2}", TEXT, "--rows", "0:5:0", "-o", "{tmp}/s.csv"],
+        "a slice's step cannot be 0",
+    ),
+    (
+        "scan-rows-commas",
+        ["scan", "{gpt2}", TEXT, "--rows", ",,,", "-o", "{tmp}/s.csv"],
+        "expected query positions",
+    ),
+    (
+        "scan-output-is-input",
+        ["scan", "{gpt2}", "--file", "{tmp}/notes.csv", "-o", "{tmp}/notes.csv"],
+        "is the input",
+    ),
+    (
+        "scan-sidecar-is-input",
+        ["scan", "{gpt2}", "--file", "{tmp}/notes.rows.csv", "-o", "{tmp}/notes.csv"],
+        "is the input",
+    ),
+    (
+        "retrieval-output-is-haystack",
+        ["retrieval", "{gpt2}", "--haystack", "{tmp}/hay.csv", "-o", "{tmp}/hay.csv"],
+        "is the input",
+    ),
+    (
+        "heads-output-is-a-link-to-input",
+        ["heads", "{bert}", "--file", "{tmp}/notes.csv", "-o", "{tmp}/link.csv"],
+        "is the input",
+    ),
+    (
+        "atlas-checkpoint-is-output",
+        [
+            "atlas",
+            "{bert}",
+            "{tmp}/notes.csv",
+            "-o",
+            "{tmp}/a.parquet",
+            "--checkpoint",
+            "{tmp}/a.parquet",
+        ],
+        "are one file",
+    ),
+    (
+        "inspect-read-only-output",
+        ["inspect", "{bert}", TEXT, "-o", "{tmp}/read-only.csv"],
+        "read-only (mode 0444), so it was left as it is; add --force",
+    ),
+    (
+        "inspect-typed-specials-only",
+        ["inspect", "{bert}", "[SEP] [UNK]", "-o", "{tmp}/x.csv"],
+        "spells out special tokens only",
+    ),
 ]
+
+
+def _inputs(folder: Any) -> None:
+    """The files the CLI cases name as inputs (and a read-only output)."""
+    for name in ("notes.csv", "notes.rows.csv", "hay.csv"):
+        _write(folder, name, "The cat sat on the mat.\n")
+    os.link(folder / "notes.csv", folder / "link.csv")
+    _read_only(folder, "read-only.csv")
 
 
 @pytest.mark.parametrize("case", CLI_CASES, ids=[c[0] for c in CLI_CASES])
@@ -375,11 +494,16 @@ def test_cli_bad_input(tiny_dirs, tmp_path, capsys, case):
 
     _, argv, phrase = case
     fill = {"bert": str(tiny_dirs["bert"]), "gpt2": str(tiny_dirs["gpt2"]), "tmp": str(tmp_path)}
-    before = set(tmp_path.iterdir())
-    rc = main([a.format(**fill) for a in argv])
+    _inputs(tmp_path)
+    before = {p: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    try:
+        rc = main([a.format(**fill) for a in argv])
+    except SystemExit as exc:  # an argument argparse refuses: the same one line, exit 2
+        rc = exc.code
     err = capsys.readouterr().err.strip()
     assert rc == 2
     assert err.count("\n") == 0 and err.startswith("inspector: error: "), err
     assert "Traceback" not in err
     assert phrase.lower() in err.lower(), err
-    assert set(tmp_path.iterdir()) == before  # nothing written, not even half a file
+    after = {p: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    assert after == before  # nothing written, not even half a file; no input changed

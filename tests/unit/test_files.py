@@ -41,11 +41,20 @@ def _hidden(folder: Path) -> list[str]:
 
 
 def test_stale_temporaries_of_the_target_are_cleared_on_the_next_write(tmp_path: Path) -> None:
+    """Only names that prove they are ours go: our prefix, 16 random hex digits, the name."""
     target = tmp_path / "r.html"
-    stale = [tmp_path / ".r.html.ab12cd34.tmp", tmp_path / ".r.html.zz_99xyz.tmp"]
+    stale = [
+        tmp_path / ".inspector-tmp-0123456789abcdef-r.html",
+        tmp_path / ".inspector-tmp-fedcba9876543210-r.html",
+    ]
     kept = [
-        tmp_path / ".r.html.x.ab12cd34.tmp",  # another target's (r.html.x)
-        tmp_path / ".other.html.ab12cd34.tmp",
+        tmp_path / ".inspector-tmp-0123456789abcdef-r.html.x",  # another target's (r.html.x)
+        tmp_path / ".inspector-tmp-0123456789abcdef-other.html",
+        tmp_path / ".inspector-tmp-0123456789ABCDEF-r.html",  # not our alphabet
+        tmp_path / ".inspector-tmp-0123456789abcde-r.html",  # 15 digits
+        tmp_path / ".inspector-tmp-r.html",
+        tmp_path / ".r.html.ab12cd34.tmp",  # the old scheme's name: could be anyone's
+        tmp_path / ".r.html.backup.tmp",  # the user's own
         tmp_path / ".r.html.ab12cd34.bak",
     ]
     for p in stale + kept:
@@ -262,9 +271,9 @@ LINES = [f"sentence number {i}." for i in range(10)]
 SOURCE_CHANGES = [
     ("other-file", "other", "was written for"),
     ("appended", "append", "has changed since"),
-    ("touched", "touch", "was modified since"),
     ("edited-same-size-and-time", "edit", "are not the ones it counted"),
     ("reordered-same-size-and-time", "reorder", "are not the ones it counted"),
+    ("edited-after-the-counted-texts", "edit-later", "its content is not the same"),
     ("truncated", "truncate", "has changed since"),
 ]
 
@@ -282,8 +291,9 @@ def test_resume_refuses_another_or_a_changed_file(tmp_path: Path, case: tuple) -
         target.write_text("\n".join(reversed(LINES)) + "\n")
     elif change == "append":
         corpus.write_text("\n".join([*LINES, "more"]) + "\n")
-    elif change == "touch":
-        os.utime(corpus, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    elif change == "edit-later":  # same size and time; only the whole file's hash can tell
+        corpus.write_text("\n".join([*LINES[:8], LINES[8].upper(), LINES[9]]) + "\n")
+        os.utime(corpus, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     elif change in ("edit", "reorder"):
         lines = list(LINES)
         if change == "edit":
@@ -307,6 +317,12 @@ def test_resume_of_the_same_file_continues_after_the_counted_texts(tmp_path: Pat
     ckpt = _checkpointed(tmp_path, corpus, 6)
     state, rest = _resume(corpus, ckpt)
     assert state.n_done == 6 and rest == LINES[6:]
+    # only touched, or rewritten with the same content: the same corpus (content, not mtime)
+    stat = corpus.stat()
+    os.utime(corpus, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert _resume(corpus, ckpt)[1] == LINES[6:]
+    corpus.write_text("\n".join(LINES) + "\n")
+    assert _resume(corpus, ckpt)[1] == LINES[6:]
     assert state.digest.hexdigest() == TextHash().update(LINES[:6]).hexdigest()
 
 

@@ -60,7 +60,9 @@ def test_killed_mid_write_never_truncates(tmp_path):
     proc.wait(timeout=30)
     assert target.read_text() == "previous"
     partial = [p for p in tmp_path.iterdir() if p.name != "big.html"]
-    assert all(p.name.startswith(".big.html.") for p in partial)
+    assert all(
+        p.name.startswith(".inspector-tmp-") and p.name.endswith("-big.html") for p in partial
+    )
 
 
 def test_unwritable_destinations(tmp_path):

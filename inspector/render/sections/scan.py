@@ -26,6 +26,7 @@ from ...analysis import long as _long
 from ...analysis.scan import ScanData, ScanStack, pool_edges
 from ...capture.memory import format_bytes
 from ..figures import FIGURE_SCRIPTS, FigureSpec, heatmap
+from ..names import model_label
 from ..section import Section, table_context
 
 #: Bins a side of the pooled maps drawn in the page (the scan keeps up to its own ``pool``).
@@ -113,7 +114,7 @@ def scan_overview_section(ctx: ScanContext) -> Section | None:
         return None
     m, s = ctx.data.metadata, ctx.stack
     facts = [
-        ("model", str(m.get("model_name", ""))),
+        ("model", model_label(m)),
         ("type", f"{m.get('model_type', '')} ({m.get('architecture', '')})"),
         ("tokens", f"{len(s.query):,}"),
         ("layers x heads", f"{len(s.layers)} x {len(s.heads)}"),
