@@ -110,6 +110,8 @@ interface PlacedPanel {
 interface DrawOptions {
   shared?: { lo: number; hi: number } | null;
   norm?: string;
+  /** panels laid out already (the scan page's pooled maps): drawn instead of spec.panels */
+  placed?: PlacedPanel[];
 }
 
 /** Lays out a panel of a kind that its own script draws (scatter.js, head-grid.js). */
@@ -147,7 +149,7 @@ interface InspectorKit {
 
 /** The figure renderer (static/figures.js). */
 interface InspectorFigures {
-  render(spec: FigureJson, api?: InspectorApi): SVGSVGElement;
+  render(spec: FigureJson, api?: InspectorApi, opts?: DrawOptions, maxWidth?: number): SVGSVGElement;
   svgSource(svg: SVGSVGElement): string;
   drawFigure(figure: Element, api?: InspectorApi): void;
   showTip(event: MouseEvent, text: string): void;
@@ -164,7 +166,7 @@ interface FigureJson {
 }
 
 interface PanelJson {
-  kind: "heatmap" | "scatter" | "stack" | "grid";
+  kind: "heatmap" | "scatter" | "stack" | "grid" | "profiles";
   title?: string;
   xlabel?: string;
   ylabel?: string;
@@ -185,6 +187,15 @@ interface PanelJson {
   hover?: string[][];
   legend?: [string, string][];
   fmt?: string;
+  /** values are log10 of what they show (colour bar and hover read 10^v) */
+  log?: boolean;
+  /** colour of cells without a value (default light grey) */
+  blank?: string;
+  // profiles (scan-figures.js): (layer, head, bin) shares, sink share per head, bin names
+  profile?: number[][][];
+  sink?: number[][];
+  bins?: string[];
+  sink_label?: string;
   // scatter
   x?: number[];
   y?: number[];
@@ -200,6 +211,43 @@ interface Window {
   inspector: InspectorApi;
   inspectorFigures: InspectorFigures;
   inspectorKit: InspectorKit;
+  inspectorScan: InspectorScan;
   d3: typeof import("d3");
   jQuery: any;
+}
+
+/** The scan page's readable tokens (script#scan-tokens). */
+interface ScanTokens {
+  tokens: string[];
+  special: boolean[];
+}
+
+/** One set of pooled maps of the scan page (sections/scan_maps.py pooled_maps). */
+interface ScanMapSet {
+  shape: number[];
+  rows: number[];
+  cols: number[];
+  lo: number[][];
+  hi: number[][];
+  data: string;
+}
+
+interface ScanMapsJson {
+  layers: number[];
+  heads: number[];
+  n_query: number;
+  n_key: number;
+  scan_bins: number[];
+  causal: boolean;
+  thumb: ScanMapSet;
+  zoom: ScanMapSet;
+}
+
+/** What scan-figures.js shares with scan.js. */
+interface InspectorScan {
+  fromBase64(text: string): Uint8Array;
+  inflate(bytes: Uint8Array): Promise<Uint8Array>;
+  plain(token: string, newlines?: boolean): string;
+  tokens(): ScanTokens;
+  textOf(start: number, end: number, limit: number): string;
 }
