@@ -5,7 +5,7 @@ head at a glance: attention by log distance, sink share, local share; :mod:`.sca
 explorer (a query-position picker that paints that exact row of a chosen head over the text, in a
 token strip that renders only the lines in view: ``static/scan.js``), every head's pooled map (a
 grid of thumbnails on a log or per-row scale; a click enlarges a head at the scan's pooled
-resolution: ``static/scan-figures.js``), attention sinks (layer x head heatmaps, the
+resolution: ``static/scan-maps.js``), attention sinks (layer x head heatmaps, the
 first-tokens share against query position, a sortable table), the head metrics table, and, when
 given, retrieval heads. Tokens are shown as the tokenizer decodes them (``Tokens.readable``).
 The page embeds statistics only: never a full ``T x T`` map.
@@ -27,7 +27,7 @@ from ...analysis import long as _long
 from ...analysis.scan import ScanData, ScanStack, pool_edges
 from ...capture.memory import format_bytes
 from ..figures import FIGURE_SCRIPTS, FigureSpec, heatmap
-from ..names import model_label
+from ..names import model_label, readable_sinks
 from ..section import Section, table_context
 from .scan_maps import THUMB_POOL, glance_figure, pooled_maps, repool
 
@@ -37,7 +37,7 @@ PAGE_POOL = THUMB_POOL
 PAGE_ROWS = 8
 #: Position bins of the sink-against-position figure.
 CURVE_BINS = 48
-SCAN_SCRIPTS: tuple[str, ...] = (*FIGURE_SCRIPTS, "scan-figures.js", "scan.js")
+SCAN_SCRIPTS: tuple[str, ...] = (*FIGURE_SCRIPTS, "scan-glance.js", "scan-maps.js", "scan.js")
 SCAN_CSS: tuple[str, ...] = ("scan.css",)
 
 
@@ -87,17 +87,6 @@ def _table(frame: pd.DataFrame) -> tuple[list[str], list[list[Any]]]:
 
 def _ranges(edges: np.ndarray) -> list[str]:
     return [f"{int(a)}–{int(b) - 1}" for a, b in itertools.pairwise(edges)]
-
-
-def readable_tokens(frame: pd.DataFrame, stack: ScanStack) -> pd.DataFrame:
-    """``frame`` with its ``sink_token`` column as the tokenizer decodes the token at
-    ``sink_pos`` (``␣the``, ``⏎``; raw pieces such as ``Ġthe`` never reach a table)."""
-    if "sink_token" not in frame or "sink_pos" not in frame:
-        return frame
-    names = np.asarray(stack.key.readable or stack.key.tokens, dtype=object)
-    out = frame.copy()
-    out["sink_token"] = names[out["sink_pos"].to_numpy(dtype=np.int64)]
-    return out
 
 
 def _positions(positions: tuple[int, ...], n: int) -> str:
@@ -186,7 +175,7 @@ def scan_sinks_section(ctx: ScanContext) -> Section | None:
     s = ctx.stack
     if s is None:
         return None
-    table = readable_tokens(_long.sink_table(s), s)
+    table = readable_sinks(_long.sink_table(s), s.key)
     k = s.sink_tokens
     panels = []
     for column, title in (
@@ -283,7 +272,7 @@ def scan_heads_section(ctx: ScanContext) -> Section | None:
     s = ctx.stack
     if s is None:
         return None
-    frame = readable_tokens(_long.scan_head_metrics(s), s).reset_index()
+    frame = readable_sinks(_long.scan_head_metrics(s), s.key).reset_index()
     columns, rows = _table(frame)
     return Section(
         "heads",
@@ -384,4 +373,4 @@ SCAN_SECTIONS: tuple[ScanSection, ...] = (
 )
 
 
-__all__ = ["PAGE_POOL", "SCAN_SECTIONS", "ScanContext", "readable_tokens", "repool"]
+__all__ = ["PAGE_POOL", "SCAN_SECTIONS", "ScanContext", "repool"]

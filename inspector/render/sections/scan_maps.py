@@ -1,13 +1,13 @@
 """The scan page's pictures of every head: heads at a glance and the pooled maps.
 
 * :func:`glance_figure` - one screen that tells heads apart: a layer x head grid of each head's
-  attention against log distance (the ``profiles`` panel kind of ``static/scan-figures.js``;
+  attention against log distance (the ``profiles`` panel kind of ``static/scan-glance.js``;
   the share on the first tokens, the attention sink, is its own bar), and layer x head heatmaps
   of the sink share and of the share within :data:`LOCAL_DISTANCE` tokens.
 * :func:`pooled_maps` - every head's pooled map embedded once, as 8-bit log values: thumbnails
   of at most :data:`THUMB_POOL` bins a side for the grid, and the maps at up to the scan's own
   pooled resolution (at most :data:`ZOOM_POOL`, within :data:`ZOOM_CELLS` for all heads) for
-  the head a click enlarges. scan-figures.js decodes and draws them (log scale by default, or
+  the head a click enlarges. scan-maps.js decodes and draws them (log scale by default, or
   each row normalised, or linear).
 
 Pure functions of a :class:`~inspector.analysis.scan.ScanStack`; nothing here draws or runs a
@@ -42,14 +42,10 @@ LOCAL_DISTANCE = 16
 
 
 def distance_labels(edges: np.ndarray) -> list[str]:
-    """``["0", "1", "2–3", "4–7", ...]`` for distance bin edges (large numbers as ``4k``)."""
-
-    def short(v: int) -> str:
-        return f"{v // 1024}k" if v >= 2048 and v % 1024 == 0 else str(v)
-
+    """``["0", "1", "2–3", "4–7", ..., "4096–8191"]`` for distance bin edges."""
     out = []
     for a, b in itertools.pairwise(int(e) for e in edges):
-        out.append(short(a) if b - a == 1 else f"{short(a)}–{short(b - 1)}")
+        out.append(str(a) if b - a == 1 else f"{a}–{b - 1}")
     return out
 
 
@@ -94,10 +90,10 @@ def glance_figure(stack: ScanStack) -> FigureSpec | None:
                 vmin=0.0, vmax=1.0, size=size, annotate=False),
     ]  # fmt: skip
     caption = (
-        f"Each small chart is one head: its first bar (red) is the share of a row's attention on "
-        f"the first {k} tokens (the attention sink), the blue area the rest by distance from the "
-        f"query, in bins that double (0, 1, 2–3, 4–7, …); each chart is scaled to its own tallest "
-        f"bar. Hover a head for the numbers."
+        f"Each small chart is one head: its red bar is the share of a row's attention on the "
+        f"first {k} tokens (the attention sink; full height: all of it), the blue bars the rest "
+        f"by distance from the query, in bins that double (0, 1, 2–3, 4–7, …), scaled to their "
+        f"own tallest bin so that their shape shows. Hover a head for the numbers."
     )
     return FigureSpec("scan-glance", "heads at a glance", tuple(panels), caption=caption)
 

@@ -138,9 +138,33 @@
     if (scale.diverging && scale.lo < 0 && scale.hi > 0 && ticks.indexOf(0) < 0) {
       ticks.push(0);
     }
+    var text = label || distinct(ticks, scale.fmt);
     var axis = d3.axisRight(y).tickValues(ticks).tickSize(3)
-      .tickFormat(function (d) { return label ? label(Number(d)) : scale.fmt(Number(d)); });
+      .tickFormat(function (d) { return text(Number(d)); });
     d3.select(el(bar, "g", { transform: "translate(10,0)" })).call(axis).call(function (s) { styleAxis(s, 9); });
+  }
+
+  /**
+   * A formatter that tells every tick apart: `fmt` when its labels differ, else the fewest
+   * significant digits that do (a range such as 0.1049-0.1062 needs four).
+   * @param {number[]} ticks @param {(v: number) => string} fmt @returns {(v: number) => string}
+   */
+  function distinct(ticks, fmt) {
+    /** @param {(v: number) => string} f */
+    function unique(f) {
+      var seen = ticks.map(f);
+      return seen.every(function (t, i) { return seen.indexOf(t) === i; });
+    }
+    if (unique(fmt)) {
+      return fmt;
+    }
+    for (var digits = 4; digits <= 8; digits++) {
+      var f = format("." + digits + "~g");
+      if (unique(f)) {
+        return f;
+      }
+    }
+    return fmt;
   }
 
   /** @param {SVGGElement} g @param {[string, string][]} legend @param {number} x */

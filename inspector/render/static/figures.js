@@ -130,12 +130,13 @@
     var legend = p.legend && p.legend.length ? p.legend : null;
     var legendW = legend ? 16 + maxWidth(legend.map(function (e) { return e[0]; }), 10) : 0;
     var texts = cellTexts(p.text || [], cell);
-    var note = [
-      rowStep > 1 ? "every " + ordinal(rowStep) + " row" : "",
-      colStep > 1 ? "every " + ordinal(colStep) + " column" : "",
-      texts.dropped ? texts.dropped + " cell labels too small to read left out" : ""
-    ].filter(Boolean).join(", ");
-    note = note ? (rowStep > 1 || colStep > 1 ? "labels: " : "") + note + "; hover a cell for all" : "";
+    var steps = rowStep === colStep ? (rowStep > 1 ? ["every " + ordinal(rowStep) + " label shown"] : []) : [
+      rowStep > 1 ? "every " + ordinal(rowStep) + " row label shown" : "",
+      colStep > 1 ? "every " + ordinal(colStep) + " column label shown" : ""
+    ];
+    var note = steps.concat([texts.dropped ? texts.dropped + " cell labels too small to read left out" : ""])
+      .filter(Boolean).join(", ");
+    note = note ? note + "; hover a cell for all" : "";
     var barW = scale ? 16 + maxWidth([scale.fmt(scale.lo), scale.fmt(scale.hi), scale.fmt((scale.lo + scale.hi) / 2)], 9) + 6 : 0;
     var barH = Math.max(gh, 100);
     var w = Math.max(left + gw + 10 + Math.max(legendW, barW), left + textWidth(p.title || "", 11) + 4);

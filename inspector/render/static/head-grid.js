@@ -41,7 +41,9 @@
     var gap = 4;
     var left = 34;
     var top = 30;
-    var cell = Math.max(24, Math.min(96, Math.floor((width - left - 90) / nH) - gap));
+    // thumbnails fill the width, up to 96 px, and keep a tall model (many layers) within
+    // about two screens: 30 layers get 62 px, 64 layers 27 px
+    var cell = Math.max(24, Math.min(96, Math.floor((width - left - 90) / nH) - gap, Math.floor(2000 / nL) - gap));
     var gw = nH * (cell + gap);
     var gh = nL * (cell + gap);
     var scale = colorScale(p.cmap || "blues", 0, 1, ".2f");

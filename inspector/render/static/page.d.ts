@@ -191,7 +191,7 @@ interface PanelJson {
   log?: boolean;
   /** colour of cells without a value (default light grey) */
   blank?: string;
-  // profiles (scan-figures.js): (layer, head, bin) shares, sink share per head, bin names
+  // profiles (scan-glance.js): (layer, head, bin) shares, sink share per head, bin names
   profile?: number[][][];
   sink?: number[][];
   bins?: string[];
@@ -200,6 +200,8 @@ interface PanelJson {
   x?: number[];
   y?: number[];
   labels?: string[];
+  /** false: axes without numbers (MDS) */
+  ticks?: boolean;
   // stack / grid
   stack?: string;
   layer?: number;
@@ -243,11 +245,12 @@ interface ScanMapsJson {
   zoom: ScanMapSet;
 }
 
-/** What scan-figures.js shares with scan.js. */
+/** What scan-glance.js shares with scan-maps.js and scan.js. */
 interface InspectorScan {
   fromBase64(text: string): Uint8Array;
   inflate(bytes: Uint8Array): Promise<Uint8Array>;
   plain(token: string, newlines?: boolean): string;
   tokens(): ScanTokens;
   textOf(start: number, end: number, limit: number): string;
+  ranges(edges: number[]): string[];
 }

@@ -8,7 +8,7 @@
  * word pieces are joined without gaps ("␣" is a space; "⏎" stays visible and ends its line).
  * The token strip is virtual: tokens are packed into fixed-height lines once, and only the lines
  * in view (plus a margin) exist in the DOM, so 8,000 tokens cost a few hundred elements.
- * Decoding helpers and the tokens come from scan-figures.js (window.inspectorScan), which also
+ * Decoding helpers and the tokens come from scan-glance.js (window.inspectorScan); scan-maps.js
  * draws the pooled maps. No network, no eval; everything is decoded from the page itself.
  */
 // @ts-check
