@@ -469,20 +469,29 @@ def build_tiny_gguf(path: Path, *, seed: int = 0) -> Path:
     return path
 
 
-def build_tiny_llama(tokenizer: object, *, layers: int = 2, positions: int = 64) -> object:
+def build_tiny_llama(
+    tokenizer: object,
+    *,
+    layers: int = 2,
+    positions: int = 64,
+    heads: int = 4,
+    kv_heads: int = 2,
+    head_dim: int = 8,
+) -> object:
     """A tiny LLaMA with 4 query heads sharing 2 key/value heads (GQA), rotary positions;
-    ``tokenizer`` is any tiny tokenizer (the GPT-2 one fits its 300-token vocabulary)."""
+    ``tokenizer`` is any tiny tokenizer (the GPT-2 one fits its 300-token vocabulary). SmolLM2's
+    head layout at a tiny size: ``layers=30, heads=9, kv_heads=3, head_dim=4`` (270 heads)."""
     import torch
     import transformers as tf
 
     torch.manual_seed(0)
     cfg = tf.LlamaConfig(
         vocab_size=300,
-        hidden_size=32,
+        hidden_size=heads * head_dim,
         intermediate_size=64,
         num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
         max_position_embeddings=positions,
         bos_token_id=0,
         eos_token_id=0,
