@@ -6,7 +6,6 @@ either is missing. ``playwright install`` is never needed."""
 from __future__ import annotations
 
 import re
-
 from pathlib import Path
 from typing import Any
 

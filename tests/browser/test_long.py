@@ -82,7 +82,8 @@ def test_enlarged_head_draws_at_the_stated_resolution(page_8k: Path, opened: Any
     zoom = page.locator(".ins-zoom-box")
     zoom.wait_for()
     assert zoom.get_attribute("data-bins") == f"{side}x{side}"
-    assert f"{side} x {side} blocks of {block} tokens" in zoom.locator(".ins-zoom-title").inner_text()
+    title = zoom.locator(".ins-zoom-title").inner_text()
+    assert f"{side} x {side} blocks of {block} tokens" in title
     image = zoom.locator("svg image")
     href = image.get_attribute("href") or image.get_attribute("xlink:href")
     assert _png_size(href) == (side, side)  # one pixel per block, as stated

@@ -1,9 +1,9 @@
 """Reports of models with many heads read in a browser: 72, 270 (SmolLM2's 30 x 9) and 576
 (64 x 9) heads of tiny random LLaMAs, some heads made sinks (on a long special token as SmolLM2's
-``<|im_start|>``, or on a newline, ``Ċ``) and some previous-token heads, so the roles differ. In every figure: no text under 8 px and no two tick
-labels overlapping (bounding boxes, as drawn at 1280 px); the every-head table shows readable
-tokens, no ``nan`` and its whole role column; the model view fits its column at 1280 and 1920 px
-(headless Chromium, offline)."""
+``<|im_start|>``, or on a newline, ``Ċ``) and some previous-token heads, so the roles differ. In
+every figure: no text under 8 px and no two tick labels overlapping (bounding boxes, as drawn at
+1280 px); the every-head table shows readable tokens, no ``nan`` and its whole role column; the
+model view fits its column at 1280 and 1920 px (headless Chromium, offline)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from factories import build_tiny_llama, bytelevel_tokenizer
 
 pytestmark = pytest.mark.browser
 
-TEXT = "<|endoftext|>\nThe cat sat on the mat.\nThe dog sat on the log, and the bird sang in the tree."
+TEXT = "<|endoftext|>\nThe cat sat on the mat.\nThe dog sat on the log, and a bird sang."
 
 #: Per figure: texts under 8 px as drawn, and pairs of tick labels whose boxes overlap.
 FIGURE_CHECKS = """() => {
@@ -103,9 +103,7 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
 
 
 @pytest.mark.parametrize("n_heads", [72, 270, 576])
-def test_figures_read_at_many_heads(
-    reports: dict[int, Path], opened: Any, n_heads: int
-) -> None:
+def test_figures_read_at_many_heads(reports: dict[int, Path], opened: Any, n_heads: int) -> None:
     o = opened(reports[n_heads], timeout=120)
     page = o.page
     got = page.evaluate(FIGURE_CHECKS)
