@@ -216,15 +216,7 @@
             .attr("dx", "-0.5em").attr("dy", "-0.3em").attr("x", 0).attr("y", 0);
         }
       });
-      if (p.xlabel) {
-        el(grid, "text", { x: gw / 2, y: gh + colH + 10, "text-anchor": "middle", "font-size": 10, fill: "#444" }, p.xlabel);
-      }
-      if (p.ylabel) {
-        el(grid, "text", {
-          transform: "translate(" + (8 - left) + "," + gh / 2 + ") rotate(-90)", dy: "0.35em",
-          "text-anchor": "middle", "font-size": 10, fill: "#444"
-        }, p.ylabel);
-      }
+      kit.axisNames(grid, p, gw, gh, colH + 10, 8 - left);
       if (legend) {
         legendBlock(grid, legend, gw + 10);
       } else if (scale) {

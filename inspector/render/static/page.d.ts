@@ -84,6 +84,9 @@ interface InspectorApi {
   onReady(hook: (api: InspectorApi) => void | Promise<void>): void;
   start(): Promise<void>;
   fitFrame(): void;
+  /** the bytes of a base64 string, and zlib bytes inflated (what the page's data is made of) */
+  bytesFromBase64(text: string): Uint8Array;
+  inflate(bytes: Uint8Array): Promise<Uint8Array>;
   quietConsole: Partial<Console>;
 }
 
@@ -137,6 +140,8 @@ interface InspectorKit {
   colorBar(g: SVGGElement, scale: FigureScale, x: number, height: number, label?: ((v: number) => string) | null): void;
   legendBlock(g: SVGGElement, legend: [string, string][], x: number): void;
   labelRoom(labels: string[], fs: number): number;
+  axisNames(g: SVGGElement, p: PanelJson, w: number, h: number, below: number, x: number): void;
+  zoomBox(label: string): { box: HTMLElement; title: HTMLElement; body: HTMLElement; note: HTMLElement };
   showTip(event: MouseEvent, text: string): void;
   hideTip(): void;
   hover(svg: SVGSVGElement): void;

@@ -7,7 +7,7 @@
  * to their own tallest; a key chart under the grid (the mean of all heads) names the bins.
  *
  * Publishes the scan page's shared helpers as window.inspectorScan (base64 and zlib decoding,
- * the page's readable tokens, the text of a position range, "a–b" labels of bin edges) for
+ * which are the runtime's, inspector.js; the page's readable tokens, the text of a position range, "a–b" labels of bin edges) for
  * scan-maps.js and scan.js, which run after this file. Runs after figure-kit.js and figures.js.
  * No network, no eval.
  */
@@ -25,25 +25,6 @@
   /** @typedef {PlacedPanel} Placed */
 
   // ------------------------------------------------------------------------------ shared helpers
-
-  /** Bytes of a base64 string. @param {string} text @returns {Uint8Array} */
-  function fromBase64(text) {
-    var raw = atob(text);
-    var out = new Uint8Array(raw.length);
-    for (var i = 0; i < raw.length; i++) {
-      out[i] = raw.charCodeAt(i);
-    }
-    return out;
-  }
-
-  /** Inflate zlib bytes with the browser's DecompressionStream. @param {Uint8Array} bytes @returns {Promise<Uint8Array>} */
-  function inflate(bytes) {
-    var blob = new Blob([/** @type {BlobPart} */ (bytes)]);
-    var stream = blob.stream().pipeThrough(new DecompressionStream("deflate"));
-    return new Response(stream).arrayBuffer().then(function (buf) {
-      return new Uint8Array(buf);
-    });
-  }
 
   /**
    * A readable token as the text it stands for: "␣" is a space, "⇥" a tab; "⏎" stays visible
@@ -182,15 +163,7 @@
           chart(grid, j2 * (cw + gap), i * pitch, cw, ch, [sink[i][j2] || 0].concat(prof[i][j2]));
         }
       }
-      if (p.xlabel) {
-        el(grid, "text", { x: gw / 2, y: gh + 14, "text-anchor": "middle", "font-size": 10, fill: "#444" }, p.xlabel);
-      }
-      if (p.ylabel) {
-        el(grid, "text", {
-          transform: "translate(" + (8 - left) + "," + gh / 2 + ") rotate(-90)", dy: "0.35em",
-          "text-anchor": "middle", "font-size": 10, fill: "#444"
-        }, p.ylabel);
-      }
+      kit.axisNames(grid, p, gw, gh, 14, 8 - left);
       var key = el(g, "g", { transform: "translate(" + left + "," + keyTop + ")" });
       el(key, "text", { x: 0, y: 10, "font-size": 10, fill: "#444" }, "key: the mean of all heads; left to right: " + keyLabels[0] + " tokens, then distance 0, 1, 2–3, …");
       chart(key, 0, 14, keyW, keyH, mean);
@@ -223,6 +196,7 @@
 
   kit.panelKinds.profiles = profilesPanel;
   window.inspectorScan = {
-    fromBase64: fromBase64, inflate: inflate, plain: plain, tokens: tokens, textOf: textOf, ranges: ranges
+    fromBase64: window.inspector.bytesFromBase64, inflate: window.inspector.inflate,
+    plain: plain, tokens: tokens, textOf: textOf, ranges: ranges
   };
 })();

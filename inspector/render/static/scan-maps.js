@@ -272,28 +272,8 @@
    * @param {ScanMapsJson} spec @param {MapSet} maps @param {number} l @param {number} h @param {string} norm
    */
   function zoom(spec, maps, l, h, norm) {
-    var box = /** @type {HTMLElement | null} */ (document.querySelector(".ins-zoom-box"));
-    if (!box) {
-      box = document.createElement("div");
-      box.className = "ins-zoom-box";
-      box.setAttribute("role", "dialog");
-      box.setAttribute("aria-label", "one head's pooled map, enlarged");
-      box.innerHTML = '<div class="ins-zoom-bar"><span class="ins-zoom-title"></span>' +
-        '<button type="button" class="ins-zoom-close" aria-label="close the enlarged map">Close</button></div>' +
-        '<div class="ins-zoom-body"></div><div class="ins-scan-hover" aria-live="polite"></div>';
-      document.body.appendChild(box);
-      var shown = box;
-      /** @type {HTMLElement} */ (box.querySelector(".ins-zoom-close")).addEventListener("click", function () {
-        shown.hidden = true;
-        kit.hideTip();
-      });
-      document.addEventListener("keydown", function (ev) {
-        if (ev.key === "Escape") {
-          shown.hidden = true;
-          kit.hideTip();
-        }
-      });
-    }
+    var z = kit.zoomBox("one head's pooled map, enlarged");
+    var box = z.box;
     var s = maps.shape;
     var nr = s[2];
     var nc = s[3];
@@ -318,11 +298,9 @@
       values.push(row);
     }
     var block = maps.rows[1] - maps.rows[0];
-    var title = /** @type {HTMLElement} */ (box.querySelector(".ins-zoom-title"));
-    title.textContent = "layer " + spec.layers[l] + ", head " + spec.heads[h] + ": " + nr + " x " + nc +
+    z.title.textContent = "layer " + spec.layers[l] + ", head " + spec.heads[h] + ": " + nr + " x " + nc +
       " blocks of " + block + " tokens (rows: queries, columns: keys; colour: " +
       (log ? "mean weight, log scale" : norm === "row" ? "share of the row's largest block" : "mean weight") + ")";
-    box.hidden = false;
     box.setAttribute("data-layer", String(spec.layers[l]));
     box.setAttribute("data-head", String(spec.heads[h]));
     box.setAttribute("data-bins", nr + "x" + nc);
@@ -339,10 +317,10 @@
       }]
     };
     var svg = window.inspectorFigures.render(fig);
-    var body = /** @type {HTMLElement} */ (box.querySelector(".ins-zoom-body"));
-    var hoverBox = /** @type {HTMLElement} */ (box.querySelector(".ins-scan-hover"));
-    body.textContent = "";
-    body.appendChild(svg);
+    var hoverBox = z.note;
+    hoverBox.textContent = "";
+    z.body.textContent = "";
+    z.body.appendChild(svg);
     kit.hover(svg);
     var image = svg.querySelector("image");
     if (image) {

@@ -141,15 +141,7 @@
           el(plot, "text", { x: pl.x, y: pl.y, "font-size": fs, fill: "#222", "text-anchor": pl.anchor }, labels[pl.i]);
         }
       });
-      if (p.xlabel) {
-        el(plot, "text", { x: pw / 2, y: ph + 28, "text-anchor": "middle", "font-size": 10, fill: "#444" }, p.xlabel);
-      }
-      if (p.ylabel) {
-        el(plot, "text", {
-          transform: "translate(" + (10 - left) + "," + ph / 2 + ") rotate(-90)", dy: "0.35em",
-          "text-anchor": "middle", "font-size": 10, fill: "#444"
-        }, p.ylabel);
-      }
+      kit.axisNames(plot, p, pw, ph, 28, 10 - left);
       if (note) {
         el(plot, "text", { x: 0, y: ph + (p.xlabel ? 42 : 30), "font-size": 9, fill: "#666" }, note);
       }
