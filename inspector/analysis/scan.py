@@ -407,7 +407,7 @@ class ScanAccumulator:
         lost = np.zeros_like(lo, dtype=bool)
         lost[-1] = (hi[-1] == n_k) & (lo[-1] < n_k - 1)
         sums = np.where(hi > lo, sums, 0.0) + np.where(lost, flat[:, -1:, None], 0.0)
-        np.add.at(part.dist[li], (slice(None), bins), sums.sum(axis=1, dtype=np.float64))
+        np.add.at(part.dist[li].T, bins, sums.sum(axis=1, dtype=np.float64).T)  # bins may repeat
 
     def _topk(self, part: _Part, li: int, r0: int, block: np.ndarray) -> None:
         assert part.topk_pos is not None and part.topk_weight is not None
