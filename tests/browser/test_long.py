@@ -97,6 +97,26 @@ def test_enlarged_head_draws_at_the_stated_resolution(page_8k: Path, opened: Any
     o.check_clean()
 
 
+@pytest.mark.parametrize(("layers", "heads"), [(8, 9), (30, 9), (64, 9)])
+def test_scan_figures_read_at_many_heads(
+    opened: Any, figure_problems: Any, tmp_path: Path, layers: int, heads: int
+) -> None:
+    data = make_scan_data(2048, layers=layers, heads=heads, rows=(-1,), pool=128)
+    o = opened(scan_report(data).save(tmp_path / "scan.html"))
+    page = o.page
+    page.wait_for_selector("figure.ins-scan-maps[data-drawn]")
+    got = figure_problems(page)
+    assert got["figures"] >= 4  # at a glance, pooled maps, sinks, sink curve
+    assert got["small"] == [], got["small"][:5]
+    assert got["overlaps"] == [], got["overlaps"][:5]
+    # every head has its chart and its thumbnail, each layer its label
+    glance = page.locator('figure[data-figure="scan-glance"] svg')
+    assert glance.locator('path[fill="#1f77b4"]').count() == layers * heads + 1
+    labels = page.locator("figure.ins-scan-maps svg text").all_text_contents()
+    assert {f"L{i}" for i in range(layers)} <= set(labels)
+    o.check_clean()
+
+
 def test_row_explorer_reads_as_text(page_8k: Path, opened: Any) -> None:
     o = opened(page_8k)
     page = o.page

@@ -25,35 +25,6 @@ pytestmark = pytest.mark.browser
 
 TEXT = "<|endoftext|>\nThe cat sat on the mat.\nThe dog sat on the log, and a bird sang."
 
-#: Per figure: texts under 8 px as drawn, and pairs of tick labels whose boxes overlap.
-FIGURE_CHECKS = """() => {
-  const small = [], overlaps = [];
-  const overlap = (a, b) =>
-    Math.max(0, Math.min(a.right, b.right) - Math.max(a.left, b.left)) *
-    Math.max(0, Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top));
-  document.querySelectorAll("figure.ins-fig svg.ins-fig-svg").forEach((svg) => {
-    const name = svg.closest("figure").getAttribute("data-figure");
-    const scale = svg.getBoundingClientRect().width / Number(svg.getAttribute("width"));
-    svg.querySelectorAll("text").forEach((t) => {
-      const px = parseFloat(getComputedStyle(t).fontSize) * scale;
-      if (t.textContent.trim() && px < 8 - 1e-6) small.push([name, t.textContent, px]);
-    });
-    svg.querySelectorAll("g").forEach((axis) => {
-      const ticks = [...axis.querySelectorAll(":scope > g.tick > text")]
-        .filter((t) => t.textContent.trim());
-      const boxes = ticks.map((t) => t.getBoundingClientRect());
-      for (let i = 0; i < boxes.length; i++) {
-        for (let j = i + 1; j < boxes.length; j++) {
-          if (overlap(boxes[i], boxes[j]) > 0.5) {
-            overlaps.push([name, ticks[i].textContent, ticks[j].textContent]);
-          }
-        }
-      }
-    });
-  });
-  return {small, overlaps, figures: document.querySelectorAll("figure.ins-fig svg").length};
-}"""
-
 TABLE_CHECKS = """() => {
   const table = document.getElementById("head-metrics-table");
   const cells = [...table.querySelectorAll("tbody td")];
@@ -103,10 +74,12 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
 
 
 @pytest.mark.parametrize("n_heads", [72, 270, 576])
-def test_figures_read_at_many_heads(reports: dict[int, Path], opened: Any, n_heads: int) -> None:
+def test_figures_read_at_many_heads(
+    reports: dict[int, Path], opened: Any, figure_problems: Any, n_heads: int
+) -> None:
     o = opened(reports[n_heads], timeout=120)
     page = o.page
-    got = page.evaluate(FIGURE_CHECKS)
+    got = figure_problems(page)
     assert got["figures"] >= 5
     assert got["small"] == [], got["small"][:5]
     assert got["overlaps"] == [], got["overlaps"][:5]

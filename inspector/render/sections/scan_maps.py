@@ -80,7 +80,7 @@ def glance_figure(stack: ScanStack) -> FigureSpec | None:
         "sink": rounded(sink, 3),
         "sink_label": f"first {k}",
     }
-    size = max(200, min(460, 15 * len(layers)))
+    size = max(200, min(1000, 15 * len(layers)))  # rows as tall as the charts beside them
     panels = [
         profiles,
         heatmap(sink, rows=layers, cols=heads, title=f"share on the first {k} tokens",
