@@ -13,11 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import inspector
 from inspector.capture.types import AttentionStack, Capture
+from inspector.explain.result import Explanation
 from inspector.render import build_report
+from inspector.render.sections.explain import explain_section
 
 from factories import build_tiny_llama, bytelevel_tokenizer
 
@@ -28,8 +31,12 @@ TEXT = "<|endoftext|>\nThe cat sat on the mat.\nThe dog sat on the log, and a bi
 TABLE_CHECKS = """() => {
   const table = document.getElementById("head-metrics-table");
   const cells = [...table.querySelectorAll("tbody td")];
-  const role = [...table.querySelectorAll("tbody td:last-child")];
+  const heads = [...table.querySelectorAll("thead th")];
+  const column = heads.findIndex((th) => th.textContent === "role");
+  const role = [...table.querySelectorAll("tbody tr")].map((tr) => tr.cells[column]);
+  const view = table.parentElement.getBoundingClientRect();
   return {
+    hidden: role.filter((c) => c.getBoundingClientRect().right > view.right + 1).length,
     raw: cells.filter((c) => /[ĠĊ]/.test(c.textContent)).map((c) => c.textContent).slice(0, 5),
     nan: cells.filter((c) => c.textContent.trim() === "nan").length,
     dash: cells.filter((c) => c.textContent.trim() === "–").length,
@@ -64,7 +71,36 @@ def _report(layers: int, folder: Path) -> Path:
     capture = Capture({"self": doctored}, ins.capture.metadata)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # windowed views: their budget is tested elsewhere
-        return build_report(capture).save(folder / f"heads-{layers * 9}.html")
+        report = build_report(capture, extra_sections=[explain_section(_explanation(doctored))])
+        return report.save(folder / f"heads-{layers * 9}.html")
+
+
+def _explanation(stack: AttentionStack) -> Explanation:
+    """A "what mattered" summary of the doctored stack (no model run): importance falls with
+    the head's index, the top heads are 0.1, 0.3 (sinks) and 0.2, 0.4, and every sink head is
+    flagged, the most important ones the least overstated."""
+    n_l, n_h = len(stack.layers), len(stack.heads)
+    index = pd.MultiIndex.from_product([stack.layers, stack.heads], names=["layer", "head"])
+    importance = np.linspace(1.0, 0.0, n_l * n_h)
+    top = [(0, 1), (0, 3), (0, 2), (0, 4)]
+    for rank, (layer, head) in enumerate(top):
+        importance[layer * n_h + head] = 2.0 - rank * 0.1
+    frame = pd.DataFrame({"importance": importance, "delta": -importance}, index=index)
+    sinks = [
+        (lh, 0.31 if lh == (0, 3) else 0.9 - 0.5 * i / (n_l * n_h))
+        for i, lh in enumerate(index)
+        if lh[1] % 3 == 0
+    ]
+    table = pd.DataFrame(
+        [(layer, head, 0, "<|endoftext|>", raw, 0.1) for (layer, head), raw in sinks],
+        columns=["layer", "head", "key_pos", "key_token", "raw_share", "norm_share"],
+    )
+    w = np.asarray(stack.weights, dtype=np.float64)
+    return Explanation(
+        tokens=stack.query, layer=0, raw=w[0].mean(0), norm=w[0].mean(0), rollout=w[-1].mean(0),
+        importance=frame, top_heads=top, top_maps=[w[layer, head] for layer, head in top],
+        sinks=table.set_index(["layer", "head"]), target="the next token",
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +135,16 @@ def test_figures_read_at_many_heads(
     # the every-head table: readable tokens, no nan, the role column whole
     table = page.evaluate(TABLE_CHECKS)
     assert table["raw"] == [] and table["nan"] == 0 and table["dash"] > 0
-    assert table["clipped"] == []
+    assert table["clipped"] == [] and table["hidden"] == 0  # the role column whole, in view
     assert table["sinks"] == n_heads // 6  # "sink ⏎", not "sink Ċ"
+    # what mattered: the top heads numbered in the importance map, and the sink head the warning
+    # names (#2, layer 0 head 3) is in the table under it
+    importance = page.locator('figure[data-figure="head-importance"] svg text').all_text_contents()
+    assert {"1", "2", "3", "4"} <= set(importance)
+    warning = page.locator("#what-mattered .ins-warning").inner_text()
+    assert "#2 (layer 0, head 3)" in warning
+    rows = page.locator("#what-mattered table.ins-explain-sinks tbody tr").all_inner_texts()
+    assert any(r.split("\t")[:2] == ["0", "3"] for r in rows), rows
     o.check_clean()
 
 

@@ -74,7 +74,7 @@ def importance_figure(expl: Explanation) -> FigureSpec:
             xlabel="head",
             ylabel="layer",
             text=ranks,
-            size=240,
+            size=max(240, 12 * max(len(rows), len(cols))),  # a rank fits its cell at 9 px
             fmt=FMT,
         )
     ]

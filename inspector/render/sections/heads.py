@@ -47,7 +47,8 @@ def _stack_analysis(
     metrics = readable_sinks(_metrics.head_metrics(stack), stack.key)
     roles = _roles.head_roles(metrics)
     table = metrics.join(roles[["label"]]).rename(columns={"label": "role"})
-    columns = [*_metrics.list_metrics(), "sink_token", "sink_share", "role"]
+    # the role next to the head's name: in view whatever the width of the table
+    columns = ["role", *_metrics.list_metrics(), "sink_token", "sink_share"]
     label = "self-attention" if kind == "self" else f"{kind} attention"
     figures = [
         roles_figure(roles, name=f"head-roles-{kind}", title=f"head roles — {label}"),
