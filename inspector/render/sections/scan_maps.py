@@ -102,19 +102,22 @@ def repool(
     mean: np.ndarray, rows: np.ndarray, cols: np.ndarray, target: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pooled means ``(..., r, c)`` over bins ``rows`` x ``cols`` merged to at most ``target``
-    bins a side, weighting each bin by its cells (exact: the mean of the merged cells)."""
-    out = mean.astype(np.float64)
-    for axis, edges in ((-2, rows), (-1, cols)):
+    bins a side, weighting each bin by its cells (exact: the mean of the merged cells, in
+    float32; columns first, so the rows are merged on an array already narrowed)."""
+    out = mean.astype(np.float32, copy=True)
+    for axis, edges in ((-1, cols), (-2, rows)):
         n = len(edges) - 1
         group = max(1, math.ceil(n / target))
+        if group == 1:  # already at most target bins on this axis
+            continue
         starts = np.arange(0, n, group)
-        size = np.diff(edges).astype(np.float64)
+        size = np.diff(edges).astype(np.float32)
         shape = [1] * out.ndim
         shape[axis] = n
-        weighted = out * size.reshape(shape)
-        summed = np.add.reduceat(weighted, starts, axis=axis)
+        out *= size.reshape(shape)  # out is this function's own copy
+        out = np.add.reduceat(out, starts, axis=axis)
         shape[axis] = len(starts)
-        out = summed / np.add.reduceat(size, starts).reshape(shape)
+        out /= np.add.reduceat(size, starts).reshape(shape)
         new_edges = np.append(edges[starts], edges[-1])
         if axis == -2:
             rows = new_edges
@@ -156,7 +159,7 @@ def log_codes(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _encode(codes: np.ndarray) -> str:
-    return base64.b64encode(zlib.compress(np.ascontiguousarray(codes).tobytes(), 9)).decode()
+    return base64.b64encode(zlib.compress(np.ascontiguousarray(codes).tobytes(), 6)).decode()
 
 
 def pooled_maps(stack: ScanStack, *, side: int = ZOOM_POOL, cells: int = ZOOM_CELLS) -> dict:
@@ -176,8 +179,14 @@ def pooled_maps(stack: ScanStack, *, side: int = ZOOM_POOL, cells: int = ZOOM_CE
         "scan_bins": [len(stack.pool_rows) - 1, len(stack.pool_cols) - 1],
         "causal": bool(stack.causal and len(stack.query) == len(stack.key)),
     }
-    for name, target in (("thumb", THUMB_POOL), ("zoom", zoom_side(stack, side=side, cells=cells))):
-        mean, rows, cols = repool(stack.pooled_mean, stack.pool_rows, stack.pool_cols, target)
+    zoom = repool(
+        stack.pooled_mean,
+        stack.pool_rows,
+        stack.pool_cols,
+        zoom_side(stack, side=side, cells=cells),
+    )
+    thumb = repool(*zoom, THUMB_POOL)  # merging merged bins, weighted by their cells: exact too
+    for name, (mean, rows, cols) in (("thumb", thumb), ("zoom", zoom)):
         codes, lo, hi = log_codes(mean)
         out[name] = {
             "shape": [int(x) for x in codes.shape],
