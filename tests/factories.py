@@ -469,20 +469,29 @@ def build_tiny_gguf(path: Path, *, seed: int = 0) -> Path:
     return path
 
 
-def build_tiny_llama(tokenizer: object, *, layers: int = 2, positions: int = 64) -> object:
+def build_tiny_llama(
+    tokenizer: object,
+    *,
+    layers: int = 2,
+    positions: int = 64,
+    heads: int = 4,
+    kv_heads: int = 2,
+    head_dim: int = 8,
+) -> object:
     """A tiny LLaMA with 4 query heads sharing 2 key/value heads (GQA), rotary positions;
-    ``tokenizer`` is any tiny tokenizer (the GPT-2 one fits its 300-token vocabulary)."""
+    ``tokenizer`` is any tiny tokenizer (the GPT-2 one fits its 300-token vocabulary). SmolLM2's
+    head layout at a tiny size: ``layers=30, heads=9, kv_heads=3, head_dim=4`` (270 heads)."""
     import torch
     import transformers as tf
 
     torch.manual_seed(0)
     cfg = tf.LlamaConfig(
         vocab_size=300,
-        hidden_size=32,
+        hidden_size=heads * head_dim,
         intermediate_size=64,
         num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
         max_position_embeddings=positions,
         bos_token_id=0,
         eos_token_id=0,
@@ -501,27 +510,68 @@ def make_scan_data(
     pool: int = 256,
     seed: int = 0,
 ) -> Any:
-    """A scan of a long causal input with SmolLM2's shape, built from random statistics (no
-    model, no T x T array): what a page of 8k tokens has to draw."""
-    from inspector.analysis.scan import ScanData, ScanStack, pool_edges
+    """A scan of a long causal input with SmolLM2's shape, built from synthetic statistics (no
+    model, no T x T array): what a page of 8k tokens has to draw. Each head mixes an attention
+    sink (the first token), a local part decaying with distance and a broad part, in random
+    proportions, so its pooled map, sink share and distance profile look like a real head's and
+    differ from head to head; the tokens are byte-level pieces (``Ġthe``, ``Ċ``) with readable
+    forms (``␣the``, ``⏎``)."""
+    from inspector.analysis.scan import ScanData, ScanStack, distance_edges, pool_edges
 
     rng = np.random.default_rng(seed)
     words = ["the", "cat", "sat", "on", "a", "mat", ",", ".", "and", "then", "it", "slept"]
-    strings = [
-        "<|im_start|>",
-        *[("Ġ" if i % 3 else "") + words[i % 12] for i in range(1, n_tokens)],
-    ]
+    pieces = ["H", "illi", "ard"]
+    strings = ["<|im_start|>"]
+    for i in range(1, n_tokens):
+        if i % 7 < 3:  # a word of three pieces: Ġ H illi ard
+            strings.append(("Ġ" if i % 7 == 0 else "") + pieces[i % 7])
+        elif i % 40 < 7:
+            strings.append("Ċ")
+        else:
+            word = words[i % 12]
+            strings.append(word if word in ",." else "Ġ" + word)
     toks = make_tokens(strings, special=[i == 0 for i in range(n_tokens)])
     positions = tuple(sorted({r % n_tokens for r in rows}))
     edges = pool_edges(n_tokens, pool)
     nb = len(edges) - 1
-    row = rng.random((layers, heads, len(positions), n_tokens)).astype(np.float32) ** 16
-    row[..., 0] += 2.0
-    row /= row.sum(-1, keepdims=True)
-    key_mass = rng.random((layers, heads, n_tokens)) ** 16
+    centre = (edges[:-1] + edges[1:] - 1) / 2.0
+    sink = rng.uniform(0.0, 0.9, (layers, heads)) * (np.arange(layers) >= layers // 3)[:, None]
+    local = rng.uniform(0.05, 0.95, (layers, heads)) * (1 - sink)
+    scale = 2.0 ** rng.uniform(0, 6, (layers, heads))  # tokens over which the local part decays
+    broad = 1.0 - sink - local
+    # pooled maps: the three parts, per (query block, key block), masked above the diagonal
+    dist = np.maximum(centre[:, None] - centre[None, :], 0.0).astype(np.float32)
+    seen = np.tri(nb, dtype=np.float32)
+    q_len = (centre[:, None] + 1.0).astype(np.float32)
+    f32 = {k: v.astype(np.float32)[..., None, None] for k, v in
+           {"sink": sink, "local": local, "broad": broad, "scale": scale}.items()}  # fmt: skip
+    pooled = np.exp(-dist / f32["scale"]) * (f32["local"] / f32["scale"])
+    pooled += f32["broad"] / q_len
+    pooled[..., 0] += f32["sink"][..., 0] / max(1, int(edges[1]))
+    pooled *= seen * rng.lognormal(0.0, 0.15, pooled.shape).astype(np.float32)
+    # exact rows: the same mixture, row by row
+    keys = np.arange(n_tokens)
+    row = np.zeros((layers, heads, len(positions), n_tokens), dtype=np.float32)
+    for i, p in enumerate(positions):
+        d = np.where(keys <= p, p - keys, np.inf)
+        part = local[..., None] * np.exp(-d / scale[..., None]) + broad[..., None] * (keys <= p)
+        part = part / part.sum(-1, keepdims=True) * (1 - sink[..., None])
+        part[..., 0] += sink
+        row[:, :, i] = part
+    # distance profile: local mass in the near bins, broad mass as the bins' width
+    d_edges = distance_edges(n_tokens)
+    width = np.diff(d_edges).astype(float)
+    near = np.exp(-d_edges[:-1] / scale[..., None]) * width
+    near /= near.sum(-1, keepdims=True)
+    mass = local[..., None] * near + broad[..., None] * width / width.sum()
+    first_share = np.clip(sink[..., None] + rng.normal(0, 0.02, (layers, heads, n_tokens)), 0, 1)
+    mass *= (1 - first_share.mean(-1))[..., None] / mass.sum(-1, keepdims=True)
+    key_mass = rng.random((layers, heads, n_tokens)) ** 16 * (1 - sink[..., None])
     key_mass /= key_mass.sum(-1, keepdims=True)
-    pooled = (rng.random((layers, heads, nb, nb)) * np.tri(nb)).astype(np.float32) / nb
+    key_mass[..., 0] += sink
+    key_mass /= key_mass.sum(-1, keepdims=True)
     metrics = {name: rng.random((layers, heads)) for name in ("entropy", "to_first", "to_prev")}
+    metrics["to_next"] = np.full((layers, heads), np.nan)
     stack = ScanStack(
         kind="self",
         query=toks,
@@ -531,7 +581,7 @@ def make_scan_data(
         heads=tuple(range(heads)),
         metrics=metrics,
         key_mass=key_mass,
-        first_share=rng.random((layers, heads, n_tokens)).astype(np.float32),
+        first_share=first_share.astype(np.float32),
         sink_tokens=4,
         row_positions=positions,
         rows=row,
@@ -539,8 +589,10 @@ def make_scan_data(
         topk_weight=None,
         pool_rows=edges,
         pool_cols=edges,
-        pooled_mean=pooled,
-        pooled_max=pooled * 4,
+        pooled_mean=pooled.astype(np.float16),
+        pooled_max=(pooled * 4).astype(np.float16),
+        distance_edges=d_edges,
+        distance_mass=mass,
     )
     return ScanData({"self": stack}, {"model_name": "toy-long", "method": "blockwise"})
 

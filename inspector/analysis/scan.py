@@ -12,7 +12,10 @@ kept layer updates
 * the share of each row on the first ``sink_tokens`` keys (attention sinks vs query position);
 * exact rows at the requested query positions;
 * the top-k keys of every row (when asked);
-* each head's map pooled to at most ``pool x pool`` blocks: mean and max of every block.
+* each head's map pooled to at most ``pool x pool`` blocks: mean and max of every block;
+* each head's attention mass by query-key distance, in log-2 bins (:func:`distance_edges`):
+  how local a head is, from each row's mass at distance 0, 1, 2-3, 4-7, ... (the first
+  ``sink_tokens`` keys left out: their share is ``first_share``, so the two add up to 1).
 
 It never holds more than the block it is given; what it keeps grows with layers x heads x
 tokens (never tokens²) and is estimated by :meth:`ScanAccumulator.bytes_needed` for the
@@ -68,6 +71,15 @@ def check_row_slice(rows: slice) -> None:
         )
 
 
+def distance_edges(n: int) -> np.ndarray:
+    """Log-2 bins of query-key distance for ``n`` positions: ``[0, 1, 2, 4, 8, ..., n]``, so bin
+    ``j`` holds the distances ``edges[j] <= |query - key| < edges[j + 1]`` (the last one ends at
+    ``n``, past the largest distance ``n - 1``)."""
+    n = max(1, int(n))
+    edges = [0, *(1 << i for i in range(max(1, (n - 1).bit_length())))]
+    return np.asarray([e for e in edges if e < n] + [n], dtype=np.int64)
+
+
 def resolve_rows(rows: Any, n: int, *, strict: bool = True) -> tuple[int, ...]:
     """Query positions from ``None`` (the last), an int, a list or a slice (negative from the end).
 
@@ -117,6 +129,11 @@ class ScanStack:
         pool_rows / pool_cols: pooled-map bin edges; pooled_mean / pooled_max:
             ``(layer, head, row bins, column bins)``, float16 (within 0.05% of the exact block
             mean / max: they are for pictures).
+        distance_edges / distance_mass: :func:`distance_edges` of the query length and
+            ``(layer, head, bins)`` float64: the mean share of a row's attention at each
+            distance bin (``|query - key|``), leaving out the first ``sink_tokens`` keys, so a
+            head's bins plus its mean ``first_share`` make 1; or ``None`` (cross attention,
+            where query and key positions are not one sequence).
     """
 
     kind: str
@@ -137,9 +154,13 @@ class ScanStack:
     pool_cols: np.ndarray
     pooled_mean: np.ndarray
     pooled_max: np.ndarray
+    distance_edges: np.ndarray | None = None
+    distance_mass: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n_l, n_h, n_q, n_k = len(self.layers), len(self.heads), len(self.query), len(self.key)
+        if (self.distance_edges is None) != (self.distance_mass is None):
+            raise CaptureError(f"scan {self.kind}: distance_edges and distance_mass go together")
         checks = {
             "key_mass": (self.key_mass, (n_l, n_h, n_k)),
             "first_share": (self.first_share, (n_l, n_h, n_q)),
@@ -149,6 +170,9 @@ class ScanStack:
                 (n_l, n_h, len(self.pool_rows) - 1, len(self.pool_cols) - 1),
             ),
         }
+        if self.distance_edges is not None and self.distance_mass is not None:
+            bins = len(self.distance_edges) - 1
+            checks["distance_mass"] = (self.distance_mass, (n_l, n_h, bins))
         for name, (arr, shape) in checks.items():
             if arr.shape != shape:
                 raise CaptureError(
@@ -228,6 +252,10 @@ class _Part:
         self.cells = np.outer(np.diff(self.pool_rows), np.diff(self.pool_cols)).astype(np.float32)
         self.open: dict[int, tuple[np.ndarray, np.ndarray, list[int]]] = {}
         self.row_size = int(self.pool_rows[1] - self.pool_rows[0]) if n_q else 1
+        # distance bins: only where query and key positions are one sequence
+        self.dist_edges = distance_edges(n_q) if aligned else None
+        bins = 0 if self.dist_edges is None else len(self.dist_edges) - 1
+        self.dist = np.zeros((n_l, n_h, bins)) if aligned else None
 
     def layer_pool(self, li: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
         """The float32 sums, maxes and row count of layer ``li``'s pooled map while it fills."""
@@ -299,7 +327,8 @@ class ScanAccumulator:
             bins = (len(pool_edges(n_q, self.pool)) - 1) * (len(pool_edges(n_k, self.pool)) - 1)
             total += n_l * n_h * (n_k * 4 + n_q * 4 + n_rows * n_k * 4 + bins * 4) + n_h * bins * 8
             total += n_l * n_h * n_q * (self.topk or 0) * 8
-            total += 4 * n_h * min(block_rows, n_q) * n_k * 4
+            total += n_l * n_h * len(distance_edges(n_q)) * 8
+            total += 4 * n_h * min(block_rows, n_q) * n_k * 4  # per-block scratch
         return total
 
     def start(self, layout: ScanLayout) -> None:
@@ -346,6 +375,39 @@ class ScanAccumulator:
         if self.topk:
             self._topk(part, li, row_start, block)
         self._pool(part, li, positions, block)
+        if part.dist is not None:
+            self._distance(part, li, row_start, full, width)
+
+    def _distance(self, part: _Part, li: int, r0: int, full: np.ndarray, width: int) -> None:
+        """Add each row's attention mass per distance bin (keys from ``sink_tokens`` on).
+
+        Each row's keys are cut at ``query - edge`` (and ``query + edge`` when not causal) and
+        the pieces summed in one ``np.add.reduceat`` pass over the flattened block (about the
+        cost of one sum; a running sum would cost five), in float32 per row.
+        """
+        assert part.dist is not None and part.dist_edges is not None
+        n_h, b, n_k = full.shape
+        first = min(self.sink_tokens, width)
+        e = part.dist_edges
+        nb = len(e) - 1
+        q = np.arange(r0, r0 + b)[:, None]
+        # ascending cuts of each row: query - e_nb + 1, ..., query - e_0 + 1 (bins nb-1 .. 0)
+        cuts = np.clip(q - e[::-1] + 1, first, width)
+        bins = np.arange(nb - 1, -1, -1)
+        if not part.part.causal and nb > 1:  # then query + e_2, ..., query + e_nb (bins 1 ..)
+            cuts = np.concatenate([cuts, np.clip(q + e[2:], first, width)], axis=1)
+            bins = np.concatenate([bins, np.arange(1, nb)])
+        flat = full.reshape(n_h, b * n_k)
+        size = flat.shape[1]
+        at = (cuts + np.arange(b)[:, None] * n_k).ravel()
+        sums = np.add.reduceat(flat, np.minimum(at, size - 1), axis=1)
+        sums = sums.reshape(n_h, b, cuts.shape[1])[..., :-1]
+        lo, hi = cuts[:, :-1], cuts[:, 1:]
+        # the very last key of the block was cut off by keeping the cuts inside the array
+        lost = np.zeros_like(lo, dtype=bool)
+        lost[-1] = (hi[-1] == n_k) & (lo[-1] < n_k - 1)
+        sums = np.where(hi > lo, sums, 0.0) + np.where(lost, flat[:, -1:, None], 0.0)
+        np.add.at(part.dist[li].T, bins, sums.sum(axis=1, dtype=np.float64).T)  # bins may repeat
 
     def _topk(self, part: _Part, li: int, r0: int, block: np.ndarray) -> None:
         assert part.topk_pos is not None and part.topk_weight is not None
@@ -456,6 +518,8 @@ class ScanAccumulator:
                 pool_cols=part.pool_cols,
                 pooled_mean=part.pool_mean,
                 pooled_max=part.pool_max,
+                distance_edges=part.dist_edges,
+                distance_mass=None if part.dist is None else part.dist / max(1, n_q),
             )
         meta = dict(layout.metadata)
         meta.update(metadata or {})
@@ -501,6 +565,7 @@ __all__ = [
     "ScanAccumulator",
     "ScanData",
     "ScanStack",
+    "distance_edges",
     "pool_edges",
     "replace_metadata",
     "resolve_rows",

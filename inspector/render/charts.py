@@ -2,12 +2,17 @@
 
 Each function takes frames of :mod:`inspector.analysis` (indexed by ``(layer, head)``) and
 returns :class:`~inspector.render.figures.FigureSpec` data, drawn in the page by
-``static/figures.js``; ``"L.H"`` appears only as a display label. Nothing here draws in Python
+``static/figures.js``; a head is named ``L3 H5`` (:func:`head_label`) only for display. They
+read at any number of heads (72, 270, 576 and more): figures.js writes the tick labels that fit
+without overlapping and the cell labels that fit at 8 px, and says which it left out (hover shows
+every one); the distances of more than :data:`DISTANCE_HEADS` heads are averaged in blocks of
+heads next to each other in cluster order, and the figure says so. Nothing here draws in Python
 or runs a model.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,8 +35,15 @@ ROLE_COLORS = {
     "punctuation": "#ff7f0e",
     "other": "#d9d9d9",
 }
-#: Cells of the roles grid that get a written label (bigger grids rely on colour and hover).
-_ROLE_TEXT_CELLS = 400
+#: Most rows of the head-distance matrix (beyond: blocks of heads adjacent in cluster order).
+DISTANCE_HEADS = 300
+#: Side of a roles-grid cell, in pixels: as big as fits in about 900 px, within these bounds.
+ROLE_CELL = (12, 28)
+
+
+def head_label(layer: int, head: int) -> str:
+    """A head's display name, ``"L3 H5"`` (never a bare ``3.5`` that reads as a number)."""
+    return f"L{layer} H{head}"
 
 
 def heatmap_columns(metrics: pd.DataFrame) -> list[tuple[str, str]]:
@@ -111,19 +123,20 @@ def _role_short(label: str) -> str:
 def roles_figure(
     roles: pd.DataFrame, *, name: str = "head-roles", title: str = "head roles"
 ) -> FigureSpec:
-    """Layer x head grid coloured by each head's main role, labelled (sinks name their token)."""
+    """Layer x head grid coloured by each head's main role, labelled where the label fits in its
+    cell at a readable size (sinks name their token on a second line, dropped first); hover
+    shows every label."""
     role = roles["role"].astype(str).unstack("head")
     labels = roles["label"].astype(str).unstack("head")
     n_l, n_h = role.shape
     codes = np.vectorize(_roles.ROLES.index)(role.to_numpy())
-    text = {}
-    if n_l * n_h <= _ROLE_TEXT_CELLS:
-        text = {
-            (i, j): _role_short(str(labels.iat[i, j]))
-            for i in range(n_l)
-            for j in range(n_h)
-            if labels.iat[i, j] != "other"
-        }
+    text = {
+        (i, j): _role_short(str(labels.iat[i, j]))
+        for i in range(n_l)
+        for j in range(n_h)
+        if labels.iat[i, j] != "other"
+    }
+    cell = max(ROLE_CELL[0], min(ROLE_CELL[1], 900 // max(n_l, n_h, 1)))
     used = [r for r in _roles.ROLES if (roles["role"] == r).any()]
     panel = heatmap(
         codes,
@@ -135,7 +148,7 @@ def roles_figure(
         legend=[(r, ROLE_COLORS[r]) for r in used],
         text=text,
         hover=labels.to_numpy().tolist(),
-        size=40 * max(n_l, n_h),
+        size=cell * max(n_l, n_h),
     )
     return FigureSpec(name, title, (panel,))
 
@@ -143,17 +156,35 @@ def roles_figure(
 def distance_figure(
     distances: pd.DataFrame, *, name: str = "head-distances", title: str = "head distances"
 ) -> FigureSpec:
-    """The head-distance matrix with rows and columns in hierarchical-cluster order."""
+    """The head-distance matrix with rows and columns in hierarchical-cluster order. Beyond
+    :data:`DISTANCE_HEADS` heads, heads next to each other in that order are averaged in blocks
+    (labelled by their first head and how many more; hover lists them), and the title says so."""
     ordered = _distances.cluster_order(distances)
-    names = [f"{layer}.{head}" for layer, head in ordered.index]
+    names = [head_label(layer, head) for layer, head in ordered.index]
+    n = len(names)
+    matrix = ordered.to_numpy(dtype=np.float64)
+    block = max(1, math.ceil(n / DISTANCE_HEADS))
+    if block == 1:
+        labels, members, what = names, None, "every head, in cluster order"
+    else:
+        starts = np.arange(0, n, block)
+        sizes = np.diff(np.append(starts, n)).astype(np.float64)
+        sums = np.add.reduceat(np.add.reduceat(matrix, starts, axis=0), starts, axis=1)
+        matrix = sums / np.outer(sizes, sizes)
+        labels = [f"{names[a]} +{int(k) - 1}" for a, k in zip(starts, sizes, strict=True)]
+        members = [", ".join(names[a : a + int(k)]) for a, k in zip(starts, sizes, strict=True)]
+        what = f"{n} heads in cluster order, averaged in blocks of {block} next to each other"
     panel = heatmap(
-        ordered.to_numpy(),
-        rows=names,
-        cols=names,
-        title="cluster order, labels L.H",
+        matrix,
+        rows=labels,
+        cols=labels,
+        raw_rows=members,
+        raw_cols=members,
+        title=what,
         cmap="magma_r",
         vmin=0.0,
-        size=max(240, min(560, 7 * len(names))),
+        size=max(240, min(560, 7 * len(labels))),
+        max_cells=len(labels) ** 2,
     )
     return FigureSpec(name, title, (panel,))
 
@@ -165,7 +196,8 @@ def embedding_figure(
     name: str = "head-mds",
     title: str = "heads (MDS)",
 ) -> FigureSpec:
-    """2-D MDS scatter of the heads labelled ``L.H``, coloured by role when ``roles`` is given."""
+    """2-D MDS scatter of the heads labelled ``L3 H5``, coloured by role when ``roles`` is given
+    (the axes have no unit, so they carry no numbers)."""
     colors = None
     legend: list[tuple[str, str]] = []
     if roles is not None:
@@ -175,11 +207,12 @@ def embedding_figure(
     panel = scatter(
         embedding["x"].to_numpy(),
         embedding["y"].to_numpy(),
-        labels=[f"{layer}.{head}" for layer, head in embedding.index],
-        xlabel="MDS 1",
+        labels=[head_label(layer, head) for layer, head in embedding.index],
+        xlabel="MDS 1 (no unit: only distances between points count)",
         ylabel="MDS 2",
         colors=colors,
         legend=legend,
+        ticks=False,
     )
     return FigureSpec(name, title, (panel,))
 
@@ -216,10 +249,12 @@ def comparison_figure(comparison: Comparison, layer: int, head: int) -> FigureSp
 
 
 __all__ = [
+    "DISTANCE_HEADS",
     "ROLE_COLORS",
     "comparison_figure",
     "distance_figure",
     "embedding_figure",
+    "head_label",
     "heatmap_columns",
     "metric_heatmap_figure",
     "roles_figure",

@@ -134,6 +134,7 @@ def heatmap(
     fmt: str = "",
     raw_rows: Sequence[Any] | None = None,
     raw_cols: Sequence[Any] | None = None,
+    max_cells: int = INLINE_CELLS,
 ) -> dict[str, Any]:
     """A heatmap panel: ``matrix[i][j]`` drawn at row ``rows[i]``, column ``cols[j]``.
 
@@ -154,9 +155,10 @@ def heatmap(
             default: 3 significant digits.
         raw_rows, raw_cols: the raw strings behind ``rows`` / ``cols`` (e.g. raw tokens when the
             labels are readable tokens), shown on hover.
-
-    A matrix with more than :data:`~inspector.render.budget.INLINE_CELLS` cells is averaged in
-    square blocks (rows and columns labelled by their first position) and its title says so.
+        max_cells: a matrix with more cells (default
+            :data:`~inspector.render.budget.INLINE_CELLS`) is averaged in square blocks of
+            tokens (rows and columns labelled by their positions and first token) and its title
+            says so.
     """
     m = np.asarray(matrix, dtype=np.float64)
     if m.ndim != 2 or m.shape != (len(rows), len(cols)):
@@ -166,9 +168,9 @@ def heatmap(
         )
     if cmap not in CMAPS:
         raise InputError(f"heatmap: unknown colour map {cmap!r}; one of {list(CMAPS)}")
-    if m.size > INLINE_CELLS and colors is None and not text and hover is None:
+    if m.size > max_cells and colors is None and not text and hover is None:
         block = 2
-        while -(-m.shape[0] // block) * -(-m.shape[1] // block) > INLINE_CELLS:
+        while -(-m.shape[0] // block) * -(-m.shape[1] // block) > max_cells:
             block += 1
         m = _block_mean(m, block)
         rows, cols = _block_labels(rows, block), _block_labels(cols, block)
@@ -222,13 +224,17 @@ def scatter(
     ylabel: str = "",
     colors: Sequence[str] | None = None,
     legend: Sequence[tuple[str, str]] = (),
+    ticks: bool = True,
 ) -> dict[str, Any]:
-    """A labelled scatter panel (e.g. heads placed by MDS, labelled ``L.H``).
+    """A labelled scatter panel (e.g. heads placed by MDS, labelled ``L3 H5``).
 
     Args:
         x, y: point coordinates.
-        labels: one label per point, written next to it.
+        labels: one label per point, written next to it where it fits without overlapping
+            (the panel says how many; hover shows every one).
         colors: one ``"#rrggbb"`` per point (default: one colour); ``legend`` explains them.
+        ticks: number the axes (``False`` for axes without a unit, such as MDS: only grid
+            lines, so no number sits next to a point's label).
     """
     if not len(x) == len(y) == len(labels):
         raise InputError("scatter: x, y and labels need the same length")
@@ -242,6 +248,7 @@ def scatter(
         "labels": [label(t) for t in labels],
         "colors": [str(c) for c in colors] if colors is not None else None,
         "legend": [[str(name), str(c)] for name, c in legend],
+        "ticks": bool(ticks),
     }
 
 

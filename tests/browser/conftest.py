@@ -86,6 +86,45 @@ class Opened:
         self.context.close()
 
 
+#: Per figure (an SVG drawn by figures.js or scan-maps.js): texts under 8 px as drawn (font size
+#: times the SVG's scale on the page), and pairs of tick labels whose boxes overlap.
+FIGURE_PROBLEMS = """() => {
+  const small = [], overlaps = [];
+  const overlap = (a, b) =>
+    Math.max(0, Math.min(a.right, b.right) - Math.max(a.left, b.left)) *
+    Math.max(0, Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top));
+  const svgs = document.querySelectorAll(
+    "figure.ins-fig svg.ins-fig-svg, figure.ins-scan-maps svg.ins-fig-svg");
+  svgs.forEach((svg) => {
+    const name = svg.closest("figure").getAttribute("data-figure");
+    const scale = svg.getBoundingClientRect().width / Number(svg.getAttribute("width"));
+    svg.querySelectorAll("text").forEach((t) => {
+      const px = parseFloat(getComputedStyle(t).fontSize) * scale;
+      if (t.textContent.trim() && px < 8 - 1e-6) small.push([name, t.textContent, px]);
+    });
+    svg.querySelectorAll("g").forEach((axis) => {
+      const ticks = [...axis.querySelectorAll(":scope > g.tick > text")]
+        .filter((t) => t.textContent.trim());
+      const boxes = ticks.map((t) => t.getBoundingClientRect());
+      for (let i = 0; i < boxes.length; i++) {
+        for (let j = i + 1; j < boxes.length; j++) {
+          if (overlap(boxes[i], boxes[j]) > 0.5) {
+            overlaps.push([name, ticks[i].textContent, ticks[j].textContent]);
+          }
+        }
+      }
+    });
+  });
+  return {small, overlaps, figures: svgs.length};
+}"""
+
+
+@pytest.fixture
+def figure_problems() -> Any:
+    """``check(page)``: the page's figures' texts under 8 px and overlapping tick labels."""
+    return lambda page: page.evaluate(FIGURE_PROBLEMS)
+
+
 @pytest.fixture
 def opened(browser: Any) -> Iterator[Any]:
     pages: list[Opened] = []

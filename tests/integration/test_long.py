@@ -258,13 +258,17 @@ def test_scan_report_and_exports(models, tmp_path):
     m = models["gpt2"]
     scan = m.scan(TEXT, rows=[-1, 3], topk=2)
     report = scan.report(tmp_path / "s.html")
-    assert [s.id for s in report.sections] == ["overview", "rows", "sinks", "pooled", "heads"]
+    assert [s.id for s in report.sections] == ["overview", "rows", "pooled", "sinks", "heads"]
     page = parse(report.html)
     data = [json.loads(b) for a, b in page.scripts if a.get("class") == "ins-scan-data"]
     assert data[0]["row_positions"] == list(scan.row_positions)
     figs = figure_specs(report.html)
-    assert {"scan-sinks", "scan-sink-curve", "scan-pooled-0", "scan-pooled-1"} <= set(figs)
-    assert all(p["canvas"] for p in figs["scan-pooled-0"]["panels"])
+    assert {"scan-glance", "scan-sinks", "scan-sink-curve"} <= set(figs)
+    # every head's distance profile, from the scan's own accumulator
+    profile = figs["scan-glance"]["panels"][0]
+    assert len(profile["profile"]) == len(scan.layers)
+    maps = [json.loads(b) for a, b in page.scripts if a.get("class") == "ins-scan-maps-data"]
+    assert maps[0]["zoom"]["shape"][:2] == [len(scan.layers), len(scan.heads)]
     heads = inspector.read_parquet(scan.to_parquet(tmp_path / "s.parquet"))
     assert {"layer", "head", "entropy", "first_k_share", "sink_token"} <= set(heads.columns)
     assert heads.attrs["inspector"]["table"] == "heads"

@@ -13,7 +13,13 @@ import pytest
 from inspector.analysis import long as lg
 from inspector.analysis import metrics as M
 from inspector.analysis import retrieval as rt
-from inspector.analysis.scan import ScanAccumulator, pool_edges, resolve_rows, scan_capture
+from inspector.analysis.scan import (
+    ScanAccumulator,
+    distance_edges,
+    pool_edges,
+    resolve_rows,
+    scan_capture,
+)
 from inspector.capture import memory as mem
 from inspector.capture.types import AttentionStack, Capture, ScanLayout, ScanPart
 from inspector.errors import InputError, ResourceError
@@ -70,6 +76,34 @@ def test_scan_of_blocks_equals_metrics_of_the_whole_map(causal, block_rows):
     np.testing.assert_array_equal(s.pooled_max, want_max.astype(np.float16))
     # first-k share of every row
     np.testing.assert_allclose(s.first_share, stack.weights[..., :4].sum(-1), atol=1e-6)
+
+
+def test_distance_edges_are_log2_bins_ending_at_n():
+    assert distance_edges(1).tolist() == [0, 1]
+    assert distance_edges(3).tolist() == [0, 1, 2, 3]
+    assert distance_edges(4).tolist() == [0, 1, 2, 4]
+    assert distance_edges(5000).tolist()[-3:] == [2048, 4096, 5000]
+    assert distance_edges(8192).tolist() == [0, *(2**i for i in range(14))]
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("block_rows", [1, 7, 64])
+def test_distance_mass_is_each_rows_mass_per_log_distance_bin(causal, block_rows):
+    cap = _capture(causal, seed=3)
+    w = cap.stacks["self"].weights.astype(np.float64)
+    n = w.shape[-1]
+    s = scan_capture(cap, pool=8, block_rows=block_rows).stack()
+    edges = distance_edges(n)
+    assert s.distance_edges is not None and s.distance_mass is not None
+    assert s.distance_edges.tolist() == edges.tolist()
+    distance = np.abs(np.arange(n)[:, None] - np.arange(n)[None, :])
+    bins = np.searchsorted(edges, distance, side="right") - 1
+    bins[:, : s.sink_tokens] = -1  # the first keys are counted by first_share instead
+    want = np.stack([(w * (bins == j)).sum(-1).mean(-1) for j in range(len(edges) - 1)], -1)
+    np.testing.assert_allclose(s.distance_mass, want, atol=1e-6)
+    total = s.distance_mass.sum(-1) + s.first_share.mean(-1)
+    np.testing.assert_allclose(total, 1.0, atol=1e-5)
+    assert want[..., 0].min() > 0 and want[..., -1].max() > 0
 
 
 def test_topk_is_exact_and_best_first():

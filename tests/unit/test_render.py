@@ -144,7 +144,7 @@ def test_figures_are_data_with_png_and_svg_buttons() -> None:
         for v in (x for row in p["values"] for x in row if x is not None):
             assert len(f"{abs(v):.10g}".replace(".", "").lstrip("0")) <= 4
     mds = specs["head-mds-self"]["panels"][0]
-    assert mds["labels"] == ["0.0", "0.1", "0.2", "1.0", "1.1", "1.2"]
+    assert mds["labels"] == ["L0 H0", "L0 H1", "L0 H2", "L1 H0", "L1 H1", "L1 H2"]
     dist = specs["head-distances-self"]["panels"][0]
     assert dist["cmap"] == "magma_r" and sorted(dist["rows"]) == sorted(dist["cols"])
     roles = specs["head-roles-self"]["panels"][0]

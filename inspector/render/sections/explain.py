@@ -74,7 +74,7 @@ def importance_figure(expl: Explanation) -> FigureSpec:
             xlabel="head",
             ylabel="layer",
             text=ranks,
-            size=240,
+            size=max(240, 12 * max(len(rows), len(cols))),  # a rank fits its cell at 9 px
             fmt=FMT,
         )
     ]
@@ -98,7 +98,13 @@ def explain_context(expl: Explanation) -> dict[str, Any]:
     ranked = sinks.sort_values(["overstated", "layer", "head"], ascending=[False, True, True])
     flagged = set(zip(sinks["layer"].astype(int), sinks["head"].astype(int), strict=True))
     top_sinks = [(rank, lh) for rank, lh in enumerate(expl.top_heads, start=1) if lh in flagged]
+    # the table lists the most overstated heads and every important head the warning names
+    warned = {lh for _, lh in top_sinks}
+    pairs = list(zip(ranked["layer"].astype(int), ranked["head"].astype(int), strict=True))
+    keep = [i < SINK_ROWS or lh in warned for i, lh in enumerate(pairs)]
+    shown = ranked[keep]
     n_heads = len(f)
+    names = expl.tokens.readable or expl.tokens.tokens  # ␣the, ⏎: never raw pieces
     return {
         "target": expl.target,
         "method": str(expl.importance.attrs.get("inspector", {}).get("method", "")),
@@ -118,7 +124,9 @@ def explain_context(expl: Explanation) -> dict[str, Any]:
             {
                 "layer": int(r["layer"]),
                 "head": int(r["head"]),
-                "token": str(r["key_token"]),
+                "token": str(
+                    names[int(r["key_pos"])] if int(r["key_pos"]) < len(names) else r["key_token"]
+                ),
                 "pos": int(r["key_pos"]),
                 "raw": float(r["raw_share"]),
                 "norm": float(r["norm_share"]),
@@ -128,7 +136,7 @@ def explain_context(expl: Explanation) -> dict[str, Any]:
                     (int(r["layer"]), int(r["head"]))
                 ),
             }
-            for r in ranked.head(SINK_ROWS).to_dict("records")
+            for r in shown.to_dict("records")
         ],
         "n_sinks": len(sinks),
         "n_heads": n_heads,

@@ -29,7 +29,7 @@ from ..charts import (
     roles_figure,
 )
 from ..figures import FIGURE_SCRIPTS
-from ..names import model_label
+from ..names import model_label, readable_sinks
 from ..section import ReportContext, Section
 
 
@@ -44,10 +44,11 @@ def _records(frame: pd.DataFrame, columns: Sequence[str]) -> list[list[Any]]:
 def _stack_analysis(
     kind: str, stack: AttentionStack, model: str, distances: Future[pd.DataFrame] | None
 ) -> dict[str, Any]:
-    metrics = _metrics.head_metrics(stack)
+    metrics = readable_sinks(_metrics.head_metrics(stack), stack.key)
     roles = _roles.head_roles(metrics)
     table = metrics.join(roles[["label"]]).rename(columns={"label": "role"})
-    columns = [*_metrics.list_metrics(), "sink_token", "sink_share", "role"]
+    # the role next to the head's name: in view whatever the width of the table
+    columns = ["role", *_metrics.list_metrics(), "sink_token", "sink_share"]
     label = "self-attention" if kind == "self" else f"{kind} attention"
     figures = [
         roles_figure(roles, name=f"head-roles-{kind}", title=f"head roles — {label}"),

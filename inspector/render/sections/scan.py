@@ -1,19 +1,20 @@
 """The scan page's sections: a long input seen through a bounded scan, drawable at 8k tokens.
 
-Section builders ``(ScanContext) -> Section | None``: overview, the row explorer (a query-position
-picker that paints that exact row of a chosen head over the text, in a token strip that renders
-only the lines in view: ``static/scan.js``), attention sinks (a layer x head heatmap, the
-first-tokens share against query position, a sortable table), every head's pooled map (canvas
-heatmaps of :mod:`..figures`, re-pooled to at most :data:`PAGE_POOL` bins a side, hover shows the
-position ranges and scan.js their text), the head metrics table, and, when given, retrieval
-heads. The page embeds statistics only: never a full ``T x T`` map.
+Section builders ``(ScanContext) -> Section | None``: the overview (what was scanned, and every
+head at a glance: attention by log distance, sink share, local share; :mod:`.scan_maps`), the row
+explorer (a query-position picker that paints that exact row of a chosen head over the text, in a
+token strip that renders only the lines in view: ``static/scan.js``), every head's pooled map (a
+grid of thumbnails on a log or per-row scale; a click enlarges a head at the scan's pooled
+resolution: ``static/scan-maps.js``), attention sinks (layer x head heatmaps, the
+first-tokens share against query position, a sortable table), the head metrics table, and, when
+given, retrieval heads. Tokens are shown as the tokenizer decodes them (``Tokens.readable``).
+The page embeds statistics only: never a full ``T x T`` map.
 """
 
 from __future__ import annotations
 
 import base64
 import itertools
-import math
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,16 +27,17 @@ from ...analysis import long as _long
 from ...analysis.scan import ScanData, ScanStack, pool_edges
 from ...capture.memory import format_bytes
 from ..figures import FIGURE_SCRIPTS, FigureSpec, heatmap
-from ..names import model_label
+from ..names import model_label, readable_sinks
 from ..section import Section, table_context
+from .scan_maps import THUMB_POOL, glance_figure, pooled_maps, repool
 
-#: Bins a side of the pooled maps drawn in the page (the scan keeps up to its own ``pool``).
-PAGE_POOL = 32
+#: Bins a side of the pooled-map thumbnails (a click enlarges a head at the scan's bins).
+PAGE_POOL = THUMB_POOL
 #: Exact rows embedded for the row explorer (the last ones kept).
 PAGE_ROWS = 8
 #: Position bins of the sink-against-position figure.
 CURVE_BINS = 48
-SCAN_SCRIPTS: tuple[str, ...] = (*FIGURE_SCRIPTS, "scan.js")
+SCAN_SCRIPTS: tuple[str, ...] = (*FIGURE_SCRIPTS, "scan-glance.js", "scan-maps.js", "scan.js")
 SCAN_CSS: tuple[str, ...] = ("scan.css",)
 
 
@@ -56,7 +58,10 @@ class ScanContext:
 
 def _context(**kw: Any) -> dict[str, Any]:
     """:func:`table_context` plus the scan template's own keys."""
-    return table_context(**{"explorer": None, "extra_table": None, "tokens": None, **kw})
+    return table_context(
+        **{"explorer": None, "extra_table": None, "tokens": None, "pooled": None}
+        | {"facts_grid": False, **kw}
+    )
 
 
 def _section(
@@ -84,44 +89,28 @@ def _ranges(edges: np.ndarray) -> list[str]:
     return [f"{int(a)}–{int(b) - 1}" for a, b in itertools.pairwise(edges)]
 
 
-def repool(
-    mean: np.ndarray, rows: np.ndarray, cols: np.ndarray, target: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pooled means ``(..., r, c)`` over bins ``rows`` x ``cols`` merged to at most ``target``
-    bins a side, weighting each bin by its cells (exact: the mean of the merged cells)."""
-    out = mean.astype(np.float64)
-    for axis, edges in ((-2, rows), (-1, cols)):
-        n = len(edges) - 1
-        group = max(1, math.ceil(n / target))
-        starts = np.arange(0, n, group)
-        size = np.diff(edges).astype(np.float64)
-        shape = [1] * out.ndim
-        shape[axis] = n
-        weighted = out * size.reshape(shape)
-        summed = np.add.reduceat(weighted, starts, axis=axis)
-        shape[axis] = len(starts)
-        out = summed / np.add.reduceat(size, starts).reshape(shape)
-        new_edges = np.append(edges[starts], edges[-1])
-        if axis == -2:
-            rows = new_edges
-        else:
-            cols = new_edges
-    return out, rows, cols
+def _positions(positions: tuple[int, ...], n: int) -> str:
+    shown = ", ".join(f"{p:,}" for p in positions)
+    return f"{shown} (of 0–{n - 1:,})" if positions else "none"
 
 
 def scan_overview_section(ctx: ScanContext) -> Section | None:
     if ctx.data is None or ctx.stack is None:
         return None
     m, s = ctx.data.metadata, ctx.stack
+    n_q = len(s.query)
+    rows, cols = len(s.pool_rows) - 1, len(s.pool_cols) - 1
+    block = int(s.pool_rows[1] - s.pool_rows[0]) if rows else 0
+    maps = f"{rows} x {cols} blocks of {block:,} tokens a side per head"
+    kind = " ".join(x for x in (str(m.get("model_type", "")), str(m.get("architecture", ""))) if x)
     facts = [
-        ("model", model_label(m)),
-        ("type", f"{m.get('model_type', '')} ({m.get('architecture', '')})"),
-        ("tokens", f"{len(s.query):,}"),
-        ("layers x heads", f"{len(s.layers)} x {len(s.heads)}"),
+        ("model", model_label(m) + (f" ({kind})" if kind else "")),
+        ("tokens", f"{n_q:,}"),
+        ("layers x heads", f"{len(s.layers)} x {len(s.heads)} = {len(s.layers) * len(s.heads)}"),
         ("method", str(m.get("method", ""))),
-        ("pooled maps", f"{len(s.pool_rows) - 1} x {len(s.pool_cols) - 1} bins per head"),
-        ("exact rows kept", ", ".join(str(p) for p in s.row_positions) or "none"),
-        ("sink tokens", str(s.sink_tokens)),
+        ("pooled maps (scan)", maps),
+        ("query positions with an exact row", _positions(s.row_positions, n_q)),
+        ("sink tokens", f"the first {s.sink_tokens}"),
     ]
     if m.get("memory_estimate"):
         facts.append(("memory estimate", format_bytes(int(m["memory_estimate"]))))
@@ -135,7 +124,16 @@ def scan_overview_section(ctx: ScanContext) -> Section | None:
         "tokens": list(s.key.readable or s.key.tokens),
         "special": [bool(x) for x in s.key.special],
     }
-    return _section("overview", "Scan", intro=intro, facts=facts, tokens=tokens)
+    glance = glance_figure(s)
+    return _section(
+        "overview",
+        "Scan",
+        intro=intro,
+        facts=facts,
+        facts_grid=True,
+        tokens=tokens,
+        figures=[glance] if glance is not None else [],
+    )
 
 
 def _encode_rows(rows: np.ndarray) -> dict[str, Any]:
@@ -177,7 +175,7 @@ def scan_sinks_section(ctx: ScanContext) -> Section | None:
     s = ctx.stack
     if s is None:
         return None
-    table = _long.sink_table(s)
+    table = readable_sinks(_long.sink_table(s), s.key)
     k = s.sink_tokens
     panels = []
     for column, title in (
@@ -248,37 +246,33 @@ def scan_pooled_section(ctx: ScanContext) -> Section | None:
     s = ctx.stack
     if s is None:
         return None
-    mean, r_edges, c_edges = repool(s.pooled_mean, s.pool_rows, s.pool_cols, PAGE_POOL)
-    rows, cols = _ranges(r_edges), _ranges(c_edges)
-    figures = []
-    for li, layer in enumerate(s.layers):
-        panels = []
-        for hi, head in enumerate(s.heads):
-            panel = heatmap(
-                mean[li, hi],
-                rows=rows,
-                cols=cols,
-                title=f"{layer}.{head}",
-                xlabel="keys",
-                ylabel="queries",
-                size=150,
-            )
-            panel["canvas"] = True  # one bitmap per head, never a rect per cell
-            panels.append(panel)
-        figures.append(FigureSpec(f"scan-pooled-{layer}", f"layer {layer}", tuple(panels)))
-    intro = (
-        f"Every head's map, block-averaged to {len(rows)} x {len(cols)} blocks of positions "
-        f"(colour: mean weight in the block, each panel on its own scale). Hover a block for "
-        f"its positions and their text."
+    maps = pooled_maps(s)
+    thumb, zoom = maps["thumb"]["shape"], maps["zoom"]["shape"]
+    scan_bins = maps["scan_bins"]
+    zoom_block = int(maps["zoom"]["rows"][1]) if len(maps["zoom"]["rows"]) > 1 else 0
+    thumb_block = int(maps["thumb"]["rows"][1]) if len(maps["thumb"]["rows"]) > 1 else 0
+    merged = (
+        ""
+        if zoom[2:] == scan_bins
+        else f" (the scan pooled {scan_bins[0]} x {scan_bins[1]}; merged to fit the page)"
     )
-    return _section("pooled", "Pooled maps", intro=intro, figures=figures)
+    intro = (
+        f"Every head's map, block-averaged: a thumbnail of {thumb[2]} x {thumb[3]} blocks of "
+        f"{thumb_block:,} tokens per head; click a head to enlarge it at {zoom[2]} x {zoom[3]} "
+        f"blocks of {zoom_block:,} tokens{merged}. Colour: the mean weight of a block on a log "
+        f"scale (4 decades below the head's largest block; white: no attention), or each query "
+        f"block divided by its row's largest block, or linear. Hover a block for its positions "
+        f"and their text."
+    )
+    spec = {"name": "scan-pooled", "title": "pooled maps of every head", "maps": maps}
+    return _section("pooled", "Pooled maps", intro=intro, pooled=spec)
 
 
 def scan_heads_section(ctx: ScanContext) -> Section | None:
     s = ctx.stack
     if s is None:
         return None
-    frame = _long.scan_head_metrics(s).reset_index()
+    frame = readable_sinks(_long.scan_head_metrics(s), s.key).reset_index()
     columns, rows = _table(frame)
     return Section(
         "heads",
@@ -373,8 +367,8 @@ SCAN_SECTIONS: tuple[ScanSection, ...] = (
     scan_overview_section,
     retrieval_section,
     scan_explorer_section,
-    scan_sinks_section,
     scan_pooled_section,
+    scan_sinks_section,
     scan_heads_section,
 )
 

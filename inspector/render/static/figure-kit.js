@@ -138,9 +138,33 @@
     if (scale.diverging && scale.lo < 0 && scale.hi > 0 && ticks.indexOf(0) < 0) {
       ticks.push(0);
     }
+    var text = label || distinct(ticks, scale.fmt);
     var axis = d3.axisRight(y).tickValues(ticks).tickSize(3)
-      .tickFormat(function (d) { return label ? label(Number(d)) : scale.fmt(Number(d)); });
+      .tickFormat(function (d) { return text(Number(d)); });
     d3.select(el(bar, "g", { transform: "translate(10,0)" })).call(axis).call(function (s) { styleAxis(s, 9); });
+  }
+
+  /**
+   * A formatter that tells every tick apart: `fmt` when its labels differ, else the fewest
+   * significant digits that do (a range such as 0.1049-0.1062 needs four).
+   * @param {number[]} ticks @param {(v: number) => string} fmt @returns {(v: number) => string}
+   */
+  function distinct(ticks, fmt) {
+    /** @param {(v: number) => string} f */
+    function unique(f) {
+      var seen = ticks.map(f);
+      return seen.every(function (t, i) { return seen.indexOf(t) === i; });
+    }
+    if (unique(fmt)) {
+      return fmt;
+    }
+    for (var digits = 4; digits <= 8; digits++) {
+      var f = format("." + digits + "~g");
+      if (unique(f)) {
+        return f;
+      }
+    }
+    return fmt;
   }
 
   /** @param {SVGGElement} g @param {[string, string][]} legend @param {number} x */
@@ -149,6 +173,24 @@
       el(g, "rect", { x: x, y: i * 14 + 1, width: 10, height: 10, fill: e[1], stroke: "#666", "stroke-width": 0.5 });
       el(g, "text", { x: x + 14, y: i * 14 + 10, "font-size": 10, fill: "#222" }, e[0]);
     });
+  }
+
+  /**
+   * A panel's axis names: `xlabel` centred under a plot of `w` x `h` at `below` px under it,
+   * `ylabel` turned along its left side at `x` (both in the plot's coordinates).
+   * @param {SVGGElement} g @param {PanelJson} p @param {number} w @param {number} h
+   * @param {number} below @param {number} x
+   */
+  function axisNames(g, p, w, h, below, x) {
+    if (p.xlabel) {
+      el(g, "text", { x: w / 2, y: h + below, "text-anchor": "middle", "font-size": 10, fill: "#444" }, p.xlabel);
+    }
+    if (p.ylabel) {
+      el(g, "text", {
+        transform: "translate(" + x + "," + h / 2 + ") rotate(-90)", dy: "0.35em",
+        "text-anchor": "middle", "font-size": 10, fill: "#444"
+      }, p.ylabel);
+    }
   }
 
   /** Largest label width a tick axis needs @param {string[]} labels @param {number} fs */
@@ -233,6 +275,40 @@
         found.pl.P.click(found.x, found.y);
       }
     });
+  }
+
+  /**
+   * The page's one zoom box (made on first use): a title, a Close button (Esc closes it too),
+   * a body and a line for hover text; shown, labelled `label`.
+   * @param {string} label @returns {{box: HTMLElement, title: HTMLElement, body: HTMLElement, note: HTMLElement}}
+   */
+  function zoomBox(label) {
+    var box = /** @type {HTMLElement | null} */ (document.querySelector(".ins-zoom-box"));
+    if (!box) {
+      var made = document.createElement("div");
+      made.className = "ins-zoom-box";
+      made.setAttribute("role", "dialog");
+      made.innerHTML = '<div class="ins-zoom-bar"><span class="ins-zoom-title"></span>' +
+        '<button type="button" class="ins-zoom-close" aria-label="close the enlarged map">Close</button></div>' +
+        '<div class="ins-zoom-body"></div><div class="ins-zoom-note" aria-live="polite"></div>';
+      document.body.appendChild(made);
+      var close = function () {
+        made.hidden = true;
+        hideTip();
+      };
+      /** @type {HTMLElement} */ (made.querySelector(".ins-zoom-close")).addEventListener("click", close);
+      document.addEventListener("keydown", function (ev) {
+        if (ev.key === "Escape") {
+          close();
+        }
+      });
+      box = made;
+    }
+    box.setAttribute("aria-label", label);
+    box.hidden = false;
+    /** @param {string} selector */
+    var part = function (selector) { return /** @type {HTMLElement} */ (/** @type {HTMLElement} */ (box).querySelector(selector)); };
+    return { box: box, title: part(".ins-zoom-title"), body: part(".ins-zoom-body"), note: part(".ins-zoom-note") };
   }
 
   // ------------------------------------------------------------------------------ controls and downloads
@@ -343,6 +419,8 @@
     colorBar: colorBar,
     legendBlock: legendBlock,
     labelRoom: labelRoom,
+    axisNames: axisNames,
+    zoomBox: zoomBox,
     showTip: showTip,
     hideTip: hideTip,
     hover: hover,

@@ -40,6 +40,8 @@
   var NAN_FILL = "#d9d9d9";
   /** Above this many cells a map is painted as one bitmap instead of one <rect> per cell. */
   var CANVAS_CELLS = 4096;
+  /** Smallest font of the text a figure writes in its cells. */
+  var MIN_FONT = 8;
 
   /** @typedef {FigureScale} Scale @typedef {PlacedPanel} Placed */
 
@@ -108,10 +110,12 @@
       cell = Math.floor(cell);
     }
     var fs = cell >= 12 ? 10 : 9;
-    var rowStep = Math.max(1, Math.ceil((fs + 1) / cell));
+    // tick labels at least their height (fs + 3) apart, so they never overlap; the others are
+    // read on hover (the panel says so when labels are left out)
+    var rowStep = Math.max(1, Math.ceil((fs + 3) / cell));
     var colW = maxWidth(m.cols.filter(function (_, i) { return i < 400; }), fs);
     var rotate = colW > cell - 2;
-    var colStep = rotate ? Math.max(1, Math.ceil((fs + 1) / cell)) : 1;
+    var colStep = rotate ? Math.max(1, Math.ceil((fs + 3) / cell)) : 1;
     /** @param {number} step @param {number} n */
     function shown(step, n) {
       return d3.range(0, n, step);
@@ -125,17 +129,35 @@
     var colH = (rotate ? labelRoom(colTicks.map(function (j) { return m.cols[j]; }), fs) : fs) + 8;
     var legend = p.legend && p.legend.length ? p.legend : null;
     var legendW = legend ? 16 + maxWidth(legend.map(function (e) { return e[0]; }), 10) : 0;
+    var texts = cellTexts(p.text || [], cell);
+    var steps = rowStep === colStep ? (rowStep > 1 ? ["every " + ordinal(rowStep) + " label shown"] : []) : [
+      rowStep > 1 ? "every " + ordinal(rowStep) + " row label shown" : "",
+      colStep > 1 ? "every " + ordinal(colStep) + " column label shown" : ""
+    ];
+    var note = steps.concat([texts.dropped ? texts.dropped + " cell labels too small to read left out" : ""])
+      .filter(Boolean).join(", ");
+    note = note ? note + "; hover a cell for all" : "";
     var barW = scale ? 16 + maxWidth([scale.fmt(scale.lo), scale.fmt(scale.hi), scale.fmt((scale.lo + scale.hi) / 2)], 9) + 6 : 0;
     var barH = Math.max(gh, 100);
     var w = Math.max(left + gw + 10 + Math.max(legendW, barW), left + textWidth(p.title || "", 11) + 4);
-    var h = top + Math.max(gh + colH + (p.xlabel ? 14 : 2), scale ? barH : 0, legend ? legend.length * 14 : 0) + 2;
+    var noteLines = wrap(note, Math.max(w - 4, 120), 9);
+    var gridH = gh + colH + (p.xlabel ? 14 : 2) + noteLines.length * 12 + (noteLines.length ? 2 : 0);
+    var h = top + Math.max(gridH, scale ? barH : 0, legend ? legend.length * 14 : 0) + 2;
     var colors = /** @type {string[][] | undefined} */ (p.colors || undefined);
+    var blank = p.blank || NAN_FILL;
     var fill = function (/** @type {number} */ i, /** @type {number} */ j) {
       if (colors) {
         return colors[i][j];
       }
       var v = m.value(i, j);
-      return v === null || v === undefined || isNaN(v) || !scale ? NAN_FILL : scale.color(v);
+      return v === null || v === undefined || isNaN(v) || !scale ? blank : scale.color(v);
+    };
+    /** a value as read: log panels hold log10 of it */
+    var shownValue = function (/** @type {number | null} */ v) {
+      if (!scale) {
+        return String(v);
+      }
+      return p.log ? (v === null || v === undefined ? "0" : scale.fmt(Math.pow(10, v))) : scale.fmt(v);
     };
 
     /** @param {SVGGElement} g */
@@ -152,7 +174,7 @@
           }
         }
       } else {
-        paintImage(grid, m, scale, colors, gw, gh);
+        paintImage(grid, m, scale, colors, gw, gh, blank);
       }
       el(grid, "rect", { x: 0, y: 0, width: gw, height: gh, fill: "none", stroke: "#999", "stroke-width": 0.5 });
       if (p.annotate && !p.text && scale) {
@@ -167,15 +189,12 @@
           }
         }
       }
-      (p.text || []).forEach(function (t) {
-        var lines = String(t[2]).split("\n");
-        var widest = maxWidth(lines, 9);
-        var size = Math.max(5, Math.min(9, Math.floor((9 * (cell - 2)) / Math.max(widest, 1))));
-        var color = fill(t[0], t[1]);
-        lines.forEach(function (line, k) {
+      texts.shown.forEach(function (t) {
+        var color = fill(t.i, t.j);
+        t.lines.forEach(function (line, k) {
           el(grid, "text", {
-            x: (t[1] + 0.5) * cell, y: (t[0] + 0.5) * cell + (k - (lines.length - 1) / 2) * (size + 1),
-            dy: "0.35em", "text-anchor": "middle", "font-size": size, fill: dark(color) ? "#fff" : "#111"
+            x: (t.j + 0.5) * cell, y: (t.i + 0.5) * cell + (k - (t.lines.length - 1) / 2) * (t.size + 1),
+            dy: "0.35em", "text-anchor": "middle", "font-size": t.size, fill: dark(color) ? "#fff" : "#111"
           }, line);
         });
       });
@@ -197,20 +216,15 @@
             .attr("dx", "-0.5em").attr("dy", "-0.3em").attr("x", 0).attr("y", 0);
         }
       });
-      if (p.xlabel) {
-        el(grid, "text", { x: gw / 2, y: gh + colH + 10, "text-anchor": "middle", "font-size": 10, fill: "#444" }, p.xlabel);
-      }
-      if (p.ylabel) {
-        el(grid, "text", {
-          transform: "translate(" + (8 - left) + "," + gh / 2 + ") rotate(-90)", dy: "0.35em",
-          "text-anchor": "middle", "font-size": 10, fill: "#444"
-        }, p.ylabel);
-      }
+      kit.axisNames(grid, p, gw, gh, colH + 10, 8 - left);
       if (legend) {
         legendBlock(grid, legend, gw + 10);
       } else if (scale) {
-        colorBar(grid, scale, gw + 10, barH);
+        colorBar(grid, scale, gw + 10, barH, p.log ? function (v) { return format(".0e")(Math.pow(10, v)); } : null);
       }
+      noteLines.forEach(function (line, k) {
+        el(g, "text", { x: 2, y: top + gh + colH + (p.xlabel ? 25 : 13) + k * 12, "font-size": 9, fill: "#666" }, line);
+      });
     }
 
     /** @param {number} px @param {number} py */
@@ -224,24 +238,76 @@
       var colName = m.cols[j] + (m.rawCols && m.rawCols[j] !== m.cols[j] ? " (" + JSON.stringify(m.rawCols[j]) + ")" : "");
       var pos = m.rawRows ? [" " + i, " " + j] : ["", ""];
       var where = (p.ylabel || "row") + pos[0] + " " + rowName + ", " + (p.xlabel || "column") + pos[1] + " " + colName;
-      var what = p.hover ? p.hover[i][j] : scale ? scale.fmt(m.value(i, j)) : String(m.value(i, j));
+      var what = p.hover ? p.hover[i][j] : shownValue(m.value(i, j));
       return (p.title ? p.title + "\n" : "") + where + ": " + what;
     }
     return { w: Math.ceil(w), h: Math.ceil(h), draw: draw, hit: hit };
+  }
+
+  /** Words of `text` in lines of at most `width` pixels at `size` px. @param {string} text @param {number} width @param {number} size */
+  function wrap(text, width, size) {
+    /** @type {string[]} */
+    var lines = [];
+    text.split(" ").filter(Boolean).forEach(function (word) {
+      var last = lines.length ? lines[lines.length - 1] + " " + word : word;
+      if (lines.length && textWidth(last, size) <= width) {
+        lines[lines.length - 1] = last;
+      } else {
+        lines.push(word);
+      }
+    });
+    return lines;
+  }
+
+  /** @param {number} n */
+  function ordinal(n) {
+    return n === 2 ? "2nd" : n === 3 ? "3rd" : n + "th";
+  }
+
+  /**
+   * The cell labels that can be read (MIN_FONT px or more): each at the largest size up to 9 px
+   * that fits its cell; a label too big keeps its first line when that fits, else is left out.
+   * @param {[number, number, string][]} text @param {number} cell
+   * @returns {{shown: Array<{i: number, j: number, lines: string[], size: number}>, dropped: number}}
+   */
+  function cellTexts(text, cell) {
+    /** @type {Array<{i: number, j: number, lines: string[], size: number}>} */
+    var shown = [];
+    var dropped = 0;
+    /** @param {string[]} lines */
+    function fit(lines) {
+      var size = Math.min(9, Math.floor((9 * (cell - 2)) / Math.max(maxWidth(lines, 9), 1)));
+      return size >= MIN_FONT && lines.length * (size + 1) <= cell ? size : 0;
+    }
+    text.forEach(function (t) {
+      var lines = String(t[2]).split("\n");
+      var size = fit(lines);
+      if (!size && lines.length > 1) {
+        lines = [lines[0]];
+        size = fit(lines);
+      }
+      if (size) {
+        shown.push({ i: t[0], j: t[1], lines: lines, size: size });
+      } else {
+        dropped += 1;
+      }
+    });
+    return { shown: shown, dropped: dropped };
   }
 
   /**
    * Paint a big map as one bitmap inside the SVG (a canvas encoded as PNG).
    * @param {SVGGElement} g @param {Matrix} m @param {Scale | null} scale
    * @param {string[][] | undefined} colors @param {number} gw @param {number} gh
+   * @param {string} [blank]  the colour of cells without a value
    */
-  function paintImage(g, m, scale, colors, gw, gh) {
+  function paintImage(g, m, scale, colors, gw, gh, blank) {
     var canvas = document.createElement("canvas");
     canvas.width = m.nc;
     canvas.height = m.nr;
     var ctx = /** @type {CanvasRenderingContext2D} */ (canvas.getContext("2d"));
     var img = ctx.createImageData(m.nc, m.nr);
-    var grey = d3.rgb(NAN_FILL);
+    var grey = d3.rgb(blank || NAN_FILL);
     var lo = scale ? scale.lo : 0;
     var span = scale ? scale.hi - scale.lo : 1;
     for (var i = 0; i < m.nr; i++) {
@@ -327,7 +393,7 @@
     var y = head;
     var rowH = 0;
     var total = 0;
-    panelsOf(spec, api, options, width).forEach(function (P) {
+    (options.placed || panelsOf(spec, api, options, width)).forEach(function (P) {
       if (x > 0 && x + P.w > width) {
         x = 0;
         y += rowH + GAP;

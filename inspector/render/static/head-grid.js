@@ -15,7 +15,6 @@
   var colorScale = kit.colorScale;
   var colorBar = kit.colorBar;
   var hover = kit.hover;
-  var hideTip = kit.hideTip;
   var XLINK = kit.XLINK;
   /** figures.js's renderer (it runs before this file): the zoom box draws one "stack" panel. */
   var render = window.inspectorFigures.render;
@@ -41,7 +40,9 @@
     var gap = 4;
     var left = 34;
     var top = 30;
-    var cell = Math.max(24, Math.min(96, Math.floor((width - left - 90) / nH) - gap));
+    // thumbnails fill the width, up to 96 px, and keep a tall model (many layers) within
+    // about two screens: 30 layers get 62 px, 64 layers 27 px
+    var cell = Math.max(24, Math.min(96, Math.floor((width - left - 90) / nH) - gap, Math.floor(2000 / nL) - gap));
     var gw = nH * (cell + gap);
     var gh = nL * (cell + gap);
     var scale = colorScale(p.cmap || "blues", 0, 1, ".2f");
@@ -187,46 +188,16 @@
   /** The zoom box: one head's map, kept in view (fixed), with a colour bar; Esc closes it. */
   /** @param {InspectorApi} api @param {string} kind @param {number} l @param {number} h @param {string} norm */
   function zoom(api, kind, l, h, norm) {
-    var box = /** @type {HTMLElement | null} */ (document.querySelector(".ins-zoom-box"));
-    if (!box) {
-      box = document.createElement("div");
-      box.className = "ins-zoom-box";
-      box.setAttribute("role", "dialog");
-      box.setAttribute("aria-label", "one head's attention, enlarged");
-      var bar = document.createElement("div");
-      bar.className = "ins-zoom-bar";
-      var title = document.createElement("span");
-      title.className = "ins-zoom-title";
-      var close = document.createElement("button");
-      close.type = "button";
-      close.className = "ins-zoom-close";
-      close.textContent = "Close";
-      close.setAttribute("aria-label", "close the enlarged map");
-      bar.appendChild(title);
-      bar.appendChild(close);
-      var body = document.createElement("div");
-      body.className = "ins-zoom-body";
-      box.appendChild(bar);
-      box.appendChild(body);
-      document.body.appendChild(box);
-      var shown = box;
-      close.addEventListener("click", function () { shown.hidden = true; hideTip(); });
-      document.addEventListener("keydown", function (ev) {
-        if (ev.key === "Escape") {
-          shown.hidden = true;
-          hideTip();
-        }
-      });
-    }
+    var z = kit.zoomBox("one head's attention, enlarged");
+    var target = z.box;
     var meta = api.data.stacks[kind];
-    var target = box;
-    var titleEl = /** @type {HTMLElement} */ (target.querySelector(".ins-zoom-title"));
-    var bodyEl = /** @type {HTMLElement} */ (target.querySelector(".ins-zoom-body"));
+    var titleEl = z.title;
+    var bodyEl = z.body;
+    z.note.textContent = "";
     titleEl.textContent = (kind === "self" ? "self-attention" : kind + " attention") + ", layer " +
       meta.layers[l] + ", head " + meta.heads[h] + " (rows: queries, columns: keys; colour: " +
       (norm === "head" ? "0 to this head's largest weight" : "0 to 1") + ")";
     bodyEl.textContent = "decoding layer " + meta.layers[l] + "…";
-    target.hidden = false;
     target.setAttribute("data-layer", String(meta.layers[l]));
     target.setAttribute("data-head", String(meta.heads[h]));
     var size = Math.max(240, Math.min(window.innerWidth * 0.45, window.innerHeight - 180, 620));

@@ -563,6 +563,10 @@
     },
     start: start,
     fitFrame: fitFrame,
+    bytesFromBase64: bytesFromBase64,
+    inflate: function (bytes) {
+      return inflate(bytes).then(function (buf) { return new Uint8Array(buf); });
+    },
     /** bertviz's console: its log lines are dropped, warnings and errors kept. */
     quietConsole: {
       log: function () {},

@@ -84,6 +84,9 @@ interface InspectorApi {
   onReady(hook: (api: InspectorApi) => void | Promise<void>): void;
   start(): Promise<void>;
   fitFrame(): void;
+  /** the bytes of a base64 string, and zlib bytes inflated (what the page's data is made of) */
+  bytesFromBase64(text: string): Uint8Array;
+  inflate(bytes: Uint8Array): Promise<Uint8Array>;
   quietConsole: Partial<Console>;
 }
 
@@ -110,6 +113,8 @@ interface PlacedPanel {
 interface DrawOptions {
   shared?: { lo: number; hi: number } | null;
   norm?: string;
+  /** panels laid out already (the scan page's pooled maps): drawn instead of spec.panels */
+  placed?: PlacedPanel[];
 }
 
 /** Lays out a panel of a kind that its own script draws (scatter.js, head-grid.js). */
@@ -135,6 +140,8 @@ interface InspectorKit {
   colorBar(g: SVGGElement, scale: FigureScale, x: number, height: number, label?: ((v: number) => string) | null): void;
   legendBlock(g: SVGGElement, legend: [string, string][], x: number): void;
   labelRoom(labels: string[], fs: number): number;
+  axisNames(g: SVGGElement, p: PanelJson, w: number, h: number, below: number, x: number): void;
+  zoomBox(label: string): { box: HTMLElement; title: HTMLElement; body: HTMLElement; note: HTMLElement };
   showTip(event: MouseEvent, text: string): void;
   hideTip(): void;
   hover(svg: SVGSVGElement): void;
@@ -147,7 +154,7 @@ interface InspectorKit {
 
 /** The figure renderer (static/figures.js). */
 interface InspectorFigures {
-  render(spec: FigureJson, api?: InspectorApi): SVGSVGElement;
+  render(spec: FigureJson, api?: InspectorApi, opts?: DrawOptions, maxWidth?: number): SVGSVGElement;
   svgSource(svg: SVGSVGElement): string;
   drawFigure(figure: Element, api?: InspectorApi): void;
   showTip(event: MouseEvent, text: string): void;
@@ -164,7 +171,7 @@ interface FigureJson {
 }
 
 interface PanelJson {
-  kind: "heatmap" | "scatter" | "stack" | "grid";
+  kind: "heatmap" | "scatter" | "stack" | "grid" | "profiles";
   title?: string;
   xlabel?: string;
   ylabel?: string;
@@ -185,10 +192,21 @@ interface PanelJson {
   hover?: string[][];
   legend?: [string, string][];
   fmt?: string;
+  /** values are log10 of what they show (colour bar and hover read 10^v) */
+  log?: boolean;
+  /** colour of cells without a value (default light grey) */
+  blank?: string;
+  // profiles (scan-glance.js): (layer, head, bin) shares, sink share per head, bin names
+  profile?: number[][][];
+  sink?: number[][];
+  bins?: string[];
+  sink_label?: string;
   // scatter
   x?: number[];
   y?: number[];
   labels?: string[];
+  /** false: axes without numbers (MDS) */
+  ticks?: boolean;
   // stack / grid
   stack?: string;
   layer?: number;
@@ -200,6 +218,44 @@ interface Window {
   inspector: InspectorApi;
   inspectorFigures: InspectorFigures;
   inspectorKit: InspectorKit;
+  inspectorScan: InspectorScan;
   d3: typeof import("d3");
   jQuery: any;
+}
+
+/** The scan page's readable tokens (script#scan-tokens). */
+interface ScanTokens {
+  tokens: string[];
+  special: boolean[];
+}
+
+/** One set of pooled maps of the scan page (sections/scan_maps.py pooled_maps). */
+interface ScanMapSet {
+  shape: number[];
+  rows: number[];
+  cols: number[];
+  lo: number[][];
+  hi: number[][];
+  data: string;
+}
+
+interface ScanMapsJson {
+  layers: number[];
+  heads: number[];
+  n_query: number;
+  n_key: number;
+  scan_bins: number[];
+  causal: boolean;
+  thumb: ScanMapSet;
+  zoom: ScanMapSet;
+}
+
+/** What scan-glance.js shares with scan-maps.js and scan.js. */
+interface InspectorScan {
+  fromBase64(text: string): Uint8Array;
+  inflate(bytes: Uint8Array): Promise<Uint8Array>;
+  plain(token: string, newlines?: boolean): string;
+  tokens(): ScanTokens;
+  textOf(start: number, end: number, limit: number): string;
+  ranges(edges: number[]): string[];
 }

@@ -30,6 +30,9 @@
         rows.sort(function (/** @type {HTMLTableRowElement} */ a, /** @type {HTMLTableRowElement} */ b) {
           var x = cellValue(a.cells[col], numeric);
           var y = cellValue(b.cells[col], numeric);
+          if (numeric && (isNaN(Number(x)) || isNaN(Number(y)))) {
+            return Number(isNaN(Number(x))) - Number(isNaN(Number(y)));  // cells without a value last
+          }
           var c = numeric ? Number(x) - Number(y) : String(x).localeCompare(String(y));
           return asc ? c : -c;
         });

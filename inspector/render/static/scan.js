@@ -1,93 +1,31 @@
-/* attention-inspector scan page: the row explorer and the text behind pooled-map blocks.
+/* attention-inspector scan page: the row explorer.
  *
  * Row explorer (div[data-scan-explorer]): its JSON (script.ins-scan-data, written by
- * inspector/render/sections/scan.py) holds the readable tokens, the kept query positions and
- * their exact rows, (layer, head, row, key) quantised to uint8 and zlib-compressed. Choosing a
- * position, a layer and a head (or the mean / max over heads) colours the text by that row and
- * lists its heaviest spans. The token strip is virtual: tokens are packed into fixed-height
- * lines once, and only the lines in view (plus a margin) exist in the DOM, so 8,000 tokens cost
- * a few hundred elements.
- *
- * Pooled maps (figure[data-figure^="scan-pooled-"], drawn by figures.js as one bitmap per
- * head): hovering a block shows the text of its query and key position ranges under the figure.
- * No network, no eval; everything is decoded from the page itself.
+ * inspector/render/sections/scan.py) holds the kept query positions and their exact rows,
+ * (layer, head, row, key) quantised to uint8 and zlib-compressed; the readable tokens are the
+ * page's (script#scan-tokens). Choosing a position, a layer and a head (or the mean / max over
+ * heads) colours the text by that row and lists its heaviest spans. The text reads as text:
+ * word pieces are joined without gaps ("␣" is a space; "⏎" stays visible and ends its line).
+ * The token strip is virtual: tokens are packed into fixed-height lines once, and only the lines
+ * in view (plus a margin) exist in the DOM, so 8,000 tokens cost a few hundred elements.
+ * Decoding helpers and the tokens come from scan-glance.js (window.inspectorScan); scan-maps.js
+ * draws the pooled maps. No network, no eval; everything is decoded from the page itself.
  */
+// @ts-check
 (function () {
   "use strict";
 
   var LINE_HEIGHT = 22;
-  var LINE_CHARS = 96;
+  var LINE_CHARS = 110;
   var MARGIN_LINES = 8;
   var SPAN_KEYS = 8;
+  var scan = window.inspectorScan;
 
   /**
    * @typedef {{shape: number[], scale: number, data: string}} EncodedRows
-   * @typedef {{tokens: string[], special: boolean[]}} PageTokens
    * @typedef {{row_positions: number[], layers: number[], heads: number[], rows: EncodedRows,
    *   tokens: string[], special: boolean[]}} ExplorerData
    */
-
-  /** @type {PageTokens} */
-  var page = { tokens: [], special: [] };
-
-  /**
-   * Bytes of a base64 string.
-   * @param {string} text
-   * @returns {Uint8Array}
-   */
-  function fromBase64(text) {
-    var raw = atob(text);
-    var out = new Uint8Array(raw.length);
-    for (var i = 0; i < raw.length; i++) {
-      out[i] = raw.charCodeAt(i);
-    }
-    return out;
-  }
-
-  /**
-   * Inflate zlib bytes with the browser's DecompressionStream.
-   * @param {Uint8Array} bytes
-   * @returns {Promise<Uint8Array>}
-   */
-  function inflate(bytes) {
-    var blob = new Blob([/** @type {BlobPart} */ (bytes)]);
-    var stream = blob.stream().pipeThrough(new DecompressionStream("deflate"));
-    return new Response(stream).arrayBuffer().then(function (buf) {
-      return new Uint8Array(buf);
-    });
-  }
-
-  /**
-   * A token as text (visible whitespace marks turned back into spaces and newlines).
-   * @param {string} token
-   * @returns {string}
-   */
-  function plain(token) {
-    return token.replace(/␣/g, " ").replace(/⏎/g, "\n").replace(/⇥/g, "\t");
-  }
-
-  /**
-   * The text of tokens start .. end-1, shortened to about `limit` characters.
-   * @param {string[]} tokens
-   * @param {number} start
-   * @param {number} end
-   * @param {number} limit
-   * @returns {string}
-   */
-  function textOf(tokens, start, end, limit) {
-    var parts = [];
-    var length = 0;
-    for (var i = start; i < end && i < tokens.length; i++) {
-      var t = plain(tokens[i]);
-      parts.push(t);
-      length += t.length;
-      if (length > limit) {
-        parts.push(" …");
-        break;
-      }
-    }
-    return parts.join("").replace(/\s+/g, " ").trim();
-  }
 
   /**
    * Background colour of a weight relative to the row's largest one (white to red).
@@ -102,23 +40,35 @@
   }
 
   /**
-   * Pack tokens into lines of about LINE_CHARS characters (a newline token ends a line).
+   * Pack tokens into lines of at most LINE_CHARS characters, breaking before a word (a token
+   * starting with a space) where the line has one, so words stay whole; a newline token ends
+   * its line.
    * @param {string[]} tokens
    * @returns {number[]} the first token of every line, then tokens.length
    */
   function packLines(tokens) {
     var starts = [0];
     var width = 0;
+    var word = -1;  // the last token of the line that starts a word
     for (var i = 0; i < tokens.length; i++) {
-      var w = Math.max(1, tokens[i].length) + 1;
+      var w = Math.max(1, tokens[i].length);
       if (width > 0 && width + w > LINE_CHARS) {
-        starts.push(i);
+        var at = word > starts[starts.length - 1] ? word : i;
+        starts.push(at);
         width = 0;
+        for (var k = at; k < i; k++) {
+          width += Math.max(1, tokens[k].length);
+        }
+        word = -1;
+      }
+      if (tokens[i].charAt(0) === "␣") {
+        word = i;
       }
       width += w;
       if (tokens[i].indexOf("⏎") >= 0 && i + 1 < tokens.length) {
         starts.push(i + 1);
         width = 0;
+        word = -1;
       }
     }
     starts.push(tokens.length);
@@ -190,7 +140,7 @@
         o.textContent = label;
         sel.appendChild(o);
       };
-      d.row_positions.forEach((p) => option(this.rowSel, String(p), p + " " + d.tokens[p]));
+      d.row_positions.forEach((p) => option(this.rowSel, String(p), p + ": “" + scan.plain(d.tokens[p]) + "”"));
       this.rowSel.value = String(d.row_positions[d.row_positions.length - 1]);
       d.layers.forEach((l, i) => option(this.layerSel, String(i), String(l)));
       this.layerSel.value = String(d.layers.length - 1);
@@ -257,9 +207,9 @@
           const w = this.weights[i];
           chip.className =
             "ins-scan-tok" + (special[i] ? " ins-special" : "") + (i === query ? " ins-scan-query" : "");
-          chip.textContent = tokens[i];
+          chip.textContent = scan.plain(tokens[i]);
           chip.setAttribute("data-pos", String(i));
-          chip.title = i + " " + tokens[i] + ": " + w.toFixed(4);
+          chip.title = i + " “" + scan.plain(tokens[i]) + "”: " + w.toFixed(4);
           if (this.max > 0 && w > 0) {
             chip.style.background = shade(w / this.max);
           }
@@ -305,7 +255,7 @@
         link.textContent =
           s.start + (s.end - s.start > 1 ? "–" + (s.end - 1) : "") + " (" + s.weight.toFixed(3) + "): ";
         const text = document.createElement("span");
-        text.textContent = textOf(this.data.tokens, s.start, s.end, 120);
+        text.textContent = scan.textOf(s.start, s.end, 120);
         item.appendChild(link);
         item.appendChild(text);
         link.addEventListener("click", () => this.scrollTo(s.start));
@@ -358,9 +308,9 @@
     }
     /** @type {ExplorerData} */
     var data = JSON.parse(script.textContent || "{}");
-    data.tokens = page.tokens;
-    data.special = page.special;
-    inflate(fromBase64(data.rows.data))
+    data.tokens = scan.tokens().tokens;
+    data.special = scan.tokens().special;
+    scan.inflate(scan.fromBase64(data.rows.data))
       .then(function (values) {
         new Explorer(root, data, values);
         root.setAttribute("data-scan-drawn", "1");
@@ -370,51 +320,9 @@
       });
   }
 
-  /**
-   * Show the text behind a pooled-map block while hovering it.
-   * @param {HTMLElement} figure
-   */
-  function hoverText(figure) {
-    var spec = figure.querySelector("script.ins-fig-data");
-    if (!spec) {
-      return;
-    }
-    var panels = JSON.parse(spec.textContent || "{}").panels || [];
-    var box = document.createElement("div");
-    box.className = "ins-scan-hover";
-    box.setAttribute("aria-live", "polite");
-    figure.appendChild(box);
-    figure.addEventListener("mousemove", function (ev) {
-      var images = figure.querySelectorAll("svg image");
-      for (var i = 0; i < images.length && i < panels.length; i++) {
-        var r = images[i].getBoundingClientRect();
-        if (ev.clientX < r.left || ev.clientX >= r.right || ev.clientY < r.top || ev.clientY >= r.bottom) {
-          continue;
-        }
-        var p = panels[i];
-        var row = Math.floor(((ev.clientY - r.top) / r.height) * p.rows.length);
-        var col = Math.floor(((ev.clientX - r.left) / r.width) * p.cols.length);
-        var qr = String(p.rows[row]).split("–").map(Number);
-        var kr = String(p.cols[col]).split("–").map(Number);
-        var tokens = page.tokens;
-        box.textContent =
-          p.title + "  queries " + p.rows[row] + ": “" + textOf(tokens, qr[0], qr[1] + 1, 90) +
-          "”  →  keys " + p.cols[col] + ": “" + textOf(tokens, kr[0], kr[1] + 1, 90) + "”";
-        return;
-      }
-    });
-  }
-
   function start() {
-    var tokens = document.getElementById("scan-tokens");
-    if (tokens) {
-      page = JSON.parse(tokens.textContent || "{}");
-    }
     document.querySelectorAll("[data-scan-explorer]").forEach(function (root) {
       startExplorer(/** @type {HTMLElement} */ (root));
-    });
-    document.querySelectorAll('figure[data-figure^="scan-pooled-"]').forEach(function (fig) {
-      hoverText(/** @type {HTMLElement} */ (fig));
     });
   }
 

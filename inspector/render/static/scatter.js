@@ -90,7 +90,7 @@
     var pw = big ? 620 : 380;
     var ph = big ? 460 : 300;
     var top = p.title ? 22 : 6;
-    var left = 44 + (p.ylabel ? 14 : 0);
+    var left = (p.ticks === false ? 10 : 44) + (p.ylabel ? 14 : 0);
     var legend = p.legend || [];
     var legendW = legend.length ? 16 + maxWidth(legend.map(function (e) { return e[0]; }), 10) : 0;
     /** @param {number[]} v @returns {[number, number]} */
@@ -121,11 +121,15 @@
       }
       var plot = el(g, "g", { transform: "translate(" + left + "," + top + ")" });
       el(plot, "rect", { x: 0, y: 0, width: pw, height: ph, fill: "#fff", stroke: "#999", "stroke-width": 0.6 });
+      // axes without a unit (MDS) get grid lines only: no number next to a point's label
+      var numbers = p.ticks !== false;
+      /** @param {any} d */
+      var tickText = function (d) { return numbers ? fmt(Number(d)) : ""; };
       d3.select(el(plot, "g", { transform: "translate(0," + ph + ")" }))
-        .call(d3.axisBottom(x).ticks(6).tickSize(-ph).tickFormat(function (d) { return fmt(Number(d)); }))
+        .call(d3.axisBottom(x).ticks(6).tickSize(-ph).tickFormat(tickText))
         .call(function (s) { styleAxis(s, 9); s.selectAll(".tick line").attr("stroke", "#eee"); s.select("path.domain").remove(); });
       d3.select(el(plot, "g", {}))
-        .call(d3.axisLeft(y).ticks(6).tickSize(-pw).tickFormat(function (d) { return fmt(Number(d)); }))
+        .call(d3.axisLeft(y).ticks(6).tickSize(-pw).tickFormat(tickText))
         .call(function (s) { styleAxis(s, 9); s.selectAll(".tick line").attr("stroke", "#eee"); s.select("path.domain").remove(); });
       for (var i = 0; i < xs.length; i++) {
         el(plot, "circle", {
@@ -137,15 +141,7 @@
           el(plot, "text", { x: pl.x, y: pl.y, "font-size": fs, fill: "#222", "text-anchor": pl.anchor }, labels[pl.i]);
         }
       });
-      if (p.xlabel) {
-        el(plot, "text", { x: pw / 2, y: ph + 28, "text-anchor": "middle", "font-size": 10, fill: "#444" }, p.xlabel);
-      }
-      if (p.ylabel) {
-        el(plot, "text", {
-          transform: "translate(" + (10 - left) + "," + ph / 2 + ") rotate(-90)", dy: "0.35em",
-          "text-anchor": "middle", "font-size": 10, fill: "#444"
-        }, p.ylabel);
-      }
+      kit.axisNames(plot, p, pw, ph, 28, 10 - left);
       if (note) {
         el(plot, "text", { x: 0, y: ph + (p.xlabel ? 42 : 30), "font-size": 9, fill: "#666" }, note);
       }
@@ -164,7 +160,7 @@
           best = i;
         }
       }
-      return best < 0 ? null : labels[best] + " (" + fmt(xsRaw[best]) + ", " + fmt(ysRaw[best]) + ")";
+      return best < 0 ? null : labels[best] + (p.ticks === false ? "" : " (" + fmt(xsRaw[best]) + ", " + fmt(ysRaw[best]) + ")");
     }
     return { w: Math.ceil(w), h: Math.ceil(h), draw: draw, hit: hit };
   }
