@@ -449,9 +449,11 @@ class RetrievalHeads:
 
     Attributes:
         heads: per head on ``(layer, head)``: ``retrieval_score`` (the paper's score, mean over
-            the trials where the needle was retrieved), ``score_all_trials``, ``n_success``.
-        trials: one row per ``(length, depth)`` trial with its recall, success and response.
-        success: mean recall per length (rows) and depth (columns).
+            the trials where the answer was retrieved), ``score_all_trials``, ``n_success``.
+        trials: one row per ``(length, depth)`` trial: the requested ``depth`` and the
+            ``depth_used``, the needle's and the scored span's token positions, the recall,
+            success and response.
+        success: mean recall per length (rows) and requested depth (columns).
     """
 
     def __init__(self, run: _engine.RetrievalRun) -> None:
@@ -491,6 +493,8 @@ def retrieval_heads(
     *,
     needle: str = _engine.DEFAULT_NEEDLE,
     question: str = _engine.DEFAULT_QUESTION,
+    answer: str | None = None,
+    protocol: str = "wu",
     lengths: Sequence[int] = (1000,),
     depths: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
     layers: Sequence[int] | int | None = None,
@@ -503,6 +507,11 @@ def retrieval_heads(
     """Find retrieval heads (Wu et al. 2024) with needle-in-a-haystack prompts built from
     ``haystack``; see :mod:`inspector.corpus.retrieval`.
 
+    ``protocol="wu"`` (the default) scores as the paper's code does: only ``answer``, the part
+    of the needle the question asks for (known for the default needle; required for yours), its
+    ROUGE-1 recall from the ``rouge-score`` package, up to 50 tokens stopping after a newline.
+    ``protocol="needle"`` scores the whole needle with word recall, up to its length + 10 tokens.
+
     Example:
         >>> r = inspector.retrieval_heads(m, open("essays.txt").read(), lengths=[1000, 2000],
         ...                               depths=[0, 0.5, 1])  # doctest: +SKIP
@@ -513,6 +522,8 @@ def retrieval_heads(
         haystack,
         needle=needle,
         question=question,
+        answer=answer,
+        protocol=protocol,
         lengths=lengths,
         depths=depths,
         layers=layers,

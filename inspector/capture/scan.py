@@ -20,7 +20,7 @@ step (retrieval heads). This module never computes statistics: consumers (in
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -285,12 +285,16 @@ def generate_last_rows(
     heads: Sequence[int] | int | None = None,
     method: str = "auto",
     max_memory: Any = None,
+    stop_after: Callable[[int], bool] | None = None,
+    stop_at_eos: bool = True,
 ) -> list[int]:
     """Generate greedily from ``tokens`` and hand each step's last query row to ``consumer``.
 
     Step ``s`` (``s = 0`` is the prompt's prefill) hands over the row of query position
     ``len(tokens) - 1 + s``: the attention that produced generated token ``s``. Only that row is
     ever computed on the blockwise path (one ``(head, 1, key)`` block per layer and step).
+    Generation stops after ``max_new_tokens``, after a token for which ``stop_after(id)`` is
+    true, and (``stop_at_eos``) after the model's end-of-sequence token.
 
     Returns:
         The generated token ids.
@@ -356,6 +360,10 @@ def generate_last_rows(
         gen_kw["pad_token_id"] = pad
     for key in ("temperature", "top_p", "top_k"):
         gen_kw[key] = None
+    if not stop_at_eos:
+        gen_kw["eos_token_id"] = None
+    if stop_after is not None:
+        gen_kw["stopping_criteria"] = _stopping(stop_after)
     model = bundle.model
     if method == "eager":
         hooks = _eager_hooks(sites, layout, consumer, feed, 1, last_row_only=True, name=bundle.name)
@@ -376,6 +384,20 @@ def generate_last_rows(
     ids = [int(i) for i in out[0, n:].tolist()]
     feed.check(layout, bundle.name, last_row_only=True)
     return ids
+
+
+def _stopping(stop_after: Callable[[int], bool]) -> Any:
+    """A transformers stopping criterion: stop once the last generated token satisfies
+    ``stop_after`` (one sequence: greedy generation here is never batched)."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class _After(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            done = [bool(stop_after(int(row[-1]))) for row in input_ids]
+            return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([_After()])
 
 
 __all__ = [

@@ -165,6 +165,16 @@ def _args_retrieval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--needle", help="the fact to retrieve (default: the San Francisco sentence)")
     p.add_argument("--question", help="the question about it (default: the San Francisco question)")
     p.add_argument(
+        "--answer",
+        help="the part of the needle the question asks for, the only part scored under --protocol "
+        "wu (needed with --needle unless it is a documented needle)",
+    )
+    p.add_argument(
+        "--protocol", choices=["wu", "needle"], default="wu",
+        help="wu: as the paper's code (the answer's span, rouge-score recall, up to 50 tokens "
+        "stopping after a newline); needle: the whole needle, word recall, up to its length + 10",
+    )  # fmt: skip
+    p.add_argument(
         "--lengths", type=int_values, default=[1000], metavar="N,..", help="prompt tokens"
     )
     p.add_argument(
@@ -180,7 +190,8 @@ def _args_retrieval(p: argparse.ArgumentParser) -> None:
         "--max-new-tokens",
         type=int,
         metavar="N",
-        help="tokens per answer (default: the needle's tokens + 10)",
+        help="tokens per answer at most (default: 50 under wu, the needle's tokens + 10 under "
+        "needle)",
     )
     add_memory(p)
     p.add_argument("--top", type=int, default=10, metavar="K", help="heads to list")
@@ -207,6 +218,8 @@ def cmd_retrieval(args: argparse.Namespace) -> str:
         layers=args.layers,
         heads=args.heads,
         method=args.method,
+        answer=args.answer,
+        protocol=args.protocol,
         max_new_tokens=args.max_new_tokens,
         max_memory=args.max_memory,
         progress=False if args.no_progress else progress(args),
@@ -222,10 +235,12 @@ def cmd_retrieval(args: argparse.Namespace) -> str:
         f"{label(*key)} {v:.2f}"
         for key, v in zip(top.index.tolist(), top["retrieval_score"].tolist(), strict=True)
     )
+    what = "answer" if args.protocol == "wu" else "needle"
     return (
-        f"{result.metadata['model_name']}: needle retrieved in {int(trials['success'].sum())} of "
-        f"{len(trials)} trials (mean recall {trials['recall'].mean():.2f}); retrieval heads: "
-        f"{heads or 'none (no trial succeeded)'} -> {args.output}"
+        f"{result.metadata['model_name']}: {what} retrieved in {int(trials['success'].sum())} of "
+        f"{len(trials)} trials (mean recall {trials['recall'].mean():.2f}, protocol "
+        f"{args.protocol}); retrieval heads: {heads or 'none (no trial succeeded)'} -> "
+        f"{args.output}"
     )
 
 

@@ -91,18 +91,39 @@ def test_smollm2_generate_8000_tokens_is_refused_with_its_own_advice(smollm2):
 
 
 @pytest.mark.slow
-def test_smollm2_needle_at_1k_tokens(smollm2):
-    result = inspector.retrieval_heads(
-        smollm2, _ewt_text(), lengths=[1000], depths=[0.5], max_new_tokens=24
-    )
+def test_smollm2_needle_at_1k_tokens_under_the_papers_protocol(smollm2):
+    from inspector.corpus.retrieval import KNOWN_ANSWERS, needle_prompt
+
+    hay = _ewt_text()
+    result = inspector.retrieval_heads(smollm2, hay, lengths=[1000], depths=[0.5])
+    meta = result.metadata
+    assert (meta["protocol"], meta["max_new_tokens"]) == ("wu", 50)
+    answer = KNOWN_ANSWERS[meta["needle"]]
+    assert meta["answer"] == answer
     trial = result.trials.iloc[0]
     assert 990 <= trial["n_tokens"] <= 1000
-    assert trial["needle_end"] > trial["needle_start"]
-    assert result.heads.shape[0] == 30 * 9
+    assert abs(trial["depth_used"] - 0.5) < 0.02
+    # the scored span is the answer's 13 tokens, found as the paper's find_needle_idx finds them:
+    # the first window holding > 90% of their 12 distinct ids starts one token early, at "is"
+    # (11 of 12), so it ends before "day"; the restated question is not scored
+    span = (int(trial["answer_start"]), int(trial["answer_end"]))
+    start = int(trial["needle_start"])
+    assert span == (start + 8, start + 21)
+    prompt = needle_prompt(smollm2.bundle, hay, meta["needle"], meta["question"], 1000, 0.5, answer)
+    assert prompt.answer == span
+    tok = smollm2.bundle.tokenizer
+    ids = prompt.tokens.ids.tolist()
+    assert tok.decode(ids[start : start + 8]).strip() == "The best thing to do in San Francisco"
+    text = tok.decode(ids[span[0] : span[1]]).strip()
+    assert text == "is eat a sandwich and sit in Dolores Park on a sunny"
+    # at most 50 tokens, and nothing after a newline
+    assert len(tok(trial["response"], add_special_tokens=False)["input_ids"]) <= 50
+    assert "\n" not in trial["response"]
+    # the answer is recalled, and the heads the README names copy it
+    assert trial["success"] and trial["recall"] == 1.0
+    top = result.top(5).index.tolist()
+    assert set(top) == {(18, 7), (18, 6), (17, 3), (23, 2), (20, 6)}, top
     assert result.heads["score_all_trials"].between(0, 1).all()
-    if trial["success"]:
-        top = result.top(5)
-        assert len(top) > 0, "the needle was retrieved, so some head copied it"
 
 
 # ------------------------------------------------------------------ a kernel-enforced limit

@@ -327,6 +327,35 @@ CASES: list[tuple[str, Callable[[dict[str, Any], Any], Any], type[BaseException]
         InputError,
         "is the input",
     ),
+    # ---- issue 21: retrieval heads under the paper's protocol need the answer
+    (
+        "retrieval-own-needle-without-answer",
+        lambda t, p: inspector.retrieval_heads(
+            t["gpt2"], TEXT, needle="Keys open doors.", question="What opens doors?"
+        ),
+        InputError,
+        "give answer=",
+    ),
+    (
+        "retrieval-answer-not-in-needle",
+        lambda t, p: inspector.retrieval_heads(t["gpt2"], TEXT, answer="a sunny Monday"),
+        InputError,
+        "is not a part of the needle",
+    ),
+    (
+        "retrieval-answer-under-needle-protocol",
+        lambda t, p: inspector.retrieval_heads(
+            t["gpt2"], TEXT, answer="a sandwich", protocol="needle"
+        ),
+        InputError,
+        "protocol='wu' only",
+    ),
+    (
+        "retrieval-protocol",
+        lambda t, p: inspector.retrieval_heads(t["gpt2"], TEXT, protocol="kamradt"),
+        InputError,
+        "protocol must be one of 'wu', 'needle'",
+    ),
 ]
 
 
@@ -476,6 +505,37 @@ CLI_CASES: list[tuple[str, list[str], str]] = [
         "inspect-typed-specials-only",
         ["inspect", "{bert}", "[SEP] [UNK]", "-o", "{tmp}/x.csv"],
         "spells out special tokens only",
+    ),
+    # ---- issue 21: the answer a needle of your own needs
+    (
+        "retrieval-needle-without-answer",
+        [
+            "retrieval",
+            "{gpt2}",
+            "--haystack",
+            "{tmp}/hay.csv",
+            "--needle",
+            "Keys open doors.",
+            "--question",
+            "What opens doors?",
+            "-o",
+            "{tmp}/r.csv",
+        ],
+        "(CLI --answer)",
+    ),
+    (
+        "retrieval-protocol",
+        [
+            "retrieval",
+            "{gpt2}",
+            "--haystack",
+            "{tmp}/hay.csv",
+            "--protocol",
+            "x",
+            "-o",
+            "{tmp}/r.csv",
+        ],
+        "invalid choice",
     ),
 ]
 

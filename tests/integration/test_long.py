@@ -227,6 +227,7 @@ def test_retrieval_heads_run_and_agree_across_paths(long_llama_dir):
             hay,
             needle="Blue keys open red doors.",
             question="What opens red doors?",
+            answer="Blue keys",
             lengths=[200],
             depths=[0.0, 1.0],
             method=method,
@@ -238,6 +239,11 @@ def test_retrieval_heads_run_and_agree_across_paths(long_llama_dir):
     assert list(a.heads.index.names) == ["layer", "head"]
     assert len(a.heads) == 2 * 4 and len(a.trials) == 2
     assert a.trials["n_tokens"].between(190, 200).all()
+    t = a.trials
+    assert (t["needle_start"] <= t["answer_start"]).all() and (
+        t["answer_end"] < t["needle_end"]
+    ).all()
+    assert t["depth_used"].tolist() == [0.0, 1.0]
     pd.testing.assert_frame_equal(a.trials, b.trials)
     np.testing.assert_allclose(
         a.heads["score_all_trials"].to_numpy(), b.heads["score_all_trials"].to_numpy()
@@ -245,6 +251,51 @@ def test_retrieval_heads_run_and_agree_across_paths(long_llama_dir):
     assert set(a.success.columns) == {0.0, 1.0}
     html = a.report().html
     assert "retrieval-heads" in figure_specs(html)
+
+
+def test_retrieval_protocols_and_the_stop_rule(long_llama_dir):
+    from inspector.analysis.retrieval import LastRowArgmax
+    from inspector.capture.scan import generate_last_rows
+    from inspector.corpus.retrieval import needle_prompt
+
+    m = inspector.load(str(long_llama_dir))
+    bundle = m.bundle
+    hay = "The sky was grey over the harbour. The boats stayed in.\n" * 12
+    needle, question = "Blue keys open red doors.", "What opens red doors?"
+    prompt = needle_prompt(bundle, hay, needle, question, 200, 0.5, "red doors")
+    ids = prompt.tokens.ids.tolist()
+    answer_ids = ids[prompt.answer[0] : prompt.answer[1]]
+    assert bundle.tokenizer.decode(answer_ids).strip() == "red doors"
+    assert 0.4 < prompt.depth_used < 0.6
+
+    def generate(**kw):
+        acc = LastRowArgmax(len(prompt.tokens), 8)
+        return generate_last_rows(bundle, prompt.tokens, acc, max_new_tokens=8, **kw)
+
+    free = generate(stop_at_eos=False)
+    assert len(free) == 8
+    k = free.index(free[2])  # the first step that generates this id
+    assert generate(stop_after=lambda i: i == free[2], stop_at_eos=False) == free[: k + 1]
+    config = bundle.model.generation_config
+    saved = config.eos_token_id
+    config.eos_token_id = free[0]  # the first token generated is now the end token
+    try:
+        assert generate() == free[:1]
+        assert generate(stop_at_eos=False) == free  # the paper's loop does not stop there
+    finally:
+        config.eos_token_id = saved
+
+    kw = dict(needle=needle, question=question, lengths=[200], depths=[0.5], progress=False)
+    wu = inspector.retrieval_heads(m, hay, answer="red doors", **kw)
+    old = inspector.retrieval_heads(m, hay, protocol="needle", **kw)
+    assert wu.metadata["protocol"] == "wu" and wu.metadata["max_new_tokens"] == 50
+    n_needle = len(bundle.tokenizer(needle, add_special_tokens=False)["input_ids"])
+    assert old.metadata["max_new_tokens"] == n_needle + 10
+    tw, to = wu.trials.iloc[0], old.trials.iloc[0]
+    assert (tw["answer_start"], tw["answer_end"]) == prompt.answer
+    assert (to["answer_start"], to["answer_end"]) == (to["needle_start"], to["needle_end"])
+    with pytest.raises(InputError, match="answer="):
+        inspector.retrieval_heads(m, hay, **kw)
 
 
 def test_retrieval_refuses_encoders(models):
@@ -336,8 +387,23 @@ def test_cli_scan_and_retrieval(tiny_dirs, long_llama_dir, tmp_path, capsys):
                "--depths", "0.5", "--max-new-tokens", "3", "--no-progress",
                "-o", str(tmp_path / "r.csv")])  # fmt: skip
     assert rc == 0, capsys.readouterr().err
-    assert "trials" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "trials" in out and "protocol wu" in out
     assert set(pd.read_csv(tmp_path / "r.csv").columns) >= {"layer", "head", "retrieval_score"}
+    base = ["retrieval", str(long_llama_dir), "--haystack", str(hay), "--lengths", "250",
+            "--depths", "0.5", "--max-new-tokens", "3", "--no-progress", "--needle",
+            "Blue keys open red doors.", "--question", "What opens red doors?"]  # fmt: skip
+    cli_fails([*base, "-o", str(tmp_path / "x.csv")], capsys, "--answer")
+    cli_fails([*base, "--answer", "green", "-o", str(tmp_path / "x.csv")], capsys, "not a part of")
+    cli_fails(
+        [*base, "--answer", "red", "--protocol", "needle", "-o", str(tmp_path / "x.csv")],
+        capsys,
+        "protocol='wu' only",
+    )
+    assert not (tmp_path / "x.csv").exists()
+    rc = main([*base, "--answer", "red doors", "--protocol", "wu", "-o", str(tmp_path / "w.csv")])
+    assert rc == 0, capsys.readouterr().err
+    assert "answer retrieved in" in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------- atlas batches (issue 15)

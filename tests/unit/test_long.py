@@ -211,8 +211,8 @@ def test_retrieval_scoring_of_a_hand_made_step_sequence():
 
 
 def test_trial_summary_uses_successful_trials_only():
-    a = rt.Trial(1000, 0.5, 998, 10, 20, "yes", 0.9, np.array([[1.0, 0.0]]))
-    b = rt.Trial(1000, 1.0, 998, 10, 20, "no", 0.1, np.array([[0.0, 1.0]]))
+    a = rt.Trial(1000, 0.5, 0.49, 998, 10, 20, 12, 18, "yes", 0.9, np.array([[1.0, 0.0]]))
+    b = rt.Trial(1000, 1.0, 1.0, 998, 10, 20, 12, 18, "no", 0.1, np.array([[0.0, 1.0]]))
     heads = rt.head_scores([a, b], [0], [0, 1])
     assert heads["retrieval_score"].tolist() == [1.0, 0.0]
     assert heads["score_all_trials"].tolist() == [0.5, 0.5]

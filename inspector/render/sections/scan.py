@@ -336,11 +336,18 @@ def retrieval_section(ctx: ScanContext) -> Section | None:
     ranked = heads.reset_index().sort_values("retrieval_score", ascending=False)
     columns, rows = _table(ranked)
     n_ok = int(trials["success"].sum())
+    if ctx.metadata.get("protocol", "wu") == "wu":
+        span = f"the answer ({ctx.metadata.get('answer') or 'the scored part of the needle'})"
+        rule = "ROUGE-1 recall with stemming > 0.5, as the paper's code"
+    else:
+        span = "the needle"
+        rule = "word recall of the needle > 0.5"
     intro = (
         f"Retrieval heads (Wu et al. 2024): a head copies at a generation step when its "
-        f"most-attended position is in the needle and holds the token being generated; its "
-        f"score is the share of needle tokens it copied, averaged over the {n_ok} of "
-        f"{len(trials)} trials where the answer recalled the needle (ROUGE-1 recall > 0.5)."
+        f"most-attended position is in {span} and holds the token being generated; its "
+        f"score is the share of those tokens it copied, averaged over the {n_ok} of "
+        f"{len(trials)} trials where the response recalled it ({rule}). depth_used is where "
+        f"the needle went (the nearest sentence end, line end or word start)."
     )
     t_columns, t_rows = _table(trials)
     return Section(
