@@ -186,6 +186,22 @@ def _chosen_kinds(capture: Capture, kinds: Sequence[str] | None, level: str) -> 
     return chosen
 
 
+def _kept(
+    capture: Capture,
+    kinds: Sequence[str] | None,
+    layers: Sequence[int] | int | None,
+    heads: Sequence[int] | int | None,
+) -> list[tuple[int, int, int]]:
+    """``(layers, heads, query x key cells)`` a frame of each chosen stack holds."""
+    out = []
+    for k in _chosen_kinds(capture, kinds, "token"):
+        s = capture.stacks[k]
+        n_l = len(captured_positions(layers, s.layers, "layer"))
+        n_h = len(captured_positions(heads, s.heads, "head"))
+        out.append((n_l, n_h, len(s.query) * len(s.key)))
+    return out
+
+
 def frame_estimate(
     capture: Capture,
     *,
@@ -195,12 +211,7 @@ def frame_estimate(
     max_memory: Any = None,
 ) -> _memory.MemoryEstimate:
     """What building the long frame would allocate (rows x bytes per row), against the budget."""
-    rows = 0
-    for k in _chosen_kinds(capture, kinds, "token"):
-        s = capture.stacks[k]
-        n_l = len(captured_positions(layers, s.layers, "layer"))
-        n_h = len(captured_positions(heads, s.heads, "head"))
-        rows += n_l * n_h * len(s.query) * len(s.key)
+    rows = sum(n_l * n_h * cells for n_l, n_h, cells in _kept(capture, kinds, layers, heads))
     return _memory.estimate(
         f"a frame of {rows:,} rows", {"frame": rows * _memory.FRAME_BYTES_PER_ROW}, max_memory
     )
@@ -378,10 +389,7 @@ def stream_estimate(
 ) -> _memory.MemoryEstimate:
     """What :func:`write_capture_frame` allocates (its largest piece), against the budget."""
     largest = 0
-    for k in _chosen_kinds(capture, kinds, "token"):
-        s = capture.stacks[k]
-        n_h = len(captured_positions(heads, s.heads, "head"))
-        cells = len(s.query) * len(s.key)
+    for _, n_h, cells in _kept(capture, kinds, layers, heads):
         group = max(1, piece_rows // max(1, cells))
         piece = min(n_h, group) * cells if group > 1 or cells <= piece_rows else piece_rows
         largest = max(largest, piece)

@@ -72,7 +72,7 @@ def head_similarity(
     stacks = stacks_of(
         model, texts, kind, truncation, max_length, progress=progress, max_memory=max_memory
     )
-    return _distances.mean_head_distances(stacks, method)
+    return _distances.mean_head_distances(stacks, method, max_memory=max_memory)
 
 
 def head_importance(

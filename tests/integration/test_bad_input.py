@@ -291,10 +291,11 @@ CASES: list[tuple[str, Callable[[dict[str, Any], Any], Any], type[BaseException]
             ),
             (
                 "head-importance-gradient",
-                lambda t, p: _ins(t, "gpt2").head_importance(method="gradient", max_memory=1),
+                lambda t, p: _ins(t, "gpt2").explain.gradient(max_memory=1),
             ),
             ("explain", lambda t, p: _ins(t, "gpt2").explain(max_memory="1kB")),
-            ("attention-norms", lambda t, p: _ins(t).attention_norms(max_memory="1kB")),
+            ("heads-similarity", lambda t, p: _ins(t).heads.similarity(max_memory="1kB")),
+            ("attention-norms", lambda t, p: _ins(t).explain.norms(max_memory="1kB")),
             ("compare", lambda t, p: inspector.compare(_ins(t), _ins(t), max_memory="1kB")),
             ("report", lambda t, p: _ins(t).report(max_memory="1kB")),
             ("scan-page", lambda t, p: _ins(t).report(scan=True, max_memory="1kB")),

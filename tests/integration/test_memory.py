@@ -40,7 +40,7 @@ def test_the_budget_is_read_under_the_models_lock(tiny, monkeypatch, tmp_path):
     m.generate("The cat", max_new_tokens=2)
     inspector.scan(m, TEXT, topk=2)
     ins.explain(top=1)
-    ins.head_importance(method="gradient")
+    ins.explain.gradient()
     ins.report(tmp_path / "r.html")
     ins.to_parquet(tmp_path / "f.parquet")
     assert len(seen) >= 8 and all(seen), seen
@@ -97,13 +97,13 @@ def test_ablation_passes_keep_the_logits_of_the_targets_position_only(tiny):
     ins = m.inspect(TEXT)
     shapes, handle = _lm_head_shapes(m)
     try:
-        fast = ins.head_importance(target="predicted", batch_size=5)
-        grad = ins.head_importance(target="predicted", method="gradient")
+        fast = ins.explain.ablation(target="predicted", batch_size=5)
+        grad = ins.explain.gradient(target="predicted")
     finally:
         handle.remove()
     assert shapes and all(s[1] == 1 for s in shapes), shapes  # (rows, 1 position, vocab)
     # the same deltas as a plain ablation reading the full logits (a callable target)
-    full = ins.head_importance(target=_logprob_of_predicted(m, ins), batch_size=5)
+    full = ins.explain.ablation(target=_logprob_of_predicted(m, ins), batch_size=5)
     np.testing.assert_allclose(fast["delta"], full["delta"], atol=1e-5)
     assert np.isfinite(grad["delta"]).all()
 
@@ -130,14 +130,14 @@ def test_ablation_rows_follow_the_budget(tiny):
         with_kwargs=True,
     )
     try:
-        bounded = ins.head_importance(max_memory=four + 1)
+        bounded = ins.explain.ablation(max_memory=four + 1)
     finally:
         handle.remove()
     n_heads = m.bundle.n_layers * m.bundle.n_heads
     assert max(passes) <= 4 and len(passes) == -(-n_heads // 3)
-    np.testing.assert_allclose(bounded["delta"], ins.head_importance()["delta"], atol=1e-6)
+    np.testing.assert_allclose(bounded["delta"], ins.explain.ablation()["delta"], atol=1e-6)
     with pytest.raises(ResourceError, match="head ablation, 2 rows"):
-        ins.head_importance(max_memory=ablation_estimate(m.bundle, inputs, 2, cut=True).total - 1)
+        ins.explain.ablation(max_memory=ablation_estimate(m.bundle, inputs, 2, cut=True).total - 1)
 
 
 def test_metrics_see_one_layer_at_a_time(tiny):
@@ -149,11 +149,9 @@ def test_metrics_see_one_layer_at_a_time(tiny):
         shapes.append(w.shape)
         return w[..., 0].mean(-1)
 
-    _metrics.register_metric("first_key_probe", probe, overwrite=True)
-    try:
-        frame = ins.head_metrics(["first_key_probe", "to_first"])
-    finally:
-        del _metrics.METRICS["first_key_probe"]
+    with _metrics.METRICS.scoped():
+        _metrics.register_metric("first_key_probe", probe)
+        frame = ins.heads.metrics(["first_key_probe", "to_first"])
     n_l, n_h, n_q, n_k = ins.attention.shape
     assert shapes == [(1, n_h, n_q, n_k)] * n_l
     np.testing.assert_allclose(frame["first_key_probe"], frame["to_first"], atol=1e-12)
