@@ -186,6 +186,22 @@ def _chosen_kinds(capture: Capture, kinds: Sequence[str] | None, level: str) -> 
     return chosen
 
 
+def _kept(
+    capture: Capture,
+    kinds: Sequence[str] | None,
+    layers: Sequence[int] | int | None,
+    heads: Sequence[int] | int | None,
+) -> list[tuple[int, int, int]]:
+    """``(layers, heads, query x key cells)`` a frame of each chosen stack holds."""
+    out = []
+    for k in _chosen_kinds(capture, kinds, "token"):
+        s = capture.stacks[k]
+        n_l = len(captured_positions(layers, s.layers, "layer"))
+        n_h = len(captured_positions(heads, s.heads, "head"))
+        out.append((n_l, n_h, len(s.query) * len(s.key)))
+    return out
+
+
 def frame_estimate(
     capture: Capture,
     *,
@@ -195,12 +211,7 @@ def frame_estimate(
     max_memory: Any = None,
 ) -> _memory.MemoryEstimate:
     """What building the long frame would allocate (rows x bytes per row), against the budget."""
-    rows = 0
-    for k in _chosen_kinds(capture, kinds, "token"):
-        s = capture.stacks[k]
-        n_l = len(captured_positions(layers, s.layers, "layer"))
-        n_h = len(captured_positions(heads, s.heads, "head"))
-        rows += n_l * n_h * len(s.query) * len(s.key)
+    rows = sum(n_l * n_h * cells for n_l, n_h, cells in _kept(capture, kinds, layers, heads))
     return _memory.estimate(
         f"a frame of {rows:,} rows", {"frame": rows * _memory.FRAME_BYTES_PER_ROW}, max_memory
     )
@@ -277,8 +288,9 @@ def tokens_frame(tokens: Tokens) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------------- export / import
 
-#: Rows of one streamed piece (a layer, or a group of its heads): about 256 MB while it is built.
-PIECE_ROWS = 16_000_000
+#: Rows of one streamed piece (a layer, or a group of its heads): about 200 MB while it is
+#: built and written (:data:`STREAM_BYTES_PER_ROW`).
+PIECE_ROWS = 4_000_000
 
 
 def _piece(
@@ -357,6 +369,35 @@ def frame_pieces(
                         kind = pd.Categorical([k] * len(piece), categories=list(capture.stacks))
                         piece.insert(0, "kind", pd.Series(kind, index=piece.index))
                     yield piece
+
+
+#: Bytes a streamed row takes while its piece is written: the piece's columns, the temporaries
+#: that build them, and its Arrow copy (measured: about 46 on SmolLM2).
+STREAM_BYTES_PER_ROW = 56
+#: What a streamed write holds besides its piece (the writer's buffers).
+STREAM_FIXED_BYTES = 32_000_000
+
+
+def stream_estimate(
+    capture: Capture,
+    *,
+    kinds: Sequence[str] | None = None,
+    layers: Sequence[int] | int | None = None,
+    heads: Sequence[int] | int | None = None,
+    piece_rows: int = PIECE_ROWS,
+    max_memory: Any = None,
+) -> _memory.MemoryEstimate:
+    """What :func:`write_capture_frame` allocates (its largest piece), against the budget."""
+    largest = 0
+    for _, n_h, cells in _kept(capture, kinds, layers, heads):
+        group = max(1, piece_rows // max(1, cells))
+        piece = min(n_h, group) * cells if group > 1 or cells <= piece_rows else piece_rows
+        largest = max(largest, piece)
+    return _memory.estimate(
+        f"streaming pieces of {largest:,} rows",
+        {"piece": largest * STREAM_BYTES_PER_ROW, "writer": STREAM_FIXED_BYTES},
+        max_memory,
+    )
 
 
 def write_capture_frame(

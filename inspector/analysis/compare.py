@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..capture import memory as _memory
 from ..capture.types import AttentionStack, Tokens, model_display_name
 from ..errors import InputError, InspectorWarning
 from .distances import js_divergence_rows
@@ -180,16 +181,49 @@ def _renormalise(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (w / safe).astype(np.float32), total[..., 0]
 
 
+def _aligned_js(
+    a: np.ndarray, b: np.ndarray, query_pairs: np.ndarray, key_pairs: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(js, mass_a, mass_b)``, each ``(layer, head, aligned query)``: the JS divergence of the
+    aligned rows renormalised over the aligned keys (NaN where a side has no mass there), and
+    each side's aligned mass. One layer at a time, so the temporaries (cut maps, renormalised
+    maps, the divergence's scratch: :func:`compare_bytes`) follow one layer, not the stack."""
+    qa, qb = query_pairs[:, 0], query_pairs[:, 1]
+    ka, kb = key_pairs[:, 0], key_pairs[:, 1]
+    n_l, n_h, n_q = a.shape[0], a.shape[1], len(qa)
+    js = np.empty((n_l, n_h, n_q))
+    mass_a, mass_b = np.empty((n_l, n_h, n_q)), np.empty((n_l, n_h, n_q))
+    for li in range(n_l):
+        pa, mass_a[li] = _renormalise(a[li][:, qa][:, :, ka])
+        pb, mass_b[li] = _renormalise(b[li][:, qb][:, :, kb])
+        js[li] = js_divergence_rows(pa, pb)
+    valid = (mass_a > 0) & (mass_b > 0)
+    return np.where(valid, js, np.nan), mass_a, mass_b
+
+
+def compare_bytes(n_heads: int, n_query: int, n_key: int) -> int:
+    """Bytes :func:`compare` allocates at once beyond its inputs: one layer's cut maps of both
+    sides (float32), their renormalised copies with a float64 quotient, the divergence's
+    scratch (six float32 maps), and the entropy metric of one layer."""
+    cell = n_heads * n_query * n_key
+    return cell * (2 * 4 + 2 * 4 + 8 + 6 * 4 + 2 * 4)
+
+
 def _metadata(x: Any) -> Mapping[str, Any]:
     capture = getattr(x, "capture", x)
     return getattr(capture, "metadata", None) or {}
 
 
-def compare(a: Any, b: Any, *, labels: tuple[str, str] | None = None) -> Comparison:
+def compare(
+    a: Any, b: Any, *, labels: tuple[str, str] | None = None, max_memory: Any = None
+) -> Comparison:
     """Compare two inspections (or stacks) head by head.
 
     ``a`` and ``b`` may be two inputs of one model or one input of two models with the same layer
     and head layout (e.g. a base model and its fine-tuned version sharing the tokenizer).
+    ``max_memory``: the budget (default: what is free now) of what the comparison allocates
+    beside the inspections (:func:`compare_bytes`: one layer at a time); refused with
+    ``ResourceError`` before anything is computed when it does not fit.
 
     Example:
         >>> c = inspector.compare(m.inspect("The keys to the cabinet are"),
@@ -215,20 +249,21 @@ def compare(a: Any, b: Any, *, labels: tuple[str, str] | None = None) -> Compari
             f"{len(sb.layers)}x{len(sb.heads)}); compare models with the same layout, "
             f"or capture the same layers/heads"
         )
+    n_q, n_k = max(len(sa.query), len(sb.query)), max(len(sa.key), len(sb.key))
+    _memory.estimate(
+        f"compare() of {n_q:,} x {n_k:,} tokens",
+        {
+            "one layer at a time": compare_bytes(sa.weights.shape[1], n_q, n_k),
+            "token alignment": 4 * (len(sa.key) + 1) * (len(sb.key) + 1),
+        },
+        max_memory,
+    ).check("Compare shorter inputs, or inspections of fewer layers=[...] / heads=[...]")
     key_pairs, method = align_tokens(sa.key, sb.key)
     same_axis = sa.query is sa.key and sb.query is sb.key
     query_pairs = key_pairs if same_axis else align_tokens(sa.query, sb.query)[0]
     if len(key_pairs) == 0 or len(query_pairs) == 0:
         raise InputError("the two inputs share no tokens, so their attention cannot be aligned")
-    qa, qb = query_pairs[:, 0], query_pairs[:, 1]
-    ka, kb = key_pairs[:, 0], key_pairs[:, 1]
-    wa = sa.weights[:, :, qa][:, :, :, ka]
-    wb = sb.weights[:, :, qb][:, :, :, kb]
-    pa, mass_a = _renormalise(wa)
-    pb, mass_b = _renormalise(wb)
-    js = js_divergence_rows(pa, pb)  # (layer, head, aligned query)
-    valid = (mass_a > 0) & (mass_b > 0)
-    js = np.where(valid, js, np.nan)
+    js, mass_a, mass_b = _aligned_js(sa.weights, sb.weights, query_pairs, key_pairs)
     ma = head_metrics(sa, ["entropy"])
     mb = head_metrics(sb, ["entropy"])
     frame = pd.DataFrame(
@@ -274,4 +309,11 @@ def _label(obj: Any, stack: AttentionStack) -> str:
     return f"{model_display_name(str(model))}: {text}" if model else text
 
 
-__all__ = ["COLUMNS", "MIN_MATCHED_SHARE", "Comparison", "align_tokens", "compare"]
+__all__ = [
+    "COLUMNS",
+    "MIN_MATCHED_SHARE",
+    "Comparison",
+    "align_tokens",
+    "compare",
+    "compare_bytes",
+]

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..capture import memory as _memory
 from ..capture.types import AttentionStack
 from ..errors import InputError
 from .metrics import check_same_heads
@@ -82,6 +83,25 @@ def _js_distance_rows(
         js = (0.25 / _LN2) * (self_sums[a] + self_sums[start:stop]) - (0.5 / _LN2) * mix
         out[start - a - 1 : stop - a - 1] = np.sqrt(np.maximum(js, 0.0)).mean(axis=-1)
     return out
+
+
+#: What to do when head distances do not fit.
+DISTANCE_ADVICE = "Use shorter texts, or raise max_memory= if you know more is free"
+
+
+def distance_estimate(
+    stack: AttentionStack | np.ndarray, method: str = "js", max_memory: Any = None
+) -> _memory.MemoryEstimate:
+    """What :func:`head_distances` allocates beside the weights, against the budget: ``js``
+    a shifted float32 copy of the stack (and small work buffers), ``cosine`` the unit rows in
+    float32 and float64."""
+    w = _weights_of(stack)
+    copies = 12 if method == "cosine" else 4
+    return _memory.estimate(
+        f"head distances ({method}) of {w.shape[0] * w.shape[1]} heads",
+        {"copies": int(w.size) * copies, "work": 8 * (1 << 18) * 4},
+        max_memory,
+    )
 
 
 def head_distances(
@@ -177,8 +197,11 @@ def head_distance_frame(stack: AttentionStack, method: str = "js") -> pd.DataFra
     return distance_frame(head_distances(stack, method), stack.layers, stack.heads)
 
 
-def mean_head_distances(stacks: Iterable[AttentionStack], method: str = "js") -> pd.DataFrame:
-    """Head distances averaged over inputs (each input counts once), as a square frame."""
+def mean_head_distances(
+    stacks: Iterable[AttentionStack], method: str = "js", *, max_memory: Any = None
+) -> pd.DataFrame:
+    """Head distances averaged over inputs (each input counts once), as a square frame; each
+    input's distances are checked against ``max_memory`` (:func:`distance_estimate`) first."""
     total: np.ndarray | None = None
     first: AttentionStack | None = None
     count = 0
@@ -187,6 +210,7 @@ def mean_head_distances(stacks: Iterable[AttentionStack], method: str = "js") ->
             first = stack
         else:
             check_same_heads(first, stack)
+        distance_estimate(stack, method, max_memory).check(DISTANCE_ADVICE)
         d = head_distances(stack, method)
         total = d if total is None else total + d
         count += 1
@@ -320,8 +344,10 @@ def layer_distance_summary(distances: pd.DataFrame) -> pd.DataFrame:
 
 
 __all__ = [
+    "DISTANCE_ADVICE",
     "cluster_heads",
     "cluster_order",
+    "distance_estimate",
     "distance_frame",
     "head_distance_frame",
     "head_distances",

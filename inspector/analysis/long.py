@@ -104,16 +104,24 @@ def topk_frame(stack: ScanStack) -> pd.DataFrame:
     if stack.topk_pos is None or stack.topk_weight is None:
         raise InputError("this scan kept no top-k keys; scan with topk=K")
     n_l, n_h, n_q, k = stack.topk_pos.shape
-    frame = pd.DataFrame(
+    keep = stack.topk_pos >= 0
+    # the kept slots' columns, built at their final length: no full-length column is made and
+    # then filtered (TOPK_ROW_BYTES a row, and the mask)
+    per_row = keep.reshape(-1, k).sum(axis=1)  # (layer * head * query,)
+    per_head = per_row.reshape(n_l * n_h, n_q).sum(axis=1)
+    heads = np.tile(np.asarray(stack.heads, dtype=np.int16), n_l)
+    return pd.DataFrame(
         {
-            "layer": np.repeat(np.asarray(stack.layers, dtype=np.int16), n_h * n_q * k),
-            "head": np.tile(np.repeat(np.asarray(stack.heads, dtype=np.int16), n_q * k), n_l),
-            "query_pos": np.tile(np.repeat(np.arange(n_q, dtype=np.int32), k), n_l * n_h),
-            "key_pos": stack.topk_pos.ravel(),
-            "weight": stack.topk_weight.ravel(),
-        }
+            "layer": np.repeat(
+                np.asarray(stack.layers, dtype=np.int16), per_head.reshape(n_l, n_h).sum(axis=1)
+            ),
+            "head": np.repeat(heads, per_head),
+            "query_pos": np.repeat(np.tile(np.arange(n_q, dtype=np.int32), n_l * n_h), per_row),
+            "key_pos": stack.topk_pos[keep],
+            "weight": stack.topk_weight[keep],
+        },
+        copy=False,
     )
-    return frame[frame["key_pos"] >= 0].reset_index(drop=True)
 
 
 def span_text(tokens: Tokens, start: int, end: int) -> str:

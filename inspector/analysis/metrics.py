@@ -427,19 +427,33 @@ def compute_metric_arrays(
     *,
     ctx: MetricContext | None = None,
 ) -> dict[str, np.ndarray]:
-    """Every requested numeric metric of ``stack`` as a ``(layer, head)`` float64 array."""
+    """Every requested numeric metric of ``stack`` as a ``(layer, head)`` float64 array.
+
+    Metrics run one layer at a time (``weights`` of shape ``(1, head, query, key)``), so their
+    temporaries (a float copy for the entropy's logarithm, masked columns) follow one layer,
+    not the whole stack (:func:`metric_bytes`).
+    """
     ctx = ctx or MetricContext.from_stack(stack)
     w = stack.weights
-    out: dict[str, np.ndarray] = {}
-    for name in _names(names):
-        value = np.asarray(METRICS[name](w, ctx), dtype=np.float64)
-        if value.shape != w.shape[:2]:
-            raise InspectorError(
-                f"metric {name!r} returned shape {value.shape}; a metric must return "
-                f"(layer, head) = {w.shape[:2]}"
-            )
-        out[name] = value
+    chosen = _names(names)
+    out = {name: np.empty(w.shape[:2]) for name in chosen}
+    for li in range(w.shape[0]):
+        layer = w[li : li + 1]
+        for name in chosen:
+            value = np.asarray(METRICS[name](layer, ctx), dtype=np.float64)
+            if value.shape != layer.shape[:2]:
+                raise InspectorError(
+                    f"metric {name!r} returned shape {value.shape} for one layer; a metric must "
+                    f"return (layer, head) = {layer.shape[:2]}"
+                )
+            out[name][li] = value[0]
     return out
+
+
+def metric_bytes(n_heads: int, n_query: int, n_key: int) -> int:
+    """Bytes the metrics allocate at once (one layer: the entropy's float copy and einsum,
+    masked columns and a float64 row reduction, at most three such maps)."""
+    return 3 * n_heads * n_query * n_key * 4
 
 
 def sink_arrays(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -565,6 +579,7 @@ __all__ = [
     "head_index",
     "head_metrics",
     "list_metrics",
+    "metric_bytes",
     "nan_heads",
     "punctuation_mask",
     "register_metric",

@@ -39,6 +39,9 @@ from ..errors import CaptureError, InputError
 from . import metrics as _metrics
 from .rowmetrics import evaluate, row_form
 
+#: Bytes a row of the top-k table holds (int16 layer and head, int32 positions, float32 weight).
+TOPK_ROW_BYTES = 16
+
 #: Keys counted as the "first tokens" of attention-sink statistics (StreamingLLM keeps 4).
 SINK_TOKENS = 4
 #: Rows handed to the metrics at once when a ready capture is fed through the accumulator.
@@ -326,7 +329,9 @@ class ScanAccumulator:
             n_rows = len(resolve_rows(self.rows_spec, n_q, strict=i == 0))
             bins = (len(pool_edges(n_q, self.pool)) - 1) * (len(pool_edges(n_k, self.pool)) - 1)
             total += n_l * n_h * (n_k * 4 + n_q * 4 + n_rows * n_k * 4 + bins * 4) + n_h * bins * 8
-            total += n_l * n_h * n_q * (self.topk or 0) * 8
+            # the top-k arrays, and the table made of them when it is read or written
+            # (:func:`~inspector.analysis.long.topk_frame`: a row and a mask byte a slot)
+            total += n_l * n_h * n_q * (self.topk or 0) * (8 + TOPK_ROW_BYTES + 1)
             total += n_l * n_h * len(distance_edges(n_q)) * 8
             total += 4 * n_h * min(block_rows, n_q) * n_k * 4  # per-block scratch
         return total
@@ -562,6 +567,7 @@ def scan_capture(
 
 __all__ = [
     "SINK_TOKENS",
+    "TOPK_ROW_BYTES",
     "ScanAccumulator",
     "ScanData",
     "ScanStack",

@@ -38,15 +38,21 @@ def head_metrics(
     truncation: bool = False,
     max_length: int | None = None,
     progress: bool | None = None,
+    max_memory: int | str | None = None,
 ) -> pd.DataFrame:
     """Per-head metrics averaged over many texts: means, ``<metric>_std`` and ``n``.
 
     ``progress``: a bar over the texts on stderr (``None``: when stderr is a terminal).
+    ``max_memory``: the budget of each text's capture and its metrics (``"4GB"``; default:
+    what is free then); a text that would not fit is refused with ``ResourceError`` before
+    the model runs on it. The metrics take one layer at a time.
 
     Example:
         >>> inspector.head_metrics(m, ["The cat sat.", "A dog barked."])  # doctest: +SKIP
     """
-    stacks = stacks_of(model, texts, kind, truncation, max_length, progress=progress)
+    stacks = stacks_of(
+        model, texts, kind, truncation, max_length, progress=progress, max_memory=max_memory
+    )
     return _metrics.aggregate_head_metrics(stacks, names)
 
 
@@ -59,11 +65,14 @@ def head_similarity(
     truncation: bool = False,
     max_length: int | None = None,
     progress: bool | None = None,
+    max_memory: int | str | None = None,
 ) -> pd.DataFrame:
     """Head-to-head distances averaged over many texts, square on ``(layer, head)``
-    (``progress``: as :func:`head_metrics`)."""
-    stacks = stacks_of(model, texts, kind, truncation, max_length, progress=progress)
-    return _distances.mean_head_distances(stacks, method)
+    (``progress``, ``max_memory``: as :func:`head_metrics`)."""
+    stacks = stacks_of(
+        model, texts, kind, truncation, max_length, progress=progress, max_memory=max_memory
+    )
+    return _distances.mean_head_distances(stacks, method, max_memory=max_memory)
 
 
 def head_importance(
@@ -76,10 +85,13 @@ def head_importance(
     batch_size: int = 73,
     per_text: bool = False,
     progress: bool | None = None,
+    max_memory: int | str | None = None,
 ) -> pd.DataFrame:
     """Head importance on ``(layer, head)`` averaged over ``texts`` (ablation or gradient).
 
     Texts are tokenized as ``inspect`` does: one longer than the model accepts is refused.
+    ``max_memory``: the budget of each pass (default: what is free then); ablation passes
+    take as many rows as fit, one that cannot fit is refused with ``ResourceError``.
     See :func:`inspector.explain.importance.head_importance_many` and :class:`inspector.Target`.
 
     Example:
@@ -96,6 +108,7 @@ def head_importance(
         batch_size=batch_size,
         per_text=per_text,
         progress=progress,
+        max_memory=max_memory,
     )
 
 
@@ -201,13 +214,15 @@ def syntax_probe(
     max_length: int | None = None,
     progress: bool | None = None,
     skip_bad_lines: bool = False,
+    max_memory: int | str | None = None,
 ) -> _probe.ProbeResult:
     """Clark et al. (2019) syntactic head probe on a CoNLL-U treebank.
 
     For every dependency relation: the head whose most-attended other word is most often the
     syntactic head (or, transposed, the dependent), next to the best fixed-offset baseline.
     Sentences without heads (HEAD ``_``) or with a cycle are skipped and counted in
-    ``metadata``. See :func:`inspector.corpus.engine.syntax_probe`.
+    ``metadata``. See :func:`inspector.corpus.engine.syntax_probe`. ``max_memory``: the
+    budget of a batch (default: what is free then); batches run in passes that fit it.
 
     Example:
         >>> r = inspector.syntax_probe("minilm", "en_ewt-ud-dev.conllu")  # doctest: +SKIP
@@ -223,6 +238,7 @@ def syntax_probe(
         max_length=max_length,
         progress=progress,
         skip_bad_lines=skip_bad_lines,
+        max_memory=max_memory,
     )
 
 

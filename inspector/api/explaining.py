@@ -8,13 +8,16 @@ model that made it, the target). A new explainer is one registry entry; nothing 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 
+from ..capture import memory as _memory
 from ..capture.types import AttentionStack, Capture
 from ..errors import InputError, UnsupportedModelError
 from ..explain.model import default_kind
@@ -25,6 +28,12 @@ from ..models.loading import ModelBundle
 from ..render import report as _report
 from ..render.page import Report
 from ..render.sections.explain import explain_section
+
+#: What to do when a page does not fit.
+REPORT_ADVICE = (
+    "Keep fewer layers=[...] / heads=[...] in the inspection, write the scan page instead "
+    "(report(scan=True)), or raise max_memory= if you know more is free"
+)
 
 
 class HasBundle(Protocol):
@@ -52,6 +61,19 @@ def model_bundle(model: HasBundle | None, what: str) -> ModelBundle:
             f"back from a file"
         )
     return model.bundle
+
+
+@contextlib.contextmanager
+def model_preflight(
+    model: HasBundle | None, make: Callable[[], _memory.MemoryEstimate], advice: str
+) -> Iterator[_memory.MemoryEstimate]:
+    """:func:`~inspector.capture.memory.preflight` under the lock of the model that made an
+    inspection (none for one read back from a file), for the steps that allocate after a
+    capture: reports, streamed frames."""
+    bundle = getattr(model, "bundle", None)
+    lock = getattr(bundle, "lock", None) or contextlib.nullcontext()
+    with _memory.preflight(lock, make, advice) as est:
+        yield est
 
 
 class ExplainNamespace:
@@ -122,9 +144,11 @@ class ExplainNamespace:
         title: str | None = None,
         precision: str = "uint8",
         progress: bool | None = None,
+        max_memory: int | str | None = None,
     ) -> Report:
         """The HTML report with a "what mattered" section (see ``ins.explain()``; pass a ready
-        ``explanation`` to render it without running the model again).
+        ``explanation`` to render it without running the model again). ``max_memory``: the
+        budget of the summary and of building the page (default: what is free then).
 
         Example:
             >>> ins.explain.report("reports/explain.html", target="predicted")  # doctest: +SKIP
@@ -132,12 +156,18 @@ class ExplainNamespace:
         if explanation is not None and not isinstance(explanation, Explanation):
             raise InputError("explanation= takes the result of ins.explain()")
         expl = explanation or self(
-            target=target, method=method, layer=layer, top=top, progress=progress
-        )
+            target=target, method=method, layer=layer, top=top, progress=progress,
+            max_memory=max_memory,
+        )  # fmt: skip
         capture: Capture = self._ins.capture
-        rendered = _report.build_report(
-            capture, title=title, precision=precision, extra_sections=[explain_section(expl)]
-        )
+        with model_preflight(
+            self._ins.model,
+            lambda: _report.report_estimate(capture, precision, max_memory),
+            REPORT_ADVICE,
+        ):
+            rendered = _report.build_report(
+                capture, title=title, precision=precision, extra_sections=[explain_section(expl)]
+            )
         if path is not None:
             rendered.save(path)
         return rendered
@@ -154,4 +184,11 @@ def _describe(entry: Explainer) -> dict[str, Any]:
     }
 
 
-__all__ = ["ExplainNamespace", "HasBundle", "InspectionLike", "model_bundle"]
+__all__ = [
+    "REPORT_ADVICE",
+    "ExplainNamespace",
+    "HasBundle",
+    "InspectionLike",
+    "model_bundle",
+    "model_preflight",
+]

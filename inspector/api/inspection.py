@@ -23,7 +23,7 @@ from ..errors import InputError
 from ..render import report as _report
 from ..render.page import Report
 from . import long as _long
-from .explaining import ExplainNamespace, HasBundle
+from .explaining import REPORT_ADVICE, ExplainNamespace, HasBundle, model_preflight
 from .namespaces import GenerationNamespace, HeadsNamespace, ViewsNamespace
 from .results import Comparison, compare
 
@@ -190,10 +190,12 @@ class Inspection:
         *,
         level: str = "token",
         readable: bool = False,
+        max_memory: int | str | None = None,
     ) -> Path:
         """Write :meth:`frame` with its metadata to Parquet (read back with ``read_parquet``),
-        streamed one layer at a time: it never builds the whole frame, at any length."""
-        return self._write(path, ".parquet", layers, heads, level, readable)
+        streamed one layer at a time: it never builds the whole frame, at any length
+        (``max_memory``: the budget of a piece, :func:`inspector.frames.stream_estimate`)."""
+        return self._write(path, ".parquet", layers, heads, level, readable, max_memory)
 
     def to_csv(
         self,
@@ -203,9 +205,10 @@ class Inspection:
         *,
         level: str = "token",
         readable: bool = False,
+        max_memory: int | str | None = None,
     ) -> Path:
         """Write :meth:`frame` to CSV for spreadsheets (streamed like :meth:`to_parquet`)."""
-        return self._write(path, ".csv", layers, heads, level, readable)
+        return self._write(path, ".csv", layers, heads, level, readable, max_memory)
 
     def _write(
         self,
@@ -215,18 +218,26 @@ class Inspection:
         heads: Sequence[int] | int | None,
         level: str,
         readable: bool = False,
+        max_memory: int | str | None = None,
     ) -> Path:
         if Path(path).suffix.lower() != suffix:
             raise InputError(f"{path}: expected a file name ending in {suffix}")
-        return _frames.write_capture_frame(
-            self.capture,
-            path,
-            kinds=self._kinds,
-            layers=layers,
-            heads=heads,
-            level=level,  # type: ignore[arg-type]
-            readable=readable,
-        )
+        with model_preflight(
+            self.model,
+            lambda: _frames.stream_estimate(
+                self.capture, kinds=self._kinds, layers=layers, heads=heads, max_memory=max_memory
+            ),
+            "Write fewer layers=[...] / heads=[...], or raise max_memory= if you know more is free",
+        ):
+            return _frames.write_capture_frame(
+                self.capture,
+                path,
+                kinds=self._kinds,
+                layers=layers,
+                heads=heads,
+                level=level,  # type: ignore[arg-type]
+                readable=readable,
+            )
 
     def report(
         self,
@@ -237,6 +248,7 @@ class Inspection:
         head_view: Mapping[str, Any] | None = None,
         model_view: Mapping[str, Any] | None = None,
         scan: bool | None = None,
+        max_memory: int | str | None = None,
     ) -> Report:
         """Build the self-contained HTML report; write it to ``path`` when given.
 
@@ -245,26 +257,38 @@ class Inspection:
         see :meth:`inspector.LoadedModel.scan`), which any browser draws at any length. ``None``
         (default) does so when the capture holds more than ``LONG_REPORT_CELLS`` (2**25)
         weights, where the full report's every-head maps would stall a browser tab.
+        ``max_memory``: the budget of building the page (default: what is free now); refused
+        with ``ResourceError`` before anything is built when its estimate does not fit.
 
         Example:
             >>> ins.report("reports/cat.html")  # doctest: +SKIP
         """
         if _long.wants_scan_page(self.capture, scan):
-            return _long.capture_scan_report(self.capture, path, title=title, kind=self.kind)
-        rendered = _report.build_report(
-            self.capture,
-            title=title,
-            precision=precision,
-            head_view=head_view,
-            model_view=model_view,
-        )
+            with model_preflight(
+                self.model,
+                lambda: _long.capture_scan_estimate(self.capture, max_memory),
+                REPORT_ADVICE,
+            ):
+                return _long.capture_scan_report(self.capture, path, title=title, kind=self.kind)
+        with model_preflight(
+            self.model,
+            lambda: _report.report_estimate(self.capture, precision, max_memory),
+            REPORT_ADVICE,
+        ):
+            rendered = _report.build_report(
+                self.capture,
+                title=title,
+                precision=precision,
+                head_view=head_view,
+                model_view=model_view,
+            )
         if path is not None:
             rendered.save(path)
         return rendered
 
-    def compare(self, other: Inspection) -> Comparison:
+    def compare(self, other: Inspection, *, max_memory: int | str | None = None) -> Comparison:
         """Head-by-head comparison with another inspection; see :func:`inspector.compare`."""
-        return compare(self, other)
+        return compare(self, other, max_memory=max_memory)
 
 
 __all__ = ["Inspection"]

@@ -21,6 +21,7 @@ from .. import frames as _frames
 from ..analysis import long as _long
 from ..analysis import retrieval as _retrieval
 from ..analysis.scan import (
+    TOPK_ROW_BYTES,
     ScanAccumulator,
     ScanData,
     ScanStack,
@@ -30,7 +31,7 @@ from ..analysis.scan import (
 from ..capture import memory as _memory
 from ..capture import scan as _scan
 from ..capture.tokenize import encode
-from ..capture.types import Capture, select_indexes, storage_dtype
+from ..capture.types import Capture, ScanLayout, ScanPart, select_indexes, storage_dtype
 from ..corpus import retrieval as _engine
 from ..errors import InputError
 from ..models.loading import ModelBundle, load_model
@@ -67,6 +68,13 @@ def scan_files(path: str | os.PathLike[str]) -> dict[str, Path]:
         t: out if t == "heads" else out.with_name(f"{out.stem}.{t}{out.suffix}")
         for t in SCAN_TABLES
     }
+
+
+#: What to do when a scan's tables do not fit.
+TABLE_ADVICE = (
+    "Scan with a smaller topk= or fewer rows= / layers= / heads=, or raise max_memory= if you "
+    "know more is free"
+)
 
 
 class Scan:
@@ -194,43 +202,90 @@ class Scan:
             return self.spans(s.row_positions[-1], kind=kind)
         raise InputError(f"unknown table {name!r}; one of heads, topk, rows, sink_curve, spans")
 
+    def table_estimate(
+        self,
+        name: str | Sequence[str] = "heads",
+        *,
+        kind: str | None = None,
+        max_memory: Any = None,
+    ) -> _memory.MemoryEstimate:
+        """What building :meth:`table` ``name`` (or several tables, held together) and writing
+        it allocates, against the budget: a row of ``topk`` / ``rows`` is 16 bytes, plus its
+        mask or index temporaries."""
+        s = self.stack(kind)
+        parts = {"writer": _frames.STREAM_FIXED_BYTES}
+        for table in [name] if isinstance(name, str) else name:
+            rows, per_row = len(s.layers) * len(s.heads), 256
+            if table == "topk" and s.topk_pos is not None:
+                rows, per_row = int(s.topk_pos.size), TOPK_ROW_BYTES + 1
+            elif table == "rows":
+                rows, per_row = int(s.rows.size), TOPK_ROW_BYTES + 8
+            parts[f"{table} table ({rows:,} rows)"] = rows * per_row
+        what = "the scan's " + (name if isinstance(name, str) else ", ".join(name)) + " tables"
+        return _memory.estimate(what, parts, max_memory)
+
     def to_parquet(
-        self, path: str | os.PathLike[str], table: str = "heads", *, kind: str | None = None
+        self,
+        path: str | os.PathLike[str],
+        table: str = "heads",
+        *,
+        kind: str | None = None,
+        max_memory: Any = None,
     ) -> Path:
-        """Write :meth:`table` (with the scan's metadata) to Parquet."""
-        return self._write(path, ".parquet", table, kind)
+        """Write :meth:`table` (with the scan's metadata) to Parquet (``max_memory``: checked
+        against :meth:`table_estimate` before the table is built)."""
+        return self._write(path, ".parquet", table, kind, max_memory)
 
     def to_csv(
-        self, path: str | os.PathLike[str], table: str = "heads", *, kind: str | None = None
+        self,
+        path: str | os.PathLike[str],
+        table: str = "heads",
+        *,
+        kind: str | None = None,
+        max_memory: Any = None,
     ) -> Path:
-        """Write :meth:`table` to CSV."""
-        return self._write(path, ".csv", table, kind)
+        """Write :meth:`table` to CSV (``max_memory``: as :meth:`to_parquet`)."""
+        return self._write(path, ".csv", table, kind, max_memory)
 
     def save(
-        self, path: str | os.PathLike[str], *, kind: str | None = None, force: bool = False
+        self,
+        path: str | os.PathLike[str],
+        *,
+        kind: str | None = None,
+        force: bool = False,
+        max_memory: Any = None,
     ) -> list[Path]:
         """Write the scan's tables as one set: ``heads`` to ``path`` (``.parquet`` or ``.csv``),
         the kept rows and the top-k keys beside it (:func:`scan_files`), each when the scan has
         them. Every file is new or none changed; a sidecar of an earlier scan that this one
         lacks is removed with the write, so the files on disk are always one scan's.
-        Returns the written paths."""
+        ``max_memory``: the tables are held together while written; refused before any is
+        built when :meth:`table_estimate` of them does not fit. Returns the written paths."""
         suffix = Path(path).suffix.lower()
         if suffix not in (".parquet", ".csv"):
             raise InputError(f"{path}: the scan's tables are written as .parquet or .csv")
         s = self.stack(kind)
         files = scan_files(path)
         present = {"heads": True, "rows": bool(s.row_positions), "topk": s.topk_pos is not None}
+        chosen = [t for t in SCAN_TABLES if present[t]]
+        self.table_estimate(chosen, kind=kind, max_memory=max_memory).check(TABLE_ADVICE)
         frames: dict[str | os.PathLike[str], pd.DataFrame] = {
-            files[t]: self._frame(t, kind) for t in SCAN_TABLES if present[t]
+            files[t]: self._frame(t, kind) for t in chosen
         }
         stale = [files[t] for t in SCAN_TABLES if not present[t]]
         return _frames.write_frames(frames, remove=stale, force=force)
 
     def _write(
-        self, path: str | os.PathLike[str], suffix: str, table: str, kind: str | None
+        self,
+        path: str | os.PathLike[str],
+        suffix: str,
+        table: str,
+        kind: str | None,
+        max_memory: Any = None,
     ) -> Path:
         if Path(path).suffix.lower() != suffix:
             raise InputError(f"{path}: expected a file name ending in {suffix}")
+        self.table_estimate(table, kind=kind, max_memory=max_memory).check(TABLE_ADVICE)
         return _frames.write_frame(self._frame(table, kind), path)
 
     def _frame(self, table: str, kind: str | None) -> pd.DataFrame:
@@ -251,9 +306,21 @@ class Scan:
         *,
         title: str | None = None,
         retrieval: RetrievalHeads | None = None,
+        max_memory: Any = None,
     ) -> Report:
         """The scan page (pooled maps of every head, sinks, the row picker over the text);
-        add a :class:`RetrievalHeads` result to show its tables too."""
+        add a :class:`RetrievalHeads` result to show its tables too (``max_memory``: the
+        budget of building it, default what is free now)."""
+        pool = int(self.data.metadata.get("pool") or 256)
+        layout = ScanLayout(
+            tuple(ScanPart(k, s.query, s.key, s.causal) for k, s in self.data.stacks.items()),
+            self.layers,
+            self.heads,
+        )
+        page = SCAN_PAGE_BYTES + _pooled_cells(layout, pool) * SCAN_PAGE_BYTES_PER_CELL
+        _memory.estimate("the scan page", {"page": page}, max_memory).check(
+            "Scan with a smaller pool= or fewer layers= / heads=, or raise max_memory="
+        )
         rendered = _render.scan_report(
             self.data,
             title=title,
@@ -357,6 +424,42 @@ def wants_scan_page(capture: Capture, scan: bool | None) -> bool:
     return sum(int(s.weights.size) for s in capture.stacks.values()) > LONG_REPORT_CELLS
 
 
+#: What the scan page holds beside the statistics (templates, assets, its text) ...
+SCAN_PAGE_BYTES = 48_000_000
+#: ... and per pooled cell of every head: the mean and max maps quantised, compressed and
+#: base64-encoded (measured: 17 on SmolLM2 at 512 tokens).
+SCAN_PAGE_BYTES_PER_CELL = 20
+
+
+def _pooled_cells(layout: Any, pool: int) -> int:
+    from ..analysis.scan import pool_edges
+
+    n_lh = len(layout.layers) * len(layout.heads)
+    return sum(
+        n_lh * (len(pool_edges(p.shape[0], pool)) - 1) * (len(pool_edges(p.shape[1], pool)) - 1)
+        for p in layout.parts
+    )
+
+
+def capture_scan_estimate(
+    capture: Capture, max_memory: Any = None, *, pool: int = 256
+) -> _memory.MemoryEstimate:
+    """What :func:`capture_scan_report` allocates beside ``capture``: the statistics a scan
+    keeps (:meth:`ScanAccumulator.bytes_needed` with the blocks :func:`scan_capture` feeds),
+    and the page drawn from them."""
+    from ..analysis.scan import CAPTURE_BLOCK_ROWS
+
+    first = next(iter(capture.stacks.values()))
+    parts = tuple(ScanPart(k, s.query, s.key, s.causal) for k, s in capture.stacks.items())
+    layout = ScanLayout(parts, first.layers, first.heads, capture.metadata)
+    stats = ScanAccumulator(rows=None, pool=pool).bytes_needed(layout, CAPTURE_BLOCK_ROWS)
+    cells = sum(int(s.weights.size) for s in capture.stacks.values())
+    page = SCAN_PAGE_BYTES + _pooled_cells(layout, pool) * SCAN_PAGE_BYTES_PER_CELL
+    return _memory.estimate(
+        f"the scan page of {cells:,} weights", {"statistics": stats, "page": page}, max_memory
+    )
+
+
 def capture_scan_report(
     capture: Capture,
     path: str | os.PathLike[str] | None = None,
@@ -384,6 +487,9 @@ def estimate_memory(
     heads: Sequence[int] | int | None = None,
     dtype: str | None = None,
     max_new_tokens: int = 0,
+    topk: int | None = None,
+    rows: Sequence[int] | int | slice | None = None,
+    pool: int = 256,
     max_memory: int | str | None = None,
 ) -> _memory.MemoryEstimate:
     """What a run would allocate, against the budget, without running anything.
@@ -392,7 +498,8 @@ def estimate_memory(
         model: a loaded model (or a name).
         text / n_tokens: the input, or just its length in tokens.
         what: ``inspect`` (the capture), ``frame`` (its long frame), ``generate`` (with
-            ``max_new_tokens``) or ``scan``.
+            ``max_new_tokens``) or ``scan`` (with its ``topk``, ``rows`` and ``pool``: the
+            top-k keys of every row, and the table made of them, are most of a long scan).
         layers, heads, dtype: as for ``inspect``.
         max_memory: the budget (default: the memory available now, cgroup limits included).
 
@@ -409,7 +516,7 @@ def estimate_memory(
     if what not in ("inspect", "frame", "generate", "scan"):
         raise InputError(f"what must be inspect, frame, generate or scan, got {what!r}")
     if what == "scan":
-        from ..capture.types import ScanLayout, ScanPart, Tokens
+        from ..capture.types import Tokens
 
         toks = Tokens(
             tuple(["t"] * n),
@@ -425,10 +532,10 @@ def estimate_memory(
             select_indexes(heads, bundle.n_heads, "head"),
         )
         method = _scan.resolve_method(bundle, "auto")
-        acc = ScanAccumulator()
-        rows = _scan.rows_per_block(len(layout.heads), n)
+        acc = ScanAccumulator(rows=rows, topk=topk, pool=pool)
+        block = _scan.rows_per_block(len(layout.heads), n)
         return _scan.scan_estimate(
-            bundle, layout, acc, method=method, block_rows=rows, max_memory=max_memory
+            bundle, layout, acc, method=method, block_rows=block, max_memory=max_memory
         )
     from ..capture.run import capture_estimate
 
@@ -538,9 +645,13 @@ def retrieval_heads(
 
 __all__ = [
     "LONG_REPORT_CELLS",
+    "SCAN_PAGE_BYTES",
+    "SCAN_PAGE_BYTES_PER_CELL",
+    "TABLE_ADVICE",
     "LongModel",
     "RetrievalHeads",
     "Scan",
+    "capture_scan_estimate",
     "capture_scan_report",
     "estimate_memory",
     "retrieval_heads",

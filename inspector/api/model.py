@@ -156,8 +156,8 @@ class LoadedModel:
         Args:
             text: the input; for a vision transformer (ViT, DeiT, CLIP/SigLIP vision towers) an
                 image: a PIL image or an ``(h, w, 3)`` array, read through the model's image
-                processor (tokens ``[CLS]`` and ``patch r,c``; only ``layers``, ``heads`` and
-                ``dtype`` apply).
+                processor (tokens ``[CLS]`` and ``patch r,c``; only ``layers``, ``heads``,
+                ``dtype`` and ``max_memory`` apply).
             text_pair: optional second text of a sentence pair.
             target: decoder input for encoder-decoder models.
             truncation: keep the first ``max_length`` (default: the model's limit) tokens
@@ -183,9 +183,11 @@ class LoadedModel:
             if given or truncation or add_generation_prompt:
                 raise InputError(
                     f"{', '.join(given) or 'truncation / add_generation_prompt'}: not for images; "
-                    f"an image takes layers=, heads= and dtype="
+                    f"an image takes layers=, heads=, dtype= and max_memory="
                 )
-            image = _capture_image(self.bundle, text, layers=layers, heads=heads, dtype=dtype)
+            image = _capture_image(
+                self.bundle, text, layers=layers, heads=heads, dtype=dtype, max_memory=max_memory
+            )
             return Inspection(image, model=self)
         if not isinstance(text, str) and text is not None:
             raise InputError(f"text must be a string, not {type(text).__name__}")
@@ -292,15 +294,17 @@ def stacks_of(
     max_length: int | None,
     *,
     progress: bool | None = False,
+    max_memory: int | str | None = None,
 ) -> Iterator[AttentionStack]:
-    """Lazily inspect each text and yield its stack of ``kind`` (default: self or encoder)."""
+    """Lazily inspect each text and yield its stack of ``kind`` (default: self or encoder);
+    each capture is checked against ``max_memory`` (default: what is free then)."""
     m = as_model(model)
     if isinstance(texts, str):
         texts = [texts]
     if not texts:
         raise InputError("no texts given; pass a list of strings")
     for text in progress_bar(texts, desc=m.name, unit=" texts", progress=progress):
-        ins = m.inspect(text, truncation=truncation, max_length=max_length)
+        ins = m.inspect(text, truncation=truncation, max_length=max_length, max_memory=max_memory)
         part = kind or ("encoder" if ins.is_encoder_decoder else "self")
         if part not in ins.capture.stacks:
             raise InputError(f"no {part!r} attention; available: {list(ins.capture.stacks)}")

@@ -56,8 +56,15 @@ class HeadsNamespace(_Namespace):
         """Previous-token, duplicate-token and induction scores of every head on this input."""
         return _detectors.detector_scores(self._ins.stack)
 
-    def similarity(self, method: str = "js") -> pd.DataFrame:
-        """Distance between every pair of heads, square on ``(layer, head)`` (``js``/``cosine``)."""
+    def similarity(
+        self, method: str = "js", *, max_memory: int | str | None = None
+    ) -> pd.DataFrame:
+        """Distance between every pair of heads, square on ``(layer, head)`` (``js``/``cosine``;
+        ``max_memory``: checked against :func:`~inspector.analysis.distances.distance_estimate`
+        first)."""
+        _distances.distance_estimate(self._ins.stack, method, max_memory).check(
+            _distances.DISTANCE_ADVICE
+        )
         return _distances.head_distance_frame(self._ins.stack, method)
 
     def clusters(

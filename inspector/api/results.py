@@ -31,20 +31,37 @@ class Comparison(_compare.Comparison):
     capture: Capture | None = None
 
     def report(
-        self, path: str | os.PathLike[str] | None = None, *, k: int = 5, title: str | None = None
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        k: int = 5,
+        title: str | None = None,
+        max_memory: int | str | None = None,
     ) -> Report:
-        """The comparison page: ranked changes and the top ``k`` heads' maps side by side."""
+        """The comparison page: ranked changes and the top ``k`` heads' maps side by side
+        (``max_memory``: the budget of building it; default: what is free now)."""
         if self.capture is None:
             raise InputError("this comparison has no capture of side a; use inspector.compare()")
+        _report.comparison_estimate(self.capture, max_memory=max_memory).check(
+            "Compare inspections of fewer layers=[...] / heads=[...], or raise max_memory="
+        )
         rendered = _report.comparison_report(self.capture, self, k=k, title=title)
         if path is not None:
             rendered.save(path)
         return rendered
 
 
-def compare(a: Any, b: Any, *, labels: tuple[str, str] | None = None) -> Comparison:
-    """Compare two inspections (or stacks) head by head (see :mod:`inspector.analysis.compare`)."""
-    base = _compare.compare(a, b, labels=labels)  # warns (InspectorWarning) on few shared tokens
+def compare(
+    a: Any,
+    b: Any,
+    *,
+    labels: tuple[str, str] | None = None,
+    max_memory: int | str | None = None,
+) -> Comparison:
+    """Compare two inspections (or stacks) head by head (see :mod:`inspector.analysis.compare`;
+    ``max_memory``: the budget of what the comparison allocates beside them)."""
+    # warns (InspectorWarning) on few shared tokens
+    base = _compare.compare(a, b, labels=labels, max_memory=max_memory)
     capture = getattr(a, "capture", None)
     values = {f.name: getattr(base, f.name) for f in fields(base)}
     return Comparison(**values, capture=capture if isinstance(capture, Capture) else None)

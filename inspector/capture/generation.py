@@ -243,79 +243,85 @@ def generate(
             )
     if any(s.needs_output_attentions for k in kinds for s in sites[k]):
         gen_kw["output_attentions"] = True  # modules found by structure return weights only then
-    capture_estimate(
-        bundle,
-        n_prompt,
-        layers=layer_idx,
-        heads=head_idx,
-        dtype=store,
-        new_tokens=max_new_tokens,
-        max_memory=max_memory,
-    ).check(_memory.ADVICE["generate"])
-    inputs = model_inputs(bundle, [prompt_tokens])
-    input_ids, attention_mask = inputs["input_ids"], inputs["attention_mask"]
-    if encoder_decoder:
-        n_dec = 1 + max_new_tokens
-        shapes = {"encoder": (n_prompt, n_prompt), "decoder": (n_dec, n_dec)}
-        shapes["cross"] = (n_dec, n_prompt)
-    else:
-        total = n_prompt + max_new_tokens
-        shapes = {"self": (total, total)}
-    tok = bundle.tokenizer
-    if "pad_token_id" not in gen_kw:
-        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        gen_config = getattr(model, "generation_config", None)
-        if getattr(gen_config, "pad_token_id", None) is None and pad is not None:
-            gen_kw["pad_token_id"] = pad
-
-    recorder = AttentionRecorder(
-        sites, layer_idx, head_idx, shapes, dtype=store, model_name=bundle.name
-    )
-    encoder_out: list[Any] = []
-    hooks = recorder.hooks()
-    if encoder_decoder:
-        hooks.append(Hook(model.get_encoder(), lambda m, args, output: encoder_out.append(output)))
-    with hooked(bundle, hooks), torch.inference_mode():
-        try:
-            out = model.generate(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                max_new_tokens=max_new_tokens,
-                return_dict_in_generate=True,
-                **gen_kw,
-            )
-        except ValueError as exc:  # transformers' check of the generation options
-            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else "invalid"
-            raise InputError(
-                f"{bundle.name}: generate() refused the options {_json_safe(generation_kwargs)}"
-                f" ({first}); fix or leave out the option it names"
-            ) from exc
-        sequence = out.sequences[0]
-        cache = getattr(out, "cache", None)
-        if cache is None:
-            raise CaptureError(
-                f"{bundle.name}: generate() returned no key/value cache (use_cache=False?); "
-                f"the last token's attention row needs it"
-            )
-        # generate() never feeds the last token back; one cached step gives its row.
-        last = sequence[-1:][None]
+    with _memory.preflight(
+        bundle.lock,
+        lambda: capture_estimate(
+            bundle,
+            n_prompt,
+            layers=layer_idx,
+            heads=head_idx,
+            dtype=store,
+            new_tokens=max_new_tokens,
+            max_memory=max_memory,
+        ),
+        _memory.ADVICE["generate"],
+    ):
+        inputs = model_inputs(bundle, [prompt_tokens])
+        input_ids, attention_mask = inputs["input_ids"], inputs["attention_mask"]
         if encoder_decoder:
-            model(
-                encoder_outputs=encoder_out[0],
-                attention_mask=attention_mask,
-                decoder_input_ids=last,
-                cache=cache,
-                return_dict=True,
-                **({"output_attentions": True} if "output_attentions" in gen_kw else {}),
-            )
+            n_dec = 1 + max_new_tokens
+            shapes = {"encoder": (n_prompt, n_prompt), "decoder": (n_dec, n_dec)}
+            shapes["cross"] = (n_dec, n_prompt)
         else:
-            model(
-                input_ids=last,
-                attention_mask=torch.ones_like(sequence)[None],
-                cache=cache,
-                return_dict=True,
-                **({"output_attentions": True} if "output_attentions" in gen_kw else {}),
+            total = n_prompt + max_new_tokens
+            shapes = {"self": (total, total)}
+        tok = bundle.tokenizer
+        if "pad_token_id" not in gen_kw:
+            pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+            gen_config = getattr(model, "generation_config", None)
+            if getattr(gen_config, "pad_token_id", None) is None and pad is not None:
+                gen_kw["pad_token_id"] = pad
+
+        recorder = AttentionRecorder(
+            sites, layer_idx, head_idx, shapes, dtype=store, model_name=bundle.name
+        )
+        encoder_out: list[Any] = []
+        hooks = recorder.hooks()
+        if encoder_decoder:
+            hooks.append(
+                Hook(model.get_encoder(), lambda m, args, output: encoder_out.append(output))
             )
+        with hooked(bundle, hooks), torch.inference_mode():
+            try:
+                out = model.generate(
+                    input_ids=input_ids,
+                    attention_mask=attention_mask,
+                    max_new_tokens=max_new_tokens,
+                    return_dict_in_generate=True,
+                    **gen_kw,
+                )
+            except ValueError as exc:  # transformers' check of the generation options
+                first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else "invalid"
+                raise InputError(
+                    f"{bundle.name}: generate() refused the options {_json_safe(generation_kwargs)}"
+                    f" ({first}); fix or leave out the option it names"
+                ) from exc
+            sequence = out.sequences[0]
+            cache = getattr(out, "cache", None)
+            if cache is None:
+                raise CaptureError(
+                    f"{bundle.name}: generate() returned no key/value cache (use_cache=False?); "
+                    f"the last token's attention row needs it"
+                )
+            # generate() never feeds the last token back; one cached step gives its row.
+            last = sequence[-1:][None]
+            if encoder_decoder:
+                model(
+                    encoder_outputs=encoder_out[0],
+                    attention_mask=attention_mask,
+                    decoder_input_ids=last,
+                    cache=cache,
+                    return_dict=True,
+                    **({"output_attentions": True} if "output_attentions" in gen_kw else {}),
+                )
+            else:
+                model(
+                    input_ids=last,
+                    attention_mask=torch.ones_like(sequence)[None],
+                    cache=cache,
+                    return_dict=True,
+                    **({"output_attentions": True} if "output_attentions" in gen_kw else {}),
+                )
 
     ids = sequence.tolist()
     new_ids = ids[1:] if encoder_decoder else ids[n_prompt:]

@@ -36,6 +36,7 @@ from .types import (
     ROW_SUM_TOLERANCE,
     AttentionStack,
     Capture,
+    Tokens,
     kv_head_map,
     select_indexes,
     storage_dtype,
@@ -243,7 +244,12 @@ def capture_estimate(
         position_bias=bundle.model_type in ("t5", "mt5", "umt5", "longt5"),
     )
     checks = max(4 * r * k for r, k in shapes.values())
-    parts = {"kept attention": kept, "forward pass": transient, "checks": checks}
+    parts = {
+        "kept attention": kept,
+        "forward pass": transient,
+        "checks": checks,
+        "runtime": _memory.RUNTIME_BYTES,
+    }
     if frame:
         rows = kept // size
         parts["frame"] = rows * _memory.FRAME_BYTES_PER_ROW
@@ -478,17 +484,6 @@ def capture(
         add_special_tokens=add_special,
     )
     tokens = encoded.tokens
-    capture_estimate(
-        bundle,
-        len(tokens),
-        layers=layer_idx,
-        heads=head_idx,
-        dtype=store,
-        n_decoder=len(decoder_tokens(bundle, target)) if target is not None else 1,
-        max_memory=max_memory,
-    ).check(_memory.ADVICE["inspect"])
-    inputs = model_inputs(bundle, [tokens])
-    tolerance = ROW_SUM_TOLERANCE.get(bundle.dtype, 1e-3)
     meta = bundle_metadata(bundle)
     meta.update(
         text=text,
@@ -499,7 +494,34 @@ def capture(
     )
     if messages is not None:
         meta["messages"] = [dict(m) for m in messages]
+    with _memory.preflight(
+        bundle.lock,
+        lambda: capture_estimate(
+            bundle,
+            len(tokens),
+            layers=layer_idx,
+            heads=head_idx,
+            dtype=store,
+            n_decoder=len(decoder_tokens(bundle, target)) if target is not None else 1,
+            max_memory=max_memory,
+        ),
+        _memory.ADVICE["inspect"],
+    ):
+        return _record_capture(bundle, tokens, target, layer_idx, head_idx, store, meta)
 
+
+def _record_capture(
+    bundle: ModelBundle,
+    tokens: Tokens,
+    target: str | None,
+    layer_idx: Mapping[str, tuple[int, ...]],
+    head_idx: Mapping[str, tuple[int, ...]],
+    store: str,
+    meta: dict[str, Any],
+) -> Capture:
+    """The forward pass of :func:`capture` and its verified stacks (the pre-flight passed)."""
+    inputs = model_inputs(bundle, [tokens])
+    tolerance = ROW_SUM_TOLERANCE.get(bundle.dtype, 1e-3)
     n = len(tokens)
     if bundle.architecture == "encoder-decoder":
         dec_tokens = decoder_tokens(bundle, target)

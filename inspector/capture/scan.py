@@ -230,10 +230,33 @@ def run_scan(
     kinds = [p.kind for p in layout.parts]
     sites = _sites(bundle, kinds)
     rows = _block_rows(bundle, layout, block_rows)
-    est = scan_estimate(
-        bundle, layout, consumer, method=method, block_rows=rows, max_memory=max_memory
-    )
-    est.check(_memory.ADVICE["scan"])
+    with _memory.preflight(
+        bundle.lock,
+        lambda: scan_estimate(
+            bundle, layout, consumer, method=method, block_rows=rows, max_memory=max_memory
+        ),
+        _memory.ADVICE["scan"],
+    ) as est:
+        _run_scan(bundle, layout, consumer, method, sites, rows, kinds, progress)
+    return {
+        "method": method,
+        "block_rows": rows,
+        "memory_estimate": est.total,
+        "memory_budget": est.budget.bytes if est.budget else None,
+    }
+
+
+def _run_scan(
+    bundle: ModelBundle,
+    layout: ScanLayout,
+    consumer: BlockConsumer,
+    method: str,
+    sites: dict[str, Any],
+    rows: int,
+    kinds: Sequence[str],
+    progress: bool | None,
+) -> None:
+    """The forward pass of :func:`run_scan` (its pre-flight passed)."""
     consumer.start(layout)
     part = layout.parts[0]
     inputs = model_inputs(bundle, [part.query])
@@ -267,12 +290,6 @@ def run_scan(
         if bar is not None:
             bar.close()
     feed.check(layout, bundle.name)
-    return {
-        "method": method,
-        "block_rows": rows,
-        "memory_estimate": est.total,
-        "memory_budget": est.budget.bytes if est.budget else None,
-    }
 
 
 def generate_last_rows(
@@ -299,7 +316,6 @@ def generate_last_rows(
     Returns:
         The generated token ids.
     """
-    import torch
 
     if bundle.architecture != "decoder":
         raise UnsupportedModelError(
@@ -337,19 +353,36 @@ def generate_last_rows(
     cache = (
         2 * bundle.n_layers * bundle.n_kv_heads * total * head_dim * _memory.itemsize(bundle.dtype)
     )
-    est = _memory.estimate(
-        f"generating {max_new_tokens} tokens after {n:,} ({method})",
-        {
-            "forward pass": transient,
-            "key/value cache": cache,
-            "statistics": consumer.bytes_needed(layout, 1),
-        },
-        max_memory,
-    )
-    est.check(
+    parts = {
+        "forward pass": transient,
+        "key/value cache": cache,
+        "statistics": consumer.bytes_needed(layout, 1),
+    }
+    with _memory.preflight(
+        bundle.lock,
+        lambda: _memory.estimate(
+            f"generating {max_new_tokens} tokens after {n:,} ({method})", parts, max_memory
+        ),
         "Use shorter lengths, fewer layers=[...] / heads=[...], or raise max_memory= if you know "
-        "more is free"
-    )
+        "more is free",
+    ):
+        return _generate_rows(bundle, tokens, consumer, layout, sites, method, max_new_tokens)
+
+
+def _generate_rows(
+    bundle: ModelBundle,
+    tokens: Tokens,
+    consumer: BlockConsumer,
+    layout: ScanLayout,
+    sites: dict[str, Any],
+    method: str,
+    max_new_tokens: int,
+) -> list[int]:
+    """The generation of :func:`generate_last_rows` (its pre-flight passed)."""
+    import torch
+
+    n = len(tokens)
+    layer_idx, head_idx = layout.layers, layout.heads
     consumer.start(layout)
     inputs = model_inputs(bundle, [tokens])
     feed = _Feed(consumer, layout, None)

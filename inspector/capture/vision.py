@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..models.loading import ModelBundle
-from .run import bundle_metadata, out_of_memory_hint, record
+from . import memory as _memory
+from .run import bundle_metadata, capture_estimate, out_of_memory_hint, record
 from .tokenize import encode_image, encoded_inputs
 from .types import ROW_SUM_TOLERANCE, AttentionStack, Capture, select_indexes, storage_dtype
 
@@ -25,6 +26,7 @@ def capture_image(
     layers: Sequence[int] | int | None = None,
     heads: Sequence[int] | int | None = None,
     dtype: Any = None,
+    max_memory: Any = None,
 ) -> Capture:
     """Run ``bundle``'s vision transformer on ``image`` and return its verified attention.
 
@@ -33,6 +35,9 @@ def capture_image(
             the model's image processor resizes and normalises it.
         layers, heads: keep only these indexes.
         dtype: storage of the weights, ``"float32"`` (default) or ``"float16"``.
+        max_memory: the memory budget (default: what is free now); refused with
+            ``ResourceError`` before the model runs when the capture would not fit (an image
+            larger than :data:`~inspector.capture.image.MAX_PIXELS` is downscaled first).
 
     Returns:
         A :class:`Capture` with one ``"self"`` stack over ``[CLS]`` (and other prefix tokens)
@@ -48,9 +53,21 @@ def capture_image(
     head_idx = select_indexes(heads, bundle.n_heads, "head")
     store = storage_dtype(dtype)
     n = len(encoded)
-    arrays = record(
-        bundle, encoded_inputs(bundle, encoded), {"self": (n, n)}, layer_idx, head_idx, dtype=store
-    )
+    with _memory.preflight(
+        bundle.lock,
+        lambda: capture_estimate(
+            bundle, n, layers=layer_idx, heads=head_idx, dtype=store, max_memory=max_memory
+        ),
+        _memory.ADVICE["inspect"],
+    ):
+        arrays = record(
+            bundle,
+            encoded_inputs(bundle, encoded),
+            {"self": (n, n)},
+            layer_idx,
+            head_idx,
+            dtype=store,
+        )
     tolerance = ROW_SUM_TOLERANCE.get(bundle.dtype, 1e-3)
     stack = AttentionStack(
         arrays["self"][0],

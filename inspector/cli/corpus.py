@@ -156,6 +156,12 @@ def _args_probe(p: argparse.ArgumentParser) -> None:
     p.add_argument("--subtypes", action="store_true", help="keep nmod:poss apart from nmod")
     p.add_argument("--skip-bad-lines", action="store_true", help=SKIP_BAD_LINES_HELP)
     p.add_argument("--no-progress", action="store_true", help="no progress bar (as --quiet)")
+    p.add_argument(
+        "--max-memory",
+        metavar="SIZE",
+        help="memory budget of a batch, e.g. 4GB (default: what is available); bigger batches "
+        "run in smaller passes",
+    )
 
 
 def cmd_probe(args: argparse.Namespace) -> str:
@@ -166,7 +172,7 @@ def cmd_probe(args: argparse.Namespace) -> str:
     result = syntax_probe(
         load_model(args), args.treebank, batch_size=args.batch_size, limit=args.limit,
         subtypes=args.subtypes, progress=False if args.no_progress else progress(args),
-        skip_bad_lines=args.skip_bad_lines,
+        skip_bad_lines=args.skip_bad_lines, max_memory=args.max_memory,
     )  # fmt: skip
     if args.output:
         save_table(result.table, args.output)

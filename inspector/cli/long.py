@@ -140,10 +140,10 @@ def cmd_scan(args: argparse.Namespace) -> str:
     removed: list[str] = []
     if tables:  # heads, rows and top-k: all new or none changed
         before = [p for p in outputs[1:] if os.path.exists(p)]
-        written = scan.save(args.output)
+        written = scan.save(args.output, max_memory=args.max_memory)
         removed = [p for p in before if Path(p) not in written]
     else:
-        scan.report(args.output)
+        scan.report(args.output, max_memory=args.max_memory)
         written = [Path(args.output)]
     sinks = scan.sinks().sort_values("first_k_share", ascending=False).head(3)
     top = ", ".join(

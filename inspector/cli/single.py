@@ -48,10 +48,8 @@ def cmd_inspect(args: argparse.Namespace) -> str:
     check_output(args.output, ".parquet", ".csv", args=args)
     check_not_input(args.output, [], args)
     ins = inspect_text(args, layers=args.layers, heads=args.heads, max_memory=args.max_memory)
-    if args.output.lower().endswith(".parquet"):  # streamed a layer at a time, any length
-        ins.to_parquet(args.output, level=args.level, readable=args.readable)
-    else:
-        ins.to_csv(args.output, level=args.level, readable=args.readable)
+    write = ins.to_parquet if args.output.lower().endswith(".parquet") else ins.to_csv
+    write(args.output, level=args.level, readable=args.readable, max_memory=args.max_memory)
     part = ins.encoder if ins.is_encoder_decoder else ins
     weights = sum(s.weights.size for s in ins.capture.stacks.values())
     rows = f"{weights:,} rows" if args.level == "token" else "one row per word pair"
@@ -85,9 +83,12 @@ def cmd_report(args: argparse.Namespace) -> str:
     check_not_input(args.output, [], args)
     ins = inspect_text(args, layers=args.layers, heads=args.heads, max_memory=args.max_memory)
     if args.explain:
-        report = ins.explain.report(args.output, precision=args.precision, progress=progress(args))
+        report = ins.explain.report(
+            args.output, precision=args.precision, progress=progress(args),
+            max_memory=args.max_memory,
+        )  # fmt: skip
     else:
-        report = ins.report(args.output, precision=args.precision)
+        report = ins.report(args.output, precision=args.precision, max_memory=args.max_memory)
     part = ins.encoder if ins.is_encoder_decoder else ins
     size = os.path.getsize(args.output)
     return (
@@ -106,6 +107,7 @@ def _args_heads(p: argparse.ArgumentParser) -> None:
         "--top", type=int, default=3, metavar="K", help="heads to list per role that occurs"
     )
     add_length(p)
+    add_memory(p)
     add_output(p, "a table to write: heads.csv or heads.parquet (a row per head)", required=False)
 
 
@@ -117,8 +119,9 @@ def cmd_heads(args: argparse.Namespace) -> str:
 
     model = load_model(args)
     frame = head_metrics(
-        model, texts, truncation=args.truncate, max_length=args.max_length, progress=progress(args)
-    )
+        model, texts, truncation=args.truncate, max_length=args.max_length,
+        progress=progress(args), max_memory=args.max_memory,
+    )  # fmt: skip
     roles = head_roles(frame)
     frame = frame.join(roles[["role", "label"]])
     if args.output:
@@ -167,6 +170,7 @@ def _args_compare(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-b", metavar="MODEL", help="model B, any MODEL form (default: model A)")
     p.add_argument("--top", type=int, default=5, metavar="K", help="heads to list and draw")
     add_length(p)
+    add_memory(p)
     add_output(p, "diff.html (a report), diff.csv or diff.parquet (the table)", required=False)
 
 
@@ -180,15 +184,17 @@ def cmd_compare(args: argparse.Namespace) -> str:
     model_a = load_model(args)
     model_b = model_a if args.model_b is None else load_model(args, args.model_b)
     kw = {"truncation": args.truncate, "max_length": args.max_length}
-    ins_a = model_a.inspect(args.text, **kw)
-    ins_b = model_b.inspect(args.text if args.text_b is None else args.text_b, **kw)
+    ins_a = model_a.inspect(args.text, max_memory=args.max_memory, **kw)
+    ins_b = model_b.inspect(
+        args.text if args.text_b is None else args.text_b, max_memory=args.max_memory, **kw
+    )
     if ins_a.is_encoder_decoder:
         ins_a, ins_b = ins_a.encoder, ins_b.encoder
-    result = compare(ins_a, ins_b)
+    result = compare(ins_a, ins_b, max_memory=args.max_memory)
     if args.output and args.output.lower().endswith((".csv", ".parquet")):
         save_table(result.frame, args.output)
     elif args.output:
-        result.report(args.output, k=args.top)
+        result.report(args.output, k=args.top, max_memory=args.max_memory)
     lines = [
         f"{result.labels[0]!r} vs {result.labels[1]!r}: {len(result.key_pairs)} aligned tokens "
         f"({result.method}, {result.aligned_share:.0%} of the longer input, "
@@ -230,6 +236,7 @@ def _args_explain(p: argparse.ArgumentParser) -> None:
         help="layer of the raw / norm-based maps (default: the middle layer)",
     )
     p.add_argument("--top", type=int, default=4, metavar="K", help="how many top heads to show")
+    add_memory(p)
     add_output(p, "the report to write: out.html")
 
 
@@ -237,16 +244,18 @@ def cmd_explain(args: argparse.Namespace) -> str:
     check_output(args.output, ".html", ".htm", args=args)
     check_not_input(args.output, [], args)
     ins = load_model(args).inspect(
-        args.text, args.pair, truncation=args.truncate, max_length=args.max_length
-    )
+        args.text, args.pair, truncation=args.truncate, max_length=args.max_length,
+        max_memory=args.max_memory,
+    )  # fmt: skip
     expl = ins.explain(
         target=args.target,
         method=args.method,
         layer=args.layer,
         top=args.top,
         progress=progress(args),
+        max_memory=args.max_memory,
     )
-    ins.explain.report(args.output, explanation=expl)
+    ins.explain.report(args.output, explanation=expl, max_memory=args.max_memory)
     top = ", ".join(label(layer, head) for layer, head in expl.top_heads)
     return (
         f"{ins.metadata['model_name']}: target {expl.target}; top heads {top}; "
@@ -293,11 +302,11 @@ def cmd_generate(args: argparse.Namespace) -> str:
         **sampling,
     )
     if args.output.lower().endswith((".html", ".htm")):
-        ins.report(args.output)
+        ins.report(args.output, max_memory=args.max_memory)
     elif args.output.lower().endswith(".parquet"):
-        ins.to_parquet(args.output)
+        ins.to_parquet(args.output, max_memory=args.max_memory)
     else:
-        ins.to_csv(args.output)
+        ins.to_csv(args.output, max_memory=args.max_memory)
     part = ins.decoder if ins.is_encoder_decoder else ins
     meta = ins.metadata
     n_new = int(part.generation.generated_mask.sum())

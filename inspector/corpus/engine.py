@@ -405,6 +405,7 @@ def syntax_probe(
     max_length: int | None = None,
     progress: bool | None = None,
     skip_bad_lines: bool = False,
+    max_memory: Any = None,
 ) -> ProbeResult:
     """Run the Clark et al. (2019) syntactic head probe on a CoNLL-U treebank.
 
@@ -418,6 +419,8 @@ def syntax_probe(
         max_length: token limit; longer sentences are skipped and counted.
         progress: a tqdm bar on stderr (``None``: when stderr is a terminal).
         skip_bad_lines: leave out sentences with an unreadable line instead of stopping.
+        max_memory: the budget of a batch (default: what is free then): a batch that would
+            not fit runs in smaller passes (:func:`~inspector.capture.batch.plan_batches`).
 
     Sentences whose HEAD column is ``_`` or whose heads hold a cycle are skipped and counted
     (``metadata["skipped_no_heads"]`` / ``["skipped_not_a_tree"]``); a treebank with no
@@ -466,14 +469,17 @@ def syntax_probe(
     try:
         for start in range(0, len(encoded), batch_size):
             part = encoded[start : start + batch_size]
-            captures = forward_batch(bundle, [e for _, e in part])
-            for (sent, _), cap in zip(part, captures, strict=True):
-                attn = gold_word_attention(cap.stacks[kind], len(sent.words))
-                if attn is None:
-                    skipped["unaligned"] += 1
-                    continue
-                pred, transposed = probe_predictions(attn)
-                score_sentence(sent, pred, counts, excluded, subtypes, n_l, n_h, transposed)
+            plan = plan_batches(bundle, [len(e) for _, e in part], max_memory=max_memory)
+            for group in plan.groups:
+                captures = forward_batch(bundle, [part[i][1] for i in group])
+                for i, cap in zip(group, captures, strict=True):
+                    sent = part[i][0]
+                    attn = gold_word_attention(cap.stacks[kind], len(sent.words))
+                    if attn is None:
+                        skipped["unaligned"] += 1
+                        continue
+                    pred, transposed = probe_predictions(attn)
+                    score_sentence(sent, pred, counts, excluded, subtypes, n_l, n_h, transposed)
             bar.update(len(part))
     finally:
         bar.close()

@@ -71,6 +71,7 @@ def _norms_frame(
     heads: Any = None,
     exclude_special: bool = False,
     normalise: bool = False,
+    max_memory: Any = None,
 ) -> pd.DataFrame:
     result = _norms.attention_norms(
         request.model("norms"),
@@ -78,6 +79,7 @@ def _norms_frame(
         layers=[layers] if isinstance(layers, int) else layers,
         heads=[heads] if isinstance(heads, int) else heads,
         capture=request.capture,
+        max_memory=max_memory,
     )
     return result.frame(exclude_special=exclude_special, normalise=normalise)
 
@@ -104,6 +106,7 @@ def _importance_entry(method: _importance.Method) -> Any:
         mode: _importance.AblationMode = "zero",
         batch_size: int = 73,
         progress: bool | None = None,
+        max_memory: Any = None,
     ) -> pd.DataFrame:
         return _importance.head_importance(
             request.model(method),
@@ -114,6 +117,7 @@ def _importance_entry(method: _importance.Method) -> Any:
             batch_size=batch_size,
             progress=progress,
             kind=request.kind,
+            max_memory=max_memory,
         )
 
     return run
@@ -126,10 +130,11 @@ def _summary_fn(
     layer: int | None = None,
     top: int = 4,
     progress: bool | None = None,
+    max_memory: Any = None,
 ) -> Any:
     return _summary.explain(
         request.model("summary"), request.capture, target=request.target, method=method,
-        layer=layer, top=top, progress=progress, kind=request.kind,
+        layer=layer, top=top, progress=progress, kind=request.kind, max_memory=max_memory,
     )  # fmt: skip
 
 

@@ -71,11 +71,16 @@ def residual_attention(
     Returns:
         float64 ``(layer, query, key)`` with rows summing to 1.
     """
-    w = _as_weights(attention).astype(np.float64)
+    w = _as_weights(attention)
     if not 0.0 <= residual <= 1.0:
         raise InputError(f"residual must lie in [0, 1], got {residual}")
-    a = (1.0 - residual) * _reduce_heads(w, head_reduce) + residual * np.eye(w.shape[-1])
-    return np.asarray(a / a.sum(axis=-1, keepdims=True))
+    eye = residual * np.eye(w.shape[-1])
+    out = np.empty((w.shape[0], *w.shape[2:]))
+    for li in range(w.shape[0]):  # one layer in float64 at a time, not a copy of the stack
+        a = (1.0 - residual) * _reduce_heads(w[li : li + 1].astype(np.float64), head_reduce)[0]
+        a += eye
+        out[li] = a / a.sum(axis=-1, keepdims=True)
+    return out
 
 
 def rollout(

@@ -10,6 +10,12 @@ Every pass runs through :func:`inspector.capture.run.forward` with gate hooks on
 output projections (found in :mod:`inspector.models.families`); hooks are always removed, and the
 model is left exactly as loaded: eval mode, ``requires_grad`` flags, attention implementation and
 ``.grad`` untouched. Frames are indexed by ``(layer, head)``.
+
+Memory: a language model's logits are cut to the one position the target reads before the LM
+head runs (:func:`~.target.logit_position`), so a pass never holds ``rows x tokens x vocabulary``
+logits; and the rows per ablation pass are the most of ``batch_size`` whose estimate
+(:func:`ablation_estimate`) fits the budget, checked under the model's lock. A pass that does not
+fit with a single ablated row is refused with :class:`~inspector.errors.ResourceError`.
 """
 
 from __future__ import annotations
@@ -24,14 +30,16 @@ import numpy as np
 import pandas as pd
 
 from .._progress import bar as progress_bar
+from ..capture import memory as _memory
 from ..capture.hooks import Hook, hooked
 from ..capture.run import forward
 from ..capture.types import Capture, Tokens
 from ..errors import InputError
 from ..models.loading import ModelBundle
 from ..models.structure import Structure
+from .budget import ablation_estimate, ablation_rows, cut_logits, gradient_estimate
 from .model import check_head, default_kind, input_device, inputs_for, structure
-from .target import Resolved, Target, resolve_target, target_values
+from .target import Resolved, Target, logit_position, resolve_target, target_values
 
 Method = Literal["ablation", "gradient"]
 AblationMode = Literal["zero", "mean"]
@@ -130,6 +138,7 @@ def _shared_prefix_pass(
     inputs: Mapping[str, Any],
     chunk: Sequence[tuple[int, int]],
     mode: str,
+    extra: Sequence[Hook] = (),
 ) -> Any:
     """One forward pass whose row ``r >= 1`` ablates head ``chunk[r - 1]``; row 0 stays clean.
 
@@ -169,7 +178,7 @@ def _shared_prefix_pass(
             Hook(layer.out, _gate_hook(gate, n_h, mode, grow=new), "pre", call=layer.call),
         ]
         rows += new
-    return forward(bundle, inputs, hooks=hooks)
+    return forward(bundle, inputs, hooks=[*hooks, *extra])
 
 
 def _plain_pass(
@@ -178,6 +187,7 @@ def _plain_pass(
     inputs: Mapping[str, Any],
     chunk: Sequence[tuple[int, int]],
     mode: str,
+    extra: Sequence[Hook] = (),
 ) -> Any:
     """One forward pass of ``len(chunk) + 1`` copies of the input; row ``r >= 1`` ablates head
     ``chunk[r - 1]``, row 0 stays clean (for stacks where rows cannot share the layers below)."""
@@ -204,7 +214,7 @@ def _plain_pass(
         )
         for li, g in gates.items()
     ]
-    return forward(bundle, batched, hooks=hooks)
+    return forward(bundle, batched, hooks=[*hooks, *extra])
 
 
 def _ablation_deltas(
@@ -215,34 +225,56 @@ def _ablation_deltas(
     mode: str,
     batch_size: int,
     progress: bool | None = False,
+    max_memory: Any = None,
+    reserved: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """``delta[l, h] = target(head l,h ablated) - target(clean)``, batched.
 
-    Each forward pass holds a clean row and up to ``batch_size - 1`` ablated rows, which share the
-    computation of the layers below their ablated layer (:func:`_shared_prefix_pass`). The target
-    is resolved on the clean row of the first pass.
+    Each forward pass holds a clean row and ablated rows, which share the computation of the
+    layers below their ablated layer (:func:`_shared_prefix_pass`): up to ``batch_size`` rows,
+    fewer where the budget (``max_memory``, less ``reserved`` bytes a caller holds) allows fewer
+    (:func:`ablation_rows`, decided under the model's lock). The target is resolved on the clean
+    row of the first pass.
     """
     import torch
 
+    position = logit_position(target, bundle, inputs)
+    extra = cut_logits(bundle, position)
     n_l, n_h = len(found.layers), found.n_heads
     plan = [(li, hi) for li in range(n_l) for hi in range(n_h)]
     deltas = np.zeros((n_l, n_h))
     clean_value = 0.0
     resolved: Resolved | None = None
-    per_chunk = max(1, batch_size - 1)
-    bar = progress_bar(total=len(plan), desc="ablating heads", unit=" heads", progress=progress)
-    with bar, torch.inference_mode():
-        for start in range(0, len(plan), per_chunk):
-            chunk = plan[start : start + per_chunk]
-            run = _shared_prefix_pass if found.shared_prefix else _plain_pass
-            out = run(bundle, found, inputs, chunk, mode)
-            if resolved is None:  # row 0 is the unablated model
-                resolved = resolve_target(target, bundle, inputs, out)
-            vals = target_values(resolved, out, len(chunk) + 1).double().cpu().numpy()
-            clean_value = float(vals[0])
-            for r, (li, hi) in enumerate(chunk, start=1):
-                deltas[li, hi] = vals[r] - vals[0]
-            bar.update(len(chunk))
+    chosen: list[int] = []
+
+    def estimate() -> _memory.MemoryEstimate:
+        budget = _memory.memory_budget(max_memory)
+        rows = ablation_rows(
+            bundle, inputs, batch_size, cut=bool(extra), budget=budget, reserved=reserved
+        )
+        chosen.append(rows)
+        est = ablation_estimate(bundle, inputs, rows, cut=bool(extra))
+        parts = dict(est.parts)
+        if reserved:
+            parts["maps held"] = reserved
+        return _memory.MemoryEstimate(est.what, parts, budget)
+
+    with _memory.preflight(bundle.lock, estimate, "Use a shorter input"):
+        per_chunk = max(1, chosen[-1] - 1)
+        bar = progress_bar(total=len(plan), desc="ablating heads", unit=" heads", progress=progress)
+        with bar, torch.inference_mode():
+            for start in range(0, len(plan), per_chunk):
+                chunk = plan[start : start + per_chunk]
+                run = _shared_prefix_pass if found.shared_prefix else _plain_pass
+                out = run(bundle, found, inputs, chunk, mode, extra)
+                if resolved is None:  # row 0 is the unablated model
+                    resolved = resolve_target(target, bundle, inputs, out)
+                vals = target_values(resolved, out, len(chunk) + 1).double().cpu().numpy()
+                del out  # the next pass's logits and activations are not held beside these
+                clean_value = float(vals[0])
+                for r, (li, hi) in enumerate(chunk, start=1):
+                    deltas[li, hi] = vals[r] - vals[0]
+                bar.update(len(chunk))
     assert resolved is not None
     return deltas, np.full((n_l, n_h), clean_value), resolved.description
 
@@ -253,6 +285,7 @@ def _gate_gradients(
     inputs: Mapping[str, Any],
     target: Target,
     mode: str,
+    max_memory: Any = None,
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """``∂target/∂ξ[l, h]`` at ξ = 1 (``torch.autograd.grad``: no ``.grad`` is written)."""
     import torch
@@ -269,7 +302,19 @@ def _gate_gradients(
         Hook(layer.out, _gate_hook(gates[li], n_h, mode), "pre", call=layer.call)
         for li, layer in enumerate(found.layers)
     ]
-    with hooked(bundle), torch.enable_grad():
+    cut = cut_logits(bundle, logit_position(target, bundle, inputs))
+    hooks += cut
+    with (
+        _memory.preflight(
+            bundle.lock,
+            lambda: gradient_estimate(
+                bundle, inputs, cut=bool(cut), budget=_memory.memory_budget(max_memory)
+            ),
+            "Use a shorter input, or method='ablation' (it runs in passes that fit)",
+        ),
+        hooked(bundle),
+        torch.enable_grad(),
+    ):
         out = forward(bundle, inputs, hooks=hooks, grad=True)  # at ξ = 1: the clean output
         resolved = resolve_target(target, bundle, inputs, out)
         value = target_values(resolved, out, 1)
@@ -313,6 +358,8 @@ def _raw_importance(
     batch_size: int,
     progress: bool | None = False,
     kind: str | None = None,
+    max_memory: Any = None,
+    reserved: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """Signed first-order / exact deltas ``(layer, head)``, the clean target value, description."""
     found = structure(bundle, "head importance", kind)
@@ -321,9 +368,11 @@ def _raw_importance(
     if method == "ablation":
         if not isinstance(batch_size, int) or batch_size < 2:
             raise InputError(f"batch_size must be an integer >= 2, got {batch_size!r}")
-        return _ablation_deltas(bundle, found, inputs, spec, mode, batch_size, progress)
+        return _ablation_deltas(
+            bundle, found, inputs, spec, mode, batch_size, progress, max_memory, reserved
+        )
     if method == "gradient":
-        grads, clean, desc = _gate_gradients(bundle, found, inputs, spec, mode)
+        grads, clean, desc = _gate_gradients(bundle, found, inputs, spec, mode, max_memory)
         # ξ: 1 -> 0 changes the target by about -∂t/∂ξ: the first-order ablation delta.
         return -grads, clean, desc
     raise InputError(f"method must be 'ablation' or 'gradient', not {method!r}")
@@ -339,6 +388,8 @@ def head_importance(
     batch_size: int = 73,
     progress: bool | None = None,
     kind: str | None = None,
+    max_memory: Any = None,
+    reserved: int = 0,
 ) -> pd.DataFrame:
     """How much each head matters for ``target`` on one input.
 
@@ -354,11 +405,16 @@ def head_importance(
             first-order estimate ``-∂target/∂ξ_h``.
         mode: ablate by ``zero``-ing the head's output or replacing it by its ``mean`` over
             positions.
-        batch_size: rows per forward pass for ``ablation``.
+        batch_size: rows per forward pass for ``ablation`` (at most: fewer where the memory
+            budget allows fewer, :func:`ablation_rows`).
         progress: a bar over the ablated heads on stderr (``None``: when stderr is a terminal;
             SmolLM2's 270 ablations take minutes on a CPU).
         kind: whose heads: ``self``, or an encoder-decoder's ``encoder`` (default),
             ``decoder`` or ``cross`` stack.
+        max_memory: memory budget of a pass (``"4GB"``; default: what is free now, checked
+            under the model's lock); a pass that cannot fit is refused with ``ResourceError``.
+        reserved: bytes the caller holds for this run that the budget must leave room for
+            (with an explicit ``max_memory``).
 
     Returns:
         Frame on ``(layer, head)`` with ``importance, delta, target_clean``, one row per head.
@@ -368,7 +424,16 @@ def head_importance(
     """
     model_inputs = inputs_for(bundle, inputs)
     delta, clean, desc = _raw_importance(
-        bundle, model_inputs, target, method, mode, batch_size, progress, kind=kind
+        bundle,
+        model_inputs,
+        target,
+        method,
+        mode,
+        batch_size,
+        progress,
+        kind=kind,
+        max_memory=max_memory,
+        reserved=reserved,
     )
     importance = np.abs(delta) if method == "ablation" else _normalise_layers(np.abs(delta))
     attrs = {"target": desc, "method": method, "mode": mode, "n_texts": 1}
@@ -389,10 +454,12 @@ def head_importance_many(
     per_text: bool = False,
     progress: bool | None = None,
     kind: str | None = None,
+    max_memory: Any = None,
 ) -> pd.DataFrame:
     """Head importance averaged over many texts (one input at a time, no padding).
 
-    ``progress`` draws a bar over the texts on stderr (``None``: when stderr is a terminal).
+    ``progress`` draws a bar over the texts on stderr (``None``: when stderr is a terminal);
+    ``max_memory``: the budget of each pass (see :func:`head_importance`).
 
     Returns:
         Frame on ``(layer, head)`` with ``importance, delta, std`` (mean over texts; ``std`` of
@@ -409,7 +476,14 @@ def head_importance_many(
     desc = ""
     for text in items:
         d, _, desc = _raw_importance(
-            bundle, inputs_for(bundle, text), target, method, mode, batch_size, kind=kind
+            bundle,
+            inputs_for(bundle, text),
+            target,
+            method,
+            mode,
+            batch_size,
+            kind=kind,
+            max_memory=max_memory,
         )
         deltas.append(d)
     stack = np.stack(deltas)  # (text, layer, head)
@@ -431,4 +505,10 @@ def head_importance_many(
     )
 
 
-__all__ = ["AblationMode", "Method", "ablated_heads", "head_importance", "head_importance_many"]
+__all__ = [
+    "AblationMode",
+    "Method",
+    "ablated_heads",
+    "head_importance",
+    "head_importance_many",
+]

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ..capture import memory as _memory
 from ..capture.hooks import Hook
 from ..capture.run import forward
 from ..capture.types import AttentionStack, Capture, kv_head_map
@@ -27,6 +28,7 @@ from ..errors import InputError, UnsupportedModelError
 from ..frames import select_stack
 from ..models.loading import ModelBundle
 from ..models.structure import AttentionLayer, Structure, split_values
+from .budget import cut_logits, norms_estimate
 from .model import inputs_for, structure
 from .result import NormAttention
 
@@ -43,6 +45,7 @@ def attention_norms(
     heads: Sequence[int] | None = None,
     capture: Capture | None = None,
     keep_vectors: bool = False,
+    max_memory: Any = None,
 ) -> NormAttention:
     """Norm-based attention ``‖α_ij · f_h(x_j)‖`` for one captured attention stack.
 
@@ -61,6 +64,8 @@ def attention_norms(
             and ``cross`` stacks (their forward pass needs both token sequences).
         keep_vectors: also return the vectors ``f_h(x_j)`` themselves (``vectors``,
             ``(layer, head, key, hidden)``; memory grows with the hidden size).
+        max_memory: memory budget (``"4GB"``; default: what is free now); refused with
+            ``ResourceError`` before the model runs when :func:`norms_estimate` does not fit.
 
     Returns:
         A :class:`NormAttention`; ``norms`` has the shape of the (selected) weights.
@@ -78,23 +83,36 @@ def attention_norms(
         for si, source in enumerate(layer.values):
             hooks.append(Hook(source.module, _keep(outputs, (li, si)), call=layer.call))
         hooks.append(Hook(layer.out, _keep_input(outputs, (li, -1)), "pre", call=layer.call))
-    forward(bundle, inputs, hooks=hooks)
-    vectors = [
-        _layer_vectors(found, found.layers[li], li, stack, pos, outputs, bundle.name)
-        for pos, li in enumerate(stack.layers)
-    ]
-    value_norms = np.stack([f.norm(dim=-1).numpy() for f in vectors]).astype(np.float32)
-    weights = stack.weights
-    kept = np.stack([f.numpy() for f in vectors]).astype(np.float32) if keep_vectors else None
+    hooks += cut_logits(bundle, -1)  # the norms read no logits: keep one position's
+    with _memory.preflight(
+        bundle.lock,
+        lambda: norms_estimate(
+            bundle, stack, keep_vectors=keep_vectors, budget=_memory.memory_budget(max_memory)
+        ),
+        "Use a shorter input, or fewer layers= / heads=",
+    ):
+        forward(bundle, inputs, hooks=hooks)
+        weights = stack.weights
+        value_norms = np.empty((*weights.shape[:2], weights.shape[3]), dtype=np.float32)
+        kept = []
+        for pos, li in enumerate(stack.layers):  # one layer's float64 vectors at a time
+            f = _layer_vectors(found, found.layers[li], li, stack, pos, outputs, bundle.name)
+            value_norms[pos] = f.norm(dim=-1).numpy()
+            if keep_vectors:
+                kept.append(f.numpy().astype(np.float32))
+            del f
+            for key in [k for k in outputs if k[0] == li]:
+                del outputs[key]
+        norms = np.multiply(weights, value_norms[:, :, None, :], dtype=np.float32)
     return NormAttention(
-        (weights * value_norms[:, :, None, :]).astype(np.float32),
+        norms,
         weights,
         value_norms,
         stack.query,
         stack.layers,
         stack.heads,
         key_tokens=stack.key,
-        vectors=kept,
+        vectors=np.stack(kept) if keep_vectors else None,
     )
 
 

@@ -166,11 +166,12 @@ def sink_heads(
     n_l, n_h = weights.shape[:2]
     layers = list(layers) if layers is not None else list(range(n_l))
     heads = list(heads) if heads is not None else list(range(n_h))
-    share = renormalise(norms)
-    rows = []
+    sums = norms.sum(axis=-1, dtype=np.float64)  # rows renormalised one column at a time:
+    rows = []  # no renormalised copy of the whole stack
     for pos in np.flatnonzero(tokens.special):
         raw = weights[..., pos].mean(axis=-1)
-        nrm = share[..., pos].mean(axis=-1)
+        column = norms[..., pos].astype(np.float64)
+        nrm = np.divide(column, sums, out=np.zeros_like(column), where=sums > 0).mean(axis=-1)
         for li, hi in np.argwhere((raw >= raw_min) & (nrm <= norm_max)):
             rows.append(
                 (layers[li], heads[hi], int(pos), tokens.tokens[pos], raw[li, hi], nrm[li, hi])

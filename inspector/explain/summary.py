@@ -10,9 +10,11 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
+from ..capture import memory as _memory
 from ..capture.types import Capture
 from ..errors import InputError, UnsupportedModelError
 from ..models.loading import ModelBundle
+from .budget import explain_estimate
 from .flow import renormalise, rollout
 from .importance import Method, head_importance
 from .model import default_kind
@@ -31,6 +33,7 @@ def explain(
     top: int = 4,
     progress: bool | None = None,
     kind: str | None = None,
+    max_memory: Any = None,
 ) -> Explanation:
     """Compute the "what mattered" summary of one self-attention stack of a capture.
 
@@ -38,6 +41,9 @@ def explain(
         progress: a bar over head ablations on stderr (``None``: when stderr is a terminal).
         kind: the stack: ``self``, or an encoder-decoder's ``encoder`` (default) or ``decoder``
             (cross attention has no square map to roll out; use its norms and importance).
+        max_memory: memory budget (``"4GB"``; default: what is free now). The whole summary
+            (:func:`explain_estimate`: norms, rollout, the importance passes with as many rows
+            per pass as fit) is checked under the model's lock before anything runs.
     """
     kind = kind or default_kind(bundle)
     if kind not in capture.stacks:
@@ -52,17 +58,30 @@ def explain(
     if stack.layers != tuple(range(n_l)) or stack.heads != tuple(range(n_h)):
         raise InputError("explain needs a capture of every layer and head (no layers=/heads=)")
     timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    norms = attention_norms(bundle, stack, capture=capture)
-    timings["norms"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    roll = rollout(stack)
-    timings["rollout"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    imp = head_importance(
-        bundle, capture, target=target, method=method, kind=kind, progress=progress
-    )
-    timings["importance"] = time.perf_counter() - t0
+    plan: list[tuple[int, int]] = []
+
+    def estimate() -> _memory.MemoryEstimate:
+        est, rows, held = explain_estimate(
+            bundle, stack, capture, target, method, budget=_memory.memory_budget(max_memory)
+        )
+        plan.append((rows, held))
+        return est
+
+    with _memory.preflight(bundle.lock, estimate, "Use a shorter input"):
+        rows, held = plan[-1]
+        t0 = time.perf_counter()
+        norms = attention_norms(bundle, stack, capture=capture, max_memory=max_memory)
+        timings["norms"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        roll = rollout(stack)
+        timings["rollout"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        imp = head_importance(
+            bundle, capture, target=target, method=method, kind=kind, progress=progress,
+            batch_size=rows, max_memory=max_memory,
+            reserved=held if max_memory is not None else 0,
+        )  # fmt: skip
+        timings["importance"] = time.perf_counter() - t0
     chosen = n_l // 2 if layer is None else (layer + n_l if layer < 0 else layer)
     if not 0 <= chosen < n_l:
         raise InputError(f"layer {layer} is out of range for {n_l} layers")

@@ -130,6 +130,31 @@ class Resolved:
     description: str
 
 
+def logit_position(target: Target, bundle: ModelBundle, inputs: Mapping[str, Any]) -> int | None:
+    """The one sequence position whose token logits ``target`` reads, known before the model
+    runs (``None``: any, a callable may read them all).
+
+    Head importance cuts a language model's logits to this position (:func:`at_position`), so
+    an ablation pass of ``rows`` inputs holds ``rows x vocabulary`` logits, not ``rows x tokens
+    x vocabulary`` (5 GB for SmolLM2 at 128 tokens and 73 rows).
+    """
+    if target.kind == "custom":
+        return None
+    if target.position is not None:
+        return target.position
+    if bundle.architecture in ("decoder", "encoder-decoder") or target.kind == "embedding":
+        return -1
+    mask_id = getattr(bundle.tokenizer, "mask_token_id", None)
+    hits = (inputs["input_ids"][0] == (-1 if mask_id is None else mask_id)).nonzero()
+    return int(hits[0, 0]) if hits.shape[0] else None
+
+
+def at_position(logits: Any, position: int) -> Any:
+    """``logits[:, position]`` of ``(batch, seq, vocab)`` logits, also when they were cut to
+    that one position (a length-1 sequence axis)."""
+    return logits[:, 0] if logits.shape[1] == 1 else logits[:, position]
+
+
 def _token_id(bundle: ModelBundle, token: str | int) -> int:
     if isinstance(token, int):
         return token
@@ -211,7 +236,7 @@ def resolve_target(
         assert target.value is not None
         tok_id = _token_id(bundle, target.value)
     else:
-        tok_id = int(logits[0, pos].argmax())
+        tok_id = int(at_position(logits, pos)[0].argmax())
     raw = str(bundle.tokenizer.convert_ids_to_tokens([tok_id])[0])
     special = tok_id in set(bundle.tokenizer.all_special_ids)
     name = readable_tokens(bundle.tokenizer, [raw], [special])[0]  # ␣Paris, not ĠParis
@@ -219,7 +244,7 @@ def resolve_target(
     where = "next token" if causal and pos == -1 else f"position {pos}"
     p = pos
     return Resolved(
-        lambda out: _scored(out.logits[:, p], idx.expand(out.logits.shape[0]), score),
+        lambda out: _scored(at_position(out.logits, p), idx.expand(out.logits.shape[0]), score),
         f"{score} of token {name!r} ({where})",
     )
 
@@ -290,4 +315,12 @@ def target_values(resolved: Resolved, out: Any, rows: int) -> Any:
     return value
 
 
-__all__ = ["Resolved", "Score", "Target", "resolve_target", "target_values"]
+__all__ = [
+    "Resolved",
+    "Score",
+    "Target",
+    "at_position",
+    "logit_position",
+    "resolve_target",
+    "target_values",
+]

@@ -14,11 +14,12 @@ import functools
 import os
 import sys
 import threading
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import InputError, ModelLoadError
+from ..errors import InputError, InspectorWarning, ModelLoadError
 from . import cache as _cache
 from .checks import (
     check_gguf,
@@ -407,9 +408,20 @@ def _load_gguf(
                 name, source, tokenizer, torch_dtype, device, False, gguf_file, progress=progress
             )
         del built
-    bundle = _load_from_source(
-        name, str(folder), tokenizer, torch_dtype, device, False, None, progress=progress
-    )
+    try:
+        bundle = _load_from_source(
+            name, str(folder), tokenizer, torch_dtype, device, False, None, progress=progress
+        )
+    except Exception as exc:  # checked a moment ago; now unreadable or broken: use the GGUF
+        warnings.warn(
+            f"{name}: the weights cache entry {folder} could not be loaded "
+            f"({first_line(exc)}); loading {gguf_file} directly instead",
+            InspectorWarning,
+            stacklevel=3,
+        )
+        return _load_from_source(
+            name, source, tokenizer, torch_dtype, device, False, gguf_file, progress=progress
+        )
     _cache.realign(bundle.model)
     bundle.extra.update(gguf_file=gguf_file, weights_cache=str(folder))
     return dataclasses.replace(bundle, source=source)

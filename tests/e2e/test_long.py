@@ -1,22 +1,12 @@
 """Long inputs on the real models: SmolLM2 scans equal inspect, the pre-flight refuses at once,
 a needle at 1k tokens, and corpus batches that survive a memory limit the kernel enforces.
 
-The memory-limit test runs the CLI in a child process inside a fresh cgroup (v1 or v2) whose
-limit the kernel enforces lazily, page by page, exactly as in a container: an unbounded batch is
-killed there, a bounded one finishes. Where no cgroup can be created (not root, no delegated
-controller) it is skipped with the reason; an address-space limit (RLIMIT_AS) would fail the
-allocation at once instead of killing the process later, so it does not test the same thing.
+The memory-limit test runs the CLI in a child process inside a fresh cgroup (``memlimits``)
+whose limit the kernel enforces lazily, as in a container: an unbounded batch is killed there,
+a bounded one finishes. ``test_memory_limits`` runs every other command the same way.
 """
 
 from __future__ import annotations
-
-import itertools
-import os
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,8 +15,7 @@ import inspector
 from inspector.errors import ResourceError
 
 from factories import EWT_DEV
-
-REPO = Path(__file__).resolve().parents[2]
+from memlimits import killed, memory_cgroup, run_in
 
 
 def _ewt_text(n_sentences: int = 2000) -> str:
@@ -128,54 +117,12 @@ def test_smollm2_needle_at_1k_tokens_under_the_papers_protocol(smollm2):
 
 # ------------------------------------------------------------------ a kernel-enforced limit
 
-_IDS = itertools.count()
-
-
-def _cgroup(limit: int) -> Iterator[Path] | None:
-    """A fresh memory cgroup with ``limit`` bytes (and no swap), or ``None`` where none can be
-    made here."""
-    v1 = Path("/sys/fs/cgroup/memory")
-    v2 = Path("/sys/fs/cgroup")
-    name = f"inspector-test-{os.getpid()}-{next(_IDS)}"
-    if (v1 / "memory.limit_in_bytes").exists() and os.access(v1, os.W_OK):
-        folder = v1 / name
-        folder.mkdir()
-        (folder / "memory.limit_in_bytes").write_text(str(limit))
-        if (folder / "memory.memsw.limit_in_bytes").exists():
-            (folder / "memory.memsw.limit_in_bytes").write_text(str(limit))
-        return folder  # type: ignore[return-value]
-    controllers = v2 / "cgroup.controllers"
-    if controllers.exists() and "memory" in controllers.read_text() and os.access(v2, os.W_OK):
-        folder = v2 / name
-        folder.mkdir()
-        (folder / "memory.max").write_text(str(limit))
-        if (folder / "memory.swap.max").exists():
-            (folder / "memory.swap.max").write_text("0")
-        return folder  # type: ignore[return-value]
-    return None
-
-
-def _run_in(folder: Path, argv: list[str], timeout: int = 900) -> subprocess.CompletedProcess:
-    procs = folder / "cgroup.procs"
-    code = "from inspector.cli import main; raise SystemExit(main())"
-    cmd = ["sh", "-c", f'echo $$ > "{procs}" && exec "$0" "$@"', sys.executable, "-c", code]
-    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    return subprocess.run(
-        cmd + argv, capture_output=True, text=True, env=env, timeout=timeout, cwd=REPO
-    )
-
 
 @pytest.mark.slow
 def test_atlas_batches_survive_a_kernel_enforced_memory_limit(tmp_path):
     """``--batch-size 100000`` on 512-token texts needs ~6 GB at once; under a 1.5 GB cgroup the
     unbounded batch is killed by the kernel (the limit is real), the bounded one finishes."""
-    try:
-        folder = _cgroup(int(1.5 * 2**30))
-    except OSError as exc:
-        pytest.skip(f"cannot create a memory cgroup here ({exc})")
-    if folder is None:
-        pytest.skip("no writable memory cgroup (v1 or v2) here; RLIMIT_AS would not be lazy")
-    try:
+    with memory_cgroup(int(1.5 * 2**30)) as folder:
         words = _ewt_text().split()
         corpus = tmp_path / "long.txt"
         corpus.write_text(
@@ -184,20 +131,11 @@ def test_atlas_batches_survive_a_kernel_enforced_memory_limit(tmp_path):
         )
         base = ["atlas", "minilm", str(corpus), "--batch-size", "100000", "--no-progress"]
         base += ["--metrics", "entropy,to_prev", "--no-distances", "--max-length", "512"]
-        killed = _run_in(
-            folder, [*base, "--max-memory", "100GB", "-o", str(tmp_path / "a.parquet")]
-        )
-        assert killed.returncode in (-9, 137), (killed.returncode, killed.stderr[-2000:])
+        dead = run_in(folder, [*base, "--max-memory", "100GB", "-o", str(tmp_path / "a.parquet")])
+        assert killed(dead), (dead.returncode, dead.stderr[-2000:])
         assert not (tmp_path / "a.parquet").exists()
-        ok = _run_in(folder, [*base, "-o", str(tmp_path / "b.parquet")])
+        ok = run_in(folder, [*base, "-o", str(tmp_path / "b.parquet")])
         assert ok.returncode == 0, ok.stderr[-2000:]
         assert "40 texts" in ok.stdout
         atlas = inspector.read_atlas(tmp_path / "b.parquet")
         assert atlas.metadata["n_texts"] == 40
-    finally:
-        for _ in range(50):
-            try:
-                folder.rmdir()
-                break
-            except OSError:
-                time.sleep(0.1)

@@ -5,20 +5,43 @@ run on the tiny models of ``conftest``; nothing here may fail with a library's o
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pytest
 
 import inspector
 import inspector.api
-from inspector.errors import InputError, InspectorError, ModelLoadError, UnsupportedModelError
+from inspector.errors import (
+    InputError,
+    InspectorError,
+    ModelLoadError,
+    ResourceError,
+    UnsupportedModelError,
+)
+
+from factories import build_vision, make_image
 
 TEXT = "The cat sat on the mat because it was tired."
 
 
 LONG = "cat " * 25_000  # 100k characters
+
+
+CONLLU = "1\tThe\tthe\tDET\tDT\t_\t2\tdet\t_\t_\n2\tcat\tcat\tNOUN\tNN\t_\t0\troot\t_\t_\n\n"
+
+
+@functools.cache
+def _vit() -> Any:
+    """A tiny ViT with its image processor (built on first use)."""
+    return inspector.load(build_vision("vit"))
+
+
+def _picture() -> Any:
+    return make_image()
 
 
 def _ins(t: dict[str, Any], family: str = "bert", text: str = TEXT) -> Any:
@@ -249,6 +272,82 @@ CASES: list[tuple[str, Callable[[dict[str, Any], Any], Any], type[BaseException]
         ),
         InputError,
         "CoNLL-U",
+    ),
+    # ---- memory: every step that allocates refuses before it runs (issue 18)
+    *[
+        (f"{name}-max-memory", call, ResourceError, "needs about")
+        for name, call in [
+            ("inspect", lambda t, p: t["bert"].inspect(TEXT, max_memory="1kB")),
+            ("inspect-image", lambda t, p: _vit().inspect(_picture(), max_memory="1kB")),
+            ("generate", lambda t, p: t["gpt2"].generate(TEXT, max_memory="1kB")),
+            ("head-metrics", lambda t, p: inspector.head_metrics(t["bert"], [TEXT], max_memory=1)),
+            (
+                "head-similarity",
+                lambda t, p: inspector.head_similarity(t["bert"], [TEXT], max_memory=1),
+            ),
+            (
+                "head-importance",
+                lambda t, p: inspector.head_importance(t["gpt2"], [TEXT], max_memory="1kB"),
+            ),
+            (
+                "head-importance-gradient",
+                lambda t, p: _ins(t, "gpt2").explain.gradient(max_memory=1),
+            ),
+            ("explain", lambda t, p: _ins(t, "gpt2").explain(max_memory="1kB")),
+            ("heads-similarity", lambda t, p: _ins(t).heads.similarity(max_memory="1kB")),
+            ("attention-norms", lambda t, p: _ins(t).explain.norms(max_memory="1kB")),
+            ("compare", lambda t, p: inspector.compare(_ins(t), _ins(t), max_memory="1kB")),
+            ("report", lambda t, p: _ins(t).report(max_memory="1kB")),
+            ("scan-page", lambda t, p: _ins(t).report(scan=True, max_memory="1kB")),
+            ("to-parquet", lambda t, p: _ins(t).to_parquet(p / "x.parquet", max_memory="1kB")),
+            ("to-csv", lambda t, p: _ins(t).to_csv(p / "x.csv", max_memory="1kB")),
+            ("scan", lambda t, p: inspector.scan(t["gpt2"], TEXT, topk=5, max_memory="1kB")),
+            (
+                "scan-topk-table",
+                lambda t, p: inspector.scan(t["gpt2"], TEXT, topk=5).to_parquet(
+                    p / "s.parquet", "topk", max_memory="1kB"
+                ),
+            ),
+        ]
+    ],
+    (
+        "probe-max-memory",
+        lambda t, p: inspector.syntax_probe(
+            t["bert"], _write(p, "s.conllu", CONLLU), max_memory="1kB"
+        ),
+        ResourceError,
+        "more than half of the 1 kB (max_memory)",
+    ),
+    # ---- images: modes and values that cannot reach the model faithfully are refused
+    (
+        "image-mode-La",
+        lambda t, p: _vit().inspect(_picture().convert("LA").convert("La")),
+        InputError,
+        "mode 'La' are not supported",
+    ),
+    (
+        "image-float-not-unit",
+        lambda t, p: _vit().inspect(_picture().convert("F")),  # 0..255, not [0, 1]
+        InputError,
+        "must hold values in [0, 1]",
+    ),
+    (
+        "image-int32-negative",
+        lambda t, p: _vit().inspect(np.full((16, 16), -3, dtype=np.int32)),
+        InputError,
+        "integers from -3 to -3",
+    ),
+    (
+        "image-int64-over-255",
+        lambda t, p: _vit().inspect(np.full((16, 16), 999, dtype=np.int64)),
+        InputError,
+        "0..255 (uint16 arrays: 0..65535)",
+    ),
+    (
+        "image-nan",
+        lambda t, p: _vit().inspect(np.full((16, 16), np.nan)),
+        InputError,
+        "NaN",
     ),
     # ---- loading
     ("load-unknown", lambda t, p: inspector.load("no-such-short-name"), ModelLoadError, "minilm"),
@@ -537,6 +636,47 @@ CLI_CASES: list[tuple[str, list[str], str]] = [
         ],
         "invalid choice",
     ),
+    # every command takes --max-memory and refuses in one line before it allocates
+    *[
+        (f"{argv[0]}-max-memory", [*argv, "--max-memory", "1kB"], "needs about")
+        for argv in [
+            ["inspect", "{bert}", TEXT, "-o", "{tmp}/x.parquet"],
+            ["report", "{bert}", TEXT, "-o", "{tmp}/r.html"],
+            ["heads", "{bert}", TEXT, "-o", "{tmp}/h.csv"],
+            ["compare", "{bert}", TEXT, "--text-b", "A dog.", "-o", "{tmp}/c.html"],
+            ["explain", "{gpt2}", TEXT, "-o", "{tmp}/e.html"],
+            ["generate", "{gpt2}", TEXT, "-o", "{tmp}/g.html"],
+            ["scan", "{gpt2}", TEXT, "--topk", "5", "-o", "{tmp}/s.parquet"],
+            [
+                "retrieval",
+                "{gpt2}",
+                "--haystack",
+                "{tmp}/hay.txt",
+                "--lengths",
+                "62",
+                "--needle",
+                "The cat sat.",
+                "--question",
+                "The mat?",
+                "--answer",
+                "sat",
+                "--max-new-tokens",
+                "1",
+                "-o",
+                "{tmp}/r.csv",
+            ],
+        ]
+    ],
+    (
+        "atlas-max-memory",
+        ["atlas", "{bert}", "{tmp}/t.txt", "--max-memory", "1kB", "-o", "{tmp}/a.parquet"],
+        "more than half of the 1 kB",
+    ),
+    (
+        "probe-max-memory",
+        ["probe", "{bert}", "{tmp}/s.conllu", "--max-memory", "1kB", "-o", "{tmp}/p.csv"],
+        "more than half of the 1 kB",
+    ),
 ]
 
 
@@ -555,6 +695,8 @@ def test_cli_bad_input(tiny_dirs, tmp_path, capsys, case):
     _, argv, phrase = case
     fill = {"bert": str(tiny_dirs["bert"]), "gpt2": str(tiny_dirs["gpt2"]), "tmp": str(tmp_path)}
     _inputs(tmp_path)
+    for name, text in (("t.txt", TEXT + "\n"), ("hay.txt", TEXT * 40), ("s.conllu", CONLLU)):
+        (tmp_path / name).write_text(text, encoding="utf-8")  # inputs the memory cases read
     before = {p: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
     try:
         rc = main([a.format(**fill) for a in argv])

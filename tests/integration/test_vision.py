@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import io
 import re
+import warnings
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,7 @@ import torch
 import transformers
 
 import inspector
-from inspector.errors import InputError, UnsupportedModelError
+from inspector.errors import InputError, InspectorWarning, UnsupportedModelError
 
 from factories import IMAGE_SIZE, PATCH_SIZE, VISION_SPECS, build_vision, make_image, parse
 
@@ -150,6 +151,119 @@ def test_wrong_inputs_say_what_to_do(vision, tiny):
         m.generate("x")
     with pytest.raises(InputError, match="reads text"):
         tiny["bert"].inspect(make_image())
+
+
+def _grey(image: Any) -> np.ndarray:
+    """A generated picture as 8-bit grey levels (0..255, every level the model will see)."""
+    return np.asarray(image.convert("L"))
+
+
+#: PIL modes Pillow converts itself; each must give the capture of ``image.convert("RGB")``.
+CONVERTED_MODES = ["1", "L", "P", "PA", "LA", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr", "HSV"]
+
+
+@pytest.mark.parametrize("mode", CONVERTED_MODES)
+def test_every_colour_mode_reaches_the_model_as_pillow_converts_it(vision, mode):
+    m = vision["vit"][0]
+    image = make_image().convert(mode)
+    want = m.inspect(image.convert("RGB")).attention
+    np.testing.assert_array_equal(m.inspect(image).attention, want)
+
+
+def test_16_bit_and_float_images_are_scaled_like_arrays(vision):
+    """``I;16`` holding ``257 * v`` and ``F`` holding ``v / 255`` are the 8-bit image ``v``
+    (before: 2 grey levels and black), as the same data given as arrays is."""
+    from PIL import Image
+
+    m = vision["vit"][0]
+    grey = _grey(make_image())
+    want = m.inspect(grey).attention
+    sixteen = grey.astype(np.uint16) * 257
+    images = {
+        "I;16": Image.fromarray(sixteen),
+        "I;16B": Image.fromarray(sixteen).convert("I").convert("I;16B"),
+        "I (16-bit values)": Image.fromarray(sixteen.astype(np.int32)),
+        "I (8-bit values)": Image.fromarray(grey.astype(np.int32)),
+        "F": Image.fromarray((grey / 255.0).astype(np.float32)),
+        "uint16 array": sixteen,
+        "bool array": grey > 127,
+    }
+    assert images["I;16"].mode == "I;16" and images["I (16-bit values)"].mode == "I"
+    assert images["F"].mode == "F" and images["I;16B"].mode == "I;16B"
+    for name, image in images.items():
+        got = m.inspect(image)
+        if name == "bool array":  # as black and white 8-bit
+            black_white = m.inspect(((grey > 127) * 255).astype(np.uint8)).attention
+            np.testing.assert_array_equal(got.attention, black_white)
+            continue
+        np.testing.assert_allclose(got.attention, want, atol=1e-6, err_msg=name)
+        assert len(np.unique(got.capture.image)) > 100, name  # the grey levels survive
+
+
+def test_images_that_cannot_be_read_faithfully_are_refused(vision):
+    from PIL import Image
+
+    m = vision["vit"][0]
+    grey = _grey(make_image())
+    cases = {
+        "mode 'La'": Image.new("La", (32, 32)),
+        r"\[0, 1\]": Image.fromarray(grey.astype(np.float32)),  # F in 0..255, not [0, 1]
+        "NaN": Image.fromarray(np.full((32, 32), np.nan, dtype=np.float32)),
+        "from -5 to": Image.fromarray(np.full((32, 32), -5, dtype=np.int32)),  # mode I < 0
+        "up to|0..65535": Image.fromarray(np.full((32, 32), 70000, dtype=np.int32)),
+        "0..255": np.full((32, 32), 300, dtype=np.int64),  # not uint16: no 16-bit scale assumed
+        "uint8, uint16 or float": np.full((32, 32), 1 + 2j),
+    }
+    for phrase, image in cases.items():
+        with pytest.raises(InputError, match=phrase):
+            m.inspect(image)
+
+
+def test_a_huge_image_is_downscaled_before_the_processor_sees_it(vision, monkeypatch):
+    """12000 x 12000 pixels: the processor gets at most MAX_PIXELS (and a warning says so); the
+    whole call's numpy allocations stay far below one float copy of the image (1.7 GB)."""
+    import tracemalloc
+
+    from inspector.capture import image as image_module
+
+    m, _, processor = vision["vit"]
+    seen = []
+    real = type(processor).__call__
+
+    def spy(self, images=None, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(images.size)
+        return real(self, images=images, **kwargs)
+
+    monkeypatch.setattr(type(processor), "__call__", spy)
+    side = 12000
+    arr = np.empty((side, side), dtype=np.uint8)
+    arr[:] = (np.arange(side, dtype=np.uint32) * 255 // side).astype(np.uint8)[None, :]
+    tracemalloc.start()
+    try:
+        with pytest.warns(InspectorWarning, match="12000x12000 pixels; it was downscaled to"):
+            ins = m.inspect(arr)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    (width, height) = seen[-1]
+    assert width * height <= image_module.MAX_PIXELS and width == height == side // 3
+    assert peak < 400e6, peak
+    assert "downscaled to 4000x4000" in ins.metadata["text"]
+    # the same picture, small: a gradient from left to right survives the reduction
+    shown = ins.capture.image.astype(int)
+    assert (np.diff(shown[0, :, 0]) >= 0).all() and shown[0, -1, 0] > shown[0, 0, 0] + 200
+    # PIL images too (resized by Pillow before converting)
+    from PIL import Image
+
+    monkeypatch.setattr(image_module, "MAX_PIXELS", 64 * 64)
+    with pytest.warns(InspectorWarning, match="300x200 pixels; it was downscaled to 75x50"):
+        m.inspect(make_image(300, 200))
+    assert seen[-1] == (75, 50)
+    small = Image.fromarray(_grey(make_image(60, 40)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m.inspect(small)  # within the limit: untouched, no warning
+    assert seen[-1] == (60, 40)
 
 
 #: The attention output projections (the tests' own statement), ``(batch, seq, heads * d)`` in.

@@ -6,8 +6,14 @@ Runs on the tiny LLaMA-style GGUF of ``factories.build_tiny_gguf``; every test p
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import signal
+import stat
+import subprocess
+import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +21,12 @@ import pytest
 import torch
 
 import inspector
-from inspector.models import cache
+from inspector.errors import InspectorWarning
+from inspector.models import cache, loading
 from inspector.models.loading import _load_from_source
 
 TEXT = "The cat sat on the mat."
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -115,12 +123,179 @@ def test_a_damaged_entry_is_detected_and_rebuilt(tiny_gguf, cache_dir, damage):
     np.testing.assert_array_equal(again.inspect(TEXT).attention, reference)
 
 
-def test_stale_temporary_folders_are_removed(tiny_gguf, cache_dir):
-    stale = cache_dir / "gguf" / ".0123456789abcdef.x.tmp"
-    stale.mkdir(parents=True)
-    os.utime(stale, (0, 0))
+_KILLED_WRITER = """
+import os, signal, sys
+import inspector
+from inspector.models import cache
+
+def write_then_die(model, tokenizer, folder):
+    (folder / "model.safetensors").write_bytes(b"x" * 4096)  # part of what a load writes
+    os.kill(os.getpid(), signal.SIGKILL)
+
+cache.save_folder = write_then_die
+inspector.load(sys.argv[1])
+"""
+
+
+def test_a_killed_first_load_leaves_a_folder_the_next_load_removes(tiny_gguf, cache_dir):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    done = subprocess.run(
+        [sys.executable, "-c", _KILLED_WRITER, str(tiny_gguf)], env=env, capture_output=True
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+    left = [p for p in (cache_dir / "gguf").iterdir() if p.name.endswith(".tmp")]
+    assert len(left) == 1 and (left[0] / "model.safetensors").exists()
+    # Young, but its writer is dead: the next load removes it (at once, not after an hour).
+    m = inspector.load(str(tiny_gguf))
+    assert not left[0].exists()
+    assert "weights_cache" in m.bundle.extra
+    assert [p.name for p in (cache_dir / "gguf").iterdir()] == [_entry(tiny_gguf).name]
+
+
+def test_cleaning_spares_live_writers_and_folders_that_are_not_ours(tiny_gguf, cache_dir):
+    gguf = cache_dir / "gguf"
+    gguf.mkdir(parents=True)
+    live = gguf / ".0123456789abcdef.k2j4_9xz.tmp"  # a name store() makes
+    dead = gguf / ".fedcba9876543210.a1b2c3d4.tmp"
+    theirs = gguf / ".notes.backup.tmp"  # not a name store() makes
+    for folder in (live, dead, theirs):
+        folder.mkdir()
+        os.utime(folder, (0, 0))
+    fd = os.open(live, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # a writer building this folder right now
+        inspector.load(str(tiny_gguf))
+        assert live.exists() and theirs.exists()
+        assert not dead.exists()
+    finally:
+        os.close(fd)
     inspector.load(str(tiny_gguf))
-    assert not stale.exists()
+    assert not live.exists() and theirs.exists()  # its writer has gone
+
+
+def test_the_cache_is_private_whatever_the_umask(tiny_gguf, cache_dir):
+    old = os.umask(0)
+    try:
+        inspector.load(str(tiny_gguf))
+    finally:
+        os.umask(old)
+    entry = _entry(tiny_gguf)
+    for folder in (cache_dir, cache_dir / "gguf", entry):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+    for path in entry.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+def _owned_by_someone_else(entry: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("only root can give a file to another user")
+    os.chown(entry, 4321, 4321)
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    ["entry-owned-by-another-user", "entry-world-writable", "file-group-writable", "symlink"],
+)
+def test_an_entry_others_could_write_is_refused_and_rebuilt(tiny_gguf, cache_dir, tamper):
+    reference = inspector.load(str(tiny_gguf)).inspect(TEXT).attention
+    entry = _entry(tiny_gguf)
+    if tamper == "entry-owned-by-another-user":
+        _owned_by_someone_else(entry)
+        why = "owned by user id 4321"
+    elif tamper == "entry-world-writable":
+        os.chmod(entry, 0o777)
+        why = "writable by group and others"
+    elif tamper == "file-group-writable":
+        os.chmod(entry / "tokenizer.json", 0o660)
+        why = "tokenizer.json is writable by group"
+    else:  # the whole entry replaced by a link to a folder someone else controls
+        elsewhere = cache_dir.parent / "elsewhere"
+        entry.rename(elsewhere)
+        entry.symlink_to(elsewhere)
+        why = "is a symbolic link"
+    assert cache.check_entry(entry) is not None
+    with pytest.warns(InspectorWarning, match=f"refused: .*{why}.*rebuilt from the GGUF"):
+        again = inspector.load(str(tiny_gguf))
+    assert cache.check_entry(entry) is None  # rebuilt, ours and private
+    assert not entry.is_symlink() and entry.stat().st_uid == os.geteuid()
+    np.testing.assert_array_equal(again.inspect(TEXT).attention, reference)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        inspector.load(str(tiny_gguf))  # warned once: the rebuilt entry is used quietly
+
+
+def test_a_cache_folder_others_can_write_is_not_used(tiny_gguf, cache_dir):
+    inspector.load(str(tiny_gguf))
+    os.chmod(cache_dir / "gguf", 0o777)
+    with pytest.warns(InspectorWarning, match="writable by group and others.*loaded directly"):
+        m = inspector.load(str(tiny_gguf))
+    assert "weights_cache" not in m.bundle.extra
+    np.testing.assert_array_equal(
+        m.inspect(TEXT).attention, _direct(tiny_gguf).inspect(TEXT).attention
+    )
+
+
+@pytest.mark.parametrize("how", ["unlisted-file", "file-dropped-from-manifest"])
+def test_a_file_the_manifest_omits_invalidates_the_entry(tiny_gguf, cache_dir, how):
+    reference = inspector.load(str(tiny_gguf)).inspect(TEXT).attention
+    entry = _entry(tiny_gguf)
+    manifest = entry / cache.MANIFEST
+    if how == "unlisted-file":  # transformers reads added_tokens.json if it is there
+        (entry / "added_tokens.json").write_text('{"<evil>": 5}')
+    else:
+        meta = json.loads(manifest.read_text())
+        del meta["files"]["tokenizer_config.json"]
+        manifest.write_text(json.dumps(meta))
+    assert "is not in the manifest" in (cache.check_entry(entry) or "")
+    again = inspector.load(str(tiny_gguf))
+    assert cache.check_entry(entry) is None
+    assert not (entry / "added_tokens.json").exists()
+    np.testing.assert_array_equal(again.inspect(TEXT).attention, reference)
+
+
+def _unreadable(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``path`` cannot be read: mode 000, and where that does not stop this user (root), a
+    PermissionError from every read of it."""
+    os.chmod(path, 0)
+    if not os.access(path, os.R_OK):
+        return
+    real_open = open
+
+    def guarded(file, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if os.fspath(file) == str(path):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", guarded)
+
+
+def test_an_unreadable_cached_file_falls_back_to_the_gguf(tiny_gguf, cache_dir, monkeypatch):
+    reference = inspector.load(str(tiny_gguf)).inspect(TEXT).attention
+    entry = _entry(tiny_gguf)
+    _unreadable(entry / "model.safetensors", monkeypatch)
+    with pytest.warns(InspectorWarning, match="model.safetensors cannot be read"):
+        m = inspector.load(str(tiny_gguf))
+    monkeypatch.undo()
+    np.testing.assert_array_equal(m.inspect(TEXT).attention, reference)
+    assert cache.check_entry(entry) is None  # rebuilt
+
+
+def test_a_cache_entry_that_fails_to_load_falls_back_to_the_gguf(tiny_gguf, cache_dir, monkeypatch):
+    """Checked a moment before, unreadable when transformers opens it: the GGUF, with a warning."""
+    reference = inspector.load(str(tiny_gguf)).inspect(TEXT).attention
+    entry = str(_entry(tiny_gguf))
+    real = loading._load_from_source
+
+    def failing(name, source, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if source == entry:
+            raise PermissionError(13, "Permission denied", f"{entry}/model.safetensors")
+        return real(name, source, *args, **kwargs)
+
+    monkeypatch.setattr(loading, "_load_from_source", failing)
+    with pytest.warns(InspectorWarning, match="could not be loaded .*Permission denied.*directly"):
+        m = inspector.load(str(tiny_gguf))
+    assert "weights_cache" not in m.bundle.extra
+    np.testing.assert_array_equal(m.inspect(TEXT).attention, reference)
 
 
 def test_an_unwritable_cache_falls_back_to_the_gguf(tiny_gguf, tmp_path, monkeypatch):
