@@ -366,7 +366,9 @@ def generate_last_rows(
         "Use shorter lengths, fewer layers=[...] / heads=[...], or raise max_memory= if you know "
         "more is free",
     ):
-        return _generate_rows(bundle, tokens, consumer, layout, sites, method, max_new_tokens)
+        return _generate_rows(
+            bundle, tokens, consumer, layout, sites, method, max_new_tokens, stop_after, stop_at_eos
+        )
 
 
 def _generate_rows(
@@ -377,6 +379,8 @@ def _generate_rows(
     sites: dict[str, Any],
     method: str,
     max_new_tokens: int,
+    stop_after: Callable[[int], bool] | None,
+    stop_at_eos: bool,
 ) -> list[int]:
     """The generation of :func:`generate_last_rows` (its pre-flight passed)."""
     import torch
