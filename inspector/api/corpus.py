@@ -41,7 +41,8 @@ def head_metrics(
 ) -> pd.DataFrame:
     """Per-head metrics averaged over many texts: means, ``<metric>_std`` and ``n``.
 
-    ``progress``: a bar over the texts on stderr (``None``: when stderr is a terminal).
+    ``progress``: a bar over the texts on stderr (``None``: on a terminal; elsewhere a line
+    every 30 s).
 
     Example:
         >>> inspector.head_metrics(m, ["The cat sat.", "A dog barked."])  # doctest: +SKIP

@@ -268,8 +268,8 @@ def scan(
         block_rows: query rows per block (default: about 32 MB of float32 scratch).
         sink_tokens: first tokens counted by the sink statistics.
         max_memory: memory budget (refused before running when the estimate exceeds it).
-        progress: a progress bar over layers on stderr (default: when stderr is a
-            terminal).
+        progress: a progress bar over layers on stderr (default: on a terminal; elsewhere
+            a line every 30 s, see :mod:`inspector._progress`).
 
     Example:
         >>> s = m.scan(long_text, rows=[-1], topk=8)  # doctest: +SKIP

@@ -259,7 +259,8 @@ def run_atlas(
             consumed something (a run that fails before that leaves none).
         resume: continue from ``checkpoint`` when it exists: its settings and its source (file
             path, size and modification time; a hash of the texts it counted) must match.
-        progress: a tqdm bar with sentences/s on stderr (``None``: when stderr is a terminal).
+        progress: a tqdm bar with sentences/s on stderr (``None``: on a terminal; elsewhere
+            a line every 30 s, see :mod:`inspector._progress`).
         limit: stop after this many source items.
         skip_bad_lines: count a line that is not UTF-8 (or not valid CSV/CoNLL-U) as skipped
             instead of stopping with its line number.
@@ -415,7 +416,8 @@ def syntax_probe(
         subtypes: keep relation subtypes (``nmod:poss``) apart instead of folding them.
         exclude: relations not scored (default ``punct`` and ``root``, as Clark et al.).
         max_length: token limit; longer sentences are skipped and counted.
-        progress: a tqdm bar on stderr (``None``: when stderr is a terminal).
+        progress: a tqdm bar on stderr (``None``: on a terminal; elsewhere a line every
+            30 s, see :mod:`inspector._progress`).
         skip_bad_lines: leave out sentences with an unreadable line instead of stopping.
 
     Sentences whose HEAD column is ``_`` or whose heads hold a cycle are skipped and counted

@@ -124,7 +124,8 @@ def run_retrieval(
         method: ``auto``, ``eager`` or ``blockwise`` (see :mod:`inspector.capture.scan`).
         max_new_tokens: tokens generated per trial (default: the needle's length + 10).
         max_memory: the memory budget (default: what is available).
-        progress: a tqdm bar over the trials (default: when stderr is a terminal).
+        progress: a tqdm bar over the trials (default: on a terminal; elsewhere a line
+            every 30 s, see :mod:`inspector._progress`).
     """
     if bundle.architecture != "decoder":
         raise UnsupportedModelError(

@@ -355,8 +355,8 @@ def head_importance(
         mode: ablate by ``zero``-ing the head's output or replacing it by its ``mean`` over
             positions.
         batch_size: rows per forward pass for ``ablation``.
-        progress: a bar over the ablated heads on stderr (``None``: when stderr is a terminal;
-            SmolLM2's 270 ablations take minutes on a CPU).
+        progress: a bar over the ablated heads on stderr (``None``: on a terminal, elsewhere a
+            line every 30 s; SmolLM2's 270 ablations take minutes on a CPU).
         kind: whose heads: ``self``, or an encoder-decoder's ``encoder`` (default),
             ``decoder`` or ``cross`` stack.
 
@@ -392,7 +392,8 @@ def head_importance_many(
 ) -> pd.DataFrame:
     """Head importance averaged over many texts (one input at a time, no padding).
 
-    ``progress`` draws a bar over the texts on stderr (``None``: when stderr is a terminal).
+    ``progress`` draws a bar over the texts on stderr (``None``: on a terminal; elsewhere a
+    line every 30 s).
 
     Returns:
         Frame on ``(layer, head)`` with ``importance, delta, std`` (mean over texts; ``std`` of
