@@ -224,3 +224,29 @@ def test_a_long_scan_off_a_terminal_prints_progress_lines(tiny_dirs, tmp_path, m
     assert "\r" not in captured.err and out.exists()
     assert main(["scan", str(tiny_dirs["gpt2"]), TEXT, "-q", "-o", str(out)]) == 0
     assert capfd.readouterr().err == ""  # --quiet: no lines either
+
+
+def test_an_unreachable_hub_is_not_waited_for(tmp_path, capsys, monkeypatch):
+    """A hub id with the network down: the answer comes from the probe, not from transformers'
+    retries (half a minute)."""
+    import socket
+    import time
+
+    def hang(*args, **kwargs):
+        time.sleep(10)
+        raise OSError("timed out")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    for proxy in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(proxy, raising=False)
+    from inspector.models import checks
+
+    monkeypatch.setattr(checks, "_PROBED", {})
+    monkeypatch.setattr(socket, "create_connection", hang)
+    start = time.perf_counter()
+    cli_fails(
+        ["report", "someone/some-model", TEXT, "-o", str(tmp_path / "x.html")],
+        capsys,
+        "the Hugging Face hub could not be reached",
+    )
+    assert time.perf_counter() - start < 3.0
