@@ -140,3 +140,47 @@ def test_the_hub_probe_answers_within_its_timeout(monkeypatch):
     assert checks.hub_reachable() is True
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert checks.hub_reachable() is False  # said offline: no probe at all
+
+
+def _usage_error(argv, capsys) -> str:
+    import pytest
+
+    from inspector.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err.strip().splitlines()[-1]
+
+
+def test_a_second_text_points_to_pair_and_compare(capsys):
+    line = _usage_error(["report", "minilm", "hi", "The key is here.", "-o", "x.html"], capsys)
+    assert "report takes one TEXT" in line
+    assert "--pair 'The key is here.'" in line
+    assert "inspector compare MODEL TEXT --text-b 'The key is here.'" in line
+    line = _usage_error(["report", "minilm", "The", "cat", "sat", "-o", "x.html"], capsys)
+    assert "put a text with spaces in quotes" in line and "--pair TEXT" in line
+    line = _usage_error(["compare", "minilm", "hi", "ho ho"], capsys)
+    assert "give it as --text-b 'ho ho'" in line
+
+
+def test_command_options_before_the_command_say_where_they_go(capsys):
+    line = _usage_error(["-q", "report", "minilm", "hi", "-o", "x.html"], capsys)
+    assert "-q is an option of the command, so it goes after it: inspector report ... -q" in line
+    line = _usage_error(["--device", "cpu", "report", "minilm", "hi", "-o", "x.html"], capsys)
+    assert "inspector report ... --device VALUE" in line
+
+
+def test_debug_works_before_and_after_the_command():
+    from inspector.cli import build_parser
+
+    parser = build_parser()
+    for argv in (
+        ["--debug", "report", "minilm", "hi", "-o", "x.html"],
+        ["report", "minilm", "hi", "-o", "x.html", "--debug"],
+    ):
+        args, extra = parser.parse_known_args(argv)
+        assert args.debug is True and extra == []
+    assert parser.parse_args(["report", "minilm", "hi", "-o", "x.html"]).debug is False
