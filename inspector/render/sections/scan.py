@@ -108,16 +108,40 @@ def repool(
     return out, rows, cols
 
 
+def made_from_capture(metadata: dict[str, Any]) -> bool:
+    """Whether the statistics come from a full capture (a long inspection's report), not from a
+    bounded scan: the page's words say which."""
+    return metadata.get("method") == "capture"
+
+
+def _how_made(metadata: dict[str, Any]) -> tuple[str, str]:
+    """The overview's intro and its ``method`` value, true to how the statistics were made."""
+    method = str(metadata.get("method", ""))
+    if made_from_capture(metadata):
+        return (
+            "Statistics of a full capture: one forward pass kept every head's attention (the "
+            "inspection holds it), and this page embeds only what was measured from it "
+            "(pooled maps, sinks, kept rows), never a full attention map.",
+            "capture (every weight held, then measured)",
+        )
+    return (
+        "A bounded scan: every head's statistics were computed a block of query rows at a "
+        "time, so no full attention map was ever held or embedded here.",
+        f"{method} (bounded scan, a block of query rows at a time)" if method else "",
+    )
+
+
 def scan_overview_section(ctx: ScanContext) -> Section | None:
     if ctx.data is None or ctx.stack is None:
         return None
     m, s = ctx.data.metadata, ctx.stack
+    intro, method = _how_made(m)
     facts = [
         ("model", str(m.get("model_name", ""))),
         ("type", f"{m.get('model_type', '')} ({m.get('architecture', '')})"),
         ("tokens", f"{len(s.query):,}"),
         ("layers x heads", f"{len(s.layers)} x {len(s.heads)}"),
-        ("method", str(m.get("method", ""))),
+        ("method", method),
         ("pooled maps", f"{len(s.pool_rows) - 1} x {len(s.pool_cols) - 1} bins per head"),
         ("exact rows kept", ", ".join(str(p) for p in s.row_positions) or "none"),
         ("sink tokens", str(s.sink_tokens)),
@@ -126,10 +150,6 @@ def scan_overview_section(ctx: ScanContext) -> Section | None:
         facts.append(("memory estimate", format_bytes(int(m["memory_estimate"]))))
     if m.get("note"):
         facts.append(("note", str(m["note"])))
-    intro = (
-        "A bounded scan: every head's statistics were computed a block of query rows at a "
-        "time, so no full attention map was ever held or embedded here."
-    )
     tokens = {
         "tokens": list(s.key.readable or s.key.tokens),
         "special": [bool(x) for x in s.key.special],
