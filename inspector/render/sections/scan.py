@@ -15,7 +15,7 @@ import base64
 import itertools
 import math
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,13 +108,13 @@ def repool(
     return out, rows, cols
 
 
-def made_from_capture(metadata: dict[str, Any]) -> bool:
+def made_from_capture(metadata: Mapping[str, Any]) -> bool:
     """Whether the statistics come from a full capture (a long inspection's report), not from a
     bounded scan: the page's words say which."""
     return metadata.get("method") == "capture"
 
 
-def _how_made(metadata: dict[str, Any]) -> tuple[str, str]:
+def _how_made(metadata: Mapping[str, Any]) -> tuple[str, str]:
     """The overview's intro and its ``method`` value, true to how the statistics were made."""
     method = str(metadata.get("method", ""))
     if made_from_capture(metadata):
