@@ -416,7 +416,7 @@ def _load_gguf(
     folder = _cache.lookup(key)
     if folder is None:
         # Said whether or not a bar was asked for: the first load is the one long silent wait.
-        print(_first_load_note(name, path, gguf_file), file=sys.stderr, flush=True)
+        print(_cache.first_load_note(name, path, gguf_file), file=sys.stderr, flush=True)
         built = _load_from_source(
             name, source, None, None, None, False, gguf_file, progress=progress
         )
@@ -440,23 +440,6 @@ def _load_gguf(
     _cache.realign(bundle.model)
     bundle.extra.update(gguf_file=gguf_file, weights_cache=str(folder))
     return dataclasses.replace(bundle, source=source)
-
-
-#: Seconds per MB of GGUF file a first load takes (dequantise, convert the tokenizer, write and
-#: check the cache entry): SmolLM2's 98 MB file took 19-57 s on 2 CPU cores, quiet to busy.
-_FIRST_LOAD_S_PER_MB = (0.2, 0.6)
-
-
-def _first_load_note(name: str, path: str, gguf_file: str) -> str:
-    """The one line a GGUF file's first load prints: what it does, about how long, once."""
-    mb = os.path.getsize(path) / 1e6
-    low, high = (mb * rate for rate in _FIRST_LOAD_S_PER_MB)
-    size = f"{mb:.0f} MB" if mb >= 1 else "under 1 MB"
-    how_long = "a few seconds" if high < 10 else f"about {low:.0f}-{high:.0f} s on 2 CPU cores"
-    return (
-        f"{name}: first load: dequantising {gguf_file} ({size}) once into the weights cache "
-        f"{_cache.cache_dir()} ({how_long}); later loads read it in a few seconds"
-    )
 
 
 def _load_tokenizer(tokenizer: Any, default: str, trust_remote_code: bool, **kw: Any) -> Any:

@@ -154,12 +154,12 @@ def test_the_first_load_says_what_it_does_in_one_line(tiny_gguf, cache_dir, capf
 
 
 def test_first_load_note_says_how_long(tmp_path):
-    from inspector.models.loading import _first_load_note
+    from inspector.models.cache import first_load_note
 
     gguf = tmp_path / "model.gguf"
     with gguf.open("wb") as fh:
         fh.truncate(98_000_000)  # a sparse file of SmolLM2's size
-    note = _first_load_note("smollm2", str(gguf), "model.gguf")
+    note = first_load_note("smollm2", str(gguf), "model.gguf")
     assert "(98 MB)" in note and "about 20-59 s on 2 CPU cores" in note, note
 
 
