@@ -349,9 +349,9 @@ def scan_page_reason(capture: Capture, *, page: bool = True) -> str | None:
         )
     return (
         f"This is the scan page, not the full report: this input's {why}. For the full report "
-        f"(every head's map, the bertviz views) run `inspector report ... --full` or "
-        f"ins.report(path, scan=False): it needs about {extra} more memory while it builds "
-        f"(beyond the {held} the capture holds) and the page is slow to draw."
+        f"(every head's map, the bertviz views) run inspector report ... --full, or "
+        f"ins.report(path, scan=False) in Python: it needs about {extra} more memory while it "
+        f"builds (beyond the {held} the capture holds) and the page is slow to draw."
     )
 
 
@@ -365,10 +365,11 @@ def capture_scan_report(
 ) -> Report:
     """The scan page of a ready capture (statistics of its weights; the last row kept);
     ``say_why``: a banner atop the page says why it is not the full report (when it is long)."""
-    cells = _cells(capture)
-    note = f"this capture holds {cells:,} weights; shown as a scan (pooled maps, sinks, rows)"
-    data = replace_metadata(scan_capture(capture, rows=None), note=note)
     banner = (scan_page_reason(capture) or "") if say_why else ""
+    data = scan_capture(capture, rows=None)
+    if not banner:  # the banner says it all; without one, a note in the overview
+        note = f"this capture holds {_cells(capture):,} weights; shown as a scan page"
+        data = replace_metadata(data, note=note)
     rendered = _render.scan_report(data, title=title, kind=kind, banner=banner)
     if path is not None:
         rendered.save(path)
