@@ -93,6 +93,8 @@ class Lines:
 
     def update(self, n: int = 1) -> None:
         self.n += n
+        if self.total and self.n >= self.total:
+            return  # finished: close() says so ("... done in ..."), not a 100% line as well
         now = clock()
         due = self.start + LINE_AFTER if self.last is None else self.last + LINE_EVERY
         if now >= due:

@@ -203,14 +203,14 @@ def test_explain_shows_its_ablations_on_a_terminal(tiny_dirs, tmp_path, monkeypa
 
 def test_a_long_scan_off_a_terminal_prints_progress_lines(tiny_dirs, tmp_path, monkeypatch, capfd):
     """stderr is a pipe here (a log, CI, nohup): a scan past 10 s prints a line at most every
-    30 s and one when it ends; a fake clock makes each reading 7 s later."""
+    30 s and one when it ends; a fake clock makes each reading 11 s later."""
     import inspector._progress as progress
 
     class Clock:
         now = 0.0
 
         def __call__(self) -> float:
-            self.now += 7.0
+            self.now += 11.0
             return self.now
 
     monkeypatch.setattr(progress, "clock", Clock())
@@ -219,8 +219,9 @@ def test_a_long_scan_off_a_terminal_prints_progress_lines(tiny_dirs, tmp_path, m
     captured = capfd.readouterr()
     lines = captured.err.splitlines()
     name = tiny_dirs["gpt2"]  # the model as named on the command line
-    assert lines[0].startswith(f"scan {name}: ") and " layers (" in lines[0], lines
-    assert lines[-1].startswith(f"scan {name}: 2 layers done in "), lines
+    assert len(lines) == 2, lines
+    assert lines[0].startswith(f"scan {name}: 1/2 layers (50%), 00:11 elapsed, about "), lines
+    assert lines[1].startswith(f"scan {name}: 2 layers done in "), lines
     assert "\r" not in captured.err and out.exists()
     assert main(["scan", str(tiny_dirs["gpt2"]), TEXT, "-q", "-o", str(out)]) == 0
     assert capfd.readouterr().err == ""  # --quiet: no lines either
