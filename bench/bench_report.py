@@ -12,6 +12,10 @@ Both builds start from an existing capture (the model runs once, outside the tim
 warm: each side builds once untimed, then the median of ``REPEATS`` timed builds is reported.
 Import costs (first import of ``inspector.render`` / ``bertviz``) are measured once and printed
 under the table, not counted in the build times.
+
+A decoder row: SmolLM2-135M at 1,024 tokens (past 2^25 weights, so the report is the scan page),
+the report as ``inspector report`` builds it (``inspect()`` then ``report()``) against the bare
+eager forward of the same ids (goal <= 10x), interleaved, best of ``DECODER_REPEATS`` each.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ from bench._timing import checked, draw_seconds, in_process, run_script
 
 #: Timed builds per side and size (after one untimed warm-up build).
 REPEATS = 3
+#: Interleaved repeats of the decoder row (bare forward, inspect, report): the best of each.
+DECODER_REPEATS = 3
+DECODER_TOKENS = 1024
 
 WORDS = [
     "the",
@@ -100,13 +107,62 @@ def _import_seconds(module: str) -> float:
     return float(checked(run_script(code, [])).strip().splitlines()[-1])
 
 
+def decoder_rows() -> list[str]:
+    """SmolLM2 at 1,024 tokens: report build (inspect + report) / bare eager forward."""
+    import warnings
+
+    import torch
+
+    import inspector
+    from inspector.render.budget import PageBudgetWarning
+
+    model = inspector.load("smollm2")
+    text = _sentence(model, DECODER_TOKENS)
+    ids = torch.tensor(model.inspect(text, layers=[0]).token_ids)[None]
+
+    def bare() -> None:
+        with torch.inference_mode():
+            model.model(input_ids=ids, attention_mask=torch.ones_like(ids))
+
+    bare()  # warm-up
+    best = {"forward": float("inf"), "inspect": float("inf"), "report": float("inf")}
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", PageBudgetWarning)  # the scan page, said on purpose
+        for _ in range(DECODER_REPEATS):
+            start = time.perf_counter()
+            bare()
+            best["forward"] = min(best["forward"], time.perf_counter() - start)
+            start = time.perf_counter()
+            ins = model.inspect(text)
+            best["inspect"] = min(best["inspect"], time.perf_counter() - start)
+            start = time.perf_counter()
+            report = ins.report(Path(tmp) / "decoder.html")
+            best["report"] = min(best["report"], time.perf_counter() - start)
+            full = "head-view" in [s.id for s in report.sections]
+            kind = "full report" if full else "scan page"
+            del ins, report
+    build = best["inspect"] + best["report"]
+    return [
+        "| model, tokens | page | bare forward s | inspect s | report s | report build / forward |",
+        "|---|---|---:|---:|---:|---:|",
+        f"| SmolLM2-135M, {len(ids[0]):,} | {kind} | {best['forward']:.2f} | "
+        f"{best['inspect']:.2f} | {best['report']:.2f} | **{build / best['forward']:.2f}x** "
+        f"(goal ≤ 10x) |",
+        "",
+        f"Decoder row: best of {DECODER_REPEATS} interleaved runs each; report build = "
+        f"inspect() + report(), as `inspector report` runs them.",
+    ]
+
+
 def main(
     model_name: str = "minilm",
     sizes: tuple[int, ...] = (32, 128, 512),
     repeats: int = REPEATS,
     draw: bool = True,
+    decoder: bool = True,
 ) -> str:
-    """``draw=False`` leaves out the Chromium draw times (shown as n/a)."""
+    """``draw=False`` leaves out the Chromium draw times (shown as n/a); ``decoder=False`` the
+    SmolLM2 row."""
     import inspector
     from inspector.render import build_report
 
@@ -136,6 +192,9 @@ def main(
         f"interpreter, not counted above): inspector.render "
         f"{_import_seconds('inspector.render'):.2f} s, bertviz {_import_seconds('bertviz'):.2f} s."
     )
+    if decoder:
+        rows.append("")
+        rows.extend(decoder_rows())
     return "\n".join(rows)
 
 
@@ -143,7 +202,7 @@ def smoke(models: dict[str, str]) -> str:
     """The same table on a tiny encoder at 8 and 16 tokens, one build, no Chromium, the import
     times taken in this process."""
     with in_process():
-        return main(models["encoder"], sizes=(8, 16), repeats=1, draw=False)
+        return main(models["encoder"], sizes=(8, 16), repeats=1, draw=False, decoder=False)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,8 @@ def head_metrics(
 ) -> pd.DataFrame:
     """Per-head metrics averaged over many texts: means, ``<metric>_std`` and ``n``.
 
-    ``progress``: a bar over the texts on stderr (``None``: when stderr is a terminal).
+    ``progress``: a bar over the texts on stderr (``None``: on a terminal; elsewhere a line
+    every 30 s).
     ``max_memory``: the budget of each text's capture and its metrics (``"4GB"``; default:
     what is free then); a text that would not fit is refused with ``ResourceError`` before
     the model runs on it. The metrics take one layer at a time.

@@ -10,6 +10,7 @@ The data and its exports live on the object; each other concern is a namespace
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from .. import frames as _frames
 from ..capture.types import AttentionStack, Capture
 from ..errors import InputError
 from ..render import report as _report
+from ..render.budget import PageBudgetWarning
 from ..render.page import Report
 from . import long as _long
 from .explaining import REPORT_ADVICE, ExplainNamespace, HasBundle, model_preflight
@@ -256,20 +258,28 @@ class Inspection:
         ``scan``: build the scan page instead (pooled maps, sinks, the last row over the text;
         see :meth:`inspector.LoadedModel.scan`), which any browser draws at any length. ``None``
         (default) does so when the capture holds more than ``LONG_REPORT_CELLS`` (2**25)
-        weights, where the full report's every-head maps would stall a browser tab.
-        ``max_memory``: the budget of building the page (default: what is free now); refused
-        with ``ResourceError`` before anything is built when its estimate does not fit.
+        weights, where the full report's every-head maps would stall a browser tab, and says so
+        (a :class:`~inspector.render.budget.PageBudgetWarning`, and a banner atop the page);
+        ``False`` builds the full report at any size (about 8.5 bytes a weight more memory
+        while it builds). ``max_memory``: the budget of building the page (default: what is
+        free now); refused with ``ResourceError`` before anything is built when its estimate
+        does not fit.
 
         Example:
             >>> ins.report("reports/cat.html")  # doctest: +SKIP
         """
         if _long.wants_scan_page(self.capture, scan):
+            if scan is None:  # chosen for the caller: say so (the CLI prints it as one line)
+                reason = _long.scan_page_reason(self.capture, page=False)
+                warnings.warn(reason or "", PageBudgetWarning, stacklevel=2)
             with model_preflight(
                 self.model,
                 lambda: _long.capture_scan_estimate(self.capture, max_memory),
                 REPORT_ADVICE,
             ):
-                return _long.capture_scan_report(self.capture, path, title=title, kind=self.kind)
+                return _long.capture_scan_report(
+                    self.capture, path, title=title, kind=self.kind, say_why=scan is None
+                )
         with model_preflight(
             self.model,
             lambda: _report.report_estimate(self.capture, precision, max_memory),

@@ -373,8 +373,8 @@ def scan(
         block_rows: query rows per block (default: about 32 MB of float32 scratch).
         sink_tokens: first tokens counted by the sink statistics.
         max_memory: memory budget (refused before running when the estimate exceeds it).
-        progress: a progress bar over layers on stderr (default: when stderr is a
-            terminal).
+        progress: a progress bar over layers on stderr (default: on a terminal; elsewhere
+            a line every 30 s, see :mod:`inspector._progress`).
 
     Example:
         >>> s = m.scan(long_text, rows=[-1], topk=8)  # doctest: +SKIP
@@ -417,11 +417,47 @@ def scan_of_capture(
 LONG_REPORT_CELLS = 2**25
 
 
+#: Bytes a full report's build needs per attention weight, beyond the capture's own 4 (the
+#: quantised page data, per-head tables and figures): 8.4 measured on SmolLM2 at 600 tokens.
+FULL_REPORT_BYTES_PER_WEIGHT = 8.5
+
+
+def _cells(capture: Capture) -> int:
+    return sum(int(s.weights.size) for s in capture.stacks.values())
+
+
 def wants_scan_page(capture: Capture, scan: bool | None) -> bool:
     """Whether a report of ``capture`` is the scan page (``scan=None``: when it is long)."""
     if scan is not None:
         return bool(scan)
-    return sum(int(s.weights.size) for s in capture.stacks.values()) > LONG_REPORT_CELLS
+    return _cells(capture) > LONG_REPORT_CELLS
+
+
+def scan_page_reason(capture: Capture, *, page: bool = True) -> str | None:
+    """Why ``report()`` of ``capture`` makes the scan page by default, with how to get the full
+    report and what it costs (``None`` when it makes the full report). ``page=False``: the
+    shorter command-line wording."""
+    cells = _cells(capture)
+    if cells <= LONG_REPORT_CELLS:
+        return None
+    extra = _memory.format_bytes(cells * FULL_REPORT_BYTES_PER_WEIGHT)
+    held = _memory.format_bytes(cells * 4)
+    why = (
+        f"{cells:,} attention weights are more than the full report draws "
+        f"({LONG_REPORT_CELLS:,}; its every-head maps would stall a browser tab)"
+    )
+    if not page:
+        return (
+            f"{why}, so the report is the scan page (pooled maps, sinks, rows); the full report "
+            f"needs about {extra} more memory while it builds: report(scan=False), CLI "
+            f"inspector report ... --full"
+        )
+    return (
+        f"This is the scan page, not the full report: this input's {why}. For the full report "
+        f"(every head's map, the bertviz views) run inspector report ... --full, or "
+        f"ins.report(path, scan=False) in Python: it needs about {extra} more memory while it "
+        f"builds (beyond the {held} the capture holds) and the page is slow to draw."
+    )
 
 
 #: What the scan page holds beside the statistics (templates, assets, its text) ...
@@ -466,12 +502,16 @@ def capture_scan_report(
     *,
     title: str | None = None,
     kind: str | None = None,
+    say_why: bool = True,
 ) -> Report:
-    """The scan page of a ready capture (statistics of its weights; the last row kept)."""
-    cells = sum(int(s.weights.size) for s in capture.stacks.values())
-    note = f"this capture holds {cells:,} weights; shown as a scan (pooled maps, sinks, rows)"
-    data = replace_metadata(scan_capture(capture, rows=None), note=note)
-    rendered = _render.scan_report(data, title=title, kind=kind)
+    """The scan page of a ready capture (statistics of its weights; the last row kept);
+    ``say_why``: a banner atop the page says why it is not the full report (when it is long)."""
+    banner = (scan_page_reason(capture) or "") if say_why else ""
+    data = scan_capture(capture, rows=None)
+    if not banner:  # the banner says it all; without one, a note in the overview
+        note = f"this capture holds {_cells(capture):,} weights; shown as a scan page"
+        data = replace_metadata(data, note=note)
+    rendered = _render.scan_report(data, title=title, kind=kind, banner=banner)
     if path is not None:
         rendered.save(path)
     return rendered

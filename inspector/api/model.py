@@ -61,8 +61,10 @@ def load(
         gguf_file: name of a GGUF file inside the folder ``model``.
         allow_pickle: accept pickle weights (``pytorch_model.bin``) when no safetensors file
             exists; off by default because unpickling can run code.
-        progress: show transformers' loading bars on stderr. Off by default: loading prints
-            nothing (no "Loading weights" or GGUF bars, no Jupyter widget warning).
+        progress: show the GGUF dequantisation bar on stderr. Off by default: loading draws
+            no bar (no "Loading weights" or GGUF bars, no Jupyter widget warning). A GGUF
+            file's first load prints one line on stderr either way (dequantising, about how
+            long, once).
 
     A GGUF file (the embedded ``smollm2`` is a 4-bit ``Q4_1`` GGUF) is dequantised on its first
     load and cached as float32 safetensors in ``~/.cache/inspector`` (``$INSPECTOR_CACHE_DIR``,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shlex
 import signal
 import sys
 import warnings
@@ -88,8 +89,74 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=HelpFormatter,
         )
         command.arguments(p)
+        # --debug works after the command too (SUPPRESS: not given there keeps the global value)
+        p.add_argument(
+            "--debug",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="show tracebacks on errors (default: off; also before the command)",
+        )
         p.set_defaults(func=command.run)
     return parser
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def _check_options_before_the_command(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """``inspector -q report ...``: a command's option given before the command says where it
+    goes (only ``--debug``, ``--version`` and ``--help`` come before the command)."""
+    commands = _subparsers(parser)
+    at = next((i for i, token in enumerate(argv) if token in commands), None)
+    if at is None:
+        return
+    own = set(parser._option_string_actions)
+    sub = commands[argv[at]]
+    for token in argv[:at]:
+        option = token.split("=", 1)[0]
+        if option.startswith("-") and option not in own and option in sub._option_string_actions:
+            sub.error(
+                f"{option} is an option of the command, so it goes after it: inspector "
+                f"{argv[at]} ... {token}{' VALUE' if _takes_value(sub, option, token) else ''} "
+                f"(before the command only --debug, --version and --help)"
+            )
+
+
+def _takes_value(parser: argparse.ArgumentParser, option: str, token: str) -> bool:
+    return "=" not in token and parser._option_string_actions[option].nargs != 0
+
+
+def _refuse_extra(parser: argparse.ArgumentParser, command: str, extra: list[str]) -> None:
+    """Arguments the command does not take; a second text is pointed to ``--pair`` (a sentence
+    pair) and ``inspector compare`` (two inputs), or ``compare``'s ``--text-b``."""
+    sub = _subparsers(parser).get(command, parser)
+    words = [t for t in extra if not t.startswith("-")]
+    if not words or len(words) != len(extra):
+        sub.error(f"unrecognized arguments: {' '.join(extra)}")
+
+    def where(text: str) -> str:
+        if "--pair" in sub._option_string_actions:
+            return (
+                f"--pair {text} (a sentence pair, one input), or compare two inputs with: "
+                f"inspector compare MODEL TEXT --text-b {text}"
+            )
+        if "--text-b" in sub._option_string_actions:
+            return f"--text-b {text}"
+        return ""
+
+    shown = " ".join(shlex.quote(w) for w in words)
+    if len(words) == 1 and any(c.isspace() for c in words[0]) and where(shown):
+        sub.error(
+            f"{command} takes one TEXT, and {shown} is a second one: give it as {where(shown)}"
+        )
+    hint = "a TEXT is one argument: put a text with spaces in quotes ('The cat sat.')"
+    if where("TEXT"):
+        hint += f"; a second text goes in {where('TEXT')}"
+    sub.error(f"unrecognized arguments: {' '.join(words)}; {hint}")
 
 
 #: Signals that stop a command the way Ctrl-C does: files stay whole, checkpoints are saved.
@@ -120,7 +187,11 @@ def _stop_signals_interrupt() -> Iterator[None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    tokens = list(sys.argv[1:] if argv is None else argv)
+    _check_options_before_the_command(parser, tokens)
+    args, extra = parser.parse_known_args(tokens)
+    if extra:
+        _refuse_extra(parser, args.command, extra)
     try:
         with _stop_signals_interrupt(), _our_warnings_as_lines(), _force(args):
             _quiet_libraries()

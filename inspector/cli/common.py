@@ -82,8 +82,9 @@ def add_model(p: argparse.ArgumentParser, help: str = MODEL_HELP) -> None:
         "-q",
         "--quiet",
         action="store_true",
-        help="no progress bars or notes on stderr (default: off; they show only when stderr "
-        "is a terminal)",
+        help="no progress bars, lines or notes on stderr (default: off; a bar on a terminal, "
+        "elsewhere a line every 30 s for work over 10 s; a GGUF file's first load always says "
+        "so in one line)",
     )
 
 
@@ -143,7 +144,8 @@ def add_selection(p: argparse.ArgumentParser) -> None:
 
 
 def progress(args: argparse.Namespace) -> bool | None:
-    """The ``progress=`` of long API calls: off under ``--quiet``, else when stderr is a TTY."""
+    """The ``progress=`` of long API calls: off under ``--quiet``, else automatic (a bar on a
+    terminal, lines elsewhere: :mod:`inspector._progress`)."""
     return False if getattr(args, "quiet", False) else None
 
 

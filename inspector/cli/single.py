@@ -74,6 +74,13 @@ def _args_report(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="add the 'what mattered' section (rollout, norm-based maps, head importance)",
     )
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help="the full report at any length (past 2^25 attention weights the report is the "
+        "scan page unless --full; the full one needs about 8.5 bytes a weight more memory "
+        "while it builds, and draws slowly)",
+    )
     add_memory(p)
     add_output(p, "the report to write: out.html")
 
@@ -88,7 +95,12 @@ def cmd_report(args: argparse.Namespace) -> str:
             max_memory=args.max_memory,
         )  # fmt: skip
     else:
-        report = ins.report(args.output, precision=args.precision, max_memory=args.max_memory)
+        report = ins.report(
+            args.output,
+            precision=args.precision,
+            max_memory=args.max_memory,
+            scan=False if args.full else None,
+        )
     part = ins.encoder if ins.is_encoder_decoder else ins
     size = os.path.getsize(args.output)
     return (

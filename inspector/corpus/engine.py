@@ -260,7 +260,8 @@ def run_atlas(
         resume: continue from ``checkpoint`` when it exists: its settings and its source (file
             path, size and the SHA-256 of its content; a hash of the texts it counted) must
             match; a file only touched (its modification time) still resumes.
-        progress: a tqdm bar with sentences/s on stderr (``None``: when stderr is a terminal).
+        progress: a tqdm bar with sentences/s on stderr (``None``: on a terminal; elsewhere
+            a line every 30 s, see :mod:`inspector._progress`).
         limit: stop after this many source items.
         skip_bad_lines: count a line that is not UTF-8 (or not valid CSV/CoNLL-U) as skipped
             instead of stopping with its line number.
@@ -417,7 +418,8 @@ def syntax_probe(
         subtypes: keep relation subtypes (``nmod:poss``) apart instead of folding them.
         exclude: relations not scored (default ``punct`` and ``root``, as Clark et al.).
         max_length: token limit; longer sentences are skipped and counted.
-        progress: a tqdm bar on stderr (``None``: when stderr is a terminal).
+        progress: a tqdm bar on stderr (``None``: on a terminal; elsewhere a line every
+            30 s, see :mod:`inspector._progress`).
         skip_bad_lines: leave out sentences with an unreadable line instead of stopping.
         max_memory: the budget of a batch (default: what is free then): a batch that would
             not fit runs in smaller passes (:func:`~inspector.capture.batch.plan_batches`).

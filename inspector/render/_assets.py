@@ -1,9 +1,10 @@
 """Package data for pages: the Jinja2 environment, static JS/CSS and bertviz's own JavaScript.
 
 Everything a page needs is read from package data (``inspector/render/static``,
-``inspector/render/templates``) or from the installed bertviz package's ``.js`` files, so the
-pages never reference the network. bertviz's Python modules are *not* imported (they import
-IPython); its JavaScript is located with :func:`importlib.util.find_spec` and embedded unchanged.
+``inspector/render/templates``), so the pages never reference the network. bertviz's view
+scripts are vendored unchanged under ``static/bertviz/`` (with its Apache-2.0 licence and their
+checksums in ``SOURCE.txt``); bertviz's Python package is not used (it imports IPython and
+declares dependencies inspector does not need).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import importlib.resources
 import importlib.util
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 from markupsafe import Markup
@@ -25,25 +25,24 @@ from ..errors import InspectorError
 D3_FILE = "d3-5.7.0.min.js"
 JQUERY_FILE = "jquery-2.2.4.min.js"
 BERTVIZ_VIEWS = ("head", "model", "neuron")
+#: The bertviz release whose view scripts are vendored in ``static/bertviz/``.
+BERTVIZ_VERSION = "1.4.1"
 _SCRIPT_END = re.compile(r"</script|<!--", re.IGNORECASE)
 
 
 @functools.cache
 def static_text(name: str) -> str:
     """The text of a file under ``inspector/render/static``."""
-    return (importlib.resources.files("inspector.render") / "static" / name).read_text("utf-8")
+    folder = importlib.resources.files("inspector.render") / "static"
+    return folder.joinpath(*name.split("/")).read_text("utf-8")
 
 
 @functools.cache
 def bertviz_js(view: str) -> str:
-    """bertviz's own ``{view}_view.js`` source, read from the installed package."""
+    """bertviz's own ``{view}_view.js`` source (bertviz 1.4.1, vendored unchanged)."""
     if view not in BERTVIZ_VIEWS:
         raise ValueError(f"unknown bertviz view {view!r}")
-    spec = importlib.util.find_spec("bertviz")
-    if spec is None or not spec.submodule_search_locations:
-        raise InspectorError("bertviz is not installed: pip install bertviz==1.4.1")
-    folder = Path(next(iter(spec.submodule_search_locations)))
-    return (folder / f"{view}_view.js").read_text("utf-8")
+    return static_text(f"bertviz/{view}_view.js")
 
 
 def inline_script(source: str) -> Markup:
@@ -57,11 +56,12 @@ def inline_script(source: str) -> Markup:
 def versions() -> dict[str, str]:
     """Versions of the packages that shape a page."""
     out = {}
-    for pkg in ("attention-inspector", "bertviz", "jinja2"):
+    for pkg in ("attention-inspector", "jinja2"):
         try:
             out[pkg] = importlib.metadata.version(pkg)
         except importlib.metadata.PackageNotFoundError:
             out[pkg] = "unknown"
+    out["bertviz"] = BERTVIZ_VERSION
     out["d3"] = "5.7.0"
     out["jquery"] = "2.2.4"
     return out

@@ -15,10 +15,10 @@ import pandas as pd
 from ..analysis.scan import ScanData
 from .names import model_label
 from .page import Report, build_page
-from .sections.scan import SCAN_SECTIONS, ScanContext
+from .sections.scan import SCAN_SECTIONS, ScanContext, made_from_capture
 
 _FOOTER = (
-    "Statistics of a bounded scan: pooled maps (block means), sink shares and kept rows "
+    "Statistics of a {what}: pooled maps (block means), sink shares and kept rows "
     "(stored as uint8, error at most 0.002); no full attention map is embedded."
 )
 
@@ -30,13 +30,20 @@ def scan_report(
     kind: str | None = None,
     retrieval: pd.DataFrame | None = None,
     trials: pd.DataFrame | None = None,
+    banner: str = "",
 ) -> Report:
-    """The scan page of ``data`` (plus retrieval-head tables when given)."""
+    """The scan page of ``data`` (plus retrieval-head tables when given); ``banner``: a notice
+    at the top (why this is a scan page)."""
     name = model_label(data.metadata)
     n = len(data.stack(kind).query)
     ctx = ScanContext(data, kind, retrieval, trials, dict(data.metadata))
+    what = "full capture" if made_from_capture(data.metadata) else "bounded scan"
     return build_page(
-        SCAN_SECTIONS, ctx, title=title or f"{name}: scan of {n:,} tokens", footer=_FOOTER
+        SCAN_SECTIONS,
+        ctx,
+        title=title or f"{name}: scan of {n:,} tokens",
+        footer=_FOOTER.format(what=what),
+        banner=banner,
     )
 
 
@@ -50,7 +57,12 @@ def retrieval_report(
     """The retrieval-heads page: recall per (length, depth), scores per head, the tables."""
     name = model_label(metadata)
     ctx = ScanContext(None, None, heads, trials, dict(metadata))
-    return build_page(SCAN_SECTIONS, ctx, title=title or f"{name}: retrieval heads", footer=_FOOTER)
+    return build_page(
+        SCAN_SECTIONS,
+        ctx,
+        title=title or f"{name}: retrieval heads",
+        footer=_FOOTER.format(what="bounded scan"),
+    )
 
 
 __all__ = ["retrieval_report", "scan_report"]

@@ -102,6 +102,7 @@ def assemble(
     body: Markup | None = None,
     data: PageData | None = None,
     footer: str = "",
+    banner: str = "",
 ) -> str:
     """The complete standalone HTML page.
 
@@ -111,6 +112,8 @@ def assemble(
         body: instead of sections, ready HTML (a single view).
         data: the attention (and views) the page embeds; ``None`` for pages without attention.
         footer: what the page says about itself (after the common credits).
+        banner: a notice shown first, under the title (what this page is, when it is not what
+            was asked for).
     """
     if (body is None) == (not sections):
         raise InputError("a page has either sections or a body")
@@ -119,7 +122,7 @@ def assemble(
     if body is None:
         body = Markup(
             env.get_template("report.html.j2").render(
-                title=title, sections=[(s, s.render()) for s in sections]
+                title=title, sections=[(s, s.render()) for s in sections], banner=banner
             )
         )
     scripts = _unique([*PAGE_SCRIPTS, *(n for s in sections for n in s.scripts)])
@@ -148,6 +151,7 @@ def build_page(
     title: str,
     data: PageData | None = None,
     footer: str = "",
+    banner: str = "",
 ) -> Report:
     """Run section builders ``(context) -> Section | None`` in order and assemble their page.
 
@@ -164,7 +168,7 @@ def build_page(
         if any(s.id == section.id for s in built):
             raise InputError(f"two report sections have the id {section.id!r}")
         built.append(section)
-    html = assemble(title=title, sections=built, data=data, footer=footer)
+    html = assemble(title=title, sections=built, data=data, footer=footer, banner=banner)
     return Report(html, title=title, sections=built)
 
 

@@ -13,6 +13,8 @@ def test_tour_notebook_runs_and_shows_views_inline(tmp_path: Path) -> None:
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     nb = nbformat.read(NOTEBOOK, as_version=4)
+    code = [cell.source for cell in nb.cells if cell.cell_type == "code"]
+    assert all("assert " in source for source in code)  # every cell checks what it shows
     client = nbclient.NotebookClient(
         nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
     )
@@ -22,7 +24,9 @@ def test_tour_notebook_runs_and_shows_views_inline(tmp_path: Path) -> None:
     html = [o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {})]
     frames = [h for h in html if "<table" in h and "dataframe" in h]
     pages = [h for h in html if h.startswith("<iframe srcdoc=")]
-    assert len(frames) >= 4  # frame, metrics, nearest heads, ranked comparison
+    assert len(frames) >= 5  # frame, one head's grid, metrics, nearest heads, ranked comparison
+    grid = next(h for h in frames if "0 [CLS]" in h)  # one head's (query, key) grid, not empty
+    assert grid.count("<tr") >= 7  # the header and six rows
     assert len(pages) == 4  # head view, model view, the report, the comparison report
     assert all("inspector-data" in p for p in pages)  # the attention, in the page itself
     streams = " ".join(o.get("text", "") for o in outputs if o.output_type == "stream")

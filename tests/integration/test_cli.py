@@ -199,3 +199,55 @@ def test_explain_shows_its_ablations_on_a_terminal(tiny_dirs, tmp_path, monkeypa
     terminal.buffer = type(terminal.buffer)()
     assert main(["report", str(tiny_dirs["gpt2"]), TEXT, "--explain", "-q", "-o", str(out)]) == 0
     assert terminal.buffer.getvalue() == ""
+
+
+def test_a_long_scan_off_a_terminal_prints_progress_lines(tiny_dirs, tmp_path, monkeypatch, capfd):
+    """stderr is a pipe here (a log, CI, nohup): a scan past 10 s prints a line at most every
+    30 s and one when it ends; a fake clock makes each reading 11 s later."""
+    import inspector._progress as progress
+
+    class Clock:
+        now = 0.0
+
+        def __call__(self) -> float:
+            self.now += 11.0
+            return self.now
+
+    monkeypatch.setattr(progress, "clock", Clock())
+    out = tmp_path / "s.parquet"
+    assert main(["scan", str(tiny_dirs["gpt2"]), TEXT, "-o", str(out)]) == 0
+    captured = capfd.readouterr()
+    lines = captured.err.splitlines()
+    name = tiny_dirs["gpt2"]  # the model as named on the command line
+    assert len(lines) == 2, lines
+    assert lines[0].startswith(f"scan {name}: 1/2 layers (50%), 00:11 elapsed, about "), lines
+    assert lines[1].startswith(f"scan {name}: 2 layers done in "), lines
+    assert "\r" not in captured.err and out.exists()
+    assert main(["scan", str(tiny_dirs["gpt2"]), TEXT, "-q", "-o", str(out)]) == 0
+    assert capfd.readouterr().err == ""  # --quiet: no lines either
+
+
+def test_an_unreachable_hub_is_not_waited_for(tmp_path, capsys, monkeypatch):
+    """A hub id with the network down: the answer comes from the probe, not from transformers'
+    retries (half a minute)."""
+    import socket
+    import time
+
+    def hang(*args, **kwargs):
+        time.sleep(10)
+        raise OSError("timed out")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    for proxy in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(proxy, raising=False)
+    from inspector.models import checks
+
+    monkeypatch.setattr(checks, "_PROBED", {})
+    monkeypatch.setattr(socket, "create_connection", hang)
+    start = time.perf_counter()
+    cli_fails(
+        ["report", "someone/some-model", TEXT, "-o", str(tmp_path / "x.html")],
+        capsys,
+        "the Hugging Face hub could not be reached",
+    )
+    assert time.perf_counter() - start < 3.0

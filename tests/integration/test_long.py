@@ -310,6 +310,10 @@ def test_scan_report_and_exports(models, tmp_path):
     scan = m.scan(TEXT, rows=[-1, 3], topk=2)
     report = scan.report(tmp_path / "s.html")
     assert [s.id for s in report.sections] == ["overview", "rows", "pooled", "sinks", "heads"]
+    method = scan.metadata["method"]
+    assert f"{method} (bounded scan, a block of query rows at a time)" in report.html
+    assert "no full attention map was ever held" in report.html
+    assert "Statistics of a bounded scan" in report.html and 'class="ins-banner"' not in report.html
     page = parse(report.html)
     data = [json.loads(b) for a, b in page.scripts if a.get("class") == "ins-scan-data"]
     assert data[0]["row_positions"] == list(scan.row_positions)
@@ -330,14 +334,57 @@ def test_scan_report_and_exports(models, tmp_path):
 
 
 def test_long_inspection_reports_switch_to_the_scan_page(models, monkeypatch):
+    import re
+    import warnings
+
     from inspector.api import long as api_long
+    from inspector.render.budget import PageBudgetWarning
 
     ins = models["gpt2"].inspect(TEXT)
-    assert "rows" not in [s.id for s in ins.report().sections]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PageBudgetWarning)  # a short input: no scan page, no word
+        full = ins.report()
+    assert "rows" not in [s.id for s in full.sections] and 'class="ins-banner"' not in full.html
     monkeypatch.setattr(api_long, "LONG_REPORT_CELLS", 10)
-    report = ins.report()
+    with pytest.warns(PageBudgetWarning, match=r"the report is the scan page .*scan=False"):
+        report = ins.report()
     assert [s.id for s in report.sections][:2] == ["overview", "rows"]
-    assert "shown as a scan" in report.html
+    # said at the top of the page, with how to get the full report and what it costs
+    banner = re.search(r'<p class="ins-banner" role="note">(.*?)</p>', report.html, re.S)
+    assert banner is not None and report.html.index('class="ins-banner"') < report.html.index(
+        "<main>"
+    )
+    text = banner.group(1)
+    cells = ins.attention.size
+    assert f"{cells:,} attention weights are more than the full report draws (10;" in text
+    assert "--full" in text and "scan=False" in text and "more memory while it builds" in text
+    # the words say how the page was made: from a capture, not a bounded scan
+    assert "no full attention map was ever held" not in report.html
+    assert "Statistics of a full capture" in report.html
+    assert "capture (every weight held, then measured)" in report.html
+    assert "Statistics of a bounded scan" not in report.html
+    # asked for: the full report at any size, without a warning; or the scan page, without one
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PageBudgetWarning)
+        assert "rows" not in [s.id for s in ins.report(scan=False).sections]
+        assert 'class="ins-banner"' not in ins.report(scan=True).html
+
+
+def test_cli_report_says_when_it_writes_the_scan_page(tiny_dirs, tmp_path, monkeypatch, capsys):
+    from inspector.api import long as api_long
+    from inspector.cli import main
+
+    monkeypatch.setattr(api_long, "LONG_REPORT_CELLS", 10)
+    out = tmp_path / "r.html"
+    assert main(["report", str(tiny_dirs["gpt2"]), TEXT, "-o", str(out)]) == 0
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("inspector: warning: "), err
+    assert "the report is the scan page" in err and "--full" in err
+    assert 'class="ins-banner"' in out.read_text(encoding="utf-8")
+    assert main(["report", str(tiny_dirs["gpt2"]), TEXT, "--full", "-o", str(out)]) == 0
+    assert capsys.readouterr().err == ""
+    html = out.read_text(encoding="utf-8")
+    assert 'class="ins-banner"' not in html and 'id="head-view"' in html
 
 
 def test_scan_validates_its_arguments(models):

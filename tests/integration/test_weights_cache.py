@@ -74,7 +74,8 @@ def test_first_load_fills_the_cache_and_later_loads_read_it(tiny_gguf, cache_dir
 
     second = inspector.load(str(tiny_gguf))
     assert (entry / "model.safetensors").stat().st_mtime_ns == built  # read, not rebuilt
-    assert capfd.readouterr().err == ""  # library loads are quiet, first load included
+    err = capfd.readouterr().err  # no bars: the first load's one line, nothing from the second
+    assert err.count("\n") == 1 and "first load: dequantising" in err, err
 
     # The numbers are the GGUF's own: cached weights equal the dequantised GGUF exactly.
     direct = _direct(tiny_gguf)
@@ -317,12 +318,24 @@ def test_dtype_applies_to_cached_weights(tiny_gguf, cache_dir):
     assert manifest["files"]["model.safetensors"]["size"] > 0  # the entry stays float32
 
 
-def test_progress_says_what_the_first_load_does(tiny_gguf, cache_dir, capfd):
-    inspector.load(str(tiny_gguf), progress=True)
+def test_the_first_load_says_what_it_does_in_one_line(tiny_gguf, cache_dir, capfd):
+    inspector.load(str(tiny_gguf))  # progress=False: no bar, but the one line
     err = capfd.readouterr().err
-    assert "dequantising tiny.gguf once into the weights cache" in err
+    assert err.count("\n") == 1 and "\r" not in err, err
+    assert "first load: dequantising tiny.gguf" in err and "once into the weights cache" in err
+    assert str(cache_dir) in err and "later loads read it in a few seconds" in err
     inspector.load(str(tiny_gguf), progress=True)
-    assert "dequantising" not in capfd.readouterr().err
+    assert "dequantising" not in capfd.readouterr().err  # said once: the cache is there now
+
+
+def test_first_load_note_says_how_long(tmp_path):
+    from inspector.models.cache import first_load_note
+
+    gguf = tmp_path / "model.gguf"
+    with gguf.open("wb") as fh:
+        fh.truncate(98_000_000)  # a sparse file of SmolLM2's size
+    note = first_load_note("smollm2", str(gguf), "model.gguf")
+    assert "(98 MB)" in note and "about 20-59 s on 2 CPU cores" in note, note
 
 
 def test_clear_empties_the_cache(tiny_gguf, cache_dir):
@@ -332,9 +345,9 @@ def test_clear_empties_the_cache(tiny_gguf, cache_dir):
     assert not (cache_dir / "gguf").exists()
 
 
-def test_loads_in_jupyter_print_nothing(tiny_dirs, tiny_gguf, cache_dir):
+def test_loads_in_jupyter_print_only_the_first_load_line(tiny_dirs, tiny_gguf, cache_dir):
     """In a kernel without ipywidgets, importing tqdm.auto warns "IProgress not found"; a load
-    (a first GGUF load included) must show neither that nor any bar."""
+    must show neither that nor any bar: only a first GGUF load's one line on stderr."""
     manager = pytest.importorskip("jupyter_client.manager")
     km, kc = manager.start_new_kernel(kernel_name="python3", env=dict(os.environ))
     code = (
@@ -358,4 +371,7 @@ def test_loads_in_jupyter_print_nothing(tiny_dirs, tiny_gguf, cache_dir):
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
-    assert streams == [("stdout", str({"name": "stdout", "text": "done\n"}))], streams
+    assert [name for name, _ in streams] == ["stderr", "stdout"], streams
+    assert "first load: dequantising tiny.gguf" in streams[0][1], streams
+    assert "IProgress" not in streams[0][1] and "\\r" not in streams[0][1], streams
+    assert streams[1][1] == str({"name": "stdout", "text": "done\n"}), streams

@@ -74,3 +74,35 @@ def test_the_whole_readme_runs_in_order_and_mismatches_are_reported(tmp_path: Pa
     problems = run_readme(readme, work, dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
     assert len(problems) == 1 and "`$ echo two` shows\nthree\nbut prints\ntwo" in problems[0]
     assert not (tmp_path / "a.txt").exists() and (work / "a.txt").read_text() == "hi"
+
+
+def test_progress_lines_are_not_compared_other_lines_are() -> None:
+    from readme_check import PROGRESS_LINE
+
+    out = (
+        "atlas minilm: 96/300 sentences (32%), 00:13 elapsed, about 00:28 left\n"
+        "atlas minilm: 300 sentences done in 00:44\n"
+        "minilm: 300 texts (6,972 tokens, 0 skipped), 6.7 texts/s -> atlas.parquet\n"
+        "scan smollm2: 1:02:03 elapsed is not a progress line\n"
+    )
+    kept = [line for line in PROGRESS_LINE.sub("", out).splitlines() if line]
+    assert kept == [
+        "minilm: 300 texts (6,972 tokens, 0 skipped), 6.7 texts/s -> atlas.parquet",
+        "scan smollm2: 1:02:03 elapsed is not a progress line",
+    ]
+
+
+def test_the_progress_pattern_matches_what_progress_prints(monkeypatch) -> None:
+    import io
+
+    from readme_check import PROGRESS_LINE
+
+    import inspector._progress as progress
+
+    ticks = iter(range(0, 10_000, 11))
+    monkeypatch.setattr(progress, "clock", lambda: float(next(ticks)))
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    list(progress.bar(range(7), desc="atlas minilm", unit=" sentences"))
+    printed = err.getvalue()
+    assert printed.count("\n") >= 3 and PROGRESS_LINE.sub("", printed).strip() == ""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import itertools
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,10 +94,34 @@ def _positions(positions: tuple[int, ...], n: int) -> str:
     return f"{shown} (of 0–{n - 1:,})" if positions else "none"
 
 
+def made_from_capture(metadata: Mapping[str, Any]) -> bool:
+    """Whether the statistics come from a full capture (a long inspection's report), not from a
+    bounded scan: the page's words say which."""
+    return metadata.get("method") == "capture"
+
+
+def _how_made(metadata: Mapping[str, Any]) -> tuple[str, str]:
+    """The overview's intro and its ``method`` value, true to how the statistics were made."""
+    method = str(metadata.get("method", ""))
+    if made_from_capture(metadata):
+        return (
+            "Statistics of a full capture: one forward pass kept every head's attention (the "
+            "inspection holds it), and this page embeds only what was measured from it "
+            "(pooled maps, sinks, kept rows), never a full attention map.",
+            "capture (every weight held, then measured)",
+        )
+    return (
+        "A bounded scan: every head's statistics were computed a block of query rows at a "
+        "time, so no full attention map was ever held or embedded here.",
+        f"{method} (bounded scan, a block of query rows at a time)" if method else "",
+    )
+
+
 def scan_overview_section(ctx: ScanContext) -> Section | None:
     if ctx.data is None or ctx.stack is None:
         return None
     m, s = ctx.data.metadata, ctx.stack
+    intro, method = _how_made(m)
     n_q = len(s.query)
     rows, cols = len(s.pool_rows) - 1, len(s.pool_cols) - 1
     block = int(s.pool_rows[1] - s.pool_rows[0]) if rows else 0
@@ -107,7 +131,7 @@ def scan_overview_section(ctx: ScanContext) -> Section | None:
         ("model", model_label(m) + (f" ({kind})" if kind else "")),
         ("tokens", f"{n_q:,}"),
         ("layers x heads", f"{len(s.layers)} x {len(s.heads)} = {len(s.layers) * len(s.heads)}"),
-        ("method", str(m.get("method", ""))),
+        ("method", method),
         ("pooled maps (scan)", maps),
         ("query positions with an exact row", _positions(s.row_positions, n_q)),
         ("sink tokens", f"the first {s.sink_tokens}"),
@@ -116,10 +140,6 @@ def scan_overview_section(ctx: ScanContext) -> Section | None:
         facts.append(("memory estimate", format_bytes(int(m["memory_estimate"]))))
     if m.get("note"):
         facts.append(("note", str(m["note"])))
-    intro = (
-        "A bounded scan: every head's statistics were computed a block of query rows at a "
-        "time, so no full attention map was ever held or embedded here."
-    )
     tokens = {
         "tokens": list(s.key.readable or s.key.tokens),
         "special": [bool(x) for x in s.key.special],
