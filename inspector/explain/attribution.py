@@ -66,11 +66,13 @@ class Attribution:
         per_token: ``(layer, head)``-indexed ``kind, source_pos, source_token, attribution``
             rows (``None`` unless asked for).
         lens: the logit lens (:func:`lens_frame`).
+        decomposition: the terms and pulled-back directions behind ``frame``.
     """
 
     frame: pd.DataFrame
     per_token: pd.DataFrame | None
     lens: pd.DataFrame
+    decomposition: _res.Decomposition | None = None
 
 
 def _check_rows(pos: int, n: int) -> list[int]:
@@ -134,10 +136,44 @@ def trace_logit(
     rows = _check_rows(pos, n) if per_token else [pos]
     rec = _res.record(bundle, wiring, capture, rows, values=per_token, method=method)
     assert rec.logits is not None
+    tid, aid = targets(bundle, rec, token, against)
+
+    def split(kind: str, li: int, gh: np.ndarray) -> np.ndarray:
+        cross = kind == "cross_head"
+        st = wiring.cross if cross else wiring.found
+        att_kind = "cross" if cross else wiring.kind
+        return head_split(rec, st, li, att_kind, gh, cross, bundle.name)
+
+    return attribute(bundle, wiring, rec, capture, tid, aid, split if per_token else None,
+                     lens_top=lens_top)  # fmt: skip
+
+
+def targets(
+    bundle: ModelBundle, rec: _res.Record, token: str | int | None, against: str | int | None
+) -> tuple[int, int | None]:
+    """The token ids explained: ``token`` (default: the prediction) and ``against``."""
+    assert rec.logits is not None
+    tid = token_index(bundle, token, int(np.argmax(rec.logits)), "token")
+    aid = None if against is None else token_index(bundle, against, 0, "against")
+    return tid, aid
+
+
+def attribute(
+    bundle: ModelBundle,
+    wiring: _res.Wiring,
+    rec: _res.Record,
+    capture: Capture,
+    tid: int,
+    aid: int | None,
+    split: Any = None,
+    *,
+    lens_top: int = 5,
+) -> Attribution:
+    """The :class:`Attribution` of ``tid`` (minus ``aid``) from a recorded pass; ``split(kind,
+    layer, direction) -> (head, key)`` gives the per-token rows (``None``: no split)."""
+    assert rec.logits is not None
     scale, cap = logit_transform(bundle.model.config)
     logits = rec.logits if cap is None else cap * np.arctanh(np.clip(rec.logits / cap, -1, 1))
-    tid = token_index(bundle, token, int(np.argmax(logits)), "token")
-    aid = None if against is None else token_index(bundle, against, 0, "against")
     g, bias = _res.unembedding(bundle, wiring, tid, aid)
     dec = _res.decompose(rec, wiring, g, bundle.name)
     logit = float(logits[tid] - (logits[aid] if aid is not None else 0.0))
@@ -146,14 +182,14 @@ def trace_logit(
     probs /= probs.sum()
     frame = _frame(dec.terms)
     frame.attrs.update(
-        token=_name(bundle, tid), token_id=tid, position=pos,
+        token=_name(bundle, tid), token_id=tid, position=rec.rows[0],
         against=None if aid is None else _name(bundle, aid), against_id=aid,
         logit=logit, unembedding_bias=bias, remainder=logit - bias - total,
         probability=float(probs[tid]), logit_scale=scale,
     )  # fmt: skip
-    split = _per_token(bundle, wiring, rec, dec, capture) if per_token else None
+    per_token = _per_token(dec, capture, wiring, split) if split is not None else None
     lens = lens_frame(bundle, wiring, rec, dec, tid, top=lens_top)
-    return Attribution(frame, split, lens)
+    return Attribution(frame, per_token, lens, dec)
 
 
 def _frame(terms: list[_res.Term]) -> pd.DataFrame:
@@ -181,20 +217,14 @@ def _frame(terms: list[_res.Term]) -> pd.DataFrame:
 
 
 def _per_token(
-    bundle: ModelBundle, wiring: _res.Wiring, rec: _res.Record, dec: _res.Decomposition,
-    capture: Capture,
-) -> pd.DataFrame:  # fmt: skip
+    dec: _res.Decomposition, capture: Capture, wiring: _res.Wiring, split: Any
+) -> pd.DataFrame:
     """Each head's term split by source position (rows add up to the head's term)."""
-    assert rec.attention is not None
     frames = []
     for (kind, li), gh in sorted(dec.head_dirs.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        cross = kind == "cross_head"
-        st = wiring.cross if cross else wiring.found
-        assert st is not None
-        att_kind = "cross" if cross else wiring.kind
-        split = head_split(rec, st, li, att_kind, gh, cross, bundle.name)  # (h, k)
-        keys = capture.stacks[att_kind].key
-        n_h, n_k = split.shape
+        part = np.asarray(split(kind, li, gh))  # (h, k)
+        keys = capture.stacks["cross" if kind == "cross_head" else wiring.kind].key
+        n_h, n_k = part.shape
         frames.append(
             pd.DataFrame(
                 {
@@ -203,7 +233,7 @@ def _per_token(
                     "kind": kind,
                     "source_pos": np.tile(np.arange(n_k), n_h),
                     "source_token": np.tile(np.asarray(keys.readable, dtype=object), n_h),
-                    "attribution": split.reshape(-1),
+                    "attribution": part.reshape(-1),
                 }
             )
         )
@@ -214,17 +244,21 @@ def head_split(
     rec: _res.Record, st: Any, li: int, att_kind: str, gh: np.ndarray, cross: bool, name: str
 ) -> np.ndarray:
     """``(head, key)``: ``a[h, q, k] · (v_k W_O^h) · gh`` at the traced row ``q``."""
-    import torch
-
     assert rec.attention is not None
     alpha = rec.attention.rows(att_kind, li, rec.rows)  # (h, r, k)
     store = rec.cross_values if cross else rec.values
     values, w_o = head_values(
         st, st.layers[li], li, alpha, store[(li, -1)], store, kind=att_kind, name=name
     )
+    return split_terms(alpha[:, 0], values, w_o, gh)
+
+
+def split_terms(alpha_row: Any, values: Any, w_o: Any, gh: np.ndarray) -> np.ndarray:
+    """``(head, key)``: ``alpha_row[h, k] · values[h, k] · (W_O^h gh)`` (float64 tensors)."""
+    import torch
+
     reads = torch.einsum("hdk,k->hd", w_o, torch.from_numpy(gh))  # (h, d)
-    per_value = torch.einsum("hkd,hd->hk", values, reads)
-    return (alpha[:, 0] * per_value).numpy()
+    return (alpha_row * torch.einsum("hkd,hd->hk", values, reads)).numpy()
 
 
 def lens_frame(
@@ -289,4 +323,14 @@ def token_scores(
     return np.bincount(part["source_pos"].to_numpy(), part["attribution"].to_numpy(), minlength=n)
 
 
-__all__ = ["KINDS", "Attribution", "head_split", "lens_frame", "token_scores", "trace_logit"]
+__all__ = [
+    "KINDS",
+    "Attribution",
+    "attribute",
+    "head_split",
+    "lens_frame",
+    "split_terms",
+    "targets",
+    "token_scores",
+    "trace_logit",
+]

@@ -328,6 +328,9 @@ class Decomposition:
     head_dirs: dict[tuple[str, int], np.ndarray]
     final: list[FrozenNorm]
     head_scale: float
+    #: how each block writes the residual: ``pre`` (adds its sublayers' outputs as they are),
+    #: ``sublayer-norm`` (normalises them first), ``post-ln`` (normalises the residual)
+    layouts: dict[int, str] = field(default_factory=dict)
 
 
 def _close(got: np.ndarray, want: np.ndarray, what: str, name: str) -> None:
@@ -394,6 +397,7 @@ def decompose(rec: Record, wiring: Wiring, g: np.ndarray, bundle_name: str) -> D
     """
     terms: list[Term] = []
     head_dirs: dict[tuple[str, int], np.ndarray] = {}
+    layouts: dict[int, str] = {}
     final, c = final_norms(rec, wiring, bundle_name)
     g = c * np.asarray(g, dtype=np.float64)
     for norm in reversed(final):
@@ -402,10 +406,10 @@ def decompose(rec: Record, wiring: Wiring, g: np.ndarray, bundle_name: str) -> D
         g = norm.pullback(g)
     mult = wiring.multiplier
     for li in reversed(range(wiring.n_layers)):
-        g = _layer(rec, wiring, li, g, terms, head_dirs, mult, bundle_name)
+        g, layouts[li] = _layer(rec, wiring, li, g, terms, head_dirs, mult, bundle_name)
     _embeddings(rec, wiring, g, terms, bundle_name)
     terms.reverse()
-    return Decomposition(terms, head_dirs, final, c)
+    return Decomposition(terms, head_dirs, final, c, layouts)
 
 
 def _head_terms(
@@ -431,14 +435,15 @@ def _layer(
     head_dirs: dict[tuple[str, int], np.ndarray],
     mult: float,
     name: str,
-) -> np.ndarray:
-    """Terms of block ``li`` (appended top-down); returns ``g`` pulled back to its input."""
+) -> tuple[np.ndarray, str]:
+    """Terms of block ``li`` (appended top-down); returns ``g`` pulled back to its input and
+    the block's layout (:attr:`Decomposition.layouts`)."""
     x_in, x_out = rec.get(f"in{li}"), rec.get(f"out{li}")
     y = rec.get(f"y{li}")
     yc = rec.get(f"yc{li}") if wiring.cross is not None else None
     norms = _norms_between(rec, wiring.block_norms[li], rec.when(f"in{li}"), rec.when(f"out{li}"))
     if norms and _matches(rec.get(f"{norms[-1][0]}:out"), x_out):
-        return _post_ln_layer(rec, wiring, li, g, terms, head_dirs, norms, name)
+        return _post_ln_layer(rec, wiring, li, g, terms, head_dirs, norms, name), "post-ln"
     sub: dict[str, FrozenNorm | None] = {"": None, "c": None}
     for n, module in norms:
         seen = rec.get(f"{n}:in")
@@ -469,7 +474,7 @@ def _layer(
         _head_terms(rec, st, li, tag, gh, kind, terms)
         if norm is not None and norm.bias is not None:
             terms.append(Term(f"{kind}_norm_bias", li, -1, extra))
-    return g
+    return g, "sublayer-norm" if any(sub.values()) else "pre"
 
 
 def _post_ln_layer(

@@ -23,7 +23,9 @@ import pandas as pd
 
 from ..errors import InputError
 from . import attribution as _attribution
+from . import routes as _routes
 from .registry import Explainer, ExplainRequest, register_explainer
+from .route_result import Routes
 
 
 def step_position(request: ExplainRequest, step: int | None, position: int) -> tuple[int, Any]:
@@ -110,6 +112,31 @@ def _attribution_scores(request: ExplainRequest) -> np.ndarray:
     )
 
 
+def _information_flow(
+    request: ExplainRequest,
+    *,
+    position: int = -1,
+    threshold: float = 0.04,
+    step: int | None = None,
+    token: str | int | None = None,
+    against: str | int | None = None,
+    method: str = "auto",
+) -> Routes:
+    """Information flow routes (see :func:`.routes.information_flow`)."""
+    position, default = step_position(request, step, position)
+    return _routes.information_flow(
+        request.model("information_flow"), request.capture, position=position,
+        threshold=threshold, token=default if token is None else token, against=against,
+        method=method,
+    )  # fmt: skip
+
+
+def _flow_scores(request: ExplainRequest) -> np.ndarray:
+    if request.kind not in ("self",):
+        raise InputError("information flow routes trace decoder-only models (kind 'self')")
+    return _information_flow(request).token_scores()
+
+
 TRACE_EXPLAINERS = (
     Explainer(
         "logit_attribution",
@@ -128,6 +155,15 @@ TRACE_EXPLAINERS = (
         "logit lens",
         None,
         "the predicted token's rank and logit after every layer, and what each layer promotes",
+    ),
+    Explainer(
+        "information_flow",
+        _information_flow,
+        "graph",
+        "model",
+        "information flow routes",
+        _flow_scores,
+        "Ferrando & Voita 2024: the contribution graph walked back from the prediction",
     ),
 )
 
