@@ -156,11 +156,11 @@ def _reference(m: Any, ins: Any, model_type: str, threshold: float) -> dict[str,
         c_attn, c_res = _renorm(c_attn, c_res, threshold)
         c_ffn = _contrib(torch.stack([out - mid, mid]), out)
         c_mlp, c_r = _renorm(c_ffn[0][:, None], c_ffn[1], threshold)
-        src = (lambda p: f"I{li - 1}_{p}") if li else (lambda p: f"X0_{p}")
+        below = f"I{li - 1}_" if li else "X0_"
         for q in range(n):
             for k in range(n):
-                add(src(k), f"A{li}_{q}", float(c_attn[q, k].sum()))
-            add(src(q), f"A{li}_{q}", float(c_res[q]))
+                add(f"{below}{k}", f"A{li}_{q}", float(c_attn[q, k].sum()))
+            add(f"{below}{q}", f"A{li}_{q}", float(c_res[q]))
             add(f"A{li}_{q}", f"M{li}_{q}", float(c_mlp[q, 0]))
             add(f"M{li}_{q}", f"I{li}_{q}", float(c_mlp[q, 0]))
             add(f"A{li}_{q}", f"I{li}_{q}", float(c_r[q]))
