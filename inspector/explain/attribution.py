@@ -187,7 +187,7 @@ def attribute(
         logit=logit, unembedding_bias=bias, remainder=logit - bias - total,
         probability=float(probs[tid]), logit_scale=scale,
     )  # fmt: skip
-    per_token = _per_token(dec, capture, wiring, split) if split is not None else None
+    per_token = per_token_frame(dec, capture, wiring, split) if split is not None else None
     lens = lens_frame(bundle, wiring, rec, dec, tid, top=lens_top)
     return Attribution(frame, per_token, lens, dec)
 
@@ -216,7 +216,7 @@ def _frame(terms: list[_res.Term]) -> pd.DataFrame:
     )
 
 
-def _per_token(
+def per_token_frame(
     dec: _res.Decomposition, capture: Capture, wiring: _res.Wiring, split: Any
 ) -> pd.DataFrame:
     """Each head's term split by source position (rows add up to the head's term)."""
@@ -329,6 +329,7 @@ __all__ = [
     "attribute",
     "head_split",
     "lens_frame",
+    "per_token_frame",
     "split_terms",
     "targets",
     "token_scores",
