@@ -26,6 +26,7 @@ from . import long as _long
 from .explaining import ExplainNamespace, HasBundle
 from .namespaces import GenerationNamespace, HeadsNamespace, ViewsNamespace
 from .results import Comparison, compare
+from .tracing import after, why_section
 
 
 class Inspection:
@@ -237,6 +238,7 @@ class Inspection:
         head_view: Mapping[str, Any] | None = None,
         model_view: Mapping[str, Any] | None = None,
         scan: bool | None = None,
+        why: bool | None = None,
     ) -> Report:
         """Build the self-contained HTML report; write it to ``path`` when given.
 
@@ -245,18 +247,24 @@ class Inspection:
         see :meth:`inspector.LoadedModel.scan`), which any browser draws at any length. ``None``
         (default) does so when the capture holds more than ``LONG_REPORT_CELLS`` (2**25)
         weights, where the full report's every-head maps would stall a browser tab.
+        ``why``: for an inspection made by ``m.generate(...)``, add a section with the heads
+        that wrote each generated token and the tokens they read (direct logit attribution;
+        one more forward pass). ``None`` (default): when the model is at hand and its
+        architecture is followed; ``True``: always (an error says why it cannot).
 
         Example:
             >>> ins.report("reports/cat.html")  # doctest: +SKIP
         """
         if _long.wants_scan_page(self.capture, scan):
             return _long.capture_scan_report(self.capture, path, title=title, kind=self.kind)
+        why_builder = None if why is False else why_section(self, required=bool(why))
         rendered = _report.build_report(
             self.capture,
             title=title,
             precision=precision,
             head_view=head_view,
             model_view=model_view,
+            sections=None if why_builder is None else after("generation", why_builder),
         )
         if path is not None:
             rendered.save(path)

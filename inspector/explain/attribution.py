@@ -20,6 +20,7 @@ where to read); nothing here registers hooks.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,26 +33,11 @@ from ..models.families import logit_transform
 from ..models.loading import ModelBundle
 from . import residual as _res
 from .norms import head_values
+from .route_result import KINDS
 from .target import _token_id
 
 #: Query rows (besides the explained one) that check how values are read.
 CHECK_ROWS = 4
-
-KINDS = {
-    "embed": "token embedding",
-    "pos_embed": "position embedding",
-    "embeddings": "embeddings",
-    "embed_norm_bias": "embedding norm bias",
-    "head": "head",
-    "head_bias": "attention output bias",
-    "head_norm_bias": "attention post-norm bias",
-    "cross_head": "cross-attention head",
-    "cross_head_bias": "cross-attention output bias",
-    "cross_head_norm_bias": "cross-attention post-norm bias",
-    "mlp": "MLP",
-    "norm_bias": "residual norm bias",
-    "final_norm_bias": "final norm bias",
-}
 
 
 @dataclass(frozen=True, eq=False)
@@ -129,14 +115,32 @@ def trace_logit(
             ``blockwise``).
         lens_top: tokens listed per layer in the logit lens.
     """
+    return trace_positions(
+        bundle, capture, [position], [token], against=against, per_token=per_token,
+        method=method, lens_top=lens_top,
+    )[0]  # fmt: skip
+
+
+def trace_positions(
+    bundle: ModelBundle,
+    capture: Capture,
+    positions: Sequence[int],
+    tokens: Sequence[str | int | None],
+    *,
+    against: str | int | None = None,
+    per_token: bool = False,
+    method: str = "auto",
+    lens_top: int = 5,
+) -> list[Attribution]:
+    """:func:`trace_logit` of several positions (each with its token, ``None``: the
+    prediction) from one forward pass: a generation's steps."""
     wiring = _res.find_wiring(bundle, "logit attribution")
-    query = stack_tokens(capture, wiring.kind)
-    n = len(query)
-    pos = _res.check_position(position, n)
-    rows = _check_rows(pos, n) if per_token else [pos]
+    n = len(stack_tokens(capture, wiring.kind))
+    explained = [_res.check_position(p, n) for p in positions]
+    rows = list(explained)
+    if per_token:
+        rows += [r for r in _check_rows(explained[-1], n) if r not in rows]
     rec = _res.record(bundle, wiring, capture, rows, values=per_token, method=method)
-    assert rec.logits is not None
-    tid, aid = targets(bundle, rec, token, against)
 
     def split(kind: str, li: int, gh: np.ndarray) -> np.ndarray:
         cross = kind == "cross_head"
@@ -144,8 +148,13 @@ def trace_logit(
         att_kind = "cross" if cross else wiring.kind
         return head_split(rec, st, li, att_kind, gh, cross, bundle.name)
 
-    return attribute(bundle, wiring, rec, capture, tid, aid, split if per_token else None,
-                     lens_top=lens_top)  # fmt: skip
+    out = []
+    for i, token in enumerate(tokens):
+        rec.current = i
+        tid, aid = targets(bundle, rec, token, against)
+        out.append(attribute(bundle, wiring, rec, capture, tid, aid,
+                             split if per_token else None, lens_top=lens_top))  # fmt: skip
+    return out
 
 
 def targets(
@@ -182,7 +191,7 @@ def attribute(
     probs /= probs.sum()
     frame = _frame(dec.terms)
     frame.attrs.update(
-        token=_name(bundle, tid), token_id=tid, position=rec.rows[0],
+        token=_name(bundle, tid), token_id=tid, position=rec.position,
         against=None if aid is None else _name(bundle, aid), against_id=aid,
         logit=logit, unembedding_bias=bias, remainder=logit - bias - total,
         probability=float(probs[tid]), logit_scale=scale,
@@ -250,7 +259,7 @@ def head_split(
     values, w_o = head_values(
         st, st.layers[li], li, alpha, store[(li, -1)], store, kind=att_kind, name=name
     )
-    return split_terms(alpha[:, 0], values, w_o, gh)
+    return split_terms(alpha[:, rec.current], values, w_o, gh)
 
 
 def split_terms(alpha_row: Any, values: Any, w_o: Any, gh: np.ndarray) -> np.ndarray:
@@ -334,4 +343,5 @@ __all__ = [
     "targets",
     "token_scores",
     "trace_logit",
+    "trace_positions",
 ]

@@ -159,13 +159,13 @@ class Record:
     """What one traced forward pass kept.
 
     Attributes:
-        rows: the traced query positions (``rows[0]`` is the explained one).
+        rows: the traced query positions (``rows[current]`` is the explained one).
         at: ``key -> [(call order, (len(rows), width) float64)]`` for every tapped module.
         resid: ``layer -> (n, hidden)`` float32 input of every block at every position, plus
             ``n_layers`` -> the last block's output (only when recorded with ``full=True``).
         values: the value sources' outputs and output projections' inputs (``value_hooks``).
         attention: the kept attention (rows of any position, later).
-        logits: the model's logits at ``rows[0]`` (``(vocab,)`` float64).
+        all_logits: the model's logits at every traced row (``(rows, vocab)`` float64).
         n: the stack's sequence length.
     """
 
@@ -176,20 +176,31 @@ class Record:
     values: dict[tuple[int, int], Any] = field(default_factory=dict)
     cross_values: dict[tuple[int, int], Any] = field(default_factory=dict)
     attention: KeptAttention | None = None
-    logits: np.ndarray | None = None
+    all_logits: np.ndarray | None = None
     n: int = 0
     order: int = 0
+    #: the row :meth:`get` reads by default (``rows[current]`` is the explained position)
+    current: int = 0
 
-    def put(self, key: str, t: Any) -> None:
+    @property
+    def position(self) -> int:
+        return self.rows[self.current]
+
+    @property
+    def logits(self) -> np.ndarray | None:
+        """The model's logits at the explained row (``(vocab,)`` float64)."""
+        return None if self.all_logits is None else self.all_logits[self.current]
+
+    def put(self, key: str, t: Any, kept: bool = False) -> None:
+        """Keep ``t``'s traced rows (``kept``: ``t`` holds exactly those rows, in order)."""
         x = t.detach().reshape(-1, t.shape[-1])
         self.order += 1
-        # the unembedding of a decoder sees only the kept row (logits_to_keep)
-        rows = self.rows if x.shape[0] > 1 or self.n <= 1 else [0] * len(self.rows)
-        self.at.setdefault(key, []).append((self.order, x[rows].double().cpu().numpy()))
+        x = x if kept else x[self.rows]
+        self.at.setdefault(key, []).append((self.order, x.double().cpu().numpy()))
 
-    def get(self, key: str, row: int = 0) -> np.ndarray:
-        """The vector of ``key`` at ``rows[row]`` (its last call)."""
-        return self.at[key][-1][1][row]
+    def get(self, key: str, row: int | None = None) -> np.ndarray:
+        """The vector of ``key`` at ``rows[row]`` (default: the explained row; its last call)."""
+        return self.at[key][-1][1][self.current if row is None else row]
 
     def when(self, key: str) -> int:
         return self.at[key][-1][0] if key in self.at else -1
@@ -203,7 +214,7 @@ def _out(output: Any) -> Any:
     return output[0] if isinstance(output, tuple | list) else output
 
 
-def _hooks(rec: Record, wiring: Wiring) -> list[Hook]:
+def _hooks(rec: Record, wiring: Wiring, kept_head: bool) -> list[Hook]:
     hooks: list[Hook] = []
 
     def post(key: str, full: int | None = None) -> Any:
@@ -215,10 +226,10 @@ def _hooks(rec: Record, wiring: Wiring) -> list[Hook]:
 
         return hook
 
-    def pre(key: str, full: int | None = None) -> Any:
+    def pre(key: str, full: int | None = None, kept: bool = False) -> Any:
         def hook(_m: Any, args: Any, kwargs: Any) -> None:
             t = _first(args, kwargs)
-            rec.put(key, t)
+            rec.put(key, t, kept)
             if full is not None:
                 rec.resid[full] = t.detach().reshape(-1, t.shape[-1]).float().clone()
 
@@ -244,7 +255,8 @@ def _hooks(rec: Record, wiring: Wiring) -> list[Hook]:
         hooks.append(Hook(wiring.token_embedding, post("tok")))
     for i, emb in enumerate(wiring.position_embeddings):
         hooks.append(Hook(emb, post(f"pos{i}")))
-    hooks.append(Hook(wiring.lm_head, pre("head_in"), "pre_kw"))
+    # with logits_to_keep, the unembedding sees only the traced rows, in their order
+    hooks.append(Hook(wiring.lm_head, pre("head_in", kept=kept_head), "pre_kw"))
     return hooks
 
 
@@ -274,24 +286,20 @@ def record(
     n = stack_length(bundle, inputs)
     rows = [int(r) for r in rows]
     rec = Record(rows, full=full, n=n)
-    hooks = _hooks(rec, wiring)
-    if values:
-        layers = list(range(wiring.n_layers))
-        store: dict[tuple[int, int], Any] = {}
-        hooks += value_hooks(wiring.found, layers, store, rows=rows)
-        cross_store: dict[tuple[int, int], Any] = {}
-        if wiring.cross is not None:
-            hooks += value_hooks(wiring.cross, layers, cross_store, rows=rows)
-        rec.values = store
-        rec.cross_values = cross_store
     call_kw: dict[str, Any] = {}
     if bundle.architecture == "decoder" and forward_accepts(bundle.model, "logits_to_keep"):
-        call_kw["logits_to_keep"] = torch.tensor([rows[0]])
+        call_kw["logits_to_keep"] = torch.tensor(rows)
+    hooks = _hooks(rec, wiring, "logits_to_keep" in call_kw)
+    if values:
+        layers = list(range(wiring.n_layers))
+        hooks += value_hooks(wiring.found, layers, rec.values, rows=rows)
+        if wiring.cross is not None:
+            hooks += value_hooks(wiring.cross, layers, rec.cross_values, rows=rows)
     kinds = ["self"] if wiring.kind == "self" else ["decoder", "cross"]
     out, kept = run_kept(bundle, inputs, kinds=kinds, hooks=hooks, method=method, **call_kw)
     logits = out.logits[0]
-    logits = logits[-1] if "logits_to_keep" in call_kw else logits[rows[0]]
-    rec.logits = logits.detach().double().cpu().numpy()
+    logits = logits if "logits_to_keep" in call_kw else logits[rows]
+    rec.all_logits = logits.detach().double().cpu().numpy()
     rec.attention = kept
     return rec
 
@@ -389,7 +397,7 @@ def final_norms(rec: Record, wiring: Wiring, bundle_name: str) -> tuple[list[Fro
 
 
 def decompose(rec: Record, wiring: Wiring, g: np.ndarray, bundle_name: str) -> Decomposition:
-    """Every additive term of ``g · lm_head_input`` at ``rec.rows[0]``, bottom-up.
+    """Every additive term of ``g · lm_head_input`` at ``rec.position``, bottom-up.
 
     ``g`` is the unembedding direction (``W_U[token] - W_U[against]``, logit-scaled). Norms are
     frozen at the model's own scales; each step is checked against the next input the model

@@ -10,7 +10,7 @@ it).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -25,6 +25,28 @@ from ..errors import InputError, UnsupportedModelError
 #: Page builders for results of this module, registered by :mod:`inspector.render.trace`:
 #: ``PAGES["trace"](routes, path=None, **options) -> rendered page``.
 PAGES: Registry[Callable[..., Any]] = Registry("trace page")
+
+#: What each row of a logit attribution is, by its ``kind``.
+KINDS = {
+    "embed": "token embedding",
+    "pos_embed": "position embedding",
+    "embeddings": "embeddings",
+    "embed_norm_bias": "embedding norm bias",
+    "head": "head",
+    "head_bias": "attention output bias",
+    "head_norm_bias": "attention post-norm bias",
+    "cross_head": "cross-attention head",
+    "cross_head_bias": "cross-attention output bias",
+    "cross_head_norm_bias": "cross-attention post-norm bias",
+    "mlp": "MLP",
+    "norm_bias": "residual norm bias",
+    "final_norm_bias": "final norm bias",
+}
+
+#: Heads named in the answer.
+TOP_HEADS = 3
+#: Consecutive MLP layers the answer groups.
+MLP_WINDOW = 4
 
 EDGE_COLUMNS = ["layer", "block", "source", "target", "source_pos", "target_pos", "weight"]
 HEAD_COLUMNS = ["layer", "source_pos", "target_pos", "head", "weight"]
@@ -56,6 +78,8 @@ class Routes:
         position / threshold: what was traced and the cut.
         attribution: the direct logit attribution of the same prediction
             (:class:`~.attribution.Attribution`), computed from the same forward pass.
+        attention_rows: ``(layer, query_pos, head) -> [(key_pos, weight), ...]``: the heaviest
+            keys (up to 64) of the attention row of every head on a walked attention edge.
     """
 
     edges: pd.DataFrame
@@ -69,6 +93,9 @@ class Routes:
     n_layers: int
     model_name: str = "model"
     attribution: Any = None
+    attention_rows: dict[tuple[int, int, int], list[tuple[int, float]]] = field(
+        default_factory=dict, repr=False
+    )
     _state: Any = field(default=None, repr=False)
 
     def __repr__(self) -> str:
@@ -122,6 +149,43 @@ class Routes:
                 out[int(node[3:])] += m
         return out
 
+    def answer(self) -> str:
+        """The prediction in one sentence: "' Paris' (logit 17.4, p 0.77): 82% from layer
+        26-29 MLPs, heads 23.4, 29.1, 29.2 write it, reading ' France' (pos 3)": the MLPs of the
+        (up to 4) consecutive layers that add the most, as a share of the logit; the three
+        heads with the largest attribution (``layer.head``); the source token that gave those
+        heads the most, other than the traced position itself."""
+        attribution = self.attribution
+        frame: pd.DataFrame = attribution.frame
+        a = frame.attrs
+        token = fmt_token(str(a["token"]))
+        if a.get("against") is not None:
+            head = (
+                f"{token} over {fmt_token(str(a['against']))} (logit difference {a['logit']:.1f})"
+            )
+        else:
+            head = f"{token} (logit {a['logit']:.1f}, p {a['probability']:.2f})"
+        clauses = []
+        logit = float(a["logit"]) or 1.0
+        window = _mlp_window(frame)
+        if window is not None and window[0] > 0:
+            lo, hi = window[1], window[2]
+            where = f"layer {lo} MLP" if lo == hi else f"layer {lo}-{hi} MLPs"
+            clauses.append(f"{100 * window[0] / logit:.0f}% from {where}")
+        heads = frame[frame["kind"] == "head"].sort_values("attribution", ascending=False)
+        top = head_keys(heads.index[:TOP_HEADS])
+        if top:
+            clause = f"heads {', '.join(f'{layer}.{head}' for layer, head in top)} write it"
+            sources = top_sources(attribution.per_token, top)
+            # what the heads move in from elsewhere (the traced position reads itself too)
+            moved = [p for p in sources if p != self.position] or sources
+            if moved:
+                pos = moved[0]
+                readable = self.tokens.readable or self.tokens.tokens
+                clause += f", reading {fmt_token(readable[pos])} (pos {pos})"
+            clauses.append(clause)
+        return head + (": " + ", ".join(clauses) if clauses else "")
+
     # ------------------------------------------------------------------ the numbers
 
     def _need_state(self) -> Any:
@@ -145,13 +209,13 @@ class Routes:
         """The attention step's contributions at ``(layer, query_pos)`` before thresholding:
         ``(key, head)``; with :meth:`residual_contribution` they sum to 1."""
         layer, q = self._check(layer, query_pos)
-        parts, _res, _whole = self._need_state().attention_step(layer, [q])
+        parts, _res, _whole, _alpha = self._need_state().attention_step(layer, [q])
         return np.asarray(parts[0])
 
     def residual_contribution(self, layer: int, query_pos: int) -> float:
         """The residual's contribution to the attention step at ``(layer, query_pos)``."""
         layer, q = self._check(layer, query_pos)
-        _parts, res, _whole = self._need_state().attention_step(layer, [q])
+        _parts, res, _whole, _alpha = self._need_state().attention_step(layer, [q])
         return float(res[0])
 
     def mlp_contributions(self, layer: int, query_pos: int) -> tuple[float, float]:
@@ -190,6 +254,41 @@ class Routes:
                 "the trace page is drawn by inspector.render; import inspector first"
             )
         return PAGES["trace"](self, path, **options)
+
+
+def fmt_token(token: str) -> str:
+    """A token quoted so that its spaces show (``' Paris'``)."""
+    return repr(token)
+
+
+def head_keys(index: Any) -> list[tuple[int, int]]:
+    """``(layer, head)`` pairs of a ``(layer, head)`` index, as ints."""
+    return [(int(layer), int(head)) for layer, head in list(index)]
+
+
+def top_sources(per_token: pd.DataFrame | None, heads: Sequence[tuple[int, int]]) -> list[int]:
+    """Source positions ordered by what they gave the named heads (largest first)."""
+    if per_token is None or not len(heads):
+        return []
+    part = per_token[per_token["kind"] == "head"]
+    chosen = part.loc[part.index.isin(list(heads))]
+    by_pos = chosen.groupby("source_pos")["attribution"].sum().sort_values(ascending=False)
+    return [int(p) for p in by_pos.index[by_pos > 0]]
+
+
+def _mlp_window(frame: pd.DataFrame) -> tuple[float, int, int] | None:
+    mlp = frame[frame["kind"] == "mlp"]
+    if not len(mlp):
+        return None
+    layers = mlp.index.get_level_values("layer").to_numpy()
+    values = mlp["attribution"].to_numpy()
+    best = None
+    for i in range(len(values)):
+        j = min(len(values), i + MLP_WINDOW)
+        total = float(values[i:j].sum())
+        if best is None or total > best[0]:
+            best = (total, int(layers[i]), int(layers[j - 1]))
+    return best
 
 
 def _topological(g: Any) -> Any:
@@ -232,7 +331,7 @@ def build_routes(
         nodes["rank"], nodes["logit"], nodes["top"] = [], [], []
     return Routes(
         edges, heads, nodes, tokens, token, token_id, position, threshold, walk["n_layers"],
-        model_name, attribution, state,
+        model_name, attribution, walk.get("rows", {}), state,
     )  # fmt: skip
 
 
@@ -242,4 +341,4 @@ def _node_order(name: str) -> tuple[int, int, int]:
     return layer, {"X": 0, "A": 1, "M": 2, "I": 3}[kind], int(name.rsplit("_", 1)[1])
 
 
-__all__ = ["EDGE_COLUMNS", "HEAD_COLUMNS", "PAGES", "Routes", "build_routes", "node_name"]
+__all__ = ["EDGE_COLUMNS", "HEAD_COLUMNS", "KINDS", "PAGES", "Routes", "build_routes", "node_name"]

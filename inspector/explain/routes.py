@@ -56,6 +56,8 @@ EPS = 1e-5
 KEY_BLOCK = 256
 #: Nodes per block of the ``(node, head, key, hidden)`` scratch.
 NODE_BLOCK = 4
+#: Keys kept of the attention row of every head on a walked attention edge (for the page).
+ROW_KEYS = 64
 
 
 def check_threshold(threshold: float) -> float:
@@ -150,9 +152,10 @@ class _State:
 
         return self.rec.resid[li][torch.as_tensor(list(positions))].double()
 
-    def attention_step(self, li: int, positions: Sequence[int]) -> tuple[list[Any], Any, Any]:
+    def attention_step(self, li: int, positions: Sequence[int]) -> tuple[list[Any], Any, Any, Any]:
         """Raw attention-step contributions of ``positions`` at layer ``li``: per node a
-        ``(key, head)`` array, the residual's, and the wholes (residual after attention)."""
+        ``(key, head)`` array, the residual's, the wholes (residual after attention) and the
+        attention rows ``(head, node, key)``."""
         import torch
 
         data = self.layer(li)
@@ -188,7 +191,7 @@ class _State:
             total = c.sum() + res[i]
             out.append((c / total).numpy())
             res[i] = res[i] / total
-        return out, res.numpy(), whole
+        return out, res.numpy(), whole, alpha
 
     def mlp_step(self, li: int, positions: Sequence[int], after_attn: Any) -> Any:
         """Raw (mlp, residual) contributions ``(r, 2)`` of the MLP step."""
@@ -308,6 +311,7 @@ def _walk(state: _State, pos: int, threshold: float) -> dict[str, Any]:
     edges: list[tuple[int, str, str, str, int, int, float]] = []
     head_edges: list[tuple[int, int, int, int, float]] = []
     vectors: dict[str, np.ndarray] = {}
+    rows: dict[tuple[int, int, int], list[tuple[int, float]]] = {}
     reached = {pos}
     for li in reversed(range(n_layers)):
         qs = sorted(reached)
@@ -331,7 +335,7 @@ def _walk(state: _State, pos: int, threshold: float) -> dict[str, Any]:
         reached = set()
         if not attn_nodes:
             break
-        parts, res, wholes = state.attention_step(li, attn_nodes)
+        parts, res, wholes, alpha = state.attention_step(li, attn_nodes)
         for i, q in enumerate(attn_nodes):
             a = node_name("A", li, q)
             vectors[a] = wholes[i].numpy()
@@ -343,8 +347,12 @@ def _walk(state: _State, pos: int, threshold: float) -> dict[str, Any]:
                     (li, "attention", node_name("I", li - 1, k), a, k, q, float(per_key[k]))
                 )
                 reached.add(k)
-                for h in np.flatnonzero(blocks[k] > 0):
+                for h in np.flatnonzero(blocks[k] > 0).tolist():
                     head_edges.append((li, k, q, int(h), float(blocks[k, h])))
+                    if (li, q, h) not in rows:
+                        row = alpha[h, i].numpy()
+                        heavy = np.argsort(-row, kind="stable")[:ROW_KEYS]
+                        rows[(li, q, h)] = [(int(t), float(row[t])) for t in heavy if row[t] > 0]
             if r > 0:
                 edges.append((li, "residual", node_name("I", li - 1, q), a, q, q, r))
                 reached.add(q)
@@ -353,7 +361,13 @@ def _walk(state: _State, pos: int, threshold: float) -> dict[str, Any]:
         x0 = state.resid(0, first).numpy()
         for i, first_k in enumerate(first):
             vectors[node_name("X", 0, first_k)] = x0[i]
-    return {"edges": edges, "head_edges": head_edges, "vectors": vectors, "n_layers": n_layers}
+    return {
+        "edges": edges,
+        "head_edges": head_edges,
+        "vectors": vectors,
+        "rows": rows,
+        "n_layers": n_layers,
+    }
 
 
 __all__ = [
