@@ -68,11 +68,6 @@ def check_threshold(threshold: float) -> float:
     return float(threshold)
 
 
-def contributions(parts_l1: np.ndarray, whole_l1: float) -> np.ndarray:
-    """``max(‖y‖₁ − ‖y − p‖₁, EPS)`` from the distances ``‖y − p‖₁`` (not yet normalised)."""
-    return np.maximum(whole_l1 - parts_l1, EPS)
-
-
 def threshold_renormalise(
     blocks: np.ndarray, resid: float, threshold: float
 ) -> tuple[np.ndarray, float]:
@@ -162,32 +157,37 @@ class _State:
         alpha = data.rows(positions)  # (h, r, n)
         x = self.resid(li, positions)  # (r, hidden)
         whole = x + self.mult * data.attention_out(alpha)  # (r, hidden)
-        whole_l1 = whole.abs().sum(-1)  # (r,)
         n = int(alpha.shape[-1])
         n_h = int(alpha.shape[0])
         hidden = int(whole.shape[-1])
-        dist = torch.zeros((len(positions), n, n_h), dtype=torch.float64)
+        gain = torch.zeros((len(positions), n, n_h), dtype=torch.float64)
         limit = [q + 1 if self.causal else n for q in positions]
         kmax = max(limit)
-        # float32 scratch, one (head, nodes, keys, hidden) block at a time: the distances
-        # ‖y - p‖₁ lose ~1e-7 of ‖y‖₁, far below the contributions' 1e-5 clip
-        alpha32, whole32 = alpha.float(), whole.float()
+        # ‖y‖₁ - ‖y - p‖₁ summed element by element as min(s·p, 2|y| - s·p) with s = sign(y):
+        # no cancellation against ‖y‖₁, so a float32 scratch (one (head, nodes, keys, hidden)
+        # block at a time) keeps each part's error relative to the part itself
+        alpha32 = alpha.float()
+        sign = torch.where(whole >= 0, 1.0, -1.0).float()
+        twice = 2 * whole.abs().float()
         buf = torch.empty((n_h, NODE_BLOCK, KEY_BLOCK, hidden), dtype=torch.float32)
+        tmp = torch.empty_like(buf)
         for k0 in range(0, kmax, KEY_BLOCK):
             k1 = min(kmax, k0 + KEY_BLOCK)
             f = torch.einsum("hkd,hdm->hkm", data.values32[:, k0:k1], data.w_o32)
             f *= self.mult
             for r0 in range(0, len(positions), NODE_BLOCK):
                 r1 = min(len(positions), r0 + NODE_BLOCK)
-                part = buf[:, : r1 - r0, : k1 - k0]
+                part, other = buf[:, : r1 - r0, : k1 - k0], tmp[:, : r1 - r0, : k1 - k0]
                 torch.mul(alpha32[:, r0:r1, k0:k1, None], f[:, None], out=part)
-                part.sub_(whole32[None, r0:r1, None, :]).abs_()
-                dist[r0:r1, k0:k1] = part.sum(-1).permute(1, 2, 0)
-        res = torch.clamp(whole_l1 - (whole - x).abs().sum(-1), min=EPS)
+                part.mul_(sign[None, r0:r1, None, :])
+                torch.sub(twice[None, r0:r1, None, :], part, out=other)
+                torch.minimum(part, other, out=part)
+                gain[r0:r1, k0:k1] = part.sum(-1).permute(1, 2, 0)
+        res = torch.clamp(l1_gain(whole, x), min=EPS)
         out = []
         for i in range(len(positions)):
             c = torch.full((n, n_h), EPS, dtype=torch.float64)
-            c[: limit[i]] = torch.clamp(whole_l1[i] - dist[i, : limit[i]], min=EPS)
+            c[: limit[i]] = torch.clamp(gain[i, : limit[i]], min=EPS)
             total = c.sum() + res[i]
             out.append((c / total).numpy())
             res[i] = res[i] / total
@@ -198,12 +198,19 @@ class _State:
         import torch
 
         out = self.resid(li + 1, positions)
-        whole_l1 = out.abs().sum(-1)
-        mlp = out - after_attn
-        c_mlp = torch.clamp(whole_l1 - (out - mlp).abs().sum(-1), min=EPS)
-        c_res = torch.clamp(whole_l1 - (out - after_attn).abs().sum(-1), min=EPS)
+        c_mlp = torch.clamp(l1_gain(out, out - after_attn), min=EPS)
+        c_res = torch.clamp(l1_gain(out, after_attn), min=EPS)
         total = c_mlp + c_res
         return torch.stack([c_mlp / total, c_res / total], dim=-1).numpy()
+
+
+def l1_gain(whole: Any, part: Any) -> Any:
+    """``‖whole‖₁ - ‖whole - part‖₁`` over the last axis, computed element by element as
+    ``min(s·p, 2|w| - s·p)`` (``s = sign(w)``), which never subtracts two large norms."""
+    import torch
+
+    signed = torch.where(whole >= 0, part, -part)
+    return torch.minimum(signed, 2 * whole.abs() - signed).sum(-1)
 
 
 def information_flow(
@@ -373,7 +380,6 @@ def _walk(state: _State, pos: int, threshold: float) -> dict[str, Any]:
 __all__ = [
     "EPS",
     "check_threshold",
-    "contributions",
     "information_flow",
     "threshold_renormalise",
 ]
