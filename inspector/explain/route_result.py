@@ -182,7 +182,7 @@ class Routes:
             if moved:
                 pos = moved[0]
                 readable = self.tokens.readable or self.tokens.tokens
-                clause += f", reading {fmt_token(readable[pos])} (pos {pos})"
+                clause += f", reading {fmt_token(readable[pos].replace('␣', ' '))} (pos {pos})"
             clauses.append(clause)
         return head + (": " + ", ".join(clauses) if clauses else "")
 
