@@ -1032,3 +1032,86 @@ def make_image(width: int = 48, height: int = 40) -> Any:
     draw.rectangle([4, 4, width // 3, height // 3], fill=(255, 255, 255))
     draw.ellipse([width // 2, height // 2, width - 4, height - 4], fill=(10, 10, 10))
     return image
+
+
+# ------------------------------------------------------------------ route graphs (no model)
+
+
+def make_routes(strings: Sequence[str] | int = HOSTILE, *, layers: int = 3, heads: int = 4,
+                seed: int = 0, fan: int = 3, width: int = 12) -> Any:  # fmt: skip
+    """A :class:`~inspector.explain.route_result.Routes` built by hand (no model): a walk from
+    the last position down through ``layers`` layers, each reached node fed by the residual and
+    by ``fan`` earlier positions through random heads (at most ``width`` positions reached per
+    layer, as real walks stay narrow), with an attribution, per-token split and logit lens of
+    matching shapes. For page tests at any length."""
+    from inspector.explain.attribution import Attribution
+    from inspector.explain.route_result import build_routes, node_name
+
+    rng = np.random.default_rng(seed)
+    toks = make_tokens(strings)
+    n = len(toks)
+    pos = n - 1
+    edges, head_edges, vectors, rows = [], [], {}, {}
+    reached = {pos}
+    for li in reversed(range(layers)):
+        nxt = set()
+        for q in sorted(reached):
+            a, top = node_name("A", li, q), node_name("I", li, q)
+            vectors[top] = rng.normal(size=4)
+            vectors[a] = rng.normal(size=4)
+            edges.append((li, "residual", a, top, q, q, 0.8))
+            if q == pos:
+                vectors[node_name("M", li, q)] = rng.normal(size=4)
+                edges.append((li, "mlp", node_name("M", li, q), top, q, q, 0.2))
+                edges.append((li, "mlp", a, node_name("M", li, q), q, q, 0.2))
+            edges.append((li, "residual", node_name("I", li - 1, q), a, q, q, 0.6))
+            nxt.add(q)
+            for k in rng.choice(q + 1, size=min(fan, q + 1), replace=False).tolist():
+                if k == q or (k not in nxt and len(nxt) >= width):
+                    continue
+                w = float(rng.uniform(0.05, 0.2))
+                edges.append((li, "attention", node_name("I", li - 1, k), a, k, q, w))
+                h = int(rng.integers(heads))
+                head_edges.append((li, k, q, h, w))
+                row = rng.dirichlet(np.ones(q + 1))
+                keys = np.argsort(-row)[:64]
+                rows[(li, q, h)] = [(int(t), float(row[t])) for t in keys]
+                nxt.add(k)
+        reached = nxt
+    for k in reached:
+        vectors[node_name("X", 0, k)] = rng.normal(size=4)
+    index = pd.MultiIndex.from_product([range(layers), range(heads)], names=["layer", "head"])
+    values = rng.normal(size=layers * heads)
+    frame = pd.DataFrame({"kind": "head", "component": [f"L{la} H{h}" for la, h in index],
+                          "attribution": values}, index=index)  # fmt: skip
+    mlp = pd.DataFrame(
+        {"kind": "mlp", "component": [f"MLP L{la}" for la in range(layers)],
+         "attribution": rng.normal(size=layers)},
+        index=pd.MultiIndex.from_arrays([range(layers), [-1] * layers], names=["layer", "head"]),
+    )  # fmt: skip
+    frame = pd.concat([frame, mlp])
+    total = float(frame["attribution"].sum())
+    frame.attrs.update(token=toks.tokens[0], token_id=0, position=pos, against=None,
+                       against_id=None, logit=total, unembedding_bias=0.0, remainder=0.0,
+                       probability=0.5, logit_scale=1.0)  # fmt: skip
+    split = pd.DataFrame(
+        {"layer": np.repeat(range(layers), heads * n), "head": np.tile(np.repeat(range(heads), n),
+         layers), "kind": "head", "source_pos": np.tile(np.arange(n), layers * heads),
+         "source_token": np.tile(np.asarray(toks.readable, dtype=object), layers * heads),
+         "attribution": rng.normal(size=layers * heads * n) / n}
+    ).set_index(["layer", "head"])  # fmt: skip
+    lens = pd.DataFrame({"layer": range(-1, layers), "rank": rng.integers(0, 9, layers + 1),
+                         "logit": rng.normal(size=layers + 1), "prob": rng.uniform(size=layers + 1),
+                         "top": [[toks.tokens[0], toks.tokens[-1]]] * (layers + 1),
+                         "promoted": [[toks.tokens[1]]] * (layers + 1)})  # fmt: skip
+
+    def lens_fn(vecs: np.ndarray, _tid: int) -> dict[str, Any]:
+        return {"rank": [0] * len(vecs), "logit": vecs[:, 0].tolist(),
+                "top": [[toks.tokens[0], toks.tokens[-1], "</script>"]] * len(vecs)}  # fmt: skip
+
+    walk = {"edges": edges, "head_edges": head_edges, "vectors": vectors, "rows": rows,
+            "n_layers": layers}  # fmt: skip
+    return build_routes(
+        walk, toks, toks.tokens[0], 0, threshold=0.04, position=pos, lens=lens_fn, state=None,
+        model_name="toy", attribution=Attribution(frame, split, lens),
+    )  # fmt: skip

@@ -28,6 +28,7 @@ from . import long as _long
 from .explaining import REPORT_ADVICE, ExplainNamespace, HasBundle, model_preflight
 from .namespaces import GenerationNamespace, HeadsNamespace, ViewsNamespace
 from .results import Comparison, compare
+from .tracing import after, why_section
 
 
 class Inspection:
@@ -251,6 +252,7 @@ class Inspection:
         model_view: Mapping[str, Any] | None = None,
         scan: bool | None = None,
         max_memory: int | str | None = None,
+        why: bool | None = None,
     ) -> Report:
         """Build the self-contained HTML report; write it to ``path`` when given.
 
@@ -263,7 +265,10 @@ class Inspection:
         ``False`` builds the full report at any size (about 8.5 bytes a weight more memory
         while it builds). ``max_memory``: the budget of building the page (default: what is
         free now); refused with ``ResourceError`` before anything is built when its estimate
-        does not fit.
+        does not fit. ``why``: for an inspection made by ``m.generate(...)``, add a section
+        with the heads that wrote each generated token and the tokens they read (direct logit
+        attribution; one more forward pass). ``None`` (default): when the model is at hand and
+        its architecture is followed; ``True``: always (an error says why it cannot).
 
         Example:
             >>> ins.report("reports/cat.html")  # doctest: +SKIP
@@ -280,6 +285,7 @@ class Inspection:
                 return _long.capture_scan_report(
                     self.capture, path, title=title, kind=self.kind, say_why=scan is None
                 )
+        why_builder = None if why is False else why_section(self, required=bool(why))
         with model_preflight(
             self.model,
             lambda: _report.report_estimate(self.capture, precision, max_memory),
@@ -291,6 +297,7 @@ class Inspection:
                 precision=precision,
                 head_view=head_view,
                 model_view=model_view,
+                sections=None if why_builder is None else after("generation", why_builder),
             )
         if path is not None:
             rendered.save(path)

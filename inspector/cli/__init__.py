@@ -1,7 +1,8 @@
 """Command line: parse arguments, call the Python API, print a short summary. The last consumer.
 
 Every command is one entry of a command table (its arguments and the function that runs it):
-:mod:`.single` (one input), :mod:`.corpus` (many), :mod:`.long` (long inputs);
+:mod:`.single` (one input), :mod:`.trace` (why a token), :mod:`.corpus` (many),
+:mod:`.long` (long inputs);
 :data:`COMMANDS` joins them in the order
 ``inspector --help`` lists them. Commands import nothing but :mod:`inspector.api`, lazily, so
 ``inspector --help`` does not import torch. Errors print one readable line
@@ -21,11 +22,16 @@ import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
-from . import corpus, long, single
+from . import corpus, long, single, trace
 from .common import EXIT_ERROR, EXIT_INTERRUPTED, Command, Terminated, UsageError, interrupted
 
 #: Every sub-command, in the order ``inspector --help`` lists them.
-COMMANDS: dict[str, Command] = {**single.COMMANDS, **corpus.COMMANDS, **long.COMMANDS}
+COMMANDS: dict[str, Command] = {
+    **single.COMMANDS,
+    **trace.COMMANDS,
+    **corpus.COMMANDS,
+    **long.COMMANDS,
+}
 
 
 def _version() -> str:

@@ -8,6 +8,9 @@ Raw attention weights mislead: a head can put most of its weight on a "sink" tok
 * :mod:`.importance` - head importance by ablation or gate gradient (Michel et al. 2019) for a
   :class:`~.target.Target`; runs the model.
 * :mod:`.summary` - the report's "what mattered" :class:`~.result.Explanation`.
+* :mod:`.attribution` - direct logit attribution and the logit lens; :mod:`.routes` - information
+  flow routes (Ferrando & Voita 2024); both read the residual stream through :mod:`.residual`
+  (entries in :mod:`.trace_entries`).
 * :mod:`.registry` - the explainer registry: every method above is one
   :class:`~.registry.Explainer` entry (:mod:`.builtin`) declaring what it returns and needs.
 
@@ -17,6 +20,7 @@ is one module here plus one facade method in :mod:`inspector.api`.
 """
 
 from . import builtin as _builtin  # noqa: F401  (registers the built-in explainers)
+from . import trace_entries as _trace_entries  # noqa: F401  (logit attribution, routes)
 from .flow import (
     FLOW_MAX_TOKENS,
     attention_flow,

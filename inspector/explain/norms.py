@@ -77,12 +77,7 @@ def attention_norms(
     stack = select_stack(stack, layers, heads)
     inputs = _inputs(bundle, stack, capture)
     outputs: dict[tuple[int, int], Any] = {}
-    hooks = []
-    for li in stack.layers:
-        layer = found.layers[li]
-        for si, source in enumerate(layer.values):
-            hooks.append(Hook(source.module, _keep(outputs, (li, si)), call=layer.call))
-        hooks.append(Hook(layer.out, _keep_input(outputs, (li, -1)), "pre", call=layer.call))
+    hooks = value_hooks(found, stack.layers, outputs)
     hooks += cut_logits(bundle, -1)  # the norms read no logits: keep one position's
     with _memory.preflight(
         bundle.lock,
@@ -144,11 +139,33 @@ def _keep(store: dict[tuple[int, int], Any], key: tuple[int, int]) -> Callable[.
     return hook
 
 
-def _keep_input(store: dict[tuple[int, int], Any], key: tuple[int, int]) -> Callable[..., None]:
+def _keep_input(
+    store: dict[tuple[int, int], Any], key: tuple[int, int], rows: Sequence[int] | None = None
+) -> Callable[..., None]:
     def hook(_module: Any, args: tuple[Any, ...]) -> None:
-        store[key] = args[0].detach().reshape(-1, args[0].shape[-1]).float()
+        x = args[0].detach().reshape(-1, args[0].shape[-1])
+        store[key] = (x if rows is None else x[list(rows)]).float()
 
     return hook
+
+
+def value_hooks(
+    found: Structure,
+    layers: Sequence[int],
+    outputs: dict[tuple[int, int], Any],
+    *,
+    rows: Sequence[int] | None = None,
+) -> list[Hook]:
+    """Hooks that keep, for each of ``layers``, every candidate value source's output (key
+    ``(layer, source)``) and the output projection's input (key ``(layer, -1)``; only the
+    query ``rows`` given, or all)."""
+    hooks = []
+    for li in layers:
+        layer = found.layers[li]
+        for si, source in enumerate(layer.values):
+            hooks.append(Hook(source.module, _keep(outputs, (li, si)), call=layer.call))
+        hooks.append(Hook(layer.out, _keep_input(outputs, (li, -1), rows), "pre", call=layer.call))
+    return hooks
 
 
 def _layer_vectors(
@@ -164,14 +181,55 @@ def _layer_vectors(
     verified values."""
     import torch
 
-    n_q, n_k = stack.weights.shape[2:]
-    heads = list(stack.heads)
-    d = found.head_dim
-    z = outputs[(li, -1)][:n_q].double().cpu()  # (query, heads * d)
+    n_q = stack.weights.shape[2]
     alpha = torch.from_numpy(np.asarray(stack.weights[pos], dtype=np.float64))  # (h, q, k)
-    z_heads = z.view(n_q, found.n_heads, d)[:, heads].transpose(0, 1)  # (h, q, d)
+    values, w_o = head_values(
+        found, layer, li, alpha, outputs[(li, -1)][:n_q], outputs,
+        heads=stack.heads, tolerance=stack.tolerance, kind=stack.kind, name=name,
+    )  # fmt: skip
+    return values @ w_o  # (h, k, hidden)
+
+
+def head_values(
+    found: Structure,
+    layer: AttentionLayer,
+    li: int,
+    alpha: Any,
+    z: Any,
+    outputs: dict[tuple[int, int], Any],
+    *,
+    heads: Sequence[int] | None = None,
+    tolerance: float = 0.0,
+    kind: str = "self",
+    name: str = "model",
+) -> tuple[Any, Any]:
+    """Each head's values, verified: ``(values (head, key, head_dim), W_O (head, head_dim,
+    hidden))`` float64 tensors, so that ``f_h(x_j) = values[h, j] @ W_O[h]``.
+
+    Args:
+        alpha: ``(head, rows, key)`` attention weights of some query rows (float64 tensor).
+        z: ``(rows, heads * head_dim)``: the output projection's input at the same rows.
+        outputs: the value sources' outputs kept by :func:`value_hooks`.
+        heads: the query heads ``alpha`` holds (default: all).
+        tolerance: the weights' own rounding (a float16 capture's).
+
+    The value layout is the one whose ``Σ_j α_ij v_j`` reproduces ``z`` (up to a constant
+    bias added after the projection, learned from two or more rows); grouped-query heads read
+    their key/value head.
+
+    Raises:
+        UnsupportedModelError: no value source reproduces ``z``.
+    """
+    import torch
+
+    heads = list(range(found.n_heads)) if heads is None else list(heads)
+    n_k = int(alpha.shape[-1])
+    d = found.head_dim
+    z = z.double().cpu()
+    n_rows = int(z.shape[0])
+    z_heads = z.view(n_rows, found.n_heads, d)[:, heads].transpose(0, 1)  # (h, r, d)
     scale = float(z_heads.abs().max()) + 1e-12
-    tol = max(VALUE_TOLERANCE, 10 * stack.tolerance) * max(scale, 1e-3)
+    tol = max(VALUE_TOLERANCE, 10 * tolerance) * max(scale, 1e-3)
     tried = []
     for si, source in enumerate(layer.values):
         out = outputs.get((li, si))
@@ -184,7 +242,11 @@ def _layer_vectors(
             kv_map = torch.as_tensor(kv_head_map(found.n_heads, v.shape[1]))[heads]
             v_heads = v[:, kv_map].transpose(0, 1)  # (h, k, d)
             residual = z_heads - alpha @ v_heads
-            bias = residual.mean(dim=1, keepdim=True)
+            bias = (
+                residual.mean(dim=1, keepdim=True)
+                if n_rows > 1
+                else torch.zeros_like(residual[:, :1])
+            )
             err = float((residual - bias).abs().max())
             tried.append(f"{source.name or type(source.module).__name__} as {layout} ({err:.2g})")
             if err > tol:
@@ -192,13 +254,13 @@ def _layer_vectors(
             if float(bias.abs().max()) <= tol:
                 bias = torch.zeros_like(bias)
             w_o = layer.out_weight.double().cpu()[heads]  # (h, d, hidden)
-            return (v_heads + bias) @ w_o  # (h, k, hidden)
+            return v_heads + bias, w_o
     raise UnsupportedModelError(
-        f"norm-based attention: in {stack.kind} layer {li} of {name}, no value projection "
-        f"reproduces the attention output: the input of {layer.name('out')} is not Σ_j α_ij v_j "
-        f"for any of {', '.join(tried) or 'no candidate'} (largest difference after a constant "
-        f"bias, tolerance {tol:.2g}); its values are transformed after the projection"
+        f"{name}: in {kind} layer {li}, no value projection reproduces the attention output: "
+        f"the input of {layer.name('out')} is not Σ_j α_ij v_j for any of "
+        f"{', '.join(tried) or 'no candidate'} (largest difference after a constant bias, "
+        f"tolerance {tol:.2g}); its values are transformed after the projection"
     )
 
 
-__all__ = ["VALUE_TOLERANCE", "attention_norms"]
+__all__ = ["VALUE_TOLERANCE", "attention_norms", "head_values", "value_hooks"]

@@ -413,9 +413,49 @@ def key_value_heads(model: Any, n_heads: int) -> int:
     return value if isinstance(value, int) and 0 < value <= n_heads else n_heads
 
 
+# ------------------------------------------------------------------------ residual-stream facts
+
+#: Buffers some models add to the unembedding's output (BART-family ``final_logits_bias``).
+LOGIT_BIAS_BUFFERS = ("final_logits_bias",)
+
+
+def _text_config(config: Any) -> Any:
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
+def residual_multiplier(config: Any) -> float:
+    """The factor each block applies to a sublayer's output before adding it to the residual
+    stream (Granite's ``residual_multiplier``; 1 for every other family)."""
+    value = getattr(_text_config(config), "residual_multiplier", None)
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 1.0
+
+
+def logit_transform(config: Any) -> tuple[float, float | None]:
+    """``(scale, softcap)`` a language model applies to its unembedding's output: Cohere
+    multiplies by ``logit_scale``, Granite divides by ``logits_scaling``; Gemma 2 soft-caps
+    at ``final_logit_softcapping`` (``cap * tanh(logit / cap)``; ``None``: no cap)."""
+    cfg = _text_config(config)
+    scale = 1.0
+    mul = getattr(cfg, "logit_scale", None)
+    if isinstance(mul, int | float) and not isinstance(mul, bool):
+        scale *= float(mul)
+    div = getattr(cfg, "logits_scaling", None)
+    if isinstance(div, int | float) and not isinstance(div, bool) and div:
+        scale /= float(div)
+    cap = getattr(cfg, "final_logit_softcapping", None)
+    return scale, float(cap) if isinstance(cap, int | float) and cap else None
+
+
+def logit_biases(model: Any) -> list[Any]:
+    """The bias buffers ``model`` adds to its logits (:data:`LOGIT_BIAS_BUFFERS`)."""
+    found = [getattr(model, name, None) for name in LOGIT_BIAS_BUFFERS]
+    return [b for b in found if b is not None and hasattr(b, "reshape")]
+
+
 __all__ = [
     "FAMILIES",
     "HEAD_MODULES",
+    "LOGIT_BIAS_BUFFERS",
     "Architecture",
     "Family",
     "Modality",
@@ -427,8 +467,11 @@ __all__ = [
     "is_decoder_type",
     "is_head_weight",
     "key_value_heads",
+    "logit_biases",
+    "logit_transform",
     "modality",
     "needs_prefix_space",
     "register_family",
+    "residual_multiplier",
     "supported_families",
 ]

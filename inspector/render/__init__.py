@@ -13,6 +13,7 @@ from .page import RenderedHTML, Report
 from .report import atlas_report, build_report, comparison_report
 from .section import ReportContext, Section
 from .sections import REPORT_SECTIONS, register_section
+from .trace import trace_page  # also registers the "why this token" page of a Routes result
 
 __all__ = [
     "REPORT_SECTIONS",
@@ -30,4 +31,5 @@ __all__ = [
     "model_view",
     "neuron_view",
     "register_section",
+    "trace_page",
 ]

@@ -1,0 +1,245 @@
+"""One forward pass that keeps what a trace needs to recompute any layer's attention rows later.
+
+Tracing a prediction (:mod:`inspector.explain.attribution`, :mod:`inspector.explain.routes`)
+needs attention rows of query positions that are only known after the pass (the route walk goes
+top-down, the model runs bottom-up). :class:`KeptAttention` keeps, per layer, what those rows
+are made of, and :func:`run_kept` runs the model once with it and the caller's own hooks:
+
+* ``blockwise`` (models that dispatch attention through transformers' ``AttentionInterface``):
+  the model runs ``sdpa`` for its output while :class:`KeptAttention`, registered as its
+  attention function, keeps the post-rotary queries and keys (``heads x T x d``, not
+  ``T x T``) with the mask, scaling and position bias it was called with; :meth:`rows` later
+  recomputes the weights of any query rows as :class:`~.blockwise.BlockwiseAttention` does
+  (same scaling, mask, causal rule and grouped-query mapping), in float64.
+* ``eager``: forward hooks on the attention modules keep each layer's ``(head, T, T)`` weights.
+
+Nothing here interprets the rows; this module only runs the model and keeps tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ..errors import CaptureError, InputError, UnsupportedModelError
+from ..models.loading import ModelBundle
+from .hooks import Hook, attention_function, attention_hooks, dispatches_attention
+from .run import bundle_sites, forward
+
+TraceMethod = Literal["auto", "eager", "blockwise"]
+
+#: Keyword arguments of an attention call that change its weights in ways sdpa cannot run.
+_REFUSED = ("softcap", "s_aux", "sinks")
+
+
+@dataclass
+class _Kept:
+    """What one attention call of one layer was made of (blockwise) or its weights (eager)."""
+
+    query: Any = None  # (heads, q, d) float32
+    key: Any = None  # (kv_heads, k, d) float32
+    mask: Any = None
+    scaling: float = 1.0
+    causal: bool = False
+    position_bias: Any = None
+    weights: Any = None  # (heads, q, k), eager
+
+
+class KeptAttention:
+    """Keeps each layer's attention inputs (or weights) of one forward pass, by stack kind.
+
+    Args:
+        sites: attention modules by kind (:func:`inspector.capture.run.bundle_sites`).
+        kinds: the stacks to keep (``self``; an encoder-decoder's ``decoder`` / ``cross``).
+        model_name: for messages.
+    """
+
+    def __init__(
+        self, sites: Mapping[str, Sequence[Any]], kinds: Sequence[str], model_name: str = "model"
+    ) -> None:
+        self.kinds = tuple(kinds)
+        self.sites = {k: list(sites[k]) for k in self.kinds}
+        self.model_name = model_name
+        self.where: dict[int, tuple[str, int]] = {}
+        for kind in self.kinds:
+            for li, site in enumerate(self.sites[kind]):
+                for module in site.module.modules():
+                    self.where[id(module)] = (kind, li)
+        self.kept: dict[tuple[str, int], _Kept] = {}
+        self.method = "blockwise"
+
+    # ------------------------------------------------------------------ the two ways in
+
+    def __call__(
+        self,
+        module: Any,
+        query: Any,
+        key: Any,
+        value: Any,
+        attention_mask: Any,
+        dropout: float = 0.0,
+        scaling: float | None = None,
+        is_causal: bool | None = None,
+        position_bias: Any = None,
+        **kwargs: Any,
+    ) -> tuple[Any, None]:
+        """The attention function (transformers' signature): sdpa's output, inputs kept."""
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        for name in _REFUSED:
+            if kwargs.get(name) is not None:
+                raise UnsupportedModelError(
+                    f"{self.model_name}: its attention uses {name!r}, which sdpa cannot run; "
+                    f"trace it with method='eager'"
+                )
+        out = sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+            is_causal=is_causal, position_bias=position_bias, **kwargs,
+        )  # fmt: skip
+        where = self.where.get(id(module))
+        if where is not None:
+            if query.shape[0] != 1:
+                raise CaptureError(f"{self.model_name}: a trace runs one input at a time")
+            n_q = int(query.shape[2])
+            causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+            self.kept[where] = _Kept(
+                query=query[0].detach().float(),
+                key=key[0].detach().float(),
+                mask=attention_mask,
+                scaling=float(scaling) if scaling is not None else float(query.shape[-1]) ** -0.5,
+                # sdpa's rule: causal only without a mask and for more than one query row
+                causal=bool(causal) and n_q > 1 and attention_mask is None,
+                position_bias=position_bias,
+            )
+        return out
+
+    def eager_hooks(self) -> list[Hook]:
+        """Forward hooks keeping every layer's eager ``(head, q, k)`` weights."""
+        self.method = "eager"
+
+        def keep(kind: str, li: int, w: Any) -> None:
+            self.kept[(kind, li)] = _Kept(weights=w[0].detach().float())
+
+        return attention_hooks(
+            self.sites, list(range(len(next(iter(self.sites.values()))))), keep,
+            model_name=self.model_name,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------------ reading
+
+    def n_keys(self, kind: str, layer: int) -> int:
+        """Keys of one layer's attention."""
+        kept = self._get(kind, layer)
+        return int(kept.weights.shape[-1] if kept.weights is not None else kept.key.shape[1])
+
+    def rows(self, kind: str, layer: int, positions: Sequence[int]) -> Any:
+        """The attention weights of query ``positions`` of one layer, ``(head, rows, key)``
+        float64 (a torch tensor): recomputed from the kept queries and keys, or cut from the
+        kept eager weights."""
+        import torch
+
+        kept = self._get(kind, layer)
+        idx = torch.as_tensor(list(positions), dtype=torch.long)
+        if kept.weights is not None:
+            return kept.weights.index_select(1, idx).double()
+        q = kept.query.index_select(1, idx).double()  # (h, r, d)
+        k = kept.key.double()  # (kv, n_k, d)
+        n_heads, n_kv = int(q.shape[0]), int(k.shape[0])
+        if n_heads % n_kv:
+            raise CaptureError(f"{self.model_name}: {n_heads} heads cannot share {n_kv} keys")
+        group = n_heads // n_kv
+        scores = (
+            torch.matmul(
+                q.reshape(n_kv, group, len(idx), -1), k.unsqueeze(1).transpose(-1, -2)
+            ).flatten(0, 1)
+            * kept.scaling
+        )  # (h, r, n_k)
+        n_k = int(k.shape[1])
+        if kept.position_bias is not None:
+            scores += _pick(kept.position_bias, idx, n_k).double()
+        if kept.mask is not None:
+            part = _pick(kept.mask, idx, n_k)
+            if part.dtype == torch.bool:
+                scores.masked_fill_(~part, float("-inf"))
+            else:
+                scores += part.double()
+        if kept.causal:
+            cols = torch.arange(n_k)[None, :]
+            scores.masked_fill_(cols > idx[:, None], float("-inf"))
+        return torch.softmax(scores, dim=-1)
+
+    def _get(self, kind: str, layer: int) -> _Kept:
+        kept = self.kept.get((kind, layer))
+        if kept is None:
+            raise CaptureError(
+                f"{self.model_name}: the {kind} attention of layer {layer} did not run during "
+                f"the traced forward pass"
+            )
+        return kept
+
+    def check(self) -> None:
+        """Raise unless every layer of every kept kind ran."""
+        for kind in self.kinds:
+            for li in range(len(self.sites[kind])):
+                self._get(kind, li)
+
+
+def _pick(t: Any, idx: Any, n_k: int) -> Any:
+    """Rows ``idx`` and the first ``n_k`` keys of a ``(batch, head|1, query|1, key)`` tensor."""
+    part = t[0, :, :, :n_k]
+    return part if part.shape[1] == 1 else part.index_select(1, idx.to(part.device))
+
+
+def resolve_trace_method(bundle: ModelBundle, method: str) -> str:
+    """``eager`` or ``blockwise`` for ``method`` (``auto``: blockwise where the model
+    dispatches attention through the interface and uses no soft-capping)."""
+    if method not in ("auto", "eager", "blockwise"):
+        raise InputError(f"method must be 'auto', 'eager' or 'blockwise', got {method!r}")
+    supported = dispatches_attention(bundle.model)
+    capped = getattr(bundle.model.config, "attn_logit_softcapping", None) is not None
+    if method == "auto":
+        return "blockwise" if supported and not capped else "eager"
+    if method == "blockwise" and not supported:
+        raise UnsupportedModelError(
+            f"{bundle.name}: {type(bundle.model).__name__} does not dispatch attention through "
+            f"transformers' AttentionInterface; trace it with method='eager'"
+        )
+    return method
+
+
+def run_kept(
+    bundle: ModelBundle,
+    inputs: Mapping[str, Any],
+    *,
+    kinds: Sequence[str],
+    hooks: Iterable[Hook] = (),
+    method: str = "auto",
+    **call_kw: Any,
+) -> tuple[Any, KeptAttention]:
+    """One forward pass with ``hooks``, keeping the attention of ``kinds`` for later rows.
+
+    Returns:
+        The model's output and the :class:`KeptAttention`.
+    """
+    sites = bundle_sites(bundle)
+    if not sites or any(len(sites.get(k, ())) != bundle.stack_shape(k)[0] for k in kinds):
+        raise UnsupportedModelError(
+            f"{bundle.name}: its attention modules were not found, so its attention cannot be "
+            f"traced"
+        )
+    kept = KeptAttention(sites, kinds, bundle.name)
+    method = resolve_trace_method(bundle, method)
+    hooks = list(hooks)
+    if method == "eager":
+        if any(s.needs_output_attentions for k in kinds for s in sites[k]):
+            call_kw["output_attentions"] = True
+        out = forward(bundle, inputs, hooks=[*hooks, *kept.eager_hooks()], **call_kw)
+    else:
+        with attention_function(bundle, kept):
+            out = forward(bundle, inputs, hooks=hooks, **call_kw)
+    kept.check()
+    return out, kept
+
+
+__all__ = ["KeptAttention", "TraceMethod", "resolve_trace_method", "run_kept"]

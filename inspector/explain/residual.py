@@ -1,0 +1,589 @@
+"""The residual stream of one prediction, read on the model and split into what wrote it.
+
+:func:`find_wiring` finds, on a loaded language model, where its residual stream can be read:
+the transformer blocks (from the attention structure), the token and position embeddings and the
+norms outside the blocks (in the module holding the blocks), the norms inside each block
+(outside its attention module), and the unembedding (``get_output_embeddings``). Nothing is
+named per family: how each norm is wired is settled on the numbers of one forward pass
+(:func:`decompose`): a norm whose input is the attention's output is a post-sublayer norm
+(Gemma 2, OLMo 2); a block whose output is its last norm's output is post-LN (BART, Marian);
+other norms only read the residual. Every step is checked (the parts must reproduce the next
+input the model computed) before anything is attributed.
+
+:func:`record` runs the model once (through :func:`inspector.capture.trace.run_kept`) with hooks
+that keep those vectors at the traced positions (and, for the route graph, every block's input
+at every position). :func:`decompose` then pulls a direction ``g`` of the final hidden state
+back through the (frozen) norms, layer by layer, and returns every additive term ``c · g``:
+embeddings, each head's ``z_h W_O^h``, the attention output bias, the MLP (the rest of the
+block's update), norm biases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..capture.hooks import Hook
+from ..capture.trace import KeptAttention, run_kept
+from ..errors import InputError, UnsupportedModelError
+from ..models.families import (
+    forward_accepts,
+    logit_biases,
+    logit_transform,
+    residual_multiplier,
+)
+from ..models.loading import ModelBundle
+from ..models.structure import AttentionLayer, Structure
+from .frozen import FrozenNorm, fit_norm
+from .model import inputs_for, structure
+
+#: Largest mismatch accepted between a sum of parts and what the model computed, relative to
+#: the largest entry of the latter (float32 forward passes).
+MATCH_TOLERANCE = 2e-4
+
+
+@dataclass(frozen=True, eq=False)
+class Wiring:
+    """Where one stack's residual stream is read (found by :func:`find_wiring`).
+
+    Attributes:
+        kind: ``self``, or ``decoder`` for an encoder-decoder (its cross attention too).
+        found: the self-attention structure; ``cross`` the cross attention's, or ``None``.
+        blocks: the transformer blocks in the order they run.
+        token_embedding / position_embeddings: embedding modules outside the blocks.
+        outer_norms / block_norms: ``(name, module)`` norms outside the blocks, and inside
+            each block outside its attention module.
+        lm_head: the unembedding (a linear map to the vocabulary).
+    """
+
+    kind: str
+    found: Structure
+    cross: Structure | None
+    blocks: tuple[Any, ...]
+    token_embedding: Any
+    position_embeddings: tuple[Any, ...]
+    outer_norms: tuple[tuple[str, Any], ...]
+    block_norms: tuple[tuple[tuple[str, Any], ...], ...]
+    lm_head: Any
+    multiplier: float = 1.0
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.blocks)
+
+
+def _is_norm(module: Any) -> bool:
+    return "norm" in type(module).__name__.lower() and not any(
+        "norm" in type(c).__name__.lower() for c in module.children()
+    )
+
+
+def find_wiring(bundle: ModelBundle, feature: str) -> Wiring:
+    """The residual-stream wiring of ``bundle``'s language model (its decoder's, for an
+    encoder-decoder).
+
+    Raises:
+        UnsupportedModelError: not a language model with an unembedding, or no blocks found.
+    """
+    import torch
+
+    if bundle.architecture == "encoder":
+        raise UnsupportedModelError(
+            f"{feature} explains a next-token prediction: {bundle.name} is an encoder; load a "
+            f"decoder or an encoder-decoder (e.g. smollm2, t5)"
+        )
+    cache = bundle.extra.setdefault("wiring", {})
+    if feature in cache:
+        wiring: Wiring = cache[feature]
+        return wiring
+    kind = "decoder" if bundle.architecture == "encoder-decoder" else "self"
+    found = structure(bundle, feature, kind)
+    cross = structure(bundle, feature, "cross") if kind == "decoder" else None
+    model = bundle.model
+    lm_head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if not isinstance(lm_head, torch.nn.Linear):
+        raise UnsupportedModelError(
+            f"{feature}: {type(model).__name__} has no linear unembedding "
+            f"(get_output_embeddings); load the model with its language-model head"
+        )
+    names = {id(m): n for n, m in model.named_modules()}
+    blocks = tuple(layer.block for layer in found.layers)
+    if len({id(b) for b in blocks}) != len(blocks) or blocks[0] is model:
+        raise UnsupportedModelError(f"{feature}: the blocks of {bundle.name} were not found")
+    first = names[id(blocks[0])]
+    root_name = first.rsplit(".", 2)[0] if first.count(".") >= 2 else ""
+    root = model.get_submodule(root_name) if root_name else model
+    inside = {id(m) for b in blocks for m in b.modules()}
+    attn = {
+        id(m)
+        for st in (found, cross)
+        if st is not None
+        for layer in st.layers
+        for m in layer.attention.modules()
+    }
+    vocab = int(lm_head.out_features)
+    outer, embeds = [], []
+    for name, module in root.named_modules(prefix=root_name):
+        if id(module) in inside:
+            continue
+        if _is_norm(module):
+            outer.append((name, module))
+        elif isinstance(module, torch.nn.Embedding):
+            embeds.append(module)
+    token = next((e for e in embeds if int(e.num_embeddings) == vocab), None)
+    token = token or next((e for e in embeds if e is model.get_input_embeddings()), None)
+    block_norms = tuple(
+        tuple(
+            (names.get(id(m), "norm"), m)
+            for m in block.modules()
+            if _is_norm(m) and id(m) not in attn
+        )
+        for block in blocks
+    )
+    wiring = Wiring(
+        kind, found, cross, blocks, token, tuple(e for e in embeds if e is not token),
+        tuple(outer), block_norms, lm_head, residual_multiplier(model.config),
+    )  # fmt: skip
+    cache[feature] = wiring
+    return wiring
+
+
+# --------------------------------------------------------------------------- recording
+
+
+@dataclass(eq=False)
+class Record:
+    """What one traced forward pass kept.
+
+    Attributes:
+        rows: the traced query positions (``rows[current]`` is the explained one).
+        at: ``key -> [(call order, (len(rows), width) float64)]`` for every tapped module.
+        resid: ``layer -> (n, hidden)`` float32 input of every block at every position, plus
+            ``n_layers`` -> the last block's output (only when recorded with ``full=True``).
+        values: the value sources' outputs and output projections' inputs (``value_hooks``).
+        attention: the kept attention (rows of any position, later).
+        all_logits: the model's logits at every traced row (``(rows, vocab)`` float64).
+        n: the stack's sequence length.
+    """
+
+    rows: list[int]
+    full: bool = False
+    at: dict[str, list[tuple[int, np.ndarray]]] = field(default_factory=dict)
+    resid: dict[int, Any] = field(default_factory=dict)
+    values: dict[tuple[int, int], Any] = field(default_factory=dict)
+    cross_values: dict[tuple[int, int], Any] = field(default_factory=dict)
+    attention: KeptAttention | None = None
+    all_logits: np.ndarray | None = None
+    n: int = 0
+    order: int = 0
+    #: the row :meth:`get` reads by default (``rows[current]`` is the explained position)
+    current: int = 0
+
+    @property
+    def position(self) -> int:
+        return self.rows[self.current]
+
+    @property
+    def logits(self) -> np.ndarray | None:
+        """The model's logits at the explained row (``(vocab,)`` float64)."""
+        return None if self.all_logits is None else self.all_logits[self.current]
+
+    def put(self, key: str, t: Any, kept: bool = False) -> None:
+        """Keep ``t``'s traced rows (``kept``: ``t`` holds exactly those rows, in order)."""
+        x = t.detach().reshape(-1, t.shape[-1])
+        self.order += 1
+        x = x if kept else x[self.rows]
+        self.at.setdefault(key, []).append((self.order, x.double().cpu().numpy()))
+
+    def get(self, key: str, row: int | None = None) -> np.ndarray:
+        """The vector of ``key`` at ``rows[row]`` (default: the explained row; its last call)."""
+        return self.at[key][-1][1][self.current if row is None else row]
+
+    def when(self, key: str) -> int:
+        return self.at[key][-1][0] if key in self.at else -1
+
+
+def _first(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    return args[0] if args else kwargs.get("hidden_states")
+
+
+def _out(output: Any) -> Any:
+    return output[0] if isinstance(output, tuple | list) else output
+
+
+def _hooks(rec: Record, wiring: Wiring, kept_head: bool) -> list[Hook]:
+    hooks: list[Hook] = []
+
+    def post(key: str, full: int | None = None) -> Any:
+        def hook(_m: Any, _a: Any, output: Any) -> None:
+            t = _out(output)
+            rec.put(key, t)
+            if full is not None:
+                rec.resid[full] = t.detach().reshape(-1, t.shape[-1]).float().clone()
+
+        return hook
+
+    def pre(key: str, full: int | None = None, kept: bool = False) -> Any:
+        def hook(_m: Any, args: Any, kwargs: Any) -> None:
+            t = _first(args, kwargs)
+            rec.put(key, t, kept)
+            if full is not None:
+                rec.resid[full] = t.detach().reshape(-1, t.shape[-1]).float().clone()
+
+        return hook
+
+    last = wiring.n_layers - 1
+    for li, block in enumerate(wiring.blocks):
+        hooks.append(Hook(block, pre(f"in{li}", li if rec.full else None), "pre_kw"))
+        hooks.append(Hook(block, post(f"out{li}", li + 1 if rec.full and li == last else None)))
+        for tag, st in (("", wiring.found), ("c", wiring.cross)):
+            if st is None:
+                continue
+            layer = st.layers[li]
+            hooks.append(Hook(layer.out, pre(f"z{tag}{li}"), "pre_kw", call=layer.call))
+            hooks.append(Hook(layer.out, post(f"y{tag}{li}"), call=layer.call))
+        for name, norm in wiring.block_norms[li]:
+            hooks.append(Hook(norm, pre(f"{name}:in"), "pre_kw"))
+            hooks.append(Hook(norm, post(f"{name}:out")))
+    for name, norm in wiring.outer_norms:
+        hooks.append(Hook(norm, pre(f"{name}:in"), "pre_kw"))
+        hooks.append(Hook(norm, post(f"{name}:out")))
+    if wiring.token_embedding is not None:
+        hooks.append(Hook(wiring.token_embedding, post("tok")))
+    for i, emb in enumerate(wiring.position_embeddings):
+        hooks.append(Hook(emb, post(f"pos{i}")))
+    # with logits_to_keep, the unembedding sees only the traced rows, in their order
+    hooks.append(Hook(wiring.lm_head, pre("head_in", kept=kept_head), "pre_kw"))
+    return hooks
+
+
+def stack_length(bundle: ModelBundle, inputs: Any) -> int:
+    key = "decoder_input_ids" if bundle.architecture == "encoder-decoder" else "input_ids"
+    return int(inputs[key].shape[-1])
+
+
+def record(
+    bundle: ModelBundle,
+    wiring: Wiring,
+    source: Any,
+    rows: Sequence[int],
+    *,
+    full: bool = False,
+    values: bool = False,
+    method: str = "auto",
+) -> Record:
+    """Run the model once on ``source`` (a capture, tokens or text) keeping the residual
+    stream's parts at ``rows`` (and every block input with ``full``; the value sources'
+    outputs with ``values``)."""
+    import torch
+
+    from .norms import value_hooks
+
+    inputs = inputs_for(bundle, source)
+    n = stack_length(bundle, inputs)
+    rows = [int(r) for r in rows]
+    rec = Record(rows, full=full, n=n)
+    call_kw: dict[str, Any] = {}
+    if bundle.architecture == "decoder" and forward_accepts(bundle.model, "logits_to_keep"):
+        call_kw["logits_to_keep"] = torch.tensor(rows)
+    hooks = _hooks(rec, wiring, "logits_to_keep" in call_kw)
+    if values:
+        layers = list(range(wiring.n_layers))
+        hooks += value_hooks(wiring.found, layers, rec.values, rows=rows)
+        if wiring.cross is not None:
+            hooks += value_hooks(wiring.cross, layers, rec.cross_values, rows=rows)
+    kinds = ["self"] if wiring.kind == "self" else ["decoder", "cross"]
+    out, kept = run_kept(bundle, inputs, kinds=kinds, hooks=hooks, method=method, **call_kw)
+    logits = out.logits[0]
+    logits = logits if "logits_to_keep" in call_kw else logits[rows]
+    rec.all_logits = logits.detach().double().cpu().numpy()
+    rec.attention = kept
+    return rec
+
+
+def check_position(position: int, n: int) -> int:
+    """``position`` (negative counts from the end) as an index into ``n`` positions."""
+    if isinstance(position, bool) or not isinstance(position, int | np.integer):
+        raise InputError(f"position must be an integer, got {position!r}")
+    pos = int(position) + n if position < 0 else int(position)
+    if not 0 <= pos < n:
+        raise InputError(f"position {position} is outside the {n} tokens")
+    return pos
+
+
+# ------------------------------------------------------------------------ decomposition
+
+
+@dataclass
+class Term:
+    """One additive term of the traced logit: ``value = vector · direction``."""
+
+    kind: str
+    layer: int
+    head: int
+    value: float
+
+
+@dataclass
+class Decomposition:
+    """The terms of ``g · h`` (``h`` the final hidden state at the traced row), and the
+    directions that read each layer's head outputs (for per-token splits)."""
+
+    terms: list[Term]
+    head_dirs: dict[tuple[str, int], np.ndarray]
+    final: list[FrozenNorm]
+    head_scale: float
+    #: how each block writes the residual: ``pre`` (adds its sublayers' outputs as they are),
+    #: ``sublayer-norm`` (normalises them first), ``post-ln`` (normalises the residual)
+    layouts: dict[int, str] = field(default_factory=dict)
+
+
+def _close(got: np.ndarray, want: np.ndarray, what: str, name: str) -> None:
+    tol = MATCH_TOLERANCE * max(float(np.abs(want).max()), 1e-6)
+    err = float(np.abs(got - want).max())
+    if err > tol:
+        raise UnsupportedModelError(
+            f"{name}: {what} (off by {err:.3g}, tolerance {tol:.2g}); its residual stream is "
+            f"wired in a way the trace does not follow"
+        )
+
+
+def _matches(a: np.ndarray, b: np.ndarray) -> bool:
+    return bool(np.abs(a - b).max() <= MATCH_TOLERANCE * max(float(np.abs(b).max()), 1e-6))
+
+
+def _scalar(got: np.ndarray, want: np.ndarray) -> float | None:
+    """``c`` with ``c * got == want`` (checked), or ``None``."""
+    denom = float(got @ got)
+    if denom == 0.0:
+        return None
+    c = float(got @ want) / denom
+    return c if _matches(c * got, want) else None
+
+
+def _norms_between(rec: Record, norms: Sequence[tuple[str, Any]], lo: int, hi: int) -> list[Any]:
+    """``(name, module)`` of ``norms`` called between call orders ``lo`` and ``hi``, in order."""
+    called = [(rec.when(f"{n}:out"), n, m) for n, m in norms if lo < rec.when(f"{n}:out") < hi]
+    return [(n, m) for _, n, m in sorted(called, key=lambda t: t[0])]
+
+
+def _fit(rec: Record, name: str, module: Any) -> FrozenNorm:
+    return fit_norm(module, rec.get(f"{name}:in"), rec.get(f"{name}:out"), name)
+
+
+def final_norms(rec: Record, wiring: Wiring, bundle_name: str) -> tuple[list[FrozenNorm], float]:
+    """The norms between the last block and the unembedding (checked), and the scalar ``c``
+    with ``lm_head input = c * their output`` (T5 rescales by ``d_model ** -0.5``)."""
+    last = wiring.n_layers - 1
+    norms = _norms_between(rec, wiring.outer_norms, rec.when(f"out{last}"), rec.when("head_in"))
+    x = rec.get(f"out{last}")
+    fitted = []
+    for name, module in norms:
+        what = f"{name} does not read the last block's output"
+        _close(rec.get(f"{name}:in"), x, what, bundle_name)
+        norm = _fit(rec, name, module)
+        fitted.append(norm)
+        x = rec.get(f"{name}:out")
+    scale = _scalar(x, rec.get("head_in"))
+    if scale is None:
+        raise UnsupportedModelError(
+            f"{bundle_name}: the unembedding does not read the final norm's output (up to a "
+            f"constant); its residual stream is wired in a way the trace does not follow"
+        )
+    return fitted, scale
+
+
+def decompose(rec: Record, wiring: Wiring, g: np.ndarray, bundle_name: str) -> Decomposition:
+    """Every additive term of ``g · lm_head_input`` at ``rec.position``, bottom-up.
+
+    ``g`` is the unembedding direction (``W_U[token] - W_U[against]``, logit-scaled). Norms are
+    frozen at the model's own scales; each step is checked against the next input the model
+    computed.
+    """
+    terms: list[Term] = []
+    head_dirs: dict[tuple[str, int], np.ndarray] = {}
+    layouts: dict[int, str] = {}
+    final, c = final_norms(rec, wiring, bundle_name)
+    g = c * np.asarray(g, dtype=np.float64)
+    for norm in reversed(final):
+        if norm.bias is not None:
+            terms.append(Term("final_norm_bias", wiring.n_layers, -1, norm.bias_term(g)))
+        g = norm.pullback(g)
+    mult = wiring.multiplier
+    for li in reversed(range(wiring.n_layers)):
+        g, layouts[li] = _layer(rec, wiring, li, g, terms, head_dirs, mult, bundle_name)
+    _embeddings(rec, wiring, g, terms, bundle_name)
+    terms.reverse()
+    return Decomposition(terms, head_dirs, final, c, layouts)
+
+
+def _head_terms(
+    rec: Record, st: Structure, li: int, tag: str, gh: np.ndarray, kind: str, terms: list[Term]
+) -> None:
+    layer: AttentionLayer = st.layers[li]
+    z = rec.get(f"z{tag}{li}").reshape(st.n_heads, st.head_dim)
+    w_o = layer.out_weight.double().cpu().numpy()  # (h, d, hidden)
+    per_head = np.einsum("hd,hdk,k->h", z, w_o, gh)
+    bias = getattr(layer.out, "bias", None)
+    if bias is not None:
+        terms.append(Term(f"{kind}_bias", li, -1, float(bias.detach().double().cpu().numpy() @ gh)))
+    for h in reversed(range(st.n_heads)):
+        terms.append(Term(kind, li, h, float(per_head[h])))
+
+
+def _layer(
+    rec: Record,
+    wiring: Wiring,
+    li: int,
+    g: np.ndarray,
+    terms: list[Term],
+    head_dirs: dict[tuple[str, int], np.ndarray],
+    mult: float,
+    name: str,
+) -> tuple[np.ndarray, str]:
+    """Terms of block ``li`` (appended top-down); returns ``g`` pulled back to its input and
+    the block's layout (:attr:`Decomposition.layouts`)."""
+    x_in, x_out = rec.get(f"in{li}"), rec.get(f"out{li}")
+    y = rec.get(f"y{li}")
+    yc = rec.get(f"yc{li}") if wiring.cross is not None else None
+    norms = _norms_between(rec, wiring.block_norms[li], rec.when(f"in{li}"), rec.when(f"out{li}"))
+    if norms and _matches(rec.get(f"{norms[-1][0]}:out"), x_out):
+        return _post_ln_layer(rec, wiring, li, g, terms, head_dirs, norms, name), "post-ln"
+    sub: dict[str, FrozenNorm | None] = {"": None, "c": None}
+    for n, module in norms:
+        seen = rec.get(f"{n}:in")
+        for tag, out in (("", y), ("c", yc)):
+            if out is not None and sub[tag] is None and _matches(seen, out):
+                sub[tag] = _fit(rec, n, module)
+    update = x_out - x_in
+    written = {}
+    for tag, out in (("", y), ("c", yc)):
+        if out is None:
+            continue
+        norm = sub[tag]
+        if norm is None:
+            written[tag] = mult * out
+        else:
+            written[tag] = norm.linear(out) + (0.0 if norm.bias is None else norm.bias)
+        update = update - written[tag]
+    terms.append(Term("mlp", li, -1, float(update @ g)))
+    for tag, kind in (("c", "cross_head"), ("", "head")):
+        if tag not in written:
+            continue
+        norm = sub[tag]
+        gh = norm.pullback(g) if norm else mult * g
+        extra = norm.bias_term(g) if norm else 0.0
+        st = wiring.cross if tag == "c" else wiring.found
+        assert st is not None
+        head_dirs[(kind, li)] = gh
+        _head_terms(rec, st, li, tag, gh, kind, terms)
+        if norm is not None and norm.bias is not None:
+            terms.append(Term(f"{kind}_norm_bias", li, -1, extra))
+    return g, "sublayer-norm" if any(sub.values()) else "pre"
+
+
+def _post_ln_layer(
+    rec: Record,
+    wiring: Wiring,
+    li: int,
+    g: np.ndarray,
+    terms: list[Term],
+    head_dirs: dict[tuple[str, int], np.ndarray],
+    norms: list[tuple[str, Any]],
+    name: str,
+) -> np.ndarray:
+    """A post-LN block (BART, Marian): ``x -> N1(x + attn) -> N2(. + cross) -> N3(. + mlp)``."""
+    subs = [("", "head")] + ([("c", "cross_head")] if wiring.cross is not None else [])
+    if len(norms) != len(subs) + 1:
+        raise UnsupportedModelError(
+            f"{name}: block {li} normalises its residual {len(norms)} times for "
+            f"{len(subs) + 1} sublayers; the trace does not follow this wiring"
+        )
+    fitted = [_fit(rec, n, m) for n, m in norms]
+    before = rec.get(f"in{li}")
+    for (tag, _), (n, _) in zip(subs, norms, strict=False):
+        what = f"block {li}'s {n} does not read its input plus the attention output"
+        _close(rec.get(f"{n}:in"), before + rec.get(f"y{tag}{li}"), what, name)
+        before = rec.get(f"{n}:out")
+    mlp = rec.get(f"{norms[-1][0]}:in") - before
+    top = fitted[-1]
+    if top.bias is not None:
+        terms.append(Term("norm_bias", li, -1, top.bias_term(g)))
+    g = top.pullback(g)
+    terms.append(Term("mlp", li, -1, float(mlp @ g)))
+    for (tag, kind), norm in reversed(list(zip(subs, fitted[:-1], strict=True))):
+        if norm.bias is not None:
+            terms.append(Term("norm_bias", li, -1, norm.bias_term(g)))
+        g = norm.pullback(g)
+        st = wiring.cross if tag == "c" else wiring.found
+        assert st is not None
+        head_dirs[(kind, li)] = g
+        _head_terms(rec, st, li, tag, g, kind, terms)
+    return g
+
+
+def _embeddings(rec: Record, wiring: Wiring, g: np.ndarray, terms: list[Term], name: str) -> None:
+    """The embedding terms (top-down): token and position embeddings through any embedding
+    norm, when they reproduce the first block's input; else one ``embeddings`` term."""
+    x0 = rec.get("in0")
+    if "tok" not in rec.at:
+        terms.append(Term("embeddings", -1, -1, float(x0 @ g)))
+        return
+    parts = [("embed", rec.get("tok"))]
+    parts += [("pos_embed", rec.get(f"pos{i}")) for i in range(len(wiring.position_embeddings))]
+    total = np.sum([v for _, v in parts], axis=0)
+    norms = _norms_between(rec, wiring.outer_norms, rec.when("tok"), rec.when("in0"))
+    target, norm = x0, None
+    if len(norms) == 1 and _matches(rec.get(f"{norms[0][0]}:out"), x0):
+        norm = _fit(rec, *norms[0])
+        target = rec.get(f"{norms[0][0]}:in")
+    c = _scalar(total, target) if len(norms) <= 1 else None
+    if c is None:
+        terms.append(Term("embeddings", -1, -1, float(x0 @ g)))
+        return
+    if norm is not None:
+        if norm.bias is not None:
+            terms.append(Term("embed_norm_bias", -1, -1, norm.bias_term(g)))
+        g = norm.pullback(g)
+    for kind, v in reversed(parts):
+        terms.append(Term(kind, -1, -1, float(c * v @ g)))
+
+
+def unembedding(
+    bundle: ModelBundle, wiring: Wiring, token: int, against: int | None
+) -> tuple[np.ndarray, float]:
+    """The logit direction ``(W_U[token] - W_U[against]) * scale`` and its bias term (the
+    unembedding's bias and any bias buffer the model adds to its logits)."""
+    w = wiring.lm_head.weight
+    scale, _cap = logit_transform(bundle.model.config)
+    g = w[token].detach().double().cpu().numpy()
+    b = 0.0
+    biases = [wiring.lm_head.bias, *logit_biases(bundle.model)]
+    for bias in biases:
+        if bias is not None:
+            b += float(bias.reshape(-1)[token])
+    if against is not None:
+        g = g - w[against].detach().double().cpu().numpy()
+        for bias in biases:
+            if bias is not None:
+                b -= float(bias.reshape(-1)[against])
+    return g * scale, b * scale
+
+
+__all__ = [
+    "MATCH_TOLERANCE",
+    "Decomposition",
+    "Record",
+    "Term",
+    "Wiring",
+    "check_position",
+    "decompose",
+    "final_norms",
+    "find_wiring",
+    "record",
+    "stack_length",
+    "unembedding",
+]

@@ -1,0 +1,173 @@
+"""The "why this token" explainers: registry entries for logit attribution, the logit lens and
+information flow routes.
+
+* ``logit_attribution`` (``heads``): :func:`.attribution.trace_logit`'s ``(layer, head)`` frame
+  of direct logit attribution (non-head rows, ``head = -1``, have their ``kind``); with
+  ``per_token=True`` each head's term split by source position instead. Token scores: the
+  per-token attribution of the target token summed over heads and layers.
+* ``logit_lens`` (``summary``): the predicted token's rank and logit after every layer, and the
+  tokens each layer promotes.
+* ``information_flow`` (``graph``): :func:`.routes.information_flow`'s route graph. Token
+  scores: each input token's share of the output node through the walked graph.
+
+Every entry takes ``step=`` for an inspection made by ``m.generate(...)``: the prediction of
+generated token ``step`` (0 = the first), explained at the position it was predicted from.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError
+from . import attribution as _attribution
+from . import routes as _routes
+from .registry import Explainer, ExplainRequest, register_explainer
+from .route_result import Routes
+
+
+def step_position(request: ExplainRequest, step: int | None, position: int) -> tuple[int, Any]:
+    """``(position, default token)`` of the prediction explained: for ``step`` of a generated
+    sequence, the position it was predicted from and the token generated there."""
+    tokens = _attribution.stack_tokens(request.capture, request.kind)
+    if step is None:
+        target = request.target
+        if target.position is not None and position == -1:
+            position = target.position
+        token = target.value if target.kind == "token" else None
+        return position, token
+    n_gen = int(np.asarray(tokens.generated).sum())
+    if isinstance(step, bool) or not isinstance(step, int | np.integer):
+        raise InputError(f"step must be an integer, got {step!r}")
+    if n_gen == 0:
+        raise InputError(
+            "step= is for an inspection made by m.generate(...); this one generated no tokens "
+            "(use position= instead)"
+        )
+    if not -n_gen <= step < n_gen:
+        raise InputError(f"step {step} is outside the {n_gen} generated tokens")
+    step = int(step) % n_gen
+    at = tokens.prompt_length + step
+    return at - 1, int(tokens.ids[at])
+
+
+def _logit_attribution(
+    request: ExplainRequest,
+    *,
+    token: str | int | None = None,
+    against: str | int | None = None,
+    position: int = -1,
+    per_token: bool = False,
+    step: int | None = None,
+    method: str = "auto",
+) -> pd.DataFrame:
+    """Direct logit attribution (see :func:`.attribution.trace_logit`)."""
+    position, default = step_position(request, step, position)
+    result = _attribution.trace_logit(
+        request.model("logit_attribution"), request.capture,
+        token=default if token is None else token, against=against, position=position,
+        per_token=per_token, method=method,
+    )  # fmt: skip
+    if not per_token:
+        return result.frame
+    assert result.per_token is not None
+    result.per_token.attrs.update(result.frame.attrs)
+    return result.per_token
+
+
+def _logit_lens(
+    request: ExplainRequest,
+    *,
+    token: str | int | None = None,
+    position: int = -1,
+    step: int | None = None,
+    top: int = 5,
+) -> pd.DataFrame:
+    """The logit lens of one prediction (see :func:`.attribution.lens_frame`)."""
+    position, default = step_position(request, step, position)
+    result = _attribution.trace_logit(
+        request.model("logit_lens"), request.capture,
+        token=default if token is None else token, position=position, lens_top=top,
+    )  # fmt: skip
+    lens = result.lens
+    lens.attrs.update(result.frame.attrs)
+    return lens
+
+
+def _attribution_scores(request: ExplainRequest) -> np.ndarray:
+    position, token = step_position(request, None, -1)
+    bundle = request.model("logit_attribution")
+    if token is None:
+        return _attribution.token_scores(bundle, request.capture, request.kind, position)
+    result = _attribution.trace_logit(
+        bundle, request.capture, token=token, position=position, per_token=True
+    )
+    assert result.per_token is not None
+    want = "cross_head" if request.kind == "cross" else "head"
+    part = result.per_token[result.per_token["kind"] == want]
+    return np.bincount(
+        part["source_pos"].to_numpy(), part["attribution"].to_numpy(), minlength=len(request.tokens)
+    )
+
+
+def _information_flow(
+    request: ExplainRequest,
+    *,
+    position: int = -1,
+    threshold: float = 0.04,
+    step: int | None = None,
+    token: str | int | None = None,
+    against: str | int | None = None,
+    method: str = "auto",
+) -> Routes:
+    """Information flow routes (see :func:`.routes.information_flow`)."""
+    position, default = step_position(request, step, position)
+    return _routes.information_flow(
+        request.model("information_flow"), request.capture, position=position,
+        threshold=threshold, token=default if token is None else token, against=against,
+        method=method,
+    )  # fmt: skip
+
+
+def _flow_scores(request: ExplainRequest) -> np.ndarray:
+    if request.kind not in ("self",):
+        raise InputError("information flow routes trace decoder-only models (kind 'self')")
+    return _information_flow(request).token_scores()
+
+
+TRACE_EXPLAINERS = (
+    Explainer(
+        "logit_attribution",
+        _logit_attribution,
+        "heads",
+        "model",
+        "direct logit attribution",
+        _attribution_scores,
+        "exact: what each head, MLP and embedding wrote into the predicted token's logit",
+    ),
+    Explainer(
+        "logit_lens",
+        _logit_lens,
+        "summary",
+        "model",
+        "logit lens",
+        None,
+        "the predicted token's rank and logit after every layer, and what each layer promotes",
+    ),
+    Explainer(
+        "information_flow",
+        _information_flow,
+        "graph",
+        "model",
+        "information flow routes",
+        _flow_scores,
+        "Ferrando & Voita 2024: the contribution graph walked back from the prediction",
+    ),
+)
+
+for _entry in TRACE_EXPLAINERS:
+    register_explainer(_entry)
+
+__all__ = ["TRACE_EXPLAINERS", "step_position"]
