@@ -35,6 +35,7 @@ from .corpus import (
     save_table,
     syntax_probe,
 )
+from .faithfulness import FaithfulnessResult, faithfulness, faithfulness_methods
 from .inspection import Inspection
 from .long import RetrievalHeads, Scan, estimate_memory, retrieval_heads, scan
 from .model import LoadedModel, ModelLike, as_model, detect_heads, load
@@ -47,6 +48,7 @@ __all__ = [
     "CaptureError",
     "Comparison",
     "Explainer",
+    "FaithfulnessResult",
     "InputError",
     "InputTooLongError",
     "Inspection",
@@ -69,6 +71,8 @@ __all__ = [
     "detect_heads",
     "distances_path",
     "estimate_memory",
+    "faithfulness",
+    "faithfulness_methods",
     "head_importance",
     "head_metrics",
     "head_roles",

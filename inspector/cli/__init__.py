@@ -20,11 +20,16 @@ import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from . import corpus, long, single
+from . import corpus, faithfulness, long, single
 from .common import EXIT_ERROR, EXIT_INTERRUPTED, Command, Terminated, UsageError, interrupted
 
 #: Every sub-command, in the order ``inspector --help`` lists them.
-COMMANDS: dict[str, Command] = {**single.COMMANDS, **corpus.COMMANDS, **long.COMMANDS}
+COMMANDS: dict[str, Command] = {
+    **single.COMMANDS,
+    **corpus.COMMANDS,
+    **faithfulness.COMMANDS,
+    **long.COMMANDS,
+}
 
 
 def _version() -> str:

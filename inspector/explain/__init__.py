@@ -16,6 +16,7 @@ and tokenization path) and find projections in :mod:`inspector.models.families`.
 is one module here plus one facade method in :mod:`inspector.api`.
 """
 
+from . import attribution as _attribution  # noqa: F401  (gradients, occlusion, random)
 from . import builtin as _builtin  # noqa: F401  (registers the built-in explainers)
 from .flow import (
     FLOW_MAX_TOKENS,
