@@ -29,17 +29,17 @@ def empty_frames() -> tuple[pd.DataFrame, pd.DataFrame]:
     frame = pd.DataFrame(
         {
             "text": pd.Series([], dtype=np.int64),
-            "method": pd.Series([], dtype=object),
-            "metric": pd.Series([], dtype=object),
+            "method": pd.Series([], dtype=str),
+            "metric": pd.Series([], dtype=str),
             "value": pd.Series([], dtype=np.float64),
         }
     )
     scores = pd.DataFrame(
         {
             "text": pd.Series([], dtype=np.int64),
-            "method": pd.Series([], dtype=object),
+            "method": pd.Series([], dtype=str),
             "position": pd.Series([], dtype=np.int64),
-            "token": pd.Series([], dtype=object),
+            "token": pd.Series([], dtype=str),
             "score": pd.Series([], dtype=np.float64),
         }
     )
@@ -211,7 +211,9 @@ def concat(parts: Sequence[Faithfulness], metadata: dict[str, Any]) -> Faithfuln
     empty_f, empty_s = empty_frames()
     frame = pd.concat(frames, ignore_index=True) if frames else empty_f
     score = pd.concat(scores, ignore_index=True) if scores else empty_s
-    return Faithfulness(frame, score, metadata)
+    return Faithfulness(
+        frame.astype(empty_f.dtypes.to_dict()), score.astype(empty_s.dtypes.to_dict()), metadata
+    )
 
 
 __all__ = ["FLOOR", "FRAME_COLUMNS", "SCORE_COLUMNS", "Faithfulness", "concat", "empty_frames"]

@@ -236,8 +236,11 @@ def faithfulness(
     started = time.perf_counter()
     last_save = started
     n_done, digest, bad = state.n_done, state.digest, state.bad_lines
+    before = float(meta.get("run_seconds", 0.0))
 
     def current() -> Faithfulness:
+        meta.update(run_seconds=before + time.perf_counter() - started, n_items=n_done)
+        meta["n_bad_lines"] = bad
         return concat(parts, meta)
 
     def save() -> None:
@@ -273,9 +276,6 @@ def faithfulness(
     except KeyboardInterrupt:
         save()
         raise
-    meta["run_seconds"] = meta.get("run_seconds", 0.0) + time.perf_counter() - started
-    meta["n_items"] = n_done
-    meta["n_bad_lines"] = bad
     if meta["n_texts"] == 0:
         discard_checkpoint(checkpoint)
         raise InputError(f"{source.description} has no text to score (all blank or skipped)")

@@ -102,7 +102,7 @@ class Deletions:
             protected[self._target_at] = True
         self._protected = protected
         self.content = np.flatnonzero(~protected)
-        self._memo: dict[tuple[int, ...], float] = {}
+        self._memo: dict[tuple[int, ...], float] = {}  # model input -> target value
 
     # ------------------------------------------------------------------ the model
     def _run(self, inputs: Any, rows: int) -> Any:
@@ -143,20 +143,29 @@ class Deletions:
         kept[self.content[list(keep)]] = True
         return np.flatnonzero(kept)
 
+    def _key(self, full: np.ndarray) -> tuple[int, ...]:
+        """What the model sees: the token ids (and type ids), and a masked target's place."""
+        where: tuple[int, ...] = ()
+        if self._target_at is not None:
+            where = (int(np.flatnonzero(full == self._target_at)[0]),)
+        return (*self._ids[full].tolist(), -1, *self._types[full].tolist(), -1, *where)
+
     def values(self, keeps: Iterable[tuple[int, ...]]) -> dict[tuple[int, ...], float]:
         """The target's value for each kept set (content-token indexes, ``0 .. m-1``), the full
-        input's set included; sets already run are not run again."""
+        input's set included. Inputs the model has seen already (the same token ids: another
+        method's deletion, or deleting either of two equal neighbours) are not run again."""
         wanted = list(dict.fromkeys(tuple(int(i) for i in k) for k in keeps))
-        m = len(self.content)
-        self._memo.setdefault(tuple(range(m)), self.baseline)
-        todo = [k for k in wanted if k not in self._memo]
-        groups: dict[tuple[int, int], list[tuple[tuple[int, ...], np.ndarray]]] = {}
-        for keep in todo:
+        full_key = self._key(np.arange(len(self._ids)))
+        self._memo.setdefault(full_key, self.baseline)
+        keys = {}
+        groups: dict[tuple[int, int], dict[tuple[int, ...], np.ndarray]] = {}
+        for keep in wanted:
             full = self.full_positions(keep)
-            mask_at = -1
-            if self._target_at is not None:
-                mask_at = int(np.flatnonzero(full == self._target_at)[0])
-            groups.setdefault((max(len(full), 1), mask_at), []).append((keep, full))
+            key = keys[keep] = self._key(full)
+            if key in self._memo:
+                continue
+            mask_at = key[-1] if self._target_at is not None else -1
+            groups.setdefault((max(len(full), 1), mask_at), {})[key] = full
         for (length, _), items in sorted(groups.items()):
             per_pass = rows_per_pass(
                 self.bundle,
@@ -165,10 +174,10 @@ class Deletions:
                 max_rows=self.max_rows,
                 budget=self.budget,
             )
-            for start in range(0, len(items), per_pass):
-                chunk = items[start : start + per_pass]
-                self._run_chunk(chunk)
-        return {k: self._memo[k] for k in wanted}
+            todo = list(items.items())
+            for start in range(0, len(todo), per_pass):
+                self._run_chunk(todo[start : start + per_pass])
+        return {k: self._memo[keys[k]] for k in wanted}
 
     def _run_chunk(self, chunk: list[tuple[tuple[int, ...], np.ndarray]]) -> None:
         lone = np.array([start_id(self.bundle)], dtype=np.int64)
@@ -177,8 +186,8 @@ class Deletions:
         out = self._run(id_inputs(self.bundle, ids, types), len(chunk))
         resolved = self._resolved_at(chunk[0][1], out)
         vals = target_values(resolved, out, len(chunk)).double().cpu().numpy()
-        for (keep, _), v in zip(chunk, vals, strict=True):
-            self._memo[keep] = float(v)
+        for (key, _), v in zip(chunk, vals, strict=True):
+            self._memo[key] = float(v)
 
     def leave_one_out(self) -> np.ndarray:
         """``baseline - value(content token i deleted)`` for every content token, ``(m,)``:
