@@ -155,7 +155,9 @@ def parse(html: str) -> _Page:
 # ------------------------------------------------------------------------- tiny models
 
 
-def wordpiece_tokenizer() -> object:
+def wordpiece_tokenizer(
+    corpus: Sequence[str] = CORPUS, vocab_size: int = VOCAB_SIZE, max_length: int = 64
+) -> object:
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from tokenizers.trainers import WordPieceTrainer
     from transformers import PreTrainedTokenizerFast
@@ -165,7 +167,7 @@ def wordpiece_tokenizer() -> object:
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     tok.train_from_iterator(
-        CORPUS, WordPieceTrainer(vocab_size=VOCAB_SIZE, special_tokens=specials)
+        corpus, WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials)
     )
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
@@ -181,7 +183,7 @@ def wordpiece_tokenizer() -> object:
         cls_token="[CLS]",
         sep_token="[SEP]",
         mask_token="[MASK]",
-        model_max_length=64,
+        model_max_length=max_length,
     )
 
 
@@ -317,6 +319,67 @@ def build_tiny(kind: str) -> tuple[object, object]:
     else:  # pragma: no cover
         raise ValueError(kind)
     model.eval()
+    return model, tok
+
+
+#: Words whose presence makes :func:`build_rule_classifier`'s label "negated".
+NEGATIONS = frozenset({"not", "n't", "no", "never", "nothing", "nobody", "none", "nor", "cannot"})
+
+
+def negated(text: str) -> bool:
+    """The rule :func:`build_rule_classifier` learns: the text holds a negation word."""
+    import re
+
+    words = re.findall(r"n't|[a-z]+", text.lower())
+    return any(w in NEGATIONS for w in words)
+
+
+def build_rule_classifier(
+    texts: Sequence[str], *, steps: int = 300, seed: int = 0
+) -> tuple[object, object]:
+    """A tiny BERT sequence classifier (2 layers, 4 heads, 64 wide; its own WordPiece vocabulary
+    of 2,000 from ``texts``) trained for ``steps`` batches of 32 (half of each label; ``texts``
+    must hold at least 16 of each) to say whether a
+    text holds a negation word (:data:`NEGATIONS`): a classifier whose decision rests on known
+    tokens, so a faithful explanation has something to find. Deterministic for a given seed
+    (one thread, fixed order); about a minute on a busy 2-core CPU."""
+    import torch
+    import transformers as tf
+
+    tok = wordpiece_tokenizer(texts, vocab_size=2000, max_length=128)
+    torch.manual_seed(seed)
+    cfg = tf.BertConfig(
+        vocab_size=len(tok),
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=128,
+        num_labels=2,
+        id2label={0: "affirmative", 1: "negated"},
+        label2id={"affirmative": 0, "negated": 1},
+    )
+    model = tf.BertForSequenceClassification(cfg)
+    labels = torch.tensor([int(negated(t)) for t in texts])
+    by_label = [np.flatnonzero(labels.numpy() == k) for k in (0, 1)]
+    rng = np.random.default_rng(seed)
+    optim = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model.train()
+        for _ in range(steps):
+            batch = np.concatenate([rng.choice(ix, size=16, replace=False) for ix in by_label])
+            enc = tok([texts[i] for i in batch], padding=True, truncation=True, return_tensors="pt")
+            loss = model(**enc, labels=labels[batch]).loss
+            optim.zero_grad()
+            loss.backward()
+            optim.step()
+    finally:
+        torch.set_num_threads(threads)
+    model.eval()
+    for p in model.parameters():
+        p.grad = None
     return model, tok
 
 

@@ -30,7 +30,7 @@ from ..capture.run import forward
 from ..capture.tokenize import pad_id
 from ..errors import InputError
 from . import builtin as _builtin  # noqa: F401  (the built-in entries come first)
-from .perturbation import Deletions, measured_target
+from .perturbation import deletions_for, measured_target
 from .registry import Explainer, ExplainRequest, _head_kind, register_explainer
 from .target import resolve_target
 
@@ -108,7 +108,7 @@ def _integrated_gradients(
 
 def occlusion_scores(request: ExplainRequest, *, max_memory: Any = None) -> np.ndarray:
     """Leave-one-out: ``target(full) - target(token i deleted)`` (0 for special tokens)."""
-    deletions = Deletions(request, max_memory=max_memory)
+    deletions = deletions_for(request, max_memory=max_memory)
     out = np.zeros(len(request.tokens), dtype=np.float64)
     out[deletions.content] = deletions.leave_one_out()
     return out

@@ -26,7 +26,7 @@ from ..analysis.faithfulness_table import Faithfulness, empty_frames
 from ..capture.perturb import MAX_ROWS
 from ..capture.types import AttentionStack, Capture, Tokens
 from ..errors import InputError
-from .perturbation import Deletions
+from .perturbation import deletions_for, run_counts
 from .registry import EXPLAINERS, ExplainRequest, get_explainer, list_explainers
 from .target import Target
 
@@ -74,7 +74,8 @@ def score_request(
     names = scored_methods(methods)
     _f.check_steps(steps)
     started = time.perf_counter()
-    deletions = Deletions(request, max_memory=max_memory, max_rows=max_rows)
+    rows0, passes0 = run_counts(request, max_memory=max_memory, max_rows=max_rows)
+    deletions = deletions_for(request, max_memory=max_memory, max_rows=max_rows)
     content = deletions.content
     tokens = request.tokens
     readable = list(tokens.readable or tokens.tokens)
@@ -133,8 +134,8 @@ def score_request(
         "n_texts": 1,
         "n_tokens": m,
         "skipped": [{"text": text, "method": k, "reason": v} for k, v in skipped.items()],
-        "forward_rows": deletions.rows,
-        "forward_passes": deletions.passes,
+        "forward_rows": deletions.rows - rows0,
+        "forward_passes": deletions.passes - passes0,
         "deletion_rows": deletions.rows - rows_before,
         "seconds": time.perf_counter() - started,
         "deletion_seconds": deletion_seconds,

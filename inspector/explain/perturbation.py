@@ -16,6 +16,7 @@ The faithfulness scoreboard (:mod:`.faithfulness`) and the ``occlusion`` explain
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -198,4 +199,37 @@ class Deletions:
         return np.array([self.baseline - got[k] for k in keeps], dtype=np.float64)
 
 
-__all__ = ["Deletions", "measured_target"]
+#: The deletions run on each live capture, by target and model: the scoreboard's leave-one-out
+#: inputs serve the ``occlusion`` explainer on the same capture (a weak cache: an entry goes
+#: with its capture).
+_RUNS: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], Deletions]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _run_key(request: ExplainRequest, max_memory: Any, max_rows: int) -> tuple[Any, ...]:
+    bundle = request.model("token deletion")
+    return (measured_target(request.target), id(bundle), str(max_memory), max_rows)
+
+
+def run_counts(
+    request: ExplainRequest, *, max_memory: Any = None, max_rows: int = MAX_ROWS
+) -> tuple[int, int]:
+    """Rows and passes :func:`deletions_for` has run so far for this request (0, 0 if none)."""
+    found = _RUNS.get(request.capture, {}).get(_run_key(request, max_memory, max_rows))
+    return (found.rows, found.passes) if found is not None else (0, 0)
+
+
+def deletions_for(
+    request: ExplainRequest, *, max_memory: Any = None, max_rows: int = MAX_ROWS
+) -> Deletions:
+    """The :class:`Deletions` of ``request``'s capture, target and model: made once, then
+    shared (its inputs already run are not run again)."""
+    per_capture = _RUNS.setdefault(request.capture, {})
+    key = _run_key(request, max_memory, max_rows)
+    if key not in per_capture:
+        per_capture[key] = Deletions(request, max_memory=max_memory, max_rows=max_rows)
+    return per_capture[key]
+
+
+__all__ = ["Deletions", "deletions_for", "measured_target", "run_counts"]
