@@ -35,7 +35,9 @@ from .corpus import (
     save_table,
     syntax_probe,
 )
-from .faithfulness import FaithfulnessResult, faithfulness, faithfulness_methods
+from .faithfulness_corpus import faithfulness
+from .faithfulness_result import FaithfulnessResult, faithfulness_methods
+from .faithfulness_result import scores_path as faithfulness_scores_path
 from .inspection import Inspection
 from .long import RetrievalHeads, Scan, estimate_memory, retrieval_heads, scan
 from .model import LoadedModel, ModelLike, as_model, detect_heads, load
@@ -73,6 +75,7 @@ __all__ = [
     "estimate_memory",
     "faithfulness",
     "faithfulness_methods",
+    "faithfulness_scores_path",
     "head_importance",
     "head_metrics",
     "head_roles",

@@ -117,7 +117,7 @@ class ExplainNamespace:
         """How faithful every token-level explanation of this input is: AOPC comprehensiveness,
         AOPC sufficiency and τ with leave-one-out per method (``step=``: a generated token).
         See :func:`inspector.api.faithfulness.inspection_faithfulness`."""
-        from .faithfulness import inspection_faithfulness
+        from .faithfulness_result import inspection_faithfulness
 
         return inspection_faithfulness(
             self._ins, methods, target=target, step=step, steps=steps,
@@ -159,7 +159,7 @@ class ExplainNamespace:
         )
         if faithfulness is True:
             faithfulness = self.faithfulness(target=target or "auto")
-        from .faithfulness import explain_sections
+        from .faithfulness_result import explain_sections
 
         capture: Capture = self._ins.capture
         rendered = _report.build_report(

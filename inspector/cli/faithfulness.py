@@ -96,11 +96,15 @@ def cmd_faithfulness(args: argparse.Namespace) -> str:
     check_output(args.output, ".csv", ".parquet", args=args)
     check_output(args.report, ".html", ".htm", args=args)
     methods = check_methods(args.methods)
-    from ..api import default_checkpoint, faithfulness
-    from ..api.faithfulness import scores_path
+    from ..api import default_checkpoint, faithfulness, faithfulness_scores_path
 
     checkpoint = args.checkpoint or str(default_checkpoint(args.output))
-    for output in [args.output, str(scores_path(args.output)), args.report, checkpoint]:
+    for output in [
+        args.output,
+        str(faithfulness_scores_path(args.output)),
+        args.report,
+        checkpoint,
+    ]:
         check_not_input(output, [args.texts])
     if os.path.exists(checkpoint) and not args.resume:
         raise UsageError(

@@ -15,7 +15,7 @@ import torch
 from scipy.stats import kendalltau
 
 import inspector
-from inspector.api.faithfulness import inspection_faithfulness
+from inspector.api.faithfulness_result import inspection_faithfulness
 from inspector.explain import Explainer, get_explainer, register_explainer, scoped_explainers
 from inspector.explain.registry import ExplainRequest
 

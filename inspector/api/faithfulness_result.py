@@ -14,18 +14,13 @@ rationale named; here they always are.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from .._progress import bar as progress_bar
 from ..analysis import faithfulness as _f
-from ..analysis.faithfulness_table import Faithfulness, concat
-from ..corpus.checkpoint import discard_checkpoint
-from ..corpus.scoreboard import ScoreboardState, open_scoreboard, save_scoreboard
-from ..corpus.sources import BadLine, text_source
+from ..analysis.faithfulness_table import Faithfulness
 from ..errors import InputError, UnsupportedModelError
 from ..explain import faithfulness as _scoreboard
 from ..explain.registry import ExplainRequest
@@ -36,7 +31,6 @@ from ..render.page import Report
 from ..render.section import Section
 from ..render.sections.explain import explain_section
 from ..render.sections.faithfulness import EXPLAIN_MAPS, faithfulness_section, map_order
-from .model import ModelLike, as_model
 
 
 class FaithfulnessResult(Faithfulness):
@@ -65,7 +59,7 @@ class FaithfulnessResult(Faithfulness):
         return [write_frame(self.frame, target), write_frame(self.scores, scores_path)]
 
 
-def _facade(result: Faithfulness) -> FaithfulnessResult:
+def facade(result: Faithfulness) -> FaithfulnessResult:
     return FaithfulnessResult(**{f.name: getattr(result, f.name) for f in fields(result)})
 
 
@@ -80,7 +74,7 @@ def faithfulness_methods() -> list[str]:
     return _scoreboard.scored_methods(None)
 
 
-def _base_metadata(
+def base_metadata(
     bundle: Any, names: list[str], target: Any, steps: Any, only_positive: bool
 ) -> dict[str, Any]:
     from ..explain.registry import get_explainer
@@ -136,150 +130,11 @@ def inspection_faithfulness(
         request, names, steps=steps, only_positive=only_positive, max_memory=max_memory,
         max_rows=max_rows,
     )  # fmt: skip
-    meta = {**_base_metadata(model.bundle, names, target, steps, only_positive), **result.metadata}
+    meta = {**base_metadata(model.bundle, names, target, steps, only_positive), **result.metadata}
     meta["texts"] = [inspection.capture.metadata.get("text", "")]
     if step is not None:
         meta["generation_step"] = request.capture.metadata.get("generation_step")
     return FaithfulnessResult(result.frame, result.scores, meta)
-
-
-def _merge(meta: dict[str, Any], part: Faithfulness, index: int, text: str) -> None:
-    """Add one text's counts and notes to the corpus metadata."""
-    pm = part.metadata
-    meta["texts"].append(text)
-    meta["text_index"].append(index)
-    meta["targets"].append(pm.get("target"))
-    meta["skipped"].extend(pm.get("skipped") or [])
-    meta["target"] = pm.get("target") if meta["n_texts"] == 0 else meta["target"]
-    meta["n_texts"] += 1
-    for key in ("n_tokens", "forward_rows", "forward_passes", "deletion_rows"):
-        meta[key] = meta.get(key, 0) + int(pm.get(key, 0))
-    for key in ("seconds", "deletion_seconds"):
-        meta[key] = meta.get(key, 0.0) + float(pm.get(key, 0.0))
-    totals = meta.setdefault("method_seconds", {})
-    for name, sec in (pm.get("method_seconds") or {}).items():
-        totals[name] = totals.get(name, 0.0) + float(sec)
-
-
-def faithfulness(
-    model: ModelLike,
-    texts: Any,
-    methods: Sequence[str] | str | None = None,
-    *,
-    target: Any = "auto",
-    steps: _f.Steps = "k",
-    only_positive: bool = True,
-    column: str | None = None,
-    limit: int | None = None,
-    max_length: int | None = None,
-    checkpoint: str | os.PathLike[str] | None = None,
-    resume: bool = False,
-    checkpoint_every: float = 30.0,
-    progress: bool | None = None,
-    max_memory: Any = None,
-    max_rows: int = 64,
-    skip_bad_lines: bool = False,
-) -> FaithfulnessResult:
-    """The faithfulness of every token-level explanation over a corpus: per text, the AOPC
-    comprehensiveness, AOPC sufficiency and τ with leave-one-out of each method, and
-    ``summary()`` with the mean and 95% interval per method and metric.
-
-    Args:
-        model: anything :func:`inspector.load` accepts.
-        texts: a list of texts, a text file (one per line), ``FILE.csv:COLUMN``, Parquet, a
-            ``.conllu`` treebank or a ``datasets`` dataset (see :func:`inspector.atlas`).
-        methods, target, steps, only_positive, max_memory, max_rows: see
-            :func:`inspection_faithfulness`.
-        column: the text column of a table.
-        limit: only the first ``limit`` items of the source.
-        max_length: truncate texts to this many tokens (default: refuse texts the model cannot
-            take).
-        checkpoint / resume / checkpoint_every: save progress every ``checkpoint_every``
-            seconds (and when interrupted) to ``checkpoint``; ``resume=True`` continues from it
-            (the same settings and corpus, checked as the atlas checks them).
-        progress: a bar over the texts (``None``: when stderr is a terminal).
-        skip_bad_lines: count unreadable lines as skipped instead of stopping.
-
-    Returns:
-        A :class:`FaithfulnessResult`; ``text`` is each text's position in the source.
-
-    Example:
-        >>> r = inspector.faithfulness("smollm2", ["The cat sat on the mat."])  # doctest: +SKIP
-        >>> r.summary()  # doctest: +SKIP
-    """
-    m = as_model(model)
-    bundle = m.bundle
-    names = _scoreboard.scored_methods(methods)
-    _f.check_steps(steps)
-    spec = Target.parse(target)
-    source = text_source(texts, column=column, skip_bad_lines=skip_bad_lines)
-    fingerprint = {
-        "kind": "faithfulness",
-        "model": bundle.name,
-        "methods": names,
-        "target": str(target),
-        "steps": steps if isinstance(steps, str) else list(steps),
-        "only_positive": bool(only_positive),
-        "max_length": max_length,
-    }
-    state, items = open_scoreboard(
-        source, fingerprint, checkpoint=checkpoint, resume=resume, limit=limit
-    )
-    base = _base_metadata(bundle, names, target, steps, only_positive)
-    meta: dict[str, Any] = {
-        "texts": [], "text_index": [], "targets": [], "skipped": [], "n_texts": 0,
-        "target": None, "n_skipped_texts": 0, "source": source.description,
-        **{k: v for k, v in state.result.metadata.items() if k not in base}, **base,
-    }  # fmt: skip
-    parts: list[Faithfulness] = [state.result]
-    total = source.total if limit is None else min(limit, source.total or limit)
-    started = time.perf_counter()
-    last_save = started
-    n_done, digest, bad = state.n_done, state.digest, state.bad_lines
-    before = float(meta.get("run_seconds", 0.0))
-
-    def current() -> Faithfulness:
-        meta.update(run_seconds=before + time.perf_counter() - started, n_items=n_done)
-        meta["n_bad_lines"] = bad
-        return concat(parts, meta)
-
-    def save() -> None:
-        if checkpoint is not None:
-            snapshot = ScoreboardState(current(), n_done, digest, bad)
-            save_scoreboard(checkpoint, snapshot, fingerprint, source)
-
-    bar = progress_bar(total=total, desc="faithfulness", unit=" texts", progress=progress)
-    try:
-        with bar:
-            bar.update(n_done)
-            for item in items:
-                if limit is not None and n_done >= limit:
-                    break
-                if isinstance(item, str) and item.strip():
-                    ins = m.inspect(item, truncation=max_length is not None, max_length=max_length)
-                    request = ExplainRequest(ins.capture, "self", bundle, spec)
-                    part = _scoreboard.score_request(
-                        request, names, steps=steps, only_positive=only_positive, text=n_done,
-                        max_memory=max_memory, max_rows=max_rows,
-                    )  # fmt: skip
-                    parts.append(part)
-                    _merge(meta, part, n_done, item)
-                else:
-                    meta["n_skipped_texts"] += 1
-                bad += isinstance(item, BadLine)
-                digest = digest.copy().update((item,))
-                n_done += 1
-                bar.update(1)
-                if checkpoint is not None and time.perf_counter() - last_save > checkpoint_every:
-                    save()
-                    last_save = time.perf_counter()
-    except KeyboardInterrupt:
-        save()
-        raise
-    if meta["n_texts"] == 0:
-        discard_checkpoint(checkpoint)
-        raise InputError(f"{source.description} has no text to score (all blank or skipped)")
-    return _facade(current())
 
 
 def explain_sections(
@@ -301,7 +156,6 @@ def explain_sections(
 __all__ = [
     "FaithfulnessResult",
     "explain_sections",
-    "faithfulness",
     "faithfulness_methods",
     "inspection_faithfulness",
     "scores_path",
