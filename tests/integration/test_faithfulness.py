@@ -19,7 +19,7 @@ from inspector.api.faithfulness_result import inspection_faithfulness
 from inspector.explain import Explainer, get_explainer, register_explainer, scoped_explainers
 from inspector.explain.registry import ExplainRequest
 
-from factories import cli_fails
+from factories import cli_fails, figure_specs
 
 TEXT = "The cat sat on the mat because it was tired."
 
@@ -326,3 +326,21 @@ def test_resume_continues_an_interrupted_run(tiny, tmp_path):
     pd.testing.assert_frame_equal(resumed.scores, whole.scores)
     assert resumed.metadata["texts"] == whole.metadata["texts"] == [t for t in lines if t]
     assert sorted(set(resumed.frame["text"])) == [0, 1, 3, 4]
+
+
+def test_the_explain_report_draws_the_most_faithful_map_first(tiny):
+    from inspector.render.sections.faithfulness import map_order
+
+    m = tiny["gpt2"]
+    ins = m.inspect(TEXT)
+    result = inspection_faithfulness(ins, ["attention", "norms", "rollout", "random"])
+    order = map_order(result)
+    html = ins.explain_report(faithfulness=result).html
+    assert html.index('id="which-map-to-trust"') < html.index('id="what-mattered"')
+    starts = {"attention": "raw attention", "norms": "norm-based", "rollout": "attention rollout"}
+    panels = [p["title"] for p in figure_specs(html)["what-mattered-maps"]["panels"]]
+    assert [next(n for n, s in starts.items() if t.startswith(s)) for t in panels] == order
+    label = result.metadata["labels"][order[0]]
+    assert f"This page shows {label} first" in html
+    plain = ins.explain_report().html  # without a result: the usual order, no section
+    assert 'id="which-map-to-trust"' not in plain
