@@ -12,13 +12,15 @@ sentences of the UD EWT dev set (checkpointed: rerun the same command to resume 
 interruption) and writes ``OUT`` (text, method, metric, value) and ``OUT.json`` (metadata: run
 time, counts). ``MODEL`` is ``smollm2`` (next-token target), ``minilm`` (embedding projection) or
 ``classifier`` (the tiny negation classifier of ``tests/factories.py``, trained on the dev
-sentences after the first 200, here at once). ``python -m bench.bench_faithfulness table`` prints
-the README tables from the result files in ``bench/results/``.
+sentences after the first 200, here at once). ``snapshot MODEL`` writes the result files from a
+run's checkpoint (what a run still going, or stopped, has scored). ``table`` prints the README
+tables from the result files in ``bench/results/``.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -60,6 +62,28 @@ def _load(name: str) -> Any:
     return rule_classifier() if name == "classifier" else inspector.load(name)
 
 
+def write(result: Any, name: str, n: int, out: Path, **extra: Any) -> dict[str, Any]:
+    """``out`` (the tidy frame) and ``out.json`` (the run's metadata, without the texts)."""
+    result.frame.to_csv(out, index=False, float_format="%.6g")
+    skip = ("texts", "text_index", "targets", "labels")
+    meta = {k: v for k, v in result.metadata.items() if k not in skip}
+    targets = {str(t) for t in result.metadata.get("targets") or []}
+    if len(targets) > 1:  # one token per text: what they have in common
+        meta["target"] = re.sub(r"of (token|class) '.*?'", r"of the explained \1", targets.pop())
+    meta.update(model=name, n_sentences_asked=n, n_sentences_scored=result.n_texts, **extra)
+    out.with_name(out.name + ".json").write_text(json.dumps(meta, indent=1, default=str))
+    return meta
+
+
+def snapshot(name: str) -> dict[str, Any]:
+    """The result files from a run still going (or stopped): what its checkpoint holds."""
+    from inspector.corpus.scoreboard import load_scoreboard
+
+    out, n = RUNS[name]
+    info, result = load_scoreboard(out.with_name(out.name + ".ckpt.npz"))
+    return write(result, name, n, out, partial=True, n_items_read=info["n_done"])
+
+
 def run(name: str, n: int, out: Path) -> dict[str, Any]:
     """The scoreboard over the first ``n`` dev sentences, resumable, written to ``out``."""
     import inspector
@@ -76,19 +100,7 @@ def run(name: str, n: int, out: Path) -> dict[str, Any]:
         checkpoint_every=60.0,
         progress=True,
     )
-    result.frame.to_csv(out, index=False, float_format="%.6g")
-    meta = {
-        k: v
-        for k, v in result.metadata.items()
-        if k not in ("texts", "text_index", "targets", "labels")
-    }
-    meta.update(
-        model=name,
-        n_sentences_asked=n,
-        n_sentences_scored=result.n_texts,
-        this_session_seconds=time.perf_counter() - start,
-    )
-    out.with_name(out.name + ".json").write_text(json.dumps(meta, indent=1, default=str))
+    meta = write(result, name, n, out, this_session_seconds=time.perf_counter() - start)
     if checkpoint.exists():
         checkpoint.unlink()
     return meta
@@ -113,10 +125,12 @@ def table(name: str) -> str:
     r = result_of(path)
     meta = r.metadata
     minutes = float(meta.get("run_seconds", 0.0)) / 60
+    asked = meta.get("n_sentences_asked", r.n_texts)
+    partial = " (the run did not finish)" if meta.get("partial") else ""
     return (
-        f"{r.markdown()}\n\n{name}: {r.n_texts} sentences, target {meta.get('target')}, "
-        f"{meta.get('forward_rows', 0):,} inputs in {meta.get('forward_passes', 0):,} passes, "
-        f"{minutes:.0f} min"
+        f"{r.markdown()}\n\n{name}: {r.n_texts} of the first {asked} sentences{partial}, "
+        f"target: {meta.get('target')}; {meta.get('forward_rows', 0):,} inputs in "
+        f"{meta.get('forward_passes', 0):,} passes, {minutes:.0f} min"
     )
 
 
@@ -174,6 +188,8 @@ if __name__ == "__main__":
         out = Path(sys.argv[4]) if len(sys.argv) > 4 else RUNS[name][0]
         out.parent.mkdir(parents=True, exist_ok=True)
         print(json.dumps(run(name, n, out), indent=1, default=str))
+    elif len(sys.argv) > 1 and sys.argv[1] == "snapshot":
+        print(json.dumps(snapshot(sys.argv[2]), indent=1, default=str))
     elif len(sys.argv) > 1 and sys.argv[1] == "table":
         for which in sys.argv[2:] or list(RUNS):
             print(f"\n### {which}\n\n{table(which)}")

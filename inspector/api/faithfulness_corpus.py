@@ -6,6 +6,7 @@ and one inspection's scores).
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -31,7 +32,11 @@ def _merge(meta: dict[str, Any], part: Faithfulness, index: int, text: str) -> N
     meta["text_index"].append(index)
     meta["targets"].append(pm.get("target"))
     meta["skipped"].extend(pm.get("skipped") or [])
-    meta["target"] = pm.get("target") if meta["n_texts"] == 0 else meta["target"]
+    target = str(pm.get("target"))
+    if meta["n_texts"] == 0:
+        meta["target"] = target
+    elif meta["target"] != target:  # one token or class per text: say what they have in common
+        meta["target"] = re.sub(r"of (token|class) '.*?'", r"of the explained \1", target)
     meta["n_texts"] += 1
     for key in ("n_tokens", "forward_rows", "forward_passes", "deletion_rows"):
         meta[key] = meta.get(key, 0) + int(pm.get(key, 0))
