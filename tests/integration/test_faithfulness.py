@@ -68,7 +68,7 @@ def _value(m, ids: list[int], kind: str, target: int | None) -> float:
 def _direct(m, ins, method: str, kind: str) -> dict[str, float]:
     """The three metrics by a loop over k that deletes tokens and reruns the model."""
     ids = [int(i) for i in ins.token_ids]
-    special = np.asarray(ins.special_mask, dtype=bool)
+    special = np.asarray(ins.stack.query.special, dtype=bool)
     content = [i for i in range(len(ids)) if not special[i]]
     request = ExplainRequest(ins.capture, "self", m.bundle)
     scores = get_explainer(method).scores(request)[content]
@@ -118,7 +118,7 @@ def _check(result, method: str, want: dict) -> None:
 def test_equals_a_direct_deletion_loop_on_gpt2(tiny, method):
     m = tiny["gpt2"]
     ins = m.inspect(TEXT)
-    result = inspection_faithfulness(ins, [method, "occlusion"])
+    result = ins.explain.faithfulness([method, "occlusion"])  # the namespace method
     _check(result, method, _direct(m, ins, method, "decoder"))
     assert result.metadata["target"].startswith("prob of token")
 
@@ -127,7 +127,7 @@ def test_equals_a_direct_deletion_loop_on_gpt2(tiny, method):
 def test_equals_a_direct_deletion_loop_on_a_classifier(tiny_classifier, method):
     m = tiny_classifier
     ins = m.inspect(TEXT)
-    assert ins.special_mask[0] and ins.special_mask[-1]  # [CLS] ... [SEP] are never deleted
+    assert ins.stack.query.special[0] and ins.stack.query.special[-1]  # [CLS] ... [SEP] are never deleted
     result = inspection_faithfulness(ins, [method, "occlusion"])
     _check(result, method, _direct(m, ins, method, "classifier"))
 
@@ -173,7 +173,7 @@ def _captum_direct(m, ins, method: str, kind: str) -> np.ndarray:
         pad = m.bundle.tokenizer.pad_token_id
         if pad is None:
             pad = m.bundle.tokenizer.eos_token_id
-        special = torch.tensor(np.asarray(ins.special_mask))[None]
+        special = torch.tensor(np.asarray(ins.stack.query.special))[None]
         base = torch.where(special, ids, torch.full_like(ids, pad))
         attr = LayerIntegratedGradients(fwd, layer).attribute(ids, baselines=base, n_steps=50)
     else:
@@ -208,7 +208,7 @@ def test_a_masked_lm_target_follows_its_mask(tiny):
         logits = m.model(input_ids=torch.tensor([ids])).logits
     token = int(logits[0, mask_at].argmax())
     base = float(torch.softmax(logits[0, mask_at], -1)[token])
-    special = np.asarray(ins.special_mask, dtype=bool)
+    special = np.asarray(ins.stack.query.special, dtype=bool)
     content = [i for i in range(len(ids)) if not special[i]]
     loo = []
     for d in content:
@@ -234,7 +234,7 @@ def test_a_bare_encoder_scores_its_embedding_projection(tiny_bare):
 def test_a_generated_token_with_step(tiny):
     m = tiny["gpt2"]
     g = m.generate("The cat sat", max_new_tokens=3)
-    prompt = g.prompt_length
+    prompt = g.stack.query.prompt_length
     result = inspection_faithfulness(g, ["attention", "random"], step=1)
     assert result.metadata["generation_step"] == 1
     positions = sorted(set(result.scores["position"]))
@@ -335,12 +335,12 @@ def test_the_explain_report_draws_the_most_faithful_map_first(tiny):
     ins = m.inspect(TEXT)
     result = inspection_faithfulness(ins, ["attention", "norms", "rollout", "random"])
     order = map_order(result)
-    html = ins.explain_report(faithfulness=result).html
+    html = ins.explain.report(faithfulness=result).html
     assert html.index('id="which-map-to-trust"') < html.index('id="what-mattered"')
     starts = {"attention": "raw attention", "norms": "norm-based", "rollout": "attention rollout"}
     panels = [p["title"] for p in figure_specs(html)["what-mattered-maps"]["panels"]]
     assert [next(n for n, s in starts.items() if t.startswith(s)) for t in panels] == order
     label = result.metadata["labels"][order[0]]
     assert f"This page shows {label} first" in html
-    plain = ins.explain_report().html  # without a result: the usual order, no section
+    plain = ins.explain.report().html  # without a result: the usual order, no section
     assert 'id="which-map-to-trust"' not in plain
