@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 from .common import (
     Command,
-    UsageError,
     add_model,
     add_output,
     check_not_input,
     check_output,
+    finish_run,
     load_model,
     names,
     progress,
+    refuse_unfinished,
+    saved_on_interrupt,
 )
 
 SKIP_BAD_LINES_HELP = (
@@ -83,12 +84,8 @@ def cmd_atlas(args: argparse.Namespace) -> str:
     for output in outputs:
         check_not_input(output, [args.texts])
     local = args.engine == "local"
-    if os.path.exists(checkpoint) and not args.resume:
-        raise UsageError(
-            f"{checkpoint} holds an unfinished atlas: add --resume to continue it, or delete it "
-            f"to start over"
-        )
-    try:
+    refuse_unfinished(checkpoint, args.resume, "atlas")
+    with saved_on_interrupt(checkpoint):
         result = atlas(
             load_model(args) if local else args.model,
             args.texts,
@@ -107,17 +104,7 @@ def cmd_atlas(args: argparse.Namespace) -> str:
             num_workers=args.workers,
             max_memory=args.max_memory,
         )
-    except KeyboardInterrupt as exc:
-        if os.path.exists(checkpoint):
-            exc.inspector_note = f"progress saved in {checkpoint}: rerun with --resume"  # type: ignore[attr-defined]
-        raise
-    paths = result.save(args.output)
-    if os.path.exists(checkpoint):
-        os.remove(checkpoint)
-    extra = ""
-    if args.report:
-        result.report(args.report)
-        extra = f", report -> {args.report}"
+    paths, extra = finish_run(result, args.output, checkpoint, args.report)
     meta = result.metadata
     bad = f" ({meta['n_bad_lines']} unreadable)" if meta.get("n_bad_lines") else ""
     return (

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 from .common import (
     Command,
@@ -12,9 +11,12 @@ from .common import (
     add_output,
     check_not_input,
     check_output,
+    finish_run,
     load_model,
     names,
     progress,
+    refuse_unfinished,
+    saved_on_interrupt,
 )
 
 
@@ -106,12 +108,8 @@ def cmd_faithfulness(args: argparse.Namespace) -> str:
         checkpoint,
     ]:
         check_not_input(output, [args.texts])
-    if os.path.exists(checkpoint) and not args.resume:
-        raise UsageError(
-            f"{checkpoint} holds an unfinished faithfulness run: add --resume to continue it, or "
-            f"delete it to start over"
-        )
-    try:
+    refuse_unfinished(checkpoint, args.resume, "faithfulness run")
+    with saved_on_interrupt(checkpoint):
         result = faithfulness(
             load_model(args),
             args.texts,
@@ -128,17 +126,7 @@ def cmd_faithfulness(args: argparse.Namespace) -> str:
             max_memory=args.max_memory,
             skip_bad_lines=args.skip_bad_lines,
         )
-    except KeyboardInterrupt as exc:
-        if os.path.exists(checkpoint):
-            exc.inspector_note = f"progress saved in {checkpoint}: rerun with --resume"  # type: ignore[attr-defined]
-        raise
-    paths = result.save(args.output)
-    if os.path.exists(checkpoint):
-        os.remove(checkpoint)
-    extra = ""
-    if args.report:
-        result.report(args.report)
-        extra = f", report -> {args.report}"
+    paths, extra = finish_run(result, args.output, checkpoint, args.report)
     meta = result.metadata
     skipped = len(meta.get("skipped") or [])
     note = f"; {skipped} method/text pairs skipped" if skipped else ""

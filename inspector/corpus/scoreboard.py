@@ -10,7 +10,6 @@ the same digest; otherwise one line says what differs. Pure I/O: nothing here ru
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 from collections.abc import Iterator, Mapping
@@ -21,11 +20,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .._io import atomic_path, same_file
+from .._io import atomic_path
 from ..analysis.faithfulness_table import Faithfulness, empty_frames
 from ..errors import InputError
-from .checkpoint import source_difference
-from .sources import BadLine, TextHash, TextSource
+from .checkpoint import check_start, resume_source
+from .sources import TextHash, TextSource
 
 SCOREBOARD_VERSION = 1
 
@@ -109,13 +108,6 @@ def load_scoreboard(path: str | os.PathLike[str]) -> tuple[dict[str, Any], Faith
     return info, result
 
 
-def _refuse(checkpoint: Path, why: str) -> InputError:
-    return InputError(
-        f"cannot resume from {checkpoint}: {why}; rerun with the same corpus, or delete the "
-        f"checkpoint to start over"
-    )
-
-
 def open_scoreboard(
     source: TextSource,
     fingerprint: Mapping[str, Any],
@@ -126,15 +118,7 @@ def open_scoreboard(
 ) -> tuple[ScoreboardState, Iterator[Any]]:
     """The starting state and the source's items still to read (see :func:`.checkpoint.open_run`:
     the same checks, for a faithfulness run)."""
-    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
-        raise InputError(
-            f"limit must be a non-negative integer, got {limit!r}; leave it out to read the whole "
-            f"corpus"
-        )
-    if checkpoint is not None and source.path is not None and same_file(checkpoint, source.path):
-        raise InputError(
-            f"the checkpoint {checkpoint} is the corpus file itself; give another checkpoint path"
-        )
+    check_start(source, checkpoint, limit)
     empty_f, empty_s = empty_frames()
     state = ScoreboardState(Faithfulness(empty_f, empty_s, {}), 0, TextHash())
     it = source.open()
@@ -142,38 +126,11 @@ def open_scoreboard(
         return state, it
     path = Path(checkpoint)
     info, result = load_scoreboard(path)
-    wanted = json.loads(json.dumps(dict(fingerprint)))
-    saved_fp = info.get("fingerprint") or {}
-    if saved_fp != wanted:
-        diff = sorted(k for k in set(wanted) | set(saved_fp) if saved_fp.get(k) != wanted.get(k))
-        raise InputError(
-            f"{path} was written with other settings ({', '.join(diff)} differ); rerun with the "
-            f"same settings, or delete it to start over"
-        )
-    record = info.get("source") or {}
-    why = source_difference(record.get("identity") or {}, source.identity)
-    if why is not None:
-        raise _refuse(path, why)
     n_done = int(info["n_done"])
-    if limit is not None and n_done > limit:
-        raise InputError(
-            f"{path} has already scored {n_done:,} texts, more than the limit {limit:,}; raise "
-            f"the limit, or delete the checkpoint to start over"
-        )
-    digest = TextHash()
-    bad = read = 0
-    for item in itertools.islice(it, n_done):
-        digest.update((item,))
-        bad += isinstance(item, BadLine)
-        read += 1
-    if read < n_done:
-        raise _refuse(path, f"it counted {n_done:,} texts but {source.description} has {read:,}")
-    if digest.hexdigest() != record.get("digest"):
-        raise _refuse(
-            path,
-            f"the first {n_done:,} texts of {source.description} are not the ones it scored "
-            f"(edited or reordered)",
-        )
+    digest, bad = resume_source(
+        path, source, it, info.get("fingerprint") or {}, fingerprint, info.get("source") or {},
+        n_done, limit,
+    )  # fmt: skip
     return ScoreboardState(result, n_done, digest, bad), it
 
 

@@ -24,26 +24,6 @@ from factories import cli_fails, figure_specs
 TEXT = "The cat sat on the mat because it was tired."
 
 
-@pytest.fixture(scope="module")
-def tiny_classifier(tiny_dirs):
-    import transformers as tf
-
-    model = tf.BertForSequenceClassification.from_pretrained(
-        tiny_dirs["bert"], num_labels=3, id2label={0: "neg", 1: "neu", 2: "pos"}
-    )
-    tok = tf.AutoTokenizer.from_pretrained(tiny_dirs["bert"])
-    return inspector.load((model, tok))
-
-
-@pytest.fixture(scope="module")
-def tiny_bare(tiny_dirs):
-    import transformers as tf
-
-    model = tf.BertModel.from_pretrained(tiny_dirs["bert"])
-    tok = tf.AutoTokenizer.from_pretrained(tiny_dirs["bert"])
-    return inspector.load((model, tok))
-
-
 # ------------------------------------------------------------------ an independent re-derivation
 
 
@@ -127,7 +107,8 @@ def test_equals_a_direct_deletion_loop_on_gpt2(tiny, method):
 def test_equals_a_direct_deletion_loop_on_a_classifier(tiny_classifier, method):
     m = tiny_classifier
     ins = m.inspect(TEXT)
-    assert ins.stack.query.special[0] and ins.stack.query.special[-1]  # [CLS] ... [SEP] are never deleted
+    special = ins.stack.query.special
+    assert special[0] and special[-1]  # [CLS] ... [SEP]: never deleted
     result = inspection_faithfulness(ins, [method, "occlusion"])
     _check(result, method, _direct(m, ins, method, "classifier"))
 
