@@ -10,6 +10,10 @@ Raw attention weights mislead: a head can put most of its weight on a "sink" tok
 * :mod:`.summary` - the report's "what mattered" :class:`~.result.Explanation`.
 * :mod:`.registry` - the explainer registry: every method above is one
   :class:`~.registry.Explainer` entry (:mod:`.builtin`) declaring what it returns and needs.
+* :mod:`.attribution` - gradient x input and integrated gradients (captum), leave-one-out
+  occlusion and a seeded random ranking, as entries with token scores.
+* :mod:`.faithfulness` - which of them to trust: AOPC comprehensiveness / sufficiency and τ with
+  leave-one-out of every entry with token scores, its deletions run by :mod:`.perturbation`.
 
 Methods that run the model ask :mod:`inspector.capture` to do it (its one hook context manager
 and tokenization path) and find projections in :mod:`inspector.models.families`. Adding a method
