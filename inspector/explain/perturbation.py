@@ -85,6 +85,8 @@ class Deletions:
         if not isinstance(max_rows, int) or isinstance(max_rows, bool) or max_rows < 1:
             raise InputError(f"max_rows must be a positive integer, got {max_rows!r}")
         self.max_rows = max_rows
+        # the pre-flight: the full input alone must fit, before anything runs
+        rows_per_pass(bundle, n, all_logits=not self.call_kw, max_rows=1, budget=self.budget)
         self.rows = 0
         self.passes = 0
         ids = np.asarray(self.tokens.ids, dtype=np.int64)

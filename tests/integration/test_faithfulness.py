@@ -274,6 +274,9 @@ def test_a_toy_explainer_is_scored_and_offered_by_the_cli(tiny, tiny_dirs, tmp_p
     out.unlink()
     err = cli_fails([*argv, "--methods", "toy"], capsys, "--methods: toy")
     assert "occlusion" in err and "random" in err
+    (tmp_path / "faith.csv.ckpt.npz").write_bytes(b"left by an interrupted run")
+    cli_fails([*argv, "--methods", "random"], capsys, "add --resume to continue it")
+    cli_fails([*argv, "--methods", "random", "--resume"], capsys, "not a readable faithfulness")
 
 
 def test_resume_continues_an_interrupted_run(tiny, tmp_path):
@@ -325,3 +328,13 @@ def test_the_explain_report_draws_the_most_faithful_map_first(tiny):
     assert f"This page shows {label} first" in html
     plain = ins.explain.report().html  # without a result: the usual order, no section
     assert 'id="which-map-to-trust"' not in plain
+
+
+def test_the_memory_pre_flight_refuses_before_running(tiny):
+    ins = tiny["gpt2"].inspect(TEXT)
+    with pytest.raises(inspector.ResourceError, match="nothing was run"):
+        ins.explain.faithfulness(["random"], max_memory="10KB")
+    with pytest.raises(inspector.InputError, match="max_rows"):
+        ins.explain.faithfulness(["random"], max_rows=0)
+    with pytest.raises(inspector.InputError, match="not an explainer with token scores"):
+        ins.explain.faithfulness(["ablation"])
