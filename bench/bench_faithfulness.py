@@ -119,8 +119,32 @@ def result_of(path: Path) -> Any:
     return Faithfulness(frame, scores, meta)
 
 
+def versus_floor(r: Any) -> str:
+    """Which methods beat the random floor on each metric: the paired 95% interval of the
+    difference, text by text, excludes 0 on the better side."""
+    stats = r.stats()
+    lines = []
+    for metric, higher in (("comprehensiveness", True), ("sufficiency", False), ("tau_loo", True)):
+        better, worse = [], []
+        for method in r.ranking(metric):
+            s = stats.get((method, metric), {})
+            low, high, diff = s.get("vs_random_low"), s.get("vs_random_high"), s.get("vs_random")
+            if method == "random" or low is None or high is None or diff is None:
+                continue
+            cell = f"{method} {diff:+.3f}"
+            if (low > 0) if higher else (high < 0):
+                better.append(cell)
+            elif (high < 0) if higher else (low > 0):
+                worse.append(cell)
+        lines.append(
+            f"{metric}: better than random: {', '.join(better) or 'none'}; "
+            f"worse: {', '.join(worse) or 'none'}"
+        )
+    return "\n".join(lines)
+
+
 def table(name: str) -> str:
-    """One README table, best first, with the run's counts."""
+    """One README table, best first, with the run's counts and the comparison with the floor."""
     path, _ = RUNS[name]
     r = result_of(path)
     meta = r.metadata
@@ -130,7 +154,7 @@ def table(name: str) -> str:
     return (
         f"{r.markdown()}\n\n{name}: {r.n_texts} of the first {asked} sentences{partial}, "
         f"target: {meta.get('target')}; {meta.get('forward_rows', 0):,} inputs in "
-        f"{meta.get('forward_passes', 0):,} passes, {minutes:.0f} min"
+        f"{meta.get('forward_passes', 0):,} passes, {minutes:.0f} min\n{versus_floor(r)}"
     )
 
 

@@ -1,10 +1,9 @@
 """Which map to trust: the faithfulness of every token-level explanation, for one inspection or
 over a corpus, as :class:`FaithfulnessResult` (frames, summary with 95% intervals, report).
 
-:func:`faithfulness` runs over a corpus (any source :func:`inspector.atlas` reads: a list, a text
-file, ``FILE.csv:COLUMN``, Parquet, a ``.conllu`` treebank, a dataset) with progress and a
-checkpoint to resume from, like the atlas. :func:`inspection_faithfulness` scores one
-inspection (``step=``: a token a decoder generated). The scores are ferret's AOPC
+:func:`inspector.faithfulness` (:mod:`.faithfulness_corpus`) runs over a corpus with progress
+and a checkpoint to resume from, like the atlas; :func:`inspection_faithfulness`
+(``ins.explain.faithfulness``) scores one inspection (``step=``: a token a decoder generated). The scores are ferret's AOPC
 comprehensiveness, AOPC sufficiency and τ with leave-one-out (see
 :mod:`inspector.analysis.faithfulness`), on token ids: ferret decodes the perturbed ids to text
 and tokenizes again, which can merge or split tokens, so its inputs are not always the ones its
@@ -54,9 +53,7 @@ class FaithfulnessResult(Faithfulness):
     def save(self, path: str | os.PathLike[str]) -> list[Path]:
         """Write ``frame`` to ``path`` (``.csv`` or ``.parquet``, atomically) and ``scores``
         beside it (``faith.csv`` → ``faith.scores.csv``); returns both paths."""
-        target = Path(path)
-        scores_path = target.with_name(f"{target.stem}.scores{target.suffix}")
-        return [write_frame(self.frame, target), write_frame(self.scores, scores_path)]
+        return [write_frame(self.frame, path), write_frame(self.scores, scores_path(path))]
 
 
 def facade(result: Faithfulness) -> FaithfulnessResult:
