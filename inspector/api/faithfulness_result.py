@@ -3,11 +3,11 @@ over a corpus, as :class:`FaithfulnessResult` (frames, summary with 95% interval
 
 :func:`inspector.faithfulness` (:mod:`.faithfulness_corpus`) runs over a corpus with progress
 and a checkpoint to resume from, like the atlas; :func:`inspection_faithfulness`
-(``ins.explain.faithfulness``) scores one inspection (``step=``: a token a decoder generated). The scores are ferret's AOPC
-comprehensiveness, AOPC sufficiency and τ with leave-one-out (see
-:mod:`inspector.analysis.faithfulness`), on token ids: ferret decodes the perturbed ids to text
-and tokenizes again, which can merge or split tokens, so its inputs are not always the ones its
-rationale named; here they always are.
+(``ins.explain.faithfulness``) scores one inspection (``step=``: a token a decoder
+generated). The scores are ferret's AOPC comprehensiveness, AOPC sufficiency and τ with
+leave-one-out (see :mod:`inspector.analysis.faithfulness`), on token ids: ferret decodes the
+perturbed ids to text and tokenizes again, which can merge or split tokens, so its inputs are
+not always the ones its rationale named; here they always are.
 """
 
 from __future__ import annotations
