@@ -346,7 +346,7 @@ def build_rule_classifier(
     import torch
     import transformers as tf
 
-    tok = wordpiece_tokenizer(texts, vocab_size=2000, max_length=128)
+    tok = wordpiece_tokenizer(texts, vocab_size=2000, max_length=512)
     torch.manual_seed(seed)
     cfg = tf.BertConfig(
         vocab_size=len(tok),
@@ -354,7 +354,7 @@ def build_rule_classifier(
         num_hidden_layers=2,
         num_attention_heads=4,
         intermediate_size=128,
-        max_position_embeddings=128,
+        max_position_embeddings=512,
         num_labels=2,
         id2label={0: "affirmative", 1: "negated"},
         label2id={"affirmative": 0, "negated": 1},

@@ -17,7 +17,7 @@ from ..analysis.faithfulness_table import Faithfulness, concat
 from ..corpus.checkpoint import discard_checkpoint
 from ..corpus.scoreboard import ScoreboardState, open_scoreboard, save_scoreboard
 from ..corpus.sources import BadLine, text_source
-from ..errors import InputError
+from ..errors import InputError, InputTooLongError
 from ..explain import faithfulness as _scoreboard
 from ..explain.registry import ExplainRequest
 from ..explain.target import Target
@@ -78,8 +78,8 @@ def faithfulness(
             :func:`inspection_faithfulness`.
         column: the text column of a table.
         limit: only the first ``limit`` items of the source.
-        max_length: truncate texts to this many tokens (default: refuse texts the model cannot
-            take).
+        max_length: truncate texts to this many tokens (default: a text longer than the model
+            takes is skipped and counted in ``metadata["n_too_long"]``).
         checkpoint / resume / checkpoint_every: save progress every ``checkpoint_every``
             seconds (and when interrupted) to ``checkpoint``; ``resume=True`` continues from it
             (the same settings and corpus, checked as the atlas checks them).
@@ -141,8 +141,15 @@ def faithfulness(
             for item in items:
                 if limit is not None and n_done >= limit:
                     break
+                ins = None
                 if isinstance(item, str) and item.strip():
-                    ins = m.inspect(item, truncation=max_length is not None, max_length=max_length)
+                    try:
+                        ins = m.inspect(
+                            item, truncation=max_length is not None, max_length=max_length
+                        )
+                    except InputTooLongError:  # skipped and counted, as the probe does
+                        meta["n_too_long"] = meta.get("n_too_long", 0) + 1
+                if ins is not None:
                     request = ExplainRequest(ins.capture, "self", bundle, spec)
                     part = _scoreboard.score_request(
                         request, names, steps=steps, only_positive=only_positive, text=n_done,

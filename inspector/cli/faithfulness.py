@@ -54,7 +54,10 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--column", help="text column of a CSV/Parquet file (default: 'text')")
     p.add_argument("--limit", type=int, metavar="N", help="only the first N texts (default: all)")
     p.add_argument(
-        "--max-length", type=int, metavar="N", help="truncate texts to N tokens (default: refuse)"
+        "--max-length",
+        type=int,
+        metavar="N",
+        help="truncate texts to N tokens (default: skip and count texts the model cannot take)",
     )
     p.add_argument(
         "--skip-bad-lines",
@@ -130,6 +133,8 @@ def cmd_faithfulness(args: argparse.Namespace) -> str:
     meta = result.metadata
     skipped = len(meta.get("skipped") or [])
     note = f"; {skipped} method/text pairs skipped" if skipped else ""
+    if meta.get("n_too_long"):
+        note += f"; {meta['n_too_long']} texts too long for the model skipped"
     return (
         f"{result.markdown()}\n\n{meta['model_name']}: {result.n_texts} texts, "
         f"{len(result.methods)} methods, target {meta.get('target')}, "

@@ -338,3 +338,12 @@ def test_the_memory_pre_flight_refuses_before_running(tiny):
         ins.explain.faithfulness(["random"], max_rows=0)
     with pytest.raises(inspector.InputError, match="not an explainer with token scores"):
         ins.explain.faithfulness(["ablation"])
+
+
+def test_a_text_too_long_for_the_model_is_skipped_and_counted(tiny):
+    long = " ".join(["the cat sat on the mat"] * 20)  # past the tiny GPT-2's 64 positions
+    result = inspector.faithfulness(tiny["gpt2"], [TEXT, long, TEXT], ["random"])
+    assert result.metadata["n_too_long"] == 1
+    assert sorted(set(result.frame["text"])) == [0, 2]
+    cut = inspector.faithfulness(tiny["gpt2"], [long], ["random"], max_length=20)
+    assert cut.metadata.get("n_too_long", 0) == 0 and cut.n_texts == 1
