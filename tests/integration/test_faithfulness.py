@@ -19,7 +19,7 @@ from inspector.api.faithfulness_result import inspection_faithfulness
 from inspector.explain import Explainer, get_explainer, register_explainer, scoped_explainers
 from inspector.explain.registry import ExplainRequest
 
-from factories import cli_fails, figure_specs
+from factories import CORPUS, cli_fails, figure_specs
 
 TEXT = "The cat sat on the mat because it was tired."
 
@@ -347,3 +347,20 @@ def test_a_text_too_long_for_the_model_is_skipped_and_counted(tiny):
     assert sorted(set(result.frame["text"])) == [0, 2]
     cut = inspector.faithfulness(tiny["gpt2"], [long], ["random"], max_length=20)
     assert cut.metadata.get("n_too_long", 0) == 0 and cut.n_texts == 1
+
+
+def test_deleting_ids_is_not_a_decode_round_trip(tiny):
+    """Why the scoreboard deletes token ids: ferret decodes the ids left after a deletion and
+    tokenizes the text again, which merges what the deletion left apart."""
+    changed = []
+    for kind in ("bert", "gpt2"):
+        tok = tiny[kind].bundle.tokenizer
+        for text in CORPUS:
+            ids = tok(text, add_special_tokens=False)["input_ids"]
+            for i in range(len(ids)):
+                kept = ids[:i] + ids[i + 1 :]
+                again = tok(tok.decode(kept), add_special_tokens=False)["input_ids"]
+                if again != kept:
+                    changed.append((kind, text, i))
+    # some deletions would reach the model as other tokens after a round trip, in both families
+    assert {kind for kind, _, _ in changed} == {"bert", "gpt2"}
