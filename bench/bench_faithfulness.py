@@ -159,6 +159,13 @@ def table(name: str) -> str:
 
 
 def main() -> str:
+    import inspector
+
+    return measure(inspector.load("smollm2"), ewt_texts(N_BENCH), "SmolLM2")
+
+
+def measure(m: Any, texts: list[str], name: str) -> str:
+    """The scoreboard's time on ``texts`` against plain forwards of the rows it ran."""
     import numpy as np
     import torch
 
@@ -166,8 +173,6 @@ def main() -> str:
     from inspector.capture.perturb import id_inputs, last_logits_only
     from inspector.capture.run import forward
 
-    m = inspector.load("smollm2")
-    texts = ewt_texts(N_BENCH)
     inspector.faithfulness(m, texts[:1], progress=False)  # warm-up
     start = time.perf_counter()
     result = inspector.faithfulness(m, texts, progress=False)
@@ -186,7 +191,7 @@ def main() -> str:
     per = total / result.n_texts
     seconds = meta.get("method_seconds") or {}
     lines = [
-        f"SmolLM2, {result.n_texts} UD EWT dev sentences ({n_tok} content tokens on average), "
+        f"{name}, {result.n_texts} UD EWT dev sentences ({n_tok} content tokens on average), "
         f"{len(result.methods)} methods; {torch.get_num_threads()} threads",
         "",
         "| part | seconds | x the deletion forwards |",
