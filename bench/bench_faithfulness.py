@@ -9,12 +9,13 @@ i.e. 7.2 s a sentence.
 
 ``python -m bench.bench_faithfulness run MODEL N OUT`` runs the scoreboard over the first ``N``
 sentences of the UD EWT dev set (checkpointed: rerun the same command to resume after an
-interruption) and writes ``OUT`` (text, method, metric, value) and ``OUT.json`` (metadata: run
-time, counts). ``MODEL`` is ``smollm2`` (next-token target), ``minilm`` (embedding projection) or
-``classifier`` (the tiny negation classifier of ``tests/factories.py``, trained on the dev
+interruption; the checkpoint is in ``bench/results/``) and writes ``OUT`` (default
+``bench/data/faithfulness_MODEL.csv``: text, method, metric, value) and ``OUT.json`` (metadata:
+run time, counts). ``MODEL`` is ``smollm2`` (next-token target), ``minilm`` (embedding
+projection) or ``classifier`` (the tiny negation classifier of ``tests/factories.py``, trained on the dev
 sentences after the first 200, here at once). ``snapshot MODEL`` writes the result files from a
 run's checkpoint (what a run still going, or stopped, has scored). ``table`` prints the README
-tables from the result files in ``bench/results/``.
+tables from the result files in ``bench/data/``.
 """
 
 from __future__ import annotations
@@ -27,14 +28,22 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+#: Checkpoints of runs going on (git-ignored, as every bench output there).
 RESULTS = HERE / "results"
+#: The committed result files the README's tables are printed from.
+DATA = HERE / "data"
 EWT_DEV = HERE.parents[1] / "shared/data/ud-english-ewt/en_ewt-ud-dev.conllu"
 #: The README runs: model -> (result file, sentences asked for).
 RUNS = {
-    "smollm2": (RESULTS / "faithfulness_smollm2.csv", 500),
-    "minilm": (RESULTS / "faithfulness_minilm.csv", 500),
-    "classifier": (RESULTS / "faithfulness_classifier.csv", 200),
+    "smollm2": (DATA / "faithfulness_smollm2.csv", 500),
+    "minilm": (DATA / "faithfulness_minilm.csv", 500),
+    "classifier": (DATA / "faithfulness_classifier.csv", 200),
 }
+
+
+def checkpoint_of(out: Path) -> Path:
+    """Where the run writing ``out`` keeps its checkpoint."""
+    return RESULTS / (out.name + ".ckpt.npz")
 N_BENCH = 10
 
 
@@ -80,7 +89,7 @@ def snapshot(name: str) -> dict[str, Any]:
     from inspector.corpus.scoreboard import load_scoreboard
 
     out, n = RUNS[name]
-    info, result = load_scoreboard(out.with_name(out.name + ".ckpt.npz"))
+    info, result = load_scoreboard(checkpoint_of(out))
     return write(result, name, n, out, partial=True, n_items_read=info["n_done"])
 
 
@@ -89,7 +98,8 @@ def run(name: str, n: int, out: Path) -> dict[str, Any]:
     import inspector
 
     m = _load(name)
-    checkpoint = out.with_name(out.name + ".ckpt.npz")
+    checkpoint = checkpoint_of(out)
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     result = inspector.faithfulness(
         m,

@@ -180,14 +180,19 @@ class Faithfulness:
         return pd.DataFrame(rows, columns=["method", "label", *METRICS])
 
     def markdown(self, metric: str = "comprehensiveness", digits: int = 3) -> str:
-        """The summary as a markdown table, best first (the README's and the CLI's table)."""
+        """The summary as a markdown table, best first (the README's and the CLI's table); a
+        method scored on fewer texts than the others (attention flow's token limit) says on
+        how many."""
         table = self.table(metric, digits)
         head = ["method", "comprehensiveness ↑", "sufficiency ↓", "τ with leave-one-out ↑"]
         lines = ["| " + " | ".join(head) + " |", "|---|---:|---:|---:|"]
+        counts = self.frame.groupby("method")["text"].nunique()
+        most = int(counts.max()) if len(counts) else 0
         for r in table.to_dict("records"):
+            n = int(counts.get(r["method"], 0))
+            name = r["method"] if n == most else f"{r['method']} ({n} texts)"
             lines.append(
-                f"| {r['method']} | {r['comprehensiveness']} | {r['sufficiency']} | "
-                f"{r['tau_loo']} |"
+                f"| {name} | {r['comprehensiveness']} | {r['sufficiency']} | {r['tau_loo']} |"
             )
         return "\n".join(lines)
 
