@@ -10,10 +10,10 @@ i.e. 7.2 s a sentence.
 ``python -m bench.bench_faithfulness run MODEL N OUT`` runs the scoreboard over the first ``N``
 sentences of the UD EWT dev set (checkpointed: rerun the same command to resume after an
 interruption; the checkpoint is in ``bench/results/``) and writes ``OUT`` (default
-``bench/data/faithfulness_MODEL.csv``: text, method, metric, value) and ``OUT.json`` (metadata:
-run time, counts). ``MODEL`` is ``smollm2`` (next-token target), ``minilm`` (embedding
-projection) or ``classifier`` (the tiny negation classifier of ``tests/factories.py``, trained
-on the dev sentences after the first 200, here at once). ``snapshot MODEL`` writes the result files from a
+``bench/data/faithfulness_MODEL.csv``: text, method, metric, value) and ``OUT.json`` (metadata: run
+time, counts). ``MODEL`` is ``smollm2`` (next-token target), ``minilm`` (embedding projection) or
+``classifier`` (the tiny negation classifier of ``tests/factories.py``, trained on the dev
+sentences after the first 200, here at once). ``snapshot MODEL`` writes the result files from a
 run's checkpoint (what a run still going, or stopped, has scored). ``table`` prints the README
 tables from the result files in ``bench/data/``.
 """
@@ -44,6 +44,8 @@ RUNS = {
 def checkpoint_of(out: Path) -> Path:
     """Where the run writing ``out`` keeps its checkpoint."""
     return RESULTS / (out.name + ".ckpt.npz")
+
+
 N_BENCH = 10
 
 
