@@ -91,6 +91,32 @@ def tiny_model(request: pytest.FixtureRequest, tiny: dict[str, object]) -> objec
 
 
 @pytest.fixture(scope="session")
+def tiny_classifier(tiny_dirs: dict[str, Path]) -> object:
+    """The tiny BERT as a 3-class sequence classifier (an untrained head)."""
+    import transformers as tf
+
+    import inspector
+
+    model = tf.BertForSequenceClassification.from_pretrained(
+        tiny_dirs["bert"], num_labels=3, id2label={0: "neg", 1: "neu", 2: "pos"}
+    )
+    tok = tf.AutoTokenizer.from_pretrained(tiny_dirs["bert"])
+    return inspector.load((model, tok))
+
+
+@pytest.fixture(scope="session")
+def tiny_bare(tiny_dirs: dict[str, Path]) -> object:
+    """The tiny BERT without a head (a bare encoder, like MiniLM)."""
+    import transformers as tf
+
+    import inspector
+
+    model = tf.BertModel.from_pretrained(tiny_dirs["bert"])
+    tok = tf.AutoTokenizer.from_pretrained(tiny_dirs["bert"])
+    return inspector.load((model, tok))
+
+
+@pytest.fixture(scope="session")
 def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny LLaMA-style GGUF file with a chat template (``factories.build_tiny_gguf``)."""
     pytest.importorskip("gguf")

@@ -158,7 +158,9 @@ def parse(html: str) -> _Page:
 WORDPIECE_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 
-def wordpiece_vocabulary(texts: Sequence[str] = CORPUS) -> dict[str, int]:
+def wordpiece_vocabulary(
+    texts: Sequence[str] = CORPUS, vocab_size: int = VOCAB_SIZE
+) -> dict[str, int]:
     """A WordPiece vocabulary built in a fixed order: the specials, every character, every
     character as a continuation (``##c``), then the words by count and spelling.
 
@@ -177,14 +179,16 @@ def wordpiece_vocabulary(texts: Sequence[str] = CORPUS) -> dict[str, int]:
     chars = sorted({c for w in counts for c in w})
     words = sorted(counts, key=lambda w: (-counts[w], w))
     tokens = [*WORDPIECE_SPECIALS, *chars, *(f"##{c}" for c in chars), *words]
-    return {t: i for i, t in enumerate(list(dict.fromkeys(tokens))[:VOCAB_SIZE])}
+    return {t: i for i, t in enumerate(list(dict.fromkeys(tokens))[:vocab_size])}
 
 
-def wordpiece_tokenizer() -> object:
+def wordpiece_tokenizer(
+    corpus: Sequence[str] = CORPUS, vocab_size: int = VOCAB_SIZE, max_length: int = 64
+) -> object:
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.WordPiece(wordpiece_vocabulary(), unk_token="[UNK]"))
+    tok = Tokenizer(models.WordPiece(wordpiece_vocabulary(corpus, vocab_size), unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     for special in WORDPIECE_SPECIALS:  # matched whole in any text, as a trained vocabulary's
@@ -203,7 +207,7 @@ def wordpiece_tokenizer() -> object:
         cls_token="[CLS]",
         sep_token="[SEP]",
         mask_token="[MASK]",
-        model_max_length=64,
+        model_max_length=max_length,
     )
 
 
@@ -399,6 +403,67 @@ def hostile_pages(folder: Path) -> dict[str, Path]:
     inspector.atlas(bert, texts, batch_size=2, progress=False).report(pages["atlas"])
     gpt2.scan(HOSTILE_TEXT, rows=[-1, 3], topk=3, progress=False).report(pages["scan"])
     return pages
+
+
+#: Words whose presence makes :func:`build_rule_classifier`'s label "negated".
+NEGATIONS = frozenset({"not", "n't", "no", "never", "nothing", "nobody", "none", "nor", "cannot"})
+
+
+def negated(text: str) -> bool:
+    """The rule :func:`build_rule_classifier` learns: the text holds a negation word."""
+    import re
+
+    words = re.findall(r"n't|[a-z]+", text.lower())
+    return any(w in NEGATIONS for w in words)
+
+
+def build_rule_classifier(
+    texts: Sequence[str], *, steps: int = 300, seed: int = 0
+) -> tuple[object, object]:
+    """A tiny BERT sequence classifier (2 layers, 4 heads, 64 wide; its own WordPiece vocabulary
+    of 2,000 from ``texts``) trained for ``steps`` batches of 32 (half of each label; ``texts``
+    must hold at least 16 of each) to say whether a
+    text holds a negation word (:data:`NEGATIONS`): a classifier whose decision rests on known
+    tokens, so a faithful explanation has something to find. Deterministic for a given seed
+    (one thread, fixed order); about a minute on a busy 2-core CPU."""
+    import torch
+    import transformers as tf
+
+    tok = wordpiece_tokenizer(texts, vocab_size=2000, max_length=512)
+    torch.manual_seed(seed)
+    cfg = tf.BertConfig(
+        vocab_size=len(tok),
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=512,
+        num_labels=2,
+        id2label={0: "affirmative", 1: "negated"},
+        label2id={"affirmative": 0, "negated": 1},
+    )
+    model = tf.BertForSequenceClassification(cfg)
+    labels = torch.tensor([int(negated(t)) for t in texts])
+    by_label = [np.flatnonzero(labels.numpy() == k) for k in (0, 1)]
+    rng = np.random.default_rng(seed)
+    optim = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model.train()
+        for _ in range(steps):
+            batch = np.concatenate([rng.choice(ix, size=16, replace=False) for ix in by_label])
+            enc = tok([texts[i] for i in batch], padding=True, truncation=True, return_tensors="pt")
+            loss = model(**enc, labels=labels[batch]).loss
+            optim.zero_grad()
+            loss.backward()
+            optim.step()
+    finally:
+        torch.set_num_threads(threads)
+    model.eval()
+    for p in model.parameters():
+        p.grad = None
+    return model, tok
 
 
 #: The chat template of :func:`build_tiny_gguf`: a user turn, then the assistant's header.

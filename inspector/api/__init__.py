@@ -36,6 +36,9 @@ from .corpus import (
     save_table,
     syntax_probe,
 )
+from .faithfulness_corpus import faithfulness
+from .faithfulness_result import FaithfulnessResult, faithfulness_methods
+from .faithfulness_result import scores_path as faithfulness_scores_path
 from .inspection import Inspection
 from .long import RetrievalHeads, Scan, estimate_memory, retrieval_heads, scan, scan_files
 from .model import LoadedModel, ModelLike, as_model, detect_heads, load
@@ -48,6 +51,7 @@ __all__ = [
     "CaptureError",
     "Comparison",
     "Explainer",
+    "FaithfulnessResult",
     "InputError",
     "InputTooLongError",
     "Inspection",
@@ -70,6 +74,9 @@ __all__ = [
     "detect_heads",
     "distances_path",
     "estimate_memory",
+    "faithfulness",
+    "faithfulness_methods",
+    "faithfulness_scores_path",
     "head_importance",
     "head_metrics",
     "head_roles",

@@ -27,7 +27,6 @@ from ..explain.target import Target
 from ..models.loading import ModelBundle
 from ..render import report as _report
 from ..render.page import Report
-from ..render.sections.explain import explain_section
 
 #: What to do when a page does not fit.
 REPORT_ADVICE = (
@@ -126,6 +125,27 @@ class ExplainNamespace:
         """``(n,)`` token scores of method ``name`` for ``target`` (higher: more important)."""
         return get_explainer(name).scores(self.request(target))
 
+    def faithfulness(
+        self,
+        methods: Any = None,
+        *,
+        target: Any = "auto",
+        step: int | None = None,
+        steps: Any = "k",
+        only_positive: bool = True,
+        max_memory: Any = None,
+        max_rows: int = 64,
+    ) -> Any:
+        """How faithful every token-level explanation of this input is: AOPC comprehensiveness,
+        AOPC sufficiency and τ with leave-one-out per method (``step=``: a generated token).
+        See :func:`inspector.api.faithfulness.inspection_faithfulness`."""
+        from .faithfulness_result import inspection_faithfulness
+
+        return inspection_faithfulness(
+            self._ins, methods, target=target, step=step, steps=steps,
+            only_positive=only_positive, max_memory=max_memory, max_rows=max_rows,
+        )  # fmt: skip
+
     @staticmethod
     def methods() -> pd.DataFrame:
         """The registered explainers: what each returns and needs, and whether it ranks tokens."""
@@ -145,10 +165,14 @@ class ExplainNamespace:
         precision: str = "uint8",
         progress: bool | None = None,
         max_memory: int | str | None = None,
+        faithfulness: Any = None,
     ) -> Report:
         """The HTML report with a "what mattered" section (see ``ins.explain()``; pass a ready
         ``explanation`` to render it without running the model again). ``max_memory``: the
         budget of the summary and of building the page (default: what is free then).
+        ``faithfulness``: a result of :meth:`faithfulness` or :func:`inspector.faithfulness` (or
+        ``True``: score this input) adds "Which map to trust" and draws the maps most faithful
+        first.
 
         Example:
             >>> ins.explain.report("reports/explain.html", target="predicted")  # doctest: +SKIP
@@ -159,6 +183,10 @@ class ExplainNamespace:
             target=target, method=method, layer=layer, top=top, progress=progress,
             max_memory=max_memory,
         )  # fmt: skip
+        if faithfulness is True:
+            faithfulness = self.faithfulness(target=target or "auto")
+        from .faithfulness_result import explain_sections
+
         capture: Capture = self._ins.capture
         with model_preflight(
             self._ins.model,
@@ -166,7 +194,10 @@ class ExplainNamespace:
             REPORT_ADVICE,
         ):
             rendered = _report.build_report(
-                capture, title=title, precision=precision, extra_sections=[explain_section(expl)]
+                capture,
+                title=title,
+                precision=precision,
+                extra_sections=explain_sections(expl, faithfulness),
             )
         if path is not None:
             rendered.save(path)

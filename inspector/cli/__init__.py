@@ -22,7 +22,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
-from . import corpus, long, single, trace
+from . import corpus, faithfulness, long, single, trace
 from .common import EXIT_ERROR, EXIT_INTERRUPTED, Command, Terminated, UsageError, interrupted
 
 #: Every sub-command, in the order ``inspector --help`` lists them.
@@ -30,6 +30,7 @@ COMMANDS: dict[str, Command] = {
     **single.COMMANDS,
     **trace.COMMANDS,
     **corpus.COMMANDS,
+    **faithfulness.COMMANDS,
     **long.COMMANDS,
 }
 

@@ -6,9 +6,10 @@ Imports nothing but :mod:`inspector.api` (lazily, inside functions).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -223,6 +224,38 @@ def check_not_input(
                 )
     models = [getattr(args, "model", None), getattr(args, "model_b", None)] if args else []
     api_check_not_input(named, [*inputs, *models])
+
+
+def refuse_unfinished(checkpoint: str, resume: bool, what: str) -> None:
+    """A checkpoint left by an interrupted run: continue it only with ``--resume``."""
+    if os.path.exists(checkpoint) and not resume:
+        raise UsageError(
+            f"{checkpoint} holds an unfinished {what}: add --resume to continue it, or delete "
+            f"it to start over"
+        )
+
+
+@contextlib.contextmanager
+def saved_on_interrupt(checkpoint: str) -> Iterator[None]:
+    """Ctrl-C inside the block says where the progress was saved."""
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        if os.path.exists(checkpoint):
+            exc.inspector_note = f"progress saved in {checkpoint}: rerun with --resume"  # type: ignore[attr-defined]
+        raise
+
+
+def finish_run(result: Any, output: str, checkpoint: str, report: str | None) -> tuple[Any, str]:
+    """Save a resumable run's result, drop its checkpoint, write its report: the paths
+    written and the summary's ``", report -> PATH"`` tail."""
+    paths = result.save(output)
+    if os.path.exists(checkpoint):
+        os.remove(checkpoint)
+    if not report:
+        return paths, ""
+    result.report(report)
+    return paths, f", report -> {report}"
 
 
 def read_texts(args: argparse.Namespace) -> list[str]:

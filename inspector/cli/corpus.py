@@ -15,6 +15,8 @@ from .common import (
     load_model,
     names,
     progress,
+    refuse_unfinished,
+    saved_on_interrupt,
 )
 
 SKIP_BAD_LINES_HELP = (
@@ -83,12 +85,8 @@ def cmd_atlas(args: argparse.Namespace) -> str:
     check_not_input(outputs, [args.texts], args)
     check_output(outputs[1], ".parquet", args=args)  # a read-only distances file: refused now
     local = args.engine == "local"
-    if os.path.exists(checkpoint) and not args.resume:
-        raise UsageError(
-            f"{checkpoint} holds an unfinished atlas: add --resume to continue it, or delete it "
-            f"to start over"
-        )
-    try:
+    refuse_unfinished(checkpoint, args.resume, "atlas")
+    with saved_on_interrupt(checkpoint):
         result = atlas(
             load_model(args) if local else args.model,
             args.texts,
@@ -107,10 +105,6 @@ def cmd_atlas(args: argparse.Namespace) -> str:
             num_workers=args.workers,
             max_memory=args.max_memory,
         )
-    except KeyboardInterrupt as exc:
-        if os.path.exists(checkpoint):
-            exc.inspector_note = f"progress saved in {checkpoint}: rerun with --resume"  # type: ignore[attr-defined]
-        raise
     stale = distances_path(args.output)
     removed = result.distances is None and os.path.exists(stale)
     try:

@@ -200,6 +200,23 @@ def open_run(
         InputError: one line saying what differs (settings, file, size, modification time,
             or the items themselves), or that ``limit`` is below what was already counted.
     """
+    check_start(source, checkpoint, limit)
+    state = RunState(empty, 0, TextHash())
+    it = source.open()
+    if not (resume and checkpoint is not None and Path(checkpoint).exists()):
+        return state, it
+    path = Path(checkpoint)
+    saved = load_checkpoint(path)
+    digest, bad = resume_source(
+        path, source, it, saved.fingerprint, fingerprint, saved.source, saved.n_done, limit
+    )
+    return RunState(saved.aggregate, saved.n_done, digest, bad), it
+
+
+def check_start(
+    source: TextSource, checkpoint: str | os.PathLike[str] | None, limit: int | None
+) -> None:
+    """Refuse a bad ``limit`` and a checkpoint that is the corpus file itself."""
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
         raise InputError(
             f"limit (--limit) must be a non-negative integer, got {limit!r}; leave it out to "
@@ -209,49 +226,60 @@ def open_run(
         raise InputError(
             f"the checkpoint {checkpoint} is the corpus file itself; give another checkpoint path"
         )
-    state = RunState(empty, 0, TextHash())
-    it = source.open()
-    if not (resume and checkpoint is not None and Path(checkpoint).exists()):
-        return state, it
-    path = Path(checkpoint)
-    saved = load_checkpoint(path)
+
+
+def resume_source(
+    path: Path,
+    source: TextSource,
+    it: Iterator[Any],
+    saved_fingerprint: Mapping[str, Any],
+    fingerprint: Mapping[str, Any],
+    record: Mapping[str, Any],
+    n_done: int,
+    limit: int | None,
+) -> tuple[TextHash, int]:
+    """Check a checkpoint against this run and re-read the ``n_done`` items it consumed from
+    ``it``: the same settings, the same source (:func:`source_difference`), no more than
+    ``limit`` and the same items (their digest). Returns the digest and the unreadable lines.
+
+    Raises:
+        InputError: one line saying what differs.
+    """
     wanted = json.loads(json.dumps(dict(fingerprint)))
-    if saved.fingerprint != wanted:
-        diff = sorted(k for k in wanted if saved.fingerprint.get(k) != wanted[k])
+    if dict(saved_fingerprint) != wanted:
+        keys = set(wanted) | set(saved_fingerprint)
+        diff = sorted(k for k in keys if saved_fingerprint.get(k) != wanted.get(k))
         raise InputError(
             f"{path} was written with other settings ({', '.join(diff)} differ); rerun with "
             f"the same settings, or delete it to start over"
         )
-    record = saved.source
     why = source_difference(record.get("identity") or {}, source.identity)
     if why is not None:
         raise _refuse(path, why)
-    if limit is not None and saved.n_done > limit:
+    if limit is not None and n_done > limit:
         raise InputError(
-            f"{path} has already counted {saved.n_done:,} texts, more than the limit {limit:,}; "
+            f"{path} has already counted {n_done:,} texts, more than the limit {limit:,}; "
             f"raise the limit, or delete the checkpoint to start over"
         )
     digest = TextHash()
     bad = 0
     read = 0
-    for item in itertools.islice(it, saved.n_done):
+    for item in itertools.islice(it, n_done):
         digest.update((item,))
         bad += isinstance(item, BadLine)
         read += 1
-    if read < saved.n_done:
-        raise _refuse(
-            path, f"it counted {saved.n_done:,} texts but {source.description} has {read:,}"
-        )
+    if read < n_done:
+        raise _refuse(path, f"it counted {n_done:,} texts but {source.description} has {read:,}")
     if digest.hexdigest() != record.get("digest"):
         raise _refuse(
             path,
-            f"the first {saved.n_done:,} texts of {source.description} are not the ones it "
+            f"the first {n_done:,} texts of {source.description} are not the ones it "
             f"counted (edited or reordered)",
         )
     why = content_difference(record.get("identity") or {}, source.identity)
     if why is not None:
         raise _refuse(path, why)
-    return RunState(saved.aggregate, saved.n_done, digest, bad), it
+    return digest, bad
 
 
 def discard_checkpoint(path: str | os.PathLike[str] | None) -> None:
@@ -265,11 +293,13 @@ __all__ = [
     "CHECKPOINT_VERSION",
     "Checkpoint",
     "RunState",
+    "check_start",
     "content_difference",
     "default_checkpoint_path",
     "discard_checkpoint",
     "load_checkpoint",
     "open_run",
+    "resume_source",
     "save_checkpoint",
     "source_difference",
 ]

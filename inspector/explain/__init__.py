@@ -13,6 +13,10 @@ Raw attention weights mislead: a head can put most of its weight on a "sink" tok
   (entries in :mod:`.trace_entries`).
 * :mod:`.registry` - the explainer registry: every method above is one
   :class:`~.registry.Explainer` entry (:mod:`.builtin`) declaring what it returns and needs.
+* :mod:`.gradients` - gradient x input and integrated gradients (captum), leave-one-out
+  occlusion and a seeded random ranking, as entries with token scores.
+* :mod:`.faithfulness` - which of them to trust: AOPC comprehensiveness / sufficiency and τ with
+  leave-one-out of every entry with token scores, its deletions run by :mod:`.perturbation`.
 
 Methods that run the model ask :mod:`inspector.capture` to do it (its one hook context manager
 and tokenization path) and find projections in :mod:`inspector.models.families`. Adding a method
@@ -20,6 +24,7 @@ is one module here plus one facade method in :mod:`inspector.api`.
 """
 
 from . import builtin as _builtin  # noqa: F401  (registers the built-in explainers)
+from . import gradients as _gradients  # noqa: F401  (gradients, occlusion, random)
 from . import trace_entries as _trace_entries  # noqa: F401  (logit attribution, routes)
 from .flow import (
     FLOW_MAX_TOKENS,

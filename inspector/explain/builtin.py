@@ -61,7 +61,8 @@ def _flow_frame(request: ExplainRequest, **options: Any) -> pd.DataFrame:
 
 
 def _flow_scores(request: ExplainRequest) -> np.ndarray:
-    return _row_scores(request, _flow.attention_flow(request.stack, progress=False))
+    rows = np.flatnonzero(request.target_rows() > 0).tolist()  # only the rows the target reads
+    return _row_scores(request, _flow.attention_flow(request.stack, progress=False, rows=rows))
 
 
 def _norms_frame(

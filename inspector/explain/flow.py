@@ -10,6 +10,7 @@ Pure functions of ``(layer, head, query, key)`` arrays or stacks; nothing here r
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -175,6 +176,7 @@ def attention_flow(
     exclude_special: bool = False,
     max_tokens: int = FLOW_MAX_TOKENS,
     progress: bool | None = None,
+    rows: Sequence[int] | None = None,
 ) -> np.ndarray:
     """Attention flow (Abnar & Zuidema 2020): max-flow through the layered attention graph.
 
@@ -187,7 +189,9 @@ def attention_flow(
     longer than ``max_tokens`` (default :data:`FLOW_MAX_TOKENS` = 32; 30 to 60 s at that
     limit with 6 layers on a 2-core CPU, see :data:`FLOW_SECONDS_AT_LIMIT`). Use :func:`rollout` for
     long inputs: it is the fast approximation. ``progress`` draws a bar over the ``n²``
-    problems on stderr (``None``: on a terminal; elsewhere a line every 30 s).
+    problems on stderr (``None``: on a terminal; elsewhere a line every 30 s). ``rows`` solves
+    only those output positions' problems (the others stay rows of the identity): a decoder's
+    next-token scores need its last row alone, ``n`` problems instead of ``n²``.
 
     Returns:
         float64 ``(query, key)``, rows summing to 1.
@@ -214,11 +218,13 @@ def attention_flow(
                 if mat[i, j] > 0:
                     graph.add_edge((depth + 1, i), (depth, j), capacity=float(mat[i, j]))
     flow = np.eye(n)
+    solve = range(n) if rows is None else sorted({int(r) % n for r in rows})
     if layers > 0:
         # One residual network reused by every problem: ~6x faster than maximum_flow_value.
         residual_net = build_residual_network(graph, "capacity")
-        with bar(total=n * n, desc="attention flow", unit=" max-flows", progress=progress) as b:
-            for i in range(n):
+        total = n * len(solve)
+        with bar(total=total, desc="attention flow", unit=" max-flows", progress=progress) as b:
+            for i in solve:
                 for j in range(n):
                     solved = preflow_push(graph, (layers, i), (0, j), residual=residual_net)
                     flow[i, j] = solved.graph["flow_value"]

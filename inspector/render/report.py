@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..analysis.compare import Comparison
+from ..analysis.faithfulness_table import Faithfulness
 from ..capture import memory as _memory
 from ..capture.types import Capture
 from ..corpus.atlas import Atlas
@@ -26,6 +27,7 @@ from .page import Report, build_page
 from .section import ReportContext, Section
 from .sections import REPORT_SECTIONS, comparison_section
 from .sections.atlas import DEFAULT_ATLAS_SECTIONS, probe_section
+from .sections.faithfulness import faithfulness_section
 from .sections.overview import overview_section
 
 SectionBuilder = Callable[[ReportContext], "Section | None"]
@@ -144,6 +146,20 @@ def comparison_report(
     )
 
 
+def faithfulness_report(result: Faithfulness, *, title: str | None = None) -> Report:
+    """The faithfulness scoreboard as one page: the "Which map to trust" table and what it
+    measured (``report.save(path)`` writes it)."""
+    if not isinstance(result, Faithfulness):
+        raise InputError("faithfulness_report needs a faithfulness result (inspector.faithfulness)")
+    meta = result.metadata
+    footer = (
+        f"{result.n_texts} text(s); {meta.get('forward_rows', 0):,} inputs run in "
+        f"{meta.get('forward_passes', 0):,} forward passes (deletions deduplicated and batched)."
+    )
+    title = title or f"{model_label(meta)} — which map to trust"
+    return build_page([faithfulness_section(result)], result, title=title, footer=footer)
+
+
 __all__ = [
     "REPORT_BYTES_PER_WEIGHT",
     "REPORT_FIXED_BYTES",
@@ -151,5 +167,6 @@ __all__ = [
     "build_report",
     "comparison_estimate",
     "comparison_report",
+    "faithfulness_report",
     "report_estimate",
 ]

@@ -50,26 +50,6 @@ def tiny_llama(tiny):
     return inspector.load(build_tiny_llama(tiny["gpt2"].tokenizer))
 
 
-@pytest.fixture(scope="module")
-def tiny_classifier(tiny_dirs):
-    import transformers as tf
-
-    model = tf.BertForSequenceClassification.from_pretrained(
-        tiny_dirs["bert"], num_labels=3, id2label={0: "neg", 1: "neu", 2: "pos"}
-    )
-    tok = tf.AutoTokenizer.from_pretrained(tiny_dirs["bert"])
-    return inspector.load((model, tok))
-
-
-@pytest.fixture(scope="module")
-def tiny_bare(tiny_dirs):
-    import transformers as tf
-
-    model = tf.BertModel.from_pretrained(tiny_dirs["bert"])
-    tok = tf.AutoTokenizer.from_pretrained(tiny_dirs["bert"])
-    return inspector.load((model, tok))
-
-
 def _manual_value_norms(m, ins, layer: int) -> np.ndarray:
     """‖(x W_V + b_V) W_O^h‖ computed from the hidden states, without hooks."""
     model, b = m.model, m.bundle

@@ -8,7 +8,7 @@ and tables. Nothing here runs a model.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import numpy as np
@@ -41,17 +41,25 @@ def _map(matrix: np.ndarray, tokens: Any, title: str) -> dict[str, Any]:
     )
 
 
-def token_maps_figure(expl: Explanation) -> FigureSpec:
-    """Raw attention, norm-based attention (layer ``expl.layer``, mean over heads) and rollout."""
+#: The maps :func:`token_maps_figure` draws, by the explainer that scores each.
+MAP_NAMES = ("attention", "norms", "rollout")
+
+
+def token_maps_figure(expl: Explanation, order: Sequence[str] | None = None) -> FigureSpec:
+    """Raw attention, norm-based attention (layer ``expl.layer``, mean over heads) and rollout;
+    ``order`` (names of :data:`MAP_NAMES`) puts them in another order, most trusted first."""
     tokens = expl.tokens
+    maps = {
+        "attention": _map(expl.raw, tokens, f"raw attention, layer {expl.layer} (mean of heads)"),
+        "norms": _map(expl.norm, tokens, f"norm-based ‖αf(x)‖, layer {expl.layer} (share)"),
+        "rollout": _map(expl.rollout, tokens, "attention rollout, all layers"),
+    }
+    names = [n for n in (order or ()) if n in maps]
+    names += [n for n in MAP_NAMES if n not in names]
     return FigureSpec(
         "what-mattered-maps",
         "raw vs norm-based vs rollout",
-        (
-            _map(expl.raw, tokens, f"raw attention, layer {expl.layer} (mean of heads)"),
-            _map(expl.norm, tokens, f"norm-based ‖αf(x)‖, layer {expl.layer} (share)"),
-            _map(expl.rollout, tokens, "attention rollout, all layers"),
-        ),
+        tuple(maps[n] for n in names),
         caption="each map has its own colour range unless you choose one range for all",
         shared_scale=True,
     )
@@ -86,8 +94,9 @@ def importance_figure(expl: Explanation) -> FigureSpec:
     return FigureSpec("head-importance", "head importance and top heads", tuple(panels))
 
 
-def explain_context(expl: Explanation) -> dict[str, Any]:
-    """The template values of the section."""
+def explain_context(expl: Explanation, order: Sequence[str] | None = None) -> dict[str, Any]:
+    """The template values of the section (``order``: of the token maps, see
+    :func:`token_maps_figure`)."""
     f = expl.importance
     scores = {
         (int(li), int(hi)): (float(v), float(d))
@@ -109,7 +118,7 @@ def explain_context(expl: Explanation) -> dict[str, Any]:
         "target": expl.target,
         "method": str(expl.importance.attrs.get("inspector", {}).get("method", "")),
         "layer": expl.layer,
-        "figures": [token_maps_figure(expl), importance_figure(expl)],
+        "figures": [token_maps_figure(expl, order), importance_figure(expl)],
         "top": [
             {
                 "rank": rank,
@@ -144,15 +153,18 @@ def explain_context(expl: Explanation) -> dict[str, Any]:
     }
 
 
-def explain_section(expl: Explanation) -> Callable[[ReportContext], Section]:
-    """A section builder showing ``expl``; pass it in ``build_report(extra_sections=[...])``."""
+def explain_section(
+    expl: Explanation, order: Sequence[str] | None = None
+) -> Callable[[ReportContext], Section]:
+    """A section builder showing ``expl``; pass it in ``build_report(extra_sections=[...])``
+    (``order``: of the token maps, most trusted first)."""
 
     def build(ctx: ReportContext) -> Section:
         return Section(
             "what-mattered",
             "What mattered",
             "sections/explain.html.j2",
-            explain_context(expl),
+            explain_context(expl, order),
             scripts=FIGURE_SCRIPTS,
         )
 

@@ -1,0 +1,238 @@
+"""Faithfulness scoreboard cost, as a ratio to the forward passes it needs, and the README's
+"Which map to trust" runs.
+
+``python -m bench faithfulness`` (``main``): SmolLM2 on 10 UD EWT dev sentences, all 9 token-level
+methods; the time of the whole scoreboard against the time of running, as plain batched
+forwards, exactly the deleted inputs it ran (the floor any implementation pays), measured in the
+same run. Goal (issue 21): 9 methods x 500 sentences on SmolLM2 in under an hour on a 2-core CPU,
+i.e. 7.2 s a sentence.
+
+``python -m bench.bench_faithfulness run MODEL N OUT`` runs the scoreboard over the first ``N``
+sentences of the UD EWT dev set (checkpointed: rerun the same command to resume after an
+interruption; the checkpoint is in ``bench/results/``) and writes ``OUT`` (default
+``bench/data/faithfulness_MODEL.csv``: text, method, metric, value) and ``OUT.json`` (metadata: run
+time, counts). ``MODEL`` is ``smollm2`` (next-token target), ``minilm`` (embedding projection) or
+``classifier`` (the tiny negation classifier of ``tests/factories.py``, trained on the dev
+sentences after the first 200, here at once). ``snapshot MODEL`` writes the result files from a
+run's checkpoint (what a run still going, or stopped, has scored). ``table`` prints the README
+tables from the result files in ``bench/data/``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+#: Checkpoints of runs going on (git-ignored, as every bench output there).
+RESULTS = HERE / "results"
+#: The committed result files the README's tables are printed from.
+DATA = HERE / "data"
+EWT_DEV = HERE.parents[1] / "shared/data/ud-english-ewt/en_ewt-ud-dev.conllu"
+#: The README runs: model -> (result file, sentences asked for).
+RUNS = {
+    "smollm2": (DATA / "faithfulness_smollm2.csv", 500),
+    "minilm": (DATA / "faithfulness_minilm.csv", 500),
+    "classifier": (DATA / "faithfulness_classifier.csv", 200),
+}
+
+
+def checkpoint_of(out: Path) -> Path:
+    """Where the run writing ``out`` keeps its checkpoint."""
+    return RESULTS / (out.name + ".ckpt.npz")
+
+
+N_BENCH = 10
+
+
+def ewt_texts(n: int | None = None) -> list[str]:
+    from inspector.corpus.sources import text_source
+
+    texts = [t for t in text_source(EWT_DEV) if isinstance(t, str) and t.strip()]
+    return texts if n is None else texts[:n]
+
+
+def rule_classifier() -> Any:
+    """The tiny negation classifier, trained on the dev sentences after the first 200."""
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    import inspector
+
+    from factories import build_rule_classifier  # type: ignore[import-not-found]
+
+    model, tok = build_rule_classifier(ewt_texts()[200:])
+    return inspector.load((model, tok))
+
+
+def _load(name: str) -> Any:
+    import inspector
+
+    return rule_classifier() if name == "classifier" else inspector.load(name)
+
+
+def write(result: Any, name: str, n: int, out: Path, **extra: Any) -> dict[str, Any]:
+    """``out`` (the tidy frame) and ``out.json`` (the run's metadata, without the texts)."""
+    result.frame.to_csv(out, index=False, float_format="%.6g")
+    skip = ("texts", "text_index", "targets", "labels")
+    meta = {k: v for k, v in result.metadata.items() if k not in skip}
+    targets = {str(t) for t in result.metadata.get("targets") or []}
+    if len(targets) > 1:  # one token per text: what they have in common
+        meta["target"] = re.sub(r"of (token|class) '.*?'", r"of the explained \1", targets.pop())
+    meta.update(model=name, n_sentences_asked=n, n_sentences_scored=result.n_texts, **extra)
+    out.with_name(out.name + ".json").write_text(json.dumps(meta, indent=1, default=str))
+    return meta
+
+
+def snapshot(name: str) -> dict[str, Any]:
+    """The result files from a run still going (or stopped): what its checkpoint holds."""
+    from inspector.corpus.scoreboard import load_scoreboard
+
+    out, n = RUNS[name]
+    info, result = load_scoreboard(checkpoint_of(out))
+    return write(result, name, n, out, partial=True, n_items_read=info["n_done"])
+
+
+def run(name: str, n: int, out: Path) -> dict[str, Any]:
+    """The scoreboard over the first ``n`` dev sentences, resumable, written to ``out``."""
+    import inspector
+
+    m = _load(name)
+    checkpoint = checkpoint_of(out)
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    result = inspector.faithfulness(
+        m,
+        EWT_DEV,
+        limit=n,
+        checkpoint=checkpoint,
+        resume=checkpoint.exists(),
+        checkpoint_every=60.0,
+        progress=True,
+    )
+    meta = write(result, name, n, out, this_session_seconds=time.perf_counter() - start)
+    if checkpoint.exists():
+        checkpoint.unlink()
+    return meta
+
+
+def result_of(path: Path) -> Any:
+    """A result file read back as a faithfulness result (the README's tables come from here)."""
+    import pandas as pd
+
+    from inspector.analysis.faithfulness_table import Faithfulness
+
+    frame = pd.read_csv(path).astype({"text": "int64", "method": str, "metric": str})
+    meta_path = path.with_name(path.name + ".json")
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    scores = pd.DataFrame(columns=["text", "method", "position", "token", "score"])
+    return Faithfulness(frame, scores, meta)
+
+
+def versus_floor(r: Any) -> str:
+    """Which methods beat the random floor on each metric: the paired 95% interval of the
+    difference, text by text, excludes 0 on the better side."""
+    stats = r.stats()
+    lines = []
+    for metric, higher in (("comprehensiveness", True), ("sufficiency", False), ("tau_loo", True)):
+        better, worse = [], []
+        for method in r.ranking(metric):
+            s = stats.get((method, metric), {})
+            low, high, diff = s.get("vs_random_low"), s.get("vs_random_high"), s.get("vs_random")
+            if method == "random" or low is None or high is None or diff is None:
+                continue
+            cell = f"{method} {diff:+.3f}"
+            if (low > 0) if higher else (high < 0):
+                better.append(cell)
+            elif (high < 0) if higher else (low > 0):
+                worse.append(cell)
+        lines.append(
+            f"{metric}: better than random: {', '.join(better) or 'none'}; "
+            f"worse: {', '.join(worse) or 'none'}"
+        )
+    return "\n".join(lines)
+
+
+def table(name: str) -> str:
+    """One README table, best first, with the run's counts and the comparison with the floor."""
+    path, _ = RUNS[name]
+    r = result_of(path)
+    meta = r.metadata
+    minutes = float(meta.get("run_seconds", 0.0)) / 60
+    asked = meta.get("n_sentences_asked", r.n_texts)
+    partial = " (the run did not finish)" if meta.get("partial") else ""
+    return (
+        f"{r.markdown()}\n\n{name}: {r.n_texts} of the first {asked} sentences{partial}, "
+        f"target: {meta.get('target')}; {meta.get('forward_rows', 0):,} inputs in "
+        f"{meta.get('forward_passes', 0):,} passes, {minutes:.0f} min\n{versus_floor(r)}"
+    )
+
+
+def main() -> str:
+    import inspector
+
+    return measure(inspector.load("smollm2"), ewt_texts(N_BENCH), "SmolLM2")
+
+
+def measure(m: Any, texts: list[str], name: str) -> str:
+    """The scoreboard's time on ``texts`` against plain forwards of the rows it ran."""
+    import numpy as np
+    import torch
+
+    import inspector
+    from inspector.capture.perturb import id_inputs, last_logits_only
+    from inspector.capture.run import forward
+
+    inspector.faithfulness(m, texts[:1], progress=False)  # warm-up
+    start = time.perf_counter()
+    result = inspector.faithfulness(m, texts, progress=False)
+    total = time.perf_counter() - start
+    meta = result.metadata
+    # the floor: the same number of rows, batched by length as the scoreboard batches them
+    rows, passes = int(meta["forward_rows"]), int(meta["forward_passes"])
+    n_tok = int(meta["n_tokens"]) // max(1, result.n_texts)
+    ids = np.full((max(1, rows // max(1, passes)), max(2, n_tok // 2)), 100)
+    inputs = id_inputs(m.bundle, ids)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for _ in range(passes):
+            forward(m.bundle, inputs, **last_logits_only(m.bundle))
+    floor = time.perf_counter() - start
+    per = total / result.n_texts
+    seconds = meta.get("method_seconds") or {}
+    lines = [
+        f"{name}, {result.n_texts} UD EWT dev sentences ({n_tok} content tokens on average), "
+        f"{len(result.methods)} methods; {torch.get_num_threads()} threads",
+        "",
+        "| part | seconds | x the deletion forwards |",
+        "|---|---:|---:|",
+        f"| whole scoreboard | {total:.1f} | {total / floor:.1f} |",
+        f"| deleted inputs ({rows:,} rows in {passes:,} passes) | "
+        f"{meta['deletion_seconds']:.1f} | {meta['deletion_seconds'] / floor:.1f} |",
+    ]
+    for name, sec in seconds.items():
+        lines.append(f"| scores: {name} | {sec:.1f} | {sec / floor:.2f} |")
+    lines += [
+        f"| plain forwards of the same shape (the floor) | {floor:.1f} | 1.0 |",
+        "",
+        f"{per:.1f} s a sentence: 500 sentences take about {per * 500 / 60:.0f} min "
+        f"(goal: under 60 min).",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "run":
+        name, n = sys.argv[2], int(sys.argv[3])
+        out = Path(sys.argv[4]) if len(sys.argv) > 4 else RUNS[name][0]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        print(json.dumps(run(name, n, out), indent=1, default=str))
+    elif len(sys.argv) > 1 and sys.argv[1] == "snapshot":
+        print(json.dumps(snapshot(sys.argv[2]), indent=1, default=str))
+    elif len(sys.argv) > 1 and sys.argv[1] == "table":
+        for which in sys.argv[2:] or list(RUNS):
+            print(f"\n### {which}\n\n{table(which)}")
+    else:
+        print(main())
