@@ -40,9 +40,10 @@ from .faithfulness_corpus import faithfulness
 from .faithfulness_result import FaithfulnessResult, faithfulness_methods
 from .faithfulness_result import scores_path as faithfulness_scores_path
 from .inspection import Inspection
-from .long import RetrievalHeads, Scan, estimate_memory, retrieval_heads, scan, scan_files
 from .model import LoadedModel, ModelLike, as_model, detect_heads, load
 from .results import Atlas, Comparison, compare
+from .retrieval import RetrievalHeads, retrieval_heads
+from .scanning import Scan, estimate_memory, scan, scan_files
 
 __all__ = [
     "ROLES",

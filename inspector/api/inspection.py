@@ -23,8 +23,13 @@ from ..capture.types import AttentionStack, Capture
 from ..errors import InputError
 from ..render import report as _report
 from ..render.budget import PageBudgetWarning
+from ..render.long import (
+    capture_scan_estimate,
+    capture_scan_report,
+    scan_page_reason,
+    wants_scan_page,
+)
 from ..render.page import Report
-from . import long as _long
 from .explaining import REPORT_ADVICE, ExplainNamespace, HasBundle, model_preflight
 from .namespaces import GenerationNamespace, HeadsNamespace, ViewsNamespace
 from .results import Comparison, compare
@@ -273,16 +278,16 @@ class Inspection:
         Example:
             >>> ins.report("reports/cat.html")  # doctest: +SKIP
         """
-        if _long.wants_scan_page(self.capture, scan):
+        if wants_scan_page(self.capture, scan):
             if scan is None:  # chosen for the caller: say so (the CLI prints it as one line)
-                reason = _long.scan_page_reason(self.capture, page=False)
+                reason = scan_page_reason(self.capture, page=False)
                 warnings.warn(reason or "", PageBudgetWarning, stacklevel=2)
             with model_preflight(
                 self.model,
-                lambda: _long.capture_scan_estimate(self.capture, max_memory),
+                lambda: capture_scan_estimate(self.capture, max_memory),
                 REPORT_ADVICE,
             ):
-                return _long.capture_scan_report(
+                return capture_scan_report(
                     self.capture, path, title=title, kind=self.kind, say_why=scan is None
                 )
         why_builder = None if why is False else why_section(self, required=bool(why))

@@ -23,8 +23,8 @@ from ..capture.types import AttentionStack
 from ..capture.vision import capture_image as _capture_image
 from ..errors import InputError
 from ..models.loading import ModelBundle, load_model
-from . import long as _long
 from .inspection import Inspection
+from .scanning import scan as _scan
 
 if TYPE_CHECKING:
     import numpy as np
@@ -279,7 +279,7 @@ class LoadedModel:
         return Inspection(cap, model=self)
 
     #: ``m.scan(text, ...)`` is :func:`inspector.scan` with this model (one definition).
-    scan = _long.scan
+    scan = _scan
 
     def detect_heads(
         self, *, n_tokens: int = 24, n_samples: int = 4, seed: int = 0, kind: str | None = None

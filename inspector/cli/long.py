@@ -167,7 +167,7 @@ def _args_retrieval(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--answer",
         help="the part of the needle the question asks for, the only part scored under --protocol "
-        "wu (needed with --needle unless it is a documented needle)",
+        "wu (default: the known answer of a documented needle; needed with any other --needle)",
     )
     p.add_argument(
         "--protocol", choices=["wu", "needle"], default="wu",

@@ -3,6 +3,7 @@ pre-flight refuses before any model work, frames stream, retrieval heads run, pa
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import numpy as np
@@ -337,7 +338,7 @@ def test_long_inspection_reports_switch_to_the_scan_page(models, monkeypatch):
     import re
     import warnings
 
-    from inspector.api import long as api_long
+    api_long = importlib.import_module("inspector.render.long")
     from inspector.render.budget import PageBudgetWarning
 
     ins = models["gpt2"].inspect(TEXT)
@@ -371,7 +372,7 @@ def test_long_inspection_reports_switch_to_the_scan_page(models, monkeypatch):
 
 
 def test_cli_report_says_when_it_writes_the_scan_page(tiny_dirs, tmp_path, monkeypatch, capsys):
-    from inspector.api import long as api_long
+    api_long = importlib.import_module("inspector.render.long")
     from inspector.cli import main
 
     monkeypatch.setattr(api_long, "LONG_REPORT_CELLS", 10)

@@ -1,10 +1,11 @@
-"""The facade for long inputs: bounded scans, the memory estimate, retrieval heads.
+"""The facade for long inputs ("scan"): bounded scans, their page, the memory estimate.
 
 :func:`scan` (also ``LoadedModel.scan``) measures a long input one block of query rows at a
-time and returns a :class:`Scan`: head metrics equal to ``inspect(...).head_metrics()``, exact
+time and returns a :class:`Scan`: head metrics equal to ``inspect(...).heads.metrics()``, exact
 rows, top-k keys, pooled maps, sinks, what a row reads, Parquet export and a report that works at
 8k tokens. :func:`estimate_memory` is the pre-flight every capture runs, as a value.
-:func:`retrieval_heads` finds the heads that copy a needle out of a long haystack.
+:func:`resolve_bundle` is the one model resolution of the functions that take any model.
+Retrieval heads (which scan while generating) are in :mod:`.retrieval`.
 """
 
 from __future__ import annotations
@@ -12,27 +13,24 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, Protocol, TypeAlias
 
 import numpy as np
 import pandas as pd
 
 from .. import frames as _frames
 from ..analysis import long as _long
-from ..analysis import retrieval as _retrieval
 from ..analysis.scan import (
     TOPK_ROW_BYTES,
     ScanAccumulator,
     ScanData,
     ScanStack,
-    replace_metadata,
     scan_capture,
 )
 from ..capture import memory as _memory
 from ..capture import scan as _scan
 from ..capture.tokenize import encode
 from ..capture.types import Capture, ScanLayout, ScanPart, select_indexes, storage_dtype
-from ..corpus import retrieval as _engine
 from ..errors import InputError
 from ..models.loading import ModelBundle, load_model
 from ..render import long as _render
@@ -43,7 +41,15 @@ from .explaining import HasBundle
 LongModel: TypeAlias = "HasBundle | ModelBundle | str | os.PathLike[str] | tuple[Any, Any]"
 
 
-def _bundle(model: LongModel) -> ModelBundle:
+class RetrievalTables(Protocol):
+    """What the scan page shows of a :class:`~inspector.api.retrieval.RetrievalHeads` result."""
+
+    heads: pd.DataFrame
+    trials: pd.DataFrame
+
+
+def resolve_bundle(model: LongModel) -> ModelBundle:
+    """The :class:`ModelBundle` of a loaded model, a bundle, a name, a folder or a pair."""
     if isinstance(model, ModelBundle):
         return model
     bundle = getattr(model, "bundle", None)
@@ -305,7 +311,7 @@ class Scan:
         path: str | os.PathLike[str] | None = None,
         *,
         title: str | None = None,
-        retrieval: RetrievalHeads | None = None,
+        retrieval: RetrievalTables | None = None,
         max_memory: Any = None,
     ) -> Report:
         """The scan page (pooled maps of every head, sinks, the row picker over the text);
@@ -317,7 +323,7 @@ class Scan:
             self.layers,
             self.heads,
         )
-        page = SCAN_PAGE_BYTES + _pooled_cells(layout, pool) * SCAN_PAGE_BYTES_PER_CELL
+        page = _render.scan_page_bytes(layout, pool)
         _memory.estimate("the scan page", {"page": page}, max_memory).check(
             "Scan with a smaller pool= or fewer layers= / heads=, or raise max_memory="
         )
@@ -381,7 +387,7 @@ def scan(
         >>> s.head_metrics().head()  # doctest: +SKIP
         >>> s.spans(-1)  # what the last token reads  # doctest: +SKIP
     """
-    bundle = _bundle(model)
+    bundle = resolve_bundle(model)
     layout = _scan.scan_layout(
         bundle,
         text,
@@ -410,111 +416,6 @@ def scan_of_capture(
 ) -> Scan:
     """The :class:`Scan` statistics of a ready capture (reports of long inspections use it)."""
     return Scan(scan_capture(capture, rows=rows, pool=pool))
-
-
-#: Weights (all kinds) above which ``Inspection.report()`` builds the scan page instead of the
-#: full one (SmolLM2 at about 350 tokens; MiniLM at its 512-token limit holds 19M: full report).
-LONG_REPORT_CELLS = 2**25
-
-
-#: Bytes a full report's build needs per attention weight, beyond the capture's own 4 (the
-#: quantised page data, per-head tables and figures): 8.4 measured on SmolLM2 at 600 tokens.
-FULL_REPORT_BYTES_PER_WEIGHT = 8.5
-
-
-def _cells(capture: Capture) -> int:
-    return sum(int(s.weights.size) for s in capture.stacks.values())
-
-
-def wants_scan_page(capture: Capture, scan: bool | None) -> bool:
-    """Whether a report of ``capture`` is the scan page (``scan=None``: when it is long)."""
-    if scan is not None:
-        return bool(scan)
-    return _cells(capture) > LONG_REPORT_CELLS
-
-
-def scan_page_reason(capture: Capture, *, page: bool = True) -> str | None:
-    """Why ``report()`` of ``capture`` makes the scan page by default, with how to get the full
-    report and what it costs (``None`` when it makes the full report). ``page=False``: the
-    shorter command-line wording."""
-    cells = _cells(capture)
-    if cells <= LONG_REPORT_CELLS:
-        return None
-    extra = _memory.format_bytes(cells * FULL_REPORT_BYTES_PER_WEIGHT)
-    held = _memory.format_bytes(cells * 4)
-    why = (
-        f"{cells:,} attention weights are more than the full report draws "
-        f"({LONG_REPORT_CELLS:,}; its every-head maps would stall a browser tab)"
-    )
-    if not page:
-        return (
-            f"{why}, so the report is the scan page (pooled maps, sinks, rows); the full report "
-            f"needs about {extra} more memory while it builds: report(scan=False), CLI "
-            f"inspector report ... --full"
-        )
-    return (
-        f"This is the scan page, not the full report: this input's {why}. For the full report "
-        f"(every head's map, the bertviz views) run inspector report ... --full, or "
-        f"ins.report(path, scan=False) in Python: it needs about {extra} more memory while it "
-        f"builds (beyond the {held} the capture holds) and the page is slow to draw."
-    )
-
-
-#: What the scan page holds beside the statistics (templates, assets, its text) ...
-SCAN_PAGE_BYTES = 48_000_000
-#: ... and per pooled cell of every head: the mean and max maps quantised, compressed and
-#: base64-encoded (measured: 17 on SmolLM2 at 512 tokens).
-SCAN_PAGE_BYTES_PER_CELL = 20
-
-
-def _pooled_cells(layout: Any, pool: int) -> int:
-    from ..analysis.scan import pool_edges
-
-    n_lh = len(layout.layers) * len(layout.heads)
-    return sum(
-        n_lh * (len(pool_edges(p.shape[0], pool)) - 1) * (len(pool_edges(p.shape[1], pool)) - 1)
-        for p in layout.parts
-    )
-
-
-def capture_scan_estimate(
-    capture: Capture, max_memory: Any = None, *, pool: int = 256
-) -> _memory.MemoryEstimate:
-    """What :func:`capture_scan_report` allocates beside ``capture``: the statistics a scan
-    keeps (:meth:`ScanAccumulator.bytes_needed` with the blocks :func:`scan_capture` feeds),
-    and the page drawn from them."""
-    from ..analysis.scan import CAPTURE_BLOCK_ROWS
-
-    first = next(iter(capture.stacks.values()))
-    parts = tuple(ScanPart(k, s.query, s.key, s.causal) for k, s in capture.stacks.items())
-    layout = ScanLayout(parts, first.layers, first.heads, capture.metadata)
-    stats = ScanAccumulator(rows=None, pool=pool).bytes_needed(layout, CAPTURE_BLOCK_ROWS)
-    cells = sum(int(s.weights.size) for s in capture.stacks.values())
-    page = SCAN_PAGE_BYTES + _pooled_cells(layout, pool) * SCAN_PAGE_BYTES_PER_CELL
-    return _memory.estimate(
-        f"the scan page of {cells:,} weights", {"statistics": stats, "page": page}, max_memory
-    )
-
-
-def capture_scan_report(
-    capture: Capture,
-    path: str | os.PathLike[str] | None = None,
-    *,
-    title: str | None = None,
-    kind: str | None = None,
-    say_why: bool = True,
-) -> Report:
-    """The scan page of a ready capture (statistics of its weights; the last row kept);
-    ``say_why``: a banner atop the page says why it is not the full report (when it is long)."""
-    banner = (scan_page_reason(capture) or "") if say_why else ""
-    data = scan_capture(capture, rows=None)
-    if not banner:  # the banner says it all; without one, a note in the overview
-        note = f"this capture holds {_cells(capture):,} weights; shown as a scan page"
-        data = replace_metadata(data, note=note)
-    rendered = _render.scan_report(data, title=title, kind=kind, banner=banner)
-    if path is not None:
-        rendered.save(path)
-    return rendered
 
 
 def estimate_memory(
@@ -547,7 +448,7 @@ def estimate_memory(
         >>> print(inspector.estimate_memory(m, n_tokens=4096))  # doctest: +SKIP
         inspect() of 4,096 tokens needs about 18.5 GB (...); budget 15.2 GB (...): does not fit
     """
-    bundle = _bundle(model)
+    bundle = resolve_bundle(model)
     if (text is None) == (n_tokens is None):
         raise InputError("give the text or n_tokens=")
     n = len(encode(bundle, text)) if text is not None else int(n_tokens or 0)
@@ -591,112 +492,13 @@ def estimate_memory(
     )
 
 
-class RetrievalHeads:
-    """Retrieval heads found by :func:`retrieval_heads`.
-
-    Attributes:
-        heads: per head on ``(layer, head)``: ``retrieval_score`` (the paper's score, mean over
-            the trials where the answer was retrieved), ``score_all_trials``, ``n_success``.
-        trials: one row per ``(length, depth)`` trial: the requested ``depth`` and the
-            ``depth_used``, the needle's and the scored span's token positions, the recall,
-            success and response.
-        success: mean recall per length (rows) and requested depth (columns).
-    """
-
-    def __init__(self, run: _engine.RetrievalRun) -> None:
-        self.run = run
-        self.heads = _retrieval.head_scores(run.trials, run.layers, run.heads)
-        self.trials = _retrieval.trials_frame(run.trials)
-        self.success = _retrieval.success_table(run.trials)
-        self.metadata = dict(run.metadata)
-
-    def top(self, k: int = 10, threshold: float = 0.1) -> pd.DataFrame:
-        """The ``k`` best heads with a retrieval score of at least ``threshold``."""
-        ranked = self.heads.sort_values("retrieval_score", ascending=False)
-        return ranked[ranked["retrieval_score"] >= threshold].head(k)
-
-    def __repr__(self) -> str:
-        n_ok = int(self.trials["success"].sum())
-        top = self.top(3).index.tolist()
-        return f"RetrievalHeads({len(self.trials)} trials, {n_ok} retrieved, top {top})"
-
-    def to_csv(self, path: str | os.PathLike[str]) -> Path:
-        """The per-head table (``layer, head, retrieval_score, ...``) as CSV."""
-        return _frames.write_frame(self.heads.reset_index(), path)
-
-    def report(
-        self, path: str | os.PathLike[str] | None = None, *, title: str | None = None
-    ) -> Report:
-        """The retrieval page: success per (length, depth), the head heatmap and tables."""
-        rendered = _render.retrieval_report(self.heads, self.trials, self.metadata, title=title)
-        if path is not None:
-            rendered.save(path)
-        return rendered
-
-
-def retrieval_heads(
-    model: LongModel,
-    haystack: str,
-    *,
-    needle: str = _engine.DEFAULT_NEEDLE,
-    question: str = _engine.DEFAULT_QUESTION,
-    answer: str | None = None,
-    protocol: str = "wu",
-    lengths: Sequence[int] = (1000,),
-    depths: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
-    layers: Sequence[int] | int | None = None,
-    heads: Sequence[int] | int | None = None,
-    method: str = "auto",
-    max_new_tokens: int | None = None,
-    max_memory: int | str | None = None,
-    progress: bool | None = None,
-) -> RetrievalHeads:
-    """Find retrieval heads (Wu et al. 2024) with needle-in-a-haystack prompts built from
-    ``haystack``; see :mod:`inspector.corpus.retrieval`.
-
-    ``protocol="wu"`` (the default) scores as the paper's code does: only ``answer``, the part
-    of the needle the question asks for (known for the default needle; required for yours), its
-    ROUGE-1 recall from the ``rouge-score`` package, up to 50 tokens stopping after a newline.
-    ``protocol="needle"`` scores the whole needle with word recall, up to its length + 10 tokens.
-
-    Example:
-        >>> r = inspector.retrieval_heads(m, open("essays.txt").read(), lengths=[1000, 2000],
-        ...                               depths=[0, 0.5, 1])  # doctest: +SKIP
-        >>> r.top(5)  # doctest: +SKIP
-    """
-    run = _engine.run_retrieval(
-        _bundle(model),
-        haystack,
-        needle=needle,
-        question=question,
-        answer=answer,
-        protocol=protocol,
-        lengths=lengths,
-        depths=depths,
-        layers=layers,
-        heads=heads,
-        method=method,
-        max_new_tokens=max_new_tokens,
-        max_memory=max_memory,
-        progress=progress,
-    )
-    return RetrievalHeads(run)
-
-
 __all__ = [
-    "LONG_REPORT_CELLS",
-    "SCAN_PAGE_BYTES",
-    "SCAN_PAGE_BYTES_PER_CELL",
     "TABLE_ADVICE",
     "LongModel",
-    "RetrievalHeads",
     "Scan",
-    "capture_scan_estimate",
-    "capture_scan_report",
     "estimate_memory",
-    "retrieval_heads",
+    "resolve_bundle",
     "scan",
     "scan_files",
     "scan_of_capture",
-    "wants_scan_page",
 ]
