@@ -176,8 +176,9 @@ def main() -> str:
     return measure(inspector.load("smollm2"), ewt_texts(N_BENCH), "SmolLM2")
 
 
-def measure(m: Any, texts: list[str], name: str) -> str:
-    """The scoreboard's time on ``texts`` against plain forwards of the rows it ran."""
+def measure(m: Any, texts: list[str], name: str, methods: list[str] | None = None) -> str:
+    """The scoreboard's time on ``texts`` against plain forwards of the rows it ran
+    (``methods``: default every registered method with token scores)."""
     import numpy as np
     import torch
 
@@ -185,9 +186,9 @@ def measure(m: Any, texts: list[str], name: str) -> str:
     from inspector.capture.perturb import id_inputs, last_logits_only
     from inspector.capture.run import forward
 
-    inspector.faithfulness(m, texts[:1], progress=False)  # warm-up
+    inspector.faithfulness(m, texts[:1], methods, progress=False)  # warm-up
     start = time.perf_counter()
-    result = inspector.faithfulness(m, texts, progress=False)
+    result = inspector.faithfulness(m, texts, methods, progress=False)
     total = time.perf_counter() - start
     meta = result.metadata
     # the floor: the same number of rows, batched by length as the scoreboard batches them
@@ -221,6 +222,18 @@ def measure(m: Any, texts: list[str], name: str) -> str:
         f"(goal: under 60 min).",
     ]
     return "\n".join(lines)
+
+
+#: The smoke mode's methods: one of each kind (weights, model, the floor), a fixed table size.
+SMOKE_METHODS = ["attention", "rollout", "occlusion", "random"]
+
+
+def smoke(models: dict[str, str]) -> str:
+    """The same table on the tiny masked LM, three sentences, four methods."""
+    import inspector
+
+    texts = ["The cat sat on the [MASK].", "It was not [MASK].", "A dog barked at the [MASK]."]
+    return measure(inspector.load(models["encoder"]), texts, "tiny encoder", SMOKE_METHODS)
 
 
 if __name__ == "__main__":

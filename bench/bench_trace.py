@@ -26,10 +26,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
+
+from bench._timing import in_process, run_script
 
 SIZES = (512, 2048, 8192)
 MODES = ("eager", "sdpa", "logit_attribution", "information_flow")
@@ -102,25 +104,21 @@ def _sizes() -> tuple[int, ...]:
 
 def _run(folder: str, mode: str, text_file: str, n: int) -> dict[str, float]:
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error")
-    out = subprocess.run(
-        [sys.executable, "-c", _CHILD, folder, mode, text_file, str(n)],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
+    out = run_script(_CHILD, [folder, mode, text_file, str(n)], env=env)
     if out.returncode != 0:
         return {"seconds": math.nan, "peak": math.nan, "error": out.stderr[-300:]}  # type: ignore[dict-item]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def main() -> str:
+def main(model_name: str = "smollm2", sizes: Sequence[int] | None = None) -> str:
+    """``sizes``: token counts (default :data:`SIZES`, or ``INSPECTOR_BENCH_TRACE_SIZES``)."""
     import torch
 
     import inspector
     from bench.bench_long import _text, growth
 
-    m = inspector.load("smollm2")
-    sizes = list(_sizes())
+    m = inspector.load(model_name)
+    sizes = list(sizes or _sizes())
     results: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
     with tempfile.TemporaryDirectory() as folder:
         torch.save(m.model.state_dict(), os.path.join(folder, "weights.pt"))
@@ -172,6 +170,12 @@ def main() -> str:
     if errors:
         rows.append(f"\nfailed runs: {errors}")
     return "\n".join(rows)
+
+
+def smoke(models: dict[str, str]) -> str:
+    """The same table on the tiny LLaMA-style GGUF model at 16 and 32 tokens, in this process."""
+    with in_process():
+        return main(models["decoder"], sizes=(16, 32))
 
 
 if __name__ == "__main__":

@@ -27,10 +27,12 @@ ROWS = {
     "bench_core": 2,
     "bench_decoder": 7,
     "bench_explain": 6,
+    "bench_faithfulness": 7,
     "bench_heads": 5,
     "bench_load": 3,
     "bench_long": 2,
     "bench_report": 2,
+    "bench_trace": 3,
 }
 
 
