@@ -50,8 +50,8 @@ _SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?)\s*([a-zA-Z]*)\s*$")
 #: Bytes per row of a long attention frame while it is built (about 12 kept, plus temporaries).
 FRAME_BYTES_PER_ROW = 16
 #: What any run allocates besides its tensors (the allocator's arenas, tokenizer output,
-#: Python objects): 5-17 MB measured on SmolLM2 captures of 128-512 tokens.
-RUNTIME_BYTES = 24_000_000
+#: Python objects): 5-24 MB measured on SmolLM2 captures of 128-512 tokens, twice that here.
+RUNTIME_BYTES = 48_000_000
 #: cgroup limits at or above this are "no limit" (v1 reports 2**63 rounded to a page).
 _NO_LIMIT = 2**60
 
@@ -318,6 +318,14 @@ def itemsize(dtype: str) -> int:
     return {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}.get(str(dtype), 4)
 
 
+def cache_bytes(
+    n_layers: int, n_kv_heads: int, tokens: int, head_dim: int, model_itemsize: int = 4
+) -> int:
+    """Bytes of a decoder's key/value cache for ``tokens`` positions, twice over: a growing
+    cache holds its old and its new tensors while a step appends to it."""
+    return 2 * 2 * n_layers * n_kv_heads * tokens * head_dim * model_itemsize
+
+
 def attention_bytes(layers: int, heads: int, rows: int, keys: int, size: int = 4) -> int:
     """Bytes of a kept ``(layer, head, rows, keys)`` array."""
     return int(layers) * int(heads) * int(rows) * int(keys) * int(size)
@@ -397,6 +405,7 @@ __all__ = [
     "MemoryEstimate",
     "attention_bytes",
     "available_memory",
+    "cache_bytes",
     "cgroup_headroom",
     "estimate",
     "format_bytes",

@@ -250,6 +250,15 @@ def capture_estimate(
         "checks": checks,
         "runtime": _memory.RUNTIME_BYTES,
     }
+    if new_tokens:
+        dims = _memory.model_dims(bundle.model)
+        parts["key/value cache"] = _memory.cache_bytes(
+            bundle.n_layers,
+            bundle.n_kv_heads,
+            max(r for r, _ in shapes.values()),
+            dims["hidden"] // max(1, bundle.n_heads),
+            _memory.itemsize(bundle.dtype),
+        )
     if frame:
         rows = kept // size
         parts["frame"] = rows * _memory.FRAME_BYTES_PER_ROW

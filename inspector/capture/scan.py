@@ -194,7 +194,11 @@ def scan_estimate(
     n = max(p.shape[0] for p in layout.parts)
     return _memory.estimate(
         f"scan() of {n:,} tokens ({method})",
-        {"forward pass": transient, "statistics": consumer.bytes_needed(layout, block_rows)},
+        {
+            "forward pass": transient,
+            "statistics": consumer.bytes_needed(layout, block_rows),
+            "runtime": _memory.RUNTIME_BYTES,
+        },
         max_memory,
     )
 
@@ -350,13 +354,14 @@ def generate_last_rows(
         block_rows=1,
     )
     head_dim = dims["hidden"] // max(1, bundle.n_heads)
-    cache = (
-        2 * bundle.n_layers * bundle.n_kv_heads * total * head_dim * _memory.itemsize(bundle.dtype)
+    cache = _memory.cache_bytes(
+        bundle.n_layers, bundle.n_kv_heads, total, head_dim, _memory.itemsize(bundle.dtype)
     )
     parts = {
         "forward pass": transient,
         "key/value cache": cache,
         "statistics": consumer.bytes_needed(layout, 1),
+        "runtime": _memory.RUNTIME_BYTES,
     }
     with _memory.preflight(
         bundle.lock,

@@ -6,7 +6,7 @@ The sizes are chosen above what each command needed before its step was estimate
 tokens kept a full copy for its metrics (+1.1 GB), ``compare`` at 512 tokens held eight copies
 of the maps (+2.2 GB), ``explain`` at 1k held norms, a float64 rollout copy and
 full-vocabulary logits of 73 rows, ``scan --topk 400`` at 2k built a 3.7 GB table nobody
-estimated, ``atlas`` and ``probe`` batches of twelve ~300-token texts need ~2.3 GB unsplit,
+estimated, ``atlas`` and ``probe`` batches of 12-20 texts of 250-350 tokens need 2-3 GB unsplit,
 and two threads each passed the pre-flight before either allocated. The control run shows the
 limit is real: the same ``inspect`` with a budget of 100 GB is killed. Each run gets a fresh
 cgroup (a killed run's page cache would stay charged to its cgroup).
@@ -71,7 +71,7 @@ def _cases(tmp: Path) -> list[tuple[str, list[str], str, Path | None]]:
     )
     haystack = tmp / "haystack.txt"
     haystack.write_text(text, encoding="utf-8")
-    treebank = _long_sentences(tmp / "long.conllu", 12, 250)
+    treebank = _long_sentences(tmp / "long.conllu", 20, 120)
     cut = ["--truncate", "--max-length"]
     return [
         ("inspect", ["inspect", "smollm2", text, *cut, "2048", "-o", f"{tmp}/i.parquet"],
