@@ -74,6 +74,34 @@ def checked(done: subprocess.CompletedProcess[str]) -> str:
     return done.stdout
 
 
+#: Python source for a benchmark's child process (``python -c``): ``measure(fn)`` runs ``fn``
+#: once while a thread polls the process's RSS every millisecond and returns ``(result,
+#: seconds, peak RSS added in bytes)``.
+MEASURE_SOURCE = r"""
+import threading as _threading, time as _time
+import psutil as _psutil
+def measure(fn):
+    proc = _psutil.Process()
+    peak = [0]
+    done = _threading.Event()
+    def poll():
+        while not done.is_set():
+            peak[0] = max(peak[0], proc.memory_info().rss)
+            _time.sleep(0.001)
+    before = proc.memory_info().rss
+    thread = _threading.Thread(target=poll)
+    thread.start()
+    start = _time.perf_counter()
+    try:
+        result = fn()
+    finally:
+        seconds = _time.perf_counter() - start
+        done.set()
+        thread.join()
+    return result, seconds, max(peak[0], proc.memory_info().rss) - before
+"""
+
+
 def best_time(fn: Callable[[], Any], repeats: int) -> float:
     """The fastest of ``repeats`` runs of ``fn`` in seconds: robust to a busy machine."""
     best = float("inf")

@@ -31,16 +31,16 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench._timing import in_process, run_script
+from bench._timing import MEASURE_SOURCE, in_process, run_script
 
 SIZES = (512, 2048, 8192)
 MODES = ("eager", "sdpa", "logit_attribution", "information_flow")
 GOALS = {"logit_attribution": 1.5, "information_flow": 3.0}
 
 _CHILD = r"""
-import gc, json, os, sys, threading, time
+import gc, json, os, sys, time
 os.environ["HF_HUB_OFFLINE"] = "1"
-import psutil, torch
+import torch
 import inspector
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 folder, mode, text_file, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
@@ -65,16 +65,6 @@ if mode in ("logit_attribution", "information_flow"):
 else:
     forward(ids[:, :64])  # warm-up
 gc.collect()
-proc = psutil.Process()
-peak = [0]
-done = threading.Event()
-def poll():
-    while not done.is_set():
-        peak[0] = max(peak[0], proc.memory_info().rss)
-        time.sleep(0.001)
-before = proc.memory_info().rss
-thread = threading.Thread(target=poll)
-thread.start()
 def run():
     if ins is None:
         forward(ids)
@@ -83,12 +73,7 @@ def run():
     if mode == "information_flow":
         return {"nodes": len(result.nodes), "edges": len(result.edges), "answer": result.answer()}
     return {}
-start = time.perf_counter()
-extra = run()
-seconds = time.perf_counter() - start
-done.set()
-thread.join()
-added = max(peak[0], proc.memory_info().rss) - before
+extra, seconds, added = measure(run)
 for _ in range(2 if n <= 2048 else 0):  # short runs: the fastest of three
     start = time.perf_counter()
     run()
@@ -104,7 +89,7 @@ def _sizes() -> tuple[int, ...]:
 
 def _run(folder: str, mode: str, text_file: str, n: int) -> dict[str, float]:
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error")
-    out = run_script(_CHILD, [folder, mode, text_file, str(n)], env=env)
+    out = run_script(MEASURE_SOURCE + _CHILD, [folder, mode, text_file, str(n)], env=env)
     if out.returncode != 0:
         return {"seconds": math.nan, "peak": math.nan, "error": out.stderr[-300:]}  # type: ignore[dict-item]
     return json.loads(out.stdout.strip().splitlines()[-1])

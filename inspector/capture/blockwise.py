@@ -31,6 +31,33 @@ BlockFn = Callable[[str, int, int, np.ndarray], None]
 _REFUSED_KWARGS = ("softcap", "s_aux", "sinks")
 
 
+def sdpa_output(
+    module: Any,
+    query: Any,
+    key: Any,
+    value: Any,
+    attention_mask: Any,
+    model_name: str,
+    what: str,
+    **kwargs: Any,
+) -> tuple[Any, Any]:
+    """The attention output as transformers' ``sdpa`` computes it, for an attention function
+    that also reads the weights; refuses what sdpa cannot run (soft-capping, sinks), saying to
+    ``what`` (``scan``, ``trace``) the model with ``method='eager'``."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    for name in _REFUSED_KWARGS:
+        if kwargs.get(name) is not None:
+            raise UnsupportedModelError(
+                f"{model_name}: its attention uses {name!r}, which the blockwise path cannot "
+                f"reproduce with sdpa; {what} it with method='eager'"
+            )
+    out: tuple[Any, Any] = sdpa_attention_forward(
+        module, query, key, value, attention_mask, **kwargs
+    )
+    return out
+
+
 def rows_per_block(n_heads: int, n_keys: int, budget_bytes: int = 32 * 2**20) -> int:
     """Query rows per block so that one block's float32 scratch stays near ``budget_bytes``."""
     per_row = max(1, n_heads * n_keys * 4 * 4)
@@ -123,26 +150,11 @@ class BlockwiseAttention:
         position_bias: Any = None,
         **kwargs: Any,
     ) -> tuple[Any, None]:
-        from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-        for name in _REFUSED_KWARGS:
-            if kwargs.get(name) is not None:
-                raise UnsupportedModelError(
-                    f"{self.model_name}: its attention uses {name!r}, which the blockwise path "
-                    f"cannot reproduce with sdpa; scan it with method='eager'"
-                )
-        out = sdpa_attention_forward(
-            module,
-            query,
-            key,
-            value,
-            attention_mask,
-            dropout=dropout,
-            scaling=scaling,
-            is_causal=is_causal,
-            position_bias=position_bias,
+        out = sdpa_output(
+            module, query, key, value, attention_mask, self.model_name, "scan",
+            dropout=dropout, scaling=scaling, is_causal=is_causal, position_bias=position_bias,
             **kwargs,
-        )
+        )  # fmt: skip
         where = self.where.get(id(module))
         if where is not None:
             self.calls += 1
@@ -232,4 +244,11 @@ def _rows(t: Any, r0: int, r1: int, n_k: int, heads: Any) -> Any:
     return part
 
 
-__all__ = ["BlockFn", "BlockwiseAttention", "rows_per_block", "to_numpy", "weight_blocks"]
+__all__ = [
+    "BlockFn",
+    "BlockwiseAttention",
+    "rows_per_block",
+    "sdpa_output",
+    "to_numpy",
+    "weight_blocks",
+]

@@ -24,13 +24,11 @@ from typing import Any, Literal
 
 from ..errors import CaptureError, InputError, UnsupportedModelError
 from ..models.loading import ModelBundle
+from .blockwise import sdpa_output
 from .hooks import Hook, attention_function, attention_hooks, dispatches_attention
 from .run import bundle_sites, forward
 
 TraceMethod = Literal["auto", "eager", "blockwise"]
-
-#: Keyword arguments of an attention call that change its weights in ways sdpa cannot run.
-_REFUSED = ("softcap", "s_aux", "sinks")
 
 
 @dataclass
@@ -85,17 +83,10 @@ class KeptAttention:
         **kwargs: Any,
     ) -> tuple[Any, None]:
         """The attention function (transformers' signature): sdpa's output, inputs kept."""
-        from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-        for name in _REFUSED:
-            if kwargs.get(name) is not None:
-                raise UnsupportedModelError(
-                    f"{self.model_name}: its attention uses {name!r}, which sdpa cannot run; "
-                    f"trace it with method='eager'"
-                )
-        out = sdpa_attention_forward(
-            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-            is_causal=is_causal, position_bias=position_bias, **kwargs,
+        out = sdpa_output(
+            module, query, key, value, attention_mask, self.model_name, "trace",
+            dropout=dropout, scaling=scaling, is_causal=is_causal, position_bias=position_bias,
+            **kwargs,
         )  # fmt: skip
         where = self.where.get(id(module))
         if where is not None:

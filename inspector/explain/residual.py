@@ -403,153 +403,144 @@ def decompose(rec: Record, wiring: Wiring, g: np.ndarray, bundle_name: str) -> D
     frozen at the model's own scales; each step is checked against the next input the model
     computed.
     """
-    terms: list[Term] = []
-    head_dirs: dict[tuple[str, int], np.ndarray] = {}
+    p = _Pass(rec, wiring, bundle_name)
     layouts: dict[int, str] = {}
     final, c = final_norms(rec, wiring, bundle_name)
     g = c * np.asarray(g, dtype=np.float64)
     for norm in reversed(final):
         if norm.bias is not None:
-            terms.append(Term("final_norm_bias", wiring.n_layers, -1, norm.bias_term(g)))
+            p.terms.append(Term("final_norm_bias", wiring.n_layers, -1, norm.bias_term(g)))
         g = norm.pullback(g)
-    mult = wiring.multiplier
     for li in reversed(range(wiring.n_layers)):
-        g, layouts[li] = _layer(rec, wiring, li, g, terms, head_dirs, mult, bundle_name)
-    _embeddings(rec, wiring, g, terms, bundle_name)
-    terms.reverse()
-    return Decomposition(terms, head_dirs, final, c, layouts)
+        g, layouts[li] = _layer(p, li, g)
+    _embeddings(p, g)
+    p.terms.reverse()
+    return Decomposition(p.terms, p.head_dirs, final, c, layouts)
 
 
-def _head_terms(
-    rec: Record, st: Structure, li: int, tag: str, gh: np.ndarray, kind: str, terms: list[Term]
-) -> None:
+@dataclass
+class _Pass:
+    """One decomposition under way: what it reads and the terms found so far (top-down)."""
+
+    rec: Record
+    wiring: Wiring
+    name: str
+    terms: list[Term] = field(default_factory=list)
+    head_dirs: dict[tuple[str, int], np.ndarray] = field(default_factory=dict)
+
+    def fit(self, name: str, module: Any) -> FrozenNorm:
+        return _fit(self.rec, name, module)
+
+
+def _head_terms(p: _Pass, st: Structure, li: int, tag: str, gh: np.ndarray, kind: str) -> None:
     layer: AttentionLayer = st.layers[li]
-    z = rec.get(f"z{tag}{li}").reshape(st.n_heads, st.head_dim)
+    p.head_dirs[(kind, li)] = gh
+    z = p.rec.get(f"z{tag}{li}").reshape(st.n_heads, st.head_dim)
     w_o = layer.out_weight.double().cpu().numpy()  # (h, d, hidden)
     per_head = np.einsum("hd,hdk,k->h", z, w_o, gh)
     bias = getattr(layer.out, "bias", None)
     if bias is not None:
-        terms.append(Term(f"{kind}_bias", li, -1, float(bias.detach().double().cpu().numpy() @ gh)))
+        value = float(bias.detach().double().cpu().numpy() @ gh)
+        p.terms.append(Term(f"{kind}_bias", li, -1, value))
     for h in reversed(range(st.n_heads)):
-        terms.append(Term(kind, li, h, float(per_head[h])))
+        p.terms.append(Term(kind, li, h, float(per_head[h])))
 
 
-def _layer(
-    rec: Record,
-    wiring: Wiring,
-    li: int,
-    g: np.ndarray,
-    terms: list[Term],
-    head_dirs: dict[tuple[str, int], np.ndarray],
-    mult: float,
-    name: str,
-) -> tuple[np.ndarray, str]:
+def _layer(p: _Pass, li: int, g: np.ndarray) -> tuple[np.ndarray, str]:
     """Terms of block ``li`` (appended top-down); returns ``g`` pulled back to its input and
     the block's layout (:attr:`Decomposition.layouts`)."""
+    rec, wiring = p.rec, p.wiring
     x_in, x_out = rec.get(f"in{li}"), rec.get(f"out{li}")
-    y = rec.get(f"y{li}")
-    yc = rec.get(f"yc{li}") if wiring.cross is not None else None
+    outs = {"": rec.get(f"y{li}")}
+    if wiring.cross is not None:
+        outs["c"] = rec.get(f"yc{li}")
     norms = _norms_between(rec, wiring.block_norms[li], rec.when(f"in{li}"), rec.when(f"out{li}"))
     if norms and _matches(rec.get(f"{norms[-1][0]}:out"), x_out):
-        return _post_ln_layer(rec, wiring, li, g, terms, head_dirs, norms, name), "post-ln"
-    sub: dict[str, FrozenNorm | None] = {"": None, "c": None}
+        return _post_ln_layer(p, li, g, norms), "post-ln"
+    # a norm reading an attention output normalises it before the residual (Gemma 2, OLMo 2)
+    sub: dict[str, FrozenNorm | None] = dict.fromkeys(outs)
     for n, module in norms:
-        seen = rec.get(f"{n}:in")
-        for tag, out in (("", y), ("c", yc)):
-            if out is not None and sub[tag] is None and _matches(seen, out):
-                sub[tag] = _fit(rec, n, module)
+        for tag, out in outs.items():
+            if sub[tag] is None and _matches(rec.get(f"{n}:in"), out):
+                sub[tag] = p.fit(n, module)
     update = x_out - x_in
-    written = {}
-    for tag, out in (("", y), ("c", yc)):
-        if out is None:
-            continue
+    for tag, out in outs.items():
         norm = sub[tag]
         if norm is None:
-            written[tag] = mult * out
+            update = update - p.wiring.multiplier * out
         else:
-            written[tag] = norm.linear(out) + (0.0 if norm.bias is None else norm.bias)
-        update = update - written[tag]
-    terms.append(Term("mlp", li, -1, float(update @ g)))
+            update = update - norm.linear(out) - (0.0 if norm.bias is None else norm.bias)
+    p.terms.append(Term("mlp", li, -1, float(update @ g)))
     for tag, kind in (("c", "cross_head"), ("", "head")):
-        if tag not in written:
+        if tag not in outs:
             continue
         norm = sub[tag]
-        gh = norm.pullback(g) if norm else mult * g
-        extra = norm.bias_term(g) if norm else 0.0
         st = wiring.cross if tag == "c" else wiring.found
         assert st is not None
-        head_dirs[(kind, li)] = gh
-        _head_terms(rec, st, li, tag, gh, kind, terms)
+        _head_terms(p, st, li, tag, norm.pullback(g) if norm else wiring.multiplier * g, kind)
         if norm is not None and norm.bias is not None:
-            terms.append(Term(f"{kind}_norm_bias", li, -1, extra))
+            p.terms.append(Term(f"{kind}_norm_bias", li, -1, norm.bias_term(g)))
     return g, "sublayer-norm" if any(sub.values()) else "pre"
 
 
-def _post_ln_layer(
-    rec: Record,
-    wiring: Wiring,
-    li: int,
-    g: np.ndarray,
-    terms: list[Term],
-    head_dirs: dict[tuple[str, int], np.ndarray],
-    norms: list[tuple[str, Any]],
-    name: str,
-) -> np.ndarray:
+def _post_ln_layer(p: _Pass, li: int, g: np.ndarray, norms: list[tuple[str, Any]]) -> np.ndarray:
     """A post-LN block (BART, Marian): ``x -> N1(x + attn) -> N2(. + cross) -> N3(. + mlp)``."""
+    rec, wiring = p.rec, p.wiring
     subs = [("", "head")] + ([("c", "cross_head")] if wiring.cross is not None else [])
     if len(norms) != len(subs) + 1:
         raise UnsupportedModelError(
-            f"{name}: block {li} normalises its residual {len(norms)} times for "
+            f"{p.name}: block {li} normalises its residual {len(norms)} times for "
             f"{len(subs) + 1} sublayers; the trace does not follow this wiring"
         )
-    fitted = [_fit(rec, n, m) for n, m in norms]
+    fitted = [p.fit(n, m) for n, m in norms]
     before = rec.get(f"in{li}")
     for (tag, _), (n, _) in zip(subs, norms, strict=False):
         what = f"block {li}'s {n} does not read its input plus the attention output"
-        _close(rec.get(f"{n}:in"), before + rec.get(f"y{tag}{li}"), what, name)
+        _close(rec.get(f"{n}:in"), before + rec.get(f"y{tag}{li}"), what, p.name)
         before = rec.get(f"{n}:out")
     mlp = rec.get(f"{norms[-1][0]}:in") - before
-    top = fitted[-1]
-    if top.bias is not None:
-        terms.append(Term("norm_bias", li, -1, top.bias_term(g)))
-    g = top.pullback(g)
-    terms.append(Term("mlp", li, -1, float(mlp @ g)))
-    for (tag, kind), norm in reversed(list(zip(subs, fitted[:-1], strict=True))):
+    for i in reversed(range(len(fitted))):
+        norm = fitted[i]
         if norm.bias is not None:
-            terms.append(Term("norm_bias", li, -1, norm.bias_term(g)))
+            p.terms.append(Term("norm_bias", li, -1, norm.bias_term(g)))
         g = norm.pullback(g)
+        if i == len(subs):
+            p.terms.append(Term("mlp", li, -1, float(mlp @ g)))
+            continue
+        tag, kind = subs[i]
         st = wiring.cross if tag == "c" else wiring.found
         assert st is not None
-        head_dirs[(kind, li)] = g
-        _head_terms(rec, st, li, tag, g, kind, terms)
+        _head_terms(p, st, li, tag, g, kind)
     return g
 
 
-def _embeddings(rec: Record, wiring: Wiring, g: np.ndarray, terms: list[Term], name: str) -> None:
+def _embeddings(p: _Pass, g: np.ndarray) -> None:
     """The embedding terms (top-down): token and position embeddings through any embedding
     norm, when they reproduce the first block's input; else one ``embeddings`` term."""
+    rec = p.rec
     x0 = rec.get("in0")
+    whole = Term("embeddings", -1, -1, float(x0 @ g))
     if "tok" not in rec.at:
-        terms.append(Term("embeddings", -1, -1, float(x0 @ g)))
+        p.terms.append(whole)
         return
     parts = [("embed", rec.get("tok"))]
-    parts += [("pos_embed", rec.get(f"pos{i}")) for i in range(len(wiring.position_embeddings))]
+    parts += [("pos_embed", rec.get(f"pos{i}")) for i in range(len(p.wiring.position_embeddings))]
     total = np.sum([v for _, v in parts], axis=0)
-    norms = _norms_between(rec, wiring.outer_norms, rec.when("tok"), rec.when("in0"))
+    norms = _norms_between(rec, p.wiring.outer_norms, rec.when("tok"), rec.when("in0"))
     target, norm = x0, None
     if len(norms) == 1 and _matches(rec.get(f"{norms[0][0]}:out"), x0):
-        norm = _fit(rec, *norms[0])
+        norm = p.fit(*norms[0])
         target = rec.get(f"{norms[0][0]}:in")
     c = _scalar(total, target) if len(norms) <= 1 else None
     if c is None:
-        terms.append(Term("embeddings", -1, -1, float(x0 @ g)))
+        p.terms.append(whole)
         return
     if norm is not None:
         if norm.bias is not None:
-            terms.append(Term("embed_norm_bias", -1, -1, norm.bias_term(g)))
+            p.terms.append(Term("embed_norm_bias", -1, -1, norm.bias_term(g)))
         g = norm.pullback(g)
     for kind, v in reversed(parts):
-        terms.append(Term(kind, -1, -1, float(c * v @ g)))
+        p.terms.append(Term(kind, -1, -1, float(c * v @ g)))
 
 
 def unembedding(

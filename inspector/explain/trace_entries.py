@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import InputError
+from ..errors import InputError, UnsupportedModelError
 from . import attribution as _attribution
 from . import routes as _routes
 from .registry import Explainer, ExplainRequest, register_explainer
@@ -96,6 +96,21 @@ def _logit_lens(
     return lens
 
 
+def _scorable(name: str, fn: Any) -> Any:
+    """Token scores of ``name`` that say "cannot score this input" as an :class:`InputError`
+    (the faithfulness scoreboard skips such methods, with the reason) for a model the method
+    does not follow (an encoder, post-LN routes)."""
+
+    def scores(request: ExplainRequest) -> np.ndarray:
+        try:
+            out: np.ndarray = fn(request)
+        except UnsupportedModelError as exc:
+            raise InputError(f"{name} cannot score this input: {exc}") from exc
+        return out
+
+    return scores
+
+
 def _attribution_scores(request: ExplainRequest) -> np.ndarray:
     position, token = step_position(request, None, -1)
     bundle = request.model("logit_attribution")
@@ -144,7 +159,7 @@ TRACE_EXPLAINERS = (
         "heads",
         "model",
         "direct logit attribution",
-        _attribution_scores,
+        _scorable("logit_attribution", _attribution_scores),
         "exact: what each head, MLP and embedding wrote into the predicted token's logit",
     ),
     Explainer(
@@ -162,7 +177,7 @@ TRACE_EXPLAINERS = (
         "graph",
         "model",
         "information flow routes",
-        _flow_scores,
+        _scorable("information_flow", _flow_scores),
         "Ferrando & Voita 2024: the contribution graph walked back from the prediction",
     ),
 )

@@ -207,5 +207,10 @@ def test_bad_requests_say_what_to_do() -> None:
         _run(ins, m, "logit_attribution", token=10**6)
     bert = _pair("bert")
     b_ins = bert.inspect(FAMILY_TEXT)
+    b_req = ExplainRequest(b_ins.capture, "self", bert.bundle)
     with pytest.raises(UnsupportedModelError, match="is an encoder"):
-        get_explainer("logit_attribution")(ExplainRequest(b_ins.capture, "self", bert.bundle))
+        get_explainer("logit_attribution")(b_req)
+    # the faithfulness scoreboard skips a method whose scores raise InputError, with the reason
+    for name in ("logit_attribution", "information_flow"):
+        with pytest.raises(InputError, match=f"{name} cannot score this input: .*encoder"):
+            get_explainer(name).scores(b_req)
