@@ -366,11 +366,11 @@ def test_deleting_ids_is_not_a_decode_round_trip(tiny):
     assert {kind for kind, _, _ in changed} == {"bert", "gpt2"}
 
 
-def test_the_trace_methods_are_scored_on_a_decoder_and_skipped_on_an_encoder(
-    tiny, tiny_classifier
-):
-    decoder = tiny["gpt2"].inspect(TEXT).explain.faithfulness(
-        ["logit_attribution", "information_flow", "random"]
+def test_the_trace_methods_are_scored_on_a_decoder_and_skipped_on_an_encoder(tiny, tiny_classifier):
+    decoder = (
+        tiny["gpt2"]
+        .inspect(TEXT)
+        .explain.faithfulness(["logit_attribution", "information_flow", "random"])
     )
     assert set(decoder.methods) == {"logit_attribution", "information_flow", "random"}
     assert decoder.metadata["skipped"] == []
