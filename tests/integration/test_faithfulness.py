@@ -19,7 +19,7 @@ from inspector.api.faithfulness_result import inspection_faithfulness
 from inspector.explain import Explainer, get_explainer, register_explainer, scoped_explainers
 from inspector.explain.registry import ExplainRequest
 
-from factories import CORPUS, cli_fails, figure_specs
+from factories import cli_fails, figure_specs
 
 TEXT = "The cat sat on the mat because it was tired."
 
@@ -349,21 +349,22 @@ def test_a_text_too_long_for_the_model_is_skipped_and_counted(tiny):
     assert cut.metadata.get("n_too_long", 0) == 0 and cut.n_texts == 1
 
 
-def test_deleting_ids_is_not_a_decode_round_trip(tiny):
+def test_deleting_ids_is_not_a_decode_round_trip():
     """Why the scoreboard deletes token ids: ferret decodes the ids left after a deletion and
-    tokenizes the text again, which merges what the deletion left apart."""
-    changed = []
-    for kind in ("bert", "gpt2"):
-        tok = tiny[kind].bundle.tokenizer
-        for text in CORPUS:
-            ids = tok(text, add_special_tokens=False)["input_ids"]
-            for i in range(len(ids)):
-                kept = ids[:i] + ids[i + 1 :]
-                again = tok(tok.decode(kept), add_special_tokens=False)["input_ids"]
-                if again != kept:
-                    changed.append((kind, text, i))
-    # some deletions would reach the model as other tokens after a round trip, in both families
-    assert {kind for kind, _, _ in changed} == {"bert", "gpt2"}
+    tokenizes the text again, and the model then sees other tokens (a WordPiece vocabulary
+    written out here, so the example does not depend on a trained one)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    vocab = {"[UNK]": 0, "un": 1, "##believ": 2, "##able": 3, "results": 4}
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.decoder = decoders.WordPiece()
+    ids = tok.encode("unbelievable results").ids
+    assert ids == [1, 2, 3, 4]
+    kept = ids[1:]  # delete "un"
+    text = tok.decode(kept)
+    assert text == "##believable results"
+    assert tok.encode(text).ids == [0, 0, 4]  # unknown tokens, not the three kept
 
 
 def test_the_trace_methods_are_scored_on_a_decoder_and_skipped_on_an_encoder(tiny, tiny_classifier):
