@@ -326,6 +326,7 @@ def test_the_explain_report_draws_the_most_faithful_map_first(tiny):
     assert [next(n for n, s in starts.items() if t.startswith(s)) for t in panels] == order
     label = result.metadata["labels"][order[0]]
     assert f"This page shows {label} first" in html
+    assert "drawn at layer 1; the scoreboard ranks their tokens at the last layer" in html
     plain = ins.explain.report().html  # without a result: the usual order, no section
     assert 'id="which-map-to-trust"' not in plain
 
