@@ -147,7 +147,14 @@ def explain_sections(
             f", or True to score this input; got {type(faithfulness).__name__}"
         )
     order = map_order(faithfulness, EXPLAIN_MAPS)
-    return [faithfulness_section(faithfulness, shown=order), explain_section(expl, order)]
+    note = (
+        f"The raw and norm-based maps below are drawn at layer {expl.layer}; the scoreboard "
+        f"ranks their tokens at the last layer, and rollout through all layers."
+    )
+    return [
+        faithfulness_section(faithfulness, shown=order, note=note),
+        explain_section(expl, order),
+    ]
 
 
 __all__ = [

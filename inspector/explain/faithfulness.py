@@ -7,8 +7,8 @@ ferret's AOPC comprehensiveness and sufficiency steps, and the leave-one-out del
 measured against), runs all of them at once through :class:`~.perturbation.Deletions`
 (deduplicated, same-length inputs batched, memory-planned), and returns a
 :class:`~inspector.analysis.faithfulness_table.Faithfulness`. A method that cannot explain this
-input (attention flow over its token limit) is skipped and the reason recorded in
-``metadata["skipped"]``.
+input (attention flow over its token limit) or this model (logit attribution on an encoder) is
+skipped and the reason recorded in ``metadata["skipped"]``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from ..analysis import faithfulness as _f
 from ..analysis.faithfulness_table import Faithfulness, empty_frames
 from ..capture.perturb import MAX_ROWS
 from ..capture.types import AttentionStack, Capture, Tokens
-from ..errors import InputError
+from ..errors import InputError, UnsupportedModelError
 from .perturbation import deletions_for, run_counts
 from .registry import EXPLAINERS, ExplainRequest, get_explainer, list_explainers
 from .target import Target
@@ -86,7 +86,7 @@ def score_request(
         t0 = time.perf_counter()
         try:
             full = get_explainer(name).scores(request)
-        except InputError as exc:
+        except (InputError, UnsupportedModelError) as exc:  # this input, or this model
             skipped[name] = str(exc).split(";")[0]
             continue
         seconds[name] = time.perf_counter() - t0

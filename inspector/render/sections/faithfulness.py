@@ -39,7 +39,9 @@ def _fmt(value: Any) -> str:
     return f"{value:.3f}" if value is not None and np.isfinite(value) else "–"
 
 
-def trust_context(result: Faithfulness, *, shown: Sequence[str] = ()) -> dict[str, Any]:
+def trust_context(
+    result: Faithfulness, *, shown: Sequence[str] = (), note: str = ""
+) -> dict[str, Any]:
     """The template values: rows best first, the first map shown and why."""
     stats = result.stats()
     labels = result.metadata.get("labels") or {}
@@ -78,6 +80,7 @@ def trust_context(result: Faithfulness, *, shown: Sequence[str] = ()) -> dict[st
         "metrics": [METRIC_LABELS[m] for m in METRICS],
         "rows": rows,
         "sentence": sentence,
+        "note": note,
         "n_texts": n,
         "target": result.metadata.get("target", ""),
         "model": model_label(result.metadata) if result.metadata.get("model_name") else "",
@@ -88,17 +91,18 @@ def trust_context(result: Faithfulness, *, shown: Sequence[str] = ()) -> dict[st
 
 
 def faithfulness_section(
-    result: Faithfulness, *, shown: Sequence[str] = ()
+    result: Faithfulness, *, shown: Sequence[str] = (), note: str = ""
 ) -> Callable[[Any], Section]:
     """A section builder (any page's context) showing ``result``; ``shown``: the maps the page
-    draws, in the order it draws them (the sentence names the first)."""
+    draws, in the order it draws them (the sentence names the first); ``note``: a line after
+    the sentence."""
 
     def build(_ctx: Any) -> Section:
         return Section(
             "which-map-to-trust",
             "Which map to trust",
             "sections/faithfulness.html.j2",
-            trust_context(result, shown=shown),
+            trust_context(result, shown=shown, note=note),
         )
 
     return build
