@@ -125,7 +125,8 @@ def test_every_command_finishes_or_refuses_under_a_memory_limit(tmp_path):
     assert killed(dead), (dead.returncode, dead.stderr[-1500:])
     for name, argv, expected, output in _cases(tmp_path):
         with memory_cgroup(LIMIT) as folder:  # a fresh one: no page cache of the run before
-            outcomes[name] = _outcome(name, run_in(folder, argv), expected, output)
+            # --quiet: no progress lines, so stderr holds only inspector's own lines
+            outcomes[name] = _outcome(name, run_in(folder, [*argv, "-q"]), expected, output)
     finished = [name for name, how in outcomes.items() if how == "finished"]
     assert {"heads", "compare", "atlas"} & set(finished), outcomes  # the bounded paths ran
     print(outcomes)
