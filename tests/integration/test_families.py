@@ -463,9 +463,7 @@ def test_readme_support_table_is_current() -> None:
 
 
 @pytest.mark.parametrize("model_type", ["bert", "gpt2", "gpt_neox", "falcon", "t5", "led"])
-def test_structure_alone_finds_what_the_table_names(
-    model_type: str, families: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_structure_alone_finds_what_the_table_names(model_type: str, families: Any) -> None:
     """With an empty family table the projections are found by structure (output projection,
     value source and its layout checked by α·V), and give the same norms and importance."""
     from inspector.models import families as table
@@ -476,16 +474,13 @@ def test_structure_alone_finds_what_the_table_names(
     part = _part(ins, kind)
     expected_norms = part.explain.norms()["norm"].to_numpy()
     expected = part.explain.gradient(target=target)["delta"].to_numpy()
-    for name in list(table.FAMILIES):  # restored after the test
-        monkeypatch.delitem(table.FAMILIES, name)
-    table._by_type.cache_clear()
-    try:
+    with table.FAMILIES.scoped():  # the whole table is back after the block
+        for name in list(table.FAMILIES):
+            table.FAMILIES.unregister(name)
         bare = inspector.load((fam.pair.model, fam.pair.tokenizer))
         bare_part = _part(_inspect(bare), kind)
         norms = bare_part.explain.norms()["norm"]
         gradient = bare_part.explain.gradient(target=target)["delta"]
-    finally:
-        table._by_type.cache_clear()  # nothing reads the table until monkeypatch restores it
     np.testing.assert_allclose(norms, expected_norms, rtol=1e-5)
     np.testing.assert_allclose(gradient, expected, atol=1e-6)
     found = bare.bundle.extra["structures"][kind]

@@ -185,7 +185,7 @@ def test_ctrl_c_in_the_cli_leaves_nothing(tiny_dirs, tmp_path, sig, exit_code, m
         import inspector.render.report as report
         from inspector import _io
         real = _io.write_text_atomic
-        def slow(path, text):
+        def slow(path, text, **options):
             with _io.atomic_path(path) as tmp:
                 tmp.write_text(text[: len(text) // 2])
                 print("HALF", flush=True)
