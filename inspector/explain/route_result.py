@@ -45,6 +45,10 @@ KINDS = {
 
 #: Heads named in the answer.
 TOP_HEADS = 3
+#: Tokens named in an encoder route's answer.
+ANSWER_TOKENS = 3
+#: The node of an encoder's mean-pooled embedding.
+EMBEDDING_NODE = "E"
 #: Consecutive MLP layers the answer groups.
 MLP_WINDOW = 4
 
@@ -80,6 +84,11 @@ class Routes:
             (:class:`~.attribution.Attribution`), computed from the same forward pass.
         attention_rows: ``(layer, query_pos, head) -> [(key_pos, weight), ...]``: the heaviest
             keys (up to 64) of the attention row of every head on a walked attention edge.
+        target: ``position`` (the prediction, or an encoder position's final representation)
+            or ``embedding`` (an encoder's mean-pooled embedding: the output node ``E``, with
+            a ``pool`` edge from every position's last block output above the threshold).
+        biases: an encoder's attention bias share (after the threshold) of each walked ``A``
+            node (it comes from no token, so no edge carries it).
     """
 
     edges: pd.DataFrame
@@ -97,15 +106,26 @@ class Routes:
         default_factory=dict, repr=False
     )
     _state: Any = field(default=None, repr=False)
+    target: str = "position"
+    biases: dict[str, float] = field(default_factory=dict, repr=False)
 
     def __repr__(self) -> str:
+        what = (
+            "the mean-pooled embedding"
+            if self.target == "embedding"
+            else f"{self.token!r} at position {self.position}"
+            if self.token
+            else f"position {self.position}"
+        )
         return (
-            f"Routes({self.model_name}: {self.token!r} at position {self.position}, "
+            f"Routes({self.model_name}: {what}, "
             f"{len(self.nodes)} nodes, {len(self.edges)} edges above {self.threshold})"
         )
 
     @property
     def output_node(self) -> str:
+        if self.target == "embedding":
+            return EMBEDDING_NODE
         return node_name("I", self.n_layers - 1, self.position)
 
     @property
@@ -154,8 +174,11 @@ class Routes:
         26-29 MLPs, heads 23.4, 29.1, 29.2 write it, reading ' France' (pos 3)": the MLPs of the
         (up to 4) consecutive layers that add the most, as a share of the logit; the three
         heads with the largest attribution (``layer.head``); the source token that gave those
-        heads the most, other than the traced position itself."""
+        heads the most, other than the traced position itself. An encoder's route (no logit):
+        the tokens with the largest share of the output node through the graph."""
         attribution = self.attribution
+        if attribution is None:
+            return self._route_answer()
         frame: pd.DataFrame = attribution.frame
         a = frame.attrs
         token = fmt_token(str(a["token"]))
@@ -186,6 +209,28 @@ class Routes:
             clauses.append(clause)
         return head + (": " + ", ".join(clauses) if clauses else "")
 
+    def _route_answer(self) -> str:
+        readable = self.tokens.readable or self.tokens.tokens
+        if self.target == "embedding":
+            head = f"the mean-pooled embedding ({len(readable)} tokens)"
+        else:
+            head = (
+                f"the final representation of {fmt_token(readable[self.position])} "
+                f"(pos {self.position})"
+            )
+        scores = self.token_scores()
+        top = [int(p) for p in np.argsort(-scores, kind="stable")[:ANSWER_TOKENS] if scores[p]]
+        shares = ", ".join(
+            f"{fmt_token(readable[p])} (pos {p}) {100 * scores[p]:.0f}%" for p in top
+        )
+        layers = self.edges[self.edges["block"] == "attention"]["layer"]
+        reach = (
+            f"; attention edges in {layers.nunique()} of {self.n_layers} layers"
+            if len(layers)
+            else "; no attention edge above the threshold"
+        )
+        return f"{head}: from {shares}{reach}"
+
     # ------------------------------------------------------------------ the numbers
 
     def _need_state(self) -> Any:
@@ -209,22 +254,27 @@ class Routes:
         """The attention step's contributions at ``(layer, query_pos)`` before thresholding:
         ``(key, head)``; with :meth:`residual_contribution` they sum to 1."""
         layer, q = self._check(layer, query_pos)
-        parts, _res, _whole, _alpha = self._need_state().attention_step(layer, [q])
+        parts, _res, _whole, _alpha, _bias = self._need_state().attention_step(layer, [q])
         return np.asarray(parts[0])
 
     def residual_contribution(self, layer: int, query_pos: int) -> float:
         """The residual's contribution to the attention step at ``(layer, query_pos)``."""
         layer, q = self._check(layer, query_pos)
-        _parts, res, _whole, _alpha = self._need_state().attention_step(layer, [q])
+        _parts, res, _whole, _alpha, _bias = self._need_state().attention_step(layer, [q])
         return float(res[0])
+
+    def bias_contribution(self, layer: int, query_pos: int) -> float:
+        """The attention output bias's contribution at ``(layer, query_pos)`` (a part of an
+        encoder's attention step; 0 where it is no part)."""
+        layer, q = self._check(layer, query_pos)
+        _parts, _res, _whole, _alpha, bias = self._need_state().attention_step(layer, [q])
+        return 0.0 if bias is None else float(bias[0])
 
     def mlp_contributions(self, layer: int, query_pos: int) -> tuple[float, float]:
         """``(mlp, residual)`` contributions to the block output at ``(layer, query_pos)``."""
         layer, q = self._check(layer, query_pos)
         state = self._need_state()
-        data = state.layer(layer)
-        after = state.resid(layer, [q]) + state.mult * data.attention_out(data.rows([q]))
-        c = state.mlp_step(layer, [q], after)
+        c = state.mlp_step(layer, [q], state.after_attention(layer, [q]))
         return float(c[0, 0]), float(c[0, 1])
 
     # ------------------------------------------------------------------ export
@@ -305,40 +355,58 @@ def build_routes(
     *,
     threshold: float,
     position: int,
-    lens: Callable[[np.ndarray, int], dict[str, Any]],
+    lens: Callable[[np.ndarray, int], dict[str, Any]] | None,
     state: Any,
     model_name: str,
     attribution: Any = None,
+    target: str = "position",
 ) -> Routes:
-    """A :class:`Routes` from the walk's edges and node vectors."""
+    """A :class:`Routes` from the walk's edges and node vectors (``lens=None``: the nodes carry
+    no lens: ``rank`` and ``logit`` empty, no ``top`` tokens)."""
     edges = pd.DataFrame(walk["edges"], columns=EDGE_COLUMNS)
     heads = pd.DataFrame(walk["head_edges"], columns=HEAD_COLUMNS)
     vectors: dict[str, np.ndarray] = walk["vectors"]
     names = sorted(vectors, key=_node_order)
+    n_layers = int(walk["n_layers"])
+    names = sorted(vectors, key=lambda n: _node_order(n, n_layers))
     kinds = [n[0] for n in names]
-    layers = [-1 if n.startswith("X0_") else int(n[1:].split("_")[0]) for n in names]
-    pos = [int(n.rsplit("_", 1)[1]) for n in names]
+    layers = [_node_order(n, n_layers)[0] for n in names]
+    pos = [_node_order(n, n_layers)[2] for n in names]
     readable = tokens.readable or tokens.tokens
     nodes = pd.DataFrame(
         {"node": names, "kind": kinds, "layer": layers, "pos": pos,
-         "token": [readable[p] for p in pos]}
+         "token": [readable[p] if p >= 0 else "(mean of all tokens)" for p in pos]}
     )  # fmt: skip
-    if names:
+    if names and lens is not None:
         lensed = lens(np.stack([vectors[n] for n in names]), token_id)
         for key, values in lensed.items():
             nodes[key] = values
     else:
-        nodes["rank"], nodes["logit"], nodes["top"] = [], [], []
+        nodes["rank"] = pd.Series([None] * len(names), dtype=object)
+        nodes["logit"] = np.full(len(names), np.nan)
+        nodes["top"] = [[] for _ in names]
     return Routes(
-        edges, heads, nodes, tokens, token, token_id, position, threshold, walk["n_layers"],
-        model_name, attribution, walk.get("rows", {}), state,
+        edges, heads, nodes, tokens, token, token_id, position, threshold, n_layers,
+        model_name, attribution, walk.get("rows", {}), state, target, walk.get("biases", {}),
     )  # fmt: skip
 
 
-def _node_order(name: str) -> tuple[int, int, int]:
+def _node_order(name: str, n_layers: int = 0) -> tuple[int, int, int]:
+    """``(layer, kind order, pos)`` of a node name (``E``: above the last layer, pos -1)."""
+    if name == EMBEDDING_NODE:
+        return n_layers, 4, -1
     kind = name[0]
     layer = -1 if name.startswith("X0_") else int(name[1:].split("_")[0])
     return layer, {"X": 0, "A": 1, "M": 2, "I": 3}[kind], int(name.rsplit("_", 1)[1])
 
 
-__all__ = ["EDGE_COLUMNS", "HEAD_COLUMNS", "KINDS", "PAGES", "Routes", "build_routes", "node_name"]
+__all__ = [
+    "EDGE_COLUMNS",
+    "EMBEDDING_NODE",
+    "HEAD_COLUMNS",
+    "KINDS",
+    "PAGES",
+    "Routes",
+    "build_routes",
+    "node_name",
+]

@@ -72,12 +72,21 @@ def threshold_renormalise(
     blocks: np.ndarray, resid: float, threshold: float
 ) -> tuple[np.ndarray, float]:
     """The reference's ``apply_threshold_and_renormalize`` for one representation."""
+    blocks, resid, _bias = renormalise_parts(blocks, resid, None, threshold)
+    return blocks, resid
+
+
+def renormalise_parts(
+    blocks: np.ndarray, resid: float, bias: float | None, threshold: float
+) -> tuple[np.ndarray, float, float]:
+    """:func:`threshold_renormalise` with one more scalar part (a bias part, or ``None``)."""
     blocks = np.where(blocks > threshold, blocks, 0.0)
     resid = resid if resid > threshold else 0.0
-    denom = resid + float(blocks.sum())
+    bias = bias if bias is not None and bias > threshold else 0.0
+    denom = resid + bias + float(blocks.sum())
     if denom <= 0.0:
-        return np.zeros_like(blocks), 0.0
-    return blocks / denom, resid / denom
+        return np.zeros_like(blocks), 0.0, 0.0
+    return blocks / denom, resid / denom, bias / denom
 
 
 class LayerData:
@@ -147,16 +156,45 @@ class _State:
 
         return self.rec.resid[li][torch.as_tensor(list(positions))].double()
 
-    def attention_step(self, li: int, positions: Sequence[int]) -> tuple[list[Any], Any, Any, Any]:
+    # how the parts enter the whole (a post-LN encoder overrides these: :mod:`.encoder_routes`)
+
+    def attention_whole(
+        self, li: int, positions: Sequence[int], alpha: Any
+    ) -> tuple[Any, Any, Any | None]:
+        """``(whole, residual part, bias part or None)`` of the attention step, ``(r, hidden)``
+        each: here the residual after attention, the block's input, no bias part."""
+        x = self.resid(li, positions)
+        return x + self.mult * self.layer(li).attention_out(alpha), x, None
+
+    def head_vectors(self, f: Any) -> Any:
+        """``v_k W_O^h`` ``(head, key, hidden)`` as it enters the whole (in place)."""
+        f *= self.mult
+        return f
+
+    def row_scale(self, li: int, positions: Sequence[int]) -> Any | None:
+        """A factor per node ``(r,)`` on its attention parts (``None``: 1)."""
+        return None
+
+    def after_attention(self, li: int, positions: Sequence[int]) -> Any:
+        """The ``A`` nodes' vectors (the MLP step's residual part), ``(r, hidden)``."""
+        data = self.layer(li)
+        return self.resid(li, positions) + self.mult * data.attention_out(data.rows(positions))
+
+    def mlp_vector(self, li: int, positions: Sequence[int], after: Any) -> Any:
+        """The ``M`` nodes' vectors: the MLP's part of the block output."""
+        return self.resid(li + 1, positions) - after
+
+    def attention_step(
+        self, li: int, positions: Sequence[int]
+    ) -> tuple[list[Any], Any, Any, Any, Any | None]:
         """Raw attention-step contributions of ``positions`` at layer ``li``: per node a
-        ``(key, head)`` array, the residual's, the wholes (residual after attention) and the
-        attention rows ``(head, node, key)``."""
+        ``(key, head)`` array, the residual's, the wholes, the attention rows ``(head, node,
+        key)`` and the bias part's (``None`` without one)."""
         import torch
 
         data = self.layer(li)
         alpha = data.rows(positions)  # (h, r, n)
-        x = self.resid(li, positions)  # (r, hidden)
-        whole = x + self.mult * data.attention_out(alpha)  # (r, hidden)
+        whole, x, bias_part = self.attention_whole(li, positions, alpha)  # (r, hidden)
         n = int(alpha.shape[-1])
         n_h = int(alpha.shape[0])
         hidden = int(whole.shape[-1])
@@ -167,6 +205,9 @@ class _State:
         # no cancellation against ‖y‖₁, so a float32 scratch (one (head, nodes, keys, hidden)
         # block at a time) keeps each part's error relative to the part itself
         alpha32 = alpha.float()
+        scale = self.row_scale(li, positions)
+        if scale is not None:
+            alpha32 = alpha32 * scale.float()[None, :, None]
         sign = torch.where(whole >= 0, 1.0, -1.0).float()
         twice = 2 * whole.abs().float()
         buf = torch.empty((n_h, NODE_BLOCK, KEY_BLOCK, hidden), dtype=torch.float32)
@@ -174,7 +215,7 @@ class _State:
         for k0 in range(0, kmax, KEY_BLOCK):
             k1 = min(kmax, k0 + KEY_BLOCK)
             f = torch.einsum("hkd,hdm->hkm", data.values32[:, k0:k1], data.w_o32)
-            f *= self.mult
+            f = self.head_vectors(f)
             for r0 in range(0, len(positions), NODE_BLOCK):
                 r1 = min(len(positions), r0 + NODE_BLOCK)
                 part, other = buf[:, : r1 - r0, : k1 - k0], tmp[:, : r1 - r0, : k1 - k0]
@@ -184,14 +225,17 @@ class _State:
                 torch.minimum(part, other, out=part)
                 gain[r0:r1, k0:k1] = part.sum(-1).permute(1, 2, 0)
         res = torch.clamp(l1_gain(whole, x), min=EPS)
+        bias = None if bias_part is None else torch.clamp(l1_gain(whole, bias_part), min=EPS)
         out = []
         for i in range(len(positions)):
             c = torch.full((n, n_h), EPS, dtype=torch.float64)
             c[: limit[i]] = torch.clamp(gain[i, : limit[i]], min=EPS)
-            total = c.sum() + res[i]
+            total = c.sum() + res[i] + (0.0 if bias is None else bias[i])
             out.append((c / total).numpy())
             res[i] = res[i] / total
-        return out, res.numpy(), whole, alpha
+            if bias is not None:
+                bias[i] = bias[i] / total
+        return out, res.numpy(), whole, alpha, None if bias is None else bias.numpy()
 
     def mlp_step(self, li: int, positions: Sequence[int], after_attn: Any) -> Any:
         """Raw (mlp, residual) contributions ``(r, 2)`` of the MLP step."""
@@ -268,7 +312,7 @@ def information_flow(
         splits[li] = split_terms(data.rows([pos])[:, 0], data.values, data.w_o, gh)
 
     state.on_load = split
-    walk = _walk(state, pos, threshold)
+    walk = _walk(state, {pos}, threshold)
     for li in range(wiring.n_layers):
         if li not in splits:
             state.layer(li)
@@ -311,42 +355,51 @@ class _Lens:
         return {"rank": ranks, "logit": logits_t, "top": [[names[i] for i in r] for r in top_ids]}
 
 
-def _walk(state: _State, pos: int, threshold: float) -> dict[str, Any]:
+def _walk(
+    state: _State, start: set[int], threshold: float, top: Sequence[tuple[Any, ...]] = ()
+) -> dict[str, Any]:
     """Top-down: expand the reached nodes of each layer, keep the edges above ``threshold``
-    (after thresholding and renormalising, every surviving weight is above it)."""
+    (after thresholding and renormalising, every surviving weight is above it). ``start``: the
+    positions whose last block output the walk starts from; ``top``: edges above them (an
+    encoder's pooled embedding)."""
     n_layers = state.wiring.n_layers
-    edges: list[tuple[int, str, str, str, int, int, float]] = []
+    edges: list[tuple[int, str, str, str, int, int, float]] = list(top)
     head_edges: list[tuple[int, int, int, int, float]] = []
     vectors: dict[str, np.ndarray] = {}
     rows: dict[tuple[int, int, int], list[tuple[int, float]]] = {}
-    reached = {pos}
+    biases: dict[str, float] = {}
+    reached = set(start)
     for li in reversed(range(n_layers)):
         qs = sorted(reached)
-        data = state.layer(li)
-        after = state.resid(li, qs) + state.mult * data.attention_out(data.rows(qs))
+        after = state.after_attention(li, qs)
         c = state.mlp_step(li, qs, after)
+        mids = state.mlp_vector(li, qs, after).numpy()
         outs = state.resid(li + 1, qs).numpy()
         attn_nodes = []
         for i, q in enumerate(qs):
-            top, mid, a = node_name("I", li, q), node_name("M", li, q), node_name("A", li, q)
-            vectors[top] = outs[i]
+            top_, mid, a = node_name("I", li, q), node_name("M", li, q), node_name("A", li, q)
+            vectors[top_] = outs[i]
             c_mlp, c_res = threshold_renormalise(c[i, :1], float(c[i, 1]), threshold)
             if c_mlp[0] > 0:
-                vectors[mid] = outs[i] - after[i].numpy()
-                edges.append((li, "mlp", mid, top, q, q, float(c_mlp[0])))
+                vectors[mid] = mids[i]
+                edges.append((li, "mlp", mid, top_, q, q, float(c_mlp[0])))
                 edges.append((li, "mlp", a, mid, q, q, float(c_mlp[0])))
             if c_res > 0:
-                edges.append((li, "residual", a, top, q, q, c_res))
+                edges.append((li, "residual", a, top_, q, q, c_res))
             if c_mlp[0] > 0 or c_res > 0:
                 attn_nodes.append(q)
         reached = set()
         if not attn_nodes:
             break
-        parts, res, wholes, alpha = state.attention_step(li, attn_nodes)
+        parts, res, wholes, alpha, bias = state.attention_step(li, attn_nodes)
         for i, q in enumerate(attn_nodes):
             a = node_name("A", li, q)
             vectors[a] = wholes[i].numpy()
-            blocks, r = threshold_renormalise(parts[i], float(res[i]), threshold)
+            blocks, r, b = renormalise_parts(
+                parts[i], float(res[i]), None if bias is None else float(bias[i]), threshold
+            )
+            if b > 0:
+                biases[a] = b
             per_key = blocks.sum(-1)
             for key in np.flatnonzero(per_key > 0).tolist():
                 k = int(key)
@@ -374,6 +427,7 @@ def _walk(state: _State, pos: int, threshold: float) -> dict[str, Any]:
         "vectors": vectors,
         "rows": rows,
         "n_layers": n_layers,
+        "biases": biases,
     }
 
 
@@ -381,5 +435,6 @@ __all__ = [
     "EPS",
     "check_threshold",
     "information_flow",
+    "renormalise_parts",
     "threshold_renormalise",
 ]

@@ -23,6 +23,7 @@ import pandas as pd
 
 from ..errors import InputError, UnsupportedModelError
 from . import attribution as _attribution
+from . import encoder_routes as _enc
 from . import routes as _routes
 from .registry import Explainer, ExplainRequest, register_explainer
 from .route_result import Routes
@@ -130,17 +131,30 @@ def _attribution_scores(request: ExplainRequest) -> np.ndarray:
 def _information_flow(
     request: ExplainRequest,
     *,
-    position: int = -1,
+    position: int | None = None,
     threshold: float = 0.04,
     step: int | None = None,
     token: str | int | None = None,
     against: str | int | None = None,
     method: str = "auto",
 ) -> Routes:
-    """Information flow routes (see :func:`.routes.information_flow`)."""
-    position, default = step_position(request, step, position)
+    """Information flow routes (see :func:`.routes.information_flow`; on a post-LN encoder
+    :func:`.encoder_routes.encoder_information_flow`: to ``position``'s final representation,
+    or by default (``target='embedding'``) to the mean-pooled embedding)."""
+    bundle = request.model("information_flow")
+    if bundle.architecture == "encoder":
+        _enc.check_encoder_options(token=token, against=against, step=step)
+        target = request.target
+        if position is None and target.position is not None:
+            position = target.position
+        if target.kind == "embedding" and position is not None:
+            raise InputError("target='embedding' traces every position: leave out position=")
+        return _enc.encoder_information_flow(
+            bundle, request.capture, position=position, threshold=threshold, method=method
+        )
+    position, default = step_position(request, step, -1 if position is None else position)
     return _routes.information_flow(
-        request.model("information_flow"), request.capture, position=position,
+        bundle, request.capture, position=position,
         threshold=threshold, token=default if token is None else token, against=against,
         method=method,
     )  # fmt: skip
@@ -149,6 +163,13 @@ def _information_flow(
 def _flow_scores(request: ExplainRequest) -> np.ndarray:
     if request.kind not in ("self",):
         raise InputError("information flow routes trace decoder-only models (kind 'self')")
+    if request.model("information_flow").architecture == "encoder":
+        # the scoreboard ranks methods by the prediction's own target; an encoder's route
+        # explains its representation, which the scoreboard does not score yet
+        raise InputError(
+            "information_flow cannot score this input: on an encoder its routes explain a "
+            "representation (ins.explain.information_flow()), not the scored target"
+        )
     return _information_flow(request).token_scores()
 
 
