@@ -166,13 +166,18 @@ class ExplainNamespace:
         progress: bool | None = None,
         max_memory: int | str | None = None,
         faithfulness: Any = None,
+        routes: bool | None = None,
     ) -> Report:
         """The HTML report with a "what mattered" section (see ``ins.explain()``; pass a ready
         ``explanation`` to render it without running the model again). ``max_memory``: the
         budget of the summary and of building the page (default: what is free then).
         ``faithfulness``: a result of :meth:`faithfulness` or :func:`inspector.faithfulness` (or
         ``True``: score this input) adds "Which map to trust" and draws the maps most faithful
-        first.
+        first. ``routes``: add the "Information flow route" section (the route graph of an
+        encoder's representation, by default its mean-pooled embedding; one more forward pass):
+        ``None`` (default) does so on post-LN encoders (MiniLM, BERT) and leaves it out where
+        the routes do not follow the model; ``True``: always (an error says why it cannot; a
+        decoder's prediction is drawn by ``ins.explain.information_flow().report(path)``).
 
         Example:
             >>> ins.explain.report("reports/explain.html", target="predicted")  # doctest: +SKIP
@@ -187,6 +192,10 @@ class ExplainNamespace:
             faithfulness = self.faithfulness(target=target or "auto")
         from .faithfulness_result import explain_sections
 
+        sections = explain_sections(expl, faithfulness)
+        route = self._route_section(target, routes)
+        if route is not None:
+            sections.append(route)
         capture: Capture = self._ins.capture
         with model_preflight(
             self._ins.model,
@@ -197,11 +206,34 @@ class ExplainNamespace:
                 capture,
                 title=title,
                 precision=precision,
-                extra_sections=explain_sections(expl, faithfulness),
+                extra_sections=sections,
             )
         if path is not None:
             rendered.save(path)
         return rendered
+
+
+    def _route_section(self, target: Any, routes: bool | None) -> Any:
+        """The report's route section builder, or ``None`` (see :meth:`report`)."""
+        from ..render.trace import route_section
+
+        if routes is False:
+            return None
+        bundle = self._ins.model.bundle if self._ins.model is not None else None
+        if routes is None and (bundle is None or bundle.architecture != "encoder"):
+            return None
+        try:
+            found = self("information_flow", target=target)
+        except (UnsupportedModelError, InputError):
+            if routes:
+                raise
+            return None
+        if found.attribution is not None:  # a decoder's prediction: its own page
+            raise InputError(
+                "routes=True draws an encoder's route; a decoder's prediction has its page: "
+                "ins.explain.information_flow().report(path)"
+            )
+        return lambda _ctx: route_section(found)
 
 
 def _describe(entry: Explainer) -> dict[str, Any]:

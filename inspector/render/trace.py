@@ -92,28 +92,7 @@ def trace_context(routes: Routes) -> dict[str, Any]:
          "value": float(r["attribution"])}
         for r in rest.to_dict("records") if abs(float(r["attribution"])) > 1e-9
     ][:TABLE_HEADS]  # fmt: skip
-    painted = _paint(per_token)
-    data = {
-        "tokens": tokens,
-        "position": routes.position,
-        "token": routes.token,
-        "n_layers": routes.n_layers,
-        "nodes": [
-            {"id": r["node"], "kind": r["kind"], "layer": int(r["layer"]), "pos": int(r["pos"]),
-             "rank": int(r["rank"]), "logit": rounded(r["logit"]), "top": list(r["top"])}
-            for r in routes.nodes.to_dict("records")
-        ],
-        "edges": [
-            {"s": e["source"], "t": e["target"], "block": e["block"], "layer": int(e["layer"]),
-             "w": rounded(e["weight"]), "sp": int(e["source_pos"]), "tp": int(e["target_pos"])}
-            for e in routes.edges.to_dict("records")
-        ],
-        "heads": _head_splits(routes),
-        "rows": {f"{layer}:{q}:{h}": [[k, rounded(w)] for k, w in row]
-                 for (layer, q, h), row in routes.attention_rows.items()},
-        "painted": painted,
-        "per_token": rounded(per_token[painted]) if painted else [],
-    }  # fmt: skip
+    data = _graph_data(routes, per_token)
     lens = attribution.lens
     return {
         "answer": routes.answer(),
@@ -133,6 +112,64 @@ def trace_context(routes: Routes) -> dict[str, Any]:
         ],
         "data": data,
     }  # fmt: skip
+
+
+def _graph_data(routes: Routes, per_token: np.ndarray) -> dict[str, Any]:
+    """What ``trace.js`` draws: the walked nodes (with their lens, when they have one) and
+    edges, each attention edge's heads and rows, and the text painted by ``per_token``."""
+    tokens = list(routes.tokens.readable or routes.tokens.tokens)
+    painted = _paint(per_token)
+    return {
+        "tokens": tokens,
+        "position": routes.position,
+        "target": routes.target,
+        "token": routes.token,
+        "n_layers": routes.n_layers,
+        "nodes": [
+            {"id": r["node"], "kind": r["kind"], "layer": int(r["layer"]), "pos": int(r["pos"]),
+             "rank": None if r["rank"] is None else int(r["rank"]), "logit": rounded(r["logit"]),
+             "top": list(r["top"])}
+            for r in routes.nodes.to_dict("records")
+        ],
+        "edges": [
+            {"s": e["source"], "t": e["target"], "block": e["block"], "layer": int(e["layer"]),
+             "w": rounded(e["weight"]), "sp": int(e["source_pos"]), "tp": int(e["target_pos"])}
+            for e in routes.edges.to_dict("records")
+        ],
+        "heads": _head_splits(routes),
+        "rows": {f"{layer}:{q}:{h}": [[k, rounded(w)] for k, w in row]
+                 for (layer, q, h), row in routes.attention_rows.items()},
+        "painted": painted,
+        "per_token": rounded(per_token[painted]) if painted else [],
+    }  # fmt: skip
+
+
+def route_context(routes: Routes) -> dict[str, Any]:
+    """The template values of an encoder's route section (no logit: no attribution, no lens;
+    the text is painted by each token's share of the output node through the graph)."""
+    scores = routes.token_scores()
+    return {
+        "answer": routes.answer(),
+        "model": routes.model_name,
+        "threshold": routes.threshold,
+        "n_nodes": len(routes.nodes),
+        "n_edges": len(routes.edges),
+        "embedding": routes.target == "embedding",
+        "data": _graph_data(routes, scores),
+    }
+
+
+def route_section(routes: Routes) -> Section:
+    """The route graph of an encoder's representation (:func:`route_context`), a report
+    section."""
+    return Section(
+        "route",
+        "Information flow route",
+        "sections/route.html.j2",
+        route_context(routes),
+        scripts=("trace.js",),
+        css=("trace.css",),
+    )
 
 
 def _head_splits(routes: Routes) -> dict[str, list[list[float]]]:
@@ -160,12 +197,16 @@ def trace_page(
     routes: Routes, path: str | os.PathLike[str] | None = None, *, title: str | None = None
 ) -> Report:
     """The self-contained "why this token" page; written to ``path`` when given."""
-    if not isinstance(routes, Routes) or routes.attribution is None:
+    if not isinstance(routes, Routes):
         from ..errors import InputError
 
         raise InputError("trace_page draws the result of information_flow")
-    title = title or f"Why {fmt_token(routes.token)}? — {routes.model_name}"
-    report = build_page([lambda _ctx: trace_section(routes)], None, title=title)
+    if routes.attribution is None:  # an encoder's representation: the route alone
+        title = title or f"Information flow route — {routes.model_name}"
+        report = build_page([lambda _ctx: route_section(routes)], None, title=title)
+    else:
+        title = title or f"Why {fmt_token(routes.token)}? — {routes.model_name}"
+        report = build_page([lambda _ctx: trace_section(routes)], None, title=title)
     if path is not None:
         report.save(path)
     return report
@@ -208,6 +249,8 @@ PAGES.register("trace", trace_page, overwrite=True)
 
 __all__ = [
     "generation_trace_section",
+    "route_context",
+    "route_section",
     "step_record",
     "trace_context",
     "trace_page",

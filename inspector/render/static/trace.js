@@ -17,16 +17,16 @@
   var kit = window.inspectorKit;
   var ROW_H = 26;
   var LEFT = 44;
-  var COLORS = { attention: "#1f77b4", mlp: "#ff7f0e", residual: "#999999" };
-  var NODE_COLORS = { X: "#2ca02c", A: "#1f77b4", M: "#ff7f0e", I: "#444444" };
+  var COLORS = { attention: "#1f77b4", mlp: "#ff7f0e", residual: "#999999", pool: "#9467bd" };
+  var NODE_COLORS = { X: "#2ca02c", A: "#1f77b4", M: "#ff7f0e", I: "#444444", E: "#d62728" };
   var NEIGHBOURS = 4;
 
   /**
-   * @typedef {{id: string, kind: string, layer: number, pos: number, rank: number,
+   * @typedef {{id: string, kind: string, layer: number, pos: number, rank: number | null,
    *   logit: number | null, top: string[]}} TraceNode
    * @typedef {{s: string, t: string, block: string, layer: number, w: number | null,
    *   sp: number, tp: number}} TraceEdge
-   * @typedef {{tokens: string[], position: number, token: string, n_layers: number,
+   * @typedef {{tokens: string[], position: number, target?: string, token: string, n_layers: number,
    *   nodes: TraceNode[], edges: TraceEdge[], heads: Record<string, number[][]>,
    *   rows: Record<string, number[][]>, painted: number[], per_token: (number | null)[]}} TraceData
    * @typedef {{x: number, y: number}} Point
@@ -47,6 +47,9 @@
     if (n.kind === "M") {
       return 2 * n.layer + 1.5;
     }
+    if (n.kind === "E") {
+      return 2 * n.layer + 1;
+    }
     return 2 * n.layer + 2;
   }
 
@@ -66,12 +69,22 @@
    * @returns {string}
    */
   function lensText(n, data) {
-    var names = { X: "embedding", A: "after attention", M: "MLP output", I: "after layer" };
-    var where = n.kind === "X" ? "" : " · layer " + n.layer;
+    var names = {
+      X: "embedding", A: "after attention", M: "MLP output", I: "after layer",
+      E: "mean-pooled embedding of all tokens"
+    };
     var kind = /** @type {Record<string, string>} */ (names)[n.kind] || n.kind;
+    if (n.kind === "E") {
+      return n.id + " · " + kind;
+    }
+    var where = n.kind === "X" ? "" : " · layer " + n.layer;
+    var place = n.id + " · " + kind + where + " · token " + JSON.stringify(data.tokens[n.pos]) +
+      " (pos " + n.pos + ")";
+    if (n.rank === null) {  // no unembedding (an encoder): no lens
+      return place;
+    }
     return (
-      n.id + " · " + kind + where + " · token " + JSON.stringify(data.tokens[n.pos]) +
-      " (pos " + n.pos + ")\n" + JSON.stringify(data.token) + ": rank " + n.rank +
+      place + "\n" + JSON.stringify(data.token) + ": rank " + n.rank +
       ", logit " + kit.format(".3~g")(n.logit) + "\nfirst: " +
       n.top.map(function (t) { return JSON.stringify(t); }).join(", ")
     );
@@ -84,11 +97,13 @@
    * @param {(e: TraceEdge, path: SVGPathElement) => void} onEdge
    */
   function drawGraph(holder, data, onEdge) {
-    var positions = Array.from(new Set(data.nodes.map(function (n) { return n.pos; })));
+    var positions = Array.from(new Set(data.nodes.filter(function (n) { return n.kind !== "E"; })
+      .map(function (n) { return n.pos; })));
     positions.sort(function (a, b) { return a - b; });
     var labels = positions.map(function (p) { return short(data.tokens[p] || ""); });
     var colW = Math.max(46, kit.maxWidth(labels, 11) * 0.8 + 14, Math.min(140, 900 / positions.length));
-    var levels = 2 * data.n_layers + 2;
+    var pooled = data.nodes.some(function (n) { return n.kind === "E"; });
+    var levels = 2 * data.n_layers + 2 + (pooled ? 1 : 0);
     var labelRoom = Math.min(110, kit.maxWidth(labels, 11) * 0.75 + 16);
     var width = LEFT + positions.length * colW + 20;
     var height = 16 + levels * ROW_H + labelRoom;
@@ -97,8 +112,9 @@
     positions.forEach(function (p, i) { column[p] = LEFT + i * colW + colW / 2; });
     /** @type {Record<string, Point>} */
     var at = {};
+    var middle = LEFT + positions.length * colW / 2;
     data.nodes.forEach(function (n) {
-      var x = column[n.pos] + (n.kind === "M" ? colW * 0.3 : 0);
+      var x = n.kind === "E" ? middle : column[n.pos] + (n.kind === "M" ? colW * 0.3 : 0);
       at[n.id] = { x: x, y: 16 + (levels - 1 - level(n)) * ROW_H };
     });
     var svg = kit.el(holder, "svg", { width: width, height: height, viewBox: "0 0 " + width + " " + height });
@@ -137,7 +153,8 @@
     var nodes = kit.el(svg, "g", {});
     data.nodes.forEach(function (n) {
       var p = at[n.id];
-      var out = n.kind === "I" && n.layer === data.n_layers - 1 && n.pos === data.position;
+      var out = n.kind === "E" ||
+        (data.target !== "embedding" && n.kind === "I" && n.layer === data.n_layers - 1 && n.pos === data.position);
       var circle = kit.el(nodes, "circle", {
         cx: p.x, cy: p.y, r: out ? 6 : 4,
         fill: /** @type {Record<string, string>} */ (NODE_COLORS)[n.kind] || "#444",
@@ -153,7 +170,7 @@
       var y = 16 + levels * ROW_H - 6;
       var label = kit.el(names, "text", {
         x: x, y: y, "text-anchor": "end", transform: "rotate(-40 " + x + " " + y + ")",
-        fill: p === data.position ? "#d62728" : "#222"
+        fill: p === data.position && data.target !== "embedding" ? "#d62728" : "#222"
       }, labels[i]);
       kit.el(label, "title", {}, p + ": " + data.tokens[p]);
     });
