@@ -212,7 +212,6 @@ class ExplainNamespace:
             rendered.save(path)
         return rendered
 
-
     def _route_section(self, target: Any, routes: bool | None) -> Any:
         """The report's route section builder, or ``None`` (see :meth:`report`)."""
         from ..render.trace import route_section

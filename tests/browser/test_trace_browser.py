@@ -72,3 +72,36 @@ def test_512_token_page_draws_in_under_3_seconds(opened: Any, tmp_path: Path) ->
     _check_graph(o, len(routes.edges), len(routes.nodes))
     # hostile tokens are text: no alert ran, no element was injected
     assert o.page.locator("#why img").count() == 0
+
+
+def test_encoder_route_page_draws_without_a_lens(opened: Any, tmp_path: Path) -> None:
+    model, tok = build_family("bert")
+    with torch.no_grad():
+        for layer in model.bert.encoder.layer:
+            layer.attention.self.value.weight.mul_(8.0)
+            layer.attention.output.dense.weight.mul_(12.0)
+    m = inspector.load((model, tok))
+    routes = m.inspect(FAMILY_TEXT).explain.information_flow(threshold=0.02)
+    path = tmp_path / "route.html"
+    routes.report(path)
+    o = opened(path)
+    page = o.page
+    assert page.locator("#route .ins-answer").inner_text() == routes.answer()
+    assert page.locator("#route svg path.ins-trace-edge").count() == len(routes.edges)
+    assert (
+        page.locator('#route path.ins-trace-edge[data-block="pool"]').count()
+        == (routes.edges["block"] == "pool").sum()
+    )
+    edge = page.locator('#route path.ins-trace-edge[data-block="attention"]').first
+    edge.dispatch_event("click")
+    assert page.locator("#route .ins-trace-bars g[data-head]").count() >= 1
+    node = page.locator('#route circle[data-node="X0_2"]')
+    node.scroll_into_view_if_needed()
+    node.hover(force=True)
+    tip = page.locator(".ins-tip")
+    assert tip.is_visible() and "pos 2" in tip.inner_text() and "rank" not in tip.inner_text()
+    top = page.locator('#route circle[data-node="E"]')
+    top.hover(force=True)
+    assert "mean-pooled" in page.locator(".ins-tip").inner_text()
+    assert page.locator("#route [data-trace-text] span[data-pos]").count() == len(routes.tokens)
+    o.check_clean()
