@@ -46,8 +46,10 @@ def _args_trace(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--position",
         type=int,
-        default=-1,
-        help="the position whose next-token prediction is traced (negative: from the end)",
+        default=None,
+        help="the position whose next-token prediction is traced (negative: from the end; "
+        "default: the last); on an encoder, the position whose final representation is traced "
+        "(default: the mean-pooled embedding)",
     )
     add_output(p, "the page to write: trace.html")
 
@@ -68,11 +70,13 @@ def cmd_trace(args: argparse.Namespace) -> str:
         position=args.position,
     )
     routes.report(args.output)
-    frame = routes.attribution.frame
-    heads = frame[frame["kind"] == "head"].sort_values("attribution", ascending=False)
-    lines = [routes.answer(), "heads that write it (logit attribution):"]
-    for key, value in heads["attribution"].iloc[:5].items():
-        lines.append(f"  {label(*key)}  {value:+.3f}")
+    lines = [routes.answer()]
+    if routes.attribution is not None:  # an encoder's representation has no logit
+        frame = routes.attribution.frame
+        heads = frame[frame["kind"] == "head"].sort_values("attribution", ascending=False)
+        lines.append("heads that write it (logit attribution):")
+        for key, value in heads["attribution"].iloc[:5].items():
+            lines.append(f"  {label(*key)}  {value:+.3f}")
     lines.append(
         f"route: {len(routes.nodes)} nodes, {len(routes.edges)} edges above {args.threshold} "
         f"-> {args.output}"
