@@ -200,3 +200,18 @@ def test_encoder_routes_refuse_what_they_cannot_trace() -> None:
     m_ins = modern.inspect(FAMILY_TEXT)
     with pytest.raises(UnsupportedModelError, match="post-LN"):
         flow(ExplainRequest(m_ins.capture, "self", modern.bundle))
+
+
+def test_inspector_trace_draws_an_encoders_route(
+    tiny_dirs: Any, tmp_path: Any, capsys: Any
+) -> None:
+    from inspector.cli import main
+
+    out = tmp_path / "route.html"
+    assert main(["trace", str(tiny_dirs["bert"]), FAMILY_TEXT, "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("the mean-pooled embedding (13 tokens): from ")
+    assert "logit attribution" not in printed and out.exists()
+    assert 'class="ins-trace-data"' in out.read_text(encoding="utf-8")
+    assert main(["trace", str(tiny_dirs["bert"]), FAMILY_TEXT, "--token", "cat", "-o", str(out)])
+    assert "leave out token=" in capsys.readouterr().err
