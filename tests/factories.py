@@ -1180,3 +1180,30 @@ def make_routes(strings: Sequence[str] | int = HOSTILE, *, layers: int = 3, head
         walk, toks, toks.tokens[0], 0, threshold=0.04, position=pos, lens=lens_fn, state=None,
         model_name="toy", attribution=Attribution(frame, split, lens),
     )  # fmt: skip
+
+
+def keep_hooks(kept: dict[str, list[Any]]) -> tuple[Any, Any]:
+    """``(pre, post)``: hook makers appending a module's input / output (batch row 0, float64)
+    to ``kept[key]`` (the routes' references read the model with them)."""
+
+    def pre(key: str) -> Any:
+        return lambda _m, a, kw: kept[key].append((a[0] if a else kw["hidden_states"])[0].double())
+
+    def post(key: str) -> Any:
+        return lambda _m, _a, o: kept[key].append((o[0] if isinstance(o, tuple) else o)[0].double())
+
+    return pre, post
+
+
+def eager_attention(model: Any, ids: Any, handles: Sequence[Any]) -> list[Any]:
+    """Run ``model`` on ``ids`` with ``handles`` registered (always removed) and return each
+    layer's eager ``(head, q, k)`` weights in float64."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            out = model(ids[None], output_attentions=True)
+    finally:
+        for h in handles:
+            h.remove()
+    return [a[0].double() for a in out.attentions]

@@ -95,11 +95,7 @@ def trace_context(routes: Routes) -> dict[str, Any]:
     data = _graph_data(routes, per_token)
     lens = attribution.lens
     return {
-        "answer": routes.answer(),
-        "model": routes.model_name,
-        "threshold": routes.threshold,
-        "n_nodes": len(routes.nodes),
-        "n_edges": len(routes.edges),
+        **_header(routes),
         "remainder": float(frame.attrs["remainder"]),
         "unembedding_bias": float(frame.attrs["unembedding_bias"]),
         "figures": [_heatmap(frame, routes.n_layers)],
@@ -112,6 +108,17 @@ def trace_context(routes: Routes) -> dict[str, Any]:
         ],
         "data": data,
     }  # fmt: skip
+
+
+def _header(routes: Routes) -> dict[str, Any]:
+    """The answer and the graph's size, atop both sections."""
+    return {
+        "answer": routes.answer(),
+        "model": routes.model_name,
+        "threshold": routes.threshold,
+        "n_nodes": len(routes.nodes),
+        "n_edges": len(routes.edges),
+    }
 
 
 def _graph_data(routes: Routes, per_token: np.ndarray) -> dict[str, Any]:
@@ -149,11 +156,7 @@ def route_context(routes: Routes) -> dict[str, Any]:
     the text is painted by each token's share of the output node through the graph)."""
     scores = routes.token_scores()
     return {
-        "answer": routes.answer(),
-        "model": routes.model_name,
-        "threshold": routes.threshold,
-        "n_nodes": len(routes.nodes),
-        "n_edges": len(routes.edges),
+        **_header(routes),
         "embedding": routes.target == "embedding",
         "data": _graph_data(routes, scores),
     }

@@ -21,7 +21,7 @@ import inspector
 from inspector.errors import InputError, UnsupportedModelError
 from inspector.explain.registry import ExplainRequest, get_explainer
 
-from factories import FAMILY_TEXT, build_family
+from factories import FAMILY_TEXT, build_family, eager_attention, keep_hooks
 
 EPS = 1e-5
 
@@ -45,11 +45,7 @@ def _read(model: Any, ids: torch.Tensor) -> dict[str, list[torch.Tensor]]:
     kept: dict[str, list[torch.Tensor]] = {k: [] for k in ("in", "out", "v", "n1i", "n1o", "n2i")}
     kept["n2o"] = []
 
-    def pre(key: str) -> Any:
-        return lambda _m, a, kw: kept[key].append((a[0] if a else kw["hidden_states"])[0].double())
-
-    def post(key: str) -> Any:
-        return lambda _m, _a, o: kept[key].append((o[0] if isinstance(o, tuple) else o)[0].double())
+    pre, post = keep_hooks(kept)
 
     handles = []
     for layer in model.bert.encoder.layer:
@@ -61,13 +57,7 @@ def _read(model: Any, ids: torch.Tensor) -> dict[str, list[torch.Tensor]]:
         handles.append(ln1.register_forward_hook(post("n1o")))
         handles.append(ln2.register_forward_pre_hook(pre("n2i"), with_kwargs=True))
         handles.append(ln2.register_forward_hook(post("n2o")))
-    try:
-        with torch.no_grad():
-            out = model(ids[None], output_attentions=True)
-    finally:
-        for h in handles:
-            h.remove()
-    kept["alpha"] = [a[0].double() for a in out.attentions]
+    kept["alpha"] = eager_attention(model, ids, handles)
     return kept
 
 

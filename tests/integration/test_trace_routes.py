@@ -24,7 +24,15 @@ import inspector
 from inspector.errors import InputError, UnsupportedModelError
 from inspector.explain.registry import ExplainRequest, get_explainer
 
-from factories import FAMILY_OUTPUTS, FAMILY_SOURCE, FAMILY_TARGET, FAMILY_TEXT, build_family
+from factories import (
+    FAMILY_OUTPUTS,
+    FAMILY_SOURCE,
+    FAMILY_TARGET,
+    FAMILY_TEXT,
+    build_family,
+    eager_attention,
+    keep_hooks,
+)
 
 EPS = 1e-5
 
@@ -78,11 +86,7 @@ def _read(m: Any, ids: torch.Tensor, model_type: str) -> dict[str, Any]:
     out_re = re.compile(FAMILY_OUTPUTS[model_type]["self"])
     kept: dict[str, list[torch.Tensor]] = {"in": [], "out": [], "y": [], "v": []}
 
-    def pre(key: str) -> Any:
-        return lambda _m, a, kw: kept[key].append((a[0] if a else kw["hidden_states"])[0].double())
-
-    def post(key: str) -> Any:
-        return lambda _m, _a, o: kept[key].append((o[0] if isinstance(o, tuple) else o)[0].double())
+    pre, post = keep_hooks(kept)
 
     handles = []
     for name, module in model.named_modules():
@@ -93,13 +97,7 @@ def _read(m: Any, ids: torch.Tensor, model_type: str) -> dict[str, Any]:
             handles.append(module.register_forward_hook(post("y")))
         elif re.search(value_re, name):
             handles.append(module.register_forward_hook(post("v")))
-    try:
-        with torch.no_grad():
-            out = model(ids[None], output_attentions=True)
-    finally:
-        for h in handles:
-            h.remove()
-    kept["alpha"] = [a[0].double() for a in out.attentions]
+    kept["alpha"] = eager_attention(model, ids, handles)
     return kept
 
 
