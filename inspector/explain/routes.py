@@ -17,6 +17,10 @@ Definitions (llm-transparency-tool's ``routes/contributions.py`` and ``graph.py`
   ``position``) along edges above ``threshold`` (an attention edge sums its heads; an edge
   from a token to itself adds the residual edge, as the reference's graph does).
 
+Post-LN encoders (BERT, MiniLM) are walked by the same code with every part passed through the
+frozen LayerNorms (our extension: :mod:`.encoder_routes`, which overrides the steps of
+:class:`_State`).
+
 Nodes are named as the reference names them: ``X0_k`` (embedding of token ``k``),
 ``A{l}_{q}`` (residual after attention), ``M{l}_{q}`` (the MLP), ``I{l}_{q}`` (block output).
 
