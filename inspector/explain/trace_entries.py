@@ -62,13 +62,14 @@ def _logit_attribution(
     per_token: bool = False,
     step: int | None = None,
     method: str = "auto",
+    max_memory: Any = None,
 ) -> pd.DataFrame:
     """Direct logit attribution (see :func:`.attribution.trace_logit`)."""
     position, default = step_position(request, step, position)
     result = _attribution.trace_logit(
         request.model("logit_attribution"), request.capture,
         token=default if token is None else token, against=against, position=position,
-        per_token=per_token, method=method,
+        per_token=per_token, method=method, max_memory=max_memory,
     )  # fmt: skip
     if not per_token:
         return result.frame
@@ -84,12 +85,14 @@ def _logit_lens(
     position: int = -1,
     step: int | None = None,
     top: int = 5,
+    max_memory: Any = None,
 ) -> pd.DataFrame:
     """The logit lens of one prediction (see :func:`.attribution.lens_frame`)."""
     position, default = step_position(request, step, position)
     result = _attribution.trace_logit(
         request.model("logit_lens"), request.capture,
         token=default if token is None else token, position=position, lens_top=top,
+        max_memory=max_memory,
     )  # fmt: skip
     lens = result.lens
     lens.attrs.update(result.frame.attrs)
@@ -136,13 +139,14 @@ def _information_flow(
     token: str | int | None = None,
     against: str | int | None = None,
     method: str = "auto",
+    max_memory: Any = None,
 ) -> Routes:
     """Information flow routes (see :func:`.routes.information_flow`)."""
     position, default = step_position(request, step, position)
     return _routes.information_flow(
         request.model("information_flow"), request.capture, position=position,
         threshold=threshold, token=default if token is None else token, against=against,
-        method=method,
+        method=method, max_memory=max_memory,
     )  # fmt: skip
 
 
