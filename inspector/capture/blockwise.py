@@ -58,6 +58,31 @@ def sdpa_output(
     return out
 
 
+#: Inputs of at least this many tokens are captured block by block where the model allows
+#: (:func:`records_by_blocks`): eager attention computes every layer's ``heads x T x T`` scores,
+#: softmax and cast (7 GB at 8k tokens on SmolLM2) even when one layer is kept.
+BLOCKWISE_FROM = 1024
+
+
+def records_by_blocks(
+    bundle: Any, sites: Mapping[str, Sequence[AttentionSite]], shapes: Mapping[str, Any], batch: int
+) -> bool:
+    """True when :func:`inspector.capture.run.record` runs ``sdpa`` and rebuilds the kept layers'
+    weights block by block instead of running eager attention: one input of
+    :data:`BLOCKWISE_FROM` tokens or more, a single self-attention stack of full-attention
+    layers, a model that dispatches attention through transformers' interface, and no
+    soft-capping (which ``sdpa`` cannot run)."""
+    from .hooks import dispatches_attention
+
+    if batch != 1 or set(shapes) != {"self"} or shapes["self"][0] < BLOCKWISE_FROM:
+        return False
+    if any(site.expand is not None for site in sites.get("self", ())):
+        return False  # local (windowed, bucketed) attention keeps padded weights
+    config = getattr(bundle.model, "config", None)
+    capped = getattr(config, "attn_logit_softcapping", None) is not None
+    return not capped and dispatches_attention(bundle.model)
+
+
 def rows_per_block(n_heads: int, n_keys: int, budget_bytes: int = 32 * 2**20) -> int:
     """Query rows per block so that one block's float32 scratch stays near ``budget_bytes``."""
     per_row = max(1, n_heads * n_keys * 4 * 4)

@@ -472,6 +472,25 @@ class AttentionRecorder:
         self.width[kind] = max(self.width[kind], k)
         self.calls[kind] += 1
 
+    def write_block(self, kind: str, li: int, row_start: int, block: np.ndarray) -> None:
+        """Write rows ``row_start ..`` of kept layer ``li`` from a ``(kept head, rows, key)``
+        block (:class:`~inspector.capture.blockwise.BlockwiseAttention`'s consumer; a batch of
+        one)."""
+        import torch
+
+        buf = self.buffers[kind]
+        rows, keys = int(block.shape[1]), int(block.shape[2])
+        if row_start + rows > buf.shape[3] or keys > buf.shape[4] or block.shape[0] != buf.shape[2]:
+            raise CaptureError(
+                f"{self.model_name}: a {kind} block of layer {self.layers[kind][li]} has shape "
+                f"{tuple(block.shape)} at row {row_start}; the buffer holds {tuple(buf.shape[2:])}"
+            )
+        buf[0, li, :, row_start : row_start + rows, :keys].copy_(torch.from_numpy(block))
+        buf[0, li, :, row_start : row_start + rows, keys:].zero_()
+        self.filled[kind][li] = max(self.filled[kind][li], row_start + rows)
+        self.width[kind] = max(self.width[kind], keys)
+        self.calls[kind] += 1
+
     def rows(self, kind: str) -> int:
         """Query rows written so far (the same for every kept layer after a full forward)."""
         counts = set(self.filled[kind])

@@ -390,6 +390,10 @@ ADVICE: dict[str, str] = {
         "Truncate long texts with --max-length N or lower --batch-size (Python: max_length=, "
         "batch_size=); batches are already split to fit the budget (--max-memory)"
     ),
+    "trace": (
+        "Trace a shorter input (CLI --truncate --max-length N), or raise max_memory= (CLI "
+        "--max-memory) if you know more is free"
+    ),
     "scan": (
         "Keep fewer rows=, a smaller topk= or pool=, fewer layers=[...] / heads=[...], or raise "
         "max_memory= if you know more is free"

@@ -21,7 +21,15 @@ from ..models.families import forward_accepts
 from ..models.loading import ModelBundle, tokenizer_fingerprint
 from ..models.structure import Structure, find_structure
 from . import memory as _memory
-from .hooks import AttentionRecorder, AttentionSite, Hook, attention_sites, hooked
+from .blockwise import BlockwiseAttention, records_by_blocks, rows_per_block
+from .hooks import (
+    AttentionRecorder,
+    AttentionSite,
+    Hook,
+    attention_function,
+    attention_sites,
+    hooked,
+)
 from .sites import by_structure, call_order, stack_kinds
 from .tokenize import (
     chat_text,
@@ -48,17 +56,13 @@ T = TypeVar("T")
 @functools.lru_cache(maxsize=1)
 def _installed_versions() -> tuple[tuple[str, str], ...]:
     """Read once per process: parsing package metadata costs ~10 ms, more than a short forward."""
-    return tuple(_package_versions().items())
-
-
-def _package_versions() -> dict[str, str]:
-    out = {}
+    out = []
     for pkg in ("attention-inspector", "transformers", "torch", "tokenizers"):
         try:
-            out[pkg] = importlib.metadata.version(pkg)
+            out.append((pkg, importlib.metadata.version(pkg)))
         except importlib.metadata.PackageNotFoundError:
-            out[pkg] = "unknown"
-    return out
+            out.append((pkg, "unknown"))
+    return tuple(out)
 
 
 def bundle_metadata(bundle: ModelBundle) -> dict[str, Any]:
@@ -232,15 +236,17 @@ def capture_estimate(
         shapes = {"self": (total, total)}
         prefill = {"self": (n_tokens, n_tokens)}
     kept = sum(_memory.attention_bytes(n_l, n_h, r, k, size) for r, k in shapes.values())
+    by_blocks = records_by_blocks(bundle, bundle_sites(bundle), prefill, 1)
     has_head = bundle.architecture != "decoder" and _has_output_head(bundle)
     logits_rows = sum(r for r, _ in prefill.values()) if has_head else 1
     transient = _memory.forward_bytes(
         _memory.model_dims(bundle.model),
-        n_heads=bundle.n_heads,
+        n_heads=n_h if by_blocks else bundle.n_heads,  # blocks: only the kept heads' scores
         shapes=prefill,
         model_itemsize=_memory.itemsize(bundle.dtype),
-        eager=True,
+        eager=not by_blocks,
         logits_rows=logits_rows,
+        block_rows=rows_per_block(n_h, n_tokens),
         position_bias=bundle.model_type in ("t5", "mt5", "umt5", "longt5"),
     )
     checks = max(4 * r * k for r, k in shapes.values())
@@ -356,12 +362,21 @@ def record(
         call_kw.setdefault("logits_to_keep", 1)
     sites = bundle_sites(bundle)
     if sites and all(len(sites.get(k, ())) == bundle.stack_shape(k)[0] for k in shapes):
-        if _needs_output_attentions(sites, shapes):
-            call_kw["output_attentions"] = True
         recorder = AttentionRecorder(
             sites, layers, heads, shapes, batch=batch, dtype=dtype, model_name=bundle.name
         )
-        forward(bundle, inputs, hooks=recorder.hooks(), **call_kw)
+        if records_by_blocks(bundle, sites, shapes, batch):  # sdpa, kept weights rebuilt
+            lay, hd = recorder.layers["self"], recorder.heads["self"]
+            rows = rows_per_block(len(hd), shapes["self"][1])
+            fn = BlockwiseAttention(
+                sites, lay, hd, recorder.write_block, block_rows=rows, model_name=bundle.name
+            )
+            with attention_function(bundle, fn):
+                forward(bundle, inputs, **call_kw)
+        else:
+            if _needs_output_attentions(sites, shapes):
+                call_kw["output_attentions"] = True
+            forward(bundle, inputs, hooks=recorder.hooks(), **call_kw)
         return {kind: recorder.batch_weights(kind, *shape) for kind, shape in shapes.items()}
     with hooked(bundle), torch.inference_mode():
         out = bundle.model(**inputs, output_attentions=True, return_dict=True, **call_kw)

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from ..errors import CaptureError, InputError, UnsupportedModelError
 from ..models.loading import ModelBundle
+from . import memory as _memory
 from .blockwise import sdpa_output
 from .hooks import Hook, attention_function, attention_hooks, dispatches_attention
 from .run import bundle_sites, forward
@@ -199,6 +200,57 @@ def resolve_trace_method(bundle: ModelBundle, method: str) -> str:
     return method
 
 
+def trace_estimate(
+    bundle: ModelBundle,
+    shapes: Mapping[str, tuple[int, int]],
+    method: str,
+    recorded: Mapping[str, int] | None = None,
+    max_memory: Any = None,
+) -> _memory.MemoryEstimate:
+    """What :func:`run_kept` allocates for attention ``shapes`` (``kind -> (rows, keys)``):
+    the kept queries and keys (blockwise; eager: the ``heads x rows x keys`` weights), the
+    forward pass's transient, what the caller's hooks keep (``recorded``, by part), and the
+    walk's scratch over one layer's values (float32 and float64 copies of ``heads x keys x
+    head_dim``, twice)."""
+    dims = _memory.model_dims(bundle.model)
+    n_layers, heads, kv = bundle.n_layers, bundle.n_heads, bundle.n_kv_heads
+    head_dim = dims["hidden"] // max(1, heads)
+    if method == "eager":
+        kept = sum(_memory.attention_bytes(n_layers, heads, r, k) for r, k in shapes.values())
+    else:
+        kept = sum(n_layers * (heads * r + kv * k) * head_dim * 4 for r, k in shapes.values())
+    keys = max(k for _, k in shapes.values())
+    parts = {
+        "kept queries and keys" if method != "eager" else "kept attention": kept,
+        "forward pass": _memory.forward_bytes(
+            dims,
+            n_heads=heads,
+            shapes=shapes,
+            model_itemsize=_memory.itemsize(bundle.dtype),
+            eager=method == "eager",
+            logits_rows=len(shapes),
+        ),
+        **(recorded or {}),
+        "walk": 2 * heads * keys * head_dim * (4 + 8),
+        "runtime": _memory.RUNTIME_BYTES,
+    }
+    rows = max(r for r, _ in shapes.values())
+    return _memory.estimate(f"a trace of {rows:,} tokens", parts, max_memory)
+
+
+def hook_bytes(
+    bundle: ModelBundle, n: int, *, blocks: int = 0, outputs: Sequence[Any] = ()
+) -> dict[str, int]:
+    """What a caller's hooks keep of an ``n``-token pass, float32, for :func:`trace_estimate`:
+    ``blocks`` hidden-size vectors per token (block inputs) and the whole output of each of the
+    linear modules ``outputs`` (value sources)."""
+    hidden = _memory.model_dims(bundle.model)["hidden"]
+    width = sum(
+        int(getattr(m, "out_features", 0) or getattr(m, "nf", 0) or hidden) for m in outputs
+    )
+    return {"block inputs": blocks * n * hidden * 4, "values": n * width * 4}
+
+
 def run_kept(
     bundle: ModelBundle,
     inputs: Mapping[str, Any],
@@ -206,12 +258,19 @@ def run_kept(
     kinds: Sequence[str],
     hooks: Iterable[Hook] = (),
     method: str = "auto",
+    recorded: Mapping[str, int] | None = None,
+    max_memory: Any = None,
     **call_kw: Any,
 ) -> tuple[Any, KeptAttention]:
-    """One forward pass with ``hooks``, keeping the attention of ``kinds`` for later rows.
+    """One forward pass with ``hooks``, keeping the attention of ``kinds`` for later rows,
+    after a memory pre-flight (:func:`trace_estimate`: ``recorded`` is what ``hooks`` keep, by
+    part; ``max_memory`` the budget, default what is free).
 
     Returns:
         The model's output and the :class:`KeptAttention`.
+
+    Raises:
+        ResourceError: the estimate does not fit the budget (nothing was run).
     """
     sites = bundle_sites(bundle)
     if not sites or any(len(sites.get(k, ())) != bundle.stack_shape(k)[0] for k in kinds):
@@ -222,15 +281,36 @@ def run_kept(
     kept = KeptAttention(sites, kinds, bundle.name)
     method = resolve_trace_method(bundle, method)
     hooks = list(hooks)
-    if method == "eager":
-        if any(s.needs_output_attentions for k in kinds for s in sites[k]):
-            call_kw["output_attentions"] = True
-        out = forward(bundle, inputs, hooks=[*hooks, *kept.eager_hooks()], **call_kw)
-    else:
-        with attention_function(bundle, kept):
-            out = forward(bundle, inputs, hooks=hooks, **call_kw)
+    shapes = _shapes(inputs, kinds)
+    with _memory.preflight(
+        bundle.lock,
+        lambda: trace_estimate(bundle, shapes, method, recorded, max_memory),
+        _memory.ADVICE["trace"],
+    ):
+        if method == "eager":
+            if any(s.needs_output_attentions for k in kinds for s in sites[k]):
+                call_kw["output_attentions"] = True
+            out = forward(bundle, inputs, hooks=[*hooks, *kept.eager_hooks()], **call_kw)
+        else:
+            with attention_function(bundle, kept):
+                out = forward(bundle, inputs, hooks=hooks, **call_kw)
     kept.check()
     return out, kept
 
 
-__all__ = ["KeptAttention", "TraceMethod", "resolve_trace_method", "run_kept"]
+def _shapes(inputs: Mapping[str, Any], kinds: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """``kind -> (rows, keys)`` of the attention stacks a trace runs."""
+    n = int(inputs["input_ids"].shape[-1])
+    d = int(inputs["decoder_input_ids"].shape[-1]) if "decoder_input_ids" in inputs else n
+    table = {"self": (n, n), "encoder": (n, n), "decoder": (d, d), "cross": (d, n)}
+    return {k: table[k] for k in kinds}
+
+
+__all__ = [
+    "KeptAttention",
+    "TraceMethod",
+    "hook_bytes",
+    "resolve_trace_method",
+    "run_kept",
+    "trace_estimate",
+]

@@ -5,7 +5,16 @@ from __future__ import annotations
 
 import argparse
 
-from .common import Command, add_length, add_model, add_output, check_output, label, load_model
+from .common import (
+    Command,
+    add_length,
+    add_memory,
+    add_model,
+    add_output,
+    check_output,
+    label,
+    load_model,
+)
 
 
 def _threshold(value: str) -> float:
@@ -51,6 +60,7 @@ def _args_trace(p: argparse.ArgumentParser) -> None:
         "default: the last); on an encoder, the position whose final representation is traced "
         "(default: the mean-pooled embedding)",
     )
+    add_memory(p)
     add_output(p, "the page to write: trace.html")
 
 
@@ -61,13 +71,15 @@ def _token(value: str | None) -> str | int | None:
 def cmd_trace(args: argparse.Namespace) -> str:
     check_output(args.output, ".html", ".htm", args=args)
     ins = load_model(args).inspect(
-        args.text, truncation=args.truncate, max_length=args.max_length, layers=[0], heads=[0]
-    )
+        args.text, truncation=args.truncate, max_length=args.max_length, layers=[0], heads=[0],
+        max_memory=args.max_memory,
+    )  # fmt: skip
     routes = ins.explain.information_flow(
         token=_token(args.token),
         against=_token(args.against),
         threshold=args.threshold,
         position=args.position,
+        max_memory=args.max_memory,
     )
     routes.report(args.output)
     lines = [routes.answer()]

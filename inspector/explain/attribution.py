@@ -101,6 +101,7 @@ def trace_logit(
     per_token: bool = False,
     method: str = "auto",
     lens_top: int = 5,
+    max_memory: Any = None,
 ) -> Attribution:
     """Direct logit attribution of one prediction of ``capture``'s input (see the module).
 
@@ -114,10 +115,11 @@ def trace_logit(
         method: how attention rows are read for ``per_token`` (``auto``, ``eager``,
             ``blockwise``).
         lens_top: tokens listed per layer in the logit lens.
+        max_memory: the budget of the forward pass and what it keeps (default: what is free).
     """
     return trace_positions(
         bundle, capture, [position], [token], against=against, per_token=per_token,
-        method=method, lens_top=lens_top,
+        method=method, lens_top=lens_top, max_memory=max_memory,
     )[0]  # fmt: skip
 
 
@@ -131,6 +133,7 @@ def trace_positions(
     per_token: bool = False,
     method: str = "auto",
     lens_top: int = 5,
+    max_memory: Any = None,
 ) -> list[Attribution]:
     """:func:`trace_logit` of several positions (each with its token, ``None``: the
     prediction) from one forward pass: a generation's steps."""
@@ -140,7 +143,9 @@ def trace_positions(
     rows = list(explained)
     if per_token:
         rows += [r for r in _check_rows(explained[-1], n) if r not in rows]
-    rec = _res.record(bundle, wiring, capture, rows, values=per_token, method=method)
+    rec = _res.record(
+        bundle, wiring, capture, rows, values=per_token, method=method, max_memory=max_memory
+    )
 
     def split(kind: str, li: int, gh: np.ndarray) -> np.ndarray:
         cross = kind == "cross_head"

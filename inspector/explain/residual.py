@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..capture.hooks import Hook
-from ..capture.trace import KeptAttention, run_kept
+from ..capture.trace import KeptAttention, hook_bytes, run_kept
 from ..errors import InputError, UnsupportedModelError
 from ..models.families import (
     forward_accepts,
@@ -274,10 +274,11 @@ def record(
     full: bool = False,
     values: bool = False,
     method: str = "auto",
+    max_memory: Any = None,
 ) -> Record:
     """Run the model once on ``source`` (a capture, tokens or text) keeping the residual
     stream's parts at ``rows`` (and every block input with ``full``; the value sources'
-    outputs with ``values``)."""
+    outputs with ``values``), after a memory pre-flight against ``max_memory``."""
     import torch
 
     from .norms import value_hooks
@@ -296,7 +297,12 @@ def record(
         if wiring.cross is not None:
             hooks += value_hooks(wiring.cross, layers, rec.cross_values, rows=rows)
     kinds = ["self"] if wiring.kind == "self" else ["decoder", "cross"]
-    out, kept = run_kept(bundle, inputs, kinds=kinds, hooks=hooks, method=method, **call_kw)
+    sources = [s.module for layer in wiring.found.layers for s in layer.values] if values else []
+    recorded = hook_bytes(bundle, n, blocks=wiring.n_layers + 1 if full else 0, outputs=sources)
+    out, kept = run_kept(
+        bundle, inputs, kinds=kinds, hooks=hooks, method=method, recorded=recorded,
+        max_memory=max_memory, **call_kw,
+    )  # fmt: skip
     logits = out.logits[0]
     logits = logits if "logits_to_keep" in call_kw else logits[rows]
     rec.all_logits = logits.detach().double().cpu().numpy()

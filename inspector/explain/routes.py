@@ -270,6 +270,7 @@ def information_flow(
     token: str | int | None = None,
     against: str | int | None = None,
     method: str = "auto",
+    max_memory: Any = None,
 ) -> Routes:
     """The route graph of the prediction at ``position`` (see the module), with the direct
     logit attribution of the same prediction from the same forward pass.
@@ -282,6 +283,8 @@ def information_flow(
             predicted one); ``against``: attribute the logit difference to it.
         method: how attention rows are read (``auto``: ``sdpa`` plus rows recomputed from the
             kept queries and keys; ``eager``).
+        max_memory: the budget of the forward pass and what it keeps (default: what is free);
+            over it, :class:`~inspector.errors.ResourceError` before the model runs.
 
     Raises:
         UnsupportedModelError: an encoder, or blocks that normalise their sublayers' outputs or
@@ -293,8 +296,9 @@ def information_flow(
     n = len(query)
     pos = _res.check_position(position, n)
     rec = _res.record(
-        bundle, wiring, capture, _check_rows(pos, n), full=True, values=True, method=method
-    )
+        bundle, wiring, capture, _check_rows(pos, n), full=True, values=True, method=method,
+        max_memory=max_memory,
+    )  # fmt: skip
     tid, aid = targets(bundle, rec, token, against)
     state = _State(bundle, wiring, rec, bool(capture.stacks[wiring.kind].causal))
     explained = attribute(bundle, wiring, rec, capture, tid, aid)

@@ -63,13 +63,14 @@ def _logit_attribution(
     per_token: bool = False,
     step: int | None = None,
     method: str = "auto",
+    max_memory: Any = None,
 ) -> pd.DataFrame:
     """Direct logit attribution (see :func:`.attribution.trace_logit`)."""
     position, default = step_position(request, step, position)
     result = _attribution.trace_logit(
         request.model("logit_attribution"), request.capture,
         token=default if token is None else token, against=against, position=position,
-        per_token=per_token, method=method,
+        per_token=per_token, method=method, max_memory=max_memory,
     )  # fmt: skip
     if not per_token:
         return result.frame
@@ -85,12 +86,14 @@ def _logit_lens(
     position: int = -1,
     step: int | None = None,
     top: int = 5,
+    max_memory: Any = None,
 ) -> pd.DataFrame:
     """The logit lens of one prediction (see :func:`.attribution.lens_frame`)."""
     position, default = step_position(request, step, position)
     result = _attribution.trace_logit(
         request.model("logit_lens"), request.capture,
         token=default if token is None else token, position=position, lens_top=top,
+        max_memory=max_memory,
     )  # fmt: skip
     lens = result.lens
     lens.attrs.update(result.frame.attrs)
@@ -137,6 +140,7 @@ def _information_flow(
     token: str | int | None = None,
     against: str | int | None = None,
     method: str = "auto",
+    max_memory: Any = None,
 ) -> Routes:
     """Information flow routes (see :func:`.routes.information_flow`; on a post-LN encoder
     :func:`.encoder_routes.encoder_information_flow`: to ``position``'s final representation,
@@ -156,7 +160,7 @@ def _information_flow(
     return _routes.information_flow(
         bundle, request.capture, position=position,
         threshold=threshold, token=default if token is None else token, against=against,
-        method=method,
+        method=method, max_memory=max_memory,
     )  # fmt: skip
 
 

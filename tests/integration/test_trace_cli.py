@@ -70,3 +70,37 @@ def test_generation_report_explains_each_generated_token(tmp_path: Path) -> None
     assert "generation-why" not in [s.id for s in plain.report().sections]
     with pytest.raises(inspector.UnsupportedModelError, match="why=True"):
         plain.report(why=True)
+
+
+def test_trace_preflight_refuses_before_the_model_runs(
+    gpt2_dir: Path, tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The trace's forward pass keeps every layer's queries, keys, block inputs and values: it is
+    estimated and checked against the budget first (a ResourceError, nothing run, no page)."""
+    from inspector.capture import trace as _trace
+    from inspector.errors import ResourceError
+
+    m = inspector.load(gpt2_dir)
+    ins = m.inspect(FAMILY_TEXT, layers=[0], heads=[0])
+    runs = []
+    real = _trace.forward
+    monkeypatch.setattr(_trace, "forward", lambda *a, **k: runs.append(1) or real(*a, **k))
+    for name in ("information_flow", "logit_attribution", "logit_lens"):
+        with pytest.raises(
+            ResourceError, match="a trace of .* tokens needs about .*nothing was run"
+        ):
+            ins.explain(name, max_memory="64KB")
+    assert runs == []
+    est = _trace.trace_estimate(m.bundle, {"self": (1000, 1000)}, "blockwise")
+    small = _trace.trace_estimate(m.bundle, {"self": (100, 100)}, "blockwise")
+    eager = _trace.trace_estimate(m.bundle, {"self": (1000, 1000)}, "eager")
+    assert (
+        est.total > small.total
+        and eager.parts["kept attention"] > est.parts["kept queries and keys"]
+    )
+    assert ins.explain.information_flow(max_memory="8GB").edges is not None
+    assert runs  # within the budget it runs
+    out = tmp_path / "t.html"
+    cli_fails(["trace", str(gpt2_dir), FAMILY_TEXT, "--max-memory", "64KB", "-o", str(out)],
+              capsys, "nothing was run")  # fmt: skip
+    assert not out.exists()
