@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from ..capture.hooks import Hook
-from ..capture.trace import run_kept
+from ..capture.trace import hook_bytes, run_kept
 from ..capture.types import Capture
 from ..errors import InputError, UnsupportedModelError
 from ..models.families import residual_multiplier
@@ -104,10 +104,16 @@ class _Norms:
 
 
 def record_encoder(
-    bundle: ModelBundle, wiring: _res.Wiring, capture: Capture, rows: Sequence[int], method: str
+    bundle: ModelBundle,
+    wiring: _res.Wiring,
+    capture: Capture,
+    rows: Sequence[int],
+    method: str,
+    max_memory: Any = None,
 ) -> tuple[_res.Record, list[tuple[_Norms, _Norms]], dict[int, Any]]:
     """One pass keeping the block inputs, LN₁'s outputs and both norms' scales at every
-    position (checked: see the module); returns the record, the norms, LN₁'s outputs."""
+    position (checked: see the module), after a memory pre-flight against ``max_memory``;
+    returns the record, the norms, LN₁'s outputs."""
     rec = _res.Record(list(rows), full=True)
     full: dict[tuple[str, int], Any] = {}
     order: dict[tuple[str, int], int] = {}
@@ -132,8 +138,15 @@ def record_encoder(
             hooks.append(Hook(norm, keep((f"n{j}:out", li), False)))
     hooks += value_hooks(wiring.found, list(range(wiring.n_layers)), rec.values, rows=rows)
     inputs = inputs_for(bundle, capture)
-    _out, rec.attention = run_kept(bundle, inputs, kinds=["self"], hooks=hooks, method=method)
-    rec.n = int(inputs["input_ids"].shape[-1])
+    n = int(inputs["input_ids"].shape[-1])
+    sources = [s.module for layer in wiring.found.layers for s in layer.values]
+    per_layer = 3 + 2 * max((len(norms) for norms in wiring.block_norms), default=2)
+    recorded = hook_bytes(bundle, n, blocks=per_layer * wiring.n_layers, outputs=sources)
+    _out, rec.attention = run_kept(
+        bundle, inputs, kinds=["self"], hooks=hooks, method=method, recorded=recorded,
+        max_memory=max_memory,
+    )  # fmt: skip
+    rec.n = n
     norms, ln1_out = [], {}
     for li in range(wiring.n_layers):
         called = sorted(
@@ -238,6 +251,7 @@ def encoder_information_flow(
     position: int | None = None,
     threshold: float = 0.04,
     method: str = "auto",
+    max_memory: Any = None,
 ) -> Routes:
     """The route graph of a post-LN encoder (see the module): to the final representation of
     ``position``, or (``None``) to the mean-pooled embedding.
@@ -252,7 +266,8 @@ def encoder_information_flow(
     query = stack_tokens(capture, "self")
     n = len(query)
     pos = None if position is None else _res.check_position(position, n)
-    rec, norms, ln1_out = record_encoder(bundle, wiring, capture, _check_rows(pos or 0, n), method)
+    rows = _check_rows(pos or 0, n)
+    rec, norms, ln1_out = record_encoder(bundle, wiring, capture, rows, method, max_memory)
     state = _EncoderState(bundle, wiring, rec, norms, ln1_out)
     top: list[tuple[Any, ...]] = []
     if pos is None:

@@ -154,8 +154,9 @@ def _information_flow(
         if target.kind == "embedding" and position is not None:
             raise InputError("target='embedding' traces every position: leave out position=")
         return _enc.encoder_information_flow(
-            bundle, request.capture, position=position, threshold=threshold, method=method
-        )
+            bundle, request.capture, position=position, threshold=threshold, method=method,
+            max_memory=max_memory,
+        )  # fmt: skip
     position, default = step_position(request, step, -1 if position is None else position)
     return _routes.information_flow(
         bundle, request.capture, position=position,

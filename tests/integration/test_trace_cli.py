@@ -87,7 +87,7 @@ def test_trace_preflight_refuses_before_the_model_runs(
     monkeypatch.setattr(_trace, "forward", lambda *a, **k: runs.append(1) or real(*a, **k))
     for name in ("information_flow", "logit_attribution", "logit_lens"):
         with pytest.raises(
-            ResourceError, match="a trace of .* tokens needs about .*nothing was run"
+            ResourceError, match=r"a trace of .* tokens needs about .*nothing was run"
         ):
             ins.explain(name, max_memory="64KB")
     assert runs == []
