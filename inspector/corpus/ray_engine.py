@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import socket
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -141,6 +142,7 @@ def run_atlas_ray(
 
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+    _check_address(address)  # before the model loads: a wrong address fails in a second
     bundle = model if isinstance(model, ModelBundle) else load_model(model)
     spec, fn, dfn = resolve_spec(
         bundle, metrics, kind, max_length, distances, bins, metric_fn, distance_fn, metric_names
@@ -158,7 +160,7 @@ def run_atlas_ray(
     )
     n_start = state.n_done
     if not ray.is_initialized():
-        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+        _connect(ray, address)
     ctx = ray_data.DataContext.get_current()
     ctx.enable_progress_bars = show_progress(progress)
     gpus = num_gpus_per_worker
@@ -219,6 +221,46 @@ def run_atlas_ray(
         resumed_from=n_start,
     )
     return Atlas.from_aggregate(state.aggregate, meta)
+
+
+def _check_address(address: str | None, timeout: float = 5.0) -> None:
+    """Refuse an address no Ray cluster answers at, in one line, before Ray retries for minutes.
+
+    ``None``, ``"auto"`` and ``"local"`` are Ray's own; ``HOST:PORT`` (a head's GCS port) and
+    ``ray://HOST:PORT`` (Ray Client) must name a port that accepts a connection.
+    """
+    if address is None or address in ("auto", "local"):
+        return
+    if not isinstance(address, str):
+        raise InputError(f"address must be a string such as 'HEAD:6379', not {address!r}")
+    hostport = address.removeprefix("ray://")
+    host, sep, port = hostport.rpartition(":")
+    host = host.strip("[]")  # an IPv6 host in brackets
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InputError(
+            f"Ray address {address!r} is not HOST:PORT (a head's port, 'ray start --head' "
+            f"prints it), ray://HOST:PORT (Ray Client) or auto"
+        )
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise InputError(
+            f"no Ray cluster answers at {address} ({reason}); start one with 'ray start --head' "
+            f"and pass the address it prints, or leave out the address to run Ray locally"
+        ) from exc
+
+
+def _connect(ray: Any, address: str | None) -> None:
+    """``ray.init`` on ``address``, its refusals (no cluster, a bad address, a missing Ray
+    Client, a wrong token) as one :class:`InputError` line."""
+    try:
+        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+    except (ConnectionError, TimeoutError, ValueError, ray.exceptions.RayError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        where = f"the Ray cluster at {address}" if address else "Ray"
+        raise InputError(f"could not connect to {where}: {reason}") from exc
 
 
 def _merge_in_order(
