@@ -176,6 +176,11 @@ def atlas(
         "resume": resume,
         "checkpoint_every": checkpoint_every,
     }
+    if engine == "local" and address is not None:
+        raise InputError(
+            f"address={address!r} names a Ray cluster, which only engine='ray' uses (CLI: "
+            f"--engine ray --address ...)"
+        )
     if engine == "local":
         result = _engine.run_atlas(as_model(model).bundle, texts, max_memory=max_memory, **common)
         return facade_atlas(result)

@@ -131,6 +131,7 @@ def run_atlas_ray(
             with its driver continues with ``resume=True``.
         Other arguments: as :func:`~.engine.run_atlas`.
     """
+    _check_address(address)  # before Ray and the model load: a wrong address fails at once
     try:
         import ray
         import ray.data as ray_data
@@ -142,7 +143,6 @@ def run_atlas_ray(
 
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
-    _check_address(address)  # before the model loads: a wrong address fails in a second
     bundle = model if isinstance(model, ModelBundle) else load_model(model)
     spec, fn, dfn = resolve_spec(
         bundle, metrics, kind, max_length, distances, bins, metric_fn, distance_fn, metric_names

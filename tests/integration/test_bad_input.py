@@ -259,6 +259,25 @@ CASES: list[tuple[str, Callable[[dict[str, Any], Any], Any], type[BaseException]
         InputError,
         "local",
     ),
+    # ---- issue 18 item 10: a Ray address, refused before Ray or the model loads
+    (
+        "atlas-ray-address-closed",
+        lambda t, p: inspector.atlas(t["bert"], [TEXT], engine="ray", address="127.0.0.1:1"),
+        InputError,
+        "no Ray cluster answers at 127.0.0.1:1",
+    ),
+    (
+        "atlas-ray-address-form",
+        lambda t, p: inspector.atlas(t["bert"], [TEXT], engine="ray", address="head-node"),
+        InputError,
+        "is not HOST:PORT",
+    ),
+    (
+        "atlas-address-local-engine",
+        lambda t, p: inspector.atlas(t["bert"], [TEXT], address="127.0.0.1:6379"),
+        InputError,
+        "only engine='ray' uses",
+    ),
     (
         "probe-missing",
         lambda t, p: inspector.syntax_probe(t["bert"], p / "none.conllu"),
@@ -526,6 +545,41 @@ CLI_CASES: list[tuple[str, list[str], str]] = [
         "does not exist",
     ),
     ("atlas-suffix", ["atlas", "{bert}", "{tmp}/none.txt", "-o", "{tmp}/a.csv"], ".parquet"),
+    (  # a port nothing listens on: one line at once, not minutes of Ray's GCS retries
+        "atlas-ray-address",
+        [
+            "atlas",
+            "{bert}",
+            "{tmp}/t.txt",
+            "-o",
+            "{tmp}/a.parquet",
+            "--engine",
+            "ray",
+            "--address",
+            "127.0.0.1:1",
+        ],
+        "no Ray cluster answers at 127.0.0.1:1 (connection refused); start one with 'ray start",
+    ),
+    (
+        "atlas-ray-address-form",
+        [
+            "atlas",
+            "{bert}",
+            "{tmp}/t.txt",
+            "-o",
+            "{tmp}/a.parquet",
+            "--engine",
+            "ray",
+            "--address",
+            "ray://head",
+        ],
+        "is not HOST:PORT",
+    ),
+    (
+        "atlas-address-without-ray",
+        ["atlas", "{bert}", "{tmp}/t.txt", "--address", "auto", "-o", "{tmp}/a.parquet"],
+        "--engine ray --address",
+    ),
     ("probe-file", ["probe", "{bert}", "{tmp}/none.conllu"], "does not exist"),
     (
         "generate-zero",
