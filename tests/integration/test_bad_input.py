@@ -545,41 +545,19 @@ CLI_CASES: list[tuple[str, list[str], str]] = [
         "does not exist",
     ),
     ("atlas-suffix", ["atlas", "{bert}", "{tmp}/none.txt", "-o", "{tmp}/a.csv"], ".parquet"),
-    (  # a port nothing listens on: one line at once, not minutes of Ray's GCS retries
-        "atlas-ray-address",
-        [
-            "atlas",
-            "{bert}",
-            "{tmp}/t.txt",
-            "-o",
-            "{tmp}/a.parquet",
-            "--engine",
-            "ray",
-            "--address",
-            "127.0.0.1:1",
-        ],
-        "no Ray cluster answers at 127.0.0.1:1 (connection refused); start one with 'ray start",
-    ),
-    (
-        "atlas-ray-address-form",
-        [
-            "atlas",
-            "{bert}",
-            "{tmp}/t.txt",
-            "-o",
-            "{tmp}/a.parquet",
-            "--engine",
-            "ray",
-            "--address",
-            "ray://head",
-        ],
-        "is not HOST:PORT",
-    ),
-    (
-        "atlas-address-without-ray",
-        ["atlas", "{bert}", "{tmp}/t.txt", "--address", "auto", "-o", "{tmp}/a.parquet"],
-        "--engine ray --address",
-    ),
+    # a Ray address: one line at once (a closed port: not minutes of Ray's GCS retries)
+    *[
+        (name, ["atlas", "{bert}", "{tmp}/t.txt", "-o", "{tmp}/a.parquet", *ray], phrase)
+        for name, ray, phrase in [
+            (
+                "atlas-ray-address",
+                ["--engine", "ray", "--address", "127.0.0.1:1"],
+                "no Ray cluster answers at 127.0.0.1:1 (connection refused); start one with",
+            ),
+            ("atlas-ray-address-form", ["--engine", "ray", "--address", "ray://h"], "HOST:PORT"),
+            ("atlas-address-without-ray", ["--address", "auto"], "--engine ray --address"),
+        ]
+    ],
     ("probe-file", ["probe", "{bert}", "{tmp}/none.conllu"], "does not exist"),
     (
         "generate-zero",
