@@ -260,13 +260,18 @@ def _connect(ray: Any, address: str | None) -> None:
     except (ConnectionError, TimeoutError, ValueError, ray.exceptions.RayError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         where = f"the Ray cluster at {address}" if address else "Ray"
-        if address and os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+        explicit = address not in (None, "auto", "local")
+        if explicit and isinstance(exc, ConnectionError) and not _token_mode():
             reason += (  # Ray looks for a token by itself only when it finds the cluster itself
                 "; a cluster with token authentication (the default of 'ray start --head') "
                 "also needs RAY_AUTH_MODE=token and its token (RAY_AUTH_TOKEN or "
                 "~/.ray/auth_token) in this environment"
             )
         raise InputError(f"could not connect to {where}: {reason}") from exc
+
+
+def _token_mode() -> bool:
+    return os.environ.get("RAY_AUTH_MODE", "").lower() == "token"
 
 
 def _merge_in_order(

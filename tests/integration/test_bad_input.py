@@ -741,3 +741,28 @@ def test_cli_bad_input(tiny_dirs, tmp_path, capsys, case):
     assert phrase.lower() in err.lower(), err
     after = {p: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
     assert after == before  # nothing written, not even half a file; no input changed
+
+
+def test_a_ray_cluster_refusing_the_driver_is_one_line_naming_the_token(monkeypatch):
+    """Ray retries a cluster that refuses this driver (no token: Ray looks for one by itself
+    only at addresses it finds itself), then raises a ConnectionError; that is one line, with
+    what token authentication needs when this environment has no token mode."""
+    import types
+
+    from inspector.corpus.ray_engine import _connect
+
+    def refuse(**kw: Any) -> None:
+        raise ConnectionError("Failed to connect to Ray cluster at 10.0.0.1:6379.\n  (details)")
+
+    fake = types.SimpleNamespace(init=refuse, exceptions=types.SimpleNamespace(RayError=OSError))
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    for address, hint in (("10.0.0.1:6379", True), ("auto", False)):
+        with pytest.raises(InputError) as info:
+            _connect(fake, address)
+        message = str(info.value)
+        assert message.startswith("could not connect to ") and "\n" not in message
+        assert "Failed to connect to Ray cluster at 10.0.0.1:6379. (details)" in message
+        assert ("RAY_AUTH_MODE=token and its token" in message) == hint, message
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    with pytest.raises(InputError, match=r"6379\. \(details\)$"):
+        _connect(fake, "10.0.0.1:6379")
