@@ -85,9 +85,20 @@ def run_in(
     )
 
 
+def peak_bytes(folder: Path) -> int | None:
+    """The most memory the cgroup ``folder`` has held (page cache included), where the kernel
+    says (v1 ``memory.max_usage_in_bytes``, v2 ``memory.peak``)."""
+    for name in ("memory.max_usage_in_bytes", "memory.peak"):
+        try:
+            return int((folder / name).read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+    return None
+
+
 def killed(done: subprocess.CompletedProcess[str]) -> bool:
     """Whether the kernel killed the process (SIGKILL: the memory limit)."""
     return done.returncode in (-9, 137)
 
 
-__all__ = ["CLI", "REPO", "killed", "memory_cgroup", "run_in"]
+__all__ = ["CLI", "REPO", "killed", "memory_cgroup", "peak_bytes", "run_in"]

@@ -7,7 +7,9 @@ tokens kept a full copy for its metrics (+1.1 GB), ``compare`` at 512 tokens hel
 of the maps (+2.2 GB), ``explain`` at 1k held norms, a float64 rollout copy and
 full-vocabulary logits of 73 rows, ``scan --topk 400`` at 2k built a 3.7 GB table nobody
 estimated, ``atlas`` and ``probe`` batches of 12-20 texts of 250-350 tokens need 2-3 GB unsplit,
-and two threads each passed the pre-flight before either allocated. The control run shows the
+two threads each passed the pre-flight before either allocated, and ``trace`` kept every
+layer's queries, keys, block inputs and values (plus an eager first capture of 7 GB at 8k
+tokens) with no estimate at all. The control run shows the
 limit is real: the same ``inspect`` with a budget of 100 GB is killed. Each run gets a fresh
 cgroup (a killed run's page cache would stay charged to its cgroup).
 """
@@ -21,7 +23,7 @@ from typing import Any
 import pytest
 
 from factories import EWT_DEV
-from memlimits import killed, memory_cgroup, run_in
+from memlimits import killed, memory_cgroup, peak_bytes, run_in
 
 pytestmark = pytest.mark.slow
 
@@ -72,6 +74,8 @@ def _cases(tmp: Path) -> list[tuple[str, list[str], str, Path | None]]:
     haystack = tmp / "haystack.txt"
     haystack.write_text(text, encoding="utf-8")
     treebank = _long_sentences(tmp / "long.conllu", 20, 120)
+    faith = tmp / "faith.txt"
+    faith.write_text(" ".join(words[:400]) + "\n", encoding="utf-8")
     cut = ["--truncate", "--max-length"]
     return [
         ("inspect", ["inspect", "smollm2", text, *cut, "2048", "-o", f"{tmp}/i.parquet"],
@@ -96,6 +100,15 @@ def _cases(tmp: Path) -> list[tuple[str, list[str], str, Path | None]]:
         ("retrieval", ["retrieval", "smollm2", "--haystack", str(haystack), "--lengths", "800",
                        "--depths", "0.5", "--max-new-tokens", "8", "--no-progress",
                        "-o", f"{tmp}/rt.csv"], "finish", tmp / "rt.csv"),
+        # the trace keeps every layer's queries, keys, block inputs and values: ~1.5 GB at 8k
+        ("trace", ["trace", "smollm2", text * 2, *cut, "8192", "-o", f"{tmp}/t8.html"],
+         "refuse", tmp / "t8.html"),
+        ("trace-2k", ["trace", "smollm2", text, *cut, "2048", "-o", f"{tmp}/t2.html"],
+         "finish", tmp / "t2.html"),
+        # every deleted input of a 200-token text: batches planned against the budget
+        ("faithfulness", ["faithfulness", "smollm2", str(faith), "--methods", "attention,random",
+                          "--max-length", "200", "-o", f"{tmp}/f.csv"],
+         "finish", tmp / "f.csv"),
     ]  # fmt: skip
 
 
@@ -117,7 +130,7 @@ def _outcome(name: str, done: Any, expected: str, output: Path | None) -> str:
 
 
 def test_every_command_finishes_or_refuses_under_a_memory_limit(tmp_path):
-    outcomes = {}
+    outcomes, peaks = {}, {}
     # the limit is real: without the pre-flight (a budget far above it) inspect is killed
     control = ["inspect", "smollm2", _text(), "--truncate", "--max-length", "2048"]
     with memory_cgroup(LIMIT) as folder:
@@ -127,9 +140,11 @@ def test_every_command_finishes_or_refuses_under_a_memory_limit(tmp_path):
         with memory_cgroup(LIMIT) as folder:  # a fresh one: no page cache of the run before
             # --quiet: no progress lines, so stderr holds only inspector's own lines
             outcomes[name] = _outcome(name, run_in(folder, [*argv, "-q"]), expected, output)
+            peaks[name] = peak_bytes(folder)
     finished = [name for name, how in outcomes.items() if how == "finished"]
     assert {"heads", "compare", "atlas"} & set(finished), outcomes  # the bounded paths ran
     print(outcomes)
+    print({k: f"{v / 2**30:.2f} GiB" for k, v in peaks.items() if v})  # for the closing note
 
 
 _THREADS = """
