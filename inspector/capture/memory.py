@@ -220,6 +220,26 @@ class Budget:
         return f"{format_bytes(self.bytes)} ({self.source})"
 
 
+def release_freed_memory() -> None:
+    """Hand the pages of freed heap memory back to the system (glibc's ``malloc_trim``; a no-op
+    elsewhere). A pass that keeps tensors layer after layer leaves each layer's freed
+    temporaries as holes between them that glibc keeps: 2.5x the live memory of a trace."""
+    global _TRIM
+    if _TRIM is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _TRIM = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _TRIM = False
+    if _TRIM:
+        _TRIM(0)
+
+
+_TRIM: Any = None
+
+
 def memory_budget(max_memory: Any = None) -> Budget:
     """The budget: ``max_memory`` when given, else :func:`available_memory`."""
     if max_memory is not None:

@@ -230,6 +230,10 @@ def _frame(terms: list[_res.Term]) -> pd.DataFrame:
     )
 
 
+#: The ``kind`` of a per-token row: a self-attention head's or a cross-attention head's.
+HEAD_KINDS = ("head", "cross_head")
+
+
 def per_token_frame(
     dec: _res.Decomposition, capture: Capture, wiring: _res.Wiring, split: Any
 ) -> pd.DataFrame:
@@ -239,14 +243,16 @@ def per_token_frame(
         part = np.asarray(split(kind, li, gh))  # (h, k)
         keys = capture.stacks["cross" if kind == "cross_head" else wiring.kind].key
         n_h, n_k = part.shape
+        names, codes = np.unique(np.asarray(keys.readable, dtype=object), return_inverse=True)
         frames.append(
             pd.DataFrame(
                 {
                     "layer": np.repeat(li, n_h * n_k),
                     "head": np.repeat(np.arange(n_h), n_k),
-                    "kind": kind,
+                    "kind": pd.Categorical([kind] * (n_h * n_k), categories=HEAD_KINDS),
                     "source_pos": np.tile(np.arange(n_k), n_h),
-                    "source_token": np.tile(np.asarray(keys.readable, dtype=object), n_h),
+                    # a token string per row is 2.2M Python objects at 8k tokens on SmolLM2
+                    "source_token": pd.Categorical.from_codes(np.tile(codes, n_h), names),
                     "attribution": part.reshape(-1),
                 }
             )

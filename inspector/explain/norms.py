@@ -15,7 +15,7 @@ every row of ``α`` sums to 1); a model whose values cannot be read this way is 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -155,14 +155,17 @@ def value_hooks(
     outputs: dict[tuple[int, int], Any],
     *,
     rows: Sequence[int] | None = None,
+    only: Mapping[int, int] | None = None,
 ) -> list[Hook]:
     """Hooks that keep, for each of ``layers``, every candidate value source's output (key
-    ``(layer, source)``) and the output projection's input (key ``(layer, -1)``; only the
-    query ``rows`` given, or all)."""
+    ``(layer, source)``; ``only``: just the source ``only[layer]``) and the output projection's
+    input (key ``(layer, -1)``; only the query ``rows`` given, or all)."""
     hooks = []
     for li in layers:
         layer = found.layers[li]
         for si, source in enumerate(layer.values):
+            if only is not None and only.get(li, si) != si:
+                continue
             hooks.append(Hook(source.module, _keep(outputs, (li, si)), call=layer.call))
         hooks.append(Hook(layer.out, _keep_input(outputs, (li, -1), rows), "pre", call=layer.call))
     return hooks

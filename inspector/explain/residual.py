@@ -275,13 +275,16 @@ def record(
     values: bool = False,
     method: str = "auto",
     max_memory: Any = None,
+    choose: bool = True,
 ) -> Record:
     """Run the model once on ``source`` (a capture, tokens or text) keeping the residual
     stream's parts at ``rows`` (and every block input with ``full``; the value sources'
-    outputs with ``values``), after a memory pre-flight against ``max_memory``."""
+    outputs with ``values``: only the verified one of each layer with ``choose``, see
+    :mod:`.value_sources`), after a memory pre-flight against ``max_memory``."""
     import torch
 
     from .norms import value_hooks
+    from .value_sources import value_sources
 
     inputs = inputs_for(bundle, source)
     n = stack_length(bundle, inputs)
@@ -291,13 +294,20 @@ def record(
     if bundle.architecture == "decoder" and forward_accepts(bundle.model, "logits_to_keep"):
         call_kw["logits_to_keep"] = torch.tensor(rows)
     hooks = _hooks(rec, wiring, "logits_to_keep" in call_kw)
+    only = None
     if values:
         layers = list(range(wiring.n_layers))
-        hooks += value_hooks(wiring.found, layers, rec.values, rows=rows)
+        only = value_sources(bundle, wiring, inputs) if choose else None
+        hooks += value_hooks(wiring.found, layers, rec.values, rows=rows, only=only)
         if wiring.cross is not None:
             hooks += value_hooks(wiring.cross, layers, rec.cross_values, rows=rows)
     kinds = ["self"] if wiring.kind == "self" else ["decoder", "cross"]
-    sources = [s.module for layer in wiring.found.layers for s in layer.values] if values else []
+    sources = [
+        s.module
+        for li, layer in enumerate(wiring.found.layers)
+        for si, s in enumerate(layer.values)
+        if values and (only is None or only.get(li) == si)
+    ]
     recorded = hook_bytes(bundle, n, blocks=wiring.n_layers + 1 if full else 0, outputs=sources)
     out, kept = run_kept(
         bundle, inputs, kinds=kinds, hooks=hooks, method=method, recorded=recorded,
