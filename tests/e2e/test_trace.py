@@ -78,7 +78,7 @@ def test_routes_at_500_tokens_equal_the_definitions(smollm2: Any) -> None:
     finally:
         for h in handles:
             h.remove()
-    kept["alpha"] = [torch.from_numpy(ins.attention[li]).double() for li in range(30)]
+    kept["alpha"] = [torch.tensor(ins.attention[li]).double() for li in range(30)]
     w_o = [model.model.layers[li].self_attn.o_proj.weight.double().T.reshape(9, 64, -1)
            for li in range(30)]  # fmt: skip
     # every walked attention node, and a few others, before thresholding
