@@ -313,6 +313,14 @@ CASES: list[tuple[str, Callable[[dict[str, Any], Any], Any], type[BaseException]
                 lambda t, p: _ins(t, "gpt2").explain.gradient(max_memory=1),
             ),
             ("explain", lambda t, p: _ins(t, "gpt2").explain(max_memory="1kB")),
+            (
+                "information-flow",
+                lambda t, p: _ins(t, "gpt2").explain.information_flow(max_memory="1kB"),
+            ),
+            (
+                "logit-attribution",
+                lambda t, p: _ins(t, "gpt2").explain.logit_attribution(max_memory="1kB"),
+            ),
             ("heads-similarity", lambda t, p: _ins(t).heads.similarity(max_memory="1kB")),
             ("attention-norms", lambda t, p: _ins(t).explain.norms(max_memory="1kB")),
             ("compare", lambda t, p: inspector.compare(_ins(t), _ins(t), max_memory="1kB")),
@@ -679,6 +687,7 @@ CLI_CASES: list[tuple[str, list[str], str]] = [
             ["explain", "{gpt2}", TEXT, "-o", "{tmp}/e.html"],
             ["generate", "{gpt2}", TEXT, "-o", "{tmp}/g.html"],
             ["scan", "{gpt2}", TEXT, "--topk", "5", "-o", "{tmp}/s.parquet"],
+            ["trace", "{gpt2}", TEXT, "-o", "{tmp}/t.html"],
             [
                 "retrieval",
                 "{gpt2}",
