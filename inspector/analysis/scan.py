@@ -330,7 +330,7 @@ class ScanAccumulator:
             bins = (len(pool_edges(n_q, self.pool)) - 1) * (len(pool_edges(n_k, self.pool)) - 1)
             total += n_l * n_h * (n_k * 4 + n_q * 4 + n_rows * n_k * 4 + bins * 4) + n_h * bins * 8
             # the top-k arrays, and the table made of them when it is read or written
-            # (:func:`~inspector.analysis.long.topk_frame`: a row and a mask byte a slot)
+            # (:func:`~inspector.analysis.scan_tables.topk_frame`: a row and a mask byte a slot)
             total += n_l * n_h * n_q * (self.topk or 0) * (8 + TOPK_ROW_BYTES + 1)
             total += n_l * n_h * len(distance_edges(n_q)) * 8
             total += 4 * n_h * min(block_rows, n_q) * n_k * 4  # per-block scratch

@@ -23,13 +23,13 @@ from ..capture.types import AttentionStack, Capture
 from ..errors import InputError
 from ..render import report as _report
 from ..render.budget import PageBudgetWarning
-from ..render.long import (
+from ..render.page import Report
+from ..render.scan_choice import (
     capture_scan_estimate,
     capture_scan_report,
     scan_page_reason,
     wants_scan_page,
 )
-from ..render.page import Report
 from .explaining import REPORT_ADVICE, ExplainNamespace, HasBundle, model_preflight
 from .namespaces import GenerationNamespace, HeadsNamespace, ViewsNamespace
 from .results import Comparison, compare

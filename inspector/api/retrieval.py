@@ -12,7 +12,7 @@ import pandas as pd
 from .. import frames as _frames
 from ..analysis import retrieval as _retrieval
 from ..corpus import retrieval as _engine
-from ..render import long as _render
+from ..render import scan_choice as _render
 from ..render.page import Report
 from .scanning import LongModel, resolve_bundle
 

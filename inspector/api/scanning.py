@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .. import frames as _frames
-from ..analysis import long as _long
+from ..analysis import scan_tables as _long
 from ..analysis.scan import (
     TOPK_ROW_BYTES,
     ScanAccumulator,
@@ -33,7 +33,7 @@ from ..capture.tokenize import encode
 from ..capture.types import Capture, ScanLayout, ScanPart, select_indexes, storage_dtype
 from ..errors import InputError
 from ..models.loading import ModelBundle, load_model
-from ..render import long as _render
+from ..render import scan_choice as _render
 from ..render.page import Report
 from .explaining import HasBundle
 
@@ -160,7 +160,7 @@ class Scan:
         return _long.scan_head_metrics(self.stack(kind), chosen)
 
     def sinks(self, *, kind: str | None = None) -> pd.DataFrame:
-        """Attention sinks per head; see :func:`inspector.analysis.long.sink_table`."""
+        """Attention sinks per head; see :func:`inspector.analysis.scan_tables.sink_table`."""
         return _long.sink_table(self.stack(kind))
 
     def layer_sinks(self, *, kind: str | None = None) -> pd.DataFrame:

@@ -2,7 +2,7 @@
 
 Every command is one entry of a command table (its arguments and the function that runs it):
 :mod:`.single` (one input), :mod:`.trace` (why a token), :mod:`.corpus` (many),
-:mod:`.long` (long inputs);
+:mod:`.scan` (long inputs: scan, retrieval);
 :data:`COMMANDS` joins them in the order
 ``inspector --help`` lists them. Commands import nothing but :mod:`inspector.api`, lazily, so
 ``inspector --help`` does not import torch. Errors print one readable line
@@ -22,7 +22,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
-from . import corpus, faithfulness, long, single, trace
+from . import corpus, faithfulness, scan, single, trace
 from .common import EXIT_ERROR, EXIT_INTERRUPTED, Command, Terminated, UsageError, interrupted
 
 #: Every sub-command, in the order ``inspector --help`` lists them.
@@ -31,7 +31,7 @@ COMMANDS: dict[str, Command] = {
     **trace.COMMANDS,
     **corpus.COMMANDS,
     **faithfulness.COMMANDS,
-    **long.COMMANDS,
+    **scan.COMMANDS,
 }
 
 

@@ -252,7 +252,9 @@ def per_token_frame(
                     "kind": pd.Categorical([kind] * (n_h * n_k), categories=HEAD_KINDS),
                     "source_pos": np.tile(np.arange(n_k), n_h),
                     # a token string per row is 2.2M Python objects at 8k tokens on SmolLM2
-                    "source_token": pd.Categorical.from_codes(np.tile(codes, n_h), names),
+                    "source_token": pd.Categorical.from_codes(
+                        np.tile(codes, n_h), dtype=pd.CategoricalDtype(list(names))
+                    ),
                     "attribution": part.reshape(-1),
                 }
             )

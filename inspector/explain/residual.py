@@ -39,6 +39,7 @@ from ..models.loading import ModelBundle
 from ..models.structure import AttentionLayer, Structure
 from .frozen import FrozenNorm, fit_norm
 from .model import inputs_for, structure
+from .value_sources import value_sources
 
 #: Largest mismatch accepted between a sum of parts and what the model computed, relative to
 #: the largest entry of the latter (float32 forward passes).
@@ -284,7 +285,6 @@ def record(
     import torch
 
     from .norms import value_hooks
-    from .value_sources import value_sources
 
     inputs = inputs_for(bundle, source)
     n = stack_length(bundle, inputs)
@@ -297,7 +297,8 @@ def record(
     only = None
     if values:
         layers = list(range(wiring.n_layers))
-        only = value_sources(bundle, wiring, inputs) if choose else None
+        probe = lambda x, r: record(bundle, wiring, x, r, values=True, choose=False)  # noqa: E731
+        only = value_sources(bundle, wiring, inputs, probe) if choose else None
         hooks += value_hooks(wiring.found, layers, rec.values, rows=rows, only=only)
         if wiring.cross is not None:
             hooks += value_hooks(wiring.cross, layers, rec.cross_values, rows=rows)

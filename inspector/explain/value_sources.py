@@ -12,6 +12,7 @@ pass keeps only the verified one (and :func:`~.norms.head_values` still verifies
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import UnsupportedModelError
@@ -22,10 +23,13 @@ from .norms import head_values
 PROBE_TOKENS = 16
 
 
-def value_sources(bundle: ModelBundle, wiring: Any, inputs: Any) -> dict[int, int] | None:
+def value_sources(
+    bundle: ModelBundle, wiring: Any, inputs: Any, run: Callable[[Any, list[int]], Any]
+) -> dict[int, int] | None:
     """``layer -> candidate index`` of a self-attention stack (``None``: keep every candidate:
     an encoder-decoder, or a layer no candidate reproduces on the probe). ``inputs``: the long
-    pass's inputs; the probe runs their first :data:`PROBE_TOKENS` tokens."""
+    pass's inputs; the probe runs their first :data:`PROBE_TOKENS` tokens through
+    ``run(inputs, rows)`` (:func:`.residual.record` keeping every candidate)."""
     if wiring.kind != "self" or int(inputs["input_ids"].shape[-1]) <= PROBE_TOKENS:
         return None
     found = wiring.found
@@ -35,11 +39,9 @@ def value_sources(bundle: ModelBundle, wiring: Any, inputs: Any) -> dict[int, in
     cached = bundle.extra.get(key)
     if cached is not None:
         return dict(cached)
-    from .residual import record
-
     probe = {k: v[..., :PROBE_TOKENS] for k, v in inputs.items() if hasattr(v, "shape")}
     rows = list(range(PROBE_TOKENS))
-    rec = record(bundle, wiring, probe, rows, values=True, choose=False)
+    rec = run(probe, rows)
     assert rec.attention is not None
     chosen = {}
     for li, layer in enumerate(found.layers):

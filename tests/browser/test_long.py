@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from inspector.render.long import scan_report
+from inspector.render.scan_choice import scan_report
 
 from factories import make_scan_data
 

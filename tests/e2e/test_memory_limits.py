@@ -105,9 +105,9 @@ def _cases(tmp: Path) -> list[tuple[str, list[str], str, Path | None]]:
          "refuse", tmp / "t8.html"),
         ("trace-2k", ["trace", "smollm2", text, *cut, "2048", "-o", f"{tmp}/t2.html"],
          "finish", tmp / "t2.html"),
-        # every deleted input of a 200-token text: batches planned against the budget
+        # the deleted inputs of a 96-token text (ERASER's bins): passes planned against the budget
         ("faithfulness", ["faithfulness", "smollm2", str(faith), "--methods", "attention,random",
-                          "--max-length", "200", "-o", f"{tmp}/f.csv"],
+                          "--max-length", "96", "--steps", "eraser", "-o", f"{tmp}/f.csv"],
          "finish", tmp / "f.csv"),
     ]  # fmt: skip
 

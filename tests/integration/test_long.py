@@ -338,7 +338,7 @@ def test_long_inspection_reports_switch_to_the_scan_page(models, monkeypatch):
     import re
     import warnings
 
-    api_long = importlib.import_module("inspector.render.long")
+    api_long = importlib.import_module("inspector.render.scan_choice")
     from inspector.render.budget import PageBudgetWarning
 
     ins = models["gpt2"].inspect(TEXT)
@@ -372,7 +372,7 @@ def test_long_inspection_reports_switch_to_the_scan_page(models, monkeypatch):
 
 
 def test_cli_report_says_when_it_writes_the_scan_page(tiny_dirs, tmp_path, monkeypatch, capsys):
-    api_long = importlib.import_module("inspector.render.long")
+    api_long = importlib.import_module("inspector.render.scan_choice")
     from inspector.cli import main
 
     monkeypatch.setattr(api_long, "LONG_REPORT_CELLS", 10)

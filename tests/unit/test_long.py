@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from inspector.analysis import long as lg
 from inspector.analysis import metrics as M
 from inspector.analysis import retrieval as rt
+from inspector.analysis import scan_tables as lg
 from inspector.analysis.scan import (
     ScanAccumulator,
     distance_edges,

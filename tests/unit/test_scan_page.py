@@ -23,7 +23,7 @@ from inspector.render.charts import (
     head_label,
     roles_figure,
 )
-from inspector.render.long import scan_report
+from inspector.render.scan_choice import scan_report
 from inspector.render.sections.explain import explain_context
 from inspector.render.sections.scan_maps import (
     LOCAL_DISTANCE,

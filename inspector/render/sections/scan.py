@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ...analysis import long as _long
+from ...analysis import scan_tables as _long
 from ...analysis.scan import ScanData, ScanStack, pool_edges
 from ...capture.memory import format_bytes
 from ..figures import FIGURE_SCRIPTS, FigureSpec, heatmap
