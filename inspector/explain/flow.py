@@ -197,7 +197,7 @@ def attention_flow(
         float64 ``(query, key)``, rows summing to 1.
     """
     import networkx as nx
-    from networkx.algorithms.flow import build_residual_network, preflow_push
+    from networkx.algorithms.flow import build_residual_network
 
     a = residual_attention(attention, head_reduce=head_reduce, residual=residual)
     n = a.shape[-1]
@@ -226,10 +226,23 @@ def attention_flow(
         with bar(total=total, desc="attention flow", unit=" max-flows", progress=progress) as b:
             for i in solve:
                 for j in range(n):
-                    solved = preflow_push(graph, (layers, i), (0, j), residual=residual_net)
-                    flow[i, j] = solved.graph["flow_value"]
+                    flow[i, j] = _max_flow(graph, (layers, i), (0, j), residual_net)
                 b.update(n)
     return _finish(renormalise(flow), attention, special, exclude_special)
+
+
+def _max_flow(graph: Any, source: Any, sink: Any, residual_net: Any) -> float:
+    """The maximum flow value from ``source`` to ``sink``: networkx's preflow-push, or, where its
+    relabelling fails on float capacities (``min() arg is an empty sequence``, seen on MiniLM
+    with UD EWT sentences), Edmonds-Karp, the algorithm the paper's own code
+    (samiraabnar/attention_flow) runs; both give the same value."""
+    from networkx.algorithms.flow import edmonds_karp, preflow_push
+
+    try:
+        solved = preflow_push(graph, source, sink, residual=residual_net)
+    except ValueError:
+        solved = edmonds_karp(graph, source, sink, residual=residual_net)
+    return float(solved.graph["flow_value"])
 
 
 def matrix_frame(matrix: np.ndarray, tokens: Tokens, *, value: str = "weight") -> pd.DataFrame:

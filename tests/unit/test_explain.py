@@ -144,3 +144,29 @@ def test_explanation_repr_names_heads_layer_dot_head():
     text = repr(expl)
     assert "top heads 5.3, 2.11" in text and "L5H3" not in text
     assert len(text) < 200  # no arrays dumped
+
+
+def test_max_flow_falls_back_to_edmonds_karp_where_preflow_push_fails(monkeypatch):
+    """networkx's preflow-push can fail relabelling on float capacities (a MiniLM run over UD
+    EWT stopped on it): the same max-flow value then comes from Edmonds-Karp, the paper's."""
+    import networkx as nx
+    from networkx.algorithms import flow as nx_flow
+    from networkx.algorithms.flow import build_residual_network
+
+    from inspector.explain import flow as fl
+
+    rng = np.random.default_rng(3)
+    graph = nx.DiGraph()
+    for depth in range(3):
+        for i in range(4):
+            for j in range(4):
+                graph.add_edge((depth + 1, i), (depth, j), capacity=float(rng.random()))
+    residual = build_residual_network(graph, "capacity")
+    want = nx.maximum_flow_value(graph, (3, 0), (0, 2))
+    assert fl._max_flow(graph, (3, 0), (0, 2), residual) == pytest.approx(want)
+
+    def broken(*args, **kwargs):
+        raise ValueError("min() arg is an empty sequence")
+
+    monkeypatch.setattr(nx_flow, "preflow_push", broken)
+    assert fl._max_flow(graph, (3, 0), (0, 2), residual) == pytest.approx(want)
