@@ -238,6 +238,9 @@ def release_freed_memory() -> None:
 
 
 _TRIM: Any = None
+#: Passes over fewer tokens than this skip :func:`release_freed_memory` (its heap walk costs
+#: 10-20 ms a call, a third of a 512-token trace, for holes of a few MB).
+TRIM_FROM_TOKENS = 1024
 
 
 def memory_budget(max_memory: Any = None) -> Budget:
@@ -425,6 +428,7 @@ __all__ = [
     "ADVICE",
     "FRAME_BYTES_PER_ROW",
     "RUNTIME_BYTES",
+    "TRIM_FROM_TOKENS",
     "Budget",
     "MemoryEstimate",
     "attention_bytes",

@@ -282,12 +282,13 @@ def run_kept(
     method = resolve_trace_method(bundle, method)
     hooks = list(hooks)
     shapes = _shapes(inputs, kinds)
-    # after each layer's attention: its freed temporaries back to the system (see there)
-    hooks += [
-        Hook(site.module, lambda *_: _memory.release_freed_memory())
-        for kind in kinds
-        for site in sites[kind]
-    ]
+    if max(r for r, _ in shapes.values()) >= _memory.TRIM_FROM_TOKENS:
+        # after each layer's attention: its freed temporaries back to the system (see there)
+        hooks += [
+            Hook(site.module, lambda *_: _memory.release_freed_memory())
+            for kind in kinds
+            for site in sites[kind]
+        ]
     with _memory.preflight(
         bundle.lock,
         lambda: trace_estimate(bundle, shapes, method, recorded, max_memory),

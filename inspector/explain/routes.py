@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from ..capture.memory import release_freed_memory
+from ..capture.memory import TRIM_FROM_TOKENS, release_freed_memory
 from ..capture.types import Capture
 from ..errors import InputError, UnsupportedModelError
 from ..models.families import logit_transform
@@ -151,7 +151,8 @@ class _State:
     def layer(self, li: int) -> LayerData:
         if li not in self._layers:
             self._layers = {}
-            release_freed_memory()  # the last layer's values and scratch
+            if self.rec.n >= TRIM_FROM_TOKENS:
+                release_freed_memory()  # the last layer's values and scratch
             self._layers = {li: LayerData(self, li)}  # one layer's values at a time
             if self.on_load is not None:
                 self.on_load(li, self._layers[li])
