@@ -121,6 +121,15 @@ def _header(routes: Routes) -> dict[str, Any]:
     }
 
 
+def _spaces(tokens: Any, readable: list[str]) -> list[bool]:
+    """Where the painted text puts a space before a token: each new word, for tokenizers whose
+    tokens carry no space mark of their own (WordPiece's ``the cat``, not ``␣the␣cat``)."""
+    if any(t.startswith(("␣", "▁")) for t in readable):
+        return [False] * len(readable)
+    words = np.asarray(tokens.word_ids)
+    return [bool(i > 0 and (words[i] < 0 or words[i] != words[i - 1])) for i in range(len(words))]
+
+
 def _graph_data(routes: Routes, per_token: np.ndarray) -> dict[str, Any]:
     """What ``trace.js`` draws: the walked nodes (with their lens, when they have one) and
     edges, each attention edge's heads and rows, and the text painted by ``per_token``."""
@@ -128,6 +137,7 @@ def _graph_data(routes: Routes, per_token: np.ndarray) -> dict[str, Any]:
     painted = _paint(per_token)
     return {
         "tokens": tokens,
+        "spaces": _spaces(routes.tokens, tokens),
         "position": routes.position,
         "target": routes.target,
         "token": routes.token,

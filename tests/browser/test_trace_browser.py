@@ -104,4 +104,8 @@ def test_encoder_route_page_draws_without_a_lens(opened: Any, tmp_path: Path) ->
     top.hover(force=True)
     assert "mean-pooled" in page.locator(".ins-tip").inner_text()
     assert page.locator("#route [data-trace-text] span[data-pos]").count() == len(routes.tokens)
+    # WordPiece tokens carry no space mark: the painted text puts one before each new word
+    painted = page.locator("#route [data-trace-text]").first.inner_text()
+    words = [t for t in routes.tokens.tokens if not t.startswith("[")]
+    assert f"{words[0]} {words[1]}" in painted, painted
     o.check_clean()

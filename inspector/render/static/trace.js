@@ -28,7 +28,8 @@
    *   sp: number, tp: number}} TraceEdge
    * @typedef {{tokens: string[], position: number, target?: string, token: string, n_layers: number,
    *   nodes: TraceNode[], edges: TraceEdge[], heads: Record<string, number[][]>,
-   *   rows: Record<string, number[][]>, painted: number[], per_token: (number | null)[]}} TraceData
+   *   rows: Record<string, number[][]>, painted: number[], per_token: (number | null)[],
+   *   spaces?: boolean[]}} TraceData
    * @typedef {{x: number, y: number}} Point
    */
 
@@ -185,8 +186,9 @@
    * @param {(p: number) => number} value
    * @param {(v: number) => string} color
    * @param {(v: number) => string} fmt
+   * @param {boolean[]} [spaces] a space before these tokens (new words of WordPiece text)
    */
-  function paint(box, tokens, shown, value, color, fmt) {
+  function paint(box, tokens, shown, value, color, fmt, spaces) {
     while (box.firstChild) {
       box.removeChild(box.firstChild);
     }
@@ -197,6 +199,8 @@
         gap.className = "ins-trace-gap";
         gap.textContent = " … ";
         box.appendChild(gap);
+      } else if (spaces && last >= 0 && spaces[p]) {
+        box.appendChild(document.createTextNode(" "));
       }
       var span = document.createElement("span");
       var v = value(p);
@@ -258,7 +262,7 @@
     text.className = "ins-trace-row";
     box.appendChild(text);
     paint(text, data.tokens, around(data.tokens.length, keys),
-      function (p) { return weights.get(p) || 0; }, scale, kit.format(".3f"));
+      function (p) { return weights.get(p) || 0; }, scale, kit.format(".3f"), data.spaces);
   }
 
   /**
@@ -313,7 +317,8 @@
     data.painted.forEach(function (p, i) { values.set(p, data.per_token[i] || 0); });
     var m = d3.max(data.per_token, function (v) { return Math.abs(v || 0); }) || 1;
     var scale = kit.colorScale("rdbu", -m, m);
-    paint(box, data.tokens, data.painted, function (p) { return values.get(p) || 0; }, scale.color, kit.format("+.3f"));
+    paint(box, data.tokens, data.painted, function (p) { return values.get(p) || 0; }, scale.color,
+      kit.format("+.3f"), data.spaces);
   }
 
   function start() {
