@@ -78,9 +78,12 @@ def records_by_blocks(
         return False
     if any(site.expand is not None for site in sites.get("self", ())):
         return False  # local (windowed, bucketed) attention keeps padded weights
-    config = getattr(bundle.model, "config", None)
-    capped = getattr(config, "attn_logit_softcapping", None) is not None
-    return not capped and dispatches_attention(bundle.model)
+    return not soft_capped(bundle.model) and dispatches_attention(bundle.model)
+
+
+def soft_capped(model: Any) -> bool:
+    """Whether ``model`` soft-caps its attention scores (Gemma 2), which ``sdpa`` cannot run."""
+    return getattr(getattr(model, "config", None), "attn_logit_softcapping", None) is not None
 
 
 def rows_per_block(n_heads: int, n_keys: int, budget_bytes: int = 32 * 2**20) -> int:

@@ -25,7 +25,7 @@ from typing import Any, Literal
 from ..errors import CaptureError, InputError, UnsupportedModelError
 from ..models.loading import ModelBundle
 from . import memory as _memory
-from .blockwise import sdpa_output
+from .blockwise import sdpa_output, soft_capped
 from .hooks import Hook, attention_function, attention_hooks, dispatches_attention
 from .run import bundle_sites, forward
 
@@ -189,7 +189,7 @@ def resolve_trace_method(bundle: ModelBundle, method: str) -> str:
     if method not in ("auto", "eager", "blockwise"):
         raise InputError(f"method must be 'auto', 'eager' or 'blockwise', got {method!r}")
     supported = dispatches_attention(bundle.model)
-    capped = getattr(bundle.model.config, "attn_logit_softcapping", None) is not None
+    capped = soft_capped(bundle.model)
     if method == "auto":
         return "blockwise" if supported and not capped else "eager"
     if method == "blockwise" and not supported:
