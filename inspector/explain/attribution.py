@@ -33,6 +33,7 @@ from ..models.families import logit_transform
 from ..models.loading import ModelBundle
 from . import residual as _res
 from .norms import head_values
+from .readout import final_steps, unembedding
 from .route_result import KINDS
 from .target import _token_id
 
@@ -188,8 +189,8 @@ def attribute(
     assert rec.logits is not None
     scale, cap = logit_transform(bundle.model.config)
     logits = rec.logits if cap is None else cap * np.arctanh(np.clip(rec.logits / cap, -1, 1))
-    g, bias = _res.unembedding(bundle, wiring, tid, aid)
-    dec = _res.decompose(rec, wiring, g, bundle.name)
+    g, bias = unembedding(bundle, wiring, tid, aid)
+    dec = _res.decompose(rec, wiring, g, bundle.name, final_steps(rec, wiring, bundle))
     logit = float(logits[tid] - (logits[aid] if aid is not None else 0.0))
     total = float(sum(t.value for t in dec.terms))
     probs = np.exp(logits - logits.max())

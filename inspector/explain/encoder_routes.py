@@ -40,14 +40,14 @@ from ..capture.hooks import Hook
 from ..capture.trace import hook_bytes, run_kept
 from ..capture.types import Capture
 from ..errors import InputError, UnsupportedModelError
-from ..models.families import residual_multiplier
+from ..models.families import logit_transform, residual_multiplier
 from ..models.loading import ModelBundle
 from . import residual as _res
-from .attribution import _check_rows, stack_tokens
+from .attribution import _check_rows, stack_tokens, trace_logit
 from .model import inputs_for, structure
 from .norms import value_hooks
 from .route_result import EMBEDDING_NODE, Routes, build_routes, node_name
-from .routes import EPS, _State, _walk, check_threshold, l1_gain, renormalise_parts
+from .routes import EPS, _Lens, _State, _walk, check_threshold, l1_gain, renormalise_parts
 
 
 def encoder_wiring(bundle: ModelBundle, feature: str) -> _res.Wiring:
@@ -250,11 +250,15 @@ def encoder_information_flow(
     *,
     position: int | None = None,
     threshold: float = 0.04,
+    token: str | int | None = None,
+    against: str | int | None = None,
     method: str = "auto",
     max_memory: Any = None,
 ) -> Routes:
     """The route graph of a post-LN encoder (see the module): to the final representation of
-    ``position``, or (``None``) to the mean-pooled embedding.
+    ``position``, or (``None``) to the mean-pooled embedding. On a masked LM, a position's
+    route also carries the direct logit attribution of the token predicted there (``token``,
+    minus ``against``) and each node's logit lens.
 
     Raises:
         UnsupportedModelError: not a post-LN encoder whose norms are LayerNorms.
@@ -285,20 +289,39 @@ def encoder_information_flow(
     walk = _walk(state, start, threshold, top)
     if pos is None:
         walk["vectors"][EMBEDDING_NODE] = whole.numpy()
+    explained, lens = None, None
+    if pos is not None and _res.has_unembedding(bundle):
+        # a masked LM: the token predicted at the position, attributed, and each node's lens
+        explained = trace_logit(
+            bundle, capture, token=token, against=against, position=pos, per_token=True,
+            method=method, max_memory=max_memory,
+        )  # fmt: skip
+        assert explained.decomposition is not None
+        scale, _cap = logit_transform(bundle.model.config)
+        lens = _Lens(
+            _res.find_wiring(bundle, "logit attribution"), explained.decomposition, scale, bundle
+        )
     return build_routes(
-        walk, query, "", -1, threshold=threshold, position=-1 if pos is None else pos,
-        lens=None, state=state, model_name=bundle.name,
-        target="embedding" if pos is None else "position",
+        walk, query, "" if explained is None else explained.frame.attrs["token"],
+        -1 if explained is None else explained.frame.attrs["token_id"], threshold=threshold,
+        position=-1 if pos is None else pos, lens=lens, state=state, model_name=bundle.name,
+        target="embedding" if pos is None else "position", attribution=explained,
     )  # fmt: skip
 
 
-def check_encoder_options(**given: Any) -> None:
-    """Refuse the decoder-only options (``token=``, ``against=``, ``step=``) on an encoder."""
-    named = [k for k, v in given.items() if v is not None]
+def check_encoder_options(bundle: ModelBundle, **given: Any) -> None:
+    """Refuse the options for predicted tokens (``token=``, ``against=``; ``step=`` always)
+    on an encoder without a language-model head."""
+    lm = _res.has_unembedding(bundle)
+    named = [k for k, v in given.items() if v is not None and not (lm and k != "step")]
     if named:
+        what = (
+            "a masked LM predicts no generated steps"
+            if lm
+            else ("information flow on an encoder traces a representation, not a predicted token")
+        )
         raise InputError(
-            f"information flow on an encoder traces a representation, not a predicted token: "
-            f"leave out {', '.join(f'{k}=' for k in named)} (use position= or "
+            f"{what}: leave out {', '.join(f'{k}=' for k in named)} (use position= or "
             f"target='embedding')"
         )
 

@@ -10,13 +10,21 @@ separate term). :func:`fit_norm` reads one norm module's parameters and settles 
 computed from its input; the scale is the model's own ``sqrt(mean(x_c²) + eps)`` (or, when the
 module names no epsilon, the one that reproduces its output).
 
+A masked LM's head transform (BERT: ``dense -> GELU -> LayerNorm`` before the unembedding)
+is linearised the same way: the dense map is linear already (:class:`FrozenLinear`, its bias a
+term), and the activation ``act(u) = u · s(u)`` has its gate ``s = act(u) / u`` frozen at the
+full input's value (:class:`FrozenGate`; GELU's gate is ``Φ(u)``): each dimension of a sum of
+components is scaled by the whole's gate, so the components still add up to what the model
+computed, exactly as a frozen norm scale does.
+
 Pure numpy on vectors read by :mod:`.residual`; nothing here runs a model.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -47,6 +55,8 @@ class FrozenNorm:
     scale: float
     eps: float | None = None
     name: str = "norm"
+    #: the ``kind`` of its bias term when it sits between the last block and the unembedding
+    bias_kind: ClassVar[str] = "final_norm_bias"
 
     def centred(self, x: np.ndarray) -> np.ndarray:
         return x - x.mean(axis=-1, keepdims=True) if self.centre else x
@@ -72,6 +82,95 @@ class FrozenNorm:
         s = np.sqrt((xc * xc).mean(axis=-1, keepdims=True) + eps)
         out = xc / s * self.weight
         return out if self.bias is None else out + self.bias
+
+
+@dataclass(frozen=True)
+class FrozenLinear:
+    """A linear map ``x Wᵀ + b`` between the last block and the unembedding (a masked LM's
+    head transform): its bias is a term of its own."""
+
+    weight: np.ndarray  # (out, in)
+    bias: np.ndarray | None
+    name: str = "dense"
+    bias_kind: ClassVar[str] = "head_transform_bias"
+
+    def pullback(self, g: np.ndarray) -> np.ndarray:
+        """``g'`` with ``(x Wᵀ) · g = x · g'``."""
+        return np.asarray(g, dtype=np.float64) @ self.weight
+
+    def bias_term(self, g: np.ndarray) -> float:
+        return 0.0 if self.bias is None else float(self.bias @ g)
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        out = np.asarray(x, dtype=np.float64) @ self.weight.T
+        return out if self.bias is None else out + self.bias
+
+
+@dataclass(frozen=True)
+class FrozenGate:
+    """An elementwise activation with its gate ``act(u) / u`` frozen at one input ``u``.
+
+    Attributes:
+        gate: ``(width,)``: ``act(u) / u`` (0 where ``u`` is 0).
+        bias: ``act(u) - gate · u`` (``act(0)`` where ``u`` is 0; ``None`` when all 0).
+        act: the activation itself (float64 tensors), for the logit lens.
+    """
+
+    gate: np.ndarray
+    bias: np.ndarray | None
+    act: Callable[[Any], Any]
+    name: str = "activation"
+    bias_kind: ClassVar[str] = "head_activation_offset"
+
+    def pullback(self, g: np.ndarray) -> np.ndarray:
+        return self.gate * np.asarray(g, dtype=np.float64)
+
+    def bias_term(self, g: np.ndarray) -> float:
+        return 0.0 if self.bias is None else float(self.bias @ g)
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            out = self.act(torch.from_numpy(np.asarray(x, dtype=np.float64)))
+        return np.asarray(out.numpy(), dtype=np.float64)
+
+
+def fit_gate(
+    candidates: list[tuple[str, Callable[[Any], Any]]], u: np.ndarray, v: np.ndarray, name: str
+) -> FrozenGate:
+    """The :class:`FrozenGate` of the first candidate activation with ``act(u) = v`` (what the
+    model computed).
+
+    Raises:
+        UnsupportedModelError: none of them reproduces ``v``.
+    """
+    import torch
+
+    u = np.asarray(u, dtype=np.float64)
+    v = np.asarray(v, dtype=np.float64)
+    tol = NORM_TOLERANCE * max(float(np.abs(v).max()), 1e-6)
+    for act_name, act in candidates:
+        with torch.no_grad():
+            got = act(torch.from_numpy(u)).numpy()
+        if got.shape == v.shape and float(np.abs(got - v).max()) <= tol:
+            nonzero = np.abs(u) > 0
+            gate = np.where(nonzero, v / np.where(nonzero, u, 1.0), 0.0)
+            rest = v - gate * u  # act(0) where u is 0; else float rounding
+            bias = rest if float(np.abs(rest).max()) > 1e-12 * max(tol, 1e-6) else None
+            return FrozenGate(gate, bias, act, f"{name} ({act_name})")
+    tried = ", ".join(n for n, _ in candidates)
+    raise UnsupportedModelError(
+        f"{name}: the map between the head's dense layer and its norm is none of the "
+        f"activations {tried}; the direct logit attribution cannot freeze its gate"
+    )
+
+
+def frozen_linear(module: Any, name: str) -> FrozenLinear:
+    """The :class:`FrozenLinear` of a ``torch.nn.Linear``."""
+    w = module.weight.detach().double().cpu().numpy()
+    b = None if module.bias is None else module.bias.detach().double().cpu().numpy()
+    return FrozenLinear(w, b, name)
 
 
 def _param(module: Any, name: str) -> np.ndarray | None:
@@ -131,4 +230,12 @@ def fit_norm(module: Any, x: np.ndarray, out: np.ndarray, name: str = "norm") ->
     )
 
 
-__all__ = ["NORM_TOLERANCE", "FrozenNorm", "fit_norm"]
+__all__ = [
+    "NORM_TOLERANCE",
+    "FrozenGate",
+    "FrozenLinear",
+    "FrozenNorm",
+    "fit_gate",
+    "fit_norm",
+    "frozen_linear",
+]

@@ -29,12 +29,7 @@ import numpy as np
 from ..capture.hooks import Hook
 from ..capture.trace import KeptAttention, hook_bytes, run_kept
 from ..errors import InputError, UnsupportedModelError
-from ..models.families import (
-    forward_accepts,
-    logit_biases,
-    logit_transform,
-    residual_multiplier,
-)
+from ..models.families import forward_accepts, residual_multiplier
 from ..models.loading import ModelBundle
 from ..models.structure import AttentionLayer, Structure
 from .frozen import FrozenNorm, fit_norm
@@ -58,6 +53,8 @@ class Wiring:
         outer_norms / block_norms: ``(name, module)`` norms outside the blocks, and inside
             each block outside its attention module.
         lm_head: the unembedding (a linear map to the vocabulary).
+        head_linears: linear maps outside the encoder that a masked LM's head may run
+            between the last block and the unembedding (BERT's ``transform.dense``).
     """
 
     kind: str
@@ -70,6 +67,7 @@ class Wiring:
     block_norms: tuple[tuple[tuple[str, Any], ...], ...]
     lm_head: Any
     multiplier: float = 1.0
+    head_linears: tuple[tuple[str, Any], ...] = ()
 
     @property
     def n_layers(self) -> int:
@@ -82,6 +80,14 @@ def _is_norm(module: Any) -> bool:
     )
 
 
+def has_unembedding(bundle: ModelBundle) -> bool:
+    """True when the model ends in a linear map to the vocabulary (a language-model head)."""
+    import torch
+
+    get = getattr(bundle.model, "get_output_embeddings", None)
+    return isinstance(get() if callable(get) else None, torch.nn.Linear)
+
+
 def find_wiring(bundle: ModelBundle, feature: str) -> Wiring:
     """The residual-stream wiring of ``bundle``'s language model (its decoder's, for an
     encoder-decoder).
@@ -91,10 +97,14 @@ def find_wiring(bundle: ModelBundle, feature: str) -> Wiring:
     """
     import torch
 
-    if bundle.architecture == "encoder":
+    model = bundle.model
+    lm_head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if bundle.architecture == "encoder" and not isinstance(lm_head, torch.nn.Linear):
         raise UnsupportedModelError(
-            f"{feature} explains a next-token prediction: {bundle.name} is an encoder; load a "
-            f"decoder or an encoder-decoder (e.g. smollm2, t5)"
+            f"{feature} explains a predicted token: {bundle.name} is an encoder without a "
+            f"language-model head (a sentence or classification model); load its masked-LM "
+            f"class to explain the token at a [MASK], or a decoder (e.g. smollm2); "
+            f"information_flow traces an encoder's representation"
         )
     cache = bundle.extra.setdefault("wiring", {})
     if feature in cache:
@@ -103,8 +113,6 @@ def find_wiring(bundle: ModelBundle, feature: str) -> Wiring:
     kind = "decoder" if bundle.architecture == "encoder-decoder" else "self"
     found = structure(bundle, feature, kind)
     cross = structure(bundle, feature, "cross") if kind == "decoder" else None
-    model = bundle.model
-    lm_head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if not isinstance(lm_head, torch.nn.Linear):
         raise UnsupportedModelError(
             f"{feature}: {type(model).__name__} has no linear unembedding "
@@ -113,9 +121,19 @@ def find_wiring(bundle: ModelBundle, feature: str) -> Wiring:
     names = {id(m): n for n, m in model.named_modules()}
     blocks = tuple(layer.block for layer in found.layers)
     if len({id(b) for b in blocks}) != len(blocks) or blocks[0] is model:
-        raise UnsupportedModelError(f"{feature}: the blocks of {bundle.name} were not found")
+        raise UnsupportedModelError(
+            f"{feature}: the blocks of {bundle.name} were not found, or its layers share one "
+            f"block (ALBERT); the trace follows models with one block per layer"
+        )
     first = names[id(blocks[0])]
     root_name = first.rsplit(".", 2)[0] if first.count(".") >= 2 else ""
+    embed = model.get_input_embeddings()
+    while (
+        bundle.architecture == "encoder"
+        and root_name
+        and not any(m is embed for m in model.get_submodule(root_name).modules())
+    ):  # BERT's blocks are in bert.encoder, its embeddings in bert.embeddings
+        root_name = root_name.rsplit(".", 1)[0] if "." in root_name else ""
     root = model.get_submodule(root_name) if root_name else model
     inside = {id(m) for b in blocks for m in b.modules()}
     attn = {
@@ -134,6 +152,16 @@ def find_wiring(bundle: ModelBundle, feature: str) -> Wiring:
             outer.append((name, module))
         elif isinstance(module, torch.nn.Embedding):
             embeds.append(module)
+    head_linears = []
+    if bundle.architecture == "encoder":  # a masked LM's head: dense, activation, norm
+        in_root = {id(m) for m in root.modules()}
+        for name, module in model.named_modules():
+            if id(module) in in_root or module is lm_head:
+                continue
+            if _is_norm(module):
+                outer.append((name, module))
+            elif isinstance(module, torch.nn.Linear):
+                head_linears.append((name, module))
     token = next((e for e in embeds if int(e.num_embeddings) == vocab), None)
     token = token or next((e for e in embeds if e is model.get_input_embeddings()), None)
     block_norms = tuple(
@@ -147,6 +175,7 @@ def find_wiring(bundle: ModelBundle, feature: str) -> Wiring:
     wiring = Wiring(
         kind, found, cross, blocks, token, tuple(e for e in embeds if e is not token),
         tuple(outer), block_norms, lm_head, residual_multiplier(model.config),
+        tuple(head_linears),
     )  # fmt: skip
     cache[feature] = wiring
     return wiring
@@ -249,9 +278,9 @@ def _hooks(rec: Record, wiring: Wiring, kept_head: bool) -> list[Hook]:
         for name, norm in wiring.block_norms[li]:
             hooks.append(Hook(norm, pre(f"{name}:in"), "pre_kw"))
             hooks.append(Hook(norm, post(f"{name}:out")))
-    for name, norm in wiring.outer_norms:
-        hooks.append(Hook(norm, pre(f"{name}:in"), "pre_kw"))
-        hooks.append(Hook(norm, post(f"{name}:out")))
+    for name, module in wiring.outer_norms + wiring.head_linears:
+        hooks.append(Hook(module, pre(f"{name}:in"), "pre_kw"))
+        hooks.append(Hook(module, post(f"{name}:out")))
     if wiring.token_embedding is not None:
         hooks.append(Hook(wiring.token_embedding, post("tok")))
     for i, emb in enumerate(wiring.position_embeddings):
@@ -351,7 +380,9 @@ class Decomposition:
 
     terms: list[Term]
     head_dirs: dict[tuple[str, int], np.ndarray]
-    final: list[FrozenNorm]
+    #: the frozen steps from the last block to the unembedding (norms; a masked LM's dense
+    #: map and activation): each ``apply`` is the model's own function, for the logit lens
+    final: list[Any]
     head_scale: float
     #: how each block writes the residual: ``pre`` (adds its sublayers' outputs as they are),
     #: ``sublayer-norm`` (normalises them first), ``post-ln`` (normalises the residual)
@@ -391,48 +422,33 @@ def _fit(rec: Record, name: str, module: Any) -> FrozenNorm:
     return fit_norm(module, rec.get(f"{name}:in"), rec.get(f"{name}:out"), name)
 
 
-def final_norms(rec: Record, wiring: Wiring, bundle_name: str) -> tuple[list[FrozenNorm], float]:
-    """The norms between the last block and the unembedding (checked), and the scalar ``c``
-    with ``lm_head input = c * their output`` (T5 rescales by ``d_model ** -0.5``)."""
-    last = wiring.n_layers - 1
-    norms = _norms_between(rec, wiring.outer_norms, rec.when(f"out{last}"), rec.when("head_in"))
-    x = rec.get(f"out{last}")
-    fitted = []
-    for name, module in norms:
-        what = f"{name} does not read the last block's output"
-        _close(rec.get(f"{name}:in"), x, what, bundle_name)
-        norm = _fit(rec, name, module)
-        fitted.append(norm)
-        x = rec.get(f"{name}:out")
-    scale = _scalar(x, rec.get("head_in"))
-    if scale is None:
-        raise UnsupportedModelError(
-            f"{bundle_name}: the unembedding does not read the final norm's output (up to a "
-            f"constant); its residual stream is wired in a way the trace does not follow"
-        )
-    return fitted, scale
-
-
-def decompose(rec: Record, wiring: Wiring, g: np.ndarray, bundle_name: str) -> Decomposition:
+def decompose(
+    rec: Record,
+    wiring: Wiring,
+    g: np.ndarray,
+    bundle_name: str,
+    final: tuple[list[Any], float],
+) -> Decomposition:
     """Every additive term of ``g · lm_head_input`` at ``rec.position``, bottom-up.
 
-    ``g`` is the unembedding direction (``W_U[token] - W_U[against]``, logit-scaled). Norms are
-    frozen at the model's own scales; each step is checked against the next input the model
-    computed.
+    ``g`` is the unembedding direction (``W_U[token] - W_U[against]``, logit-scaled); ``final``
+    the frozen steps from the last block's output to the unembedding's input and the constant
+    between them (:func:`.readout.final_steps`). Norms are frozen at the model's own scales;
+    each step is checked against the next input the model computed.
     """
     p = _Pass(rec, wiring, bundle_name)
     layouts: dict[int, str] = {}
-    final, c = final_norms(rec, wiring, bundle_name)
+    steps, c = final
     g = c * np.asarray(g, dtype=np.float64)
-    for norm in reversed(final):
-        if norm.bias is not None:
-            p.terms.append(Term("final_norm_bias", wiring.n_layers, -1, norm.bias_term(g)))
-        g = norm.pullback(g)
+    for step in reversed(steps):
+        if step.bias is not None:
+            p.terms.append(Term(step.bias_kind, wiring.n_layers, -1, step.bias_term(g)))
+        g = step.pullback(g)
     for li in reversed(range(wiring.n_layers)):
         g, layouts[li] = _layer(p, li, g)
     _embeddings(p, g)
     p.terms.reverse()
-    return Decomposition(p.terms, p.head_dirs, final, c, layouts)
+    return Decomposition(p.terms, p.head_dirs, steps, c, layouts)
 
 
 @dataclass
@@ -541,7 +557,11 @@ def _embeddings(p: _Pass, g: np.ndarray) -> None:
         p.terms.append(whole)
         return
     parts = [("embed", rec.get("tok"))]
-    parts += [("pos_embed", rec.get(f"pos{i}")) for i in range(len(p.wiring.position_embeddings))]
+    for i in range(len(p.wiring.position_embeddings)):
+        # an embedding the pass called, of the residual's width (MPNet's relative attention
+        # bias and DeBERTa's unused absolute positions are not parts)
+        if f"pos{i}" in rec.at and rec.get(f"pos{i}").shape == x0.shape:
+            parts.append(("pos_embed", rec.get(f"pos{i}")))
     total = np.sum([v for _, v in parts], axis=0)
     norms = _norms_between(rec, p.wiring.outer_norms, rec.when("tok"), rec.when("in0"))
     target, norm = x0, None
@@ -560,27 +580,6 @@ def _embeddings(p: _Pass, g: np.ndarray) -> None:
         p.terms.append(Term(kind, -1, -1, float(c * v @ g)))
 
 
-def unembedding(
-    bundle: ModelBundle, wiring: Wiring, token: int, against: int | None
-) -> tuple[np.ndarray, float]:
-    """The logit direction ``(W_U[token] - W_U[against]) * scale`` and its bias term (the
-    unembedding's bias and any bias buffer the model adds to its logits)."""
-    w = wiring.lm_head.weight
-    scale, _cap = logit_transform(bundle.model.config)
-    g = w[token].detach().double().cpu().numpy()
-    b = 0.0
-    biases = [wiring.lm_head.bias, *logit_biases(bundle.model)]
-    for bias in biases:
-        if bias is not None:
-            b += float(bias.reshape(-1)[token])
-    if against is not None:
-        g = g - w[against].detach().double().cpu().numpy()
-        for bias in biases:
-            if bias is not None:
-                b -= float(bias.reshape(-1)[against])
-    return g * scale, b * scale
-
-
 __all__ = [
     "MATCH_TOLERANCE",
     "Decomposition",
@@ -589,9 +588,8 @@ __all__ = [
     "Wiring",
     "check_position",
     "decompose",
-    "final_norms",
     "find_wiring",
+    "has_unembedding",
     "record",
     "stack_length",
-    "unembedding",
 ]

@@ -41,6 +41,8 @@ KINDS = {
     "mlp": "MLP",
     "norm_bias": "residual norm bias",
     "final_norm_bias": "final norm bias",
+    "head_transform_bias": "LM head dense bias",
+    "head_activation_offset": "LM head activation offset",
 }
 
 #: Heads named in the answer.

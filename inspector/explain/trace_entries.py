@@ -26,19 +26,25 @@ from . import attribution as _attribution
 from . import encoder_routes as _enc
 from . import routes as _routes
 from .registry import Explainer, ExplainRequest, register_explainer
+from .residual import has_unembedding
 from .route_result import Routes
 
 
-def step_position(request: ExplainRequest, step: int | None, position: int) -> tuple[int, Any]:
+def step_position(
+    request: ExplainRequest, step: int | None, position: int | None
+) -> tuple[int, Any]:
     """``(position, default token)`` of the prediction explained: for ``step`` of a generated
-    sequence, the position it was predicted from and the token generated there."""
+    sequence, the position it was predicted from and the token generated there; else
+    ``position``, by default the target's, a masked LM's first ``[MASK]`` or the last one."""
     tokens = _attribution.stack_tokens(request.capture, request.kind)
     if step is None:
         target = request.target
-        if target.position is not None and position == -1:
-            position = target.position
         token = target.value if target.kind == "token" else None
-        return position, token
+        if position is not None:
+            return position, token
+        if target.position is not None:
+            return target.position, token
+        return _default_position(request, tokens), token
     n_gen = int(np.asarray(tokens.generated).sum())
     if isinstance(step, bool) or not isinstance(step, int | np.integer):
         raise InputError(f"step must be an integer, got {step!r}")
@@ -54,12 +60,36 @@ def step_position(request: ExplainRequest, step: int | None, position: int) -> t
     return at - 1, int(tokens.ids[at])
 
 
+def _default_position(request: ExplainRequest, tokens: Any) -> int:
+    """The last position (a decoder's next token), or a masked LM's first ``[MASK]``."""
+    bundle = request.bundle
+    if bundle is None or bundle.architecture != "encoder" or not has_unembedding(bundle):
+        return -1  # (an encoder without a head is refused with its own message)
+    mask_id = getattr(bundle.tokenizer, "mask_token_id", None)
+    hits = np.flatnonzero(np.asarray(tokens.ids) == (-1 if mask_id is None else mask_id))
+    if not len(hits):
+        mask = getattr(bundle.tokenizer, "mask_token", None) or "the mask token"
+        raise InputError(
+            f"a masked LM's logit attribution explains the token predicted at a mask: put "
+            f"{mask} in the text, or give position="
+        )
+    return int(hits[0])
+
+
+def _masked(request: ExplainRequest) -> bool:
+    """True for a masked LM's input with its mask token in it."""
+    bundle = request.model("information_flow")
+    mask_id = getattr(bundle.tokenizer, "mask_token_id", None)
+    ids = np.asarray(_attribution.stack_tokens(request.capture, request.kind).ids)
+    return has_unembedding(bundle) and mask_id is not None and bool((ids == mask_id).any())
+
+
 def _logit_attribution(
     request: ExplainRequest,
     *,
     token: str | int | None = None,
     against: str | int | None = None,
-    position: int = -1,
+    position: int | None = None,
     per_token: bool = False,
     step: int | None = None,
     method: str = "auto",
@@ -83,7 +113,7 @@ def _logit_lens(
     request: ExplainRequest,
     *,
     token: str | int | None = None,
-    position: int = -1,
+    position: int | None = None,
     step: int | None = None,
     top: int = 5,
     max_memory: Any = None,
@@ -116,7 +146,7 @@ def _scorable(name: str, fn: Any) -> Any:
 
 
 def _attribution_scores(request: ExplainRequest) -> np.ndarray:
-    position, token = step_position(request, None, -1)
+    position, token = step_position(request, None, None)
     bundle = request.model("logit_attribution")
     if token is None:
         return _attribution.token_scores(bundle, request.capture, request.kind, position)
@@ -147,15 +177,25 @@ def _information_flow(
     or by default (``target='embedding'``) to the mean-pooled embedding)."""
     bundle = request.model("information_flow")
     if bundle.architecture == "encoder":
-        _enc.check_encoder_options(token=token, against=against, step=step)
+        _enc.check_encoder_options(bundle, token=token, against=against, step=step)
         target = request.target
         if position is None and target.position is not None:
             position = target.position
         if target.kind == "embedding" and position is not None:
             raise InputError("target='embedding' traces every position: leave out position=")
+        if position is None and target.kind != "embedding" and _masked(request):
+            position = _default_position(request, request.tokens)  # a masked LM's [MASK]
+        if target.kind == "token" and token is None:
+            token = target.value
+        if position is None and (token is not None or against is not None):
+            raise InputError(
+                "token= and against= name the token predicted at a position; the route to the "
+                "mean-pooled embedding predicts none: put the mask token in the text or give "
+                "position="
+            )
         return _enc.encoder_information_flow(
-            bundle, request.capture, position=position, threshold=threshold, method=method,
-            max_memory=max_memory,
+            bundle, request.capture, position=position, threshold=threshold, token=token,
+            against=against, method=method, max_memory=max_memory,
         )  # fmt: skip
     position, default = step_position(request, step, -1 if position is None else position)
     return _routes.information_flow(

@@ -446,6 +446,22 @@ def logit_transform(config: Any) -> tuple[float, float | None]:
     return scale, float(cap) if isinstance(cap, int | float) and cap else None
 
 
+def activation_candidates(config: Any) -> list[tuple[str, Any]]:
+    """``(name, function)`` of the elementwise activations a masked LM's head transform may
+    apply (the config's ``hidden_act`` / ``activation`` first, then the common ones): the
+    trace keeps the one that reproduces what the model computed."""
+    from transformers.activations import ACT2FN
+
+    config = _text_config(config)
+    names = [getattr(config, a, None) for a in ("hidden_act", "activation")]
+    names += ["gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu", "tanh"]
+    out = []
+    for name in dict.fromkeys(n for n in names if isinstance(n, str)):
+        if name in ACT2FN:
+            out.append((name, ACT2FN[name]))
+    return out
+
+
 def logit_biases(model: Any) -> list[Any]:
     """The bias buffers ``model`` adds to its logits (:data:`LOGIT_BIAS_BUFFERS`)."""
     found = [getattr(model, name, None) for name in LOGIT_BIAS_BUFFERS]
@@ -459,6 +475,7 @@ __all__ = [
     "Architecture",
     "Family",
     "Modality",
+    "activation_candidates",
     "classify",
     "config_architecture",
     "families_of",

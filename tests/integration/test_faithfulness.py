@@ -379,4 +379,4 @@ def test_the_trace_methods_are_scored_on_a_decoder_and_skipped_on_an_encoder(tin
     encoder = tiny_classifier.inspect(TEXT).explain.faithfulness(["logit_attribution", "random"])
     assert encoder.methods == ["random"]
     (skip,) = encoder.metadata["skipped"]
-    assert skip["method"] == "logit_attribution" and "next-token" in skip["reason"]
+    assert skip["method"] == "logit_attribution" and "language-model head" in skip["reason"]

@@ -1,10 +1,12 @@
 """Direct logit attribution (the ``logit_attribution`` and ``logit_lens`` explainers), exact.
 
-Every decoder family of the family matrix (and the decoders of the T5 / BART families): the
-terms add up to the model's own logit minus the unembedding bias; each head's per-token rows add
-up to its term. On GPT-2 (LayerNorm with biases), LLaMA (RMSNorm, grouped-query attention) and
-OPT, each head's term is re-derived here from a hook on its output projection's input and the
-final norm's input (the tests' own module names), with the final norm's scale frozen by hand.
+Every decoder family of the family matrix (and the decoders of the T5 / BART families), and
+every masked LM at its ``[MASK]``: the terms add up to the model's own logit minus the
+unembedding bias; each head's per-token rows add up to its term. On GPT-2 (LayerNorm with
+biases), LLaMA (RMSNorm, grouped-query attention) and OPT, each head's term is re-derived here
+from a hook on its output projection's input and the final norm's input (the tests' own module
+names), with the final norm's scale frozen by hand; on BERT, the last layer's head terms through
+both post-LN norms and the MLM head (dense, GELU with its gate frozen, LayerNorm), by hand.
 """
 
 from __future__ import annotations
@@ -35,6 +37,12 @@ DECODERS = [
     if cls.endswith(("CausalLM", "LMHeadModel", "ConditionalGeneration", "MTModel"))
 ]
 SEQ2SEQ = {"t5", "mt5", "longt5", "bart", "mbart", "pegasus", "marian", "led"}
+#: masked LMs with one block per layer (ALBERT shares one block: refused, tested below)
+MASKED = [
+    t
+    for t, (_tok, cls, _kw) in FAMILY_SPECS.items()
+    if cls.endswith("ForMaskedLM") and t != "albert"
+]
 
 _PAIRS: dict[str, Any] = {}
 
@@ -197,6 +205,126 @@ def test_generation_steps_explain_each_generated_token() -> None:
         _run(plain, m, "logit_attribution", step=0)
 
 
+def _masked(model_type: str) -> tuple[Any, Any, dict[str, Any]]:
+    """The family's masked LM on FAMILY_TEXT with its third word masked (a tokenizer without a
+    mask token: ``position=3`` named instead)."""
+    m = _pair(model_type)
+    mask = m.bundle.tokenizer.mask_token
+    if not mask:
+        return m, m.inspect(FAMILY_TEXT), {"position": 3}
+    words = FAMILY_TEXT.split()
+    words[2] = mask
+    return m, m.inspect(" ".join(words)), {}
+
+
+@pytest.mark.parametrize("model_type", MASKED)
+def test_masked_lm_terms_add_up_at_the_mask(model_type: str) -> None:
+    m, ins, opts = _masked(model_type)
+    frame = _run(ins, m, "logit_attribution", **opts)
+    pos = frame.attrs["position"]
+    ids = ins.capture.stacks["self"].query.ids
+    mask_id = m.bundle.tokenizer.mask_token_id
+    assert pos == (3 if opts else list(ids).index(mask_id))
+    with torch.no_grad():
+        logits = m.bundle.model(input_ids=torch.tensor(ids)[None]).logits[0, pos].double().numpy()
+    tid = frame.attrs["token_id"]
+    assert tid == int(np.argmax(logits))
+    total = frame["attribution"].sum() + frame.attrs["unembedding_bias"]
+    assert abs(total - logits[tid]) <= 1e-4 * max(abs(logits[tid]), 1e-3), model_type
+    heads = frame[frame["kind"] == "head"]
+    assert len(heads) == m.bundle.n_layers * m.bundle.n_heads
+    split = _run(ins, m, "logit_attribution", per_token=True, **opts)
+    sums = split.groupby(["layer", "head"])["attribution"].sum()
+    np.testing.assert_allclose(
+        sums.reindex(heads.index).to_numpy(), heads["attribution"].to_numpy(), atol=1e-7, rtol=1e-5
+    )
+    lens = _run(ins, m, "logit_lens", **opts)
+    assert abs(lens.iloc[-1]["logit"] - logits[tid]) < 1e-4 and lens.iloc[-1]["rank"] == 0
+
+
+def test_bert_last_layer_heads_through_the_frozen_mlm_head() -> None:
+    """BERT's last-layer head terms, re-derived by hand: z_h W_O^h through LN1 and LN2 of the
+    last block (post-LN, scales frozen at the pass), the MLM head's dense map, GELU with its
+    gate Φ(u) frozen at the pass (gelu(u) = u Φ(u)), its LayerNorm frozen, the token's row."""
+    m, ins, _opts = _masked("bert")
+    model = m.bundle.model
+    frame = _run(ins, m, "logit_attribution")
+    pos = frame.attrs["position"]
+    last = m.bundle.n_layers - 1
+    block = model.bert.encoder.layer[last]
+    transform = model.cls.predictions.transform
+    seen: dict[str, torch.Tensor] = {}
+
+    def keep(name: str) -> Any:
+        return lambda _m, a: seen.__setitem__(name, a[0][0, pos].double())
+
+    handles = [
+        block.attention.output.dense.register_forward_pre_hook(keep("z")),
+        block.attention.output.LayerNorm.register_forward_pre_hook(keep("ln1")),
+        block.output.LayerNorm.register_forward_pre_hook(keep("ln2")),
+        transform.dense.register_forward_pre_hook(keep("h")),
+        transform.LayerNorm.register_forward_pre_hook(keep("v")),
+    ]
+    try:
+        with torch.no_grad():
+            model(input_ids=torch.tensor(ins.capture.stacks["self"].query.ids)[None])
+    finally:
+        for h in handles:
+            h.remove()
+
+    def frozen(norm: Any, whole: torch.Tensor, part: torch.Tensor) -> torch.Tensor:
+        sigma = torch.sqrt(whole.var(unbiased=False) + norm.eps)
+        return (part - part.mean()) / sigma * norm.weight.double()
+
+    u = transform.dense(seen["h"].float()[None])[0].double()
+    gate = seen["v"] / u  # gelu(u) / u = Φ(u)
+    w_u = model.get_output_embeddings().weight[frame.attrs["token_id"]].double()
+    dense = block.attention.output.dense.weight.double()  # (hidden, heads * d)
+    n_heads = m.bundle.n_heads
+    d = dense.shape[1] // n_heads
+    for h in range(n_heads):
+        part = dense[:, h * d : (h + 1) * d] @ seen["z"][h * d : (h + 1) * d]
+        part = frozen(block.output.LayerNorm, seen["ln2"],
+                      frozen(block.attention.output.LayerNorm, seen["ln1"], part))  # fmt: skip
+        part = (transform.dense.weight.double() @ part) * gate
+        part = frozen(transform.LayerNorm, seen["v"], part)
+        want = float(part @ w_u)
+        got = float(frame.loc[(last, h), "attribution"])
+        assert abs(got - want) <= 1e-5 * max(abs(want), 1e-3), h
+
+
+def test_masked_lm_requests_say_what_to_do() -> None:
+    m = _pair("bert")
+    plain = m.inspect(FAMILY_TEXT)
+    with pytest.raises(InputError, match=r"put \[MASK\] in the text, or give position="):
+        _run(plain, m, "logit_attribution")
+    assert _run(plain, m, "logit_attribution", position=2).attrs["position"] == 2
+    albert = _pair("albert")
+    with pytest.raises(UnsupportedModelError, match="share one block"):
+        _run(albert.inspect(FAMILY_TEXT), albert, "logit_attribution", position=2)
+    model, tok = build_family("bert")
+    bare = inspector.load((model.bert, tok))  # an encoder without a head (as MiniLM is)
+    req = ExplainRequest(bare.inspect(FAMILY_TEXT).capture, "self", bare.bundle)
+    with pytest.raises(UnsupportedModelError, match="without a language-model head"):
+        get_explainer("logit_attribution")(req)
+    with pytest.raises(InputError, match="logit_attribution cannot score this input"):
+        get_explainer("logit_attribution").scores(req)
+
+
+def test_masked_lm_route_carries_the_attribution_and_lens() -> None:
+    _m, ins, _opts = _masked("bert")
+    routes = ins.explain.information_flow()
+    frame = ins.explain.logit_attribution()
+    assert routes.position == frame.attrs["position"] and routes.target == "position"
+    assert routes.attribution is not None
+    assert routes.attribution.frame["attribution"].equals(frame["attribution"])
+    assert routes.nodes["rank"].notna().all() and routes.token == frame.attrs["token"]
+    last = routes.nodes.query(f"kind == 'I' and pos == {routes.position}").iloc[-1]
+    assert abs(last["logit"] - frame.attrs["logit"]) < 1e-4
+    other = ins.explain.information_flow(target="embedding")
+    assert other.attribution is None and other.target == "embedding"
+
+
 def test_bad_requests_say_what_to_do() -> None:
     m, ins = _inspect("gpt2")
     with pytest.raises(InputError, match="outside the"):
@@ -208,9 +336,6 @@ def test_bad_requests_say_what_to_do() -> None:
     bert = _pair("bert")
     b_ins = bert.inspect(FAMILY_TEXT)
     b_req = ExplainRequest(b_ins.capture, "self", bert.bundle)
-    with pytest.raises(UnsupportedModelError, match="is an encoder"):
-        get_explainer("logit_attribution")(b_req)
     # the faithfulness scoreboard skips a method whose scores raise InputError, with the reason
-    for name in ("logit_attribution", "information_flow"):
-        with pytest.raises(InputError, match=f"{name} cannot score this input: .*encoder"):
-            get_explainer(name).scores(b_req)
+    with pytest.raises(InputError, match=r"information_flow cannot score this input: .*encoder"):
+        get_explainer("information_flow").scores(b_req)

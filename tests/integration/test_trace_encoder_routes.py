@@ -168,8 +168,11 @@ def test_encoder_routes_equal_the_definitions(threshold: float, position: int | 
     into = a_nodes.groupby("target")["weight"].sum()
     for node, total in into.items():
         assert abs(total + routes.biases.get(str(node), 0.0) - 1.0) < 1e-9, node
-    # no lens on an encoder: the nodes say where they are, nothing more
-    assert routes.nodes["logit"].isna().all() and routes.attribution is None
+    if position is None:  # the pooled embedding has no lens: nodes say where they are
+        assert routes.nodes["logit"].isna().all() and routes.attribution is None
+    else:  # a masked LM's position: the predicted token's attribution and every node's lens
+        assert routes.nodes["logit"].notna().all() and routes.attribution is not None
+        assert routes.token == routes.attribution.frame.attrs["token"]
     scores = routes.token_scores()
     assert scores.shape == (n,) and 0.5 < scores.sum() <= 1 + 1e-9
 
@@ -179,8 +182,12 @@ def test_encoder_routes_refuse_what_they_cannot_trace() -> None:
     ins = m.inspect(FAMILY_TEXT)
     flow = get_explainer("information_flow")
     req = ExplainRequest(ins.capture, "self", m.bundle)
+    with pytest.raises(InputError, match="put the mask token in the text or give position="):
+        flow(req, token="cat")  # a masked LM, no [MASK]: the pooled route predicts no token
+    model, tok = build_family("bert")
+    bare = inspector.load((model.bert, tok))  # no LM head, as MiniLM
     with pytest.raises(InputError, match="leave out token="):
-        flow(req, token="cat")
+        flow(ExplainRequest(bare.inspect(FAMILY_TEXT).capture, "self", bare.bundle), token="cat")
     with pytest.raises(InputError, match="leave out position="):
         flow(ExplainRequest(ins.capture, "self", m.bundle, inspector.Target.parse("embedding")),
              position=2)  # fmt: skip
@@ -204,4 +211,4 @@ def test_inspector_trace_draws_an_encoders_route(
     assert "logit attribution" not in printed and out.exists()
     assert 'class="ins-trace-data"' in out.read_text(encoding="utf-8")
     assert main(["trace", str(tiny_dirs["bert"]), FAMILY_TEXT, "--token", "cat", "-o", str(out)])
-    assert "leave out token=" in capsys.readouterr().err
+    assert "give position=" in capsys.readouterr().err
