@@ -220,6 +220,37 @@ class Budget:
         return f"{format_bytes(self.bytes)} ({self.source})"
 
 
+@dataclass(frozen=True)
+class MemoryLimit:
+    """``max_memory=`` parsed once, where a public function takes it, and passed down as it
+    is: a number of bytes, or ``None`` for what is available when each step checks.
+
+    Example:
+        >>> MemoryLimit.of("4GB").bytes, MemoryLimit.of(None).bytes
+        (4000000000, None)
+    """
+
+    bytes: int | None = None
+
+    @classmethod
+    def of(cls, value: MemoryLimit | int | float | str | None) -> MemoryLimit:
+        """The limit of ``value`` (a :class:`MemoryLimit`, bytes, ``"4GB"`` or ``None``).
+
+        Raises:
+            InputError: not a positive size.
+        """
+        if isinstance(value, MemoryLimit):
+            return value
+        return cls(None if value is None else parse_memory(value))
+
+    def budget(self) -> Budget:
+        """The budget now: the limit, or what the machine has (:func:`available_memory`)."""
+        if self.bytes is not None:
+            return Budget(self.bytes, "max_memory")
+        free, source = available_memory()
+        return Budget(free, source)
+
+
 def release_freed_memory() -> None:
     """Hand the pages of freed heap memory back to the system (glibc's ``malloc_trim``; a no-op
     elsewhere). A pass that keeps tensors layer after layer leaves each layer's freed
@@ -243,12 +274,9 @@ _TRIM: Any = None
 TRIM_FROM_TOKENS = 1024
 
 
-def memory_budget(max_memory: Any = None) -> Budget:
+def memory_budget(max_memory: MemoryLimit | int | str | None = None) -> Budget:
     """The budget: ``max_memory`` when given, else :func:`available_memory`."""
-    if max_memory is not None:
-        return Budget(parse_memory(max_memory), "max_memory")
-    free, source = available_memory()
-    return Budget(free, source)
+    return MemoryLimit.of(max_memory).budget()
 
 
 # --------------------------------------------------------------------------------- estimates
@@ -431,6 +459,7 @@ __all__ = [
     "TRIM_FROM_TOKENS",
     "Budget",
     "MemoryEstimate",
+    "MemoryLimit",
     "attention_bytes",
     "available_memory",
     "cache_bytes",

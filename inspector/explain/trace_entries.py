@@ -84,6 +84,23 @@ def _masked(request: ExplainRequest) -> bool:
     return has_unembedding(bundle) and mask_id is not None and bool((ids == mask_id).any())
 
 
+def _traced(
+    request: ExplainRequest,
+    name: str,
+    step: int | None,
+    position: int | None,
+    token: str | int | None,
+    **options: Any,
+) -> _attribution.Attribution:
+    """:func:`.attribution.trace_logit` of the prediction ``step`` / ``position`` names, of
+    ``token`` (default: the generated or target token, else the prediction)."""
+    position, default = step_position(request, step, position)
+    return _attribution.trace_logit(
+        request.model(name), request.capture, token=default if token is None else token,
+        position=position, **options,
+    )  # fmt: skip
+
+
 def _logit_attribution(
     request: ExplainRequest,
     *,
@@ -96,10 +113,8 @@ def _logit_attribution(
     max_memory: Any = None,
 ) -> pd.DataFrame:
     """Direct logit attribution (see :func:`.attribution.trace_logit`)."""
-    position, default = step_position(request, step, position)
-    result = _attribution.trace_logit(
-        request.model("logit_attribution"), request.capture,
-        token=default if token is None else token, against=against, position=position,
+    result = _traced(
+        request, "logit_attribution", step, position, token, against=against,
         per_token=per_token, method=method, max_memory=max_memory,
     )  # fmt: skip
     if not per_token:
@@ -119,12 +134,8 @@ def _logit_lens(
     max_memory: Any = None,
 ) -> pd.DataFrame:
     """The logit lens of one prediction (see :func:`.attribution.lens_frame`)."""
-    position, default = step_position(request, step, position)
-    result = _attribution.trace_logit(
-        request.model("logit_lens"), request.capture,
-        token=default if token is None else token, position=position, lens_top=top,
-        max_memory=max_memory,
-    )  # fmt: skip
+    result = _traced(request, "logit_lens", step, position, token, lens_top=top,
+                     max_memory=max_memory)  # fmt: skip
     lens = result.lens
     lens.attrs.update(result.frame.attrs)
     return lens
