@@ -9,9 +9,11 @@ import argparse
 import contextlib
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+N = TypeVar("N", int, float)
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -42,13 +44,20 @@ def interrupted(exc: BaseException) -> tuple[int, str]:
     return EXIT_INTERRUPTED, "interrupted"
 
 
-def int_list(value: str) -> list[int]:
-    try:
-        return [int(v) for v in value.replace(" ", "").split(",") if v != ""]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers such as 0,1,5, got {value!r}"
-        ) from None
+def number_list(kind: Callable[[str], N], expected: str) -> Callable[[str], list[N]]:
+    """An argparse ``type=`` for comma-separated numbers (spaces ignored); a bad value's error
+    says ``expected {expected}``."""
+
+    def parse(value: str) -> list[N]:
+        try:
+            return [kind(v) for v in value.replace(" ", "").split(",") if v]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {value!r}") from None
+
+    return parse
+
+
+int_list = number_list(int, "comma-separated integers such as 0,1,5")
 
 
 def names(value: str) -> list[str]:
@@ -121,6 +130,11 @@ def add_length(p: argparse.ArgumentParser) -> None:
     )
 
 
+def length_options(args: argparse.Namespace) -> dict[str, Any]:
+    """:func:`add_length`'s options as the API's ``truncation=`` and ``max_length=``."""
+    return {"truncation": args.truncate, "max_length": args.max_length}
+
+
 def add_text(p: argparse.ArgumentParser) -> None:
     p.add_argument("text", help="the input text")
     p.add_argument("--pair", metavar="TEXT", help="second text of a sentence pair (default: none)")
@@ -144,18 +158,35 @@ def add_selection(p: argparse.ArgumentParser) -> None:
     )
 
 
+def selection(args: argparse.Namespace) -> dict[str, Any]:
+    """:func:`add_selection`'s options as the API's ``layers=`` and ``heads=``."""
+    return {"layers": args.layers, "heads": args.heads}
+
+
 def progress(args: argparse.Namespace) -> bool | None:
-    """The ``progress=`` of long API calls: off under ``--quiet``, else automatic (a bar on a
-    terminal, lines elsewhere: :mod:`inspector._progress`)."""
-    return False if getattr(args, "quiet", False) else None
+    """The ``progress=`` of long API calls: off under ``--quiet`` or ``--no-progress``, else
+    automatic (a bar on a terminal, lines elsewhere: :mod:`inspector._progress`)."""
+    off = getattr(args, "quiet", False) or getattr(args, "no_progress", False)
+    return False if off else None
 
 
-def add_memory(p: argparse.ArgumentParser) -> None:
+def add_memory(
+    p: argparse.ArgumentParser,
+    help: str = "memory budget, e.g. 4GB (default: what is available); refused before running "
+    "when the estimate does not fit",
+) -> None:
+    p.add_argument("--max-memory", metavar="SIZE", help=help)
+
+
+def add_resume(p: argparse.ArgumentParser) -> None:
+    """``--resume`` and ``--checkpoint`` of a run that saves its progress as it goes."""
     p.add_argument(
-        "--max-memory",
-        metavar="SIZE",
-        help="memory budget, e.g. 4GB (default: what is available); refused before running "
-        "when the estimate does not fit",
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run from its checkpoint (the same corpus, unchanged)",
+    )
+    p.add_argument(
+        "--checkpoint", metavar="PATH", help="checkpoint file (default: OUTPUT.ckpt.npz)"
     )
 
 
@@ -173,15 +204,22 @@ def load_model(args: argparse.Namespace, model: str | None = None) -> Any:
     )
 
 
-def inspect_text(args: argparse.Namespace, **extra: Any) -> Any:
+def inspect_text(args: argparse.Namespace) -> Any:
+    """The inspection of TEXT (and ``--pair``, ``--target``) with the length, selection and
+    memory options."""
     return load_model(args).inspect(
         args.text,
         args.pair,
         target=args.target,
-        truncation=args.truncate,
-        max_length=args.max_length,
-        **extra,
+        max_memory=args.max_memory,
+        **length_options(args),
+        **selection(args),
     )
+
+
+def encoder_part(ins: Any) -> Any:
+    """The part whose attention a one-input summary describes: an encoder-decoder's encoder."""
+    return ins.encoder if ins.is_encoder_decoder else ins
 
 
 def check_output(path: str | None, *suffixes: str, args: argparse.Namespace | None = None) -> None:
@@ -224,6 +262,15 @@ def check_not_input(
                 )
     models = [getattr(args, "model", None), getattr(args, "model_b", None)] if args else []
     api_check_not_input(named, [*inputs, *models])
+
+
+def check_output_of(
+    args: argparse.Namespace, *suffixes: str, inputs: Sequence[str | None] = ()
+) -> None:
+    """``-o/--output`` checked before any model work: its suffix and folder
+    (:func:`check_output`), and that it is none of ``inputs`` nor the model."""
+    check_output(args.output, *suffixes, args=args)
+    check_not_input(args.output, list(inputs), args)
 
 
 def refuse_unfinished(checkpoint: str, resume: bool, what: str) -> None:
@@ -288,6 +335,11 @@ def label(*head: Any) -> str:
 
 def count(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def scored_heads(scores: Any) -> str:
+    """``5.3 0.91, 2.0 0.85``: a Series of scores indexed by (layer, head), in its order."""
+    return ", ".join(f"{label(*key)} {float(value):.2f}" for key, value in scores.items())
 
 
 def shape(part: Any) -> str:

@@ -8,10 +8,13 @@ import os
 from .common import (
     Command,
     UsageError,
+    add_memory,
     add_model,
     add_output,
+    add_resume,
     check_not_input,
     check_output,
+    check_output_of,
     load_model,
     names,
     progress,
@@ -19,6 +22,10 @@ from .common import (
     saved_on_interrupt,
 )
 
+BATCH_MEMORY_HELP = (
+    "memory budget of a batch, e.g. 4GB (default: what is available); bigger batches run in "
+    "smaller passes"
+)
 SKIP_BAD_LINES_HELP = (
     "count a line that is not UTF-8 (or not valid CSV/CoNLL-U) as skipped instead of stopping at it"
 )
@@ -52,14 +59,7 @@ def _args_atlas(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skip-bad-lines", action="store_true", help=SKIP_BAD_LINES_HELP)
     p.add_argument("--no-distances", action="store_true", help="skip the head-distance matrix")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (as --quiet)")
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue an interrupted run from its checkpoint (the same corpus, unchanged)",
-    )
-    p.add_argument(
-        "--checkpoint", metavar="PATH", help="checkpoint file (default: OUTPUT.ckpt.npz)"
-    )
+    add_resume(p)
     p.add_argument("--engine", choices=["local", "ray"], default="local", help="where batches run")
     p.add_argument(
         "--address",
@@ -67,12 +67,7 @@ def _args_atlas(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--workers", type=int, default=2, metavar="N", help="Ray model replicas")
     p.add_argument("--report", metavar="HTML", help="also write an atlas report (default: none)")
-    p.add_argument(
-        "--max-memory",
-        metavar="SIZE",
-        help="memory budget of a batch, e.g. 4GB (default: what is available); bigger batches "
-        "run in smaller passes",
-    )
+    add_memory(p, BATCH_MEMORY_HELP)
 
 
 def cmd_atlas(args: argparse.Namespace) -> str:
@@ -96,7 +91,7 @@ def cmd_atlas(args: argparse.Namespace) -> str:
             max_length=args.max_length,
             metrics=args.metrics,
             distances=not args.no_distances,
-            progress=False if args.no_progress else progress(args),
+            progress=progress(args),
             limit=args.limit,
             skip_bad_lines=args.skip_bad_lines,
             checkpoint=checkpoint,
@@ -150,22 +145,16 @@ def _args_probe(p: argparse.ArgumentParser) -> None:
     p.add_argument("--subtypes", action="store_true", help="keep nmod:poss apart from nmod")
     p.add_argument("--skip-bad-lines", action="store_true", help=SKIP_BAD_LINES_HELP)
     p.add_argument("--no-progress", action="store_true", help="no progress bar (as --quiet)")
-    p.add_argument(
-        "--max-memory",
-        metavar="SIZE",
-        help="memory budget of a batch, e.g. 4GB (default: what is available); bigger batches "
-        "run in smaller passes",
-    )
+    add_memory(p, BATCH_MEMORY_HELP)
 
 
 def cmd_probe(args: argparse.Namespace) -> str:
-    check_output(args.output, ".csv", ".parquet", args=args)
-    check_not_input(args.output, [args.treebank], args)
+    check_output_of(args, ".csv", ".parquet", inputs=[args.treebank])
     from ..api import save_table, syntax_probe
 
     result = syntax_probe(
         load_model(args), args.treebank, batch_size=args.batch_size, limit=args.limit,
-        subtypes=args.subtypes, progress=False if args.no_progress else progress(args),
+        subtypes=args.subtypes, progress=progress(args),
         skip_bad_lines=args.skip_bad_lines, max_memory=args.max_memory,
     )  # fmt: skip
     if args.output:

@@ -7,8 +7,10 @@ import argparse
 from .common import (
     Command,
     UsageError,
+    add_memory,
     add_model,
     add_output,
+    add_resume,
     check_not_input,
     check_output,
     finish_run,
@@ -64,19 +66,10 @@ def _args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="count an unreadable line as skipped instead of stopping at it",
     )
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue an interrupted run from its checkpoint (the same corpus, unchanged)",
-    )
-    p.add_argument(
-        "--checkpoint", metavar="PATH", help="checkpoint file (default: OUTPUT.ckpt.npz)"
-    )
+    add_resume(p)
     p.add_argument("--report", metavar="HTML", help="also write the report (default: none)")
-    p.add_argument(
-        "--max-memory",
-        metavar="SIZE",
-        help="memory budget of one pass of deleted inputs, e.g. 4GB (default: what is available)",
+    add_memory(
+        p, "memory budget of one pass of deleted inputs, e.g. 4GB (default: what is available)"
     )
 
 

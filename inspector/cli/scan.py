@@ -17,9 +17,13 @@ from .common import (
     add_selection,
     check_not_input,
     check_output,
-    label,
+    check_output_of,
+    length_options,
     load_model,
+    number_list,
     progress,
+    scored_heads,
+    selection,
 )
 
 
@@ -55,22 +59,8 @@ def rows_spec(value: str) -> Any:
     return positions
 
 
-def float_list(value: str) -> list[float]:
-    try:
-        return [float(v) for v in value.replace(" ", "").split(",") if v]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected numbers such as 0,0.5,1, got {value!r}"
-        ) from None
-
-
-def int_values(value: str) -> list[int]:
-    try:
-        return [int(v) for v in value.replace(" ", "").split(",") if v]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected integers such as 1000,2000, got {value!r}"
-        ) from None
+float_list = number_list(float, "numbers such as 0,0.5,1")
+int_values = number_list(int, "integers such as 1000,2000")
 
 
 def _read(path: str, what: str) -> str:
@@ -80,6 +70,17 @@ def _read(path: str, what: str) -> str:
         return Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise UsageError(f"{what} {path} is not UTF-8 text ({exc.reason}); convert it") from None
+
+
+def _long_options(args: argparse.Namespace) -> dict[str, Any]:
+    """What ``scan`` and ``retrieval`` pass alike: the head selection, the capture method, the
+    memory budget and the progress display."""
+    return {
+        **selection(args),
+        "method": args.method,
+        "max_memory": args.max_memory,
+        "progress": progress(args),
+    }
 
 
 def _args_scan(p: argparse.ArgumentParser) -> None:
@@ -129,13 +130,8 @@ def cmd_scan(args: argparse.Namespace) -> str:
         rows=args.rows,
         topk=args.topk,
         pool=args.pool,
-        layers=args.layers,
-        heads=args.heads,
-        truncation=args.truncate,
-        max_length=args.max_length,
-        method=args.method,
-        max_memory=args.max_memory,
-        progress=False if args.no_progress else progress(args),
+        **length_options(args),
+        **_long_options(args),
     )
     removed: list[str] = []
     if tables:  # heads, rows and top-k: all new or none changed
@@ -146,10 +142,7 @@ def cmd_scan(args: argparse.Namespace) -> str:
         scan.report(args.output, max_memory=args.max_memory)
         written = [Path(args.output)]
     sinks = scan.sinks().sort_values("first_k_share", ascending=False).head(3)
-    top = ", ".join(
-        f"{label(*key)} {v:.2f}"
-        for key, v in zip(sinks.index.tolist(), sinks["first_k_share"].tolist(), strict=True)
-    )
+    top = scored_heads(sinks["first_k_share"])
     meta = scan.metadata
     return (
         f"{meta['model_name']}: {len(scan.tokens):,} tokens, {len(scan.layers)} layers x "
@@ -200,8 +193,7 @@ def _args_retrieval(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_retrieval(args: argparse.Namespace) -> str:
-    check_output(args.output, ".html", ".htm", ".csv", ".parquet", args=args)
-    check_not_input(args.output, [args.haystack], args)
+    check_output_of(args, ".html", ".htm", ".csv", ".parquet", inputs=[args.haystack])
     haystack = _read(args.haystack, "--haystack")
     if (args.needle is None) != (args.question is None):
         raise UsageError("give --needle and --question together (or neither, for the default)")
@@ -215,14 +207,10 @@ def cmd_retrieval(args: argparse.Namespace) -> str:
         haystack,
         lengths=args.lengths,
         depths=args.depths,
-        layers=args.layers,
-        heads=args.heads,
-        method=args.method,
         answer=args.answer,
         protocol=args.protocol,
         max_new_tokens=args.max_new_tokens,
-        max_memory=args.max_memory,
-        progress=False if args.no_progress else progress(args),
+        **_long_options(args),
         **extra,
     )
     if args.output.lower().endswith((".html", ".htm")):
@@ -230,11 +218,7 @@ def cmd_retrieval(args: argparse.Namespace) -> str:
     else:
         save_table(result.heads.reset_index(), args.output)
     trials = result.trials
-    top = result.top(args.top, threshold=0.0)
-    heads = ", ".join(
-        f"{label(*key)} {v:.2f}"
-        for key, v in zip(top.index.tolist(), top["retrieval_score"].tolist(), strict=True)
-    )
+    heads = scored_heads(result.top(args.top, threshold=0.0)["retrieval_score"])
     what = "answer" if args.protocol == "wu" else "needle"
     return (
         f"{result.metadata['model_name']}: {what} retrieved in {int(trials['success'].sum())} of "

@@ -16,14 +16,17 @@ from .common import (
     add_output,
     add_selection,
     add_text,
-    check_not_input,
-    check_output,
+    check_output_of,
     count,
+    encoder_part,
     inspect_text,
     label,
+    length_options,
     load_model,
     progress,
     read_texts,
+    scored_heads,
+    selection,
     shape,
 )
 
@@ -45,12 +48,11 @@ def _args_inspect(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_inspect(args: argparse.Namespace) -> str:
-    check_output(args.output, ".parquet", ".csv", args=args)
-    check_not_input(args.output, [], args)
-    ins = inspect_text(args, layers=args.layers, heads=args.heads, max_memory=args.max_memory)
+    check_output_of(args, ".parquet", ".csv")
+    ins = inspect_text(args)
     write = ins.to_parquet if args.output.lower().endswith(".parquet") else ins.to_csv
     write(args.output, level=args.level, readable=args.readable, max_memory=args.max_memory)
-    part = ins.encoder if ins.is_encoder_decoder else ins
+    part = encoder_part(ins)
     weights = sum(s.weights.size for s in ins.capture.stacks.values())
     rows = f"{weights:,} rows" if args.level == "token" else "one row per word pair"
     return (
@@ -86,9 +88,8 @@ def _args_report(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> str:
-    check_output(args.output, ".html", ".htm", args=args)
-    check_not_input(args.output, [], args)
-    ins = inspect_text(args, layers=args.layers, heads=args.heads, max_memory=args.max_memory)
+    check_output_of(args, ".html", ".htm")
+    ins = inspect_text(args)
     if args.explain:
         report = ins.explain.report(
             args.output, precision=args.precision, progress=progress(args),
@@ -101,7 +102,7 @@ def cmd_report(args: argparse.Namespace) -> str:
             max_memory=args.max_memory,
             scan=False if args.full else None,
         )
-    part = ins.encoder if ins.is_encoder_decoder else ins
+    part = encoder_part(ins)
     size = os.path.getsize(args.output)
     return (
         f"{ins.metadata['model_name']}: {shape(part)}, {len(report.sections)} sections, "
@@ -124,16 +125,14 @@ def _args_heads(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_heads(args: argparse.Namespace) -> str:
-    check_output(args.output, ".csv", ".parquet", args=args)
-    check_not_input(args.output, [args.file], args)
+    check_output_of(args, ".csv", ".parquet", inputs=[args.file])
     texts = read_texts(args)
     from ..api import ROLES, head_metrics, head_roles, save_table
 
     model = load_model(args)
     frame = head_metrics(
-        model, texts, truncation=args.truncate, max_length=args.max_length,
-        progress=progress(args), max_memory=args.max_memory,
-    )  # fmt: skip
+        model, texts, progress=progress(args), max_memory=args.max_memory, **length_options(args)
+    )
     roles = head_roles(frame)
     frame = frame.join(roles[["role", "label"]])
     if args.output:
@@ -151,10 +150,7 @@ def cmd_heads(args: argparse.Namespace) -> str:
         if role == "other":
             lines.append(f"  {role:<12} {count(len(holders), 'head'):>9} without a role")
             continue
-        top = holders["score"].head(args.top)
-        best = ", ".join(
-            f"{label(*cast(tuple[int, int], key))} {score:.2f}" for key, score in top.items()
-        )
+        best = scored_heads(holders["score"].head(args.top))
         lines.append(f"  {role:<12} {count(len(holders), 'head'):>9}: {best}")
     if absent:
         lines.append(f"  no head is: {', '.join(absent)}")
@@ -189,13 +185,12 @@ def _args_compare(p: argparse.ArgumentParser) -> None:
 def cmd_compare(args: argparse.Namespace) -> str:
     if args.model_b is None and args.text_b is None:
         raise UsageError("give --text-b TEXT (a second input) and/or --model-b MODEL")
-    check_output(args.output, ".html", ".htm", ".csv", ".parquet", args=args)
-    check_not_input(args.output, [], args)
+    check_output_of(args, ".html", ".htm", ".csv", ".parquet")
     from ..api import compare, save_table
 
     model_a = load_model(args)
     model_b = model_a if args.model_b is None else load_model(args, args.model_b)
-    kw = {"truncation": args.truncate, "max_length": args.max_length}
+    kw = length_options(args)
     ins_a = model_a.inspect(args.text, max_memory=args.max_memory, **kw)
     ins_b = model_b.inspect(
         args.text if args.text_b is None else args.text_b, max_memory=args.max_memory, **kw
@@ -253,12 +248,10 @@ def _args_explain(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_explain(args: argparse.Namespace) -> str:
-    check_output(args.output, ".html", ".htm", args=args)
-    check_not_input(args.output, [], args)
+    check_output_of(args, ".html", ".htm")
     ins = load_model(args).inspect(
-        args.text, args.pair, truncation=args.truncate, max_length=args.max_length,
-        max_memory=args.max_memory,
-    )  # fmt: skip
+        args.text, args.pair, max_memory=args.max_memory, **length_options(args)
+    )
     expl = ins.explain(
         target=args.target,
         method=args.method,
@@ -299,8 +292,7 @@ def _args_generate(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> str:
-    check_output(args.output, ".html", ".htm", ".parquet", ".csv", args=args)
-    check_not_input(args.output, [], args)
+    check_output_of(args, ".html", ".htm", ".parquet", ".csv")
     sampling: dict[str, Any] = {}
     if args.temperature is not None:
         sampling.update(do_sample=True, temperature=args.temperature)
@@ -308,9 +300,8 @@ def cmd_generate(args: argparse.Namespace) -> str:
         args.prompt,
         chat=False if args.no_chat else None,
         max_new_tokens=args.max_new_tokens,
-        layers=args.layers,
-        heads=args.heads,
         max_memory=args.max_memory,
+        **selection(args),
         **sampling,
     )
     if args.output.lower().endswith((".html", ".htm")):

@@ -13,6 +13,7 @@ from .common import (
     add_output,
     check_output,
     label,
+    length_options,
     load_model,
 )
 
@@ -71,9 +72,8 @@ def _token(value: str | None) -> str | int | None:
 def cmd_trace(args: argparse.Namespace) -> str:
     check_output(args.output, ".html", ".htm", args=args)
     ins = load_model(args).inspect(
-        args.text, truncation=args.truncate, max_length=args.max_length, layers=[0], heads=[0],
-        max_memory=args.max_memory,
-    )  # fmt: skip
+        args.text, layers=[0], heads=[0], max_memory=args.max_memory, **length_options(args)
+    )
     routes = ins.explain.information_flow(
         token=_token(args.token),
         against=_token(args.against),
