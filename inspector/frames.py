@@ -186,6 +186,32 @@ def _chosen_kinds(capture: Capture, kinds: Sequence[str] | None, level: str) -> 
     return chosen
 
 
+def _chosen_stacks(
+    capture: Capture,
+    chosen: Sequence[str],
+    layers: Sequence[int] | int | None,
+    heads: Sequence[int] | int | None,
+    level: str,
+) -> Iterator[tuple[str, AttentionStack]]:
+    """Each chosen stack by kind, narrowed to ``layers`` / ``heads``, in words at ``word`` level
+    (one at a time: a stack is built when the caller gets to it)."""
+    for k in chosen:
+        stack = select_stack(capture.stacks[k], layers, heads)
+        yield k, word_level(stack) if level == "word" else stack
+
+
+def _kind_column(capture: Capture, chosen: Sequence[str]) -> bool:
+    """Whether a frame of the ``chosen`` stacks starts with a ``kind`` column: an
+    encoder-decoder's always, and any frame of several stacks."""
+    return capture.is_encoder_decoder or len(chosen) > 1
+
+
+def _insert_kind(frame: pd.DataFrame, kind: str, capture: Capture) -> None:
+    """Insert the leading ``kind`` column (categorical over the capture's stack kinds)."""
+    column = pd.Categorical([kind] * len(frame), categories=list(capture.stacks))
+    frame.insert(0, "kind", pd.Series(column, index=frame.index))
+
+
 def _kept(
     capture: Capture,
     kinds: Sequence[str] | None,
@@ -237,19 +263,16 @@ def capture_frame(
     frame_estimate(capture, kinds=chosen, layers=layers, heads=heads, max_memory=max_memory).check(
         _memory.ADVICE["frame"]
     )
-    frames = []
-    for k in chosen:
-        stack = select_stack(capture.stacks[k], layers, heads)
-        if level == "word":
-            stack = word_level(stack)
-        frames.append(stack_frame(stack, readable=readable))
-    if not capture.is_encoder_decoder and len(frames) == 1:
-        out = frames[0]
+    frames = [
+        (k, stack_frame(stack, readable=readable))
+        for k, stack in _chosen_stacks(capture, chosen, layers, heads, level)
+    ]
+    if not _kind_column(capture, chosen):
+        out = frames[0][1]
     else:
-        for k, f in zip(chosen, frames, strict=True):
-            kind = pd.Categorical([k] * len(f), categories=list(capture.stacks))
-            f.insert(0, "kind", pd.Series(kind, index=f.index))
-        out = pd.concat(frames, ignore_index=True)
+        for k, f in frames:
+            _insert_kind(f, k, capture)
+        out = pd.concat([f for _, f in frames], ignore_index=True)
         for col in ("query_token", "key_token"):
             if out[col].dtype != "category":
                 out[col] = out[col].astype("category")
@@ -341,10 +364,7 @@ def frame_pieces(
     integer dtypes in every piece; token columns are categorical. What a streaming writer
     needs."""
     chosen = _chosen_kinds(capture, kinds, level)
-    for k in chosen:
-        stack = select_stack(capture.stacks[k], layers, heads)
-        if level == "word":
-            stack = word_level(stack)
+    for k, stack in _chosen_stacks(capture, chosen, layers, heads, level):
         n_l, n_h, n_q, n_k = stack.weights.shape
         dtypes = (
             _int_dtype(max(stack.layers)),
@@ -365,9 +385,8 @@ def frame_pieces(
                         dtypes,
                         readable,
                     )
-                    if capture.is_encoder_decoder or len(chosen) > 1:
-                        kind = pd.Categorical([k] * len(piece), categories=list(capture.stacks))
-                        piece.insert(0, "kind", pd.Series(kind, index=piece.index))
+                    if _kind_column(capture, chosen):
+                        _insert_kind(piece, k, capture)
                     yield piece
 
 
@@ -413,9 +432,7 @@ def write_capture_frame(
 ) -> Path:
     """Write :func:`capture_frame` to Parquet (one row group per piece) or CSV without ever
     building the whole frame: memory stays one layer's rows (or fewer), at any input length."""
-    suffix = _suffix(path)
-    if suffix not in (".parquet", ".csv"):
-        raise InputError(f"unsupported output {path}: use a .parquet or .csv file name")
+    suffix = _table_suffix(path)
     meta = frame_metadata(capture, level)
     meta["token_names"] = "readable" if readable else "raw"
     pieces = frame_pieces(
@@ -453,8 +470,12 @@ def write_capture_frame(
     return Path(path)
 
 
-def _suffix(path: str | os.PathLike[str]) -> str:
-    return Path(path).suffix.lower()
+def _table_suffix(path: str | os.PathLike[str]) -> str:
+    """``.parquet`` or ``.csv``, the suffix of a frame's output; any other is refused."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in (".parquet", ".csv"):
+        raise InputError(f"unsupported output {path}: use a .parquet or .csv file name")
+    return suffix
 
 
 def write_frame(frame: pd.DataFrame, path: str | os.PathLike[str], *, force: bool = False) -> Path:
@@ -471,13 +492,11 @@ def write_frames(
     """Write several frames (each as :func:`write_frame` would) as one set: every file is new,
     or none changed; the files in ``remove`` (stale members of the set) are deleted with them.
     Returns the written paths."""
-    for path in frames:
-        if _suffix(path) not in (".parquet", ".csv"):
-            raise InputError(f"unsupported output {path}: use a .parquet or .csv file name")
+    suffixes = [_table_suffix(path) for path in frames]
     paths = [Path(p) for p in frames]
     with atomic_paths(paths, remove=remove, force=force) as tmps:
-        for (path, frame), tmp in zip(frames.items(), tmps, strict=True):
-            if _suffix(path) == ".csv":
+        for suffix, frame, tmp in zip(suffixes, frames.values(), tmps, strict=True):
+            if suffix == ".csv":
                 frame.to_csv(tmp, index=False)
                 continue
             import pyarrow as pa

@@ -17,12 +17,13 @@ feed consumers identically. Nothing here calls a model; :mod:`.scan` does.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..errors import CaptureError, UnsupportedModelError
-from .hooks import AttentionSite
+from .hooks import AttentionSite, kept_sites
 
 #: ``on_block(kind, layer_position, row_start, block)``: ``block`` is ``(head, rows, key)``.
 BlockFn = Callable[[str, int, int, np.ndarray], None]
@@ -119,51 +120,55 @@ def weight_blocks(
         yield r0, to_numpy(w[:, r0 : min(n, r0 + block_rows)])
 
 
-class BlockwiseAttention:
-    """The attention function a scan registers: ``sdpa`` for the output, weights by blocks.
+@dataclass(frozen=True)
+class AttentionCall:
+    """What one call of an attention function weighs its keys with (a batch of one)."""
 
-    Args:
-        sites: attention modules by kind (:func:`inspector.capture.hooks.attention_sites`).
-        layers / heads: model indexes to measure (others run sdpa only).
-        on_block: the consumer of every block.
-        block_rows: query rows per block.
-        last_row_only: hand over only each call's last query row (generation steps).
-        model_name: for messages.
+    module: Any
+    query: Any  # (1, heads, q, d), post-rotary
+    key: Any  # (1, kv_heads, k, d)
+    mask: Any  # boolean or additive, (1, head|1, q|1, k), or None
+    scaling: float | None
+    is_causal: bool | None
+    position_bias: Any  # T5's, (1, head, q|1, k), or None
+
+    @property
+    def causal(self) -> bool:
+        """Whether ``sdpa`` applies its causal mask: the call's ``is_causal`` (else the
+        module's, else True), and only without a mask and for more than one query row."""
+        causal = self.is_causal
+        if causal is None:
+            causal = getattr(self.module, "is_causal", True)
+        return bool(causal) and int(self.query.shape[2]) > 1 and self.mask is None
+
+    @property
+    def scale(self) -> float:
+        """The call's ``scaling``, else sdpa's default ``1 / sqrt(head_dim)``."""
+        return float(self.scaling) if self.scaling is not None else self.query.shape[-1] ** -0.5
+
+
+class SdpaAttentionFunction:
+    """An attention function that runs ``sdpa`` for the output and hands the inputs of each
+    watched module's call (one input at a time) to :meth:`seen`.
 
     Call it as transformers calls an attention function:
     ``fn(module, query, key, value, attention_mask, scaling=..., **kwargs) -> (output, None)``.
+    Subclasses watch modules with :meth:`watch` and say in :attr:`what` (``scan``, ``trace``)
+    what the user runs, for messages.
     """
 
-    def __init__(
-        self,
-        sites: Mapping[str, Sequence[AttentionSite]],
-        layers: Sequence[int],
-        heads: Sequence[int],
-        on_block: BlockFn,
-        *,
-        block_rows: int = 256,
-        last_row_only: bool = False,
-        model_name: str = "model",
-    ) -> None:
-        self.where: dict[int, tuple[str, int]] = {}
-        for kind, kind_sites in sites.items():
-            if len(kind_sites) <= max(layers):
-                raise CaptureError(
-                    f"{model_name}: found {len(kind_sites)} {kind} attention modules, but layer "
-                    f"{max(layers)} was asked for"
-                )
-            for li, layer in enumerate(layers):
-                # the module transformers hooks may wrap the one that calls the attention
-                # function (T5's T5LayerSelfAttention around T5Attention): map all inside it
-                for module in kind_sites[layer].module.modules():
-                    self.where[id(module)] = (kind, li)
-        self.heads = tuple(heads)
-        self.on_block = on_block
-        self.block_rows = int(block_rows)
-        self.last_row_only = last_row_only
+    what = "scan"
+
+    def __init__(self, model_name: str) -> None:
         self.model_name = model_name
-        self.filled: dict[tuple[str, int], int] = {}
-        self.calls = 0
+        self.where: dict[int, tuple[str, int]] = {}
+
+    def watch(self, kind: str, layer_position: int, site: Any) -> None:
+        """Hand over the calls of ``site``'s attention module as ``(kind, layer_position)``;
+        every module inside it counts (the module transformers hooks may wrap the one that
+        calls the attention function: T5's T5LayerSelfAttention around T5Attention)."""
+        for module in site.module.modules():
+            self.where[id(module)] = (kind, layer_position)
 
     def __call__(
         self,
@@ -178,47 +183,77 @@ class BlockwiseAttention:
         position_bias: Any = None,
         **kwargs: Any,
     ) -> tuple[Any, None]:
+        """The attention function (transformers' signature): sdpa's output."""
         out = sdpa_output(
-            module, query, key, value, attention_mask, self.model_name, "scan",
+            module, query, key, value, attention_mask, self.model_name, self.what,
             dropout=dropout, scaling=scaling, is_causal=is_causal, position_bias=position_bias,
             **kwargs,
         )  # fmt: skip
         where = self.where.get(id(module))
         if where is not None:
-            self.calls += 1
-            self._blocks(
-                where, module, query, key, attention_mask, scaling, is_causal, position_bias
+            if query.shape[0] != 1:
+                raise CaptureError(
+                    f"{self.model_name}: a {self.what} runs one input at a time, got a batch "
+                    f"of {query.shape[0]}"
+                )
+            call = AttentionCall(
+                module, query, key, attention_mask, scaling, is_causal, position_bias
             )
+            self.seen(where, call)
         return out
 
-    def _blocks(
+    def seen(self, where: tuple[str, int], call: AttentionCall) -> None:
+        """One watched call, ``where`` = ``(kind, layer_position)``."""
+        raise NotImplementedError
+
+
+class BlockwiseAttention(SdpaAttentionFunction):
+    """The attention function a scan registers: ``sdpa`` for the output, weights by blocks.
+
+    Args:
+        sites: attention modules by kind (:func:`inspector.capture.hooks.attention_sites`).
+        layers / heads: model indexes to measure (others run sdpa only).
+        on_block: the consumer of every block.
+        block_rows: query rows per block.
+        last_row_only: hand over only each call's last query row (generation steps).
+        model_name: for messages.
+    """
+
+    def __init__(
         self,
-        where: tuple[str, int],
-        module: Any,
-        query: Any,
-        key: Any,
-        mask: Any,
-        scaling: float | None,
-        is_causal: bool | None,
-        position_bias: Any,
+        sites: Mapping[str, Sequence[AttentionSite]],
+        layers: Sequence[int],
+        heads: Sequence[int],
+        on_block: BlockFn,
+        *,
+        block_rows: int = 256,
+        last_row_only: bool = False,
+        model_name: str = "model",
     ) -> None:
+        super().__init__(model_name)
+        for kind, li, _, site in kept_sites(sites, layers, model_name):
+            self.watch(kind, li, site)
+        self.heads = tuple(heads)
+        self.on_block = on_block
+        self.block_rows = int(block_rows)
+        self.last_row_only = last_row_only
+        self.filled: dict[tuple[str, int], int] = {}
+        self.calls = 0
+
+    def seen(self, where: tuple[str, int], call: AttentionCall) -> None:
         import torch
 
-        if query.shape[0] != 1:
-            raise CaptureError(
-                f"{self.model_name}: a scan runs one input at a time, got a batch of "
-                f"{query.shape[0]}"
-            )
+        self.calls += 1
+        query, key, mask, position_bias = call.query, call.key, call.mask, call.position_bias
         n_q, n_k = int(query.shape[2]), int(key.shape[2])
         n_heads, n_kv = int(query.shape[1]), int(key.shape[1])
         if n_heads % n_kv:
             raise CaptureError(
                 f"{self.model_name}: {n_heads} query heads cannot share {n_kv} key heads"
             )
-        causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
-        # sdpa's rule: causal only without a mask and for more than one query row, upper-left
-        # aligned (keys past the query count are cut, as sdpa_attention_forward does).
-        causal = bool(causal) and n_q > 1 and mask is None
+        # sdpa's rule, upper-left aligned (keys past the query count are cut, as
+        # sdpa_attention_forward does).
+        causal = call.causal
         if causal and n_k > n_q:
             n_k = n_q
         heads = torch.tensor(self.heads, device=query.device)
@@ -232,7 +267,7 @@ class BlockwiseAttention:
             q = query[0].index_select(0, heads).float().unsqueeze(1)
             k_t = key[0, :, :n_k].index_select(0, heads // group).float().unsqueeze(1)
             k_t = k_t.transpose(-1, -2)
-        scale = float(scaling) if scaling is not None else float(query.shape[-1]) ** -0.5
+        scale = call.scale
         lowest = torch.finfo(torch.float32).min
         start = self.filled.get(where, 0)
         starts = [n_q - 1] if self.last_row_only else range(0, n_q, self.block_rows)
@@ -273,8 +308,10 @@ def _rows(t: Any, r0: int, r1: int, n_k: int, heads: Any) -> Any:
 
 
 __all__ = [
+    "AttentionCall",
     "BlockFn",
     "BlockwiseAttention",
+    "SdpaAttentionFunction",
     "rows_per_block",
     "sdpa_output",
     "to_numpy",

@@ -323,7 +323,21 @@ def attention_hooks(
     tensor (``layer_position`` indexes ``layers``); the tensor is freed after the call unless
     kept, so a consumer that reduces it holds one layer at a time.
     """
-    hooks = []
+    return [
+        Hook(
+            site.module,
+            _weights_hook(kind, li, layer, site, on_weights, model_name),
+            call=site.call,
+        )
+        for kind, li, layer, site in kept_sites(sites, layers, model_name)
+    ]
+
+
+def kept_sites(
+    sites: Mapping[str, Sequence[AttentionSite]], layers: Sequence[int], model_name: str
+) -> Iterator[tuple[str, int, int, AttentionSite]]:
+    """``(kind, layer_position, layer, site)`` of each kept layer of each stack kind; a layer
+    past a stack's last is refused (:class:`CaptureError`) before any of that stack's."""
     for kind, kind_sites in sites.items():
         if len(kind_sites) <= max(layers):
             raise CaptureError(
@@ -331,15 +345,7 @@ def attention_hooks(
                 f"{max(layers)} was asked for"
             )
         for li, layer in enumerate(layers):
-            site = kind_sites[layer]
-            hooks.append(
-                Hook(
-                    site.module,
-                    _weights_hook(kind, li, layer, site, on_weights, model_name),
-                    call=site.call,
-                )
-            )
-    return hooks
+            yield kind, li, layer, kind_sites[layer]
 
 
 def _weights_hook(
@@ -538,4 +544,5 @@ __all__ = [
     "attention_sites",
     "dispatches_attention",
     "hooked",
+    "kept_sites",
 ]

@@ -25,7 +25,7 @@ from typing import Any, Literal
 from ..errors import CaptureError, InputError, UnsupportedModelError
 from ..models.loading import ModelBundle
 from . import memory as _memory
-from .blockwise import sdpa_output, soft_capped
+from .blockwise import AttentionCall, SdpaAttentionFunction, soft_capped
 from .hooks import Hook, attention_function, attention_hooks, dispatches_attention
 from .run import bundle_sites, forward
 
@@ -45,7 +45,7 @@ class _Kept:
     weights: Any = None  # (heads, q, k), eager
 
 
-class KeptAttention:
+class KeptAttention(SdpaAttentionFunction):
     """Keeps each layer's attention inputs (or weights) of one forward pass, by stack kind.
 
     Args:
@@ -57,54 +57,29 @@ class KeptAttention:
     def __init__(
         self, sites: Mapping[str, Sequence[Any]], kinds: Sequence[str], model_name: str = "model"
     ) -> None:
+        super().__init__(model_name)
         self.kinds = tuple(kinds)
         self.sites = {k: list(sites[k]) for k in self.kinds}
-        self.model_name = model_name
-        self.where: dict[int, tuple[str, int]] = {}
         for kind in self.kinds:
             for li, site in enumerate(self.sites[kind]):
-                for module in site.module.modules():
-                    self.where[id(module)] = (kind, li)
+                self.watch(kind, li, site)
         self.kept: dict[tuple[str, int], _Kept] = {}
         self.method = "blockwise"
 
     # ------------------------------------------------------------------ the two ways in
 
-    def __call__(
-        self,
-        module: Any,
-        query: Any,
-        key: Any,
-        value: Any,
-        attention_mask: Any,
-        dropout: float = 0.0,
-        scaling: float | None = None,
-        is_causal: bool | None = None,
-        position_bias: Any = None,
-        **kwargs: Any,
-    ) -> tuple[Any, None]:
-        """The attention function (transformers' signature): sdpa's output, inputs kept."""
-        out = sdpa_output(
-            module, query, key, value, attention_mask, self.model_name, "trace",
-            dropout=dropout, scaling=scaling, is_causal=is_causal, position_bias=position_bias,
-            **kwargs,
-        )  # fmt: skip
-        where = self.where.get(id(module))
-        if where is not None:
-            if query.shape[0] != 1:
-                raise CaptureError(f"{self.model_name}: a trace runs one input at a time")
-            n_q = int(query.shape[2])
-            causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
-            self.kept[where] = _Kept(
-                query=query[0].detach().float(),
-                key=key[0].detach().float(),
-                mask=attention_mask,
-                scaling=float(scaling) if scaling is not None else float(query.shape[-1]) ** -0.5,
-                # sdpa's rule: causal only without a mask and for more than one query row
-                causal=bool(causal) and n_q > 1 and attention_mask is None,
-                position_bias=position_bias,
-            )
-        return out
+    what = "trace"
+
+    def seen(self, where: tuple[str, int], call: AttentionCall) -> None:
+        """Keep one layer's attention inputs (the blockwise way in: sdpa runs the output)."""
+        self.kept[where] = _Kept(
+            query=call.query[0].detach().float(),
+            key=call.key[0].detach().float(),
+            mask=call.mask,
+            scaling=call.scale,
+            causal=call.causal,
+            position_bias=call.position_bias,
+        )
 
     def eager_hooks(self) -> list[Hook]:
         """Forward hooks keeping every layer's eager ``(head, q, k)`` weights."""

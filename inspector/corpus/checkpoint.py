@@ -18,10 +18,10 @@ import itertools
 import json
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -31,6 +31,8 @@ from .aggregate import HeadAggregate
 from .sources import BadLine, TextHash, TextSource
 
 CHECKPOINT_VERSION = 2
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, eq=False)
@@ -70,19 +72,41 @@ class RunState:
             self.bad_lines + sum(isinstance(item, BadLine) for item in items),
         )
 
+    def content(self) -> tuple[int, dict[str, np.ndarray], dict[str, Any]]:
+        """What its checkpoint holds besides the progress: the format version, the arrays and
+        any other entries of the JSON record."""
+        return CHECKPOINT_VERSION, self.aggregate.to_arrays(), {}
+
+
+class Resumable(Protocol):
+    """A run's state that :func:`save_checkpoint` writes (:class:`RunState`, a faithfulness
+    run's :class:`~.scoreboard.ScoreboardState`): how far it read its source, and its content."""
+
+    @property
+    def n_done(self) -> int: ...
+    @property
+    def digest(self) -> TextHash: ...
+    @property
+    def bad_lines(self) -> int: ...
+    def content(self) -> tuple[int, dict[str, np.ndarray], dict[str, Any]]: ...
+
 
 def save_checkpoint(
     path: str | os.PathLike[str],
-    state: RunState,
+    state: Resumable,
     fingerprint: Mapping[str, Any],
     source: TextSource,
 ) -> Path:
-    """Atomically write ``state`` with the settings and the source's identity (compressed)."""
-    arrays = state.aggregate.to_arrays()
+    """Atomically write ``state`` with the run's settings and the source's identity: its
+    arrays and one JSON record (format version, items consumed, settings, the source's
+    identity and digest, and the state's own entries) as one compressed ``.npz``;
+    :func:`read_run` reads it back."""
+    version, arrays, record = state.content()
     info = {
-        "version": CHECKPOINT_VERSION,
+        "version": version,
         "n_done": state.n_done,
         "fingerprint": dict(fingerprint),
+        **record,
         "source": {
             "identity": source.identity,
             "description": source.description,
@@ -90,31 +114,83 @@ def save_checkpoint(
             "bad_lines": state.bad_lines,
         },
     }
-    arrays["checkpoint"] = np.frombuffer(json.dumps(info).encode(), dtype=np.uint8)
+    info_bytes = np.frombuffer(json.dumps(info, default=str).encode(), dtype=np.uint8)
     with atomic_path(path) as tmp, tmp.open("wb") as f:
-        np.savez_compressed(f, **arrays)  # type: ignore[arg-type]
+        np.savez_compressed(f, **arrays, checkpoint=info_bytes)  # type: ignore[arg-type]
     return Path(path)
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
-    """Read a checkpoint written by :func:`save_checkpoint`."""
+def read_run(
+    path: str | os.PathLike[str],
+    what: str,
+    version: int,
+    build: Callable[[dict[str, Any], dict[str, np.ndarray]], T],
+    *,
+    format_note: str = "",
+) -> tuple[dict[str, Any], T]:
+    """The JSON record (``n_done`` an int) and what ``build(record, arrays)`` makes of a file
+    :func:`save_checkpoint` wrote; a file that is not one (``what``: ``atlas``, ``faithfulness``),
+    or one of another format ``version``, is refused saying to delete it."""
     try:
         with np.load(path) as z:
             arrays = {k: z[k] for k in z.files}
         info = json.loads(bytes(arrays.pop("checkpoint")).decode())
-        agg = HeadAggregate.from_arrays(arrays)
-        n_done = int(info["n_done"])
+        built = build(info, arrays)
+        info["n_done"] = int(info["n_done"])
     except Exception as exc:
         raise InputError(
-            f"{path} is not a readable atlas checkpoint ({type(exc).__name__}: "
+            f"{path} is not a readable {what} checkpoint ({type(exc).__name__}: "
             f"{str(exc)[:200]}); delete it to start over"
         ) from exc
-    if info.get("version") != CHECKPOINT_VERSION:
+    if info.get("version") != version:
         raise InputError(
             f"{path}: checkpoint format {info.get('version')} is not this inspector's "
-            f"({CHECKPOINT_VERSION}, which records its source); delete it to start over"
+            f"({version}{format_note}); delete it to start over"
         )
-    return Checkpoint(agg, n_done, dict(info["fingerprint"]), dict(info.get("source") or {}))
+    return info, built
+
+
+def open_resumable(
+    source: TextSource,
+    fingerprint: Mapping[str, Any],
+    read: Callable[[Path], tuple[dict[str, Any], T]],
+    *,
+    checkpoint: str | os.PathLike[str] | None,
+    resume: bool,
+    limit: int | None,
+) -> tuple[Iterator[Any], tuple[T, int, TextHash, int] | None]:
+    """The source's items still to read and, when ``resume`` finds a ``checkpoint``, what it
+    saved (``read``'s second value), the items it consumed, their digest and unreadable lines,
+    after the checks of :func:`check_start` and :func:`resume_source`."""
+    check_start(source, checkpoint, limit)
+    it = source.open()
+    if not (resume and checkpoint is not None and Path(checkpoint).exists()):
+        return it, None
+    path = Path(checkpoint)
+    info, saved = read(path)
+    digest, bad = resume_source(
+        path, source, it, info.get("fingerprint") or {}, fingerprint, info.get("source") or {},
+        info["n_done"], limit,
+    )  # fmt: skip
+    return it, (saved, info["n_done"], digest, bad)
+
+
+def _read_atlas(path: str | os.PathLike[str]) -> tuple[dict[str, Any], HeadAggregate]:
+    return read_run(
+        path,
+        "atlas",
+        CHECKPOINT_VERSION,
+        lambda _, arrays: HeadAggregate.from_arrays(arrays),
+        format_note=", which records its source",
+    )
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+    """Read a checkpoint written by :func:`save_checkpoint`."""
+    info, agg = _read_atlas(path)
+    return Checkpoint(
+        agg, info["n_done"], dict(info["fingerprint"]), dict(info.get("source") or {})
+    )
 
 
 def default_checkpoint_path(output: str | os.PathLike[str]) -> Path:
@@ -200,17 +276,10 @@ def open_run(
         InputError: one line saying what differs (settings, file, size, modification time,
             or the items themselves), or that ``limit`` is below what was already counted.
     """
-    check_start(source, checkpoint, limit)
-    state = RunState(empty, 0, TextHash())
-    it = source.open()
-    if not (resume and checkpoint is not None and Path(checkpoint).exists()):
-        return state, it
-    path = Path(checkpoint)
-    saved = load_checkpoint(path)
-    digest, bad = resume_source(
-        path, source, it, saved.fingerprint, fingerprint, saved.source, saved.n_done, limit
+    it, saved = open_resumable(
+        source, fingerprint, _read_atlas, checkpoint=checkpoint, resume=resume, limit=limit
     )
-    return RunState(saved.aggregate, saved.n_done, digest, bad), it
+    return (RunState(empty, 0, TextHash()) if saved is None else RunState(*saved)), it
 
 
 def check_start(
@@ -292,13 +361,16 @@ def discard_checkpoint(path: str | os.PathLike[str] | None) -> None:
 __all__ = [
     "CHECKPOINT_VERSION",
     "Checkpoint",
+    "Resumable",
     "RunState",
     "check_start",
     "content_difference",
     "default_checkpoint_path",
     "discard_checkpoint",
     "load_checkpoint",
+    "open_resumable",
     "open_run",
+    "read_run",
     "resume_source",
     "save_checkpoint",
     "source_difference",
