@@ -23,6 +23,7 @@ divided by the attention's total, i.e. by the number of rows):
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,8 @@ import pandas as pd
 from ..capture.types import AttentionStack
 from ..errors import InputError
 from .metrics import MetricContext, head_index, nan_heads
+
+T = TypeVar("T")
 
 DETECTORS = ("previous_token", "duplicate_token", "induction")
 
@@ -122,26 +125,25 @@ def repeated_random_ids(pool: Sequence[int], n_tokens: int, *, seed: int = 0) ->
     """``n_tokens`` random token ids from ``pool``, then the same ids again: an exact token
     repeat, as induction-head work uses (repeated *text* may tokenize differently the second
     time, e.g. ``vac|ant`` then ``vacant``)."""
-    if n_tokens < 2:
-        raise InputError(f"n_tokens must be at least 2, got {n_tokens}")
-    if not pool:
-        raise InputError("no vocabulary tokens to sample from")
-    rng = np.random.default_rng(seed)
-    pick = rng.choice(len(pool), size=n_tokens, replace=len(pool) < n_tokens)
-    half = [int(pool[i]) for i in pick]
-    return half + half
+    return [int(i) for i in _drawn_twice(pool, n_tokens, seed, "tokens")]
 
 
 def repeated_random_text(words: Sequence[str], n_tokens: int, *, seed: int = 0) -> str:
     """``n_tokens`` random words from ``words``, then the same words again, joined by spaces."""
+    return " ".join(_drawn_twice(words, n_tokens, seed, "words"))
+
+
+def _drawn_twice(pool: Sequence[T], n_tokens: int, seed: int, what: str) -> list[T]:
+    """``n_tokens`` entries of ``pool`` drawn at random (with replacement only when the pool is
+    smaller), then the same entries again; ``what`` names the pool's entries in errors."""
     if n_tokens < 2:
         raise InputError(f"n_tokens must be at least 2, got {n_tokens}")
-    if not words:
-        raise InputError("no vocabulary words to sample from")
+    if not pool:
+        raise InputError(f"no vocabulary {what} to sample from")
     rng = np.random.default_rng(seed)
-    pick = rng.choice(len(words), size=n_tokens, replace=len(words) < n_tokens)
-    half = [words[i] for i in pick]
-    return " ".join(half + half)
+    pick = rng.choice(len(pool), size=n_tokens, replace=len(pool) < n_tokens)
+    half = [pool[i] for i in pick]
+    return half + half
 
 
 __all__ = [

@@ -50,7 +50,7 @@ def _gate_hook(gate: Any, n_heads: int, mode: str, *, grow: int = 0) -> Callable
 
     ``gate`` has shape ``(batch or 1, heads)``; a gate of 1 passes the head unchanged, 0 ablates
     it (zero, or its mean over positions when ``mode == "mean"``). ``grow`` first appends that
-    many copies of row 0 of the input (see :func:`_shared_prefix_pass`).
+    many copies of row 0 of the input (see :func:`_shared_prefix_hooks`).
     """
 
     def hook(_module: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -132,7 +132,7 @@ def _on_hidden(fn: Callable[[Any], Any]) -> Callable[..., Any]:
     return hook
 
 
-def _shared_prefix_pass(
+def _ablation_pass(
     bundle: ModelBundle,
     found: Structure,
     inputs: Mapping[str, Any],
@@ -142,8 +142,34 @@ def _shared_prefix_pass(
 ) -> Any:
     """One forward pass whose row ``r >= 1`` ablates head ``chunk[r - 1]``; row 0 stays clean.
 
-    ``chunk`` is sorted by layer. The pass starts with a batch of 1 (the clean row). In each layer
-    ``l`` of ``chunk``, the rows ablating a head of ``l`` are added as copies of the clean row:
+    Where the rows can share the layers below their ablated layer (``found.shared_prefix``)
+    they do (:func:`_shared_prefix_hooks`); elsewhere the pass runs ``len(chunk) + 1`` copies
+    of the input (:func:`_plain_hooks`). ``extra``: more hooks for the pass.
+    """
+    import torch
+
+    device = input_device(inputs)
+    if found.shared_prefix:
+        hooks = _shared_prefix_hooks(found, chunk, mode, device)
+    else:
+        rows = len(chunk) + 1
+        inputs = {
+            k: v.expand(rows, *v.shape[1:])
+            if isinstance(v, torch.Tensor) and v.shape[:1] == (1,)
+            else v
+            for k, v in inputs.items()
+        }
+        hooks = _plain_hooks(found, chunk, mode, device)
+    return forward(bundle, inputs, hooks=[*hooks, *extra])
+
+
+def _shared_prefix_hooks(
+    found: Structure, chunk: Sequence[tuple[int, int]], mode: str, device: Any
+) -> list[Hook]:
+    """The hooks of an ablation pass that starts with a batch of 1 (the clean row).
+
+    ``chunk`` is sorted by layer. In each layer ``l`` of ``chunk``, the rows ablating a head of
+    ``l`` are added as copies of the clean row:
 
     * the block's input gets them (its residual stream needs them);
     * its attention module drops them again: their queries, keys, values and attention weights
@@ -159,7 +185,6 @@ def _shared_prefix_pass(
     import torch
 
     n_h = found.n_heads
-    device = input_device(inputs)
     per_layer: dict[int, list[int]] = {}
     for li, hi in chunk:
         per_layer.setdefault(li, []).append(hi)
@@ -178,34 +203,22 @@ def _shared_prefix_pass(
             Hook(layer.out, _gate_hook(gate, n_h, mode, grow=new), "pre", call=layer.call),
         ]
         rows += new
-    return forward(bundle, inputs, hooks=[*hooks, *extra])
+    return hooks
 
 
-def _plain_pass(
-    bundle: ModelBundle,
-    found: Structure,
-    inputs: Mapping[str, Any],
-    chunk: Sequence[tuple[int, int]],
-    mode: str,
-    extra: Sequence[Hook] = (),
-) -> Any:
-    """One forward pass of ``len(chunk) + 1`` copies of the input; row ``r >= 1`` ablates head
-    ``chunk[r - 1]``, row 0 stays clean (for stacks where rows cannot share the layers below)."""
+def _plain_hooks(
+    found: Structure, chunk: Sequence[tuple[int, int]], mode: str, device: Any
+) -> list[Hook]:
+    """The hooks of an ablation pass of ``len(chunk) + 1`` copies of the input (for stacks
+    where rows cannot share the layers below): row ``r``'s gate closes head ``chunk[r - 1]``."""
     import torch
 
     rows = len(chunk) + 1
-    batched = {
-        k: v.expand(rows, *v.shape[1:])
-        if isinstance(v, torch.Tensor) and v.shape[:1] == (1,)
-        else v
-        for k, v in inputs.items()
-    }
-    device = input_device(inputs)
     gates: dict[int, Any] = {}
     for r, (li, hi) in enumerate(chunk, start=1):
         gate = gates.setdefault(li, torch.ones(rows, found.n_heads, device=device))
         gate[r, hi] = 0.0
-    hooks = [
+    return [
         Hook(
             found.layers[li].out,
             _gate_hook(g, found.n_heads, mode),
@@ -214,7 +227,6 @@ def _plain_pass(
         )
         for li, g in gates.items()
     ]
-    return forward(bundle, batched, hooks=[*hooks, *extra])
 
 
 def _ablation_deltas(
@@ -231,7 +243,7 @@ def _ablation_deltas(
     """``delta[l, h] = target(head l,h ablated) - target(clean)``, batched.
 
     Each forward pass holds a clean row and ablated rows, which share the computation of the
-    layers below their ablated layer (:func:`_shared_prefix_pass`): up to ``batch_size`` rows,
+    layers below their ablated layer (:func:`_ablation_pass`): up to ``batch_size`` rows,
     fewer where the budget (``max_memory``, less ``reserved`` bytes a caller holds) allows fewer
     (:func:`ablation_rows`, decided under the model's lock). The target is resolved on the clean
     row of the first pass.
@@ -265,8 +277,7 @@ def _ablation_deltas(
         with bar, torch.inference_mode():
             for start in range(0, len(plan), per_chunk):
                 chunk = plan[start : start + per_chunk]
-                run = _shared_prefix_pass if found.shared_prefix else _plain_pass
-                out = run(bundle, found, inputs, chunk, mode, extra)
+                out = _ablation_pass(bundle, found, inputs, chunk, mode, extra)
                 if resolved is None:  # row 0 is the unablated model
                     resolved = resolve_target(target, bundle, inputs, out)
                 vals = target_values(resolved, out, len(chunk) + 1).double().cpu().numpy()

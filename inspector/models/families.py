@@ -111,17 +111,22 @@ _BERT_PATHS: dict[str, Any] = {
     "query": "attention.self.query",
     "key": "attention.self.key",
 }
-_LLAMA_PATHS: dict[str, Any] = {
-    "value": "self_attn.v_proj",
-    "output": "self_attn.o_proj",
-    "query": "self_attn.q_proj",
-    "key": "self_attn.k_proj",
-}
+
+
+def _proj_paths(module: str, output: str) -> dict[str, Any]:
+    """The paths of an attention ``module`` with ``q_proj`` / ``k_proj`` / ``v_proj``
+    projections and the output projection ``output``."""
+    return {
+        "value": f"{module}.v_proj",
+        "output": f"{module}.{output}",
+        "query": f"{module}.q_proj",
+        "key": f"{module}.k_proj",
+    }
+
+
+_LLAMA_PATHS = _proj_paths("self_attn", "o_proj")
 _BART_PATHS: dict[str, Any] = {
-    "value": "self_attn.v_proj",
-    "output": "self_attn.out_proj",
-    "query": "self_attn.q_proj",
-    "key": "self_attn.k_proj",
+    **_proj_paths("self_attn", "out_proj"),
     "cross_value": "encoder_attn.v_proj",
     "cross_output": "encoder_attn.out_proj",
 }
@@ -206,36 +211,12 @@ for _family in (
         decoder=True,
         **_LLAMA_PATHS,
     ),
-    Family(
-        "phi",
-        ("phi",),
-        decoder=True,
-        value="self_attn.v_proj",
-        output="self_attn.dense",
-        query="self_attn.q_proj",
-        key="self_attn.k_proj",
-    ),
+    Family("phi", ("phi",), decoder=True, **_proj_paths("self_attn", "dense")),
     Family(
         "phi3", ("phi3",), decoder=True, fused_qkv="self_attn.qkv_proj", output="self_attn.o_proj"
     ),
-    Family(
-        "gptj",
-        ("gptj", "codegen"),
-        decoder=True,
-        value="attn.v_proj",
-        output="attn.out_proj",
-        query="attn.q_proj",
-        key="attn.k_proj",
-    ),
-    Family(
-        "opt",
-        ("opt", "xglm"),
-        decoder=True,
-        value="self_attn.v_proj",
-        output="self_attn.out_proj",
-        query="self_attn.q_proj",
-        key="self_attn.k_proj",
-    ),
+    Family("gptj", ("gptj", "codegen"), decoder=True, **_proj_paths("attn", "out_proj")),
+    Family("opt", ("opt", "xglm"), decoder=True, **_proj_paths("self_attn", "out_proj")),
     Family(
         "gpt_neox",
         ("gpt_neox",),
