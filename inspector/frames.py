@@ -18,6 +18,7 @@ import pandas as pd
 
 from ._io import atomic_path, atomic_paths
 from .capture import memory as _memory
+from .capture.memory import MemoryLimit
 from .capture.types import AttentionStack, Capture, Tokens, captured_positions
 from .errors import InputError
 
@@ -234,7 +235,7 @@ def frame_estimate(
     kinds: Sequence[str] | None = None,
     layers: Sequence[int] | int | None = None,
     heads: Sequence[int] | int | None = None,
-    max_memory: Any = None,
+    max_memory: MemoryLimit | None = None,
 ) -> _memory.MemoryEstimate:
     """What building the long frame would allocate (rows x bytes per row), against the budget."""
     rows = sum(n_l * n_h * cells for n_l, n_h, cells in _kept(capture, kinds, layers, heads))
@@ -251,7 +252,7 @@ def capture_frame(
     heads: Sequence[int] | int | None = None,
     level: Level = "token",
     readable: bool = False,
-    max_memory: Any = None,
+    max_memory: MemoryLimit | None = None,
 ) -> pd.DataFrame:
     """Long frame of a capture; encoder-decoder captures get a ``kind`` column first.
 
@@ -404,7 +405,7 @@ def stream_estimate(
     layers: Sequence[int] | int | None = None,
     heads: Sequence[int] | int | None = None,
     piece_rows: int = PIECE_ROWS,
-    max_memory: Any = None,
+    max_memory: MemoryLimit | None = None,
 ) -> _memory.MemoryEstimate:
     """What :func:`write_capture_frame` allocates (its largest piece), against the budget."""
     largest = 0

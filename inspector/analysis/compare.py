@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from ..capture import memory as _memory
+from ..capture.memory import MemoryLimit
 from ..capture.types import AttentionStack, Tokens, model_display_name
 from ..errors import InputError, InspectorWarning
 from .distances import js_divergence_rows
@@ -215,7 +216,7 @@ def _metadata(x: Any) -> Mapping[str, Any]:
 
 
 def compare(
-    a: Any, b: Any, *, labels: tuple[str, str] | None = None, max_memory: Any = None
+    a: Any, b: Any, *, labels: tuple[str, str] | None = None, max_memory: MemoryLimit | None = None
 ) -> Comparison:
     """Compare two inspections (or stacks) head by head.
 

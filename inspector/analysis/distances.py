@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..capture import memory as _memory
+from ..capture.memory import MemoryLimit
 from ..capture.types import AttentionStack
 from ..errors import InputError
 from .metrics import check_same_heads
@@ -90,7 +91,7 @@ DISTANCE_ADVICE = "Use shorter texts, or raise max_memory= if you know more is f
 
 
 def distance_estimate(
-    stack: AttentionStack | np.ndarray, method: str = "js", max_memory: Any = None
+    stack: AttentionStack | np.ndarray, method: str = "js", max_memory: MemoryLimit | None = None
 ) -> _memory.MemoryEstimate:
     """What :func:`head_distances` allocates beside the weights, against the budget: ``js``
     a shifted float32 copy of the stack (and small work buffers), ``cosine`` the unit rows in
@@ -198,7 +199,7 @@ def head_distance_frame(stack: AttentionStack, method: str = "js") -> pd.DataFra
 
 
 def mean_head_distances(
-    stacks: Iterable[AttentionStack], method: str = "js", *, max_memory: Any = None
+    stacks: Iterable[AttentionStack], method: str = "js", *, max_memory: MemoryLimit | None = None
 ) -> pd.DataFrame:
     """Head distances averaged over inputs (each input counts once), as a square frame; each
     input's distances are checked against ``max_memory`` (:func:`distance_estimate`) first."""

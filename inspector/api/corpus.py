@@ -18,6 +18,7 @@ from .. import frames as _frames
 from .._io import check_writable, replacing_read_only, same_file
 from ..analysis import distances as _distances
 from ..analysis import metrics as _metrics
+from ..capture.memory import MemoryLimit
 from ..corpus import atlas as _atlas
 from ..corpus import engine as _engine
 from ..corpus import probe as _probe
@@ -73,7 +74,7 @@ def head_similarity(
     stacks = stacks_of(
         model, texts, kind, truncation, max_length, progress=progress, max_memory=max_memory
     )
-    return _distances.mean_head_distances(stacks, method, max_memory=max_memory)
+    return _distances.mean_head_distances(stacks, method, max_memory=MemoryLimit.of(max_memory))
 
 
 def head_importance(
@@ -109,7 +110,7 @@ def head_importance(
         batch_size=batch_size,
         per_text=per_text,
         progress=progress,
-        max_memory=max_memory,
+        max_memory=MemoryLimit.of(max_memory),
     )
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..capture import memory as _memory
+from ..capture.memory import MemoryLimit
 from ..capture.types import AttentionStack, Capture
 from ..errors import InputError, UnsupportedModelError
 from ..explain.model import default_kind
@@ -119,6 +120,8 @@ class ExplainNamespace:
         """Run the explainer ``name`` (default: the "what mattered" ``summary``) for ``target``
         with its own keyword ``options``."""
         entry = get_explainer("summary" if name is None else name)
+        if "max_memory" in options:  # parsed once here, passed down as a MemoryLimit
+            options["max_memory"] = MemoryLimit.of(options["max_memory"])
         return entry(self.request(target), **options)
 
     def scores(self, name: str, *, target: Any = None) -> np.ndarray:
@@ -133,7 +136,7 @@ class ExplainNamespace:
         step: int | None = None,
         steps: Any = "k",
         only_positive: bool = True,
-        max_memory: Any = None,
+        max_memory: int | str | None = None,
         max_rows: int = 64,
     ) -> Any:
         """How faithful every token-level explanation of this input is: AOPC comprehensiveness,
@@ -143,7 +146,8 @@ class ExplainNamespace:
 
         return inspection_faithfulness(
             self._ins, methods, target=target, step=step, steps=steps,
-            only_positive=only_positive, max_memory=max_memory, max_rows=max_rows,
+            only_positive=only_positive, max_memory=MemoryLimit.of(max_memory),
+            max_rows=max_rows,
         )  # fmt: skip
 
     @staticmethod
@@ -184,9 +188,10 @@ class ExplainNamespace:
         """
         if explanation is not None and not isinstance(explanation, Explanation):
             raise InputError("explanation= takes the result of ins.explain()")
+        limit = MemoryLimit.of(max_memory)
         expl = explanation or self(
             target=target, method=method, layer=layer, top=top, progress=progress,
-            max_memory=max_memory,
+            max_memory=limit,
         )  # fmt: skip
         if faithfulness is True:
             faithfulness = self.faithfulness(target=target or "auto")
@@ -199,7 +204,7 @@ class ExplainNamespace:
         capture: Capture = self._ins.capture
         with model_preflight(
             self._ins.model,
-            lambda: _report.report_estimate(capture, precision, max_memory),
+            lambda: _report.report_estimate(capture, precision, limit),
             REPORT_ADVICE,
         ):
             rendered = _report.build_report(

@@ -14,6 +14,7 @@ from typing import Any
 from .._progress import bar as progress_bar
 from ..analysis import faithfulness as _f
 from ..analysis.faithfulness_table import Faithfulness, concat
+from ..capture.memory import MemoryLimit
 from ..corpus.checkpoint import discard_checkpoint
 from ..corpus.scoreboard import ScoreboardState, open_scoreboard, save_scoreboard
 from ..corpus.sources import BadLine, text_source
@@ -62,7 +63,7 @@ def faithfulness(
     resume: bool = False,
     checkpoint_every: float = 30.0,
     progress: bool | None = None,
-    max_memory: Any = None,
+    max_memory: int | str | None = None,
     max_rows: int = 64,
     skip_bad_lines: bool = False,
 ) -> FaithfulnessResult:
@@ -95,6 +96,7 @@ def faithfulness(
     """
     m = as_model(model)
     bundle = m.bundle
+    budget = MemoryLimit.of(max_memory)
     names = _scoreboard.scored_methods(methods)
     _f.check_steps(steps)
     spec = Target.parse(target)
@@ -153,7 +155,7 @@ def faithfulness(
                     request = ExplainRequest(ins.capture, "self", bundle, spec)
                     part = _scoreboard.score_request(
                         request, names, steps=steps, only_positive=only_positive, text=n_done,
-                        max_memory=max_memory, max_rows=max_rows,
+                        max_memory=budget, max_rows=max_rows,
                     )  # fmt: skip
                     parts.append(part)
                     _merge(meta, part, n_done, item)

@@ -20,6 +20,7 @@ from typing import Any
 
 from ..analysis import faithfulness as _f
 from ..analysis.faithfulness_table import Faithfulness
+from ..capture.memory import MemoryLimit
 from ..errors import InputError, UnsupportedModelError
 from ..explain import faithfulness as _scoreboard
 from ..explain.registry import ExplainRequest
@@ -94,7 +95,7 @@ def inspection_faithfulness(
     step: int | None = None,
     steps: _f.Steps = "k",
     only_positive: bool = True,
-    max_memory: Any = None,
+    max_memory: MemoryLimit | int | str | None = None,
     max_rows: int = 64,
 ) -> FaithfulnessResult:
     """How faithful every token-level explanation of one inspection is (``ins.explain
@@ -124,8 +125,8 @@ def inspection_faithfulness(
         request = _scoreboard.step_request(request, step)
     names = _scoreboard.scored_methods(methods)
     result = _scoreboard.score_request(
-        request, names, steps=steps, only_positive=only_positive, max_memory=max_memory,
-        max_rows=max_rows,
+        request, names, steps=steps, only_positive=only_positive,
+        max_memory=MemoryLimit.of(max_memory), max_rows=max_rows,
     )  # fmt: skip
     meta = {**base_metadata(model.bundle, names, target, steps, only_positive), **result.metadata}
     meta["texts"] = [inspection.capture.metadata.get("text", "")]

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .. import frames as _frames
+from ..capture.memory import MemoryLimit
 from ..capture.types import AttentionStack, Capture
 from ..errors import InputError
 from ..render import report as _report
@@ -178,7 +179,7 @@ class Inspection:
             heads=heads,
             level=level,  # type: ignore[arg-type]
             readable=readable,
-            max_memory=max_memory,
+            max_memory=MemoryLimit.of(max_memory),
         )
 
     @property
@@ -233,7 +234,11 @@ class Inspection:
         with model_preflight(
             self.model,
             lambda: _frames.stream_estimate(
-                self.capture, kinds=self._kinds, layers=layers, heads=heads, max_memory=max_memory
+                self.capture,
+                kinds=self._kinds,
+                layers=layers,
+                heads=heads,
+                max_memory=MemoryLimit.of(max_memory),
             ),
             "Write fewer layers=[...] / heads=[...], or raise max_memory= if you know more is free",
         ):
@@ -284,7 +289,7 @@ class Inspection:
                 warnings.warn(reason or "", PageBudgetWarning, stacklevel=2)
             with model_preflight(
                 self.model,
-                lambda: capture_scan_estimate(self.capture, max_memory),
+                lambda: capture_scan_estimate(self.capture, MemoryLimit.of(max_memory)),
                 REPORT_ADVICE,
             ):
                 return capture_scan_report(
@@ -293,7 +298,7 @@ class Inspection:
         why_builder = None if why is False else why_section(self, required=bool(why))
         with model_preflight(
             self.model,
-            lambda: _report.report_estimate(self.capture, precision, max_memory),
+            lambda: _report.report_estimate(self.capture, precision, MemoryLimit.of(max_memory)),
             REPORT_ADVICE,
         ):
             rendered = _report.build_report(

@@ -16,6 +16,7 @@ from ..analysis import distances as _distances
 from ..analysis import metrics as _metrics
 from ..analysis import roles as _roles
 from ..analysis import steps as _steps
+from ..capture.memory import MemoryLimit
 from ..capture.types import kv_groups
 from ..capture.vectors import query_key_vectors
 from ..errors import InputError
@@ -62,7 +63,7 @@ class HeadsNamespace(_Namespace):
         """Distance between every pair of heads, square on ``(layer, head)`` (``js``/``cosine``;
         ``max_memory``: checked against :func:`~inspector.analysis.distances.distance_estimate`
         first)."""
-        _distances.distance_estimate(self._ins.stack, method, max_memory).check(
+        _distances.distance_estimate(self._ins.stack, method, MemoryLimit.of(max_memory)).check(
             _distances.DISTANCE_ADVICE
         )
         return _distances.head_distance_frame(self._ins.stack, method)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..analysis import compare as _compare
+from ..capture.memory import MemoryLimit
 from ..capture.types import Capture
 from ..corpus import atlas as _atlas
 from ..corpus import probe as _probe
@@ -42,7 +43,7 @@ class Comparison(_compare.Comparison):
         (``max_memory``: the budget of building it; default: what is free now)."""
         if self.capture is None:
             raise InputError("this comparison has no capture of side a; use inspector.compare()")
-        _report.comparison_estimate(self.capture, max_memory=max_memory).check(
+        _report.comparison_estimate(self.capture, max_memory=MemoryLimit.of(max_memory)).check(
             "Compare inspections of fewer layers=[...] / heads=[...], or raise max_memory="
         )
         rendered = _report.comparison_report(self.capture, self, k=k, title=title)
@@ -61,7 +62,7 @@ def compare(
     """Compare two inspections (or stacks) head by head (see :mod:`inspector.analysis.compare`;
     ``max_memory``: the budget of what the comparison allocates beside them)."""
     # warns (InspectorWarning) on few shared tokens
-    base = _compare.compare(a, b, labels=labels, max_memory=max_memory)
+    base = _compare.compare(a, b, labels=labels, max_memory=MemoryLimit.of(max_memory))
     capture = getattr(a, "capture", None)
     values = {f.name: getattr(base, f.name) for f in fields(base)}
     return Comparison(**values, capture=capture if isinstance(capture, Capture) else None)

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..capture.memory import MemoryLimit
 from ..capture.types import Capture, Tokens
 from ..errors import InputError, UnsupportedModelError
 from ..models.families import logit_transform
@@ -102,7 +103,7 @@ def trace_logit(
     per_token: bool = False,
     method: str = "auto",
     lens_top: int = 5,
-    max_memory: Any = None,
+    max_memory: MemoryLimit | None = None,
 ) -> Attribution:
     """Direct logit attribution of one prediction of ``capture``'s input (see the module).
 
@@ -134,7 +135,7 @@ def trace_positions(
     per_token: bool = False,
     method: str = "auto",
     lens_top: int = 5,
-    max_memory: Any = None,
+    max_memory: MemoryLimit | None = None,
 ) -> list[Attribution]:
     """:func:`trace_logit` of several positions (each with its token, ``None``: the
     prediction) from one forward pass: a generation's steps."""

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..capture.memory import MemoryLimit
 from . import flow as _flow
 from . import importance as _importance
 from . import norms as _norms
@@ -72,7 +73,7 @@ def _norms_frame(
     heads: Any = None,
     exclude_special: bool = False,
     normalise: bool = False,
-    max_memory: Any = None,
+    max_memory: MemoryLimit | None = None,
 ) -> pd.DataFrame:
     result = _norms.attention_norms(
         request.model("norms"),
@@ -107,7 +108,7 @@ def _importance_entry(method: _importance.Method) -> Any:
         mode: _importance.AblationMode = "zero",
         batch_size: int = 73,
         progress: bool | None = None,
-        max_memory: Any = None,
+        max_memory: MemoryLimit | None = None,
     ) -> pd.DataFrame:
         return _importance.head_importance(
             request.model(method),
@@ -131,7 +132,7 @@ def _summary_fn(
     layer: int | None = None,
     top: int = 4,
     progress: bool | None = None,
-    max_memory: Any = None,
+    max_memory: MemoryLimit | None = None,
 ) -> Any:
     return _summary.explain(
         request.model("summary"), request.capture, target=request.target, method=method,

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from ..capture.hooks import Hook
+from ..capture.memory import MemoryLimit
 from ..capture.trace import hook_bytes, run_kept
 from ..capture.types import Capture
 from ..errors import InputError, UnsupportedModelError
@@ -109,7 +110,7 @@ def record_encoder(
     capture: Capture,
     rows: Sequence[int],
     method: str,
-    max_memory: Any = None,
+    max_memory: MemoryLimit | None = None,
 ) -> tuple[_res.Record, list[tuple[_Norms, _Norms]], dict[int, Any]]:
     """One pass keeping the block inputs, LN₁'s outputs and both norms' scales at every
     position (checked: see the module), after a memory pre-flight against ``max_memory``;
@@ -253,7 +254,7 @@ def encoder_information_flow(
     token: str | int | None = None,
     against: str | int | None = None,
     method: str = "auto",
-    max_memory: Any = None,
+    max_memory: MemoryLimit | None = None,
 ) -> Routes:
     """The route graph of a post-LN encoder (see the module): to the final representation of
     ``position``, or (``None``) to the mean-pooled embedding. On a masked LM, a position's

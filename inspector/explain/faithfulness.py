@@ -16,13 +16,13 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ..analysis import faithfulness as _f
 from ..analysis.faithfulness_table import Faithfulness, empty_frames
+from ..capture.memory import MemoryLimit
 from ..capture.perturb import MAX_ROWS
 from ..capture.types import AttentionStack, Capture, Tokens
 from ..errors import InputError, UnsupportedModelError
@@ -57,7 +57,7 @@ def score_request(
     steps: _f.Steps = "k",
     only_positive: bool = True,
     text: int = 0,
-    max_memory: Any = None,
+    max_memory: MemoryLimit | None = None,
     max_rows: int = MAX_ROWS,
 ) -> Faithfulness:
     """Score the token-level explanations of one input.

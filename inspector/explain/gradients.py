@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ..analysis.faithfulness import random_scores
+from ..capture.memory import MemoryLimit
 from ..capture.perturb import embedding_attributions, id_inputs, last_logits_only
 from ..capture.run import forward
 from ..capture.tokenize import pad_id
@@ -106,7 +107,9 @@ def _integrated_gradients(
     return token_frame(request, scores)
 
 
-def occlusion_scores(request: ExplainRequest, *, max_memory: Any = None) -> np.ndarray:
+def occlusion_scores(
+    request: ExplainRequest, *, max_memory: MemoryLimit | None = None
+) -> np.ndarray:
     """Leave-one-out: ``target(full) - target(token i deleted)`` (0 for special tokens)."""
     deletions = deletions_for(request, max_memory=max_memory)
     out = np.zeros(len(request.tokens), dtype=np.float64)
@@ -114,7 +117,7 @@ def occlusion_scores(request: ExplainRequest, *, max_memory: Any = None) -> np.n
     return out
 
 
-def _occlusion(request: ExplainRequest, *, max_memory: Any = None) -> pd.DataFrame:
+def _occlusion(request: ExplainRequest, *, max_memory: MemoryLimit | None = None) -> pd.DataFrame:
     return token_frame(request, occlusion_scores(request, max_memory=max_memory))
 
 

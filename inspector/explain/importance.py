@@ -32,6 +32,7 @@ import pandas as pd
 from .._progress import bar as progress_bar
 from ..capture import memory as _memory
 from ..capture.hooks import Hook, hooked
+from ..capture.memory import MemoryLimit
 from ..capture.run import forward
 from ..capture.types import Capture, Tokens
 from ..errors import InputError
@@ -237,7 +238,7 @@ def _ablation_deltas(
     mode: str,
     batch_size: int,
     progress: bool | None = False,
-    max_memory: Any = None,
+    max_memory: MemoryLimit | None = None,
     reserved: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """``delta[l, h] = target(head l,h ablated) - target(clean)``, batched.
@@ -296,7 +297,7 @@ def _gate_gradients(
     inputs: Mapping[str, Any],
     target: Target,
     mode: str,
-    max_memory: Any = None,
+    max_memory: MemoryLimit | None = None,
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """``∂target/∂ξ[l, h]`` at ξ = 1 (``torch.autograd.grad``: no ``.grad`` is written)."""
     import torch
@@ -369,7 +370,7 @@ def _raw_importance(
     batch_size: int,
     progress: bool | None = False,
     kind: str | None = None,
-    max_memory: Any = None,
+    max_memory: MemoryLimit | None = None,
     reserved: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """Signed first-order / exact deltas ``(layer, head)``, the clean target value, description."""
@@ -399,7 +400,7 @@ def head_importance(
     batch_size: int = 73,
     progress: bool | None = None,
     kind: str | None = None,
-    max_memory: Any = None,
+    max_memory: MemoryLimit | None = None,
     reserved: int = 0,
 ) -> pd.DataFrame:
     """How much each head matters for ``target`` on one input.
@@ -465,7 +466,7 @@ def head_importance_many(
     per_text: bool = False,
     progress: bool | None = None,
     kind: str | None = None,
-    max_memory: Any = None,
+    max_memory: MemoryLimit | None = None,
 ) -> pd.DataFrame:
     """Head importance averaged over many texts (one input at a time, no padding).
 

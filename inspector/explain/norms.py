@@ -22,6 +22,7 @@ import numpy as np
 
 from ..capture import memory as _memory
 from ..capture.hooks import Hook
+from ..capture.memory import MemoryLimit
 from ..capture.run import forward
 from ..capture.types import AttentionStack, Capture, kv_head_map
 from ..errors import InputError, UnsupportedModelError
@@ -45,7 +46,7 @@ def attention_norms(
     heads: Sequence[int] | None = None,
     capture: Capture | None = None,
     keep_vectors: bool = False,
-    max_memory: Any = None,
+    max_memory: MemoryLimit | None = None,
 ) -> NormAttention:
     """Norm-based attention ``‖α_ij · f_h(x_j)‖`` for one captured attention stack.
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..capture.memory import memory_budget
+from ..capture.memory import MemoryLimit, memory_budget
 from ..capture.perturb import MAX_ROWS, id_inputs, last_logits_only, rows_per_pass, start_id
 from ..capture.run import forward
 from ..errors import InputError, UnsupportedModelError
@@ -60,7 +60,11 @@ class Deletions:
     """
 
     def __init__(
-        self, request: ExplainRequest, *, max_memory: Any = None, max_rows: int = MAX_ROWS
+        self,
+        request: ExplainRequest,
+        *,
+        max_memory: MemoryLimit | None = None,
+        max_rows: int = MAX_ROWS,
     ) -> None:
         bundle = request.model("token deletion")
         capture = request.capture
@@ -209,13 +213,15 @@ _RUNS: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], Deletions]] = (
 )
 
 
-def _run_key(request: ExplainRequest, max_memory: Any, max_rows: int) -> tuple[Any, ...]:
+def _run_key(
+    request: ExplainRequest, max_memory: MemoryLimit | None, max_rows: int
+) -> tuple[Any, ...]:
     bundle = request.model("token deletion")
     return (measured_target(request.target), id(bundle), str(max_memory), max_rows)
 
 
 def run_counts(
-    request: ExplainRequest, *, max_memory: Any = None, max_rows: int = MAX_ROWS
+    request: ExplainRequest, *, max_memory: MemoryLimit | None = None, max_rows: int = MAX_ROWS
 ) -> tuple[int, int]:
     """Rows and passes :func:`deletions_for` has run so far for this request (0, 0 if none)."""
     found = _RUNS.get(request.capture, {}).get(_run_key(request, max_memory, max_rows))
@@ -223,7 +229,7 @@ def run_counts(
 
 
 def deletions_for(
-    request: ExplainRequest, *, max_memory: Any = None, max_rows: int = MAX_ROWS
+    request: ExplainRequest, *, max_memory: MemoryLimit | None = None, max_rows: int = MAX_ROWS
 ) -> Deletions:
     """The :class:`Deletions` of ``request``'s capture, target and model: made once, then
     shared (its inputs already run are not run again)."""

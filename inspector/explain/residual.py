@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..capture.hooks import Hook
+from ..capture.memory import MemoryLimit
 from ..capture.trace import KeptAttention, hook_bytes, run_kept
 from ..errors import InputError, UnsupportedModelError
 from ..models.families import forward_accepts, residual_multiplier
@@ -304,7 +305,7 @@ def record(
     full: bool = False,
     values: bool = False,
     method: str = "auto",
-    max_memory: Any = None,
+    max_memory: MemoryLimit | None = None,
     choose: bool = True,
 ) -> Record:
     """Run the model once on ``source`` (a capture, tokens or text) keeping the residual

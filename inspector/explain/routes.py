@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from ..capture.memory import TRIM_FROM_TOKENS, release_freed_memory
+from ..capture.memory import TRIM_FROM_TOKENS, MemoryLimit, release_freed_memory
 from ..capture.types import Capture
 from ..errors import InputError, UnsupportedModelError
 from ..models.families import logit_transform
@@ -274,7 +274,7 @@ def information_flow(
     token: str | int | None = None,
     against: str | int | None = None,
     method: str = "auto",
-    max_memory: Any = None,
+    max_memory: MemoryLimit | None = None,
 ) -> Routes:
     """The route graph of the prediction at ``position`` (see the module), with the direct
     logit attribution of the same prediction from the same forward pass.

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from ..capture import memory as _memory
+from ..capture.memory import MemoryLimit
 from ..capture.types import Capture
 from ..errors import InputError, UnsupportedModelError
 from ..models.loading import ModelBundle
@@ -33,7 +34,7 @@ def explain(
     top: int = 4,
     progress: bool | None = None,
     kind: str | None = None,
-    max_memory: Any = None,
+    max_memory: MemoryLimit | None = None,
 ) -> Explanation:
     """Compute the "what mattered" summary of one self-attention stack of a capture.
 
@@ -80,7 +81,7 @@ def explain(
         imp = head_importance(
             bundle, capture, target=target, method=method, kind=kind, progress=progress,
             batch_size=rows, max_memory=max_memory,
-            reserved=held if max_memory is not None else 0,
+            reserved=held if MemoryLimit.of(max_memory).bytes is not None else 0,
         )  # fmt: skip
         timings["importance"] = time.perf_counter() - t0
     chosen = n_l // 2 if layer is None else (layer + n_l if layer < 0 else layer)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..capture.memory import MemoryLimit
 from ..errors import InputError, UnsupportedModelError
 from . import attribution as _attribution
 from . import encoder_routes as _enc
@@ -110,7 +111,7 @@ def _logit_attribution(
     per_token: bool = False,
     step: int | None = None,
     method: str = "auto",
-    max_memory: Any = None,
+    max_memory: MemoryLimit | None = None,
 ) -> pd.DataFrame:
     """Direct logit attribution (see :func:`.attribution.trace_logit`)."""
     result = _traced(
@@ -131,7 +132,7 @@ def _logit_lens(
     position: int | None = None,
     step: int | None = None,
     top: int = 5,
-    max_memory: Any = None,
+    max_memory: MemoryLimit | None = None,
 ) -> pd.DataFrame:
     """The logit lens of one prediction (see :func:`.attribution.lens_frame`)."""
     result = _traced(request, "logit_lens", step, position, token, lens_top=top,
@@ -181,7 +182,7 @@ def _information_flow(
     token: str | int | None = None,
     against: str | int | None = None,
     method: str = "auto",
-    max_memory: Any = None,
+    max_memory: MemoryLimit | None = None,
 ) -> Routes:
     """Information flow routes (see :func:`.routes.information_flow`; on a post-LN encoder
     :func:`.encoder_routes.encoder_information_flow`: to ``position``'s final representation,

@@ -16,6 +16,7 @@ from typing import Any
 from ..analysis.compare import Comparison
 from ..analysis.faithfulness_table import Faithfulness
 from ..capture import memory as _memory
+from ..capture.memory import MemoryLimit
 from ..capture.types import Capture
 from ..corpus.atlas import Atlas
 from ..corpus.probe import ProbeResult
@@ -80,7 +81,7 @@ REPORT_FIXED_BYTES = 48_000_000
 
 
 def report_estimate(
-    capture: Capture, precision: str = "uint8", max_memory: Any = None
+    capture: Capture, precision: str = "uint8", max_memory: MemoryLimit | None = None
 ) -> _memory.MemoryEstimate:
     """What :func:`build_report` of ``capture`` allocates beside it, against the budget."""
     cells = sum(int(s.weights.size) for s in capture.stacks.values())
@@ -92,7 +93,9 @@ def report_estimate(
     )
 
 
-def comparison_estimate(capture: Capture, max_memory: Any = None) -> _memory.MemoryEstimate:
+def comparison_estimate(
+    capture: Capture, max_memory: MemoryLimit | None = None
+) -> _memory.MemoryEstimate:
     """What :func:`comparison_report` allocates beside ``capture``: its overview and the top
     heads' maps (a few layers' worth of weights, float copies), and the page (measured: 73 MB
     on SmolLM2 at 512 tokens)."""

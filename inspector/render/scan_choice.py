@@ -15,6 +15,7 @@ import pandas as pd
 
 from ..analysis.scan import ScanAccumulator, ScanData, replace_metadata, scan_capture
 from ..capture import memory as _memory
+from ..capture.memory import MemoryLimit
 from ..capture.types import Capture, ScanLayout, ScanPart
 from .names import model_label
 from .page import Report, build_page
@@ -141,7 +142,7 @@ def _pooled_cells(layout: Any, pool: int) -> int:
 
 
 def capture_scan_estimate(
-    capture: Capture, max_memory: Any = None, *, pool: int = 256
+    capture: Capture, max_memory: MemoryLimit | None = None, *, pool: int = 256
 ) -> _memory.MemoryEstimate:
     """What :func:`capture_scan_report` allocates beside ``capture``: the statistics a scan
     keeps (:meth:`ScanAccumulator.bytes_needed` with the blocks :func:`scan_capture` feeds),
