@@ -11,7 +11,7 @@ Pure functions of ``(layer, head, query, key)`` arrays or stacks; nothing here r
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict, Unpack
 
 import numpy as np
 import pandas as pd
@@ -21,6 +21,27 @@ from ..capture.types import AttentionStack, Tokens
 from ..errors import InputError
 
 HeadReduce = Literal["mean", "max", "min"]
+
+
+class Composition(TypedDict, total=False):
+    """How :func:`rollout` and :func:`attention_flow` compose the layers (keywords of both).
+
+    Attributes:
+        start_layer: first layer composed (negative counts from the end; default 0).
+        head_reduce: how heads are combined: ``mean`` (the paper, default), ``max`` or ``min``.
+        residual: weight of the identity standing for the residual connection (0.5 in the
+            paper, default).
+        special: boolean ``(n,)`` mask of special tokens (taken from the stack when omitted).
+        exclude_special: drop special tokens' rows and columns from the result and renormalise
+            the rows (the composition itself runs over all tokens; default False).
+    """
+
+    start_layer: int
+    head_reduce: HeadReduce
+    residual: float
+    special: np.ndarray | None
+    exclude_special: bool
+
 
 #: Longest input :func:`attention_flow` accepts (one max-flow problem per query/key pair).
 FLOW_MAX_TOKENS = 32
@@ -84,25 +105,40 @@ def residual_attention(
     return out
 
 
+def _composed(
+    attention: AttentionStack | np.ndarray, options: Composition
+) -> tuple[np.ndarray, int]:
+    """The per-layer ``Â`` of ``options`` and the index of the first layer composed."""
+    unknown = sorted(set(options) - set(Composition.__annotations__))
+    if unknown:
+        raise InputError(
+            f"unknown option {', '.join(unknown)}; rollout and attention flow take "
+            f"{', '.join(Composition.__annotations__)} (and flow max_tokens, progress, rows)"
+        )
+    a = residual_attention(
+        attention,
+        head_reduce=options.get("head_reduce", "mean"),
+        residual=options.get("residual", 0.5),
+    )
+    return a, _start(options.get("start_layer", 0), a.shape[0])
+
+
+def _composed_result(
+    matrix: np.ndarray, attention: AttentionStack | np.ndarray, options: Composition
+) -> np.ndarray:
+    return _finish(matrix, attention, options.get("special"), options.get("exclude_special", False))
+
+
 def rollout(
-    attention: AttentionStack | np.ndarray,
-    *,
-    start_layer: int = 0,
-    head_reduce: HeadReduce = "mean",
-    residual: float = 0.5,
-    special: np.ndarray | None = None,
-    exclude_special: bool = False,
+    attention: AttentionStack | np.ndarray, **composition: Unpack[Composition]
 ) -> np.ndarray:
     """Attention rollout (Abnar & Zuidema 2020): ``Â_{L-1} ··· Â_{start}``.
 
     Args:
         attention: weights ``(layer, head, query, key)`` or an :class:`AttentionStack` (whose
             axis 0 must be consecutive layers).
-        start_layer: first layer multiplied in (negative counts from the end).
-        head_reduce, residual: see :func:`residual_attention`.
-        special: boolean ``(n,)`` mask of special tokens (taken from the stack when omitted).
-        exclude_special: drop special tokens' rows and columns from the result and renormalise
-            the rows (the rollout itself runs over all tokens).
+        composition: ``start_layer``, ``head_reduce``, ``residual``, ``special``,
+            ``exclude_special``: see :class:`Composition`.
 
     Returns:
         float64 ``(query, key)``: how much of each output position's representation flows from
@@ -114,12 +150,11 @@ def rollout(
         >>> rollout(w).round(3)[0].tolist()
         [0.5, 0.25, 0.25]
     """
-    a = residual_attention(attention, head_reduce=head_reduce, residual=residual)
-    s = _start(start_layer, a.shape[0])
+    a, s = _composed(attention, composition)
     out = np.eye(a.shape[-1])
     for layer in range(s, a.shape[0]):
         out = a[layer] @ out
-    return _finish(out, attention, special, exclude_special)
+    return _composed_result(out, attention, composition)
 
 
 def _special_of(attention: Any, special: np.ndarray | None, n: int) -> np.ndarray:
@@ -169,14 +204,10 @@ def exclude_special_tokens(
 def attention_flow(
     attention: AttentionStack | np.ndarray,
     *,
-    start_layer: int = 0,
-    head_reduce: HeadReduce = "mean",
-    residual: float = 0.5,
-    special: np.ndarray | None = None,
-    exclude_special: bool = False,
     max_tokens: int = FLOW_MAX_TOKENS,
     progress: bool | None = None,
     rows: Sequence[int] | None = None,
+    **composition: Unpack[Composition],
 ) -> np.ndarray:
     """Attention flow (Abnar & Zuidema 2020): max-flow through the layered attention graph.
 
@@ -192,6 +223,8 @@ def attention_flow(
     problems on stderr (``None``: on a terminal; elsewhere a line every 30 s). ``rows`` solves
     only those output positions' problems (the others stay rows of the identity): a decoder's
     next-token scores need its last row alone, ``n`` problems instead of ``n²``.
+    ``composition``: ``start_layer``, ``head_reduce``, ``residual``, ``special``,
+    ``exclude_special``, as for :func:`rollout` (:class:`Composition`).
 
     Returns:
         float64 ``(query, key)``, rows summing to 1.
@@ -199,7 +232,7 @@ def attention_flow(
     import networkx as nx
     from networkx.algorithms.flow import build_residual_network
 
-    a = residual_attention(attention, head_reduce=head_reduce, residual=residual)
+    a, s = _composed(attention, composition)
     n = a.shape[-1]
     if n > max_tokens:
         raise InputError(
@@ -208,7 +241,6 @@ def attention_flow(
             f"{FLOW_MAX_TOKENS} tokens and 6 layers). Shorten the input, or use rollout(), the "
             f"fast approximation"
         )
-    s = _start(start_layer, a.shape[0])
     layers = a.shape[0] - s
     graph = nx.DiGraph()
     for depth in range(layers):
@@ -228,7 +260,7 @@ def attention_flow(
                 for j in range(n):
                     flow[i, j] = _max_flow(graph, (layers, i), (0, j), residual_net)
                 b.update(n)
-    return _finish(renormalise(flow), attention, special, exclude_special)
+    return _composed_result(renormalise(flow), attention, composition)
 
 
 def _max_flow(graph: Any, source: Any, sink: Any, residual_net: Any) -> float:

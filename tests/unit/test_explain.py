@@ -62,6 +62,22 @@ def test_rollout_errors_say_what_to_do():
         ex.rollout(w, exclude_special=True)
     with pytest.raises(InputError, match="cross attention"):
         ex.rollout(_softmax((2, 2, 3, 4)))
+    with pytest.raises(InputError, match=r"unknown option head_reduc; .* take start_layer"):
+        ex.rollout(w, head_reduc="max")  # type: ignore[call-arg]
+    with pytest.raises(InputError, match="unknown option rows"):
+        ex.rollout(w, rows=[1])  # type: ignore[call-arg]
+
+
+def test_flow_takes_rollouts_composition_options():
+    w = _softmax((3, 2, 4, 4), seed=5)
+    options = {"start_layer": 2, "head_reduce": "max", "residual": 0.3}
+    np.testing.assert_allclose(
+        ex.attention_flow(w, **options), ex.rollout(w, **options), atol=1e-9
+    )  # one layer composed: flow and rollout are the same matrix
+    special = np.array([True, False, False, False])
+    flow = ex.attention_flow(w, special=special, exclude_special=True)
+    assert flow.shape == (3, 3)
+    np.testing.assert_allclose(flow.sum(axis=1), 1.0)
 
 
 def test_flow_of_one_layer_is_the_residual_attention():
