@@ -65,6 +65,14 @@ class Section:
 SectionBuilder = Callable[[C], "Section | None"]
 
 
+def styled_section(key: str, title: str, context: Mapping[str, Any] | None) -> Section | None:
+    """The section ``key`` drawn by ``sections/{key}.html.j2`` with its own stylesheet
+    ``{key}.css``, or ``None`` when there is nothing to show (``context`` is ``None``)."""
+    if context is None:
+        return None
+    return Section(key, title, f"sections/{key}.html.j2", context, css=(f"{key}.css",))
+
+
 @dataclass
 class ReportContext:
     """What the single-input report's section builders get: the capture, the page data, options."""
@@ -107,4 +115,11 @@ def frame_table(
     }
 
 
-__all__ = ["ReportContext", "Section", "SectionBuilder", "frame_table", "table_context"]
+__all__ = [
+    "ReportContext",
+    "Section",
+    "SectionBuilder",
+    "frame_table",
+    "styled_section",
+    "table_context",
+]

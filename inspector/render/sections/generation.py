@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ...analysis.steps import generation_steps
-from ..section import ReportContext, Section
+from ..section import ReportContext, Section, styled_section
 
 #: Inputs listed per generation step.
 TOP_K = 5
@@ -98,13 +98,4 @@ def generation_context(capture: Any, top_k: int = TOP_K) -> dict[str, Any] | Non
 
 def generation_section(ctx: ReportContext) -> Section | None:
     """Section builder: prompt vs generated tokens, and what each step attended to most."""
-    context = generation_context(ctx.capture)
-    if context is None:
-        return None
-    return Section(
-        "generation",
-        "Generation",
-        "sections/generation.html.j2",
-        context,
-        css=("generation.css",),
-    )
+    return styled_section("generation", "Generation", generation_context(ctx.capture))
