@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ...analysis.steps import generation_steps
+from ...analysis.steps import StepOptions, generation_steps
 from ..section import ReportContext, Section, styled_section
 
 #: Inputs listed per generation step.
@@ -32,7 +32,7 @@ def generation_context(capture: Any, top_k: int = TOP_K) -> dict[str, Any] | Non
     keys = stack.key
     readable = list(keys.readable or keys.tokens)
     # one extra input per step, so the list stays top_k long when the sink is left out
-    steps = generation_steps(capture, top_k=top_k + 1, kind=attend, skip_special=True)
+    steps = generation_steps(capture, StepOptions(top_k + 1, kind=attend, skip_special=True))
     # the first key's share of each step's attention (mean over layers and heads)
     first = stack.weights[:, :, :, 0].mean(axis=(0, 1))
     rows = []
