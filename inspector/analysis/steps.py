@@ -7,6 +7,7 @@ Pure functions of a :class:`~inspector.capture.types.Capture` made by
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,16 +23,34 @@ def prompt_length(capture: Capture) -> int:
     return capture.stacks[kind].query.prompt_length
 
 
-def generation_steps(
-    capture: Capture,
-    *,
-    top_k: int = 3,
-    layers: Sequence[int] | int | None = None,
-    heads: Sequence[int] | int | None = None,
-    kind: str | None = None,
-    skip_special: bool = False,
-    readable: bool = False,
-) -> pd.DataFrame:
+@dataclass(frozen=True)
+class StepOptions:
+    """What :func:`generation_steps` reads of each step, validated once.
+
+    Attributes:
+        top_k: keys kept per step, strongest first.
+        layers, heads: average over these model indexes only (default: all kept).
+        kind: ``"self"`` (decoders), ``"cross"`` (encoder-decoder default: the input tokens)
+            or ``"decoder"``.
+        skip_special: rank only non-special keys (attention sinks such as ``<|im_start|>`` or
+            ``</s>`` often take most of the weight); weights stay as they are, not renormalised.
+        readable: ``token`` / ``key_token`` as the tokenizer decodes them (``␣Paris``, ``⏎``)
+            instead of the raw tokens (``ĠParis``, ``Ċ``).
+    """
+
+    top_k: int = 3
+    layers: Sequence[int] | int | None = None
+    heads: Sequence[int] | int | None = None
+    kind: str | None = None
+    skip_special: bool = False
+    readable: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.top_k, int) or self.top_k < 1:
+            raise InputError(f"top_k must be a positive integer, got {self.top_k!r}")
+
+
+def generation_steps(capture: Capture, options: StepOptions | None = None) -> pd.DataFrame:
     """Step through a generation: what each generated token's step attended to most.
 
     Step ``s`` produced the token at position ``p``; the attention that chose it is the row of
@@ -41,30 +60,22 @@ def generation_steps(
     Args:
         capture: from :func:`inspector.capture.generation.generate` (an ordinary capture has no
             generated tokens: empty frame).
-        top_k: keys kept per step, strongest first.
-        layers, heads: average over these model indexes only (default: all kept).
-        kind: ``"self"`` (decoders), ``"cross"`` (encoder-decoder default: the input tokens)
-            or ``"decoder"``.
-        skip_special: rank only non-special keys (attention sinks such as ``<|im_start|>`` or
-            ``</s>`` often take most of the weight); weights stay as they are, not renormalised.
-        readable: ``token`` / ``key_token`` as the tokenizer decodes them (``␣Paris``, ``⏎``)
-            instead of the raw tokens (``ĠParis``, ``Ċ``).
+        options: what to read (:class:`StepOptions`; default: its defaults).
 
     Returns:
         One row per (step, rank): ``step, position, token, query_pos, rank, key_pos, key_token,
         key_generated, weight``.
     """
-    if not isinstance(top_k, int) or top_k < 1:
-        raise InputError(f"top_k must be a positive integer, got {top_k!r}")
-    kind = kind or ("cross" if capture.is_encoder_decoder else "self")
+    opts = options or StepOptions()
+    kind = opts.kind or ("cross" if capture.is_encoder_decoder else "self")
     if kind not in capture.stacks:
         raise InputError(f"no {kind!r} attention in this capture; it has {list(capture.stacks)}")
     stack = capture.stacks[kind]
-    li = captured_positions(layers, stack.layers, "layer")
-    hi = captured_positions(heads, stack.heads, "head")
+    li = captured_positions(opts.layers, stack.layers, "layer")
+    hi = captured_positions(opts.heads, stack.heads, "head")
     query, key = stack.query, stack.key
-    q_names = (query.readable or query.tokens) if readable else query.tokens
-    k_names = (key.readable or key.tokens) if readable else key.tokens
+    q_names = (query.readable or query.tokens) if opts.readable else query.tokens
+    k_names = (key.readable or key.tokens) if opts.readable else key.tokens
     positions = np.flatnonzero(np.asarray(query.generated))
     rows: list[dict[str, Any]] = []
     key_generated = np.asarray(key.generated)
@@ -73,9 +84,9 @@ def generation_steps(
             continue
         qpos = int(p) - 1
         w = stack.weights[np.ix_(li, hi)][:, :, qpos, :].astype(np.float64).mean(axis=(0, 1))
-        if skip_special:
+        if opts.skip_special:
             w = np.where(np.asarray(key.special), -np.inf, w)
-        order = [k for k in np.argsort(-w, kind="stable")[:top_k] if np.isfinite(w[k])]
+        order = [k for k in np.argsort(-w, kind="stable")[: opts.top_k] if np.isfinite(w[k])]
         for rank, kpos in enumerate(order):
             rows.append(
                 {
@@ -104,4 +115,4 @@ def generation_steps(
     return pd.DataFrame(rows, columns=columns)
 
 
-__all__ = ["generation_steps", "prompt_length"]
+__all__ = ["StepOptions", "generation_steps", "prompt_length"]

@@ -217,8 +217,7 @@ class GenerationNamespace(_Namespace):
     ) -> pd.DataFrame:
         """What each generation step attended to most (``readable``: tokens as the tokenizer
         decodes them); see :func:`inspector.analysis.steps.generation_steps`."""
-        return _steps.generation_steps(
-            self._ins.capture,
+        options = _steps.StepOptions(
             top_k=top_k,
             layers=layers,
             heads=heads,
@@ -226,6 +225,7 @@ class GenerationNamespace(_Namespace):
             skip_special=skip_special,
             readable=readable,
         )
+        return _steps.generation_steps(self._ins.capture, options)
 
 
 __all__ = ["GenerationNamespace", "HeadsNamespace", "ViewsNamespace"]

@@ -173,6 +173,57 @@ def _window(page: PageData, spec: dict[str, Any], parts: list[ViewPart], panels:
         )
 
 
+def _selection(
+    page: PageData, kind: str | Sequence[str] | None, include_layers: Sequence[int] | None
+) -> tuple[list[str], AttentionStack, list[int]]:
+    """The stacks a head or model view shows (``kind``), the first of them, and the positions
+    along its layer axis of the layers shown."""
+    capture = _page_capture(page)
+    kinds = _kinds(capture, kind)
+    first = capture.stacks[kinds[0]]
+    return kinds, first, _layer_positions(first, include_layers)
+
+
+def _add_spec(
+    page: PageData,
+    view: str,
+    kinds: Sequence[str],
+    *,
+    sentence_b_start: int | bool | None,
+    prettify_tokens: bool,
+    layer_positions: list[int],
+    head_positions: list[int] | None,
+    lazy: bool | None,
+    params: dict[str, Any],
+    panels: int | None = None,
+) -> dict[str, Any]:
+    """Add the spec of a ``view`` (``"head"``, ``"model"``, ``"neuron"``) of ``kinds`` to
+    ``page``, which embeds those stacks; ``panels``: the maps the view draws at once, to give it
+    a token window past the line budget (``None``: never windowed)."""
+    parts = view_parts(
+        _page_capture(page),
+        kinds,
+        sentence_b_start=sentence_b_start,
+        prettify_tokens=prettify_tokens,
+    )
+    for k in kinds:
+        page.stack(k)
+    spec = {
+        "id": page.next_id(view),
+        "kind": view,
+        "label": f"{view} view",
+        "layer_positions": layer_positions,
+        "head_positions": head_positions,
+        "lazy": bool(lazy),
+        "parts": [p.spec() for p in parts],
+        "params": params,
+    }
+    if panels is not None:
+        _window(page, spec, parts, panels)
+    page.views.append(spec)
+    return spec
+
+
 def add_head_view(
     page: PageData,
     *,
@@ -185,39 +236,30 @@ def add_head_view(
     lazy: bool | None = None,
 ) -> dict[str, Any]:
     """Add a bertviz head view to ``page``; returns its spec (``id`` names its container)."""
-    capture = _page_capture(page)
-    kinds = _kinds(capture, kind)
-    first = capture.stacks[kinds[0]]
-    positions = _layer_positions(first, include_layers)
+    kinds, first, positions = _selection(page, kind, include_layers)
     shown_layers = [first.layers[i] for i in positions]
     if layer is not None and layer not in shown_layers:
         raise InputError(f"layer {layer} is not among the shown layers {shown_layers}")
     head_sel = None
     if heads is not None:
         head_sel = [first.heads.index(h) for h in _model_heads(first, heads)]
-    parts = view_parts(
-        capture, kinds, sentence_b_start=sentence_b_start, prettify_tokens=prettify_tokens
-    )
-    for k in kinds:
-        page.stack(k)
-    spec = {
-        "id": page.next_id("head"),
-        "kind": "head",
-        "label": "head view",
-        "layer_positions": positions,
-        "head_positions": None,
-        "lazy": bool(lazy),
-        "parts": [p.spec() for p in parts],
-        "params": {
+    return _add_spec(
+        page,
+        "head",
+        kinds,
+        sentence_b_start=sentence_b_start,
+        prettify_tokens=prettify_tokens,
+        layer_positions=positions,
+        head_positions=None,
+        lazy=lazy,
+        params={
             "default_filter": "0",
             "layer": layer,
             "heads": head_sel,
             "include_layers": shown_layers,
         },
-    }
-    _window(page, spec, parts, len(first.heads))
-    page.views.append(spec)
-    return spec
+        panels=len(first.heads),
+    )
 
 
 def _model_heads(stack: AttentionStack, heads: Sequence[int] | int) -> list[int]:
@@ -244,36 +286,27 @@ def add_model_view(
     """Add a bertviz model view (every layer x head thumbnail) to ``page``."""
     if display_mode not in ("light", "dark"):
         raise InputError(f"display_mode must be 'light' or 'dark', got {display_mode!r}")
-    capture = _page_capture(page)
-    kinds = _kinds(capture, kind)
-    first = capture.stacks[kinds[0]]
-    positions = _layer_positions(first, include_layers)
+    kinds, first, positions = _selection(page, kind, include_layers)
     model_heads = list(first.heads) if include_heads is None else _model_heads(first, include_heads)
     head_positions = [first.heads.index(h) for h in sorted(set(model_heads))]
-    parts = view_parts(
-        capture, kinds, sentence_b_start=sentence_b_start, prettify_tokens=prettify_tokens
-    )
-    for k in kinds:
-        page.stack(k)
-    spec = {
-        "id": page.next_id("model"),
-        "kind": "model",
-        "label": "model view",
-        "layer_positions": positions,
-        "head_positions": head_positions,
-        "lazy": bool(lazy),
-        "parts": [p.spec() for p in parts],
-        "params": {
+    return _add_spec(
+        page,
+        "model",
+        kinds,
+        sentence_b_start=sentence_b_start,
+        prettify_tokens=prettify_tokens,
+        layer_positions=positions,
+        head_positions=head_positions,
+        lazy=lazy,
+        params={
             "default_filter": "0",
             "display_mode": display_mode,
             "include_layers": [first.layers[i] for i in positions],
             "include_heads": [first.heads[i] for i in head_positions],
             "total_heads": len(first.heads),
         },
-    }
-    _window(page, spec, parts, len(positions) * len(head_positions))
-    page.views.append(spec)
-    return spec
+        panels=len(positions) * len(head_positions),
+    )
 
 
 def render_view_container(spec: dict[str, Any]) -> Markup:
@@ -417,27 +450,23 @@ def neuron_view(
                 f"got {getattr(vectors, 'shape', type(vectors).__name__)}"
             )
     page = PageData(capture, precision)
-    page.stack("self")
-    parts = view_parts(
-        capture, ["self"], sentence_b_start=sentence_b_start, prettify_tokens=prettify_tokens
-    )
-    spec: dict[str, Any] = {
-        "id": page.next_id("neuron"),
-        "kind": "neuron",
-        "label": "neuron view",
-        "layer_positions": list(range(len(stack.layers))),
-        "head_positions": None,
-        "lazy": False,
-        "parts": [p.spec() for p in parts],
-        "params": {
+    spec = _add_spec(
+        page,
+        "neuron",
+        ["self"],
+        sentence_b_start=sentence_b_start,
+        prettify_tokens=prettify_tokens,
+        layer_positions=list(range(len(stack.layers))),
+        head_positions=None,
+        lazy=False,
+        params={
             "default_filter": "all",
             "bidirectional": not stack.causal,
             "display_mode": display_mode,
             "layer": _position(stack.layers, layer, "layer"),
             "head": _position(stack.heads, head, "head"),
         },
-    }
-    page.views.append(spec)
+    )
     page.vectors[spec["id"]] = {"queries": encode_float16(queries), "keys": encode_float16(keys)}
     return _single_view(page, spec, _title(capture, "neuron view"))
 

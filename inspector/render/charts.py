@@ -46,6 +46,29 @@ def head_label(layer: int, head: int) -> str:
     return f"L{layer} H{head}"
 
 
+def head_heatmap(
+    values: pd.Series,
+    title: str,
+    *,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    size: int = 320,
+) -> dict[str, Any]:
+    """A layer x head heatmap panel of a per-head series (indexed by ``(layer, head)``)."""
+    grid = values.astype(float).unstack("head")
+    return heatmap(
+        grid.to_numpy(),
+        rows=[str(i) for i in grid.index],
+        cols=[str(h) for h in grid.columns],
+        title=title,
+        xlabel="head",
+        ylabel="layer",
+        vmin=vmin,
+        vmax=vmax,
+        size=size,
+    )
+
+
 def heatmap_columns(metrics: pd.DataFrame) -> list[tuple[str, str]]:
     """The metric columns of ``metrics`` to draw, with their registry labels: every registered
     metric (in registry order), then ``sink_share``, leaving out columns that are all NaN."""
@@ -98,21 +121,8 @@ def metric_heatmap_figure(
         caption = "; ".join(notes)
     else:
         caption = ""
-    panels = []
-    for column, lab in shown:
-        grid = metrics[column].astype(float).unstack("head")
-        panels.append(
-            heatmap(
-                grid.to_numpy(),
-                rows=[str(i) for i in grid.index],
-                cols=[str(h) for h in grid.columns],
-                title=lab,
-                xlabel="head",
-                ylabel="layer",
-                size=200,
-            )
-        )
-    return FigureSpec(name, title, tuple(panels), caption=caption)
+    panels = tuple(head_heatmap(metrics[column], lab, size=200) for column, lab in shown)
+    return FigureSpec(name, title, panels, caption=caption)
 
 
 def _role_short(label: str) -> str:

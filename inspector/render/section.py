@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import numpy as np
+import pandas as pd
 from markupsafe import Markup
 
 from ..capture.types import Capture
@@ -63,6 +65,14 @@ class Section:
 SectionBuilder = Callable[[C], "Section | None"]
 
 
+def styled_section(key: str, title: str, context: Mapping[str, Any] | None) -> Section | None:
+    """The section ``key`` drawn by ``sections/{key}.html.j2`` with its own stylesheet
+    ``{key}.css``, or ``None`` when there is nothing to show (``context`` is ``None``)."""
+    if context is None:
+        return None
+    return Section(key, title, f"sections/{key}.html.j2", context, css=(f"{key}.css",))
+
+
 @dataclass
 class ReportContext:
     """What the single-input report's section builders get: the capture, the page data, options."""
@@ -88,4 +98,28 @@ def table_context(**kw: Any) -> dict[str, Any]:
     return base
 
 
-__all__ = ["ReportContext", "Section", "SectionBuilder", "table_context"]
+def frame_table(
+    frame: pd.DataFrame, table_id: str, text_columns: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """The table keys of :func:`table_context` for ``frame``: its columns, its rows (numpy
+    scalars as Python values), the table's id and its text (left-aligned) columns."""
+    rows = [
+        [v.item() if isinstance(v, np.generic) else v for v in row]
+        for row in frame.itertuples(index=False)
+    ]
+    return {
+        "columns": [str(c) for c in frame.columns],
+        "rows": rows,
+        "table_id": table_id,
+        "text_columns": text_columns,
+    }
+
+
+__all__ = [
+    "ReportContext",
+    "Section",
+    "SectionBuilder",
+    "frame_table",
+    "styled_section",
+    "table_context",
+]

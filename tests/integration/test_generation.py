@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from inspector.analysis.steps import generation_steps
+from inspector.analysis.steps import StepOptions, generation_steps
 from inspector.capture.hooks import attention_sites
 from inspector.errors import InputError, UnsupportedModelError
 
@@ -73,7 +73,7 @@ def test_encoder_decoder_generation_equals_one_forward(tiny, kind):
 
 def test_generation_steps(tiny):
     ins = tiny["gpt2"].generate(PROMPT, max_new_tokens=4)
-    steps = generation_steps(ins.capture, top_k=3)
+    steps = generation_steps(ins.capture, StepOptions(top_k=3))
     assert list(steps.columns) == [
         "step",
         "position",
@@ -151,7 +151,17 @@ def test_report_has_a_generation_section_only_after_generate(tiny):
 def test_generation_steps_name_an_uncaptured_layer(tiny):
     ins = tiny["gpt2"].generate(PROMPT, max_new_tokens=2, layers=[0])
     with pytest.raises(InputError, match=r"layer 1 was not captured; captured layers: \[0\]"):
-        generation_steps(ins.capture, layers=[1])
+        generation_steps(ins.capture, StepOptions(layers=[1]))
+
+
+def test_generation_steps_options_are_checked_once(tiny):
+    ins = tiny["gpt2"].generate(PROMPT, max_new_tokens=2)
+    for bad in (0, 1.5):
+        with pytest.raises(InputError, match="top_k must be a positive integer"):
+            ins.generation.steps(top_k=bad)
+        with pytest.raises(InputError, match="top_k must be a positive integer"):
+            StepOptions(top_k=bad)  # type: ignore[arg-type]
+    assert generation_steps(ins.capture).equals(ins.generation.steps())
 
 
 def test_generation_uses_no_deprecated_transformers_argument(tiny):

@@ -29,7 +29,7 @@ from ..charts import (
 )
 from ..figures import FIGURE_SCRIPTS
 from ..names import model_label, source_label
-from ..section import Section
+from ..section import Section, frame_table
 from ..section import table_context as _context
 
 AtlasSectionBuilder = Callable[[Atlas], "Section | None"]
@@ -180,22 +180,14 @@ def distances_section(atlas: Atlas) -> Section | None:
 
 
 def summary_section(atlas: Atlas) -> Section:
-    columns = list(SUMMARY_COLUMNS)
-    frame = atlas.summary.reset_index()[columns]
-    rows = [
-        [v.item() if isinstance(v, np.generic) else v for v in row]
-        for row in frame.astype({"metric": str}).itertuples(index=False)
-    ]
+    frame = atlas.summary.reset_index()[list(SUMMARY_COLUMNS)].astype({"metric": str})
     return Section(
         "summary",
         "Per-head statistics",
         "sections/atlas.html.j2",
         _context(
             intro="ci95: 95% interval of the mean; p2_5 / p97_5: central 95% of the inputs.",
-            columns=columns,
-            rows=rows,
-            table_id="atlas-summary",
-            text_columns=("metric",),
+            **frame_table(frame, "atlas-summary", ("metric",)),
         ),
     )
 

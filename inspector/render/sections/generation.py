@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from ...analysis.steps import generation_steps
-from ..section import ReportContext, Section
+from ...analysis.steps import StepOptions, generation_steps
+from ..section import ReportContext, Section, styled_section
 
 #: Inputs listed per generation step.
 TOP_K = 5
@@ -32,7 +32,7 @@ def generation_context(capture: Any, top_k: int = TOP_K) -> dict[str, Any] | Non
     keys = stack.key
     readable = list(keys.readable or keys.tokens)
     # one extra input per step, so the list stays top_k long when the sink is left out
-    steps = generation_steps(capture, top_k=top_k + 1, kind=attend, skip_special=True)
+    steps = generation_steps(capture, StepOptions(top_k + 1, kind=attend, skip_special=True))
     # the first key's share of each step's attention (mean over layers and heads)
     first = stack.weights[:, :, :, 0].mean(axis=(0, 1))
     rows = []
@@ -98,13 +98,4 @@ def generation_context(capture: Any, top_k: int = TOP_K) -> dict[str, Any] | Non
 
 def generation_section(ctx: ReportContext) -> Section | None:
     """Section builder: prompt vs generated tokens, and what each step attended to most."""
-    context = generation_context(ctx.capture)
-    if context is None:
-        return None
-    return Section(
-        "generation",
-        "Generation",
-        "sections/generation.html.j2",
-        context,
-        css=("generation.css",),
-    )
+    return styled_section("generation", "Generation", generation_context(ctx.capture))

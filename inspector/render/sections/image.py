@@ -23,7 +23,7 @@ import numpy as np
 
 from ...capture.types import AttentionStack, Capture
 from ...explain.flow import rollout
-from ..section import ReportContext, Section
+from ..section import ReportContext, Section, styled_section
 
 #: The long side of the displayed image and rollout overlay, in pixels.
 DISPLAY_SIZE = 320
@@ -148,16 +148,7 @@ def image_context(capture: Capture) -> dict[str, Any] | None:
 
 def image_section(ctx: ReportContext) -> Section | None:
     """The image section of the default report (``None`` for text)."""
-    context = image_context(ctx.capture)
-    if context is None:
-        return None
-    return Section(
-        "image",
-        "Attention on the image",
-        "sections/image.html.j2",
-        context,
-        css=("image.css",),
-    )
+    return styled_section("image", "Attention on the image", image_context(ctx.capture))
 
 
 __all__ = [

@@ -26,9 +26,10 @@ import pandas as pd
 from ...analysis import scan_tables as _long
 from ...analysis.scan import ScanData, ScanStack, pool_edges
 from ...capture.memory import format_bytes
+from ..charts import head_heatmap
 from ..figures import FIGURE_SCRIPTS, FigureSpec, heatmap
 from ..names import model_label, readable_sinks
-from ..section import Section, table_context
+from ..section import Section, frame_table, table_context
 from .scan_maps import THUMB_POOL, glance_figure, pooled_maps, repool
 
 #: Bins a side of the pooled-map thumbnails (a click enlarges a head at the scan's bins).
@@ -75,14 +76,6 @@ def _section(
     return Section(
         key, title, "sections/scan.html.j2", _context(**context), scripts=scripts, css=css
     )
-
-
-def _table(frame: pd.DataFrame) -> tuple[list[str], list[list[Any]]]:
-    rows = [
-        [v.item() if isinstance(v, np.generic) else v for v in row]
-        for row in frame.itertuples(index=False)
-    ]
-    return [str(c) for c in frame.columns], rows
 
 
 def _ranges(edges: np.ndarray) -> list[str]:
@@ -187,36 +180,20 @@ def scan_explorer_section(ctx: ScanContext) -> Section | None:
     return _section("rows", "What a position reads", intro=intro, explorer=explorer)
 
 
-def _grid(frame: pd.DataFrame, column: str) -> pd.DataFrame:
-    return frame[column].astype(float).unstack("head")
-
-
 def scan_sinks_section(ctx: ScanContext) -> Section | None:
     s = ctx.stack
     if s is None:
         return None
     table = readable_sinks(_long.sink_table(s), s.key)
     k = s.sink_tokens
-    panels = []
-    for column, title in (
-        ("first_k_share", f"share on the first {k} tokens"),
-        ("late_first_k_share", "same, last quarter of positions"),
-        ("sink_share", "share on the top key"),
-    ):
-        grid = _grid(table, column)
-        panels.append(
-            heatmap(
-                grid.to_numpy(),
-                rows=[str(i) for i in grid.index],
-                cols=[str(h) for h in grid.columns],
-                title=title,
-                xlabel="head",
-                ylabel="layer",
-                vmin=0.0,
-                vmax=1.0,
-                size=220,
-            )
+    panels = [
+        head_heatmap(table[column], title, vmin=0.0, vmax=1.0, size=220)
+        for column, title in (
+            ("first_k_share", f"share on the first {k} tokens"),
+            ("late_first_k_share", "same, last quarter of positions"),
+            ("sink_share", "share on the top key"),
         )
+    ]
     edges = pool_edges(s.n_query, CURVE_BINS)
     sums = np.add.reduceat(s.first_share, edges[:-1], axis=-1, dtype=np.float64)
     curve = (sums / np.diff(edges)).mean(axis=1)  # (layer, bins): mean over heads
@@ -239,26 +216,19 @@ def scan_sinks_section(ctx: ScanContext) -> Section | None:
             (curve_panel,),
         ),
     ]
-    flat = table.reset_index()
-    columns, rows = _table(flat)
     intro = (
         f"Attention sinks (Xiao et al. 2023): the share of each query row's attention on the "
         f"first {k} tokens, averaged over rows, and over the last quarter of the positions; the "
         f"key receiving the most attention over all rows and its share."
     )
-    return Section(
+    return _section(
         "sinks",
         "Attention sinks",
-        "sections/scan.html.j2",
-        _context(
-            intro=intro,
-            figures=figures,
-            columns=columns,
-            rows=rows,
-            table_id="scan-sinks-table",
-            text_columns=("sink_token",),
-        ),
         scripts=FIGURE_SCRIPTS,
+        css=(),
+        intro=intro,
+        figures=figures,
+        **frame_table(table.reset_index(), "scan-sinks-table", ("sink_token",)),
     )
 
 
@@ -293,18 +263,13 @@ def scan_heads_section(ctx: ScanContext) -> Section | None:
     if s is None:
         return None
     frame = readable_sinks(_long.scan_head_metrics(s), s.key).reset_index()
-    columns, rows = _table(frame)
-    return Section(
+    return _section(
         "heads",
         "Head metrics",
-        "sections/scan.html.j2",
-        _context(
-            intro="The registered head metrics, computed by blocks of rows (equal to inspect()).",
-            columns=columns,
-            rows=rows,
-            table_id="scan-heads-table",
-            text_columns=("sink_token",),
-        ),
+        scripts=(),
+        css=(),
+        intro="The registered head metrics, computed by blocks of rows (equal to inspect()).",
+        **frame_table(frame, "scan-heads-table", ("sink_token",)),
     )
 
 
@@ -313,23 +278,11 @@ def retrieval_section(ctx: ScanContext) -> Section | None:
     if heads is None or trials is None:
         return None
     figures = []
-    grid = heads["retrieval_score"].astype(float).unstack("head")
     figures.append(
         FigureSpec(
             "retrieval-heads",
             "retrieval score per head (mean over retrieved trials)",
-            (
-                heatmap(
-                    grid.to_numpy(),
-                    rows=[str(i) for i in grid.index],
-                    cols=[str(h) for h in grid.columns],
-                    title="retrieval score",
-                    xlabel="head",
-                    ylabel="layer",
-                    vmin=0.0,
-                    size=260,
-                ),
-            ),
+            (head_heatmap(heads["retrieval_score"], "retrieval score", vmin=0.0, size=260),),
         )
     )
     success = trials.pivot_table(index="length", columns="depth", values="recall", aggfunc="mean")
@@ -354,7 +307,6 @@ def retrieval_section(ctx: ScanContext) -> Section | None:
         )
     )
     ranked = heads.reset_index().sort_values("retrieval_score", ascending=False)
-    columns, rows = _table(ranked)
     n_ok = int(trials["success"].sum())
     if ctx.metadata.get("protocol", "wu") == "wu":
         span = f"the answer ({ctx.metadata.get('answer') or 'the scored part of the needle'})"
@@ -369,21 +321,15 @@ def retrieval_section(ctx: ScanContext) -> Section | None:
         f"{len(trials)} trials where the response recalled it ({rule}). depth_used is where "
         f"the needle went (the nearest sentence end, line end or word start)."
     )
-    t_columns, t_rows = _table(trials)
-    return Section(
+    return _section(
         "retrieval",
         "Retrieval heads",
-        "sections/scan.html.j2",
-        _context(
-            intro=intro,
-            figures=figures,
-            columns=columns,
-            rows=rows,
-            table_id="retrieval-table",
-            text_columns=(),
-            extra_table={"id": "retrieval-trials", "columns": t_columns, "rows": t_rows},
-        ),
         scripts=FIGURE_SCRIPTS,
+        css=(),
+        intro=intro,
+        figures=figures,
+        **frame_table(ranked, "retrieval-table"),
+        extra_table=frame_table(trials, "retrieval-trials", ("response",)),
     )
 
 

@@ -20,22 +20,7 @@
 
   var d3 = window.d3;
   var kit = window.inspectorKit;
-  var el = kit.el;
-  var format = kit.format;
-  var colorScale = kit.colorScale;
-  var dark = kit.dark;
-  var textWidth = kit.textWidth;
-  var maxWidth = kit.maxWidth;
-  var styleAxis = kit.styleAxis;
-  var colorBar = kit.colorBar;
-  var legendBlock = kit.legendBlock;
-  var labelRoom = kit.labelRoom;
-  var hover = kit.hover;
-  var control = kit.control;
-  var NS = kit.NS;
   var XMLNS = "http://www.w3.org/2000/xmlns/";
-  var XLINK = kit.XLINK;
-  var FONT = kit.FONT;
   var GAP = 18;
   var NAN_FILL = "#d9d9d9";
   /** Above this many cells a map is painted as one bitmap instead of one <rect> per cell. */
@@ -113,7 +98,7 @@
     // tick labels at least their height (fs + 3) apart, so they never overlap; the others are
     // read on hover (the panel says so when labels are left out)
     var rowStep = Math.max(1, Math.ceil((fs + 3) / cell));
-    var colW = maxWidth(m.cols.filter(function (_, i) { return i < 400; }), fs);
+    var colW = kit.maxWidth(m.cols.filter(function (_, i) { return i < 400; }), fs);
     var rotate = colW > cell - 2;
     var colStep = rotate ? Math.max(1, Math.ceil((fs + 3) / cell)) : 1;
     /** @param {number} step @param {number} n */
@@ -124,11 +109,11 @@
     var colTicks = shown(colStep, nc);
     var gw = nc * cell;
     var gh = nr * cell;
-    var left = (p.ylabel ? 16 : 0) + labelRoom(rowTicks.map(function (i) { return m.rows[i]; }), fs) + 8;
+    var left = (p.ylabel ? 16 : 0) + kit.labelRoom(rowTicks.map(function (i) { return m.rows[i]; }), fs) + 8;
     var top = p.title ? 20 : 4;
-    var colH = (rotate ? labelRoom(colTicks.map(function (j) { return m.cols[j]; }), fs) : fs) + 8;
+    var colH = (rotate ? kit.labelRoom(colTicks.map(function (j) { return m.cols[j]; }), fs) : fs) + 8;
     var legend = p.legend && p.legend.length ? p.legend : null;
-    var legendW = legend ? 16 + maxWidth(legend.map(function (e) { return e[0]; }), 10) : 0;
+    var legendW = legend ? 16 + kit.maxWidth(legend.map(function (e) { return e[0]; }), 10) : 0;
     var texts = cellTexts(p.text || [], cell);
     var steps = rowStep === colStep ? (rowStep > 1 ? ["every " + ordinal(rowStep) + " label shown"] : []) : [
       rowStep > 1 ? "every " + ordinal(rowStep) + " row label shown" : "",
@@ -137,9 +122,9 @@
     var note = steps.concat([texts.dropped ? texts.dropped + " cell labels too small to read left out" : ""])
       .filter(Boolean).join(", ");
     note = note ? note + "; hover a cell for all" : "";
-    var barW = scale ? 16 + maxWidth([scale.fmt(scale.lo), scale.fmt(scale.hi), scale.fmt((scale.lo + scale.hi) / 2)], 9) + 6 : 0;
+    var barW = scale ? 16 + kit.maxWidth([scale.fmt(scale.lo), scale.fmt(scale.hi), scale.fmt((scale.lo + scale.hi) / 2)], 9) + 6 : 0;
     var barH = Math.max(gh, 100);
-    var w = Math.max(left + gw + 10 + Math.max(legendW, barW), left + textWidth(p.title || "", 11) + 4);
+    var w = Math.max(left + gw + 10 + Math.max(legendW, barW), left + kit.textWidth(p.title || "", 11) + 4);
     var noteLines = wrap(note, Math.max(w - 4, 120), 9);
     var gridH = gh + colH + (p.xlabel ? 14 : 2) + noteLines.length * 12 + (noteLines.length ? 2 : 0);
     var h = top + Math.max(gridH, scale ? barH : 0, legend ? legend.length * 14 : 0) + 2;
@@ -163,28 +148,28 @@
     /** @param {SVGGElement} g */
     function draw(g) {
       if (p.title) {
-        el(g, "text", { x: left + gw / 2, y: 13, "text-anchor": "middle", "font-size": 11, fill: "#111" }, p.title);
+        kit.el(g, "text", { x: left + gw / 2, y: 13, "text-anchor": "middle", "font-size": 11, fill: "#111" }, p.title);
       }
-      var grid = el(g, "g", { transform: "translate(" + left + "," + top + ")" });
+      var grid = kit.el(g, "g", { transform: "translate(" + left + "," + top + ")" });
       if (!big) {
-        var cells = el(grid, "g", { "shape-rendering": "crispEdges" });
+        var cells = kit.el(grid, "g", { "shape-rendering": "crispEdges" });
         for (var i = 0; i < nr; i++) {
           for (var j = 0; j < nc; j++) {
-            el(cells, "rect", { x: j * cell, y: i * cell, width: cell, height: cell, fill: fill(i, j) });
+            kit.el(cells, "rect", { x: j * cell, y: i * cell, width: cell, height: cell, fill: fill(i, j) });
           }
         }
       } else {
         paintImage(grid, m, scale, colors, gw, gh, blank);
       }
-      el(grid, "rect", { x: 0, y: 0, width: gw, height: gh, fill: "none", stroke: "#999", "stroke-width": 0.5 });
+      kit.el(grid, "rect", { x: 0, y: 0, width: gw, height: gh, fill: "none", stroke: "#999", "stroke-width": 0.5 });
       if (p.annotate && !p.text && scale) {
         var afs = Math.max(6, Math.min(9, Math.floor(cell / 3.2)));
         for (var a = 0; a < nr; a++) {
           for (var b = 0; b < nc; b++) {
             var v = m.value(a, b);
-            el(grid, "text", {
+            kit.el(grid, "text", {
               x: (b + 0.5) * cell, y: (a + 0.5) * cell, dy: "0.35em", "text-anchor": "middle",
-              "font-size": afs, fill: dark(fill(a, b)) ? "#fff" : "#111"
+              "font-size": afs, fill: kit.dark(fill(a, b)) ? "#fff" : "#111"
             }, v === null || isNaN(v) ? "" : d3.format(Math.abs(v) >= 10 ? ".0f" : ".2f")(v));
           }
         }
@@ -192,9 +177,9 @@
       texts.shown.forEach(function (t) {
         var color = fill(t.i, t.j);
         t.lines.forEach(function (line, k) {
-          el(grid, "text", {
+          kit.el(grid, "text", {
             x: (t.j + 0.5) * cell, y: (t.i + 0.5) * cell + (k - (t.lines.length - 1) / 2) * (t.size + 1),
-            dy: "0.35em", "text-anchor": "middle", "font-size": t.size, fill: dark(color) ? "#fff" : "#111"
+            dy: "0.35em", "text-anchor": "middle", "font-size": t.size, fill: kit.dark(color) ? "#fff" : "#111"
           }, line);
         });
       });
@@ -202,14 +187,14 @@
       var x = d3.scaleBand().domain(d3.range(nc).map(String)).range([0, gw]);
       var yAxis = d3.axisLeft(y).tickSize(2).tickValues(rowTicks.map(String))
         .tickFormat(function (d) { return m.rows[Number(d)]; });
-      d3.select(el(grid, "g", {})).call(yAxis).call(function (s) {
-        styleAxis(s, fs);
+      d3.select(kit.el(grid, "g", {})).call(yAxis).call(function (s) {
+        kit.styleAxis(s, fs);
         s.select("path.domain").remove();
       });
       var xAxis = d3.axisBottom(x).tickSize(2).tickValues(colTicks.map(String))
         .tickFormat(function (d) { return m.cols[Number(d)]; });
-      d3.select(el(grid, "g", { transform: "translate(0," + gh + ")" })).call(xAxis).call(function (s) {
-        styleAxis(s, fs);
+      d3.select(kit.el(grid, "g", { transform: "translate(0," + gh + ")" })).call(xAxis).call(function (s) {
+        kit.styleAxis(s, fs);
         s.select("path.domain").remove();
         if (rotate) {
           s.selectAll(".tick text").attr("transform", "rotate(-90)").attr("text-anchor", "end")
@@ -218,12 +203,12 @@
       });
       kit.axisNames(grid, p, gw, gh, colH + 10, 8 - left);
       if (legend) {
-        legendBlock(grid, legend, gw + 10);
+        kit.legendBlock(grid, legend, gw + 10);
       } else if (scale) {
-        colorBar(grid, scale, gw + 10, barH, p.log ? function (v) { return format(".0e")(Math.pow(10, v)); } : null);
+        kit.colorBar(grid, scale, gw + 10, barH, p.log ? function (v) { return kit.format(".0e")(Math.pow(10, v)); } : null);
       }
       noteLines.forEach(function (line, k) {
-        el(g, "text", { x: 2, y: top + gh + colH + (p.xlabel ? 25 : 13) + k * 12, "font-size": 9, fill: "#666" }, line);
+        kit.el(g, "text", { x: 2, y: top + gh + colH + (p.xlabel ? 25 : 13) + k * 12, "font-size": 9, fill: "#666" }, line);
       });
     }
 
@@ -250,7 +235,7 @@
     var lines = [];
     text.split(" ").filter(Boolean).forEach(function (word) {
       var last = lines.length ? lines[lines.length - 1] + " " + word : word;
-      if (lines.length && textWidth(last, size) <= width) {
+      if (lines.length && kit.textWidth(last, size) <= width) {
         lines[lines.length - 1] = last;
       } else {
         lines.push(word);
@@ -276,7 +261,7 @@
     var dropped = 0;
     /** @param {string[]} lines */
     function fit(lines) {
-      var size = Math.min(9, Math.floor((9 * (cell - 2)) / Math.max(maxWidth(lines, 9), 1)));
+      var size = Math.min(9, Math.floor((9 * (cell - 2)) / Math.max(kit.maxWidth(lines, 9), 1)));
       return size >= MIN_FONT && lines.length * (size + 1) <= cell ? size : 0;
     }
     text.forEach(function (t) {
@@ -331,11 +316,11 @@
       }
     }
     ctx.putImageData(img, 0, 0);
-    var image = el(g, "image", {
+    var image = kit.el(g, "image", {
       x: 0, y: 0, width: gw, height: gh, preserveAspectRatio: "none",
       style: "image-rendering:pixelated;image-rendering:crisp-edges"
     });
-    image.setAttributeNS(XLINK, "xlink:href", canvas.toDataURL("image/png"));
+    image.setAttributeNS(kit.XLINK, "xlink:href", canvas.toDataURL("image/png"));
   }
 
   // ------------------------------------------------------------------------------ figures
@@ -361,7 +346,7 @@
       var page = /** @type {InspectorApi} */ (api);
       var m = p.kind === "stack" ? stackMatrix(p, page, p.norm || "fixed") : inlineMatrix(p);
       var range = opts.shared && !p.colors ? opts.shared : { lo: m.lo, hi: m.hi };
-      var scale = p.colors ? null : colorScale(p.cmap, range.lo, range.hi, p.fmt);
+      var scale = p.colors ? null : kit.colorScale(p.cmap, range.lo, range.hi, p.fmt);
       return mapPanel(p, m, scale);
     });
   }
@@ -404,23 +389,23 @@
       rowH = Math.max(rowH, P.h);
       total = Math.max(total, x - GAP);
     });
-    total = Math.ceil(Math.max(total, spec.title ? textWidth(spec.title, 13, "bold") + 8 : 0) + 4);
+    total = Math.ceil(Math.max(total, spec.title ? kit.textWidth(spec.title, 13, "bold") + 8 : 0) + 4);
     var height = Math.ceil(y + rowH + 4);
-    var svg = /** @type {SVGSVGElement} */ (document.createElementNS(NS, "svg"));
-    svg.setAttributeNS(XMLNS, "xmlns", NS);
-    svg.setAttributeNS(XMLNS, "xmlns:xlink", XLINK);
+    var svg = /** @type {SVGSVGElement} */ (document.createElementNS(kit.NS, "svg"));
+    svg.setAttributeNS(XMLNS, "xmlns", kit.NS);
+    svg.setAttributeNS(XMLNS, "xmlns:xlink", kit.XLINK);
     svg.setAttribute("width", String(total));
     svg.setAttribute("height", String(height));
     svg.setAttribute("viewBox", "0 0 " + total + " " + height);
-    svg.setAttribute("font-family", FONT);
+    svg.setAttribute("font-family", kit.FONT);
     svg.setAttribute("class", "ins-fig-svg");
-    el(svg, "title", {}, spec.title);
-    el(svg, "rect", { x: 0, y: 0, width: total, height: height, fill: "#fff" });
+    kit.el(svg, "title", {}, spec.title);
+    kit.el(svg, "rect", { x: 0, y: 0, width: total, height: height, fill: "#fff" });
     if (spec.title) {
-      el(svg, "text", { x: 2, y: 16, "font-size": 13, "font-weight": "bold", fill: "#111" }, spec.title);
+      kit.el(svg, "text", { x: 2, y: 16, "font-size": 13, "font-weight": "bold", fill: "#111" }, spec.title);
     }
     placed.forEach(function (pl) {
-      var g = el(svg, "g", { transform: "translate(" + pl.x + "," + pl.y + ")" });
+      var g = kit.el(svg, "g", { transform: "translate(" + pl.x + "," + pl.y + ")" });
       pl.P.draw(g);
     });
     /** @type {any} */ (svg).placed = placed;
@@ -447,20 +432,20 @@
       svg = render(spec, api, opts, Math.max(560, Math.min(2400, (room || 1180) - 4)));
       body.textContent = "";
       body.appendChild(svg);
-      hover(svg);
+      kit.hover(svg);
       figure.setAttribute("data-scale", opts.shared ? "shared" : "own");
       if (opts.norm) {
         figure.setAttribute("data-norm", opts.norm);
       }
     }
     if (spec.shared_scale) {
-      control(figure, "Colour scale:", [["own", "each map its own range"], ["shared", "one range for all maps"]], "own", function (v) {
+      kit.control(figure, "Colour scale:", [["own", "each map its own range"], ["shared", "one range for all maps"]], "own", function (v) {
         opts.shared = v === "shared" ? sharedRange(spec) : null;
         paint();
       });
     }
     if (grid) {
-      control(figure, "Colour:", [["head", "each head from 0 to its own largest weight"], ["fixed", "one scale for every head, 0 to 1"]], opts.norm || "head", function (v) {
+      kit.control(figure, "Colour:", [["head", "each head from 0 to its own largest weight"], ["fixed", "one scale for every head, 0 to 1"]], opts.norm || "head", function (v) {
         opts.norm = v;
         paint();
       });
@@ -522,7 +507,7 @@
     drawFigure: drawFigure,
     showTip: kit.showTip,
     hideTip: kit.hideTip,
-    format: format
+    format: kit.format
   };
   window.inspector.onReady(function (api) {
     return drawAll(api);

@@ -11,11 +11,6 @@
 
   var d3 = window.d3;
   var kit = window.inspectorKit;
-  var el = kit.el;
-  var colorScale = kit.colorScale;
-  var colorBar = kit.colorBar;
-  var hover = kit.hover;
-  var XLINK = kit.XLINK;
   /** figures.js's renderer (it runs before this file): the zoom box draws one "stack" panel. */
   var render = window.inspectorFigures.render;
 
@@ -45,7 +40,7 @@
     var cell = Math.max(24, Math.min(96, Math.floor((width - left - 90) / nH) - gap, Math.floor(2000 / nL) - gap));
     var gw = nH * (cell + gap);
     var gh = nL * (cell + gap);
-    var scale = colorScale(p.cmap || "blues", 0, 1, ".2f");
+    var scale = kit.colorScale(p.cmap || "blues", 0, 1, ".2f");
     /** @type {number[]} */
     var maxima = [];
 
@@ -118,30 +113,30 @@
     function draw(g) {
       var url = paint();
       var title = meta.kind === "self" ? "self-attention" : meta.kind + " attention";
-      el(g, "text", { x: left, y: 11, "font-size": 11, fill: "#111" },
+      kit.el(g, "text", { x: left, y: 11, "font-size": 11, fill: "#111" },
         title + ": " + nL + " layers x " + nH + " heads, " + full[2] + " x " + full[3] + " tokens" +
         (thumbs ? " (each pixel: the largest weight of a block of tokens)" : ""));
       for (var hh = 0; hh < nH; hh++) {
-        el(g, "text", { x: left + hh * (cell + gap) + cell / 2, y: top - 5, "text-anchor": "middle", "font-size": 10, fill: "#333" }, "H" + meta.heads[hh]);
+        kit.el(g, "text", { x: left + hh * (cell + gap) + cell / 2, y: top - 5, "text-anchor": "middle", "font-size": 10, fill: "#333" }, "H" + meta.heads[hh]);
       }
       for (var ll = 0; ll < nL; ll++) {
-        el(g, "text", { x: left - 6, y: top + ll * (cell + gap) + cell / 2, dy: "0.35em", "text-anchor": "end", "font-size": 10, fill: "#333" }, "L" + meta.layers[ll]);
+        kit.el(g, "text", { x: left - 6, y: top + ll * (cell + gap) + cell / 2, dy: "0.35em", "text-anchor": "end", "font-size": 10, fill: "#333" }, "L" + meta.layers[ll]);
       }
-      var image = el(g, "image", { x: left, y: top, width: gw, height: gh, preserveAspectRatio: "none" });
-      image.setAttributeNS(XLINK, "xlink:href", url);
-      var frames = el(g, "g", { fill: "none", stroke: "#bbb", "stroke-width": 0.5, "shape-rendering": "crispEdges" });
+      var image = kit.el(g, "image", { x: left, y: top, width: gw, height: gh, preserveAspectRatio: "none" });
+      image.setAttributeNS(kit.XLINK, "xlink:href", url);
+      var frames = kit.el(g, "g", { fill: "none", stroke: "#bbb", "stroke-width": 0.5, "shape-rendering": "crispEdges" });
       for (var l2 = 0; l2 < nL; l2++) {
         for (var h2 = 0; h2 < nH; h2++) {
-          el(frames, "rect", { x: left + h2 * (cell + gap) - 0.5, y: top + l2 * (cell + gap) - 0.5, width: cell + 1, height: cell + 1 });
+          kit.el(frames, "rect", { x: left + h2 * (cell + gap) - 0.5, y: top + l2 * (cell + gap) - 0.5, width: cell + 1, height: cell + 1 });
         }
       }
-      var barG = el(g, "g", { transform: "translate(0," + top + ")" });
+      var barG = kit.el(g, "g", { transform: "translate(0," + top + ")" });
       var barH = Math.min(gh - gap, 220);
-      colorBar(barG, scale, barX, barH, norm === "head" ? function (v) {
+      kit.colorBar(barG, scale, barX, barH, norm === "head" ? function (v) {
         return v === 0 ? "0" : v === 1 ? "head max" : d3.format(".1f")(v) + " max";
       } : null);
-      el(barG, "text", { x: barX, y: barH + 16, "font-size": 9, fill: "#555" }, norm === "head" ? "each head: 0 to" : "every head:");
-      el(barG, "text", { x: barX, y: barH + 27, "font-size": 9, fill: "#555" }, norm === "head" ? "its own max" : "0 to 1");
+      kit.el(barG, "text", { x: barX, y: barH + 16, "font-size": 9, fill: "#555" }, norm === "head" ? "each head: 0 to" : "every head:");
+      kit.el(barG, "text", { x: barX, y: barH + 27, "font-size": 9, fill: "#555" }, norm === "head" ? "its own max" : "0 to 1");
     }
 
     /** @param {number} px @param {number} py */
@@ -211,7 +206,7 @@
       var svg = render(spec, api);
       bodyEl.textContent = "";
       bodyEl.appendChild(svg);
-      hover(svg);
+      kit.hover(svg);
     });
   }
 

@@ -17,7 +17,6 @@
 
   var d3 = window.d3;
   var kit = window.inspectorKit;
-  var el = kit.el;
   var SINK_COLOR = "#d62728";
   var AREA_COLOR = "#1f77b4";
   var CELL_BG = "#f3f5f8";
@@ -133,9 +132,9 @@
     function chart(g, x, y, cw2, ch2, v) {
       var top2 = Math.max.apply(null, v.slice(1).concat([1e-9]));
       var bw = (cw2 - 3) / (v.length + 0.5);
-      el(g, "rect", { x: x, y: y, width: cw2, height: ch2, fill: CELL_BG });
+      kit.el(g, "rect", { x: x, y: y, width: cw2, height: ch2, fill: CELL_BG });
       var sh = Math.min(1, v[0]) * (ch2 - 1);
-      el(g, "rect", { x: x + 1, y: y + ch2 - sh, width: Math.max(1, bw - 0.5), height: sh, fill: SINK_COLOR });
+      kit.el(g, "rect", { x: x + 1, y: y + ch2 - sh, width: Math.max(1, bw - 0.5), height: sh, fill: SINK_COLOR });
       var x0 = x + 1 + 1.5 * bw;
       var d = "M" + x0 + "," + (y + ch2);
       for (var i = 1; i < v.length; i++) {
@@ -143,34 +142,34 @@
         d += "L" + (x0 + (i - 1) * bw) + "," + yy + "L" + (x0 + i * bw) + "," + yy;
       }
       d += "L" + (x0 + (v.length - 1) * bw) + "," + (y + ch2) + "Z";
-      el(g, "path", { d: d, fill: AREA_COLOR, "fill-opacity": 0.85 });
+      kit.el(g, "path", { d: d, fill: AREA_COLOR, "fill-opacity": 0.85 });
     }
 
     /** @param {SVGGElement} g */
     function draw(g) {
       if (p.title) {
-        el(g, "text", { x: left, y: 13, "font-size": 11, fill: "#111" }, p.title);
+        kit.el(g, "text", { x: left, y: 13, "font-size": 11, fill: "#111" }, p.title);
       }
-      var grid = el(g, "g", { transform: "translate(" + left + "," + top + ")" });
+      var grid = kit.el(g, "g", { transform: "translate(" + left + "," + top + ")" });
       for (var j = 0; j < nH; j += colStep) {
-        el(grid, "text", { x: j * (cw + gap) + cw / 2, y: -5, "text-anchor": "middle", "font-size": fs, fill: "#333" }, cols[j]);
+        kit.el(grid, "text", { x: j * (cw + gap) + cw / 2, y: -5, "text-anchor": "middle", "font-size": fs, fill: "#333" }, cols[j]);
       }
       for (var i = 0; i < nL; i++) {
         if (i % rowStep === 0) {
-          el(grid, "text", { x: -5, y: i * pitch + ch / 2, dy: "0.35em", "text-anchor": "end", "font-size": fs, fill: "#333" }, rows[i]);
+          kit.el(grid, "text", { x: -5, y: i * pitch + ch / 2, dy: "0.35em", "text-anchor": "end", "font-size": fs, fill: "#333" }, rows[i]);
         }
         for (var j2 = 0; j2 < nH; j2++) {
           chart(grid, j2 * (cw + gap), i * pitch, cw, ch, [sink[i][j2] || 0].concat(prof[i][j2]));
         }
       }
       kit.axisNames(grid, p, gw, gh, 14, 8 - left);
-      var key = el(g, "g", { transform: "translate(" + left + "," + keyTop + ")" });
-      el(key, "text", { x: 0, y: 10, "font-size": 10, fill: "#444" }, "key: the mean of all heads; left to right: " + keyLabels[0] + " tokens, then distance 0, 1, 2–3, …");
+      var key = kit.el(g, "g", { transform: "translate(" + left + "," + keyTop + ")" });
+      kit.el(key, "text", { x: 0, y: 10, "font-size": 10, fill: "#444" }, "key: the mean of all heads; left to right: " + keyLabels[0] + " tokens, then distance 0, 1, 2–3, …");
       chart(key, 0, 14, keyW, keyH, mean);
       var bw = (keyW - 3) / (mean.length + 0.5);
       keyLabels.forEach(function (text, k) {
         var cx = 1 + (k === 0 ? 0.5 * bw : (k + 0.5) * bw + 0.5 * bw);
-        el(key, "text", {
+        kit.el(key, "text", {
           transform: "translate(" + cx + "," + (14 + keyH + 4) + ") rotate(-90)", dy: "0.35em",
           "text-anchor": "end", "font-size": 9, fill: k === 0 ? SINK_COLOR : "#333"
         }, text);

@@ -16,8 +16,6 @@
   var d3 = window.d3;
   var kit = window.inspectorKit;
   var scan = window.inspectorScan;
-  var el = kit.el;
-  var XLINK = kit.XLINK;
   /** Decades shown below a head's largest block on the log scale. */
   var LOG_SPAN = 4;
   /** @type {Array<[string, string]>} */
@@ -198,28 +196,28 @@
 
     /** @param {SVGGElement} g */
     function draw(g) {
-      var image = el(g, "image", { x: 0, y: 0, width: Math.ceil(w), height: Math.ceil(h), preserveAspectRatio: "none" });
-      image.setAttributeNS(XLINK, "xlink:href", paint());
-      el(g, "text", { x: 0, y: 11, "font-size": 11, fill: "#111" },
+      var image = kit.el(g, "image", { x: 0, y: 0, width: Math.ceil(w), height: Math.ceil(h), preserveAspectRatio: "none" });
+      image.setAttributeNS(kit.XLINK, "xlink:href", paint());
+      kit.el(g, "text", { x: 0, y: 11, "font-size": 11, fill: "#111" },
         nL + " layers x " + nH + " heads: " + nr + " x " + nc + " blocks of " + (edgesR[1] - edgesR[0]) +
         " tokens each; click a head to enlarge it at " + spec.zoom.shape[2] + " x " + spec.zoom.shape[3]);
-      var frames = el(g, "g", { fill: "none", stroke: "#bbb", "stroke-width": 0.5, "shape-rendering": "crispEdges" });
+      var frames = kit.el(g, "g", { fill: "none", stroke: "#bbb", "stroke-width": 0.5, "shape-rendering": "crispEdges" });
       for (var b = 0; b < blocks; b++) {
         for (var hh = 0; hh < nH; hh++) {
-          el(g, "text", { x: b * blockW + labelW + hh * (cell + gap) + cell / 2, y: top - 5, "text-anchor": "middle", "font-size": fs, fill: "#333" }, "H" + spec.heads[hh]);
+          kit.el(g, "text", { x: b * blockW + labelW + hh * (cell + gap) + cell / 2, y: top - 5, "text-anchor": "middle", "font-size": fs, fill: "#333" }, "H" + spec.heads[hh]);
         }
       }
       for (var l = 0; l < nL; l++) {
         var o = origin(l);
-        el(g, "text", { x: o.x - 6, y: o.y + cell / 2, dy: "0.35em", "text-anchor": "end", "font-size": fs, fill: "#333" }, "L" + spec.layers[l]);
+        kit.el(g, "text", { x: o.x - 6, y: o.y + cell / 2, dy: "0.35em", "text-anchor": "end", "font-size": fs, fill: "#333" }, "L" + spec.layers[l]);
         for (var h2 = 0; h2 < nH; h2++) {
-          el(frames, "rect", { x: o.x + h2 * (cell + gap) - 0.5, y: o.y - 0.5, width: cell + 1, height: cell + 1 });
+          kit.el(frames, "rect", { x: o.x + h2 * (cell + gap) - 0.5, y: o.y - 0.5, width: cell + 1, height: cell + 1 });
         }
       }
       var barH = Math.max(80, Math.min(gh - gap, 200));
-      var bar = el(g, "g", { transform: "translate(0," + top + ")" });
+      var bar = kit.el(g, "g", { transform: "translate(0," + top + ")" });
       kit.colorBar(bar, colour.scale, blocks * blockW + 4, barH, colour.label);
-      el(bar, "text", { x: blocks * blockW + 4, y: barH + 16, "font-size": 9, fill: "#555" }, "white: no attention");
+      kit.el(bar, "text", { x: blocks * blockW + 4, y: barH + 16, "font-size": 9, fill: "#555" }, "white: no attention");
     }
 
     /** @param {number} px @param {number} py */

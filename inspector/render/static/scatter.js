@@ -11,12 +11,6 @@
 
   var d3 = window.d3;
   var kit = window.inspectorKit;
-  var el = kit.el;
-  var format = kit.format;
-  var textWidth = kit.textWidth;
-  var maxWidth = kit.maxWidth;
-  var styleAxis = kit.styleAxis;
-  var legendBlock = kit.legendBlock;
 
   /** @typedef {PlacedPanel} Placed */
 
@@ -59,7 +53,7 @@
     /** @type {Array<{i: number, x: number, y: number, anchor: string} | null>} */
     var out = labels.map(function () { return null; });
     order.forEach(function (i) {
-      var tw = textWidth(labels[i], fs);
+      var tw = kit.textWidth(labels[i], fs);
       var th = fs;
       var spots = [
         [6, -2, "start"], [-6, -2, "end"], [-tw / 2, -7, "start"], [-tw / 2, th + 5, "start"],
@@ -92,7 +86,7 @@
     var top = p.title ? 22 : 6;
     var left = (p.ticks === false ? 10 : 44) + (p.ylabel ? 14 : 0);
     var legend = p.legend || [];
-    var legendW = legend.length ? 16 + maxWidth(legend.map(function (e) { return e[0]; }), 10) : 0;
+    var legendW = legend.length ? 16 + kit.maxWidth(legend.map(function (e) { return e[0]; }), 10) : 0;
     /** @param {number[]} v @returns {[number, number]} */
     function padded(v) {
       var ext = d3.extent(v.length ? v : [0]);
@@ -110,42 +104,42 @@
     var nPlaced = placed.filter(function (v) { return v !== null; }).length;
     var note = nPlaced < labels.length ? nPlaced + " of " + labels.length + " labelled (no overlaps); hover a point for its label" : "";
     var colors = /** @type {string[] | null | undefined} */ (p.colors);
-    var fmt = format(p.fmt);
-    var w = Math.max(left + pw + (legendW ? 14 + legendW : 30), left + textWidth(p.title || "", 11) + 4);
+    var fmt = kit.format(p.fmt);
+    var w = Math.max(left + pw + (legendW ? 14 + legendW : 30), left + kit.textWidth(p.title || "", 11) + 4);
     var h = top + Math.max(ph, legend.length * 14) + 30 + (p.xlabel ? 14 : 0) + (note ? 14 : 0);
 
     /** @param {SVGGElement} g */
     function draw(g) {
       if (p.title) {
-        el(g, "text", { x: left + pw / 2, y: 14, "text-anchor": "middle", "font-size": 11, fill: "#111" }, p.title);
+        kit.el(g, "text", { x: left + pw / 2, y: 14, "text-anchor": "middle", "font-size": 11, fill: "#111" }, p.title);
       }
-      var plot = el(g, "g", { transform: "translate(" + left + "," + top + ")" });
-      el(plot, "rect", { x: 0, y: 0, width: pw, height: ph, fill: "#fff", stroke: "#999", "stroke-width": 0.6 });
+      var plot = kit.el(g, "g", { transform: "translate(" + left + "," + top + ")" });
+      kit.el(plot, "rect", { x: 0, y: 0, width: pw, height: ph, fill: "#fff", stroke: "#999", "stroke-width": 0.6 });
       // axes without a unit (MDS) get grid lines only: no number next to a point's label
       var numbers = p.ticks !== false;
       /** @param {any} d */
       var tickText = function (d) { return numbers ? fmt(Number(d)) : ""; };
-      d3.select(el(plot, "g", { transform: "translate(0," + ph + ")" }))
+      d3.select(kit.el(plot, "g", { transform: "translate(0," + ph + ")" }))
         .call(d3.axisBottom(x).ticks(6).tickSize(-ph).tickFormat(tickText))
-        .call(function (s) { styleAxis(s, 9); s.selectAll(".tick line").attr("stroke", "#eee"); s.select("path.domain").remove(); });
-      d3.select(el(plot, "g", {}))
+        .call(function (s) { kit.styleAxis(s, 9); s.selectAll(".tick line").attr("stroke", "#eee"); s.select("path.domain").remove(); });
+      d3.select(kit.el(plot, "g", {}))
         .call(d3.axisLeft(y).ticks(6).tickSize(-pw).tickFormat(tickText))
-        .call(function (s) { styleAxis(s, 9); s.selectAll(".tick line").attr("stroke", "#eee"); s.select("path.domain").remove(); });
+        .call(function (s) { kit.styleAxis(s, 9); s.selectAll(".tick line").attr("stroke", "#eee"); s.select("path.domain").remove(); });
       for (var i = 0; i < xs.length; i++) {
-        el(plot, "circle", {
+        kit.el(plot, "circle", {
           cx: xs[i], cy: ys[i], r: 4, fill: colors ? colors[i] : "#1f77b4", stroke: "#333", "stroke-width": 0.5
         });
       }
       placed.forEach(function (pl) {
         if (pl) {
-          el(plot, "text", { x: pl.x, y: pl.y, "font-size": fs, fill: "#222", "text-anchor": pl.anchor }, labels[pl.i]);
+          kit.el(plot, "text", { x: pl.x, y: pl.y, "font-size": fs, fill: "#222", "text-anchor": pl.anchor }, labels[pl.i]);
         }
       });
       kit.axisNames(plot, p, pw, ph, 28, 10 - left);
       if (note) {
-        el(plot, "text", { x: 0, y: ph + (p.xlabel ? 42 : 30), "font-size": 9, fill: "#666" }, note);
+        kit.el(plot, "text", { x: 0, y: ph + (p.xlabel ? 42 : 30), "font-size": 9, fill: "#666" }, note);
       }
-      legendBlock(plot, legend, pw + 14);
+      kit.legendBlock(plot, legend, pw + 14);
     }
 
     /** @param {number} px @param {number} py */
