@@ -6,7 +6,10 @@ and delegates to the layer that owns it; ``Inspection`` keeps its data and expor
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -21,7 +24,6 @@ from ..capture.types import kv_groups
 from ..capture.vectors import query_key_vectors
 from ..errors import InputError
 from ..render import bertviz as _bertviz
-from ..render.page import RenderedHTML
 from .explaining import InspectionLike, model_bundle
 
 
@@ -32,6 +34,55 @@ class _Namespace:
     def __repr__(self) -> str:
         public = [n for n in dir(type(self)) if not n.startswith("_")]
         return f"<{type(self).__name__.removesuffix('Namespace').lower()}: {', '.join(public)}>"
+
+
+R = TypeVar("R")
+
+
+def _capture_of(ins: InspectionLike) -> tuple[Any, ...]:
+    return (ins.capture,)
+
+
+def _with_vectors(ins: InspectionLike) -> tuple[Any, ...]:
+    """The capture and its query/key vectors, recomputed by the model that made it."""
+    bundle = model_bundle(ins.model, "the neuron view")
+    return (ins.capture, *query_key_vectors(bundle, ins.capture))
+
+
+class _OnCapture(Generic[R]):
+    """A namespace method that is ``fn`` with this inspection's data as its first arguments
+    (``leading``: the capture by default) and its part as the default ``kind``: one
+    definition of the view's keywords, in ``fn``'s signature."""
+
+    def __init__(
+        self,
+        fn: Callable[..., R],
+        leading: Callable[[InspectionLike], tuple[Any, ...]] = _capture_of,
+    ) -> None:
+        self.fn, self.leading = fn, leading
+        params = list(inspect.signature(fn).parameters.values())
+        keywords = [p for p in params if p.kind is p.KEYWORD_ONLY]  # what the caller gives
+        self.signature = inspect.signature(fn).replace(parameters=keywords)
+        self.takes_kind = "kind" in self.signature.parameters
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, ns: _Namespace | None, owner: type | None = None) -> Callable[..., R]:
+        if ns is None:
+            return self.fn
+        ins = ns._ins
+
+        @functools.wraps(self.fn)
+        def run(**options: Any) -> R:
+            self.signature.bind(**options)  # a wrong keyword: a TypeError naming it
+            if self.takes_kind and options.get("kind") is None:
+                options["kind"] = ins.kind
+            return self.fn(*self.leading(ins), **options)
+
+        run.__signature__ = self.signature  # type: ignore[attr-defined]
+        run.__name__ = run.__qualname__ = self.name
+        return run
 
 
 class HeadsNamespace(_Namespace):
@@ -114,81 +165,16 @@ class ViewsNamespace(_Namespace):
     """bertviz's views as self-contained pages (``ins.views``): ``head``, ``model``, ``neuron``.
     Each returns a :class:`~inspector.render.page.RenderedHTML` (``_repr_html_``, ``save``)."""
 
-    def head(
-        self,
-        *,
-        layer: int | None = None,
-        heads: Sequence[int] | None = None,
-        include_layers: Sequence[int] | None = None,
-        sentence_b_start: int | bool | None = True,
-        prettify_tokens: bool = True,
-        precision: str = "uint8",
-        kind: str | Sequence[str] | None = None,
-    ) -> RenderedHTML:
-        """bertviz's head view. ``kind`` (encoder-decoder: ``encoder``/``decoder``/``cross``)
-        defaults to this inspection's part, or all of them; see
-        :func:`inspector.render.bertviz.head_view`."""
-        return _bertviz.head_view(
-            self._ins.capture,
-            kind=self._ins.kind if kind is None else kind,
-            layer=layer,
-            heads=heads,
-            include_layers=include_layers,
-            sentence_b_start=sentence_b_start,
-            prettify_tokens=prettify_tokens,
-            precision=precision,
-        )
-
-    def model(
-        self,
-        *,
-        include_layers: Sequence[int] | None = None,
-        include_heads: Sequence[int] | None = None,
-        sentence_b_start: int | bool | None = True,
-        display_mode: str = "light",
-        prettify_tokens: bool = True,
-        precision: str = "uint8",
-        kind: str | Sequence[str] | None = None,
-    ) -> RenderedHTML:
-        """bertviz's model view (every layer x head); see
-        :func:`inspector.render.bertviz.model_view`."""
-        return _bertviz.model_view(
-            self._ins.capture,
-            kind=self._ins.kind if kind is None else kind,
-            include_layers=include_layers,
-            include_heads=include_heads,
-            sentence_b_start=sentence_b_start,
-            display_mode=display_mode,
-            prettify_tokens=prettify_tokens,
-            precision=precision,
-        )
-
-    def neuron(
-        self,
-        *,
-        layer: int | None = None,
-        head: int | None = None,
-        sentence_b_start: int | bool | None = True,
-        display_mode: str = "light",
-        prettify_tokens: bool = True,
-        precision: str = "uint8",
-    ) -> RenderedHTML:
-        """bertviz's neuron view (query/key vectors, recomputed from the model on the same
-        tokens); models whose vectors do not reproduce the weights (rotary embeddings) raise
-        :class:`~inspector.errors.UnsupportedModelError`."""
-        bundle = model_bundle(self._ins.model, "the neuron view")
-        queries, keys = query_key_vectors(bundle, self._ins.capture)
-        return _bertviz.neuron_view(
-            self._ins.capture,
-            queries,
-            keys,
-            layer=layer,
-            head=head,
-            sentence_b_start=sentence_b_start,
-            display_mode=display_mode,
-            prettify_tokens=prettify_tokens,
-            precision=precision,
-        )
+    #: bertviz's head view. ``kind`` (encoder-decoder: ``encoder``/``decoder``/``cross``)
+    #: defaults to this inspection's part, or all of them; see
+    #: :func:`inspector.render.bertviz.head_view`.
+    head = _OnCapture(_bertviz.head_view)
+    #: bertviz's model view (every layer x head); see :func:`inspector.render.bertviz.model_view`.
+    model = _OnCapture(_bertviz.model_view)
+    #: bertviz's neuron view (query/key vectors, recomputed from the model on the same tokens);
+    #: models whose vectors do not reproduce the weights (rotary embeddings) raise
+    #: :class:`~inspector.errors.UnsupportedModelError`.
+    neuron = _OnCapture(_bertviz.neuron_view, _with_vectors)
 
 
 class GenerationNamespace(_Namespace):
