@@ -7,6 +7,7 @@ the layers, these tests check what it cannot.
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
 import json
 import pkgutil
@@ -25,18 +26,21 @@ def _source(path: Path) -> str:
     return path.read_text(encoding="utf-8")
 
 
+@functools.cache
+def _code(path: Path) -> tuple[str, ...]:
+    """The calls and attribute reads of a module, as source (parsed once for every test)."""
+    tree = ast.parse(_source(path))
+    return tuple(
+        ast.unparse(node) for node in ast.walk(tree) if isinstance(node, ast.Call | ast.Attribute)
+    )
+
+
 def _calls(pattern: str) -> dict[str, int]:
     """Modules whose code (not comments or docstrings) matches ``pattern``, with counts."""
     regex = re.compile(pattern)
     found = {}
     for path in MODULES:
-        tree = ast.parse(_source(path))
-        code = [
-            ast.unparse(node)
-            for node in ast.walk(tree)
-            if isinstance(node, ast.Call | ast.Attribute)
-        ]
-        hits = sum(bool(regex.search(c)) for c in code)
+        hits = sum(bool(regex.search(c)) for c in _code(path))
         if hits:
             found[str(path.relative_to(PACKAGE))] = hits
     return found
