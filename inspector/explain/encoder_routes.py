@@ -48,7 +48,7 @@ from .attribution import _check_rows, stack_tokens, trace_logit
 from .model import inputs_for, structure
 from .norms import value_hooks
 from .route_result import EMBEDDING_NODE, Routes, build_routes, node_name
-from .routes import EPS, _Lens, _State, _walk, check_threshold, l1_gain, renormalise_parts
+from .routes import EPS, RouteQuery, _Lens, _State, _walk, l1_gain, renormalise_parts
 
 
 def encoder_wiring(bundle: ModelBundle, feature: str) -> _res.Wiring:
@@ -245,34 +245,30 @@ class _EncoderState(_State):
         return whole, (c / c.sum()).numpy()
 
 
+#: The route to the mean-pooled embedding (an encoder's default query).
+POOLED = RouteQuery(position=None)
+
+
 def encoder_information_flow(
-    bundle: ModelBundle,
-    capture: Capture,
-    *,
-    position: int | None = None,
-    threshold: float = 0.04,
-    token: str | int | None = None,
-    against: str | int | None = None,
-    method: str = "auto",
-    max_memory: MemoryLimit | None = None,
+    bundle: ModelBundle, capture: Capture, query: RouteQuery = POOLED
 ) -> Routes:
-    """The route graph of a post-LN encoder (see the module): to the final representation of
-    ``position``, or (``None``) to the mean-pooled embedding. On a masked LM, a position's
-    route also carries the direct logit attribution of the token predicted there (``token``,
-    minus ``against``) and each node's logit lens.
+    """The route graph of a post-LN encoder (see the module and :class:`.routes.RouteQuery`):
+    to the final representation of ``query.position``, or (``None``) to the mean-pooled
+    embedding. On a masked LM, a position's route also carries the direct logit attribution of
+    the token predicted there (``token``, minus ``against``) and each node's logit lens.
 
     Raises:
         UnsupportedModelError: not a post-LN encoder whose norms are LayerNorms.
     """
-    threshold = check_threshold(threshold)
+    threshold, position, method = query.threshold, query.position, query.method
     if bundle.architecture != "encoder":
         raise UnsupportedModelError(f"{bundle.name} is not an encoder")
     wiring = encoder_wiring(bundle, "information flow")
-    query = stack_tokens(capture, "self")
-    n = len(query)
+    tokens = stack_tokens(capture, "self")
+    n = len(tokens)
     pos = None if position is None else _res.check_position(position, n)
     rows = _check_rows(pos or 0, n)
-    rec, norms, ln1_out = record_encoder(bundle, wiring, capture, rows, method, max_memory)
+    rec, norms, ln1_out = record_encoder(bundle, wiring, capture, rows, method, query.max_memory)
     state = _EncoderState(bundle, wiring, rec, norms, ln1_out)
     top: list[tuple[Any, ...]] = []
     if pos is None:
@@ -294,8 +290,8 @@ def encoder_information_flow(
     if pos is not None and _res.has_unembedding(bundle):
         # a masked LM: the token predicted at the position, attributed, and each node's lens
         explained = trace_logit(
-            bundle, capture, token=token, against=against, position=pos, per_token=True,
-            method=method, max_memory=max_memory,
+            bundle, capture, token=query.token, against=query.against, position=pos,
+            per_token=True, method=method, max_memory=query.max_memory,
         )  # fmt: skip
         assert explained.decomposition is not None
         scale, _cap = logit_transform(bundle.model.config)
@@ -303,7 +299,7 @@ def encoder_information_flow(
             _res.find_wiring(bundle, "logit attribution"), explained.decomposition, scale, bundle
         )
     return build_routes(
-        walk, query, "" if explained is None else explained.frame.attrs["token"],
+        walk, tokens, "" if explained is None else explained.frame.attrs["token"],
         -1 if explained is None else explained.frame.attrs["token_id"], threshold=threshold,
         position=-1 if pos is None else pos, lens=lens, state=state, model_name=bundle.name,
         target="embedding" if pos is None else "position", attribution=explained,

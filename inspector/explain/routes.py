@@ -33,6 +33,7 @@ all the nodes the walk reached there, and never as a ``pos x key x head x hidden
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -63,6 +64,35 @@ KEY_BLOCK = 256
 NODE_BLOCK = 4
 #: Keys kept of the attention row of every head on a walked attention edge (for the page).
 ROW_KEYS = 64
+
+
+@dataclass(frozen=True)
+class RouteQuery:
+    """What a route graph is asked for, built once by the ``information_flow`` explainer and
+    read by the decoder's and the encoder's walk alike.
+
+    Attributes:
+        position: the position traced (negative: from the end); an encoder's ``None``: its
+            mean-pooled embedding.
+        threshold: contributions below it are cut and the rest renormalised; the walk keeps
+            edges above it (llm-transparency-tool's default 0.04).
+        token: the token the nodes' logit lens and the attribution report (default: the
+            predicted one); ``against``: attribute the logit difference to it.
+        method: how attention rows are read (``auto``: ``sdpa`` plus rows recomputed from the
+            kept queries and keys; ``eager``).
+        max_memory: the budget of the forward pass and what it keeps (default: what is free);
+            over it, :class:`~inspector.errors.ResourceError` before the model runs.
+    """
+
+    position: int | None = -1
+    threshold: float = 0.04
+    token: str | int | None = None
+    against: str | int | None = None
+    method: str = "auto"
+    max_memory: MemoryLimit | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "threshold", check_threshold(self.threshold))
 
 
 def check_threshold(threshold: float) -> float:
@@ -266,44 +296,26 @@ def l1_gain(whole: Any, part: Any) -> Any:
 
 
 def information_flow(
-    bundle: ModelBundle,
-    capture: Capture,
-    *,
-    position: int = -1,
-    threshold: float = 0.04,
-    token: str | int | None = None,
-    against: str | int | None = None,
-    method: str = "auto",
-    max_memory: MemoryLimit | None = None,
+    bundle: ModelBundle, capture: Capture, query: RouteQuery = RouteQuery()
 ) -> Routes:
-    """The route graph of the prediction at ``position`` (see the module), with the direct
-    logit attribution of the same prediction from the same forward pass.
-
-    Args:
-        position: the position whose next-token prediction is traced (negative: from the end).
-        threshold: contributions below it are cut and the rest renormalised; the walk keeps
-            edges above it (llm-transparency-tool's default 0.04).
-        token: the token the nodes' logit lens and the attribution report (default: the
-            predicted one); ``against``: attribute the logit difference to it.
-        method: how attention rows are read (``auto``: ``sdpa`` plus rows recomputed from the
-            kept queries and keys; ``eager``).
-        max_memory: the budget of the forward pass and what it keeps (default: what is free);
-            over it, :class:`~inspector.errors.ResourceError` before the model runs.
+    """The route graph of the prediction at ``query.position`` (see the module and
+    :class:`RouteQuery`), with the direct logit attribution of the same prediction from the
+    same forward pass.
 
     Raises:
         UnsupportedModelError: an encoder, or blocks that normalise their sublayers' outputs or
             the residual itself (post-LN): their residual stream is not a sum of parts.
     """
-    threshold = check_threshold(threshold)
+    threshold = query.threshold
     wiring = _res.find_wiring(bundle, "information flow")
-    query = stack_tokens(capture, wiring.kind)
-    n = len(query)
-    pos = _res.check_position(position, n)
+    tokens = stack_tokens(capture, wiring.kind)
+    n = len(tokens)
+    pos = _res.check_position(-1 if query.position is None else query.position, n)
     rec = _res.record(
-        bundle, wiring, capture, _check_rows(pos, n), full=True, values=True, method=method,
-        max_memory=max_memory,
+        bundle, wiring, capture, _check_rows(pos, n), full=True, values=True,
+        method=query.method, max_memory=query.max_memory,
     )  # fmt: skip
-    tid, aid = targets(bundle, rec, token, against)
+    tid, aid = targets(bundle, rec, query.token, query.against)
     state = _State(bundle, wiring, rec, bool(capture.stacks[wiring.kind].causal))
     explained = attribute(bundle, wiring, rec, capture, tid, aid)
     dec = explained.decomposition
@@ -331,7 +343,7 @@ def information_flow(
     per_token = per_token_frame(dec, capture, wiring, lambda _kind, li, _gh: splits[li])
     scale, _cap = logit_transform(bundle.model.config)
     return build_routes(
-        walk, query, explained.frame.attrs["token"], tid, threshold=threshold, position=pos,
+        walk, tokens, explained.frame.attrs["token"], tid, threshold=threshold, position=pos,
         lens=_Lens(wiring, dec, scale, bundle), state=state, model_name=bundle.name,
         attribution=Attribution(explained.frame, per_token, explained.lens, dec),
     )  # fmt: skip

@@ -205,16 +205,12 @@ def _information_flow(
                 "mean-pooled embedding predicts none: put the mask token in the text or give "
                 "position="
             )
-        return _enc.encoder_information_flow(
-            bundle, request.capture, position=position, threshold=threshold, token=token,
-            against=against, method=method, max_memory=max_memory,
-        )  # fmt: skip
+        query = _routes.RouteQuery(position, threshold, token, against, method, max_memory)
+        return _enc.encoder_information_flow(bundle, request.capture, query)
     position, default = step_position(request, step, -1 if position is None else position)
-    return _routes.information_flow(
-        bundle, request.capture, position=position,
-        threshold=threshold, token=default if token is None else token, against=against,
-        method=method, max_memory=max_memory,
-    )  # fmt: skip
+    token = default if token is None else token
+    query = _routes.RouteQuery(position, threshold, token, against, method, max_memory)
+    return _routes.information_flow(bundle, request.capture, query)
 
 
 def _flow_scores(request: ExplainRequest) -> np.ndarray:
