@@ -20,6 +20,14 @@ from ..render import report as _report
 from ..render.page import Report
 
 
+def saved(rendered: Report, path: str | os.PathLike[str] | None) -> Report:
+    """``rendered``, written to ``path`` first when one is given: the tail of every facade
+    ``report(path)``."""
+    if path is not None:
+        rendered.save(path)
+    return rendered
+
+
 @dataclass(frozen=True, eq=False, repr=False)
 class Comparison(_compare.Comparison):
     """:class:`inspector.analysis.compare.Comparison` plus :meth:`report`.
@@ -45,10 +53,7 @@ class Comparison(_compare.Comparison):
         _report.comparison_estimate(self.capture, max_memory=max_memory).check(
             "Compare inspections of fewer layers=[...] / heads=[...], or raise max_memory="
         )
-        rendered = _report.comparison_report(self.capture, self, k=k, title=title)
-        if path is not None:
-            rendered.save(path)
-        return rendered
+        return saved(_report.comparison_report(self.capture, self, k=k, title=title), path)
 
 
 def compare(
@@ -79,10 +84,7 @@ class Atlas(_atlas.Atlas):
         title: str | None = None,
     ) -> Report:
         """The atlas page (heatmaps, roles, distances, MDS, sortable statistics)."""
-        rendered = _report.atlas_report(self, probe=probe, title=title)
-        if path is not None:
-            rendered.save(path)
-        return rendered
+        return saved(_report.atlas_report(self, probe=probe, title=title), path)
 
     def save(
         self,
@@ -105,4 +107,4 @@ def facade_atlas(result: _atlas.Atlas) -> Atlas:
     return Atlas(**{f.name: getattr(result, f.name) for f in fields(result)})
 
 
-__all__ = ["Atlas", "Comparison", "compare", "facade_atlas"]
+__all__ = ["Atlas", "Comparison", "compare", "facade_atlas", "saved"]

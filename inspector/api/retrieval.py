@@ -14,6 +14,7 @@ from ..analysis import retrieval as _retrieval
 from ..corpus import retrieval as _engine
 from ..render import scan_choice as _render
 from ..render.page import Report
+from .results import saved
 from .scanning import LongModel, resolve_bundle
 
 
@@ -54,10 +55,9 @@ class RetrievalHeads:
         self, path: str | os.PathLike[str] | None = None, *, title: str | None = None
     ) -> Report:
         """The retrieval page: success per (length, depth), the head heatmap and tables."""
-        rendered = _render.retrieval_report(self.heads, self.trials, self.metadata, title=title)
-        if path is not None:
-            rendered.save(path)
-        return rendered
+        return saved(
+            _render.retrieval_report(self.heads, self.trials, self.metadata, title=title), path
+        )
 
 
 def retrieval_heads(
