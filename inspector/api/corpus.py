@@ -18,8 +18,10 @@ from .. import frames as _frames
 from .._io import check_writable, replacing_read_only, same_file
 from ..analysis import distances as _distances
 from ..analysis import metrics as _metrics
+from ..capture.memory import MemoryLimit
 from ..corpus import atlas as _atlas
 from ..corpus import engine as _engine
+from ..corpus import options as _options
 from ..corpus import probe as _probe
 from ..corpus.aggregate import DEFAULT_BINS
 from ..corpus.sources import split_column
@@ -161,37 +163,37 @@ def atlas(
         >>> a = inspector.atlas("minilm", "corpus.txt", batch_size=32)  # doctest: +SKIP
         >>> a.metric("to_prev")  # doctest: +SKIP
     """
-    common: dict[str, Any] = {
-        "column": column,
-        "batch_size": batch_size,
-        "max_length": max_length,
-        "metrics": metrics,
-        "kind": kind,
-        "distances": distances,
-        "bins": bins,
-        "progress": progress,
-        "limit": limit,
-        "skip_bad_lines": skip_bad_lines,
-        "checkpoint": checkpoint,
-        "resume": resume,
-        "checkpoint_every": checkpoint_every,
-    }
     if engine == "local" and address is not None:
         raise InputError(
             f"address={address!r} names a Ray cluster, which only engine='ray' uses (CLI: "
             f"--engine ray --address ...)"
         )
+    if engine not in ("local", "ray"):
+        raise InputError(f"engine must be 'local' or 'ray', not {engine!r}")
+    options = _options.AtlasOptions(
+        column=column,
+        batch_size=batch_size,
+        max_length=max_length,
+        metrics=metrics,
+        kind=kind,
+        distances=distances,
+        bins=bins,
+        progress=progress,
+        limit=limit,
+        skip_bad_lines=skip_bad_lines,
+        checkpoint=checkpoint,
+        resume=resume,
+        checkpoint_every=checkpoint_every,
+        max_memory=MemoryLimit.of(max_memory),
+    )
     if engine == "local":
-        result = _engine.run_atlas(as_model(model).bundle, texts, max_memory=max_memory, **common)
-        return facade_atlas(result)
-    if engine == "ray":
-        from ..corpus.ray_engine import run_atlas_ray
+        return facade_atlas(_engine.run_atlas(as_model(model).bundle, texts, options))
+    from ..corpus.ray_engine import run_atlas_ray
 
-        target: Any = model.bundle if isinstance(model, LoadedModel) else model
-        return facade_atlas(
-            run_atlas_ray(target, texts, address=address, num_workers=num_workers, **common)
-        )
-    raise InputError(f"engine must be 'local' or 'ray', not {engine!r}")
+    target: Any = model.bundle if isinstance(model, LoadedModel) else model
+    return facade_atlas(
+        run_atlas_ray(target, texts, options, address=address, num_workers=num_workers)
+    )
 
 
 def read_atlas(path: str | os.PathLike[str]) -> Atlas:
@@ -234,9 +236,7 @@ def syntax_probe(
         >>> r = inspector.syntax_probe("minilm", "en_ewt-ud-dev.conllu")  # doctest: +SKIP
         >>> r.table  # doctest: +SKIP
     """
-    return _engine.syntax_probe(
-        as_model(model).bundle,
-        conllu_path,
+    options = _options.ProbeOptions(
         batch_size=batch_size,
         limit=limit,
         subtypes=subtypes,
@@ -244,8 +244,9 @@ def syntax_probe(
         max_length=max_length,
         progress=progress,
         skip_bad_lines=skip_bad_lines,
-        max_memory=max_memory,
+        max_memory=MemoryLimit.of(max_memory),
     )
+    return _engine.syntax_probe(as_model(model).bundle, conllu_path, options)
 
 
 # ------------------------------------------------------------------------------------- files
