@@ -18,7 +18,6 @@ from .. import frames as _frames
 from .._io import check_writable, replacing_read_only, same_file
 from ..analysis import distances as _distances
 from ..analysis import metrics as _metrics
-from ..capture.memory import MemoryLimit
 from ..corpus import atlas as _atlas
 from ..corpus import engine as _engine
 from ..corpus import options as _options
@@ -28,6 +27,7 @@ from ..corpus.sources import split_column
 from ..errors import InputError
 from ..explain import importance as _importance
 from .model import LoadedModel, ModelLike, as_model, stacks_of
+from .options import options_of
 from .results import Atlas, facade_atlas
 
 
@@ -170,22 +170,7 @@ def atlas(
         )
     if engine not in ("local", "ray"):
         raise InputError(f"engine must be 'local' or 'ray', not {engine!r}")
-    options = _options.AtlasOptions(
-        column=column,
-        batch_size=batch_size,
-        max_length=max_length,
-        metrics=metrics,
-        kind=kind,
-        distances=distances,
-        bins=bins,
-        progress=progress,
-        limit=limit,
-        skip_bad_lines=skip_bad_lines,
-        checkpoint=checkpoint,
-        resume=resume,
-        checkpoint_every=checkpoint_every,
-        max_memory=MemoryLimit.of(max_memory),
-    )
+    options = options_of(_options.AtlasOptions, locals())
     if engine == "local":
         return facade_atlas(_engine.run_atlas(as_model(model).bundle, texts, options))
     from ..corpus.ray_engine import run_atlas_ray
@@ -236,16 +221,7 @@ def syntax_probe(
         >>> r = inspector.syntax_probe("minilm", "en_ewt-ud-dev.conllu")  # doctest: +SKIP
         >>> r.table  # doctest: +SKIP
     """
-    options = _options.ProbeOptions(
-        batch_size=batch_size,
-        limit=limit,
-        subtypes=subtypes,
-        exclude=exclude,
-        max_length=max_length,
-        progress=progress,
-        skip_bad_lines=skip_bad_lines,
-        max_memory=MemoryLimit.of(max_memory),
-    )
+    options = options_of(_options.ProbeOptions, locals())
     return _engine.syntax_probe(as_model(model).bundle, conllu_path, options)
 
 
