@@ -10,7 +10,10 @@ package adds the helpers the command line and power users take from it.
 
 from ..analysis.roles import ROLES, head_roles, top_heads
 from . import public
-from .corpus import (
+from .faithfulness_result import faithfulness_methods
+from .faithfulness_result import scores_path as faithfulness_scores_path
+from .model import as_model
+from .paths import (
     check_not_input,
     check_output,
     default_checkpoint,
@@ -18,9 +21,6 @@ from .corpus import (
     replacing_read_only,
     save_table,
 )
-from .faithfulness_result import faithfulness_methods
-from .faithfulness_result import scores_path as faithfulness_scores_path
-from .model import as_model
 from .public import *  # noqa: F403
 from .scanning import scan_files
 
