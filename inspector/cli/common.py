@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 N = TypeVar("N", int, float)
+T = TypeVar("T")
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -293,12 +294,63 @@ def saved_on_interrupt(checkpoint: str) -> Iterator[None]:
         raise
 
 
-def finish_run(result: Any, output: str, checkpoint: str, report: str | None) -> tuple[Any, str]:
-    """Save a resumable run's result, drop its checkpoint, write its report: the paths
-    written and the summary's ``", report -> PATH"`` tail."""
-    paths = result.save(output)
+@contextlib.contextmanager
+def resumable_run(
+    args: argparse.Namespace,
+    suffixes: Sequence[str],
+    beside: Callable[[str], os.PathLike[str]],
+    what: str,
+) -> Iterator[str]:
+    """The files of a run over ``args.texts`` that checkpoints as it goes, checked before any
+    model work; the block runs it and gets its checkpoint path.
+
+    ``-o`` (one of ``suffixes``), ``--report`` (``.html``), the file written ``beside`` the
+    output and the checkpoint (``--checkpoint``, default ``OUTPUT.ckpt.npz``) must be writable,
+    none of them an input or the model; a checkpoint left by an interrupted ``what`` is refused
+    without ``--resume``. Ctrl-C inside the block says where the progress was saved.
+    """
+    check_output(args.output, *suffixes, args=args)
+    check_output(args.report, ".html", ".htm", args=args)
+    from ..api import default_checkpoint
+
+    checkpoint = args.checkpoint or str(default_checkpoint(args.output))
+    written = str(beside(args.output))
+    check_not_input([args.output, written, args.report, checkpoint], [args.texts], args)
+    check_output(written, *suffixes, args=args)  # a read-only file beside it: refused now
+    refuse_unfinished(checkpoint, args.resume, what)
+    with saved_on_interrupt(checkpoint):
+        yield checkpoint
+
+
+def save_kept(save: Callable[[], T], checkpoint: str, what: str) -> T:
+    """Write a resumable run's outputs (``save()``), then drop its checkpoint. When writing
+    fails the checkpoint, which holds the measured ``what``, stays, and the message says how to
+    write it without measuring again."""
+    try:
+        written = save()
+    except KeyboardInterrupt as exc:
+        if os.path.exists(checkpoint):
+            exc.inspector_note = (  # type: ignore[attr-defined]
+                f"no partial output was written; the measured {what} is kept in {checkpoint}: "
+                f"rerun with --resume to write it"
+            )
+        raise
+    except Exception as exc:
+        if not os.path.exists(checkpoint):
+            raise
+        raise UsageError(
+            f"{' '.join(str(exc).split())}; the measured {what} is kept in {checkpoint}: rerun "
+            f"with --resume to write it without measuring again"
+        ) from exc
     if os.path.exists(checkpoint):
         os.remove(checkpoint)
+    return written
+
+
+def finish_run(result: Any, output: str, checkpoint: str, report: str | None) -> tuple[Any, str]:
+    """Save a resumable run's result (:func:`save_kept`), write its report: the paths
+    written and the summary's ``", report -> PATH"`` tail."""
+    paths = save_kept(lambda: result.save(output), checkpoint, "faithfulness scores")
     if not report:
         return paths, ""
     result.report(report)

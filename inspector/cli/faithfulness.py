@@ -11,14 +11,11 @@ from .common import (
     add_model,
     add_output,
     add_resume,
-    check_not_input,
-    check_output,
     finish_run,
     load_model,
     names,
     progress,
-    refuse_unfinished,
-    saved_on_interrupt,
+    resumable_run,
 )
 
 
@@ -91,21 +88,12 @@ def check_methods(chosen: list[str] | None) -> list[str] | None:
 
 
 def cmd_faithfulness(args: argparse.Namespace) -> str:
-    check_output(args.output, ".csv", ".parquet", args=args)
-    check_output(args.report, ".html", ".htm", args=args)
     methods = check_methods(args.methods)
-    from ..api import default_checkpoint, faithfulness, faithfulness_scores_path
+    from ..api import faithfulness, faithfulness_scores_path
 
-    checkpoint = args.checkpoint or str(default_checkpoint(args.output))
-    for output in [
-        args.output,
-        str(faithfulness_scores_path(args.output)),
-        args.report,
-        checkpoint,
-    ]:
-        check_not_input(output, [args.texts])
-    refuse_unfinished(checkpoint, args.resume, "faithfulness run")
-    with saved_on_interrupt(checkpoint):
+    suffixes = [".csv", ".parquet"]
+    beside = faithfulness_scores_path
+    with resumable_run(args, suffixes, beside, "faithfulness run") as checkpoint:
         result = faithfulness(
             load_model(args),
             args.texts,
