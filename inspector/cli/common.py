@@ -68,6 +68,11 @@ def names(value: str) -> list[str]:
 # ------------------------------------------------------------------------------ shared options
 
 
+def flag(p: argparse.ArgumentParser, *names: str, help: str) -> None:
+    """An on/off option (``store_true``): off unless given."""
+    p.add_argument(*names, action="store_true", help=help)
+
+
 def add_model(p: argparse.ArgumentParser, help: str = MODEL_HELP) -> None:
     """The model argument and the loading options every command shares."""
     p.add_argument("model", metavar="MODEL", help=help)
@@ -79,23 +84,21 @@ def add_model(p: argparse.ArgumentParser, help: str = MODEL_HELP) -> None:
         help="GGUF file inside the MODEL folder (default: the embedded model's; a .gguf path "
         "as MODEL names its own)",
     )
-    p.add_argument(
-        "--trust-remote-code",
-        action="store_true",
-        help="allow the model folder / hub repo to run its own code",
-    )
-    p.add_argument(
+    flag(p, "--trust-remote-code", help="allow the model folder / hub repo to run its own code")
+    flag(
+        p,
         "--allow-pickle",
-        action="store_true",
         help="accept pickle weights (pytorch_model.bin) when no safetensors exist",
     )
-    p.add_argument(
+    flag(
+        p,
         "-q",
         "--quiet",
-        action="store_true",
-        help="no progress bars, lines or notes on stderr (default: off; a bar on a terminal, "
-        "elsewhere a line every 30 s for work over 10 s; a GGUF file's first load always says "
-        "so in one line)",
+        help=(
+            "no progress bars, lines or notes on stderr (default: off; a bar on a terminal, "
+            "elsewhere a line every 30 s for work over 10 s; a GGUF file's first load always says "
+            "so in one line)"
+        ),
     )
 
 
@@ -105,24 +108,16 @@ def add_output(
     """``-o/--output`` and ``--mkdir``: an output folder that does not exist is refused."""
     text = help if required else f"{help} (default: {default or 'print only, write nothing'})"
     p.add_argument("-o", "--output", required=required, metavar="PATH", help=text)
-    p.add_argument(
+    flag(
+        p,
         "--mkdir",
-        action="store_true",
         help="create the output's folder when it does not exist (without it: an error)",
     )
-    p.add_argument(
-        "--force",
-        action="store_true",
-        help="replace an output file that is read-only (without it: an error)",
-    )
+    flag(p, "--force", help="replace an output file that is read-only (without it: an error)")
 
 
 def add_length(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--truncate",
-        action="store_true",
-        help="cut inputs longer than the model's limit instead of failing",
-    )
+    flag(p, "--truncate", help="cut inputs longer than the model's limit instead of failing")
     p.add_argument(
         "--max-length",
         type=int,
@@ -181,9 +176,9 @@ def add_memory(
 
 def add_resume(p: argparse.ArgumentParser) -> None:
     """``--resume`` and ``--checkpoint`` of a run that saves its progress as it goes."""
-    p.add_argument(
+    flag(
+        p,
         "--resume",
-        action="store_true",
         help="continue an interrupted run from its checkpoint (the same corpus, unchanged)",
     )
     p.add_argument(

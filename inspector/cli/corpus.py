@@ -12,6 +12,7 @@ from .common import (
     add_output,
     add_resume,
     check_output_of,
+    flag,
     load_model,
     names,
     progress,
@@ -53,9 +54,9 @@ def _args_atlas(p: argparse.ArgumentParser) -> None:
         help="e.g. entropy,to_prev (default: every registered metric)",
     )
     p.add_argument("--limit", type=int, metavar="N", help="only the first N texts (default: all)")
-    p.add_argument("--skip-bad-lines", action="store_true", help=SKIP_BAD_LINES_HELP)
-    p.add_argument("--no-distances", action="store_true", help="skip the head-distance matrix")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (as --quiet)")
+    flag(p, "--skip-bad-lines", help=SKIP_BAD_LINES_HELP)
+    flag(p, "--no-distances", help="skip the head-distance matrix")
+    flag(p, "--no-progress", help="no progress bar (as --quiet)")
     add_resume(p)
     p.add_argument("--engine", choices=["local", "ray"], default="local", help="where batches run")
     p.add_argument(
@@ -116,9 +117,9 @@ def _args_probe(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--min-count", type=int, default=1, metavar="N", help="print relations with >= N cases"
     )
-    p.add_argument("--subtypes", action="store_true", help="keep nmod:poss apart from nmod")
-    p.add_argument("--skip-bad-lines", action="store_true", help=SKIP_BAD_LINES_HELP)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (as --quiet)")
+    flag(p, "--subtypes", help="keep nmod:poss apart from nmod")
+    flag(p, "--skip-bad-lines", help=SKIP_BAD_LINES_HELP)
+    flag(p, "--no-progress", help="no progress bar (as --quiet)")
     add_memory(p, BATCH_MEMORY_HELP)
 
 

@@ -12,6 +12,7 @@ from .common import (
     add_output,
     add_resume,
     finish_run,
+    flag,
     load_model,
     names,
     progress,
@@ -45,9 +46,9 @@ def _args(p: argparse.ArgumentParser) -> None:
         default="k",
         help="rationale sizes: k = 1..n tokens, ferret = 10%%..100%%, eraser = 1, 5, 10, 20, 50%%",
     )
-    p.add_argument(
+    flag(
+        p,
         "--all-scores",
-        action="store_true",
         help="let negatively scored tokens into rationales (ferret's only_pos=False)",
     )
     p.add_argument("--column", help="text column of a CSV/Parquet file (default: 'text')")
@@ -58,10 +59,8 @@ def _args(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="truncate texts to N tokens (default: skip and count texts the model cannot take)",
     )
-    p.add_argument(
-        "--skip-bad-lines",
-        action="store_true",
-        help="count an unreadable line as skipped instead of stopping at it",
+    flag(
+        p, "--skip-bad-lines", help="count an unreadable line as skipped instead of stopping at it"
     )
     add_resume(p)
     p.add_argument("--report", metavar="HTML", help="also write the report (default: none)")
