@@ -25,7 +25,7 @@ from ..errors import InputError
 from ..explain import importance as _importance
 from .model import LoadedModel, ModelLike, as_model, stacks_of
 from .options import options_of
-from .results import Atlas, facade_atlas
+from .results import Atlas
 
 
 def head_metrics(
@@ -169,18 +169,16 @@ def atlas(
         raise InputError(f"engine must be 'local' or 'ray', not {engine!r}")
     options = options_of(_options.AtlasOptions, locals())
     if engine == "local":
-        return facade_atlas(_engine.run_atlas(as_model(model).bundle, texts, options))
+        return Atlas(_engine.run_atlas(as_model(model).bundle, texts, options))
     from ..corpus.ray_engine import run_atlas_ray
 
     target: Any = model.bundle if isinstance(model, LoadedModel) else model
-    return facade_atlas(
-        run_atlas_ray(target, texts, options, address=address, num_workers=num_workers)
-    )
+    return Atlas(run_atlas_ray(target, texts, options, address=address, num_workers=num_workers))
 
 
 def read_atlas(path: str | os.PathLike[str]) -> Atlas:
     """Read an atlas written by :meth:`Atlas.save` / ``inspector atlas``."""
-    return facade_atlas(_atlas.read_atlas(path))
+    return Atlas(_atlas.read_atlas(path))
 
 
 def syntax_probe(
