@@ -144,7 +144,7 @@ def atlas(
         engine: ``"local"`` or ``"ray"`` (Ray Data); both checkpoint and resume the same way.
         column, batch_size, max_length, metrics, kind, distances, bins, checkpoint, resume,
             checkpoint_every, progress, limit, skip_bad_lines: see
-            :func:`inspector.corpus.engine.run_atlas`. A checkpoint records its corpus (file
+            :class:`inspector.corpus.options.AtlasOptions`. A checkpoint records its corpus (file
             path, size, the SHA-256 of its content and a hash of the texts counted); ``resume=True``
             refuses another or an edited corpus.
         address / num_workers: the Ray cluster and number of model replicas (``engine="ray"``).
@@ -199,7 +199,7 @@ def syntax_probe(
     For every dependency relation: the head whose most-attended other word is most often the
     syntactic head (or, transposed, the dependent), next to the best fixed-offset baseline.
     Sentences without heads (HEAD ``_``) or with a cycle are skipped and counted in
-    ``metadata``. See :func:`inspector.corpus.engine.syntax_probe`. ``max_memory``: the
+    ``metadata``. See :class:`inspector.corpus.options.ProbeOptions`. ``max_memory``: the
     budget of a batch (default: what is free then); batches run in passes that fit it.
 
     Example:
