@@ -345,7 +345,7 @@ def save_kept(save: Callable[[], T], checkpoint: str, what: str) -> T:
 def finish_run(result: Any, output: str, checkpoint: str, report: str | None) -> tuple[Any, str]:
     """Save a resumable run's result (:func:`save_kept`), write its report: the paths
     written and the summary's ``", report -> PATH"`` tail."""
-    paths = save_kept(lambda: result.save(output), checkpoint, "faithfulness scores")
+    paths = save_kept(lambda: result.save(output), checkpoint, "scoreboard")
     if not report:
         return paths, ""
     result.report(report)
