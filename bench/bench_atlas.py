@@ -55,9 +55,11 @@ def _bare_forward(bundle: object, texts: list[str], batch_size: int) -> float:
 
 def _atlas_rate(bundle: object, texts: list[str], batch_size: int, **kw: object) -> float:
     from inspector.corpus.engine import run_atlas
+    from inspector.corpus.options import AtlasOptions
 
     start = time.perf_counter()
-    run_atlas(bundle, texts, batch_size=batch_size, progress=False, **kw)  # type: ignore[arg-type]
+    options = AtlasOptions(batch_size=batch_size, progress=False, **kw)  # type: ignore[arg-type]
+    run_atlas(bundle, texts, options)  # type: ignore[arg-type]
     return len(texts) / (time.perf_counter() - start)
 
 
@@ -67,11 +69,12 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 from bench.bench_atlas import _sentences, RSS_MAX_LENGTH
 from inspector.models.loading import load_model
 from inspector.corpus.engine import run_atlas
+from inspector.corpus.options import AtlasOptions
 n = int(sys.argv[1])
 bundle = load_model(sys.argv[2])
 texts = _sentences(n)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-atlas = run_atlas(bundle, iter(texts), batch_size=32, max_length=RSS_MAX_LENGTH, progress=False)
+atlas = run_atlas(bundle, iter(texts), AtlasOptions(max_length=RSS_MAX_LENGTH, progress=False))
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"n": atlas.metadata["n_texts"], "before": before, "peak": peak}))
 """
@@ -89,12 +92,14 @@ def _ray_rate(texts: list[str], batch_size: int, model: str) -> tuple[float | No
         import ray
     except ImportError:
         return None, "ray not installed (pip install 'attention-inspector[ray]')"
+    from inspector.corpus.options import AtlasOptions
     from inspector.corpus.ray_engine import run_atlas_ray
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         start = time.perf_counter()
-        run_atlas_ray(model, texts, batch_size=batch_size, num_workers=2, progress=False)
+        options = AtlasOptions(batch_size=batch_size, progress=False)
+        run_atlas_ray(model, texts, options, num_workers=2)
         return len(texts) / (time.perf_counter() - start), ""
     finally:
         ray.shutdown()

@@ -722,13 +722,17 @@ ATLAS_TEXTS = [
 ]
 
 
-def small_atlas(model: object, texts: object, **kw: object) -> object:
-    """The local atlas engine on a few metrics, quietly."""
+def small_atlas(model: object, texts: object, **kw: Any) -> Any:
+    """The local atlas engine on a few metrics, quietly: ``kw`` are
+    :class:`~inspector.corpus.options.AtlasOptions` (``max_memory`` as the facade takes it)."""
+    from inspector.capture.memory import MemoryLimit
     from inspector.corpus.engine import run_atlas
+    from inspector.corpus.options import AtlasOptions
 
     kw.setdefault("metrics", ATLAS_METRICS)
     kw.setdefault("progress", False)
-    return run_atlas(model.bundle, texts, **kw)  # type: ignore[attr-defined]
+    kw["max_memory"] = MemoryLimit.of(kw.get("max_memory"))
+    return run_atlas(model.bundle, texts, AtlasOptions(**kw))  # type: ignore[attr-defined]
 
 
 def numeric_stats(frame: pd.DataFrame) -> np.ndarray:

@@ -8,26 +8,25 @@ the lower layers' data classes never render themselves.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
 
 from .. import frames as _frames
-from .._io import check_writable, replacing_read_only, same_file
 from ..analysis import distances as _distances
 from ..analysis import metrics as _metrics
 from ..capture.memory import MemoryLimit
 from ..corpus import atlas as _atlas
 from ..corpus import engine as _engine
+from ..corpus import options as _options
 from ..corpus import probe as _probe
 from ..corpus.aggregate import DEFAULT_BINS
-from ..corpus.sources import split_column
 from ..errors import InputError
 from ..explain import importance as _importance
 from .model import LoadedModel, ModelLike, as_model, stacks_of
-from .results import Atlas, facade_atlas
+from .options import options_of
+from .results import Atlas
 
 
 def head_metrics(
@@ -146,7 +145,7 @@ def atlas(
         engine: ``"local"`` or ``"ray"`` (Ray Data); both checkpoint and resume the same way.
         column, batch_size, max_length, metrics, kind, distances, bins, checkpoint, resume,
             checkpoint_every, progress, limit, skip_bad_lines: see
-            :func:`inspector.corpus.engine.run_atlas`. A checkpoint records its corpus (file
+            :class:`inspector.corpus.options.AtlasOptions`. A checkpoint records its corpus (file
             path, size, the SHA-256 of its content and a hash of the texts counted); ``resume=True``
             refuses another or an edited corpus.
         address / num_workers: the Ray cluster and number of model replicas (``engine="ray"``).
@@ -162,52 +161,25 @@ def atlas(
         >>> a = inspector.atlas("minilm", "corpus.txt", batch_size=32)  # doctest: +SKIP
         >>> a.metric("to_prev")  # doctest: +SKIP
     """
-    common: dict[str, Any] = {
-        "column": column,
-        "batch_size": batch_size,
-        "max_length": max_length,
-        "metrics": metrics,
-        "kind": kind,
-        "distances": distances,
-        "bins": bins,
-        "progress": progress,
-        "limit": limit,
-        "skip_bad_lines": skip_bad_lines,
-        "checkpoint": checkpoint,
-        "resume": resume,
-        "checkpoint_every": checkpoint_every,
-    }
     if engine == "local" and address is not None:
         raise InputError(
             f"address={address!r} names a Ray cluster, which only engine='ray' uses (CLI: "
             f"--engine ray --address ...)"
         )
+    if engine not in ("local", "ray"):
+        raise InputError(f"engine must be 'local' or 'ray', not {engine!r}")
+    options = options_of(_options.AtlasOptions, locals())
     if engine == "local":
-        result = _engine.run_atlas(as_model(model).bundle, texts, max_memory=max_memory, **common)
-        return facade_atlas(result)
-    if engine == "ray":
-        from ..corpus.ray_engine import run_atlas_ray
+        return Atlas(_engine.run_atlas(as_model(model).bundle, texts, options))
+    from ..corpus.ray_engine import run_atlas_ray
 
-        target: Any = model.bundle if isinstance(model, LoadedModel) else model
-        return facade_atlas(
-            run_atlas_ray(target, texts, address=address, num_workers=num_workers, **common)
-        )
-    raise InputError(f"engine must be 'local' or 'ray', not {engine!r}")
+    target: Any = model.bundle if isinstance(model, LoadedModel) else model
+    return Atlas(run_atlas_ray(target, texts, options, address=address, num_workers=num_workers))
 
 
 def read_atlas(path: str | os.PathLike[str]) -> Atlas:
     """Read an atlas written by :meth:`Atlas.save` / ``inspector atlas``."""
-    return facade_atlas(_atlas.read_atlas(path))
-
-
-def distances_path(path: str | os.PathLike[str]) -> Path:
-    """Where an atlas written to ``path`` puts its head-distance matrix."""
-    return _atlas.distances_path(path)
-
-
-def default_checkpoint(output: str | os.PathLike[str]) -> Path:
-    """Where an atlas written to ``output`` keeps its checkpoint by default."""
-    return _engine.default_checkpoint_path(output)
+    return Atlas(_atlas.read_atlas(path))
 
 
 def syntax_probe(
@@ -228,25 +200,15 @@ def syntax_probe(
     For every dependency relation: the head whose most-attended other word is most often the
     syntactic head (or, transposed, the dependent), next to the best fixed-offset baseline.
     Sentences without heads (HEAD ``_``) or with a cycle are skipped and counted in
-    ``metadata``. See :func:`inspector.corpus.engine.syntax_probe`. ``max_memory``: the
+    ``metadata``. See :class:`inspector.corpus.options.ProbeOptions`. ``max_memory``: the
     budget of a batch (default: what is free then); batches run in passes that fit it.
 
     Example:
         >>> r = inspector.syntax_probe("minilm", "en_ewt-ud-dev.conllu")  # doctest: +SKIP
         >>> r.table  # doctest: +SKIP
     """
-    return _engine.syntax_probe(
-        as_model(model).bundle,
-        conllu_path,
-        batch_size=batch_size,
-        limit=limit,
-        subtypes=subtypes,
-        exclude=exclude,
-        max_length=max_length,
-        progress=progress,
-        skip_bad_lines=skip_bad_lines,
-        max_memory=max_memory,
-    )
+    options = options_of(_options.ProbeOptions, locals())
+    return _engine.syntax_probe(as_model(model).bundle, conllu_path, options)
 
 
 # ------------------------------------------------------------------------------------- files
@@ -257,79 +219,12 @@ def read_parquet(path: str | os.PathLike[str]) -> pd.DataFrame:
     return _frames.read_parquet(path)
 
 
-def save_table(frame: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
-    """Write a per-head (or any) frame to ``.csv`` or ``.parquet`` atomically, index as columns."""
-    if frame.index.names != [None]:
-        frame = frame.reset_index()
-    return _frames.write_frame(frame, path)
-
-
-def check_output(
-    path: str | os.PathLike[str],
-    suffixes: Iterable[str],
-    *,
-    mkdir: bool = True,
-    force: bool = False,
-) -> Path:
-    """Refuse, before any work, an output path with another suffix, that cannot be written, or
-    that is a read-only file (unless ``force``).
-
-    ``mkdir=False`` (the command line without ``--mkdir``) also refuses a path whose folder does
-    not exist, rather than creating folders from a mistyped path.
-    """
-    wanted = tuple(suffixes)
-    if Path(path).suffix.lower() not in wanted:
-        raise InputError(f"{path}: use a {' or '.join(wanted)} file name")
-    parent = Path(path).expanduser().parent
-    if not mkdir and not parent.is_dir():
-        what = "is a file, not a folder" if parent.exists() else "does not exist"
-        raise InputError(
-            f"cannot write {path}: the folder {parent} {what}; create it first, or add --mkdir "
-            f"to create it"
-        )
-    return check_writable(path, force=force)
-
-
-def check_not_input(
-    outputs: str | os.PathLike[str] | Iterable[str | os.PathLike[str] | None] | None,
-    inputs: Iterable[str | os.PathLike[str] | None],
-) -> None:
-    """Refuse an output (or a file written beside it) that is one of the inputs
-    (``corpus.parquet:text -o corpus.parquet``, ``--file notes.rows.csv -o notes.csv``).
-
-    Inputs may name a column (``FILE:COLUMN``). Paths are compared resolved (``..``, symbolic
-    links) and by inode, so a hard link to the input counts as the input too.
-    """
-    if outputs is None:
-        return
-    if isinstance(outputs, str | os.PathLike):
-        outputs = [outputs]
-    given_inputs = [os.fspath(i) for i in inputs if i is not None]
-    for output in outputs:
-        if output is None:
-            continue
-        for given in given_inputs:
-            path, _ = split_column(given)
-            for candidate in dict.fromkeys((given, path)):
-                if os.path.exists(candidate) and same_file(output, candidate):
-                    raise InputError(
-                        f"the output {output} is the input {given} itself; writing it would "
-                        f"destroy the input: choose another output path"
-                    )
-
-
 __all__ = [
     "atlas",
-    "check_not_input",
-    "check_output",
-    "default_checkpoint",
-    "distances_path",
     "head_importance",
     "head_metrics",
     "head_similarity",
     "read_atlas",
     "read_parquet",
-    "replacing_read_only",
-    "save_table",
     "syntax_probe",
 ]

@@ -14,6 +14,8 @@ from ..analysis import retrieval as _retrieval
 from ..corpus import retrieval as _engine
 from ..render import scan_choice as _render
 from ..render.page import Report
+from .options import options_of
+from .results import saved
 from .scanning import LongModel, resolve_bundle
 
 
@@ -54,10 +56,9 @@ class RetrievalHeads:
         self, path: str | os.PathLike[str] | None = None, *, title: str | None = None
     ) -> Report:
         """The retrieval page: success per (length, depth), the head heatmap and tables."""
-        rendered = _render.retrieval_report(self.heads, self.trials, self.metadata, title=title)
-        if path is not None:
-            rendered.save(path)
-        return rendered
+        return saved(
+            _render.retrieval_report(self.heads, self.trials, self.metadata, title=title), path
+        )
 
 
 def retrieval_heads(
@@ -90,23 +91,8 @@ def retrieval_heads(
         ...                               depths=[0, 0.5, 1])  # doctest: +SKIP
         >>> r.top(5)  # doctest: +SKIP
     """
-    run = _engine.run_retrieval(
-        resolve_bundle(model),
-        haystack,
-        needle=needle,
-        question=question,
-        answer=answer,
-        protocol=protocol,
-        lengths=lengths,
-        depths=depths,
-        layers=layers,
-        heads=heads,
-        method=method,
-        max_new_tokens=max_new_tokens,
-        max_memory=max_memory,
-        progress=progress,
-    )
-    return RetrievalHeads(run)
+    options = options_of(_engine.RetrievalOptions, locals())
+    return RetrievalHeads(_engine.run_retrieval(resolve_bundle(model), haystack, options))
 
 
 __all__ = ["RetrievalHeads", "retrieval_heads"]

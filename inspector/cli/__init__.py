@@ -23,7 +23,15 @@ from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
 from . import corpus, faithfulness, scan, single, trace
-from .common import EXIT_ERROR, EXIT_INTERRUPTED, Command, Terminated, UsageError, interrupted
+from .common import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    Command,
+    Terminated,
+    UsageError,
+    flag,
+    interrupted,
+)
 
 #: Every sub-command, in the order ``inspector --help`` lists them.
 COMMANDS: dict[str, Command] = {
@@ -85,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         version=f"inspector {_version()}",
         help="print the version and exit",
     )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    flag(parser, "--debug", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, command in COMMANDS.items():

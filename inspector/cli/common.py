@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 N = TypeVar("N", int, float)
+T = TypeVar("T")
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -67,6 +68,11 @@ def names(value: str) -> list[str]:
 # ------------------------------------------------------------------------------ shared options
 
 
+def flag(p: argparse.ArgumentParser, *names: str, help: str) -> None:
+    """An on/off option (``store_true``): off unless given."""
+    p.add_argument(*names, action="store_true", help=help)
+
+
 def add_model(p: argparse.ArgumentParser, help: str = MODEL_HELP) -> None:
     """The model argument and the loading options every command shares."""
     p.add_argument("model", metavar="MODEL", help=help)
@@ -78,23 +84,21 @@ def add_model(p: argparse.ArgumentParser, help: str = MODEL_HELP) -> None:
         help="GGUF file inside the MODEL folder (default: the embedded model's; a .gguf path "
         "as MODEL names its own)",
     )
-    p.add_argument(
-        "--trust-remote-code",
-        action="store_true",
-        help="allow the model folder / hub repo to run its own code",
-    )
-    p.add_argument(
+    flag(p, "--trust-remote-code", help="allow the model folder / hub repo to run its own code")
+    flag(
+        p,
         "--allow-pickle",
-        action="store_true",
         help="accept pickle weights (pytorch_model.bin) when no safetensors exist",
     )
-    p.add_argument(
+    flag(
+        p,
         "-q",
         "--quiet",
-        action="store_true",
-        help="no progress bars, lines or notes on stderr (default: off; a bar on a terminal, "
-        "elsewhere a line every 30 s for work over 10 s; a GGUF file's first load always says "
-        "so in one line)",
+        help=(
+            "no progress bars, lines or notes on stderr (default: off; a bar on a terminal, "
+            "elsewhere a line every 30 s for work over 10 s; a GGUF file's first load always says "
+            "so in one line)"
+        ),
     )
 
 
@@ -104,24 +108,16 @@ def add_output(
     """``-o/--output`` and ``--mkdir``: an output folder that does not exist is refused."""
     text = help if required else f"{help} (default: {default or 'print only, write nothing'})"
     p.add_argument("-o", "--output", required=required, metavar="PATH", help=text)
-    p.add_argument(
+    flag(
+        p,
         "--mkdir",
-        action="store_true",
         help="create the output's folder when it does not exist (without it: an error)",
     )
-    p.add_argument(
-        "--force",
-        action="store_true",
-        help="replace an output file that is read-only (without it: an error)",
-    )
+    flag(p, "--force", help="replace an output file that is read-only (without it: an error)")
 
 
 def add_length(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--truncate",
-        action="store_true",
-        help="cut inputs longer than the model's limit instead of failing",
-    )
+    flag(p, "--truncate", help="cut inputs longer than the model's limit instead of failing")
     p.add_argument(
         "--max-length",
         type=int,
@@ -180,9 +176,9 @@ def add_memory(
 
 def add_resume(p: argparse.ArgumentParser) -> None:
     """``--resume`` and ``--checkpoint`` of a run that saves its progress as it goes."""
-    p.add_argument(
+    flag(
+        p,
         "--resume",
-        action="store_true",
         help="continue an interrupted run from its checkpoint (the same corpus, unchanged)",
     )
     p.add_argument(
@@ -293,12 +289,63 @@ def saved_on_interrupt(checkpoint: str) -> Iterator[None]:
         raise
 
 
-def finish_run(result: Any, output: str, checkpoint: str, report: str | None) -> tuple[Any, str]:
-    """Save a resumable run's result, drop its checkpoint, write its report: the paths
-    written and the summary's ``", report -> PATH"`` tail."""
-    paths = result.save(output)
+@contextlib.contextmanager
+def resumable_run(
+    args: argparse.Namespace,
+    suffixes: Sequence[str],
+    beside: Callable[[str], os.PathLike[str]],
+    what: str,
+) -> Iterator[str]:
+    """The files of a run over ``args.texts`` that checkpoints as it goes, checked before any
+    model work; the block runs it and gets its checkpoint path.
+
+    ``-o`` (one of ``suffixes``), ``--report`` (``.html``), the file written ``beside`` the
+    output and the checkpoint (``--checkpoint``, default ``OUTPUT.ckpt.npz``) must be writable,
+    none of them an input or the model; a checkpoint left by an interrupted ``what`` is refused
+    without ``--resume``. Ctrl-C inside the block says where the progress was saved.
+    """
+    check_output(args.output, *suffixes, args=args)
+    check_output(args.report, ".html", ".htm", args=args)
+    from ..api import default_checkpoint
+
+    checkpoint = args.checkpoint or str(default_checkpoint(args.output))
+    written = str(beside(args.output))
+    check_not_input([args.output, written, args.report, checkpoint], [args.texts], args)
+    check_output(written, *suffixes, args=args)  # a read-only file beside it: refused now
+    refuse_unfinished(checkpoint, args.resume, what)
+    with saved_on_interrupt(checkpoint):
+        yield checkpoint
+
+
+def save_kept(save: Callable[[], T], checkpoint: str, what: str) -> T:
+    """Write a resumable run's outputs (``save()``), then drop its checkpoint. When writing
+    fails the checkpoint, which holds the measured ``what``, stays, and the message says how to
+    write it without measuring again."""
+    try:
+        written = save()
+    except KeyboardInterrupt as exc:
+        if os.path.exists(checkpoint):
+            exc.inspector_note = (  # type: ignore[attr-defined]
+                f"no partial output was written; the measured {what} is kept in {checkpoint}: "
+                f"rerun with --resume to write it"
+            )
+        raise
+    except Exception as exc:
+        if not os.path.exists(checkpoint):
+            raise
+        raise UsageError(
+            f"{' '.join(str(exc).split())}; the measured {what} is kept in {checkpoint}: rerun "
+            f"with --resume to write it without measuring again"
+        ) from exc
     if os.path.exists(checkpoint):
         os.remove(checkpoint)
+    return written
+
+
+def finish_run(result: Any, output: str, checkpoint: str, report: str | None) -> tuple[Any, str]:
+    """Save a resumable run's result (:func:`save_kept`), write its report: the paths
+    written and the summary's ``", report -> PATH"`` tail."""
+    paths = save_kept(lambda: result.save(output), checkpoint, "scoreboard")
     if not report:
         return paths, ""
     result.report(report)

@@ -7,19 +7,17 @@ import os
 
 from .common import (
     Command,
-    UsageError,
     add_memory,
     add_model,
     add_output,
     add_resume,
-    check_not_input,
-    check_output,
     check_output_of,
+    flag,
     load_model,
     names,
     progress,
-    refuse_unfinished,
-    saved_on_interrupt,
+    resumable_run,
+    save_kept,
 )
 
 BATCH_MEMORY_HELP = (
@@ -56,9 +54,9 @@ def _args_atlas(p: argparse.ArgumentParser) -> None:
         help="e.g. entropy,to_prev (default: every registered metric)",
     )
     p.add_argument("--limit", type=int, metavar="N", help="only the first N texts (default: all)")
-    p.add_argument("--skip-bad-lines", action="store_true", help=SKIP_BAD_LINES_HELP)
-    p.add_argument("--no-distances", action="store_true", help="skip the head-distance matrix")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (as --quiet)")
+    flag(p, "--skip-bad-lines", help=SKIP_BAD_LINES_HELP)
+    flag(p, "--no-distances", help="skip the head-distance matrix")
+    flag(p, "--no-progress", help="no progress bar (as --quiet)")
     add_resume(p)
     p.add_argument("--engine", choices=["local", "ray"], default="local", help="where batches run")
     p.add_argument(
@@ -71,17 +69,10 @@ def _args_atlas(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_atlas(args: argparse.Namespace) -> str:
-    check_output(args.output, ".parquet", args=args)
-    check_output(args.report, ".html", ".htm", args=args)
-    from ..api import atlas, default_checkpoint, distances_path
+    from ..api import atlas, distances_path
 
-    checkpoint = args.checkpoint or str(default_checkpoint(args.output))
-    outputs = [args.output, str(distances_path(args.output)), args.report, checkpoint]
-    check_not_input(outputs, [args.texts], args)
-    check_output(outputs[1], ".parquet", args=args)  # a read-only distances file: refused now
     local = args.engine == "local"
-    refuse_unfinished(checkpoint, args.resume, "atlas")
-    with saved_on_interrupt(checkpoint):
+    with resumable_run(args, [".parquet"], distances_path, "atlas") as checkpoint:
         result = atlas(
             load_model(args) if local else args.model,
             args.texts,
@@ -102,24 +93,8 @@ def cmd_atlas(args: argparse.Namespace) -> str:
         )
     stale = distances_path(args.output)
     removed = result.distances is None and os.path.exists(stale)
-    try:
-        paths = result.save(args.output, report=args.report)  # all of them, or none changed
-    except KeyboardInterrupt as exc:
-        if os.path.exists(checkpoint):
-            exc.inspector_note = (  # type: ignore[attr-defined]
-                f"no partial output was written; the measured atlas is kept in {checkpoint}: "
-                f"rerun with --resume to write it"
-            )
-        raise
-    except Exception as exc:
-        if not os.path.exists(checkpoint):
-            raise
-        raise UsageError(
-            f"{' '.join(str(exc).split())}; the measured atlas is kept in {checkpoint}: rerun "
-            f"with --resume to write it without measuring again"
-        ) from exc
-    if os.path.exists(checkpoint):
-        os.remove(checkpoint)
+    # all of them, or none changed
+    paths = save_kept(lambda: result.save(args.output, report=args.report), checkpoint, "atlas")
     extra = f" (removed the old {stale}: this atlas has no distances)" if removed else ""
     meta = result.metadata
     bad = f" ({meta['n_bad_lines']} unreadable)" if meta.get("n_bad_lines") else ""
@@ -142,9 +117,9 @@ def _args_probe(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--min-count", type=int, default=1, metavar="N", help="print relations with >= N cases"
     )
-    p.add_argument("--subtypes", action="store_true", help="keep nmod:poss apart from nmod")
-    p.add_argument("--skip-bad-lines", action="store_true", help=SKIP_BAD_LINES_HELP)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (as --quiet)")
+    flag(p, "--subtypes", help="keep nmod:poss apart from nmod")
+    flag(p, "--skip-bad-lines", help=SKIP_BAD_LINES_HELP)
+    flag(p, "--no-progress", help="no progress bar (as --quiet)")
     add_memory(p, BATCH_MEMORY_HELP)
 
 

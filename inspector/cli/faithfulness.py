@@ -11,14 +11,12 @@ from .common import (
     add_model,
     add_output,
     add_resume,
-    check_not_input,
-    check_output,
     finish_run,
+    flag,
     load_model,
     names,
     progress,
-    refuse_unfinished,
-    saved_on_interrupt,
+    resumable_run,
 )
 
 
@@ -48,9 +46,9 @@ def _args(p: argparse.ArgumentParser) -> None:
         default="k",
         help="rationale sizes: k = 1..n tokens, ferret = 10%%..100%%, eraser = 1, 5, 10, 20, 50%%",
     )
-    p.add_argument(
+    flag(
+        p,
         "--all-scores",
-        action="store_true",
         help="let negatively scored tokens into rationales (ferret's only_pos=False)",
     )
     p.add_argument("--column", help="text column of a CSV/Parquet file (default: 'text')")
@@ -61,10 +59,8 @@ def _args(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="truncate texts to N tokens (default: skip and count texts the model cannot take)",
     )
-    p.add_argument(
-        "--skip-bad-lines",
-        action="store_true",
-        help="count an unreadable line as skipped instead of stopping at it",
+    flag(
+        p, "--skip-bad-lines", help="count an unreadable line as skipped instead of stopping at it"
     )
     add_resume(p)
     p.add_argument("--report", metavar="HTML", help="also write the report (default: none)")
@@ -91,21 +87,12 @@ def check_methods(chosen: list[str] | None) -> list[str] | None:
 
 
 def cmd_faithfulness(args: argparse.Namespace) -> str:
-    check_output(args.output, ".csv", ".parquet", args=args)
-    check_output(args.report, ".html", ".htm", args=args)
     methods = check_methods(args.methods)
-    from ..api import default_checkpoint, faithfulness, faithfulness_scores_path
+    from ..api import faithfulness, faithfulness_scores_path
 
-    checkpoint = args.checkpoint or str(default_checkpoint(args.output))
-    for output in [
-        args.output,
-        str(faithfulness_scores_path(args.output)),
-        args.report,
-        checkpoint,
-    ]:
-        check_not_input(output, [args.texts])
-    refuse_unfinished(checkpoint, args.resume, "faithfulness run")
-    with saved_on_interrupt(checkpoint):
+    suffixes = [".csv", ".parquet"]
+    beside = faithfulness_scores_path
+    with resumable_run(args, suffixes, beside, "faithfulness run") as checkpoint:
         result = faithfulness(
             load_model(args),
             args.texts,

@@ -18,6 +18,7 @@ from .common import (
     check_not_input,
     check_output,
     check_output_of,
+    flag,
     length_options,
     load_model,
     number_list,
@@ -105,7 +106,7 @@ def _args_scan(p: argparse.ArgumentParser) -> None:
         help="blockwise: sdpa forward, weights recomputed by blocks (never T x T)",
     )  # fmt: skip
     add_memory(p)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (as --quiet)")
+    flag(p, "--no-progress", help="no progress bar (as --quiet)")
     add_output(
         p,
         "scan.html (report), or scan.parquet / scan.csv (one row per head; kept rows and "
@@ -188,7 +189,7 @@ def _args_retrieval(p: argparse.ArgumentParser) -> None:
     )
     add_memory(p)
     p.add_argument("--top", type=int, default=10, metavar="K", help="heads to list")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (as --quiet)")
+    flag(p, "--no-progress", help="no progress bar (as --quiet)")
     add_output(p, "r.html (report), r.csv or r.parquet")
 
 

@@ -19,6 +19,7 @@ from .common import (
     check_output_of,
     count,
     encoder_part,
+    flag,
     inspect_text,
     label,
     length_options,
@@ -38,9 +39,9 @@ def _args_inspect(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--level", choices=["token", "word"], default="token", help="rows per token or per word"
     )
-    p.add_argument(
+    flag(
+        p,
         "--readable",
-        action="store_true",
         help="write tokens as the tokenizer decodes them (␣capital, ⏎) instead of raw (Ġcapital)",
     )
     add_memory(p)
@@ -71,17 +72,19 @@ def _args_report(p: argparse.ArgumentParser) -> None:
         default="uint8",
         help="how attention is stored in the page (uint8: error <= 0.002; uint16: <= 7.6e-6)",
     )
-    p.add_argument(
+    flag(
+        p,
         "--explain",
-        action="store_true",
         help="add the 'what mattered' section (rollout, norm-based maps, head importance)",
     )
-    p.add_argument(
+    flag(
+        p,
         "--full",
-        action="store_true",
-        help="the full report at any length (past 2^25 attention weights the report is the "
-        "scan page unless --full; the full one needs about 8.5 bytes a weight more memory "
-        "while it builds, and draws slowly)",
+        help=(
+            "the full report at any length (past 2^25 attention weights the report is the "
+            "scan page unless --full; the full one needs about 8.5 bytes a weight more memory "
+            "while it builds, and draws slowly)"
+        ),
     )
     add_memory(p)
     add_output(p, "the report to write: out.html")
@@ -271,11 +274,13 @@ def cmd_explain(args: argparse.Namespace) -> str:
 def _args_generate(p: argparse.ArgumentParser) -> None:
     add_model(p)
     p.add_argument("prompt", help="the prompt")
-    p.add_argument(
+    flag(
+        p,
         "--no-chat",
-        action="store_true",
-        help="send the raw prompt; by default a decoder whose tokenizer has a chat template "
-        "gets the prompt as one user message in that template (instruct models need it)",
+        help=(
+            "send the raw prompt; by default a decoder whose tokenizer has a chat template "
+            "gets the prompt as one user message in that template (instruct models need it)"
+        ),
     )
     p.add_argument(
         "--max-new-tokens", type=int, default=20, metavar="N", help="tokens to generate at most"

@@ -28,6 +28,7 @@ import numpy as np
 from .._io import atomic_path, same_file
 from ..errors import InputError
 from .aggregate import HeadAggregate
+from .options import ResumeOptions
 from .sources import BadLine, TextHash, TextSource
 
 CHECKPOINT_VERSION = 2
@@ -154,23 +155,20 @@ def open_resumable(
     source: TextSource,
     fingerprint: Mapping[str, Any],
     read: Callable[[Path], tuple[dict[str, Any], T]],
-    *,
-    checkpoint: str | os.PathLike[str] | None,
-    resume: bool,
-    limit: int | None,
+    run: ResumeOptions,
 ) -> tuple[Iterator[Any], tuple[T, int, TextHash, int] | None]:
-    """The source's items still to read and, when ``resume`` finds a ``checkpoint``, what it
-    saved (``read``'s second value), the items it consumed, their digest and unreadable lines,
-    after the checks of :func:`check_start` and :func:`resume_source`."""
-    check_start(source, checkpoint, limit)
+    """The source's items still to read and, when ``run.resume`` finds ``run.checkpoint``, what
+    it saved (``read``'s second value), the items it consumed, their digest and unreadable
+    lines, after the checks of :func:`check_start` and :func:`resume_source`."""
+    check_start(source, run.checkpoint, run.limit)
     it = source.open()
-    if not (resume and checkpoint is not None and Path(checkpoint).exists()):
+    if not (run.resume and run.checkpoint is not None and Path(run.checkpoint).exists()):
         return it, None
-    path = Path(checkpoint)
+    path = Path(run.checkpoint)
     info, saved = read(path)
     digest, bad = resume_source(
         path, source, it, info.get("fingerprint") or {}, fingerprint, info.get("source") or {},
-        info["n_done"], limit,
+        info["n_done"], run.limit,
     )  # fmt: skip
     return it, (saved, info["n_done"], digest, bad)
 
@@ -257,13 +255,7 @@ def _refuse(checkpoint: Path, why: str) -> InputError:
 
 
 def open_run(
-    source: TextSource,
-    empty: HeadAggregate,
-    fingerprint: Mapping[str, Any],
-    *,
-    checkpoint: str | os.PathLike[str] | None,
-    resume: bool,
-    limit: int | None,
+    source: TextSource, empty: HeadAggregate, fingerprint: Mapping[str, Any], run: ResumeOptions
 ) -> tuple[RunState, Iterator[Any]]:
     """The starting state and the source's items still to read.
 
@@ -276,9 +268,7 @@ def open_run(
         InputError: one line saying what differs (settings, file, size, modification time,
             or the items themselves), or that ``limit`` is below what was already counted.
     """
-    it, saved = open_resumable(
-        source, fingerprint, _read_atlas, checkpoint=checkpoint, resume=resume, limit=limit
-    )
+    it, saved = open_resumable(source, fingerprint, _read_atlas, run)
     return (RunState(empty, 0, TextHash()) if saved is None else RunState(*saved)), it
 
 

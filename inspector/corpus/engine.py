@@ -25,6 +25,7 @@ from .._progress import bar as progress_bar
 from ..analysis import distances as _distances
 from ..analysis import metrics as _metrics
 from ..capture.batch import forward_batch, plan_batches
+from ..capture.memory import MemoryLimit
 from ..capture.tokenize import Encoded, encode, text_problem, token_limit
 from ..capture.types import AttentionStack
 from ..errors import InputError, InputTooLongError
@@ -39,6 +40,7 @@ from .checkpoint import (
     open_run,
     save_checkpoint,
 )
+from .options import AtlasOptions, DistanceFn, MetricFn, ProbeOptions
 from .probe import (
     ProbeCounts,
     ProbeResult,
@@ -49,9 +51,6 @@ from .probe import (
 )
 from .sources import TextSource, text_source
 from .treebank import NO_HEADS, NOT_A_TREE, GoldSentence, read_treebank
-
-MetricFn = Callable[[AttentionStack], Mapping[str, np.ndarray]]
-DistanceFn = Callable[[AttentionStack], np.ndarray]
 
 #: Besides the registry's numeric metrics the atlas keeps ``sink_share`` (``metrics.sink_arrays``).
 SINK_SHARE = _metrics.SINK_SHARE.name
@@ -122,7 +121,7 @@ def measure_batch(
     metric_fn: MetricFn,
     distance_fn: DistanceFn | None,
     *,
-    max_memory: Any = None,
+    max_memory: MemoryLimit | None = None,
     before_risky: Callable[[], None] | None = None,
 ) -> HeadAggregate:
     """Run one batch of raw items and aggregate it.
@@ -188,57 +187,33 @@ def _chunks(it: Iterator[Any], size: int) -> Iterator[list[Any]]:
 
 
 def resolve_spec(
-    bundle: ModelBundle,
-    metrics: Sequence[str] | None,
-    kind: str | None,
-    max_length: int | None,
-    distances: bool,
-    bins: int,
-    metric_fn: MetricFn | None,
-    distance_fn: DistanceFn | None,
-    metric_names: Sequence[str] | None,
+    bundle: ModelBundle, options: AtlasOptions
 ) -> tuple[AtlasSpec, MetricFn, DistanceFn | None]:
-    if bins < 10:
-        raise InputError(f"bins must be at least 10, got {bins}")
-    kind = kind or default_kind(bundle)
+    """What ``options`` measure on ``bundle`` and the functions that measure it (the metrics
+    registry's unless ``options.metric_fn`` / ``distance_fn`` replace them)."""
+    metric_fn, distance_fn = options.metric_fn, options.distance_fn
+    kind = options.kind or default_kind(bundle)
     allowed = (
         ("encoder", "decoder", "cross") if bundle.architecture == "encoder-decoder" else ("self",)
     )
     if kind not in allowed:
         raise InputError(f"kind={kind!r} does not exist for this model; use one of {allowed}")
     if metric_fn is None:
-        names, metric_fn = registry_metric_fn(metrics)
+        names, metric_fn = registry_metric_fn(options.metrics)
     else:
-        names = tuple(metric_names or metrics or ())
+        names = tuple(options.metric_names or options.metrics or ())
         if not names:
             raise InputError("a custom metric_fn needs metric_names=[...]")
-    if distances and distance_fn is None:
+    if options.distances and distance_fn is None:
         distance_fn = registry_distance_fn()
-    spec = AtlasSpec(tuple(names), kind, max_length, bins, distances)
+    spec = AtlasSpec(tuple(names), kind, options.max_length, options.bins, options.distances)
     return spec, metric_fn, distance_fn
 
 
 def run_atlas(
     bundle: ModelBundle,
     texts: Any,
-    *,
-    column: str | None = None,
-    batch_size: int = 32,
-    max_length: int | None = None,
-    metrics: Sequence[str] | None = None,
-    kind: str | None = None,
-    distances: bool = True,
-    bins: int = DEFAULT_BINS,
-    checkpoint: str | os.PathLike[str] | None = None,
-    resume: bool = False,
-    checkpoint_every: float = 30.0,
-    progress: bool | None = None,
-    limit: int | None = None,
-    skip_bad_lines: bool = False,
-    metric_fn: MetricFn | None = None,
-    metric_names: Sequence[str] | None = None,
-    distance_fn: DistanceFn | None = None,
-    max_memory: Any = None,
+    options: AtlasOptions | None = None,
 ) -> Atlas:
     """Stream ``texts`` through ``bundle`` in padded batches and build the head atlas.
 
@@ -246,50 +221,20 @@ def run_atlas(
         bundle: a loaded model.
         texts: anything :func:`text_source` accepts (list, iterable, file, ``FILE:COLUMN``,
             DataFrame, ``datasets`` dataset).
-        column: the text column of a table source.
-        batch_size: inputs per forward pass.
-        max_length: token limit per input (longer inputs are truncated and counted).
-        metrics: metric names from the registry (default: all of ``metrics.list_metrics()``)
-            plus ``sink_share`` (share of a head's attention on its top key, for the sink role).
-        kind: the attention stack to measure (default ``self``; ``encoder`` for T5/BART).
-        distances: also average the head-distance matrix (Jensen–Shannon) over the corpus.
-        bins: histogram bins per metric and head (quantile resolution).
-        checkpoint: file for the aggregate; written atomically every ``checkpoint_every``
-            seconds, at the end, and when interrupted (Ctrl-C) or crashing, once the run has
-            consumed something (a run that fails before that leaves none).
-        resume: continue from ``checkpoint`` when it exists: its settings and its source (file
-            path, size and the SHA-256 of its content; a hash of the texts it counted) must
-            match; a file only touched (its modification time) still resumes.
-        progress: a tqdm bar with sentences/s on stderr (``None``: on a terminal; elsewhere
-            a line every 30 s, see :mod:`inspector._progress`).
-        limit: stop after this many source items.
-        skip_bad_lines: count a line that is not UTF-8 (or not valid CSV/CoNLL-U) as skipped
-            instead of stopping with its line number.
-        metric_fn / metric_names / distance_fn: replace the registry (advanced; tests).
-        max_memory: the memory budget of a batch (default: what is available, cgroup limits
-            included); batches that do not fit run in smaller passes, after a checkpoint.
+        options: what to read and measure, where to checkpoint (:class:`~.options.AtlasOptions`;
+            default: its defaults).
 
     Returns:
         An :class:`Atlas`.
     """
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise InputError(
-            f"batch_size (--batch-size) must be a positive integer, got {batch_size!r}; e.g. 32"
-        )
-    source = text_source(texts, column=column, skip_bad_lines=skip_bad_lines)
-    spec, metric_fn, distance_fn = resolve_spec(
-        bundle, metrics, kind, max_length, distances, bins, metric_fn, distance_fn, metric_names
-    )
+    options = options or AtlasOptions()
+    checkpoint, every = options.checkpoint, options.checkpoint_every
+    source = text_source(texts, column=options.column, skip_bad_lines=options.skip_bad_lines)
+    spec, metric_fn, distance_fn = resolve_spec(bundle, options)
     fingerprint = spec.fingerprint(bundle)
-    state, it = open_run(
-        source,
-        empty_aggregate(bundle, spec),
-        fingerprint,
-        checkpoint=checkpoint,
-        resume=resume,
-        limit=limit,
-    )
+    state, it = open_run(source, empty_aggregate(bundle, spec), fingerprint, options)
     n_start = state.n_done
+    limit = options.limit
     total = source.total if limit is None else min(limit, source.total or limit)
     if limit is not None:
         it = itertools.islice(it, max(limit - n_start, 0))
@@ -301,11 +246,11 @@ def run_atlas(
         total=total,
         initial=n_start,
         unit=" sentences",
-        progress=progress,
+        progress=options.progress,
         desc=f"atlas {bundle.name}",
     )
     try:
-        for chunk in _chunks(it, batch_size):
+        for chunk in _chunks(it, options.batch_size):
 
             def save_first(done: RunState = state) -> None:
                 # the state before this batch: every consumed item of it fully measured
@@ -318,12 +263,12 @@ def run_atlas(
                 spec,
                 metric_fn,
                 distance_fn,
-                max_memory=max_memory,
+                max_memory=options.max_memory,
                 before_risky=save_first,
             )
             state = state.advanced(delta, chunk)  # one atomic assignment
             bar.update(len(chunk))
-            if checkpoint is not None and time.perf_counter() - last_save >= checkpoint_every:
+            if checkpoint is not None and time.perf_counter() - last_save >= every:
                 save_checkpoint(checkpoint, state, fingerprint, source)
                 saved_here, last_save = True, time.perf_counter()
     except BaseException:
@@ -340,7 +285,7 @@ def run_atlas(
         save_checkpoint(checkpoint, state, fingerprint, source)
     seconds = time.perf_counter() - start
     new = state.n_done - n_start
-    meta = atlas_metadata(bundle, spec, source, "local", batch_size, state)
+    meta = atlas_metadata(bundle, spec, source, "local", options.batch_size, state)
     meta.update(
         seconds=round(seconds, 3), texts_per_second=round(new / seconds, 2) if seconds else None
     )
@@ -398,31 +343,15 @@ def atlas_metadata(
 def syntax_probe(
     bundle: ModelBundle,
     treebank: str | os.PathLike[str] | Sequence[GoldSentence],
-    *,
-    batch_size: int = 32,
-    limit: int | None = None,
-    subtypes: bool = False,
-    exclude: Sequence[str] = ("punct", "root"),
-    max_length: int | None = None,
-    progress: bool | None = None,
-    skip_bad_lines: bool = False,
-    max_memory: Any = None,
+    options: ProbeOptions | None = None,
 ) -> ProbeResult:
     """Run the Clark et al. (2019) syntactic head probe on a CoNLL-U treebank.
 
     Args:
         bundle: a loaded model with a fast tokenizer.
         treebank: a ``.conllu`` path, or sentences from :func:`~.treebank.read_treebank`.
-        batch_size: sentences per forward pass (sentences are batched by length).
-        limit: use only the first ``limit`` sentences.
-        subtypes: keep relation subtypes (``nmod:poss``) apart instead of folding them.
-        exclude: relations not scored (default ``punct`` and ``root``, as Clark et al.).
-        max_length: token limit; longer sentences are skipped and counted.
-        progress: a tqdm bar on stderr (``None``: on a terminal; elsewhere a line every
-            30 s, see :mod:`inspector._progress`).
-        skip_bad_lines: leave out sentences with an unreadable line instead of stopping.
-        max_memory: the budget of a batch (default: what is free then): a batch that would
-            not fit runs in smaller passes (:func:`~inspector.capture.batch.plan_batches`).
+        options: batches (sentences are batched by length), ``limit``, ``subtypes``,
+            ``exclude`` ... (:class:`~.options.ProbeOptions`; default: its defaults).
 
     Sentences whose HEAD column is ``_`` or whose heads hold a cycle are skipped and counted
     (``metadata["skipped_no_heads"]`` / ``["skipped_not_a_tree"]``); a treebank with no
@@ -435,17 +364,19 @@ def syntax_probe(
         >>> r = syntax_probe(load_model("minilm"), "en_ewt-ud-dev.conllu")  # doctest: +SKIP
         >>> r.table.head()  # doctest: +SKIP
     """
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+    options = options or ProbeOptions()
+    limit, max_length, batch_size = options.limit, options.max_length, options.batch_size
     if isinstance(treebank, str | os.PathLike):
-        sentences = list(read_treebank(treebank, limit=limit, skip_bad_lines=skip_bad_lines))
+        sentences = list(
+            read_treebank(treebank, limit=limit, skip_bad_lines=options.skip_bad_lines)
+        )
         source = str(treebank)
     else:
         sentences = list(treebank)[:limit]
         source = f"{len(sentences)} sentences"
     if not sentences:
         raise InputError(f"no sentences in {source}; give a CoNLL-U treebank with sentences")
-    excluded = set(exclude)
+    excluded = set(options.exclude)
     kind = default_kind(bundle)
     n_l, n_h = bundle.stack_shape(kind)
     counts: dict[str, ProbeCounts] = {}
@@ -467,11 +398,13 @@ def syntax_probe(
         raise InputError(_nothing_to_score(source, len(sentences), skipped))
     encoded.sort(key=lambda pair: len(pair[1]))
 
-    bar = progress_bar(total=len(encoded), unit=" sentences", progress=progress, desc="probe")
+    bar = progress_bar(
+        total=len(encoded), unit=" sentences", progress=options.progress, desc="probe"
+    )
     try:
         for start in range(0, len(encoded), batch_size):
             part = encoded[start : start + batch_size]
-            plan = plan_batches(bundle, [len(e) for _, e in part], max_memory=max_memory)
+            plan = plan_batches(bundle, [len(e) for _, e in part], max_memory=options.max_memory)
             for group in plan.groups:
                 captures = forward_batch(bundle, [part[i][1] for i in group])
                 for i, cap in zip(group, captures, strict=True):
@@ -481,7 +414,9 @@ def syntax_probe(
                         skipped["unaligned"] += 1
                         continue
                     pred, transposed = probe_predictions(attn)
-                    score_sentence(sent, pred, counts, excluded, subtypes, n_l, n_h, transposed)
+                    score_sentence(
+                        sent, pred, counts, excluded, options.subtypes, n_l, n_h, transposed
+                    )
             bar.update(len(part))
     finally:
         bar.close()
@@ -495,7 +430,7 @@ def syntax_probe(
         "skipped_no_heads": skipped[NO_HEADS],
         "skipped_not_a_tree": skipped[NOT_A_TREE],
         "excluded_relations": sorted(excluded),
-        "subtypes": subtypes,
+        "subtypes": options.subtypes,
     }
     return probe_result(counts, n_l, n_h, meta)
 
@@ -514,7 +449,9 @@ def _nothing_to_score(source: str, n: int, skipped: Mapping[str, int]) -> str:
 
 
 __all__ = [
+    "AtlasOptions",
     "AtlasSpec",
+    "ProbeOptions",
     "default_checkpoint_path",
     "empty_aggregate",
     "load_checkpoint",

@@ -27,7 +27,7 @@ import numpy as np
 from .._progress import show as show_progress
 from ..errors import CaptureError, InputError
 from ..models.loading import ModelBundle
-from .aggregate import DEFAULT_BINS, HeadAggregate
+from .aggregate import HeadAggregate
 from .atlas import Atlas
 from .checkpoint import RunState, discard_checkpoint, open_run, save_checkpoint
 from .engine import (
@@ -42,6 +42,7 @@ from .engine import (
     require_texts,
     resolve_spec,
 )
+from .options import AtlasOptions
 from .sources import TextSource, text_source
 
 
@@ -92,26 +93,11 @@ class _RayAtlasWorker:
 def run_atlas_ray(
     model: Any,
     texts: Any,
+    options: AtlasOptions | None = None,
     *,
-    column: str | None = None,
-    batch_size: int = 32,
-    max_length: int | None = None,
-    metrics: Sequence[str] | None = None,
-    kind: str | None = None,
-    distances: bool = True,
-    bins: int = DEFAULT_BINS,
     num_workers: int = 2,
     num_gpus_per_worker: float | None = None,
     address: str | None = None,
-    limit: int | None = None,
-    metric_fn: MetricFn | None = None,
-    metric_names: Sequence[str] | None = None,
-    distance_fn: DistanceFn | None = None,
-    progress: bool | None = None,
-    checkpoint: str | os.PathLike[str] | None = None,
-    resume: bool = False,
-    checkpoint_every: float = 30.0,
-    skip_bad_lines: bool = False,
 ) -> Atlas:
     """The atlas on Ray Data: same batches, same aggregates, merged on the driver.
 
@@ -126,9 +112,10 @@ def run_atlas_ray(
             instance, or a new one.
         num_workers: model replicas (actors).
         num_gpus_per_worker: GPUs per actor (default: 1 when the cluster has GPUs, else 0).
-        checkpoint / resume / checkpoint_every: as :func:`~.engine.run_atlas`: the driver
-            checkpoints the merged aggregate (same file, same source guard), so a run killed
-            with its driver continues with ``resume=True``.
+        options: as :func:`~.engine.run_atlas` (:class:`~.options.AtlasOptions`; its
+            ``max_memory`` is the local engine's): the driver checkpoints the merged aggregate
+            (same file, same source guard), so a run killed with its driver continues with
+            ``resume=True``.
         Other arguments: as :func:`~.engine.run_atlas`.
     """
     _check_address(address)  # before Ray and the model load: a wrong address fails at once
@@ -141,28 +128,17 @@ def run_atlas_ray(
         ) from exc
     from ..models.loading import load_model
 
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+    options = options or AtlasOptions()
     bundle = model if isinstance(model, ModelBundle) else load_model(model)
-    spec, fn, dfn = resolve_spec(
-        bundle, metrics, kind, max_length, distances, bins, metric_fn, distance_fn, metric_names
-    )
-    del fn, dfn
-    source = text_source(texts, column=column, skip_bad_lines=skip_bad_lines)
+    spec, _, _ = resolve_spec(bundle, options)
+    source = text_source(texts, column=options.column, skip_bad_lines=options.skip_bad_lines)
     fingerprint = spec.fingerprint(bundle)
-    state, it = open_run(
-        source,
-        empty_aggregate(bundle, spec),
-        fingerprint,
-        checkpoint=checkpoint,
-        resume=resume,
-        limit=limit,
-    )
-    n_start = state.n_done
+    state, it = open_run(source, empty_aggregate(bundle, spec), fingerprint, options)
+    n_start, limit, checkpoint = state.n_done, options.limit, options.checkpoint
     if not ray.is_initialized():
         _connect(ray, address)
     ctx = ray_data.DataContext.get_current()
-    ctx.enable_progress_bars = show_progress(progress)
+    ctx.enable_progress_bars = show_progress(options.progress)
     gpus = num_gpus_per_worker
     if gpus is None:
         gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
@@ -178,8 +154,8 @@ def run_atlas_ray(
     workers = {
         "model": model,
         "spec": spec,
-        "metric_fn": metric_fn,
-        "distance_fn": distance_fn,
+        "metric_fn": options.metric_fn,
+        "distance_fn": options.distance_fn,
         "device": None if gpus else "cpu",
         "threads": 1 if not gpus else None,
     }
@@ -190,7 +166,7 @@ def run_atlas_ray(
             out = ds.map_batches(
                 _RayAtlasWorker,
                 fn_constructor_kwargs=workers,
-                batch_size=batch_size,
+                batch_size=options.batch_size,
                 batch_format="numpy",
                 compute=ray_data.ActorPoolStrategy(size=num_workers),
                 num_cpus=1,
@@ -200,7 +176,7 @@ def run_atlas_ray(
         else:
             rows = iter(())
         state = _merge_in_order(
-            rows, state, items, checkpoint, checkpoint_every, fingerprint, source
+            rows, state, items, checkpoint, options.checkpoint_every, fingerprint, source
         )
     finally:
         ctx.execution_options.preserve_order = was_ordered
@@ -210,7 +186,7 @@ def run_atlas_ray(
     require_texts(state, source.description)
     if checkpoint is not None and state.n_done > n_start:
         save_checkpoint(checkpoint, state, fingerprint, source)
-    meta = atlas_metadata(bundle, spec, source, "ray", batch_size, state)
+    meta = atlas_metadata(bundle, spec, source, "ray", options.batch_size, state)
     new = state.n_done - n_start
     meta.update(
         seconds=round(seconds, 3),

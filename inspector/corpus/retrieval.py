@@ -22,6 +22,7 @@ import numpy as np
 
 from .._progress import bar as _bar
 from ..analysis import retrieval as _r
+from ..capture.memory import MemoryLimit
 from ..capture.run import bundle_metadata
 from ..capture.scan import generate_last_rows, resolve_method
 from ..capture.tokenize import chat_text, check_text, encode
@@ -195,28 +196,12 @@ def resolve_answer(needle: str, answer: str | None, protocol: str) -> str | None
     return answer
 
 
-def run_retrieval(
-    bundle: ModelBundle,
-    haystack: str,
-    *,
-    needle: str = DEFAULT_NEEDLE,
-    question: str = DEFAULT_QUESTION,
-    answer: str | None = None,
-    protocol: str = "wu",
-    lengths: Sequence[int] = (1000,),
-    depths: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
-    layers: Sequence[int] | int | None = None,
-    heads: Sequence[int] | int | None = None,
-    method: str = "auto",
-    max_new_tokens: int | None = None,
-    max_memory: Any = None,
-    progress: bool | None = None,
-) -> RetrievalRun:
-    """Run every ``(length, depth)`` trial and score each head (see the module docstring).
+@dataclass(frozen=True, kw_only=True)
+class RetrievalOptions:
+    """What :func:`run_retrieval` asks and measures: built once by the facade, passed down
+    unchanged (checked by :func:`run_retrieval` against the model).
 
-    Args:
-        bundle: a loaded decoder.
-        haystack: the text the needle hides in (repeated when shorter than a length needs).
+    Attributes:
         needle / question: the fact to retrieve and the question about it.
         answer: the part of the needle the question asks for, scored under ``"wu"`` (default:
             the known answer of a needle in :data:`KNOWN_ANSWERS`; required for others).
@@ -232,6 +217,33 @@ def run_retrieval(
         progress: a tqdm bar over the trials (default: on a terminal; elsewhere a line
             every 30 s, see :mod:`inspector._progress`).
     """
+
+    needle: str = DEFAULT_NEEDLE
+    question: str = DEFAULT_QUESTION
+    answer: str | None = None
+    protocol: str = "wu"
+    lengths: Sequence[int] = (1000,)
+    depths: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    layers: Sequence[int] | int | None = None
+    heads: Sequence[int] | int | None = None
+    method: str = "auto"
+    max_new_tokens: int | None = None
+    max_memory: MemoryLimit | None = None
+    progress: bool | None = None
+
+
+def run_retrieval(
+    bundle: ModelBundle, haystack: str, options: RetrievalOptions | None = None
+) -> RetrievalRun:
+    """Run every ``(length, depth)`` trial and score each head (see the module docstring).
+
+    Args:
+        bundle: a loaded decoder.
+        haystack: the text the needle hides in (repeated when shorter than a length needs).
+        options: the needle, question, protocol, lengths, depths, heads ...
+            (:class:`RetrievalOptions`; default: its defaults).
+    """
+    o = options or RetrievalOptions()
     if bundle.architecture != "decoder":
         raise UnsupportedModelError(
             f"{bundle.name} is {'an' if bundle.architecture[0] == 'e' else 'a'} "
@@ -239,22 +251,25 @@ def run_retrieval(
             f"(load e.g. smollm2)"
         )
     haystack = check_text(haystack, "haystack")
-    needle = check_text(needle, "needle")
-    question = check_text(question, "question")
-    answer = resolve_answer(needle, answer, protocol)
-    lengths = [int(n) for n in lengths]
-    depths = [float(d) for d in depths]
+    needle = check_text(o.needle, "needle")
+    question = check_text(o.question, "question")
+    protocol = o.protocol
+    answer = resolve_answer(needle, o.answer, protocol)
+    lengths = [int(n) for n in o.lengths]
+    depths = [float(d) for d in o.depths]
     if not lengths or not depths:
         raise InputError("give at least one length and one depth")
     if any(n < 1 for n in lengths):
         raise InputError(f"lengths must be positive token counts, got {lengths}")
     if any(not 0.0 <= d <= 1.0 for d in depths):
         raise InputError(f"depths are fractions between 0 and 1, got {depths}")
-    method = resolve_method(bundle, method)
-    layer_idx = select_indexes(layers, bundle.n_layers, "layer")
-    head_idx = select_indexes(heads, bundle.n_heads, "head")
+    method = resolve_method(bundle, o.method)
+    layer_idx = select_indexes(o.layers, bundle.n_layers, "layer")
+    head_idx = select_indexes(o.heads, bundle.n_heads, "head")
     n_needle = len(encode(bundle, needle, add_special_tokens=False))
-    rule = _r.StopRule.for_protocol(protocol, needle_tokens=n_needle, max_new_tokens=max_new_tokens)
+    rule = _r.StopRule.for_protocol(
+        protocol, needle_tokens=n_needle, max_new_tokens=o.max_new_tokens
+    )
     tok = bundle.tokenizer
     eos = _eos_ids(bundle)
     reference = needle if answer is None else answer
@@ -264,7 +279,7 @@ def run_retrieval(
 
     trials = []
     bar = _bar(total=len(lengths) * len(depths), desc="retrieval", unit=" trials",
-               progress=progress)  # fmt: skip
+               progress=o.progress)  # fmt: skip
     try:
         for length in lengths:
             for depth in depths:
@@ -278,7 +293,7 @@ def run_retrieval(
                     layers=layer_idx,
                     heads=head_idx,
                     method=method,
-                    max_memory=max_memory,
+                    max_memory=o.max_memory,
                     stop_after=stops if rule.newline else None,
                     stop_at_eos=rule.eos,
                 )
@@ -337,6 +352,7 @@ __all__ = [
     "DEFAULT_QUESTION",
     "KNOWN_ANSWERS",
     "NeedlePrompt",
+    "RetrievalOptions",
     "RetrievalRun",
     "needle_prompt",
     "resolve_answer",

@@ -20,6 +20,7 @@ import pandas as pd
 
 from ..analysis.faithfulness_table import Faithfulness, empty_frames
 from .checkpoint import open_resumable, read_run, save_checkpoint
+from .options import ResumeOptions
 from .sources import TextHash, TextSource
 
 SCOREBOARD_VERSION = 1
@@ -87,9 +88,8 @@ def open_scoreboard(
 ) -> tuple[ScoreboardState, Iterator[Any]]:
     """The starting state and the source's items still to read (see :func:`.checkpoint.open_run`:
     the same checks, for a faithfulness run)."""
-    it, saved = open_resumable(
-        source, fingerprint, load_scoreboard, checkpoint=checkpoint, resume=resume, limit=limit
-    )
+    run = ResumeOptions(checkpoint=checkpoint, resume=resume, limit=limit)
+    it, saved = open_resumable(source, fingerprint, load_scoreboard, run)
     if saved is None:
         empty_f, empty_s = empty_frames()
         return ScoreboardState(Faithfulness(empty_f, empty_s, {}), 0, TextHash()), it

@@ -55,6 +55,7 @@ def main(model: str, address: str, folder: Path) -> None:
     import ray
     import ray.data
 
+    from inspector.corpus.options import AtlasOptions
     from inspector.corpus.ray_engine import run_atlas_ray
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -66,12 +67,14 @@ def main(model: str, address: str, folder: Path) -> None:
         result = run_atlas_ray(
             model,
             ATLAS_TEXTS * 4,  # 36 texts (4 blank), 18 batches of 2
+            AtlasOptions(
+                batch_size=2,
+                metrics=ATLAS_METRICS,
+                metric_fn=KillSecondNodeOnce(ATLAS_METRICS, folder),
+                progress=False,
+            ),
             address=address,
-            batch_size=2,
-            metrics=ATLAS_METRICS,
-            metric_fn=KillSecondNodeOnce(ATLAS_METRICS, folder),
             num_workers=2,
-            progress=False,
         )
         nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
     finally:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from inspector.corpus.options import AtlasOptions
 from inspector.corpus.ray_engine import run_atlas_ray
 
 from factories import ATLAS_METRICS, ATLAS_TEXTS, numeric_stats, small_atlas
@@ -27,10 +28,8 @@ def test_ray_engine_equals_local(tiny_dirs: dict[str, Path], tiny: dict[str, obj
         distributed = run_atlas_ray(
             str(tiny_dirs["bert"]),
             texts,
-            batch_size=4,
-            metrics=ATLAS_METRICS,
+            AtlasOptions(batch_size=4, metrics=ATLAS_METRICS, progress=False),
             num_workers=2,
-            progress=False,
         )
     finally:
         ray.shutdown()
@@ -72,29 +71,31 @@ def test_ray_engine_checkpoints_and_resumes(
             raise KeyboardInterrupt
         return real(data)
 
-    kw = {"batch_size": 4, "metrics": ATLAS_METRICS, "num_workers": 2, "progress": False}
+    kw = {"batch_size": 4, "metrics": ATLAS_METRICS, "progress": False}
+
+    def ray_atlas(corpus: list[str], checkpoint: Path, **more: object):  # type: ignore[no-untyped-def]
+        options = AtlasOptions(checkpoint=checkpoint, **kw, **more)  # type: ignore[arg-type]
+        return run_atlas_ray(str(tiny_dirs["bert"]), corpus, options, num_workers=2)
+
     ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
     try:
         monkeypatch.setattr(ray_engine.HeadAggregate, "from_bytes", stop_at_fifth)
         with pytest.raises(KeyboardInterrupt):
-            run_atlas_ray(str(tiny_dirs["bert"]), texts, checkpoint=ckpt, checkpoint_every=0, **kw)
+            ray_atlas(texts, ckpt, checkpoint_every=0)
         monkeypatch.setattr(ray_engine.HeadAggregate, "from_bytes", real)
         assert seen == [0, 4, 8, 12, 16] and load_checkpoint(ckpt).n_done == 16
         with pytest.raises(InputError, match="not the ones it counted"):
-            run_atlas_ray(str(tiny_dirs["bert"]), texts[::-1], checkpoint=ckpt, resume=True, **kw)
-        resumed = run_atlas_ray(str(tiny_dirs["bert"]), texts, checkpoint=ckpt, resume=True, **kw)
+            ray_atlas(texts[::-1], ckpt, resume=True)
+        resumed = ray_atlas(texts, ckpt, resume=True)
         assert resumed.metadata["resumed_from"] == 16
         # a local checkpoint continued on Ray: one file format
         other = tmp_path / "local.ckpt.npz"
         small_atlas(tiny["bert"], texts, batch_size=4, checkpoint=other, limit=8)
-        mixed = run_atlas_ray(str(tiny_dirs["bert"]), texts, checkpoint=other, resume=True, **kw)
+        mixed = ray_atlas(texts, other, resume=True)
     finally:
         ray.shutdown()
     # and a Ray checkpoint continued locally
-    back = run_atlas(
-        tiny["bert"].bundle, texts, batch_size=4, metrics=ATLAS_METRICS, checkpoint=ckpt,
-        resume=True, progress=False,
-    )  # fmt: skip
+    back = run_atlas(tiny["bert"].bundle, texts, AtlasOptions(checkpoint=ckpt, resume=True, **kw))
     for result in (resumed, mixed, back):
         assert result.metadata["n_texts"] == local.metadata["n_texts"]
         np.testing.assert_allclose(

@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 
 from inspector.corpus.engine import syntax_probe
+from inspector.corpus.options import ProbeOptions
 from inspector.corpus.probe import DIRECTIONS, OFFSETS
 
 
 def test_probe_on_ewt_slice(minilm: object, ewt_slice: Path) -> None:
-    result = syntax_probe(minilm.bundle, ewt_slice, batch_size=8)  # type: ignore[attr-defined]
+    result = syntax_probe(minilm.bundle, ewt_slice, ProbeOptions(batch_size=8))  # type: ignore[attr-defined]
     table = result.table
     assert result.metadata["n_sentences"] == 30
     assert result.metadata["skipped_unaligned"] == 0

@@ -459,7 +459,9 @@ def test_cli_scan_and_retrieval(tiny_dirs, long_llama_dir, tmp_path, capsys):
 
 def test_atlas_batches_fit_the_budget(tiny):
     from inspector.capture.batch import batch_bytes, plan_batches
+    from inspector.capture.memory import MemoryLimit
     from inspector.corpus.engine import measure_batch, resolve_spec
+    from inspector.corpus.options import AtlasOptions
 
     from factories import numeric_stats, small_atlas
 
@@ -481,16 +483,15 @@ def test_atlas_batches_fit_the_budget(tiny):
         small_atlas(m, texts, max_memory=one)
     assert "--layers" not in str(info.value)
     calls = []
-    spec, metric_fn, _ = resolve_spec(
-        m.bundle, ["entropy"], None, None, False, 10, None, None, None
-    )
+    options = AtlasOptions(metrics=["entropy"], distances=False, bins=10)
+    spec, metric_fn, _ = resolve_spec(m.bundle, options)
     measure_batch(
         m.bundle,
         texts,
         spec,
         metric_fn,
         None,
-        max_memory=3 * one,
+        max_memory=MemoryLimit.of(3 * one),
         before_risky=lambda: calls.append(1),
     )
     assert calls == [1]  # a pass over a quarter of the budget: checkpoint first

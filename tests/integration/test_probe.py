@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from inspector.corpus.engine import syntax_probe
+from inspector.corpus.options import ProbeOptions
 
 from factories import MINI_CONLLU
 
@@ -23,14 +24,14 @@ def test_probe_on_handmade_sentence_scores_relations(
     assert table.loc["aux", "baseline_offset"] == 2
     assert table.loc["aux", "baseline_accuracy"] == 1.0
     assert table.loc["advmod", "baseline_accuracy"] == 0.5
-    sub = syntax_probe(tiny["bert"].bundle, path, subtypes=True).table  # type: ignore[attr-defined]
+    sub = syntax_probe(tiny["bert"].bundle, path, ProbeOptions(subtypes=True)).table  # type: ignore[attr-defined]
     assert "advmod:tmod" in set(sub["relation"])
 
 
 def test_probe_batched_equals_unbatched(tiny: dict[str, object], ewt_slice: Path) -> None:
     bundle = tiny["gpt2"].bundle  # type: ignore[attr-defined]
-    a = syntax_probe(bundle, ewt_slice, batch_size=16, limit=12)
-    b = syntax_probe(bundle, ewt_slice, batch_size=1, limit=12)
+    a = syntax_probe(bundle, ewt_slice, ProbeOptions(batch_size=16, limit=12))
+    b = syntax_probe(bundle, ewt_slice, ProbeOptions(batch_size=1, limit=12))
     assert a.table.equals(b.table)
 
 

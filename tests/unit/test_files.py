@@ -25,6 +25,7 @@ from inspector.corpus.checkpoint import (
     open_run,
     save_checkpoint,
 )
+from inspector.corpus.options import ResumeOptions
 from inspector.corpus.sources import BadLine, TextHash, text_source
 from inspector.corpus.treebank import NO_HEADS, NOT_A_TREE, GoldSentence, read_treebank
 from inspector.errors import InputError
@@ -258,9 +259,7 @@ def _resume(source: object, ckpt: Path, **kw: object) -> tuple[RunState, list[ob
         text_source(source),
         _small_aggregate(),
         kw.pop("fingerprint", FINGERPRINT),  # type: ignore[arg-type]
-        checkpoint=ckpt,
-        resume=True,
-        limit=kw.pop("limit", None),  # type: ignore[arg-type]
+        ResumeOptions(checkpoint=ckpt, resume=True, limit=kw.pop("limit", None)),  # type: ignore[arg-type]
     )
     return state, list(it)
 
@@ -356,7 +355,7 @@ def test_resume_refuses_other_settings_kinds_and_limits(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="the corpus file itself"):
         open_run(
             text_source(corpus), _small_aggregate(), FINGERPRINT,
-            checkpoint=corpus, resume=True, limit=None,
+            ResumeOptions(checkpoint=corpus, resume=True),
         )  # fmt: skip
 
 
