@@ -13,9 +13,11 @@ interruption; the checkpoint is in ``bench/results/``) and writes ``OUT`` (defau
 ``bench/data/faithfulness_MODEL.csv``: text, method, metric, value) and ``OUT.json`` (metadata: run
 time, counts). ``MODEL`` is ``smollm2`` (next-token target), ``minilm`` (embedding projection) or
 ``classifier`` (the tiny negation classifier of ``tests/factories.py``, trained on the dev
-sentences after the first 200, here at once). ``snapshot MODEL`` writes the result files from a
-run's checkpoint (what a run still going, or stopped, has scored). ``table`` prints the README
-tables from the result files in ``bench/data/``.
+sentences after the first 200, here at once). ``extend MODEL`` scores the sentences after the
+ones a committed result file holds, up to the run's size, and merges them into it (a run whose
+checkpoint was lost goes on from its last snapshot; resumable the same way). ``snapshot MODEL``
+writes the result files from a run's checkpoint (what a run still going, or stopped, has
+scored). ``table`` prints the README tables from the result files in ``bench/data/``.
 """
 
 from __future__ import annotations
@@ -123,6 +125,60 @@ def run(name: str, n: int, out: Path) -> dict[str, Any]:
     meta = write(result, name, n, out, this_session_seconds=time.perf_counter() - start)
     if checkpoint.exists():
         checkpoint.unlink()
+    return meta
+
+
+#: Metadata that add up when two parts of a run are merged.
+ADDITIVE = (
+    "n_texts", "n_tokens", "forward_rows", "forward_passes", "deletion_rows", "seconds",
+    "deletion_seconds", "run_seconds", "n_items", "n_bad_lines", "n_skipped_texts",
+)  # fmt: skip
+
+
+def extend(name: str) -> dict[str, Any]:
+    """Score the sentences after those ``RUNS[name]``'s file holds and merge them into it."""
+    import pandas as pd
+
+    import inspector
+
+    out, n = RUNS[name]
+    done = json.loads(out.with_name(out.name + ".json").read_text())
+    start = int(done["n_sentences_scored"])
+    if start >= n:
+        return done
+    checkpoint = RESULTS / f"{out.name}.from{start}.ckpt.npz"
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    clock = time.perf_counter()
+    result = inspector.faithfulness(
+        _load(name),
+        ewt_texts(n)[start:],
+        None if name == "smollm2" else list(ENCODER_METHODS),
+        checkpoint=checkpoint,
+        resume=checkpoint.exists(),
+        checkpoint_every=60.0,
+        progress=True,
+    )
+    part = result.frame.assign(text=result.frame["text"] + start)
+    merged = pd.concat([pd.read_csv(out), part], ignore_index=True)
+    merged.to_csv(out, index=False, float_format="%.6g")
+    meta = dict(done)
+    for key in ADDITIVE:
+        if key in result.metadata:
+            meta[key] = meta.get(key, 0) + result.metadata[key]
+    seconds = result.metadata.get("method_seconds") or {}
+    meta["method_seconds"] = {
+        k: meta.get("method_seconds", {}).get(k, 0.0) + seconds.get(k, 0.0)
+        for k in {**meta.get("method_seconds", {}), **seconds}
+    }
+    meta["skipped"] = list(done.get("skipped", [])) + [
+        {**s, "text": int(s["text"]) + start} for s in result.metadata.get("skipped", [])
+    ]
+    meta["n_sentences_scored"] = start + result.n_texts
+    meta["this_session_seconds"] = time.perf_counter() - clock
+    for key in ("partial", "n_items_read"):
+        meta.pop(key, None)
+    out.with_name(out.name + ".json").write_text(json.dumps(meta, indent=1, default=str))
+    checkpoint.unlink(missing_ok=True)
     return meta
 
 
@@ -250,6 +306,8 @@ if __name__ == "__main__":
         out = Path(sys.argv[4]) if len(sys.argv) > 4 else RUNS[name][0]
         out.parent.mkdir(parents=True, exist_ok=True)
         print(json.dumps(run(name, n, out), indent=1, default=str))
+    elif len(sys.argv) > 1 and sys.argv[1] == "extend":
+        print(json.dumps(extend(sys.argv[2]), indent=1, default=str))
     elif len(sys.argv) > 1 and sys.argv[1] == "snapshot":
         print(json.dumps(snapshot(sys.argv[2]), indent=1, default=str))
     elif len(sys.argv) > 1 and sys.argv[1] == "table":
