@@ -22,7 +22,7 @@ from ..errors import InputError, InputTooLongError
 from ..explain import faithfulness as _scoreboard
 from ..explain.registry import ExplainRequest
 from ..explain.target import Target
-from .faithfulness_result import FaithfulnessResult, base_metadata, facade
+from .faithfulness_result import FaithfulnessResult, base_metadata
 from .model import ModelLike, as_model
 
 
@@ -174,7 +174,7 @@ def faithfulness(
     if meta["n_texts"] == 0:
         discard_checkpoint(checkpoint)
         raise InputError(f"{source.description} has no text to score (all blank or skipped)")
-    return facade(current())
+    return FaithfulnessResult(current())
 
 
 __all__ = ["faithfulness"]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -31,25 +30,25 @@ from ..render.page import Report
 from ..render.section import Section
 from ..render.sections.explain import explain_section
 from ..render.sections.faithfulness import EXPLAIN_MAPS, faithfulness_section, map_order
+from .results import Result, saved
 
 
-class FaithfulnessResult(Faithfulness):
-    """:class:`inspector.analysis.faithfulness_table.Faithfulness` plus :meth:`report` and
-    :meth:`save`.
+class FaithfulnessResult(Result[Faithfulness]):
+    """:class:`inspector.analysis.faithfulness_table.Faithfulness` (``data``) plus
+    :meth:`report` and :meth:`save`.
 
     ``frame`` (text, method, metric, value), ``scores`` (text, method, position, token, score),
     ``summary()`` (mean and 95% interval per method and metric, and the paired difference to the
     random floor), ``ranking()``, ``markdown()``.
     """
 
+    __slots__ = ()
+
     def report(
         self, path: str | os.PathLike[str] | None = None, *, title: str | None = None
     ) -> Report:
         """The "Which map to trust" page."""
-        rendered = _report.faithfulness_report(self, title=title)
-        if path is not None:
-            rendered.save(path)
-        return rendered
+        return saved(_report.faithfulness_report(self.data, title=title), path)
 
     def save(self, path: str | os.PathLike[str]) -> list[Path]:
         """Write ``frame`` to ``path`` (``.csv`` or ``.parquet``, atomically) and ``scores``
@@ -57,8 +56,9 @@ class FaithfulnessResult(Faithfulness):
         return [write_frame(self.frame, path), write_frame(self.scores, scores_path(path))]
 
 
-def facade(result: Faithfulness) -> FaithfulnessResult:
-    return FaithfulnessResult(**{f.name: getattr(result, f.name) for f in fields(result)})
+def as_faithfulness(result: Any) -> Any:
+    """The data of a facade result (``FaithfulnessResult.data``), anything else as it is."""
+    return result.data if isinstance(result, FaithfulnessResult) else result
 
 
 def scores_path(output: str | os.PathLike[str]) -> Path:
@@ -132,7 +132,7 @@ def inspection_faithfulness(
     meta["texts"] = [inspection.capture.metadata.get("text", "")]
     if step is not None:
         meta["generation_step"] = request.capture.metadata.get("generation_step")
-    return FaithfulnessResult(result.frame, result.scores, meta)
+    return FaithfulnessResult(Faithfulness(result.frame, result.scores, meta))
 
 
 def explain_sections(
@@ -142,6 +142,7 @@ def explain_sections(
     "Which map to trust", the maps then drawn most faithful first."""
     if faithfulness is None:
         return [explain_section(expl)]
+    faithfulness = as_faithfulness(faithfulness)
     if not isinstance(faithfulness, Faithfulness):
         raise InputError(
             "faithfulness= takes a result of ins.explain.faithfulness() or inspector.faithfulness()"
