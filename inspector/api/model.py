@@ -17,9 +17,11 @@ from .._progress import bar as progress_bar
 from ..analysis import detectors as _detectors
 from ..capture.generation import generate as _generate
 from ..capture.image import is_image
+from ..capture.memory import MemoryLimit
+from ..capture.options import InputOptions, Selection
 from ..capture.run import capture as _capture
 from ..capture.tokenize import readable_tokens as _readable
-from ..capture.types import AttentionStack
+from ..capture.types import AttentionStack, storage_dtype
 from ..capture.vision import capture_image as _capture_image
 from ..errors import InputError
 from ..models.loading import ModelBundle, load_model
@@ -178,6 +180,11 @@ class LoadedModel:
         Returns:
             An :class:`Inspection`; ``attention`` has shape ``(layer, head, query, key)``.
         """
+        select, store, limit = (
+            Selection.of(layers, heads),
+            storage_dtype(dtype),
+            MemoryLimit.of(max_memory),
+        )
         if self.bundle.modality == "image" or is_image(text):
             others: dict[str, object] = {"text_pair": text_pair, "target": target}
             others.update(max_length=max_length, messages=messages)
@@ -187,26 +194,19 @@ class LoadedModel:
                     f"{', '.join(given) or 'truncation / add_generation_prompt'}: not for images; "
                     f"an image takes layers=, heads=, dtype= and max_memory="
                 )
-            image = _capture_image(
-                self.bundle, text, layers=layers, heads=heads, dtype=dtype, max_memory=max_memory
-            )
+            image = _capture_image(self.bundle, text, select=select, dtype=store, max_memory=limit)
             return Inspection(image, model=self)
         if not isinstance(text, str) and text is not None:
             raise InputError(f"text must be a string, not {type(text).__name__}")
-        cap = _capture(
-            self.bundle,
-            text,
+        options = InputOptions.of(
             text_pair,
             target=target,
             truncation=truncation,
             max_length=max_length,
-            layers=layers,
-            heads=heads,
             messages=messages,
             add_generation_prompt=add_generation_prompt,
-            dtype=dtype,
-            max_memory=max_memory,
         )
+        cap = _capture(self.bundle, text, options, select=select, dtype=store, max_memory=limit)
         return Inspection(cap, model=self)
 
     def generate(
@@ -270,10 +270,9 @@ class LoadedModel:
             messages=messages,
             chat=chat,
             max_new_tokens=max_new_tokens,
-            layers=layers,
-            heads=heads,
-            dtype=dtype,
-            max_memory=max_memory,
+            select=Selection.of(layers, heads),
+            dtype=storage_dtype(dtype),
+            max_memory=MemoryLimit.of(max_memory),
             **options,
         )
         return Inspection(cap, model=self)

@@ -29,8 +29,10 @@ from ..analysis.scan import (
 )
 from ..capture import memory as _memory
 from ..capture import scan as _scan
+from ..capture.memory import MemoryLimit
+from ..capture.options import InputOptions, Selection
 from ..capture.tokenize import encode
-from ..capture.types import Capture, ScanLayout, ScanPart, select_indexes, storage_dtype
+from ..capture.types import Capture, ScanLayout, ScanPart, storage_dtype
 from ..errors import InputError
 from ..models.loading import ModelBundle, load_model
 from ..render import scan_choice as _render
@@ -388,16 +390,8 @@ def scan(
         >>> s.spans(-1)  # what the last token reads  # doctest: +SKIP
     """
     bundle = resolve_bundle(model)
-    layout = _scan.scan_layout(
-        bundle,
-        text,
-        text_pair,
-        target=target,
-        truncation=truncation,
-        max_length=max_length,
-        layers=layers,
-        heads=heads,
-    )
+    options = InputOptions(text_pair, target, truncation, max_length)
+    layout = _scan.scan_layout(bundle, text, options, select=Selection.of(layers, heads))
     acc = ScanAccumulator(metrics, rows=rows, topk=topk, pool=pool, sink_tokens=sink_tokens)
     info = _scan.run_scan(
         bundle,
@@ -405,7 +399,7 @@ def scan(
         acc,
         method=method,
         block_rows=block_rows,
-        max_memory=max_memory,
+        max_memory=MemoryLimit.of(max_memory),
         progress=progress,
     )
     return Scan(acc.result(info))
@@ -449,6 +443,7 @@ def estimate_memory(
         inspect() of 4,096 tokens needs about 18.5 GB (...); budget 15.2 GB (...): does not fit
     """
     bundle = resolve_bundle(model)
+    select, limit = Selection.of(layers, heads), MemoryLimit.of(max_memory)
     if (text is None) == (n_tokens is None):
         raise InputError("give the text or n_tokens=")
     n = len(encode(bundle, text)) if text is not None else int(n_tokens or 0)
@@ -469,26 +464,24 @@ def estimate_memory(
         )
         layout = ScanLayout(
             (ScanPart("self", toks, toks, bundle.architecture == "decoder"),),
-            select_indexes(layers, bundle.n_layers, "layer"),
-            select_indexes(heads, bundle.n_heads, "head"),
+            *select.resolve(bundle.n_layers, bundle.n_heads),
         )
         method = _scan.resolve_method(bundle, "auto")
         acc = ScanAccumulator(rows=rows, topk=topk, pool=pool)
         block = _scan.rows_per_block(len(layout.heads), n)
         return _scan.scan_estimate(
-            bundle, layout, acc, method=method, block_rows=block, max_memory=max_memory
+            bundle, layout, acc, method=method, block_rows=block, max_memory=limit
         )
     from ..capture.run import capture_estimate
 
     return capture_estimate(
         bundle,
         n,
-        layers=layers,
-        heads=heads,
+        select=select,
         dtype=storage_dtype(dtype),
         new_tokens=max_new_tokens if what == "generate" else 0,
         frame=what == "frame",
-        max_memory=max_memory,
+        max_memory=limit,
     )
 
 

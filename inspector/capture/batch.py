@@ -142,7 +142,7 @@ def forward_batch(
     kinds = (
         ("encoder", "decoder", "cross") if bundle.architecture == "encoder-decoder" else ("self",)
     )
-    layers, heads = stack_indexes(bundle, kinds, None, None)
+    layers, heads = stack_indexes(bundle, kinds)
     batch = len(encoded)
 
     def stack(w: np.ndarray, q: Tokens, k: Tokens, kind: str, causal: bool) -> AttentionStack:

@@ -26,12 +26,15 @@ from ..errors import CaptureError, InputError, UnsupportedModelError
 from ..models.loading import ModelBundle
 from . import memory as _memory
 from .hooks import AttentionRecorder, Hook, hooked
+from .memory import MemoryLimit
+from .options import ALL, Selection
 from .run import (
     bundle_metadata,
     bundle_sites,
     capture_estimate,
     out_of_memory_advice,
     stack_indexes,
+    stack_kinds,
 )
 from .tokenize import (
     chat_text,
@@ -135,10 +138,9 @@ def generate(
     messages: Sequence[Mapping[str, str]] | None = None,
     chat: bool | None = None,
     max_new_tokens: int = 20,
-    layers: Sequence[int] | int | None = None,
-    heads: Sequence[int] | int | None = None,
-    dtype: Any = None,
-    max_memory: Any = None,
+    select: Selection = ALL,
+    dtype: str | None = None,
+    max_memory: MemoryLimit | None = None,
     **generation_kwargs: Any,
 ) -> Capture:
     """Generate from ``prompt`` with a cache and keep the attention of every step.
@@ -154,7 +156,7 @@ def generate(
             raw prompt with an end-of-turn token); ``False``: the raw prompt; ``True``: always
             (an error when there is no template).
         max_new_tokens: how many tokens to generate at most (fewer when the model ends).
-        layers, heads: keep only these indexes (the rest is never copied out of the model).
+        select: keep only these layers and heads (the rest is never copied out of the model).
         dtype: storage of the weights, ``"float32"`` (default) or ``"float16"``.
         max_memory: the memory budget (default: what is available); generation is refused
             before it starts when prompt + ``max_new_tokens`` would not fit.
@@ -204,10 +206,8 @@ def generate(
         text = chat_text(bundle, messages, add_generation_prompt=True)
     else:
         text = check_text(prompt, "prompt")
-    kinds = (
-        ("encoder", "decoder", "cross") if bundle.architecture == "encoder-decoder" else ("self",)
-    )
-    layer_idx, head_idx = stack_indexes(bundle, kinds, layers, heads)
+    kinds = stack_kinds(bundle)
+    layer_idx, head_idx = stack_indexes(bundle, kinds, select)
     store = storage_dtype(dtype)
 
     # a prompt of special tokens only ("<|endoftext|>") is how unconditional generation starts
@@ -248,8 +248,7 @@ def generate(
         lambda: capture_estimate(
             bundle,
             n_prompt,
-            layers=layer_idx,
-            heads=head_idx,
+            select=select,
             dtype=store,
             new_tokens=max_new_tokens,
             max_memory=max_memory,

@@ -1,0 +1,118 @@
+"""Options as values: what a capture keeps and what it runs on, validated once at the facade.
+
+:class:`Selection` (the kept layers and heads) and :class:`InputOptions` (how the input is
+built: pair text, decoder target, truncation, chat) are frozen values that the facade builds
+once from its keywords and passes down unchanged to :func:`~.run.capture`,
+:func:`~.scan.scan_layout`, :func:`~.generation.generate` and :func:`~.vision.capture_image`.
+Pure data: nothing here tokenizes or runs a model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TypeAlias
+
+import numpy as np
+
+from ..errors import InputError
+from .types import select_indexes
+
+#: Layer or head indexes as the public functions take them: one, several, or ``None`` for all.
+Indexes: TypeAlias = "Sequence[int] | int | None"
+
+
+def _given(indexes: Indexes, what: str) -> tuple[int, ...] | None:
+    """``indexes`` as a tuple of ints (``None``: all), checked for what needs no model."""
+    if indexes is None:
+        return None
+    items = [indexes] if isinstance(indexes, int | np.integer) else list(indexes)
+    for i in items:
+        if not isinstance(i, int | np.integer) or isinstance(i, bool):
+            raise InputError(f"{what} indexes must be integers, got {i!r}")
+    if not items:
+        raise InputError(f"no {what}s selected; give at least one {what} index")
+    return tuple(int(i) for i in items)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The layers and heads a run keeps, as given (negative counts from the end; ``None``:
+    all). Resolved against a model's depth and head count by :meth:`resolve`.
+
+    Example:
+        >>> Selection.of([0, -1], 2).resolve(6, 12)
+        ((0, 5), (2,))
+    """
+
+    layers: tuple[int, ...] | None = None
+    heads: tuple[int, ...] | None = None
+
+    @classmethod
+    def of(cls, layers: Indexes = None, heads: Indexes = None) -> Selection:
+        """A validated selection of ``layers`` and ``heads`` (an index, several, or ``None``).
+
+        Raises:
+            InputError: an index is not an integer, or none is selected.
+        """
+        return cls(_given(layers, "layer"), _given(heads, "head"))
+
+    def resolve(
+        self, n_layers: int, n_heads: int, prefix: str = ""
+    ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """The sorted ``(layers, heads)`` indexes of a stack of ``n_layers`` x ``n_heads``
+        (``prefix`` names the stack in errors, e.g. ``"decoder "``).
+
+        Raises:
+            InputError: an index is out of range.
+        """
+        return (
+            select_indexes(self.layers, n_layers, f"{prefix}layer"),
+            select_indexes(self.heads, n_heads, f"{prefix}head"),
+        )
+
+
+#: Keep everything.
+ALL = Selection()
+
+
+@dataclass(frozen=True)
+class InputOptions:
+    """How a text becomes the model's input, besides the text itself.
+
+    Attributes:
+        text_pair: an optional second text (sentence pair).
+        target: decoder input of an encoder-decoder model (default: its start token only).
+        truncation: keep the first ``max_length`` tokens instead of raising on longer inputs.
+        max_length: a lower token limit than the model's.
+        messages: instead of the text, a chat rendered with the tokenizer's chat template.
+        add_generation_prompt: with ``messages``, end with the assistant's turn header.
+    """
+
+    text_pair: str | None = None
+    target: str | None = None
+    truncation: bool = False
+    max_length: int | None = None
+    messages: Sequence[Mapping[str, str]] | None = None
+    add_generation_prompt: bool = False
+
+    @classmethod
+    def of(
+        cls,
+        text_pair: str | None = None,
+        *,
+        target: str | None = None,
+        truncation: bool = False,
+        max_length: int | None = None,
+        messages: Sequence[Mapping[str, str]] | None = None,
+        add_generation_prompt: bool = False,
+    ) -> InputOptions:
+        """The options of the keywords ``inspect`` and ``scan`` take (``messages`` are checked
+        where the chat template renders them)."""
+        return cls(text_pair, target, truncation, max_length, messages, add_generation_prompt)
+
+
+#: A plain text input: no pair, no target, no truncation, no chat.
+PLAIN = InputOptions()
+
+__all__ = ["ALL", "PLAIN", "Indexes", "InputOptions", "Selection"]
