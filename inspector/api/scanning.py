@@ -215,7 +215,7 @@ class Scan:
         name: str | Sequence[str] = "heads",
         *,
         kind: str | None = None,
-        max_memory: Any = None,
+        max_memory: int | str | None = None,
     ) -> _memory.MemoryEstimate:
         """What building :meth:`table` ``name`` (or several tables, held together) and writing
         it allocates, against the budget: a row of ``topk`` / ``rows`` is 16 bytes, plus its
@@ -230,7 +230,7 @@ class Scan:
                 rows, per_row = int(s.rows.size), TOPK_ROW_BYTES + 8
             parts[f"{table} table ({rows:,} rows)"] = rows * per_row
         what = "the scan's " + (name if isinstance(name, str) else ", ".join(name)) + " tables"
-        return _memory.estimate(what, parts, max_memory)
+        return _memory.estimate(what, parts, MemoryLimit.of(max_memory))
 
     def to_parquet(
         self,
@@ -238,7 +238,7 @@ class Scan:
         table: str = "heads",
         *,
         kind: str | None = None,
-        max_memory: Any = None,
+        max_memory: int | str | None = None,
     ) -> Path:
         """Write :meth:`table` (with the scan's metadata) to Parquet (``max_memory``: checked
         against :meth:`table_estimate` before the table is built)."""
@@ -250,7 +250,7 @@ class Scan:
         table: str = "heads",
         *,
         kind: str | None = None,
-        max_memory: Any = None,
+        max_memory: int | str | None = None,
     ) -> Path:
         """Write :meth:`table` to CSV (``max_memory``: as :meth:`to_parquet`)."""
         return self._write(path, ".csv", table, kind, max_memory)
@@ -261,7 +261,7 @@ class Scan:
         *,
         kind: str | None = None,
         force: bool = False,
-        max_memory: Any = None,
+        max_memory: int | str | None = None,
     ) -> list[Path]:
         """Write the scan's tables as one set: ``heads`` to ``path`` (``.parquet`` or ``.csv``),
         the kept rows and the top-k keys beside it (:func:`scan_files`), each when the scan has
@@ -289,7 +289,7 @@ class Scan:
         suffix: str,
         table: str,
         kind: str | None,
-        max_memory: Any = None,
+        max_memory: int | str | None = None,
     ) -> Path:
         if Path(path).suffix.lower() != suffix:
             raise InputError(f"{path}: expected a file name ending in {suffix}")
@@ -314,7 +314,7 @@ class Scan:
         *,
         title: str | None = None,
         retrieval: RetrievalTables | None = None,
-        max_memory: Any = None,
+        max_memory: int | str | None = None,
     ) -> Report:
         """The scan page (pooled maps of every head, sinks, the row picker over the text);
         add a :class:`RetrievalHeads` result to show its tables too (``max_memory``: the
@@ -326,7 +326,7 @@ class Scan:
             self.heads,
         )
         page = _render.scan_page_bytes(layout, pool)
-        _memory.estimate("the scan page", {"page": page}, max_memory).check(
+        _memory.estimate("the scan page", {"page": page}, MemoryLimit.of(max_memory)).check(
             "Scan with a smaller pool= or fewer layers= / heads=, or raise max_memory="
         )
         rendered = _render.scan_report(
