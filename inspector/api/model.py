@@ -24,7 +24,7 @@ from ..capture.tokenize import readable_tokens as _readable
 from ..capture.types import AttentionStack, storage_dtype
 from ..capture.vision import capture_image as _capture_image
 from ..errors import InputError
-from ..models.loading import ModelBundle, load_model
+from ..models.loading import LoadOptions, ModelBundle, load_model
 from .inspection import Inspection
 from .scanning import scan as _scan
 
@@ -83,18 +83,8 @@ def load(
         return model
     if isinstance(model, ModelBundle):
         return LoadedModel(model)
-    return LoadedModel(
-        load_model(
-            model,
-            tokenizer,
-            device=device,
-            dtype=dtype,
-            trust_remote_code=trust_remote_code,
-            gguf_file=gguf_file,
-            allow_pickle=allow_pickle,
-            progress=progress,
-        )
-    )
+    options = LoadOptions(device, dtype, trust_remote_code, gguf_file, allow_pickle, progress)
+    return LoadedModel(load_model(model, tokenizer, options))
 
 
 def as_model(model: ModelLike) -> LoadedModel:
