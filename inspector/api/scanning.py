@@ -11,9 +11,9 @@ Retrieval heads (which scan while generating) are in :mod:`.retrieval`.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol, TypeAlias
+from typing import Any, Generic, Protocol, TypeAlias, TypeVar, overload
 
 import numpy as np
 import pandas as pd
@@ -38,6 +38,8 @@ from ..models.loading import ModelBundle, load_model
 from ..render import scan_choice as _render
 from ..render.page import Report
 from .explaining import HasBundle
+
+T = TypeVar("T")
 
 #: A model for these functions: a LoadedModel, a bundle, a name, a folder or a pair.
 LongModel: TypeAlias = "HasBundle | ModelBundle | str | os.PathLike[str] | tuple[Any, Any]"
@@ -85,6 +87,23 @@ TABLE_ADVICE = (
 )
 
 
+class _OfStack(Generic[T]):
+    """A read-only attribute of a :class:`Scan`, read from its (first) stack by ``read``."""
+
+    def __init__(self, read: Callable[[ScanStack], T], doc: str) -> None:
+        self.read = read
+        self.__doc__ = doc
+
+    @overload
+    def __get__(self, scan: None, owner: type | None = None) -> _OfStack[T]: ...
+
+    @overload
+    def __get__(self, scan: Scan, owner: type | None = None) -> T: ...
+
+    def __get__(self, scan: Scan | None, owner: type | None = None) -> T | _OfStack[T]:
+        return self if scan is None else self.read(scan.stack())
+
+
 class Scan:
     """A bounded-memory capture of one input: statistics, not the full attention array.
 
@@ -104,42 +123,26 @@ class Scan:
     def metadata(self) -> dict[str, Any]:
         return dict(self.data.metadata)
 
-    @property
-    def tokens(self) -> list[str]:
-        return list(self.stack().query.tokens)
-
-    @property
-    def layers(self) -> tuple[int, ...]:
-        return self.stack().layers
-
-    @property
-    def heads(self) -> tuple[int, ...]:
-        return self.stack().heads
-
-    @property
-    def rows(self) -> np.ndarray:
-        """Exact attention rows, ``(layer, head, len(row_positions), key)`` float32."""
-        return self.stack().rows
-
-    @property
-    def row_positions(self) -> tuple[int, ...]:
-        return self.stack().row_positions
-
-    @property
-    def topk(self) -> pd.DataFrame:
-        """The top-k keys of every query row: ``layer, head, query_pos, key_pos, weight``."""
-        return _long.topk_frame(self.stack())
-
-    @property
-    def pooled(self) -> np.ndarray:
-        """Each head's map block-averaged: ``(layer, head, row bins, key bins)``, at most
-        ``pool x pool`` (bin edges: :attr:`pool_edges`)."""
-        return self.stack().pooled_mean
-
-    @property
-    def pooled_max(self) -> np.ndarray:
-        """Each head's map block-maxed, like :attr:`pooled`."""
-        return self.stack().pooled_max
+    tokens = _OfStack(lambda s: list(s.query.tokens), "The scan's tokens (raw).")
+    layers = _OfStack(lambda s: s.layers, "The model indexes of the scanned layers.")
+    heads = _OfStack(lambda s: s.heads, "The model indexes of the scanned heads.")
+    rows = _OfStack(
+        lambda s: s.rows,
+        "Exact attention rows, ``(layer, head, len(row_positions), key)`` float32.",
+    )
+    row_positions = _OfStack(lambda s: s.row_positions, "Query positions of :attr:`rows`.")
+    topk = _OfStack(
+        _long.topk_frame,
+        "The top-k keys of every query row: ``layer, head, query_pos, key_pos, weight``.",
+    )
+    pooled = _OfStack(
+        lambda s: s.pooled_mean,
+        "Each head's map block-averaged: ``(layer, head, row bins, key bins)``, at most "
+        "``pool x pool`` (bin edges: :attr:`pool_edges`).",
+    )
+    pooled_max = _OfStack(
+        lambda s: s.pooled_max, "Each head's map block-maxed, like :attr:`pooled`."
+    )
 
     @property
     def pool_edges(self) -> tuple[np.ndarray, np.ndarray]:

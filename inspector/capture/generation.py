@@ -27,7 +27,7 @@ from ..models.loading import ModelBundle
 from . import memory as _memory
 from .hooks import AttentionRecorder, Hook, hooked
 from .memory import MemoryLimit
-from .options import ALL, Selection
+from .options import ALL, Selection, positive_int
 from .run import (
     bundle_metadata,
     bundle_sites,
@@ -182,12 +182,7 @@ def generate(
             f"{bundle.name} is an encoder ({bundle.model_type}); it does not generate. Use "
             f"inspect() for it, or load a decoder (gpt2, smollm2) or an encoder-decoder (t5, bart)"
         )
-    if (
-        not isinstance(max_new_tokens, int)
-        or isinstance(max_new_tokens, bool)
-        or max_new_tokens < 1
-    ):
-        raise InputError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+    positive_int(max_new_tokens, "max_new_tokens")
     gen_kw = _check_generation_kwargs(generation_kwargs)
     if chat is not None and not isinstance(chat, bool):
         raise InputError(f"chat must be True, False or None (automatic), not {chat!r}")

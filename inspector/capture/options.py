@@ -22,6 +22,14 @@ from .types import select_indexes
 Indexes: TypeAlias = "Sequence[int] | int | None"
 
 
+def positive_int(value: object, name: str) -> int:
+    """``value`` when it is a positive integer (not a bool), else an :class:`InputError`
+    naming the option: ``"max_new_tokens must be a positive integer, got 0"``."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise InputError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
 def _given(indexes: Indexes, what: str) -> tuple[int, ...] | None:
     """``indexes`` as a tuple of ints (``None``: all), checked for what needs no model."""
     if indexes is None:
@@ -115,4 +123,4 @@ class InputOptions:
 #: A plain text input: no pair, no target, no truncation, no chat.
 PLAIN = InputOptions()
 
-__all__ = ["ALL", "PLAIN", "Indexes", "InputOptions", "Selection"]
+__all__ = ["ALL", "PLAIN", "Indexes", "InputOptions", "Selection", "positive_int"]

@@ -40,7 +40,7 @@ from .hooks import (
 )
 from .inputs import prepare_input
 from .memory import MemoryLimit
-from .options import ALL, PLAIN, InputOptions, Selection
+from .options import ALL, PLAIN, InputOptions, Selection, positive_int
 from .run import bundle_sites, forward
 from .tokenize import decoder_tokens, model_inputs
 from .types import BlockConsumer, ScanLayout, ScanPart, Tokens
@@ -189,9 +189,7 @@ def scan_estimate(
 
 def _block_rows(bundle: ModelBundle, layout: ScanLayout, block_rows: int | None) -> int:
     if block_rows is not None:
-        if not isinstance(block_rows, int) or isinstance(block_rows, bool) or block_rows < 1:
-            raise InputError(f"block_rows must be a positive integer, got {block_rows!r}")
-        return block_rows
+        return positive_int(block_rows, "block_rows")
     keys = max(p.shape[1] for p in layout.parts)
     return rows_per_block(len(layout.heads), keys)
 
@@ -309,12 +307,7 @@ def generate_last_rows(
             f"{bundle.name} is not a decoder; retrieval heads are measured while a decoder "
             f"generates (load e.g. smollm2)"
         )
-    if (
-        not isinstance(max_new_tokens, int)
-        or isinstance(max_new_tokens, bool)
-        or max_new_tokens < 1
-    ):
-        raise InputError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+    positive_int(max_new_tokens, "max_new_tokens")
     method = resolve_method(bundle, method)
     layer_idx, head_idx = select.resolve(bundle.n_layers, bundle.n_heads)
     sites = _sites(bundle, ["self"])
