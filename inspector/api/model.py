@@ -26,6 +26,7 @@ from ..capture.vision import capture_image as _capture_image
 from ..errors import InputError
 from ..models.loading import LoadOptions, ModelBundle, load_model
 from .inspection import Inspection
+from .scanning import resolve_bundle
 from .scanning import scan as _scan
 
 if TYPE_CHECKING:
@@ -88,8 +89,9 @@ def load(
 
 
 def as_model(model: ModelLike) -> LoadedModel:
-    """Any :data:`ModelLike` as a :class:`LoadedModel` (loading it when it is a name or path)."""
-    return load(model)
+    """Any :data:`ModelLike` as a :class:`LoadedModel` (loading it when it is a name or path;
+    :func:`~inspector.api.scanning.resolve_bundle`)."""
+    return model if isinstance(model, LoadedModel) else LoadedModel(resolve_bundle(model))
 
 
 class LoadedModel:

@@ -53,17 +53,15 @@ class RetrievalTables(Protocol):
 
 
 def resolve_bundle(model: LongModel) -> ModelBundle:
-    """The :class:`ModelBundle` of a loaded model, a bundle, a name, a folder or a pair."""
+    """The :class:`ModelBundle` of a loaded model or a bundle; anything else (a name, a folder,
+    a pair) is loaded with the defaults. The one model resolution of the facade
+    (:func:`inspector.api.model.as_model` wraps it)."""
     if isinstance(model, ModelBundle):
         return model
     bundle = getattr(model, "bundle", None)
     if isinstance(bundle, ModelBundle):
         return bundle
-    if isinstance(model, str | os.PathLike | tuple):
-        return load_model(model)
-    raise InputError(
-        f"expected a model (inspector.load(...) or a name), got {type(model).__name__}"
-    )
+    return load_model(model)  # it says what it cannot load
 
 
 #: The tables :meth:`Scan.save` writes, in order: the first to the path, the others beside it.

@@ -11,15 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeAlias
 
 import numpy as np
 
 from ..errors import InputError
-from .types import select_indexes
-
-#: Layer or head indexes as the public functions take them: one, several, or ``None`` for all.
-Indexes: TypeAlias = "Sequence[int] | int | None"
+from .types import Indexes, select_indexes
 
 
 def positive_int(value: object, name: str) -> int:

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePath
 from types import MappingProxyType
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeAlias
 
 import numpy as np
 
@@ -361,12 +361,16 @@ def _select(indexes: Sequence[int] | None, count: int, what: str) -> tuple[int, 
     return tuple(sorted(out))
 
 
-def select_indexes(indexes: Sequence[int] | int | None, count: int, what: str) -> tuple[int, ...]:
+#: Layer or head indexes as the public functions take them: one, several, or ``None`` for all.
+Indexes: TypeAlias = "Sequence[int] | int | None"
+
+
+def select_indexes(indexes: Indexes, count: int, what: str) -> tuple[int, ...]:
     """Validate layer or head indexes (negative counts from the end) and sort them."""
     return _select(indexes, count, what)  # type: ignore[arg-type]
 
 
-def captured_positions(wanted: Any, present: tuple[int, ...], what: str) -> list[int]:
+def captured_positions(wanted: Indexes, present: tuple[int, ...], what: str) -> list[int]:
     """Positions in ``present`` (a stack's model layer or head indexes) of the ``wanted`` ones.
 
     ``None`` keeps all; an index that was not captured is an :class:`InputError` naming those
@@ -387,7 +391,7 @@ def captured_positions(wanted: Any, present: tuple[int, ...], what: str) -> list
     return sorted(out)
 
 
-def storage_dtype(dtype: Any) -> str:
+def storage_dtype(dtype: object) -> str:
     """Validate a storage dtype (``None``, ``"float32"``, ``"float16"``, numpy or torch dtypes)."""
     if dtype is None:
         return "float32"

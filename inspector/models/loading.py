@@ -411,7 +411,7 @@ def _load_gguf(
     source: str,
     gguf_file: str,
     tokenizer: Any,
-    torch_dtype: Any,
+    torch_dtype: torch.dtype | None,
     options: LoadOptions,
 ) -> ModelBundle:
     """A GGUF checkpoint through the weights cache: dequantised once, then read as safetensors.
@@ -510,7 +510,7 @@ def _load_from_source(
     name: str,
     source: str,
     tokenizer: Any,
-    torch_dtype: Any,
+    torch_dtype: torch.dtype | None,
     options: LoadOptions,
 ) -> ModelBundle:
     from transformers import AutoConfig
