@@ -38,6 +38,7 @@ from ..models.loading import ModelBundle, load_model
 from ..render import scan_choice as _render
 from ..render.page import Report
 from .explaining import HasBundle
+from .exports import suffixed
 
 T = TypeVar("T")
 
@@ -233,29 +234,6 @@ class Scan:
         what = "the scan's " + (name if isinstance(name, str) else ", ".join(name)) + " tables"
         return _memory.estimate(what, parts, MemoryLimit.of(max_memory))
 
-    def to_parquet(
-        self,
-        path: str | os.PathLike[str],
-        table: str = "heads",
-        *,
-        kind: str | None = None,
-        max_memory: int | str | None = None,
-    ) -> Path:
-        """Write :meth:`table` (with the scan's metadata) to Parquet (``max_memory``: checked
-        against :meth:`table_estimate` before the table is built)."""
-        return self._write(path, ".parquet", table, kind, max_memory)
-
-    def to_csv(
-        self,
-        path: str | os.PathLike[str],
-        table: str = "heads",
-        *,
-        kind: str | None = None,
-        max_memory: int | str | None = None,
-    ) -> Path:
-        """Write :meth:`table` to CSV (``max_memory``: as :meth:`to_parquet`)."""
-        return self._write(path, ".csv", table, kind, max_memory)
-
     def save(
         self,
         path: str | os.PathLike[str],
@@ -286,16 +264,27 @@ class Scan:
 
     def _write(
         self,
-        path: str | os.PathLike[str],
         suffix: str,
-        table: str,
-        kind: str | None,
+        path: str | os.PathLike[str],
+        table: str = "heads",
+        *,
+        kind: str | None = None,
         max_memory: int | str | None = None,
     ) -> Path:
         if Path(path).suffix.lower() != suffix:
             raise InputError(f"{path}: expected a file name ending in {suffix}")
         self.table_estimate(table, kind=kind, max_memory=max_memory).check(TABLE_ADVICE)
         return _frames.write_frame(self._frame(table, kind), path)
+
+    to_parquet = suffixed(
+        _write,
+        ".parquet",
+        """Write :meth:`table` (with the scan's metadata) to Parquet (``max_memory``: checked
+        against :meth:`table_estimate` before the table is built).""",
+    )
+    to_csv = suffixed(
+        _write, ".csv", """Write :meth:`table` to CSV (``max_memory``: as :meth:`to_parquet`)."""
+    )
 
     def _frame(self, table: str, kind: str | None) -> pd.DataFrame:
         """:meth:`table` with the scan's metadata in ``attrs['inspector']``."""
