@@ -12,10 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
 from ..errors import InputError
-from .types import Indexes, select_indexes
+from .types import Indexes, index_list, select_indexes
 
 
 def positive_int(value: object, name: str) -> int:
@@ -26,17 +24,9 @@ def positive_int(value: object, name: str) -> int:
     return value
 
 
-def _given(indexes: Indexes, what: str) -> tuple[int, ...] | None:
+def _as_given(indexes: Indexes, what: str) -> tuple[int, ...] | None:
     """``indexes`` as a tuple of ints (``None``: all), checked for what needs no model."""
-    if indexes is None:
-        return None
-    items = [indexes] if isinstance(indexes, int | np.integer) else list(indexes)
-    for i in items:
-        if not isinstance(i, int | np.integer) or isinstance(i, bool):
-            raise InputError(f"{what} indexes must be integers, got {i!r}")
-    if not items:
-        raise InputError(f"no {what}s selected; give at least one {what} index")
-    return tuple(int(i) for i in items)
+    return None if indexes is None else tuple(index_list(indexes, what))
 
 
 @dataclass(frozen=True)
@@ -59,7 +49,7 @@ class Selection:
         Raises:
             InputError: an index is not an integer, or none is selected.
         """
-        return cls(_given(layers, "layer"), _given(heads, "head"))
+        return cls(_as_given(layers, "layer"), _as_given(heads, "head"))
 
     def resolve(
         self, n_layers: int, n_heads: int, prefix: str = ""
