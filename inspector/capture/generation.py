@@ -26,10 +26,10 @@ from ..errors import CaptureError, InputError, UnsupportedModelError
 from ..models.loading import ModelBundle
 from . import memory as _memory
 from .hooks import AttentionRecorder, Hook, hooked
+from .inputs import made_metadata
 from .memory import MemoryLimit
 from .options import ALL, Selection, positive_int
 from .run import (
-    bundle_metadata,
     bundle_sites,
     capture_estimate,
     out_of_memory_advice,
@@ -321,23 +321,18 @@ def generate(
     new_ids = ids[1:] if encoder_decoder else ids[n_prompt:]
     n_new = len(new_ids)
     tolerance = ROW_SUM_TOLERANCE.get(bundle.dtype, 1e-3)
-    meta = bundle_metadata(bundle)
     eos = gen_kw.get("eos_token_id", getattr(model.generation_config, "eos_token_id", None))
     eos_ids = set(eos if isinstance(eos, list | tuple) else [eos]) - {None}
-    meta.update(
-        text=text,
-        text_pair=None,
-        target=None,
-        truncated=False,
-        storage_dtype=store,
-        generated=True,
-        prompt_length=n_prompt if not encoder_decoder else 1,
-        n_generated=n_new,
-        max_new_tokens=max_new_tokens,
-        generated_text=tok.decode(new_ids, skip_special_tokens=True),
-        stopped="eos" if new_ids and new_ids[-1] in eos_ids else "length",
-        generation_kwargs=_json_safe(generation_kwargs),
-    )
+    facts = {
+        "generated": True,
+        "prompt_length": n_prompt if not encoder_decoder else 1,
+        "n_generated": n_new,
+        "max_new_tokens": max_new_tokens,
+        "generated_text": tok.decode(new_ids, skip_special_tokens=True),
+        "stopped": "eos" if new_ids and new_ids[-1] in eos_ids else "length",
+        "generation_kwargs": _json_safe(generation_kwargs),
+    }
+    meta = made_metadata(bundle, text, store, facts)
     meta["chat"] = messages is not None
     if messages is not None:
         meta["messages"] = [dict(m) for m in messages]

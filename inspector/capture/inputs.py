@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +52,18 @@ def bundle_metadata(bundle: ModelBundle) -> dict[str, Any]:
         "device": bundle.device,
         "versions": dict(_installed_versions()),
     }
+
+
+def made_metadata(
+    bundle: ModelBundle, text: str, store: str, facts: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The metadata of a capture whose input was made, not given as a text input (a
+    generation, an image): the model's facts, ``text``, no pair, target or truncation, the
+    storage dtype ``store``, then ``facts``."""
+    meta = bundle_metadata(bundle)
+    meta.update(text=text, text_pair=None, target=None, truncated=False, storage_dtype=store)
+    meta.update(facts)
+    return meta
 
 
 @dataclass(frozen=True, eq=False)
@@ -124,4 +136,4 @@ def prepare_input(
     return PreparedInput(text, target, encoded.tokens, meta)
 
 
-__all__ = ["PreparedInput", "bundle_metadata", "prepare_input"]
+__all__ = ["PreparedInput", "bundle_metadata", "made_metadata", "prepare_input"]

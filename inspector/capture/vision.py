@@ -12,9 +12,10 @@ from typing import Any
 
 from ..models.loading import ModelBundle
 from . import memory as _memory
+from .inputs import made_metadata
 from .memory import MemoryLimit
 from .options import ALL, Selection
-from .run import bundle_metadata, capture_estimate, out_of_memory_hint, record
+from .run import capture_estimate, out_of_memory_hint, record
 from .tokenize import encode_image, encoded_inputs
 from .types import ROW_SUM_TOLERANCE, AttentionStack, Capture, storage_dtype
 
@@ -76,18 +77,13 @@ def capture_image(
         head_idx,
         tolerance,
     )
-    meta = bundle_metadata(bundle)
-    meta.update(
-        text=encoded.text,
-        text_pair=None,
-        target=None,
-        truncated=False,
-        storage_dtype=store,
-        input="image",
-        image_grid=list(encoded.grid),
-        image_prefix=encoded.n_prefix,
-        image_size=[int(encoded.image.shape[0]), int(encoded.image.shape[1])],
-    )
+    facts = {
+        "input": "image",
+        "image_grid": list(encoded.grid),
+        "image_prefix": encoded.n_prefix,
+        "image_size": [int(encoded.image.shape[0]), int(encoded.image.shape[1])],
+    }
+    meta = made_metadata(bundle, encoded.text, store, facts)
     return Capture({"self": stack}, meta, image=encoded.image)
 
 
