@@ -190,8 +190,8 @@ class LoadedModel:
             return Inspection(image, model=self)
         if not isinstance(text, str) and text is not None:
             raise InputError(f"text must be a string, not {type(text).__name__}")
-        options = InputOptions.of(
-            text_pair,
+        options = InputOptions(
+            text_pair=text_pair,
             target=target,
             truncation=truncation,
             max_length=max_length,

@@ -90,21 +90,6 @@ class InputOptions:
     messages: Sequence[Mapping[str, str]] | None = None
     add_generation_prompt: bool = False
 
-    @classmethod
-    def of(
-        cls,
-        text_pair: str | None = None,
-        *,
-        target: str | None = None,
-        truncation: bool = False,
-        max_length: int | None = None,
-        messages: Sequence[Mapping[str, str]] | None = None,
-        add_generation_prompt: bool = False,
-    ) -> InputOptions:
-        """The options of the keywords ``inspect`` and ``scan`` take (``messages`` are checked
-        where the chat template renders them)."""
-        return cls(text_pair, target, truncation, max_length, messages, add_generation_prompt)
-
 
 #: A plain text input: no pair, no target, no truncation, no chat.
 PLAIN = InputOptions()
