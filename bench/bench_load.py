@@ -24,7 +24,7 @@ _PROBE = """
 import os, sys, time
 import inspector
 from inspector.models.embedded import EMBEDDED
-from inspector.models.loading import _load_from_source
+from inspector.models.loading import LoadOptions, _load_from_source
 model = sys.argv[2]
 if model in EMBEDDED:
     folder, gguf_file = str(EMBEDDED[model].locate()), EMBEDDED[model].gguf_file
@@ -32,7 +32,7 @@ else:  # a .gguf file
     folder, gguf_file = os.path.dirname(os.path.abspath(model)), os.path.basename(model)
 start = time.perf_counter()
 if sys.argv[1] == "direct":
-    _load_from_source(model, folder, None, None, None, False, gguf_file)
+    _load_from_source(model, folder, None, None, LoadOptions(gguf_file=gguf_file))
 else:
     inspector.load(model)
 print(time.perf_counter() - start)

@@ -32,6 +32,7 @@ from ..render.scan_choice import (
     wants_scan_page,
 )
 from .explaining import REPORT_ADVICE, ExplainNamespace, HasBundle, model_preflight
+from .exports import suffixed
 from .namespaces import GenerationNamespace, HeadsNamespace, ViewsNamespace
 from .results import Comparison, compare
 from .tracing import after, why_section
@@ -191,41 +192,14 @@ class Inspection:
         offsets."""
         return _frames.tokens_frame(self.stack.query)
 
-    def to_parquet(
-        self,
-        path: str | os.PathLike[str],
-        layers: Sequence[int] | int | None = None,
-        heads: Sequence[int] | int | None = None,
-        *,
-        level: str = "token",
-        readable: bool = False,
-        max_memory: int | str | None = None,
-    ) -> Path:
-        """Write :meth:`frame` with its metadata to Parquet (read back with ``read_parquet``),
-        streamed one layer at a time: it never builds the whole frame, at any length
-        (``max_memory``: the budget of a piece, :func:`inspector.frames.stream_estimate`)."""
-        return self._write(path, ".parquet", layers, heads, level, readable, max_memory)
-
-    def to_csv(
-        self,
-        path: str | os.PathLike[str],
-        layers: Sequence[int] | int | None = None,
-        heads: Sequence[int] | int | None = None,
-        *,
-        level: str = "token",
-        readable: bool = False,
-        max_memory: int | str | None = None,
-    ) -> Path:
-        """Write :meth:`frame` to CSV for spreadsheets (streamed like :meth:`to_parquet`)."""
-        return self._write(path, ".csv", layers, heads, level, readable, max_memory)
-
     def _write(
         self,
-        path: str | os.PathLike[str],
         suffix: str,
-        layers: Sequence[int] | int | None,
-        heads: Sequence[int] | int | None,
-        level: str,
+        path: str | os.PathLike[str],
+        layers: Sequence[int] | int | None = None,
+        heads: Sequence[int] | int | None = None,
+        *,
+        level: str = "token",
         readable: bool = False,
         max_memory: int | str | None = None,
     ) -> Path:
@@ -251,6 +225,19 @@ class Inspection:
                 level=level,  # type: ignore[arg-type]
                 readable=readable,
             )
+
+    to_parquet = suffixed(
+        _write,
+        ".parquet",
+        """Write :meth:`frame` with its metadata to Parquet (read back with ``read_parquet``),
+        streamed one layer at a time: it never builds the whole frame, at any length
+        (``max_memory``: the budget of a piece, :func:`inspector.frames.stream_estimate`).""",
+    )
+    to_csv = suffixed(
+        _write,
+        ".csv",
+        """Write :meth:`frame` to CSV for spreadsheets (streamed like :meth:`to_parquet`).""",
+    )
 
     def report(
         self,

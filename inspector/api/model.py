@@ -17,13 +17,16 @@ from .._progress import bar as progress_bar
 from ..analysis import detectors as _detectors
 from ..capture.generation import generate as _generate
 from ..capture.image import is_image
+from ..capture.memory import MemoryLimit
+from ..capture.options import InputOptions, Selection
 from ..capture.run import capture as _capture
 from ..capture.tokenize import readable_tokens as _readable
-from ..capture.types import AttentionStack
+from ..capture.types import AttentionStack, storage_dtype
 from ..capture.vision import capture_image as _capture_image
 from ..errors import InputError
-from ..models.loading import ModelBundle, load_model
+from ..models.loading import LoadOptions, ModelBundle, load_model
 from .inspection import Inspection
+from .scanning import resolve_bundle
 from .scanning import scan as _scan
 
 if TYPE_CHECKING:
@@ -81,23 +84,14 @@ def load(
         return model
     if isinstance(model, ModelBundle):
         return LoadedModel(model)
-    return LoadedModel(
-        load_model(
-            model,
-            tokenizer,
-            device=device,
-            dtype=dtype,
-            trust_remote_code=trust_remote_code,
-            gguf_file=gguf_file,
-            allow_pickle=allow_pickle,
-            progress=progress,
-        )
-    )
+    options = LoadOptions(device, dtype, trust_remote_code, gguf_file, allow_pickle, progress)
+    return LoadedModel(load_model(model, tokenizer, options))
 
 
 def as_model(model: ModelLike) -> LoadedModel:
-    """Any :data:`ModelLike` as a :class:`LoadedModel` (loading it when it is a name or path)."""
-    return load(model)
+    """Any :data:`ModelLike` as a :class:`LoadedModel` (loading it when it is a name or path;
+    :func:`~inspector.api.scanning.resolve_bundle`)."""
+    return model if isinstance(model, LoadedModel) else LoadedModel(resolve_bundle(model))
 
 
 class LoadedModel:
@@ -178,6 +172,11 @@ class LoadedModel:
         Returns:
             An :class:`Inspection`; ``attention`` has shape ``(layer, head, query, key)``.
         """
+        select, store, limit = (
+            Selection.of(layers, heads),
+            storage_dtype(dtype),
+            MemoryLimit.of(max_memory),
+        )
         if self.bundle.modality == "image" or is_image(text):
             others: dict[str, object] = {"text_pair": text_pair, "target": target}
             others.update(max_length=max_length, messages=messages)
@@ -187,26 +186,19 @@ class LoadedModel:
                     f"{', '.join(given) or 'truncation / add_generation_prompt'}: not for images; "
                     f"an image takes layers=, heads=, dtype= and max_memory="
                 )
-            image = _capture_image(
-                self.bundle, text, layers=layers, heads=heads, dtype=dtype, max_memory=max_memory
-            )
+            image = _capture_image(self.bundle, text, select=select, dtype=store, max_memory=limit)
             return Inspection(image, model=self)
         if not isinstance(text, str) and text is not None:
             raise InputError(f"text must be a string, not {type(text).__name__}")
-        cap = _capture(
-            self.bundle,
-            text,
-            text_pair,
+        options = InputOptions(
+            text_pair=text_pair,
             target=target,
             truncation=truncation,
             max_length=max_length,
-            layers=layers,
-            heads=heads,
             messages=messages,
             add_generation_prompt=add_generation_prompt,
-            dtype=dtype,
-            max_memory=max_memory,
         )
+        cap = _capture(self.bundle, text, options, select=select, dtype=store, max_memory=limit)
         return Inspection(cap, model=self)
 
     def generate(
@@ -270,10 +262,9 @@ class LoadedModel:
             messages=messages,
             chat=chat,
             max_new_tokens=max_new_tokens,
-            layers=layers,
-            heads=heads,
-            dtype=dtype,
-            max_memory=max_memory,
+            select=Selection.of(layers, heads),
+            dtype=storage_dtype(dtype),
+            max_memory=MemoryLimit.of(max_memory),
             **options,
         )
         return Inspection(cap, model=self)

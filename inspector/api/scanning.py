@@ -11,9 +11,9 @@ Retrieval heads (which scan while generating) are in :mod:`.retrieval`.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol, TypeAlias
+from typing import Any, Generic, Protocol, TypeAlias, TypeVar, overload
 
 import numpy as np
 import pandas as pd
@@ -29,13 +29,18 @@ from ..analysis.scan import (
 )
 from ..capture import memory as _memory
 from ..capture import scan as _scan
+from ..capture.memory import MemoryLimit
+from ..capture.options import InputOptions, Selection
 from ..capture.tokenize import encode
-from ..capture.types import Capture, ScanLayout, ScanPart, select_indexes, storage_dtype
+from ..capture.types import Capture, ScanLayout, ScanPart, storage_dtype
 from ..errors import InputError
 from ..models.loading import ModelBundle, load_model
 from ..render import scan_choice as _render
 from ..render.page import Report
 from .explaining import HasBundle
+from .exports import suffixed
+
+T = TypeVar("T")
 
 #: A model for these functions: a LoadedModel, a bundle, a name, a folder or a pair.
 LongModel: TypeAlias = "HasBundle | ModelBundle | str | os.PathLike[str] | tuple[Any, Any]"
@@ -49,17 +54,15 @@ class RetrievalTables(Protocol):
 
 
 def resolve_bundle(model: LongModel) -> ModelBundle:
-    """The :class:`ModelBundle` of a loaded model, a bundle, a name, a folder or a pair."""
+    """The :class:`ModelBundle` of a loaded model or a bundle; anything else (a name, a folder,
+    a pair) is loaded with the defaults. The one model resolution of the facade
+    (:func:`inspector.api.model.as_model` wraps it)."""
     if isinstance(model, ModelBundle):
         return model
     bundle = getattr(model, "bundle", None)
     if isinstance(bundle, ModelBundle):
         return bundle
-    if isinstance(model, str | os.PathLike | tuple):
-        return load_model(model)
-    raise InputError(
-        f"expected a model (inspector.load(...) or a name), got {type(model).__name__}"
-    )
+    return load_model(model)  # it says what it cannot load
 
 
 #: The tables :meth:`Scan.save` writes, in order: the first to the path, the others beside it.
@@ -83,6 +86,23 @@ TABLE_ADVICE = (
 )
 
 
+class _OfStack(Generic[T]):
+    """A read-only attribute of a :class:`Scan`, read from its (first) stack by ``read``."""
+
+    def __init__(self, read: Callable[[ScanStack], T], doc: str) -> None:
+        self.read = read
+        self.__doc__ = doc
+
+    @overload
+    def __get__(self, scan: None, owner: type | None = None) -> _OfStack[T]: ...
+
+    @overload
+    def __get__(self, scan: Scan, owner: type | None = None) -> T: ...
+
+    def __get__(self, scan: Scan | None, owner: type | None = None) -> T | _OfStack[T]:
+        return self if scan is None else self.read(scan.stack())
+
+
 class Scan:
     """A bounded-memory capture of one input: statistics, not the full attention array.
 
@@ -102,42 +122,26 @@ class Scan:
     def metadata(self) -> dict[str, Any]:
         return dict(self.data.metadata)
 
-    @property
-    def tokens(self) -> list[str]:
-        return list(self.stack().query.tokens)
-
-    @property
-    def layers(self) -> tuple[int, ...]:
-        return self.stack().layers
-
-    @property
-    def heads(self) -> tuple[int, ...]:
-        return self.stack().heads
-
-    @property
-    def rows(self) -> np.ndarray:
-        """Exact attention rows, ``(layer, head, len(row_positions), key)`` float32."""
-        return self.stack().rows
-
-    @property
-    def row_positions(self) -> tuple[int, ...]:
-        return self.stack().row_positions
-
-    @property
-    def topk(self) -> pd.DataFrame:
-        """The top-k keys of every query row: ``layer, head, query_pos, key_pos, weight``."""
-        return _long.topk_frame(self.stack())
-
-    @property
-    def pooled(self) -> np.ndarray:
-        """Each head's map block-averaged: ``(layer, head, row bins, key bins)``, at most
-        ``pool x pool`` (bin edges: :attr:`pool_edges`)."""
-        return self.stack().pooled_mean
-
-    @property
-    def pooled_max(self) -> np.ndarray:
-        """Each head's map block-maxed, like :attr:`pooled`."""
-        return self.stack().pooled_max
+    tokens = _OfStack(lambda s: list(s.query.tokens), "The scan's tokens (raw).")
+    layers = _OfStack(lambda s: s.layers, "The model indexes of the scanned layers.")
+    heads = _OfStack(lambda s: s.heads, "The model indexes of the scanned heads.")
+    rows = _OfStack(
+        lambda s: s.rows,
+        "Exact attention rows, ``(layer, head, len(row_positions), key)`` float32.",
+    )
+    row_positions = _OfStack(lambda s: s.row_positions, "Query positions of :attr:`rows`.")
+    topk = _OfStack(
+        _long.topk_frame,
+        "The top-k keys of every query row: ``layer, head, query_pos, key_pos, weight``.",
+    )
+    pooled = _OfStack(
+        lambda s: s.pooled_mean,
+        "Each head's map block-averaged: ``(layer, head, row bins, key bins)``, at most "
+        "``pool x pool`` (bin edges: :attr:`pool_edges`).",
+    )
+    pooled_max = _OfStack(
+        lambda s: s.pooled_max, "Each head's map block-maxed, like :attr:`pooled`."
+    )
 
     @property
     def pool_edges(self) -> tuple[np.ndarray, np.ndarray]:
@@ -213,7 +217,7 @@ class Scan:
         name: str | Sequence[str] = "heads",
         *,
         kind: str | None = None,
-        max_memory: Any = None,
+        max_memory: int | str | None = None,
     ) -> _memory.MemoryEstimate:
         """What building :meth:`table` ``name`` (or several tables, held together) and writing
         it allocates, against the budget: a row of ``topk`` / ``rows`` is 16 bytes, plus its
@@ -228,30 +232,7 @@ class Scan:
                 rows, per_row = int(s.rows.size), TOPK_ROW_BYTES + 8
             parts[f"{table} table ({rows:,} rows)"] = rows * per_row
         what = "the scan's " + (name if isinstance(name, str) else ", ".join(name)) + " tables"
-        return _memory.estimate(what, parts, max_memory)
-
-    def to_parquet(
-        self,
-        path: str | os.PathLike[str],
-        table: str = "heads",
-        *,
-        kind: str | None = None,
-        max_memory: Any = None,
-    ) -> Path:
-        """Write :meth:`table` (with the scan's metadata) to Parquet (``max_memory``: checked
-        against :meth:`table_estimate` before the table is built)."""
-        return self._write(path, ".parquet", table, kind, max_memory)
-
-    def to_csv(
-        self,
-        path: str | os.PathLike[str],
-        table: str = "heads",
-        *,
-        kind: str | None = None,
-        max_memory: Any = None,
-    ) -> Path:
-        """Write :meth:`table` to CSV (``max_memory``: as :meth:`to_parquet`)."""
-        return self._write(path, ".csv", table, kind, max_memory)
+        return _memory.estimate(what, parts, MemoryLimit.of(max_memory))
 
     def save(
         self,
@@ -259,7 +240,7 @@ class Scan:
         *,
         kind: str | None = None,
         force: bool = False,
-        max_memory: Any = None,
+        max_memory: int | str | None = None,
     ) -> list[Path]:
         """Write the scan's tables as one set: ``heads`` to ``path`` (``.parquet`` or ``.csv``),
         the kept rows and the top-k keys beside it (:func:`scan_files`), each when the scan has
@@ -283,16 +264,27 @@ class Scan:
 
     def _write(
         self,
-        path: str | os.PathLike[str],
         suffix: str,
-        table: str,
-        kind: str | None,
-        max_memory: Any = None,
+        path: str | os.PathLike[str],
+        table: str = "heads",
+        *,
+        kind: str | None = None,
+        max_memory: int | str | None = None,
     ) -> Path:
         if Path(path).suffix.lower() != suffix:
             raise InputError(f"{path}: expected a file name ending in {suffix}")
         self.table_estimate(table, kind=kind, max_memory=max_memory).check(TABLE_ADVICE)
         return _frames.write_frame(self._frame(table, kind), path)
+
+    to_parquet = suffixed(
+        _write,
+        ".parquet",
+        """Write :meth:`table` (with the scan's metadata) to Parquet (``max_memory``: checked
+        against :meth:`table_estimate` before the table is built).""",
+    )
+    to_csv = suffixed(
+        _write, ".csv", """Write :meth:`table` to CSV (``max_memory``: as :meth:`to_parquet`)."""
+    )
 
     def _frame(self, table: str, kind: str | None) -> pd.DataFrame:
         """:meth:`table` with the scan's metadata in ``attrs['inspector']``."""
@@ -312,7 +304,7 @@ class Scan:
         *,
         title: str | None = None,
         retrieval: RetrievalTables | None = None,
-        max_memory: Any = None,
+        max_memory: int | str | None = None,
     ) -> Report:
         """The scan page (pooled maps of every head, sinks, the row picker over the text);
         add a :class:`RetrievalHeads` result to show its tables too (``max_memory``: the
@@ -324,7 +316,7 @@ class Scan:
             self.heads,
         )
         page = _render.scan_page_bytes(layout, pool)
-        _memory.estimate("the scan page", {"page": page}, max_memory).check(
+        _memory.estimate("the scan page", {"page": page}, MemoryLimit.of(max_memory)).check(
             "Scan with a smaller pool= or fewer layers= / heads=, or raise max_memory="
         )
         rendered = _render.scan_report(
@@ -388,16 +380,8 @@ def scan(
         >>> s.spans(-1)  # what the last token reads  # doctest: +SKIP
     """
     bundle = resolve_bundle(model)
-    layout = _scan.scan_layout(
-        bundle,
-        text,
-        text_pair,
-        target=target,
-        truncation=truncation,
-        max_length=max_length,
-        layers=layers,
-        heads=heads,
-    )
+    options = InputOptions(text_pair, target, truncation, max_length)
+    layout = _scan.scan_layout(bundle, text, options, select=Selection.of(layers, heads))
     acc = ScanAccumulator(metrics, rows=rows, topk=topk, pool=pool, sink_tokens=sink_tokens)
     info = _scan.run_scan(
         bundle,
@@ -405,7 +389,7 @@ def scan(
         acc,
         method=method,
         block_rows=block_rows,
-        max_memory=max_memory,
+        max_memory=MemoryLimit.of(max_memory),
         progress=progress,
     )
     return Scan(acc.result(info))
@@ -449,6 +433,7 @@ def estimate_memory(
         inspect() of 4,096 tokens needs about 18.5 GB (...); budget 15.2 GB (...): does not fit
     """
     bundle = resolve_bundle(model)
+    select, limit = Selection.of(layers, heads), MemoryLimit.of(max_memory)
     if (text is None) == (n_tokens is None):
         raise InputError("give the text or n_tokens=")
     n = len(encode(bundle, text)) if text is not None else int(n_tokens or 0)
@@ -469,26 +454,24 @@ def estimate_memory(
         )
         layout = ScanLayout(
             (ScanPart("self", toks, toks, bundle.architecture == "decoder"),),
-            select_indexes(layers, bundle.n_layers, "layer"),
-            select_indexes(heads, bundle.n_heads, "head"),
+            *select.resolve(bundle.n_layers, bundle.n_heads),
         )
         method = _scan.resolve_method(bundle, "auto")
         acc = ScanAccumulator(rows=rows, topk=topk, pool=pool)
         block = _scan.rows_per_block(len(layout.heads), n)
         return _scan.scan_estimate(
-            bundle, layout, acc, method=method, block_rows=block, max_memory=max_memory
+            bundle, layout, acc, method=method, block_rows=block, max_memory=limit
         )
     from ..capture.run import capture_estimate
 
     return capture_estimate(
         bundle,
         n,
-        layers=layers,
-        heads=heads,
+        select=select,
         dtype=storage_dtype(dtype),
         new_tokens=max_new_tokens if what == "generate" else 0,
         frame=what == "frame",
-        max_memory=max_memory,
+        max_memory=limit,
     )
 
 

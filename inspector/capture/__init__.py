@@ -6,6 +6,9 @@
   through :mod:`.image` (a vision model's image processor), captured by :mod:`.vision`.
 * :mod:`.local` - local attention (LED's windows, LongT5's blocks) as full matrices.
 * :mod:`.hooks` - the one place hooks are registered (:func:`hooked`) and the recorder.
+* :mod:`.options` - options as values (:class:`~.options.Selection` of layers and heads,
+  :class:`~.options.InputOptions`), built once at the facade and passed down unchanged;
+  :mod:`.inputs` - the one input preparation of :func:`capture` and the scan.
 * :mod:`.run` - one input (:func:`capture`), plain passes (:func:`forward`).
 * :mod:`.batch` - padded batches; :mod:`.generate` - generation, step by step.
 * :mod:`.memory` - the memory pre-flight (estimates, budgets from MemAvailable and cgroups).

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from ..errors import ResourceError
 from ..models.loading import ModelBundle
 from . import memory as _memory
+from .memory import MemoryLimit
 from .run import bundle_metadata, out_of_memory_advice, record, stack_indexes
 from .tokenize import Encoded, decoder_tokens, encode, model_inputs
 from .types import ROW_SUM_TOLERANCE, AttentionStack, Capture, Tokens
@@ -74,7 +74,7 @@ def plan_batches(
     bundle: ModelBundle,
     lengths: Sequence[int],
     *,
-    max_memory: Any = None,
+    max_memory: MemoryLimit | None = None,
     budget: _memory.Budget | None = None,
 ) -> BatchPlan:
     """Split inputs of ``lengths`` tokens into passes that each fit :data:`BATCH_SHARE` of the
@@ -142,7 +142,7 @@ def forward_batch(
     kinds = (
         ("encoder", "decoder", "cross") if bundle.architecture == "encoder-decoder" else ("self",)
     )
-    layers, heads = stack_indexes(bundle, kinds, None, None)
+    layers, heads = stack_indexes(bundle, kinds)
     batch = len(encoded)
 
     def stack(w: np.ndarray, q: Tokens, k: Tokens, kind: str, causal: bool) -> AttentionStack:

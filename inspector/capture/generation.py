@@ -26,12 +26,15 @@ from ..errors import CaptureError, InputError, UnsupportedModelError
 from ..models.loading import ModelBundle
 from . import memory as _memory
 from .hooks import AttentionRecorder, Hook, hooked
+from .inputs import made_metadata
+from .memory import MemoryLimit
+from .options import ALL, Selection, positive_int
 from .run import (
-    bundle_metadata,
     bundle_sites,
     capture_estimate,
     out_of_memory_advice,
     stack_indexes,
+    stack_kinds,
 )
 from .tokenize import (
     chat_text,
@@ -135,10 +138,9 @@ def generate(
     messages: Sequence[Mapping[str, str]] | None = None,
     chat: bool | None = None,
     max_new_tokens: int = 20,
-    layers: Sequence[int] | int | None = None,
-    heads: Sequence[int] | int | None = None,
-    dtype: Any = None,
-    max_memory: Any = None,
+    select: Selection = ALL,
+    dtype: str | None = None,
+    max_memory: MemoryLimit | None = None,
     **generation_kwargs: Any,
 ) -> Capture:
     """Generate from ``prompt`` with a cache and keep the attention of every step.
@@ -154,7 +156,7 @@ def generate(
             raw prompt with an end-of-turn token); ``False``: the raw prompt; ``True``: always
             (an error when there is no template).
         max_new_tokens: how many tokens to generate at most (fewer when the model ends).
-        layers, heads: keep only these indexes (the rest is never copied out of the model).
+        select: keep only these layers and heads (the rest is never copied out of the model).
         dtype: storage of the weights, ``"float32"`` (default) or ``"float16"``.
         max_memory: the memory budget (default: what is available); generation is refused
             before it starts when prompt + ``max_new_tokens`` would not fit.
@@ -180,12 +182,7 @@ def generate(
             f"{bundle.name} is an encoder ({bundle.model_type}); it does not generate. Use "
             f"inspect() for it, or load a decoder (gpt2, smollm2) or an encoder-decoder (t5, bart)"
         )
-    if (
-        not isinstance(max_new_tokens, int)
-        or isinstance(max_new_tokens, bool)
-        or max_new_tokens < 1
-    ):
-        raise InputError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+    positive_int(max_new_tokens, "max_new_tokens")
     gen_kw = _check_generation_kwargs(generation_kwargs)
     if chat is not None and not isinstance(chat, bool):
         raise InputError(f"chat must be True, False or None (automatic), not {chat!r}")
@@ -204,10 +201,8 @@ def generate(
         text = chat_text(bundle, messages, add_generation_prompt=True)
     else:
         text = check_text(prompt, "prompt")
-    kinds = (
-        ("encoder", "decoder", "cross") if bundle.architecture == "encoder-decoder" else ("self",)
-    )
-    layer_idx, head_idx = stack_indexes(bundle, kinds, layers, heads)
+    kinds = stack_kinds(bundle)
+    layer_idx, head_idx = stack_indexes(bundle, kinds, select)
     store = storage_dtype(dtype)
 
     # a prompt of special tokens only ("<|endoftext|>") is how unconditional generation starts
@@ -248,8 +243,7 @@ def generate(
         lambda: capture_estimate(
             bundle,
             n_prompt,
-            layers=layer_idx,
-            heads=head_idx,
+            select=select,
             dtype=store,
             new_tokens=max_new_tokens,
             max_memory=max_memory,
@@ -327,23 +321,18 @@ def generate(
     new_ids = ids[1:] if encoder_decoder else ids[n_prompt:]
     n_new = len(new_ids)
     tolerance = ROW_SUM_TOLERANCE.get(bundle.dtype, 1e-3)
-    meta = bundle_metadata(bundle)
     eos = gen_kw.get("eos_token_id", getattr(model.generation_config, "eos_token_id", None))
     eos_ids = set(eos if isinstance(eos, list | tuple) else [eos]) - {None}
-    meta.update(
-        text=text,
-        text_pair=None,
-        target=None,
-        truncated=False,
-        storage_dtype=store,
-        generated=True,
-        prompt_length=n_prompt if not encoder_decoder else 1,
-        n_generated=n_new,
-        max_new_tokens=max_new_tokens,
-        generated_text=tok.decode(new_ids, skip_special_tokens=True),
-        stopped="eos" if new_ids and new_ids[-1] in eos_ids else "length",
-        generation_kwargs=_json_safe(generation_kwargs),
-    )
+    facts = {
+        "generated": True,
+        "prompt_length": n_prompt if not encoder_decoder else 1,
+        "n_generated": n_new,
+        "max_new_tokens": max_new_tokens,
+        "generated_text": tok.decode(new_ids, skip_special_tokens=True),
+        "stopped": "eos" if new_ids and new_ids[-1] in eos_ids else "length",
+        "generation_kwargs": _json_safe(generation_kwargs),
+    }
+    meta = made_metadata(bundle, text, store, facts)
     meta["chat"] = messages is not None
     if messages is not None:
         meta["messages"] = [dict(m) for m in messages]

@@ -416,7 +416,9 @@ def forward_bytes(
     return int(acts + logits + max(per_kind, default=0))
 
 
-def estimate(what: str, parts: Mapping[str, int], max_memory: Any = None) -> MemoryEstimate:
+def estimate(
+    what: str, parts: Mapping[str, int], max_memory: MemoryLimit | None = None
+) -> MemoryEstimate:
     """A :class:`MemoryEstimate` of ``parts`` against :func:`memory_budget` (``max_memory``)."""
     return MemoryEstimate(what, {k: int(v) for k, v in parts.items()}, memory_budget(max_memory))
 

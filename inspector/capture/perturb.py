@@ -25,6 +25,7 @@ from ..models.families import forward_accepts
 from ..models.loading import ModelBundle
 from . import memory as _memory
 from .hooks import hooked
+from .memory import MemoryLimit
 from .run import forward
 from .tokenize import pad_id, takes_token_types
 
@@ -85,7 +86,7 @@ def rows_per_pass(
     all_logits: bool = True,
     max_rows: int = MAX_ROWS,
     budget: _memory.Budget | None = None,
-    max_memory: Any = None,
+    max_memory: MemoryLimit | None = None,
 ) -> int:
     """How many inputs of ``length`` tokens one pass may hold: at most ``max_rows``, and no more
     than fit :data:`PASS_SHARE` of the budget.

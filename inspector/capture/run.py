@@ -10,15 +10,14 @@ pass other layers (``explain``) ask for, with their own hooks.
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
 
-from ..errors import AttentionUnavailableError, CaptureError, InputError, ResourceError
+from ..errors import AttentionUnavailableError, CaptureError, ResourceError
 from ..models.families import forward_accepts
-from ..models.loading import ModelBundle, tokenizer_fingerprint
+from ..models.loading import ModelBundle
 from ..models.structure import Structure, find_structure
 from . import memory as _memory
 from .blockwise import BlockwiseAttention, records_by_blocks, rows_per_block
@@ -30,61 +29,20 @@ from .hooks import (
     attention_sites,
     hooked,
 )
+from .inputs import bundle_metadata, prepare_input
+from .memory import MemoryLimit
+from .options import ALL, PLAIN, InputOptions, Selection
 from .sites import by_structure, call_order, stack_kinds
-from .tokenize import (
-    chat_text,
-    check_text,
-    decoder_tokens,
-    encode,
-    encode_ids,
-    model_inputs,
-    probe_inputs,
-)
+from .tokenize import decoder_tokens, model_inputs, probe_inputs
 from .types import (
     ROW_SUM_TOLERANCE,
     AttentionStack,
     Capture,
     Tokens,
-    kv_head_map,
-    select_indexes,
     storage_dtype,
 )
 
 T = TypeVar("T")
-
-
-@functools.lru_cache(maxsize=1)
-def _installed_versions() -> tuple[tuple[str, str], ...]:
-    """Read once per process: parsing package metadata costs ~10 ms, more than a short forward."""
-    out = []
-    for pkg in ("attention-inspector", "transformers", "torch", "tokenizers"):
-        try:
-            out.append((pkg, importlib.metadata.version(pkg)))
-        except importlib.metadata.PackageNotFoundError:
-            out.append((pkg, "unknown"))
-    return tuple(out)
-
-
-def bundle_metadata(bundle: ModelBundle) -> dict[str, Any]:
-    """The model facts recorded with every capture."""
-    return {
-        "model_name": bundle.name,
-        "model_source": bundle.source,
-        "model_type": bundle.model_type,
-        "model_class": type(bundle.model).__name__,
-        "architecture": bundle.architecture,
-        "n_layers": bundle.n_layers,
-        "n_heads": bundle.n_heads,
-        "n_kv_heads": bundle.n_kv_heads,
-        "kv_heads": list(kv_head_map(bundle.n_heads, bundle.n_kv_heads)),
-        "n_parameters": bundle.n_parameters,
-        "max_positions": bundle.max_positions,
-        "attn_implementation": bundle.attn_implementation,
-        "tokenizer_fingerprint": tokenizer_fingerprint(bundle),
-        "dtype": bundle.dtype,
-        "device": bundle.device,
-        "versions": dict(_installed_versions()),
-    }
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -210,13 +168,12 @@ def capture_estimate(
     bundle: ModelBundle,
     n_tokens: int,
     *,
-    layers: Sequence[int] | int | Mapping[str, Sequence[int]] | None = None,
-    heads: Sequence[int] | int | Mapping[str, Sequence[int]] | None = None,
+    select: Selection = ALL,
     dtype: str = "float32",
     new_tokens: int = 0,
     n_decoder: int = 1,
     frame: bool = False,
-    max_memory: Any = None,
+    max_memory: MemoryLimit | None = None,
 ) -> _memory.MemoryEstimate:
     """What capturing ``n_tokens`` (plus ``new_tokens`` generated) allocates, against the budget.
 
@@ -224,8 +181,9 @@ def capture_estimate(
     forward's transient (one layer's scores and softmax, activations, logits), the checks on the
     kept array, and with ``frame`` the long frame built from it.
     """
-    n_l = _kept(layers, bundle.n_layers, "layer")
-    n_h = _kept(heads, bundle.n_heads, "head")
+    layer_idx, head_idx = stack_indexes(bundle, stack_kinds(bundle), select)
+    n_l = max(len(v) for v in layer_idx.values())  # the most of any stack's
+    n_h = max(len(v) for v in head_idx.values())
     size = _memory.itemsize(dtype)
     if bundle.architecture == "encoder-decoder":
         d = n_decoder + new_tokens
@@ -273,14 +231,6 @@ def capture_estimate(
     return _memory.estimate(what, parts, max_memory)
 
 
-def _kept(chosen: Any, total: int, what: str) -> int:
-    """How many layers (heads) are kept: of a selection, or the most of any stack's (a mapping
-    by kind, as :func:`stack_indexes` gives)."""
-    if isinstance(chosen, Mapping):
-        return max((len(v) for v in chosen.values()), default=total)
-    return len(select_indexes(chosen, total, what))
-
-
 def _has_output_head(bundle: ModelBundle) -> bool:
     getter = getattr(bundle.model, "get_output_embeddings", None)
     try:
@@ -316,25 +266,20 @@ def forward(
 
 
 def stack_indexes(
-    bundle: ModelBundle,
-    kinds: Sequence[str],
-    layers: Sequence[int] | int | None,
-    heads: Sequence[int] | int | None,
+    bundle: ModelBundle, kinds: Sequence[str], select: Selection = ALL
 ) -> tuple[dict[str, tuple[int, ...]], dict[str, tuple[int, ...]]]:
     """The validated layer and head indexes to keep, by attention stack.
 
-    Every stack keeps the same ``layers`` / ``heads`` selection, validated against its own
-    depth and head count (an encoder-decoder's decoder may be shallower than its encoder, or
-    have other heads: an index it lacks is an :class:`InputError` naming that stack).
+    Every stack keeps the same ``select``ion, validated against its own depth and head count
+    (an encoder-decoder's decoder may be shallower than its encoder, or have other heads: an
+    index it lacks is an :class:`InputError` naming that stack).
     """
     shapes = {kind: bundle.stack_shape(kind) for kind in kinds}
     same = len(set(shapes.values())) == 1
     out_l: dict[str, tuple[int, ...]] = {}
     out_h: dict[str, tuple[int, ...]] = {}
     for kind, (n_layers, n_heads) in shapes.items():
-        prefix = "" if same else f"{kind} "
-        out_l[kind] = select_indexes(layers, n_layers, f"{prefix}layer")
-        out_h[kind] = select_indexes(heads, n_heads, f"{prefix}head")
+        out_l[kind], out_h[kind] = select.resolve(n_layers, n_heads, "" if same else f"{kind} ")
     return out_l, out_h
 
 
@@ -432,18 +377,12 @@ def _stack_attentions(
 def capture(
     bundle: ModelBundle,
     text: str | None = None,
-    text_pair: str | None = None,
+    options: InputOptions = PLAIN,
     *,
-    target: str | None = None,
-    truncation: bool = False,
-    max_length: int | None = None,
-    layers: Sequence[int] | int | None = None,
-    heads: Sequence[int] | int | None = None,
-    messages: Sequence[Mapping[str, str]] | None = None,
-    add_generation_prompt: bool = False,
-    dtype: Any = None,
+    select: Selection = ALL,
+    dtype: str | None = None,
     token_ids: Sequence[int] | None = None,
-    max_memory: Any = None,
+    max_memory: MemoryLimit | None = None,
 ) -> Capture:
     """Run ``bundle``'s model on one input and return its verified attention.
 
@@ -454,77 +393,32 @@ def capture(
     Args:
         bundle: a loaded model.
         text: the input text.
-        text_pair: an optional second text (sentence pair, e.g. for NLI or QA).
-        target: decoder text for encoder-decoder models (default: the decoder start token only).
-        truncation: cut inputs longer than the model's limit instead of raising.
-        max_length: a lower limit than the model's own.
-        layers, heads: keep only these layer / head indexes.
-        messages: instead of ``text``, a chat (``[{"role": "user", "content": ...}]``) rendered
-            with the tokenizer's chat template (its special tokens come from the template).
-        add_generation_prompt: with ``messages``, end with the assistant's turn header.
+        options: how the input is built (pair text, decoder ``target``, truncation, or a chat
+            as ``messages`` rendered with the tokenizer's chat template); see
+            :class:`~.options.InputOptions` and :func:`~.inputs.prepare_input`.
+        select: keep only these layer / head indexes (:class:`~.options.Selection`).
         dtype: storage of the weights: ``"float32"`` (default) or ``"float16"`` (half the memory;
             rows then sum to 1 within 1e-3).
         token_ids: instead of ``text``, exactly these token ids, between the special tokens the
             tokenizer adds (:func:`~inspector.capture.tokenize.encode_ids`).
-        max_memory: the memory budget (``"4GB"``, bytes; default: what is available now, cgroup
-            limits included). The capture is refused with :class:`ResourceError` before the
-            model runs when its estimate (:func:`capture_estimate`) does not fit.
+        max_memory: the memory budget (default: what is available now, cgroup limits
+            included). The capture is refused with :class:`ResourceError` before the model
+            runs when its estimate (:func:`capture_estimate`) does not fit.
 
     Returns:
         A :class:`Capture` with ``weights`` of shape ``(layer, head, query, key)``.
     """
-    add_special = True
-    from_ids = None
-    if token_ids is not None:
-        if text is not None or text_pair is not None or messages is not None:
-            raise InputError("give one of text, messages= or token_ids=")
-        from_ids = encode_ids(bundle, token_ids)
-        text = from_ids.text or " ".join(from_ids.tokens.tokens)
-    elif messages is not None:
-        if text is not None or text_pair is not None:
-            raise InputError("give either text (and text_pair) or messages=, not both")
-        text = chat_text(bundle, messages, add_generation_prompt=add_generation_prompt)
-        add_special = False
-    elif text is None:
-        raise InputError("give the text to inspect, or a chat as messages=[...]")
-    text = check_text(text, "text")
-    if target is not None:
-        target = check_text(target, "target")
-        if bundle.architecture != "encoder-decoder":
-            raise InputError(
-                "target= is for encoder-decoder models (T5, BART); use text_pair= for a second text"
-            )
-    kinds = (
-        ("encoder", "decoder", "cross") if bundle.architecture == "encoder-decoder" else ("self",)
-    )
-    layer_idx, head_idx = stack_indexes(bundle, kinds, layers, heads)
+    prepared = prepare_input(bundle, text, options, token_ids)
+    layer_idx, head_idx = stack_indexes(bundle, stack_kinds(bundle), select)
     store = storage_dtype(dtype)
-    encoded = from_ids or encode(
-        bundle,
-        text,
-        text_pair,
-        truncation=truncation,
-        max_length=max_length,
-        add_special_tokens=add_special,
-    )
-    tokens = encoded.tokens
-    meta = bundle_metadata(bundle)
-    meta.update(
-        text=text,
-        text_pair=text_pair,
-        target=target,
-        truncated=encoded.truncated,
-        storage_dtype=store,
-    )
-    if messages is not None:
-        meta["messages"] = [dict(m) for m in messages]
+    tokens, target, meta = prepared.tokens, prepared.target, prepared.metadata
+    meta["storage_dtype"] = store
     with _memory.preflight(
         bundle.lock,
         lambda: capture_estimate(
             bundle,
             len(tokens),
-            layers=layer_idx,
-            heads=head_idx,
+            select=select,
             dtype=store,
             n_decoder=len(decoder_tokens(bundle, target)) if target is not None else 1,
             max_memory=max_memory,

@@ -38,9 +38,12 @@ from .hooks import (
     dispatches_attention,
     hooked,
 )
-from .run import bundle_metadata, bundle_sites, forward
-from .tokenize import check_text, decoder_tokens, encode, model_inputs
-from .types import BlockConsumer, ScanLayout, ScanPart, Tokens, select_indexes
+from .inputs import prepare_input
+from .memory import MemoryLimit
+from .options import ALL, PLAIN, InputOptions, Selection, positive_int
+from .run import bundle_sites, forward
+from .tokenize import decoder_tokens, model_inputs
+from .types import BlockConsumer, ScanLayout, ScanPart, Tokens
 
 Method = Literal["auto", "eager", "blockwise"]
 METHODS = ("auto", "eager", "blockwise")
@@ -129,37 +132,18 @@ def _eager_hooks(
 def scan_layout(
     bundle: ModelBundle,
     text: str,
-    text_pair: str | None = None,
+    options: InputOptions = PLAIN,
     *,
-    target: str | None = None,
-    truncation: bool = False,
-    max_length: int | None = None,
-    layers: Sequence[int] | int | None = None,
-    heads: Sequence[int] | int | None = None,
-    add_special_tokens: bool = True,
+    select: Selection = ALL,
 ) -> ScanLayout:
-    """Tokenize one input exactly as :func:`~.run.capture` does and lay out its scan."""
-    text = check_text(text, "text")
-    if target is not None:
-        target = check_text(target, "target")
-        if bundle.architecture != "encoder-decoder":
-            raise InputError("target= is for encoder-decoder models (T5, BART)")
-    layer_idx = select_indexes(layers, bundle.n_layers, "layer")
-    head_idx = select_indexes(heads, bundle.n_heads, "head")
-    encoded = encode(
-        bundle,
-        text,
-        text_pair,
-        truncation=truncation,
-        max_length=max_length,
-        add_special_tokens=add_special_tokens,
-    )
-    tokens = encoded.tokens
-    meta = bundle_metadata(bundle)
-    meta.update(text=text, text_pair=text_pair, target=target, truncated=encoded.truncated)
+    """Prepare one input exactly as :func:`~.run.capture` does
+    (:func:`~.inputs.prepare_input`) and lay out its scan."""
+    prepared = prepare_input(bundle, text, options)
+    layer_idx, head_idx = select.resolve(bundle.n_layers, bundle.n_heads)
+    tokens = prepared.tokens
     parts: tuple[ScanPart, ...]
     if bundle.architecture == "encoder-decoder":
-        dec = decoder_tokens(bundle, target)
+        dec = decoder_tokens(bundle, prepared.target)
         parts = (
             ScanPart("encoder", tokens, tokens, False),
             ScanPart("decoder", dec, dec, True),
@@ -167,7 +151,7 @@ def scan_layout(
         )
     else:
         parts = (ScanPart("self", tokens, tokens, bundle.architecture == "decoder"),)
-    return ScanLayout(parts, layer_idx, head_idx, meta)
+    return ScanLayout(parts, layer_idx, head_idx, prepared.metadata)
 
 
 def scan_estimate(
@@ -177,7 +161,7 @@ def scan_estimate(
     *,
     method: str,
     block_rows: int,
-    max_memory: Any = None,
+    max_memory: MemoryLimit | None = None,
 ) -> _memory.MemoryEstimate:
     """The memory pre-flight of a scan: forward transient + what the consumer keeps."""
     dims = _memory.model_dims(bundle.model)
@@ -205,9 +189,7 @@ def scan_estimate(
 
 def _block_rows(bundle: ModelBundle, layout: ScanLayout, block_rows: int | None) -> int:
     if block_rows is not None:
-        if not isinstance(block_rows, int) or isinstance(block_rows, bool) or block_rows < 1:
-            raise InputError(f"block_rows must be a positive integer, got {block_rows!r}")
-        return block_rows
+        return positive_int(block_rows, "block_rows")
     keys = max(p.shape[1] for p in layout.parts)
     return rows_per_block(len(layout.heads), keys)
 
@@ -219,7 +201,7 @@ def run_scan(
     *,
     method: str = "auto",
     block_rows: int | None = None,
-    max_memory: Any = None,
+    max_memory: MemoryLimit | None = None,
     progress: bool | None = None,
 ) -> dict[str, Any]:
     """One forward pass over ``layout``'s input, every kept layer's rows fed to ``consumer``.
@@ -302,10 +284,9 @@ def generate_last_rows(
     consumer: BlockConsumer,
     *,
     max_new_tokens: int,
-    layers: Sequence[int] | int | None = None,
-    heads: Sequence[int] | int | None = None,
+    select: Selection = ALL,
     method: str = "auto",
-    max_memory: Any = None,
+    max_memory: MemoryLimit | None = None,
     stop_after: Callable[[int], bool] | None = None,
     stop_at_eos: bool = True,
 ) -> list[int]:
@@ -326,15 +307,9 @@ def generate_last_rows(
             f"{bundle.name} is not a decoder; retrieval heads are measured while a decoder "
             f"generates (load e.g. smollm2)"
         )
-    if (
-        not isinstance(max_new_tokens, int)
-        or isinstance(max_new_tokens, bool)
-        or max_new_tokens < 1
-    ):
-        raise InputError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+    positive_int(max_new_tokens, "max_new_tokens")
     method = resolve_method(bundle, method)
-    layer_idx = select_indexes(layers, bundle.n_layers, "layer")
-    head_idx = select_indexes(heads, bundle.n_heads, "head")
+    layer_idx, head_idx = select.resolve(bundle.n_layers, bundle.n_heads)
     sites = _sites(bundle, ["self"])
     n = len(tokens)
     total = n + max_new_tokens

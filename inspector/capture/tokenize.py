@@ -28,6 +28,7 @@ from ..errors import CaptureError, InputError, InputTooLongError
 from ..models.families import forward_accepts, needs_prefix_space
 from ..models.loading import ModelBundle
 from .image import EncodedImage, encode_image
+from .options import positive_int
 from .types import Tokens, readable_token, visible_whitespace
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -109,10 +110,8 @@ class Encoded:
 
 def token_limit(bundle: ModelBundle, max_length: int | None) -> int | None:
     """The effective token limit: ``max_length`` capped by the model's own (``None``: none)."""
-    if max_length is not None and (
-        not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1
-    ):
-        raise InputError(f"max_length must be a positive integer, got {max_length!r}")
+    if max_length is not None:
+        positive_int(max_length, "max_length")
     if max_length is not None and bundle.max_positions is not None:
         return min(max_length, bundle.max_positions)
     return max_length or bundle.max_positions

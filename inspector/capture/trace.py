@@ -27,6 +27,7 @@ from ..models.loading import ModelBundle
 from . import memory as _memory
 from .blockwise import AttentionCall, SdpaAttentionFunction, soft_capped
 from .hooks import Hook, attention_function, attention_hooks, dispatches_attention
+from .memory import MemoryLimit
 from .run import bundle_sites, forward
 
 TraceMethod = Literal["auto", "eager", "blockwise"]
@@ -180,7 +181,7 @@ def trace_estimate(
     shapes: Mapping[str, tuple[int, int]],
     method: str,
     recorded: Mapping[str, int] | None = None,
-    max_memory: Any = None,
+    max_memory: MemoryLimit | None = None,
 ) -> _memory.MemoryEstimate:
     """What :func:`run_kept` allocates for attention ``shapes`` (``kind -> (rows, keys)``):
     the kept queries and keys (blockwise; eager: the ``heads x rows x keys`` weights), the
@@ -234,7 +235,7 @@ def run_kept(
     hooks: Iterable[Hook] = (),
     method: str = "auto",
     recorded: Mapping[str, int] | None = None,
-    max_memory: Any = None,
+    max_memory: MemoryLimit | None = None,
     **call_kw: Any,
 ) -> tuple[Any, KeptAttention]:
     """One forward pass with ``hooks``, keeping the attention of ``kinds`` for later rows,

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePath
 from types import MappingProxyType
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeAlias
 
 import numpy as np
 
@@ -340,33 +340,41 @@ class Capture:
         return "self" not in self.stacks
 
 
-def _select(indexes: Sequence[int] | None, count: int, what: str) -> tuple[int, ...]:
-    if indexes is None:
-        return tuple(range(count))
-    if isinstance(indexes, int | np.integer):
-        indexes = [int(indexes)]
-    out: list[int] = []
-    for i in indexes:
+#: Layer or head indexes as the public functions take them: one, several, or ``None`` for all.
+Indexes: TypeAlias = "Sequence[int] | int | None"
+
+
+def index_list(indexes: Sequence[int] | int, what: str) -> list[int]:
+    """One index or several as a list of ints, as given (unsorted, duplicates kept).
+
+    Raises:
+        InputError: an index is not an integer, or there is none.
+    """
+    items = [indexes] if isinstance(indexes, int | np.integer) else list(indexes)
+    for i in items:
         if not isinstance(i, int | np.integer) or isinstance(i, bool):
             raise InputError(f"{what} indexes must be integers, got {i!r}")
-        j = int(i) + count if int(i) < 0 else int(i)
+    if not items:
+        raise InputError(f"no {what}s selected; give at least one {what} index")
+    return [int(i) for i in items]
+
+
+def select_indexes(indexes: Indexes, count: int, what: str) -> tuple[int, ...]:
+    """Validate layer or head indexes (negative counts from the end) and sort them."""
+    if indexes is None:
+        return tuple(range(count))
+    out: set[int] = set()
+    for i in index_list(indexes, what):
+        j = i + count if i < 0 else i
         if not 0 <= j < count:
             raise InputError(
                 f"{what} {i} is out of range: the model has {count} {what}s (0..{count - 1})"
             )
-        if j not in out:
-            out.append(j)
-    if not out:
-        raise InputError(f"no {what}s selected; give at least one {what} index")
+        out.add(j)
     return tuple(sorted(out))
 
 
-def select_indexes(indexes: Sequence[int] | int | None, count: int, what: str) -> tuple[int, ...]:
-    """Validate layer or head indexes (negative counts from the end) and sort them."""
-    return _select(indexes, count, what)  # type: ignore[arg-type]
-
-
-def captured_positions(wanted: Any, present: tuple[int, ...], what: str) -> list[int]:
+def captured_positions(wanted: Indexes, present: tuple[int, ...], what: str) -> list[int]:
     """Positions in ``present`` (a stack's model layer or head indexes) of the ``wanted`` ones.
 
     ``None`` keeps all; an index that was not captured is an :class:`InputError` naming those
@@ -374,20 +382,15 @@ def captured_positions(wanted: Any, present: tuple[int, ...], what: str) -> list
     """
     if wanted is None:
         return list(range(len(present)))
-    out: list[int] = []
-    for i in [wanted] if isinstance(wanted, int | np.integer) else list(wanted):
-        if not isinstance(i, int | np.integer) or isinstance(i, bool):
-            raise InputError(f"{what} indexes must be integers, got {i!r}")
-        if int(i) not in present:
+    out: set[int] = set()
+    for i in index_list(wanted, what):
+        if i not in present:
             raise InputError(f"{what} {i} was not captured; captured {what}s: {list(present)}")
-        if present.index(int(i)) not in out:
-            out.append(present.index(int(i)))
-    if not out:
-        raise InputError(f"no {what}s selected; give at least one {what} index")
+        out.add(present.index(i))
     return sorted(out)
 
 
-def storage_dtype(dtype: Any) -> str:
+def storage_dtype(dtype: object) -> str:
     """Validate a storage dtype (``None``, ``"float32"``, ``"float16"``, numpy or torch dtypes)."""
     if dtype is None:
         return "float32"

@@ -8,14 +8,16 @@ capture keeps the image the model saw, so that reports can lay each head's atten
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from ..models.loading import ModelBundle
 from . import memory as _memory
-from .run import bundle_metadata, capture_estimate, out_of_memory_hint, record
+from .inputs import made_metadata
+from .memory import MemoryLimit
+from .options import ALL, Selection
+from .run import capture_estimate, out_of_memory_hint, record
 from .tokenize import encode_image, encoded_inputs
-from .types import ROW_SUM_TOLERANCE, AttentionStack, Capture, select_indexes, storage_dtype
+from .types import ROW_SUM_TOLERANCE, AttentionStack, Capture, storage_dtype
 
 
 @out_of_memory_hint
@@ -23,17 +25,16 @@ def capture_image(
     bundle: ModelBundle,
     image: Any,
     *,
-    layers: Sequence[int] | int | None = None,
-    heads: Sequence[int] | int | None = None,
-    dtype: Any = None,
-    max_memory: Any = None,
+    select: Selection = ALL,
+    dtype: str | None = None,
+    max_memory: MemoryLimit | None = None,
 ) -> Capture:
     """Run ``bundle``'s vision transformer on ``image`` and return its verified attention.
 
     Args:
         image: a PIL image, or an array ``(h, w)`` / ``(h, w, 3|4)`` (uint8, or float in [0, 1]);
             the model's image processor resizes and normalises it.
-        layers, heads: keep only these indexes.
+        select: keep only these layers and heads (:class:`~.options.Selection`).
         dtype: storage of the weights, ``"float32"`` (default) or ``"float16"``.
         max_memory: the memory budget (default: what is free now); refused with
             ``ResourceError`` before the model runs when the capture would not fit (an image
@@ -49,15 +50,12 @@ def capture_image(
         ('[CLS]', 'patch 0,0', 'patch 0,1')
     """
     encoded = encode_image(bundle, image)
-    layer_idx = select_indexes(layers, bundle.n_layers, "layer")
-    head_idx = select_indexes(heads, bundle.n_heads, "head")
+    layer_idx, head_idx = select.resolve(bundle.n_layers, bundle.n_heads)
     store = storage_dtype(dtype)
     n = len(encoded)
     with _memory.preflight(
         bundle.lock,
-        lambda: capture_estimate(
-            bundle, n, layers=layer_idx, heads=head_idx, dtype=store, max_memory=max_memory
-        ),
+        lambda: capture_estimate(bundle, n, select=select, dtype=store, max_memory=max_memory),
         _memory.ADVICE["inspect"],
     ):
         arrays = record(
@@ -79,18 +77,13 @@ def capture_image(
         head_idx,
         tolerance,
     )
-    meta = bundle_metadata(bundle)
-    meta.update(
-        text=encoded.text,
-        text_pair=None,
-        target=None,
-        truncated=False,
-        storage_dtype=store,
-        input="image",
-        image_grid=list(encoded.grid),
-        image_prefix=encoded.n_prefix,
-        image_size=[int(encoded.image.shape[0]), int(encoded.image.shape[1])],
-    )
+    facts = {
+        "input": "image",
+        "image_grid": list(encoded.grid),
+        "image_prefix": encoded.n_prefix,
+        "image_size": [int(encoded.image.shape[0]), int(encoded.image.shape[1])],
+    }
+    meta = made_metadata(bundle, encoded.text, store, facts)
     return Capture({"self": stack}, meta, image=encoded.image)
 
 

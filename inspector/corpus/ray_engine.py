@@ -61,13 +61,17 @@ class _RayAtlasWorker:
     ) -> None:
         import torch
 
-        from ..models.loading import load_model
+        from ..models.loading import LoadOptions, load_model
 
         if threads:
             torch.set_num_threads(threads)
         if device is None and torch.cuda.is_available():
             device = "cuda"
-        self.bundle = model if isinstance(model, ModelBundle) else load_model(model, device=device)
+        self.bundle = (
+            model
+            if isinstance(model, ModelBundle)
+            else load_model(model, options=LoadOptions(device))
+        )
         if isinstance(model, ModelBundle) and device is not None:
             self.bundle = load_model((model.model.to(device), model.tokenizer))
         self.spec = spec

@@ -23,6 +23,7 @@ import numpy as np
 from .._progress import bar as _bar
 from ..analysis import retrieval as _r
 from ..capture.memory import MemoryLimit
+from ..capture.options import Selection
 from ..capture.run import bundle_metadata
 from ..capture.scan import generate_last_rows, resolve_method
 from ..capture.tokenize import chat_text, check_text, encode
@@ -290,8 +291,7 @@ def run_retrieval(
                     p.tokens,
                     acc,
                     max_new_tokens=rule.max_new_tokens,
-                    layers=layer_idx,
-                    heads=head_idx,
+                    select=Selection(layer_idx, head_idx),
                     method=method,
                     max_memory=o.max_memory,
                     stop_after=stops if rule.newline else None,

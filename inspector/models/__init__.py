@@ -6,7 +6,14 @@ runs a model.
 """
 
 from .families import FAMILIES, Family, forward_accepts, register_family
-from .loading import EMBEDDED, ModelBundle, list_embedded, load_model, tokenizer_fingerprint
+from .loading import (
+    EMBEDDED,
+    LoadOptions,
+    ModelBundle,
+    list_embedded,
+    load_model,
+    tokenizer_fingerprint,
+)
 from .structure import AttentionLayer, Structure, find_structure
 
 __all__ = [
@@ -14,6 +21,7 @@ __all__ = [
     "FAMILIES",
     "AttentionLayer",
     "Family",
+    "LoadOptions",
     "ModelBundle",
     "Structure",
     "find_structure",

@@ -13,9 +13,12 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..errors import InputError, ModelLoadError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def check_gguf(name: str, folder: str, gguf_file: str) -> None:
@@ -37,7 +40,7 @@ def looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or (os.sep in name and name.count("/") > 1)
 
 
-def parse_dtype(dtype: Any) -> Any:
+def parse_dtype(dtype: object) -> torch.dtype | None:
     import torch
 
     if dtype is None:

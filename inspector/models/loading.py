@@ -17,7 +17,7 @@ import threading
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError, InspectorWarning, ModelLoadError
 from . import cache as _cache
@@ -43,6 +43,9 @@ from .families import (
 )
 from .quiet import import_tqdm_quietly, load_progress
 from .weights import check_device, check_loading_info, weights_format
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -265,23 +268,11 @@ def _prepare(model: Any) -> Any:
     return model
 
 
-def load_model(
-    model: Any,
-    tokenizer: Any = None,
-    *,
-    device: str | None = None,
-    dtype: Any = None,
-    trust_remote_code: bool = False,
-    gguf_file: str | None = None,
-    allow_pickle: bool = False,
-    progress: bool = False,
-) -> ModelBundle:
-    """Load ``model`` for attention capture.
+@dataclass(frozen=True)
+class LoadOptions:
+    """How :func:`load_model` loads a model, as one value (``inspector.load`` builds it once).
 
-    Args:
-        model: a short name from :func:`list_embedded` (``"minilm"``), a local folder, a hub id, a
-            ``(model, tokenizer)`` pair, or a ready model object (then pass ``tokenizer``).
-        tokenizer: a tokenizer object or name/path; defaults to the model's own.
+    Attributes:
         device: ``"cpu"``, ``"cuda"``, ... (default: leave where it is / CPU).
         dtype: a ``torch.dtype`` or its name (``"float16"``); default: the checkpoint's.
         trust_remote_code: allow code from the model folder or hub repo to run. Off by default.
@@ -293,6 +284,31 @@ def load_model(
             default: a load draws no bar (no "Loading weights" bar, no Jupyter "IProgress not
             found" warning). A GGUF file's first load always says so in one line on stderr
             (what it does, about how long, that later loads take seconds).
+    """
+
+    device: str | None = None
+    dtype: str | torch.dtype | None = None
+    trust_remote_code: bool = False
+    gguf_file: str | None = None
+    allow_pickle: bool = False
+    progress: bool = False
+
+
+#: The defaults: the checkpoint's dtype, where it is, no remote code, no pickle, no bar.
+DEFAULT_LOAD = LoadOptions()
+
+
+def load_model(
+    model: Any, tokenizer: Any = None, options: LoadOptions = DEFAULT_LOAD
+) -> ModelBundle:
+    """Load ``model`` for attention capture.
+
+    Args:
+        model: a short name from :func:`list_embedded` (``"minilm"``), a local folder, a hub id, a
+            ``(model, tokenizer)`` pair, or a ready model object (then pass ``tokenizer``).
+        tokenizer: a tokenizer object or name/path; defaults to the model's own.
+        options: device, dtype, remote code, GGUF file, pickle and progress
+            (:class:`LoadOptions`).
 
     GGUF checkpoints are dequantised once and kept in the weights cache
     (:mod:`inspector.models.cache`, keyed by the GGUF file's SHA-256); later loads read the
@@ -311,7 +327,8 @@ def load_model(
     import_tqdm_quietly()
     import torch
 
-    torch_dtype = parse_dtype(dtype)
+    torch_dtype = parse_dtype(options.dtype)
+    device, trust_remote_code = options.device, options.trust_remote_code
     check_device(device)
     if isinstance(model, tuple):
         if len(model) != 2:
@@ -339,7 +356,7 @@ def load_model(
         return _describe(_prepare(model), processor, name, "in-memory")
 
     name = os.fspath(model)
-    source = name
+    source, gguf_file = name, options.gguf_file
     if name in EMBEDDED:
         entry = EMBEDDED[name]
         source = str(entry.locate())
@@ -352,20 +369,11 @@ def load_model(
                 f"with gguf_file=, or the file path alone"
             )
         source, gguf_file = os.path.dirname(os.path.abspath(name)), os.path.basename(name)
+    options = dataclasses.replace(options, gguf_file=gguf_file)
     if gguf_file and os.path.isdir(source):
         check_gguf(name, source, gguf_file)
-        return _load_gguf(name, source, gguf_file, tokenizer, torch_dtype, device, progress)
-    return _load_from_source(
-        name,
-        source,
-        tokenizer,
-        torch_dtype,
-        device,
-        trust_remote_code,
-        gguf_file,
-        allow_pickle,
-        progress=progress,
-    )
+        return _load_gguf(name, source, gguf_file, tokenizer, torch_dtype, options)
+    return _load_from_source(name, source, tokenizer, torch_dtype, options)
 
 
 def _refuse_unknown_name(name: str) -> None:
@@ -403,24 +411,23 @@ def _load_gguf(
     source: str,
     gguf_file: str,
     tokenizer: Any,
-    torch_dtype: Any,
-    device: str | None,
-    progress: bool,
+    torch_dtype: torch.dtype | None,
+    options: LoadOptions,
 ) -> ModelBundle:
     """A GGUF checkpoint through the weights cache: dequantised once, then read as safetensors.
 
     When the cache cannot be written (read-only home, full disk) the GGUF file is loaded
-    directly, as without a cache.
+    directly, as without a cache. Neither runs remote code.
     """
+    raw = LoadOptions(gguf_file=gguf_file, progress=options.progress)  # the GGUF as it is
+    placed = dataclasses.replace(raw, device=options.device)
     path = os.path.join(source, gguf_file)
     key = _cache.file_sha256(path)
     folder = _cache.lookup(key)
     if folder is None:
         # Said whether or not a bar was asked for: the first load is the one long silent wait.
         print(_cache.first_load_note(name, path, gguf_file), file=sys.stderr, flush=True)
-        built = _load_from_source(
-            name, source, None, None, None, False, gguf_file, progress=progress
-        )
+        built = _load_from_source(name, source, None, None, raw)
         try:
             folder = _cache.store(
                 key,
@@ -428,17 +435,14 @@ def _load_gguf(
                 source=path,
             )
         except OSError:
-            if tokenizer is None and torch_dtype is None and device is None:
+            if tokenizer is None and torch_dtype is None and options.device is None:
                 return built
             del built
-            return _load_from_source(
-                name, source, tokenizer, torch_dtype, device, False, gguf_file, progress=progress
-            )
+            return _load_from_source(name, source, tokenizer, torch_dtype, placed)
         del built
     try:
-        bundle = _load_from_source(
-            name, str(folder), tokenizer, torch_dtype, device, False, None, progress=progress
-        )
+        cached = dataclasses.replace(placed, gguf_file=None)
+        bundle = _load_from_source(name, str(folder), tokenizer, torch_dtype, cached)
     except Exception as exc:  # checked a moment ago; now unreadable or broken: use the GGUF
         warnings.warn(
             f"{name}: the weights cache entry {folder} could not be loaded "
@@ -446,9 +450,7 @@ def _load_gguf(
             InspectorWarning,
             stacklevel=3,
         )
-        return _load_from_source(
-            name, source, tokenizer, torch_dtype, device, False, gguf_file, progress=progress
-        )
+        return _load_from_source(name, source, tokenizer, torch_dtype, placed)
     _cache.realign(bundle.model)
     bundle.extra.update(gguf_file=gguf_file, weights_cache=str(folder))
     return dataclasses.replace(bundle, source=source)
@@ -508,15 +510,13 @@ def _load_from_source(
     name: str,
     source: str,
     tokenizer: Any,
-    torch_dtype: Any,
-    device: str | None,
-    trust_remote_code: bool,
-    gguf_file: str | None,
-    allow_pickle: bool = False,
-    *,
-    progress: bool = False,
+    torch_dtype: torch.dtype | None,
+    options: LoadOptions,
 ) -> ModelBundle:
     from transformers import AutoConfig
+
+    trust_remote_code, gguf_file = options.trust_remote_code, options.gguf_file
+    allow_pickle, device = options.allow_pickle, options.device
 
     kw: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     # A hub id where the hub cannot be reached: only the local hub cache, at once.
@@ -557,7 +557,7 @@ def _load_from_source(
     if torch_dtype is not None:
         load_kw["dtype"] = torch_dtype
     try:
-        with load_progress(progress, gguf=bool(gguf_file)):
+        with load_progress(options.progress, gguf=bool(gguf_file)):
             model, info = cls.from_pretrained(source, config=config, **load_kw)
     except Exception as exc:
         hint = ""

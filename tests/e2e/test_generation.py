@@ -47,13 +47,13 @@ def test_smollm2_loads_from_the_weights_cache_with_the_gguf_numbers(smollm2):
     import numpy as np
 
     import inspector
-    from inspector.models.loading import _load_from_source
+    from inspector.models.loading import LoadOptions, _load_from_source
 
     again = inspector.load("smollm2")  # the fixture's load filled the cache
     assert "weights_cache" in again.bundle.extra and again.bundle.source == smollm2.bundle.source
     gguf = again.bundle.extra["gguf_file"]
     direct = inspector.load(
-        _load_from_source("smollm2", again.bundle.source, None, None, None, False, gguf)
+        _load_from_source("smollm2", again.bundle.source, None, None, LoadOptions(gguf_file=gguf))
     )
     chat = [{"role": "user", "content": "What is the capital of France?"}]
     a = again.generate(messages=chat, max_new_tokens=6)

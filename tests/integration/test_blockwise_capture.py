@@ -10,6 +10,7 @@ import pytest
 
 import inspector
 from inspector.capture import blockwise, run
+from inspector.capture.options import Selection
 
 from factories import assert_equals_forward, build_tiny_llama
 
@@ -70,7 +71,7 @@ def test_a_long_input_runs_blockwise_and_estimates_less(llama, monkeypatch):
     assert spy.blocks > 0
     assert ins.capture.stacks["self"].weights.shape == (1, 1, len(ins.tokens), len(ins.tokens))
     assert_equals_forward(llama, ins)
-    est = run.capture_estimate(llama.bundle, 8192, layers=[0], heads=[0])
+    est = run.capture_estimate(llama.bundle, 8192, select=Selection.of([0], [0]))
     monkeypatch.setattr(blockwise, "BLOCKWISE_FROM", 10**9)
-    eager = run.capture_estimate(llama.bundle, 8192, layers=[0], heads=[0])
+    eager = run.capture_estimate(llama.bundle, 8192, select=Selection.of([0], [0]))
     assert est.parts["forward pass"] < eager.parts["forward pass"] / 20

@@ -23,7 +23,7 @@ import torch
 import inspector
 from inspector.errors import InspectorWarning
 from inspector.models import cache, loading
-from inspector.models.loading import _load_from_source
+from inspector.models.loading import LoadOptions, _load_from_source
 
 TEXT = "The cat sat on the mat."
 REPO = Path(__file__).resolve().parents[2]
@@ -42,7 +42,9 @@ def _entry(gguf: Path) -> Path:
 
 def _direct(gguf: Path) -> inspector.LoadedModel:
     """The GGUF file loaded without the cache, as inspector did before it had one."""
-    bundle = _load_from_source("direct", str(gguf.parent), None, None, None, False, gguf.name)
+    bundle = _load_from_source(
+        "direct", str(gguf.parent), None, None, LoadOptions(gguf_file=gguf.name)
+    )
     return inspector.load(bundle)
 
 

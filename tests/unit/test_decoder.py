@@ -13,8 +13,8 @@ def test_load_gguf_file_path_means_folder_plus_file(tmp_path, monkeypatch):
 
     seen = {}
 
-    def fake(name, source, tokenizer, dtype, device, trust, gguf_file, allow_pickle=False, **kw):
-        seen.update(source=source, gguf_file=gguf_file)
+    def fake(name, source, tokenizer, dtype, options):
+        seen.update(source=source, gguf_file=options.gguf_file)
         raise ModelLoadError("stop here")
 
     monkeypatch.setattr(loading, "_load_from_source", fake)
