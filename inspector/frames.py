@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +20,7 @@ import pandas as pd
 from ._io import atomic_path, atomic_paths
 from .capture import memory as _memory
 from .capture.memory import MemoryLimit
+from .capture.options import Selection
 from .capture.types import AttentionStack, Capture, Tokens, captured_positions
 from .errors import InputError
 
@@ -26,6 +28,31 @@ from .errors import InputError
 COLUMNS = ("layer", "head", "query_pos", "key_pos", "query_token", "key_token", "weight")
 Level = Literal["token", "word"]
 PARQUET_KEY = b"inspector"
+
+
+@dataclass(frozen=True)
+class FrameSpec:
+    """What a long frame of a capture holds, built once by the facade (``ins.frame()``,
+    ``ins.to_parquet()``) and read by the estimate, the frame and the streamed writer alike.
+
+    Attributes:
+        kinds: the stacks to include (default: all; an encoder-decoder's frame gets a ``kind``
+            column).
+        select: the model layers and heads to keep (as numbered in each stack).
+        level: ``token`` rows, or ``word`` (sub-word pieces merged; rows still sum to 1).
+        readable: token columns as the tokenizer decodes them (see :func:`stack_frame`).
+    """
+
+    kinds: tuple[str, ...] | None = None
+    select: Selection = field(default_factory=Selection)
+    level: Level = "token"
+    readable: bool = False
+
+    def __post_init__(self) -> None:
+        if self.level not in ("token", "word"):
+            raise InputError(f"level must be 'token' or 'word', not {self.level!r}")
+        if self.kinds is not None:
+            object.__setattr__(self, "kinds", tuple(self.kinds))
 
 
 def _int_dtype(max_value: int) -> type[np.integer]:
@@ -177,10 +204,8 @@ def _names(tokens: Tokens, readable: bool) -> Sequence[str]:
     return (tokens.readable or tokens.tokens) if readable else tokens.tokens
 
 
-def _chosen_kinds(capture: Capture, kinds: Sequence[str] | None, level: str) -> list[str]:
-    if level not in ("token", "word"):
-        raise InputError(f"level must be 'token' or 'word', not {level!r}")
-    chosen = list(kinds) if kinds is not None else list(capture.stacks)
+def _chosen_kinds(capture: Capture, spec: FrameSpec) -> list[str]:
+    chosen = list(spec.kinds) if spec.kinds is not None else list(capture.stacks)
     for k in chosen:
         if k not in capture.stacks:
             raise InputError(f"no {k!r} attention in this capture; it has {list(capture.stacks)}")
@@ -188,17 +213,13 @@ def _chosen_kinds(capture: Capture, kinds: Sequence[str] | None, level: str) -> 
 
 
 def _chosen_stacks(
-    capture: Capture,
-    chosen: Sequence[str],
-    layers: Sequence[int] | int | None,
-    heads: Sequence[int] | int | None,
-    level: str,
+    capture: Capture, chosen: Sequence[str], spec: FrameSpec
 ) -> Iterator[tuple[str, AttentionStack]]:
-    """Each chosen stack by kind, narrowed to ``layers`` / ``heads``, in words at ``word`` level
-    (one at a time: a stack is built when the caller gets to it)."""
+    """Each chosen stack by kind, narrowed to the spec's layers / heads, in words at ``word``
+    level (one at a time: a stack is built when the caller gets to it)."""
     for k in chosen:
-        stack = select_stack(capture.stacks[k], layers, heads)
-        yield k, word_level(stack) if level == "word" else stack
+        stack = select_stack(capture.stacks[k], spec.select.layers, spec.select.heads)
+        yield k, word_level(stack) if spec.level == "word" else stack
 
 
 def _kind_column(capture: Capture, chosen: Sequence[str]) -> bool:
@@ -213,60 +234,41 @@ def _insert_kind(frame: pd.DataFrame, kind: str, capture: Capture) -> None:
     frame.insert(0, "kind", pd.Series(column, index=frame.index))
 
 
-def _kept(
-    capture: Capture,
-    kinds: Sequence[str] | None,
-    layers: Sequence[int] | int | None,
-    heads: Sequence[int] | int | None,
-) -> list[tuple[int, int, int]]:
+def _kept(capture: Capture, spec: FrameSpec) -> list[tuple[int, int, int]]:
     """``(layers, heads, query x key cells)`` a frame of each chosen stack holds."""
     out = []
-    for k in _chosen_kinds(capture, kinds, "token"):
+    for k in _chosen_kinds(capture, spec):
         s = capture.stacks[k]
-        n_l = len(captured_positions(layers, s.layers, "layer"))
-        n_h = len(captured_positions(heads, s.heads, "head"))
+        n_l = len(captured_positions(spec.select.layers, s.layers, "layer"))
+        n_h = len(captured_positions(spec.select.heads, s.heads, "head"))
         out.append((n_l, n_h, len(s.query) * len(s.key)))
     return out
 
 
 def frame_estimate(
-    capture: Capture,
-    *,
-    kinds: Sequence[str] | None = None,
-    layers: Sequence[int] | int | None = None,
-    heads: Sequence[int] | int | None = None,
-    max_memory: MemoryLimit | None = None,
+    capture: Capture, spec: FrameSpec = FrameSpec(), max_memory: MemoryLimit | None = None
 ) -> _memory.MemoryEstimate:
     """What building the long frame would allocate (rows x bytes per row), against the budget."""
-    rows = sum(n_l * n_h * cells for n_l, n_h, cells in _kept(capture, kinds, layers, heads))
+    rows = sum(n_l * n_h * cells for n_l, n_h, cells in _kept(capture, spec))
     return _memory.estimate(
         f"a frame of {rows:,} rows", {"frame": rows * _memory.FRAME_BYTES_PER_ROW}, max_memory
     )
 
 
 def capture_frame(
-    capture: Capture,
-    *,
-    kinds: Sequence[str] | None = None,
-    layers: Sequence[int] | int | None = None,
-    heads: Sequence[int] | int | None = None,
-    level: Level = "token",
-    readable: bool = False,
-    max_memory: MemoryLimit | None = None,
+    capture: Capture, spec: FrameSpec = FrameSpec(), max_memory: MemoryLimit | None = None
 ) -> pd.DataFrame:
-    """Long frame of a capture; encoder-decoder captures get a ``kind`` column first.
+    """Long frame of a capture (:class:`FrameSpec`: which stacks, layers and heads, at which
+    level, with which token names); encoder-decoder captures get a ``kind`` column first.
 
-    ``readable``: token columns as the tokenizer decodes them (see :func:`stack_frame`).
     Refused with :class:`~inspector.errors.ResourceError` before anything is built when its
     estimate (:func:`frame_estimate`) exceeds ``max_memory`` (default: the memory available).
     """
-    chosen = _chosen_kinds(capture, kinds, level)
-    frame_estimate(capture, kinds=chosen, layers=layers, heads=heads, max_memory=max_memory).check(
-        _memory.ADVICE["frame"]
-    )
+    chosen = _chosen_kinds(capture, spec)
+    frame_estimate(capture, spec, max_memory).check(_memory.ADVICE["frame"])
     frames = [
-        (k, stack_frame(stack, readable=readable))
-        for k, stack in _chosen_stacks(capture, chosen, layers, heads, level)
+        (k, stack_frame(stack, readable=spec.readable))
+        for k, stack in _chosen_stacks(capture, chosen, spec)
     ]
     if not _kind_column(capture, chosen):
         out = frames[0][1]
@@ -277,8 +279,8 @@ def capture_frame(
         for col in ("query_token", "key_token"):
             if out[col].dtype != "category":
                 out[col] = out[col].astype("category")
-    out.attrs["inspector"] = frame_metadata(capture, level)
-    out.attrs["inspector"]["token_names"] = "readable" if readable else "raw"
+    out.attrs["inspector"] = frame_metadata(capture, spec.level)
+    out.attrs["inspector"]["token_names"] = "readable" if spec.readable else "raw"
     return out
 
 
@@ -351,21 +353,14 @@ def _piece(
 
 
 def frame_pieces(
-    capture: Capture,
-    *,
-    kinds: Sequence[str] | None = None,
-    layers: Sequence[int] | int | None = None,
-    heads: Sequence[int] | int | None = None,
-    level: Level = "token",
-    piece_rows: int = PIECE_ROWS,
-    readable: bool = False,
+    capture: Capture, spec: FrameSpec = FrameSpec(), piece_rows: int = PIECE_ROWS
 ) -> Iterator[pd.DataFrame]:
     """The rows of :func:`capture_frame` in the same order, at most about ``piece_rows`` at a
     time (a layer, a group of its heads, or a block of one head's query rows), with the same
     integer dtypes in every piece; token columns are categorical. What a streaming writer
     needs."""
-    chosen = _chosen_kinds(capture, kinds, level)
-    for k, stack in _chosen_stacks(capture, chosen, layers, heads, level):
+    chosen = _chosen_kinds(capture, spec)
+    for k, stack in _chosen_stacks(capture, chosen, spec):
         n_l, n_h, n_q, n_k = stack.weights.shape
         dtypes = (
             _int_dtype(max(stack.layers)),
@@ -384,7 +379,7 @@ def frame_pieces(
                         slice(h0, h0 + group),
                         slice(q0, q0 + q_block),
                         dtypes,
-                        readable,
+                        spec.readable,
                     )
                     if _kind_column(capture, chosen):
                         _insert_kind(piece, k, capture)
@@ -400,16 +395,13 @@ STREAM_FIXED_BYTES = 32_000_000
 
 def stream_estimate(
     capture: Capture,
-    *,
-    kinds: Sequence[str] | None = None,
-    layers: Sequence[int] | int | None = None,
-    heads: Sequence[int] | int | None = None,
+    spec: FrameSpec = FrameSpec(),
     piece_rows: int = PIECE_ROWS,
     max_memory: MemoryLimit | None = None,
 ) -> _memory.MemoryEstimate:
     """What :func:`write_capture_frame` allocates (its largest piece), against the budget."""
     largest = 0
-    for _, n_h, cells in _kept(capture, kinds, layers, heads):
+    for _, n_h, cells in _kept(capture, spec):
         group = max(1, piece_rows // max(1, cells))
         piece = min(n_h, group) * cells if group > 1 or cells <= piece_rows else piece_rows
         largest = max(largest, piece)
@@ -423,28 +415,15 @@ def stream_estimate(
 def write_capture_frame(
     capture: Capture,
     path: str | os.PathLike[str],
-    *,
-    kinds: Sequence[str] | None = None,
-    layers: Sequence[int] | int | None = None,
-    heads: Sequence[int] | int | None = None,
-    level: Level = "token",
+    spec: FrameSpec = FrameSpec(),
     piece_rows: int = PIECE_ROWS,
-    readable: bool = False,
 ) -> Path:
     """Write :func:`capture_frame` to Parquet (one row group per piece) or CSV without ever
     building the whole frame: memory stays one layer's rows (or fewer), at any input length."""
     suffix = _table_suffix(path)
-    meta = frame_metadata(capture, level)
-    meta["token_names"] = "readable" if readable else "raw"
-    pieces = frame_pieces(
-        capture,
-        kinds=kinds,
-        layers=layers,
-        heads=heads,
-        level=level,
-        piece_rows=piece_rows,
-        readable=readable,
-    )
+    meta = frame_metadata(capture, spec.level)
+    meta["token_names"] = "readable" if spec.readable else "raw"
+    pieces = frame_pieces(capture, spec, piece_rows)
     with atomic_path(path) as tmp:
         if suffix == ".csv":
             with open(tmp, "w", encoding="utf-8", newline="") as fh:

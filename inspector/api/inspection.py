@@ -20,7 +20,8 @@ import pandas as pd
 
 from .. import frames as _frames
 from ..capture.memory import MemoryLimit
-from ..capture.types import AttentionStack, Capture
+from ..capture.options import Selection
+from ..capture.types import AttentionStack, Capture, Indexes
 from ..errors import InputError
 from ..render import report as _report
 from ..render.budget import PageBudgetWarning
@@ -173,19 +174,16 @@ class Inspection:
         both per position. A frame that would not fit ``max_memory`` (default: the memory
         available) is refused before it is built; :meth:`to_parquet` streams any size.
         """
-        return _frames.capture_frame(
-            self.capture,
-            kinds=self._kinds,
-            layers=layers,
-            heads=heads,
-            level=level,  # type: ignore[arg-type]
-            readable=readable,
-            max_memory=MemoryLimit.of(max_memory),
-        )
+        spec = self._frame_spec(layers, heads, level, readable)
+        return _frames.capture_frame(self.capture, spec, MemoryLimit.of(max_memory))
 
-    @property
-    def _kinds(self) -> list[str] | None:
-        return None if self.kind is None else [self.kind]
+    def _frame_spec(
+        self, layers: Indexes, heads: Indexes, level: str, readable: bool
+    ) -> _frames.FrameSpec:
+        """What a frame of this inspection holds (its part only, when it is one)."""
+        kinds = None if self.kind is None else (self.kind,)
+        select = Selection.of(layers, heads)
+        return _frames.FrameSpec(kinds, select, level, readable)  # type: ignore[arg-type]
 
     def tokens_frame(self) -> pd.DataFrame:
         """One row per token: position, token (raw), readable, id, word id, sequence, special,
@@ -205,26 +203,14 @@ class Inspection:
     ) -> Path:
         if Path(path).suffix.lower() != suffix:
             raise InputError(f"{path}: expected a file name ending in {suffix}")
+        spec = self._frame_spec(layers, heads, level, readable)
+        limit = MemoryLimit.of(max_memory)
         with model_preflight(
             self.model,
-            lambda: _frames.stream_estimate(
-                self.capture,
-                kinds=self._kinds,
-                layers=layers,
-                heads=heads,
-                max_memory=MemoryLimit.of(max_memory),
-            ),
+            lambda: _frames.stream_estimate(self.capture, spec, max_memory=limit),
             "Write fewer layers=[...] / heads=[...], or raise max_memory= if you know more is free",
         ):
-            return _frames.write_capture_frame(
-                self.capture,
-                path,
-                kinds=self._kinds,
-                layers=layers,
-                heads=heads,
-                level=level,  # type: ignore[arg-type]
-                readable=readable,
-            )
+            return _frames.write_capture_frame(self.capture, path, spec)
 
     to_parquet = suffixed(
         _write,

@@ -8,7 +8,7 @@ import pytest
 import inspector
 from inspector.capture.types import AttentionStack, Capture, Tokens
 from inspector.errors import InputError
-from inspector.frames import capture_frame, stack_frame, word_level
+from inspector.frames import FrameSpec, capture_frame, stack_frame, word_level
 
 
 def test_word_level_by_hand():
@@ -58,4 +58,5 @@ def test_pure_frames_need_no_model():
     frame = stack_frame(AttentionStack(w, toks, toks))
     assert len(frame) == w.size
     cap = Capture({"self": AttentionStack(w, toks, toks)}, {"model_name": "random"})
-    assert capture_frame(cap, level="word")["weight"].sum() == pytest.approx(2 * 3 * 5, rel=1e-5)
+    word_frame = capture_frame(cap, FrameSpec(level="word"))
+    assert word_frame["weight"].sum() == pytest.approx(2 * 3 * 5, rel=1e-5)
