@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,7 +20,7 @@ import pandas as pd
 from ._io import atomic_path, atomic_paths
 from .capture import memory as _memory
 from .capture.memory import MemoryLimit
-from .capture.options import Selection
+from .capture.options import ALL, Selection
 from .capture.types import AttentionStack, Capture, Tokens, captured_positions
 from .errors import InputError
 
@@ -44,7 +44,7 @@ class FrameSpec:
     """
 
     kinds: tuple[str, ...] | None = None
-    select: Selection = field(default_factory=Selection)
+    select: Selection = ALL
     level: Level = "token"
     readable: bool = False
 

@@ -60,9 +60,9 @@ class _OnCapture(Generic[R]):
         leading: Callable[[InspectionLike], tuple[Any, ...]] = _capture_of,
     ) -> None:
         self.fn, self.leading = fn, leading
-        params = list(inspect.signature(fn).parameters.values())
-        keywords = [p for p in params if p.kind is p.KEYWORD_ONLY]  # what the caller gives
-        self.signature = inspect.signature(fn).replace(parameters=keywords)
+        signature = inspect.signature(fn)
+        keywords = [p for p in signature.parameters.values() if p.kind is p.KEYWORD_ONLY]
+        self.signature = signature.replace(parameters=keywords)  # what the caller gives
         self.takes_kind = "kind" in self.signature.parameters
 
     def __set_name__(self, owner: type, name: str) -> None:

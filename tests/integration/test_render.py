@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,19 @@ def test_encoder_decoder_views(tiny: dict[str, Any]) -> None:
     assert len(cross["right_text"]) == len(ins.encoder.tokens)
     only = page_data(ins.cross.views.model().html)["views"][0]["parts"]
     assert [p["name"] for p in only] == ["Cross"]
+
+
+def test_view_methods_take_the_views_keywords(tiny: dict[str, Any]) -> None:
+    """ins.views.* delegate to render.bertviz's views: their keywords, the capture filled in."""
+    ins = tiny["bert"].inspect("The cat sat.")
+    params = inspect.signature(ins.views.head).parameters
+    assert "capture" not in params and {"layer", "heads", "kind", "precision"} <= set(params)
+    assert "capture" not in inspect.signature(ins.views.neuron).parameters
+    with pytest.raises(TypeError, match="lyr"):
+        ins.views.head(lyr=1)
+    with pytest.raises(TypeError):
+        ins.views.model(0)  # keywords only, as before
+    assert page_data(ins.views.model(include_layers=[1]).html)["views"][0]["kind"] == "model"
 
 
 def test_pair_report_from_model(tiny: dict[str, Any]) -> None:
