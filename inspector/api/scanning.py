@@ -102,6 +102,12 @@ class _OfStack(Generic[T]):
     def __get__(self, scan: Scan | None, owner: type | None = None) -> T | _OfStack[T]:
         return self if scan is None else self.read(scan.stack())
 
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __set__(self, scan: Scan, value: object) -> None:  # read-only, as the properties were
+        raise AttributeError(f"Scan.{self.name} is read-only")
+
 
 class Scan:
     """A bounded-memory capture of one input: statistics, not the full attention array.

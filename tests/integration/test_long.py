@@ -318,6 +318,8 @@ def test_scan_report_and_exports(models, tmp_path):
     page = parse(report.html)
     data = [json.loads(b) for a, b in page.scripts if a.get("class") == "ins-scan-data"]
     assert data[0]["row_positions"] == list(scan.row_positions)
+    with pytest.raises(AttributeError, match="read-only"):
+        scan.tokens = []
     figs = figure_specs(report.html)
     assert {"scan-glance", "scan-sinks", "scan-sink-curve"} <= set(figs)
     # every head's distance profile, from the scan's own accumulator
