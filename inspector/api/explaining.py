@@ -137,7 +137,7 @@ class ExplainNamespace:
         steps: Any = "k",
         only_positive: bool = True,
         max_memory: int | str | None = None,
-        max_rows: int = 64,
+        max_rows: int | None = None,
     ) -> Any:
         """How faithful every token-level explanation of this input is: AOPC comprehensiveness,
         AOPC sufficiency and τ with leave-one-out per method (``step=``: a generated token).

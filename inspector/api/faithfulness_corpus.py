@@ -39,7 +39,10 @@ def _merge(meta: dict[str, Any], part: Faithfulness, index: int, text: str) -> N
     elif meta["target"] != target:  # one token or class per text: say what they have in common
         meta["target"] = re.sub(r"of (token|class) '.*?'", r"of the explained \1", target)
     meta["n_texts"] += 1
-    for key in ("n_tokens", "forward_rows", "forward_passes", "deletion_rows"):
+    for key in (
+        "n_tokens", "forward_rows", "forward_passes", "deletion_rows", "deletion_tokens",
+        "run_tokens",
+    ):  # fmt: skip
         meta[key] = meta.get(key, 0) + int(pm.get(key, 0))
     for key in ("seconds", "deletion_seconds"):
         meta[key] = meta.get(key, 0.0) + float(pm.get(key, 0.0))
@@ -64,7 +67,7 @@ def faithfulness(
     checkpoint_every: float = 30.0,
     progress: bool | None = None,
     max_memory: int | str | None = None,
-    max_rows: int = 64,
+    max_rows: int | None = None,
     skip_bad_lines: bool = False,
 ) -> FaithfulnessResult:
     """The faithfulness of every token-level explanation over a corpus: per text, the AOPC

@@ -96,7 +96,7 @@ def inspection_faithfulness(
     steps: _f.Steps = "k",
     only_positive: bool = True,
     max_memory: MemoryLimit | int | str | None = None,
-    max_rows: int = 64,
+    max_rows: int | None = None,
 ) -> FaithfulnessResult:
     """How faithful every token-level explanation of one inspection is (``ins.explain
     .faithfulness``): ``frame`` has one row per method and metric.
@@ -111,7 +111,8 @@ def inspection_faithfulness(
         steps: rationale sizes: ``"k"`` (1..n), ``"ferret"`` (10%..100%), ``"eraser"`` (1, 5,
             10, 20, 50%) or a list of fractions.
         only_positive: only tokens scored above 0 enter a rationale (ferret's default).
-        max_memory / max_rows: memory budget and row cap of one pass of deleted inputs.
+        max_memory / max_rows: memory budget and row cap of one pass of deleted inputs (``None``:
+            as planned: 64 rows a pass, or a decoder's prefix trees of up to 4,096 tokens).
     """
     model = getattr(inspection, "model", None)
     if model is None:

@@ -23,7 +23,6 @@ import pandas as pd
 from ..analysis import faithfulness as _f
 from ..analysis.faithfulness_table import Faithfulness, empty_frames
 from ..capture.memory import MemoryLimit
-from ..capture.perturb import MAX_ROWS
 from ..capture.types import AttentionStack, Capture, Tokens
 from ..errors import InputError, UnsupportedModelError
 from .perturbation import deletions_for, run_counts
@@ -58,7 +57,7 @@ def score_request(
     only_positive: bool = True,
     text: int = 0,
     max_memory: MemoryLimit | None = None,
-    max_rows: int = MAX_ROWS,
+    max_rows: int | None = None,
 ) -> Faithfulness:
     """Score the token-level explanations of one input.
 
@@ -69,7 +68,7 @@ def score_request(
             ``"eraser"`` (1, 5, 10, 20, 50%) or a list of fractions.
         only_positive: only tokens scored above 0 enter a rationale (ferret's default).
         text: the ``text`` index written in the frames.
-        max_memory / max_rows: the memory budget and row cap of one pass.
+        max_memory / max_rows: the memory budget and row cap of one pass (``None``: as planned).
     """
     names = scored_methods(methods)
     _f.check_steps(steps)
@@ -99,6 +98,7 @@ def score_request(
     loo_keeps = _f.loo_keeps(m)
     t0 = time.perf_counter()
     rows_before = deletions.rows
+    tokens_before = (deletions.input_tokens, deletions.run_tokens)
     value_of = deletions.values([*loo_keeps, *(k for p in plans.values() for k in p.keeps)])
     loo = np.array([deletions.baseline - value_of[k] for k in loo_keeps], dtype=np.float64)
     deletion_seconds = time.perf_counter() - t0
@@ -137,6 +137,9 @@ def score_request(
         "forward_rows": deletions.rows - rows0,
         "forward_passes": deletions.passes - passes0,
         "deletion_rows": deletions.rows - rows_before,
+        "deletion_tokens": deletions.input_tokens - tokens_before[0],
+        "run_tokens": deletions.run_tokens - tokens_before[1],
+        "prefix_tree": deletions.tree_refused or "used",
         "seconds": time.perf_counter() - started,
         "deletion_seconds": deletion_seconds,
         "method_seconds": seconds,
