@@ -5,8 +5,8 @@ the tokens it ranks highest.
 named) for its scores, plans the deletions each needs (:mod:`inspector.analysis.faithfulness`:
 ferret's AOPC comprehensiveness and sufficiency steps, and the leave-one-out deletions τ is
 measured against), runs all of them at once through :class:`~.perturbation.Deletions`
-(deduplicated, same-length inputs batched, memory-planned), and returns a
-:class:`~inspector.analysis.faithfulness_table.Faithfulness`. A method that cannot explain this
+(deduplicated, memory-planned; same-length inputs batched, or a decoder's as prefix trees),
+and returns a :class:`~inspector.analysis.faithfulness_table.Faithfulness`. A method that cannot explain this
 input (attention flow over its token limit) or this model (logit attribution on an encoder) is
 skipped and the reason recorded in ``metadata["skipped"]``.
 """
