@@ -6,9 +6,9 @@ named) for its scores, plans the deletions each needs (:mod:`inspector.analysis.
 ferret's AOPC comprehensiveness and sufficiency steps, and the leave-one-out deletions τ is
 measured against), runs all of them at once through :class:`~.perturbation.Deletions`
 (deduplicated, memory-planned; same-length inputs batched, or a decoder's as prefix trees),
-and returns a :class:`~inspector.analysis.faithfulness_table.Faithfulness`. A method that cannot explain this
-input (attention flow over its token limit) or this model (logit attribution on an encoder) is
-skipped and the reason recorded in ``metadata["skipped"]``.
+and returns a :class:`~inspector.analysis.faithfulness_table.Faithfulness`. A method that
+cannot explain this input (attention flow over its token limit) or this model (logit
+attribution on an encoder) is skipped and the reason recorded in ``metadata["skipped"]``.
 """
 
 from __future__ import annotations
