@@ -70,8 +70,9 @@ def test_a_live_writers_temporary_is_left_alone(tmp_path: Path) -> None:
     target = tmp_path / "big.parquet"
     code = textwrap.dedent(
         f"""
-        import time
+        import signal, time
         from inspector._io import atomic_path
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)  # no handler, even under nohup
         with atomic_path({str(target)!r}) as tmp:
             tmp.write_text("first writer")
             print("HOLDING", tmp.name, flush=True)
@@ -102,8 +103,9 @@ def test_killed_writer_leaves_a_temporary_that_the_next_write_clears(
     target.write_text("previous")
     code = textwrap.dedent(
         f"""
-        import time
+        import signal, time
         from inspector._io import atomic_path
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)  # no handler, even under nohup
         with atomic_path({str(target)!r}) as tmp:
             with open(tmp, "wb") as f:
                 f.write(b"x" * 100_000)
@@ -493,8 +495,9 @@ def test_killed_process_during_long_write_keeps_old_file(tmp_path: Path) -> None
     target.write_text("old")
     code = textwrap.dedent(
         f"""
-        import time
+        import signal, time
         from inspector._io import atomic_path
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)  # no handler, even under nohup
         with atomic_path({str(target)!r}) as tmp:
             tmp.write_text("half")
             print("W", flush=True)
