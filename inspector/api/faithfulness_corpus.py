@@ -44,6 +44,9 @@ def _merge(meta: dict[str, Any], part: Faithfulness, index: int, text: str) -> N
         "run_tokens",
     ):  # fmt: skip
         meta[key] = meta.get(key, 0) + int(pm.get(key, 0))
+    shared = meta.setdefault("prefix_tree", [])  # "used", or why a text's inputs ran one by one
+    if pm.get("prefix_tree") is not None and pm["prefix_tree"] not in shared:
+        shared.append(pm["prefix_tree"])
     for key in ("seconds", "deletion_seconds"):
         meta[key] = meta.get(key, 0.0) + float(pm.get(key, 0.0))
     totals = meta.setdefault("method_seconds", {})

@@ -136,3 +136,18 @@ def test_passes_cover_each_row_once_within_their_caps(tiny_llama):
     # a budget that holds about one row a pass cuts the rows into many passes
     small = _memory.Budget(prefix._pass_bytes(tiny_llama.bundle, len(ids), len(ids), 1) * 2, "test")
     assert len(plan_trees(tiny_llama.bundle, rows, budget=small)) > len(rows) // 4
+
+
+def test_the_result_says_whether_inputs_shared_beginnings(tiny_llama):
+    texts = ["The cat sat on the mat.", "A dog barked."]
+    r = inspector.faithfulness(tiny_llama, texts, ["random", "occlusion"], progress=False)
+    assert r.metadata["prefix_tree"] == ["used"]
+    assert r.metadata["run_tokens"] < r.metadata["deletion_tokens"]
+    one = tiny_llama.inspect(texts[0]).explain.faithfulness(["random"])
+    assert one.metadata["prefix_tree"] == "used"
+    bloom = inspector.load(build_family("bloom"))
+    r = inspector.faithfulness(bloom, texts[:1], ["random"], progress=False)
+    assert r.metadata["prefix_tree"] == [
+        "BloomForCausalLM does not dispatch attention through AttentionInterface"
+    ]
+    assert r.metadata["run_tokens"] == r.metadata["deletion_tokens"]
