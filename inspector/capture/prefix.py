@@ -263,6 +263,7 @@ def plan_trees(
     ``max_rows`` rows, and within :data:`PASS_SHARE` of ``budget``."""
     order = sorted(range(len(rows)), key=lambda r: tuple(rows[r]))
     limit = PASS_SHARE * budget.bytes
+    dims = _memory.model_dims(bundle.model)
     passes: list[list[int]] = []
     current: list[int] = []
     nodes = longest = 0
@@ -277,7 +278,7 @@ def plan_trees(
         if current and (
             nodes + grow > max_nodes
             or (max_rows is not None and len(current) >= max_rows)
-            or _pass_bytes(bundle, nodes + grow, wider, len(current) + 1) > limit
+            or _pass_bytes(bundle, nodes + grow, wider, len(current) + 1, dims) > limit
         ):
             passes.append(current)
             current, nodes, grow, wider = [], 0, len(row), len(row)
@@ -290,10 +291,13 @@ def plan_trees(
     return passes
 
 
-def _pass_bytes(bundle: ModelBundle, nodes: int, longest: int, rows: int) -> int:
-    dims = _memory.model_dims(bundle.model)
+def _pass_bytes(
+    bundle: ModelBundle, nodes: int, longest: int, rows: int, dims: dict[str, int] | None = None
+) -> int:
+    """Estimated peak bytes of a tree pass of ``nodes`` tokens, inputs of at most ``longest``
+    tokens and ``rows`` logits (``dims``: the model's, read once by a caller in a loop)."""
     return _memory.forward_bytes(
-        dims,
+        dims or _memory.model_dims(bundle.model),
         n_heads=bundle.n_heads,
         shapes={"self": (nodes, longest + BLOCK)},
         model_itemsize=_memory.itemsize(bundle.dtype),
